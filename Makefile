@@ -1,0 +1,54 @@
+# Hermes — every target sets itself up: a fresh machine needs only python3, java and the package registries.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+UV_VERSION := 0.13.9
+# The default world `make run` simulates and the date it plans (the last simulated day).
+USERS ?= 10000
+DAYS ?= 30
+SEED ?= 7
+DS ?= 2026-10-30
+PYTEST_ARGS ?=
+
+.PHONY: run test test-fast ui ui-stop install lock bench clean help
+
+help:
+	@echo "make run    - install if needed, simulate a marketplace, run hermes_nightly through Airflow, print a summary"
+	@echo "make test   - the whole test suite (slow tests included; CI runs exactly this)"
+	@echo "make ui     - start Airflow (standalone) and the MLflow UI on 127.0.0.1 over var/; make ui-stop stops them"
+	@echo "make lock   - re-resolve constraints.txt from setup.cfg"
+	@echo "make bench  - benchmarks under bench/"
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg constraints.txt pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q "uv==$(UV_VERSION)"
+	$(VENV)/bin/uv pip install --python $(PY) --compile-bytecode -e '.[dev]' -c constraints.txt
+	touch $@
+
+lock: $(VENV)/.installed
+	$(VENV)/bin/uv pip compile --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	  setup.cfg --extra dev -o constraints.txt
+
+run: install
+	USERS=$(USERS) DAYS=$(DAYS) SEED=$(SEED) DS=$(DS) bash infra/run.sh
+
+test: install
+	source infra/env.sh && $(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	source infra/env.sh && $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+ui: install
+	bash infra/ui.sh start
+
+ui-stop:
+	bash infra/ui.sh stop
+
+bench: install
+	source infra/env.sh && $(PY) bench/simulator.py
+
+clean:
+	bash infra/ui.sh stop || true
+	rm -rf var

@@ -1,0 +1,79 @@
+"""Great Expectations suites for the tables Hermes reads and writes, built per run date.
+
+Suites are data (a list of expectations per table) so tests and docs can list them; `expectations.gate`
+runs them. Imports Great Expectations: call from tasks, never from DAG top level.
+"""
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+from zoneinfo import available_timezones
+
+import great_expectations.expectations as gxe
+
+from jobs.contract import EVENT_TYPES, ITEM_CHANGES, ITEM_STATUSES, PLATFORMS
+
+# Event types that are about one item and so must name it.
+ITEM_EVENTS = ("view", "fav", "cart", "chat", "buy")
+
+
+def _day_bounds(ds: str) -> tuple[datetime, datetime]:
+    start = datetime.combine(date.fromisoformat(ds), datetime.min.time(), tzinfo=timezone.utc)
+    return start, start + timedelta(days=1)
+
+
+def raw_suite(table: str, ds: str, horizon_ds: str | None = None) -> list:
+    """Expectations for one raw-contract table as delivered for run date `ds`.
+
+    Fact tables are validated one partition (`ds`) at a time: every timestamp must fall in that UTC day
+    (a timestamp after the day's end is "in the future" for this run). Dimensions are snapshots taken when
+    they were delivered, so a backfill of an old ds legitimately sees later rows: their timestamps may not
+    pass the end of `horizon_ds`, the newest day of data delivered (default: `ds`)."""
+    start, end = _day_bounds(ds)
+    # Pandas compares tz-aware timestamps; the last allowed instant is 1 us before the next day.
+    last = end - timedelta(microseconds=1)
+    horizon = _day_bounds(max(ds, horizon_ds or ds))[1] - timedelta(microseconds=1)
+    not_null = lambda *cols: [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in cols]  # noqa: E731
+    if table == "users":
+        return [
+            *not_null("user_id", "tz", "platform", "opt_in", "registered_at"),
+            gxe.ExpectColumnValuesToBeUnique(column="user_id"),
+            gxe.ExpectColumnValuesToBeInSet(column="platform", value_set=list(PLATFORMS)),
+            gxe.ExpectColumnValuesToBeInSet(column="tz", value_set=sorted(available_timezones())),
+            gxe.ExpectColumnValuesToBeBetween(column="registered_at", max_value=horizon),
+        ]
+    if table == "items":
+        return [
+            *not_null("item_id", "seller_id", "category_id", "price", "listed_at", "status"),
+            gxe.ExpectColumnValuesToBeUnique(column="item_id"),
+            gxe.ExpectColumnValuesToBeBetween(column="price", min_value=0, strict_min=True),
+            gxe.ExpectColumnValuesToBeInSet(column="status", value_set=list(ITEM_STATUSES)),
+            gxe.ExpectColumnValuesToBeBetween(column="listed_at", max_value=horizon),
+        ]
+    if table == "item_changes":
+        return [
+            *not_null("item_id", "ts", "change", "price"),
+            gxe.ExpectColumnValuesToBeInSet(column="change", value_set=list(ITEM_CHANGES)),
+            gxe.ExpectColumnValuesToBeBetween(column="price", min_value=0, strict_min=True),
+            gxe.ExpectColumnValuesToBeBetween(column="ts", min_value=start, max_value=last),
+        ]
+    if table == "events":
+        return [
+            *not_null("ts", "user_id", "event_type"),
+            gxe.ExpectColumnValuesToBeInSet(column="event_type", value_set=list(EVENT_TYPES)),
+            gxe.ExpectColumnValuesToBeBetween(column="ts", min_value=start, max_value=last),
+            gxe.ExpectColumnValuesToNotBeNull(
+                column="item_id", row_condition=f"event_type.isin({list(ITEM_EVENTS)!r})",
+                condition_parser="pandas"),
+            gxe.ExpectColumnValuesToNotBeNull(
+                column="seller_id", row_condition="event_type == 'follow_seller'", condition_parser="pandas"),
+        ]
+    if table == "push_log":
+        return [
+            *not_null("push_id", "user_id", "scene_id", "item_ids", "sent_at", "policy"),
+            gxe.ExpectColumnValuesToBeUnique(column="push_id"),
+            gxe.ExpectColumnValuesToBeBetween(column="sent_at", min_value=start, max_value=last),
+            gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="opened_at", column_B="sent_at", or_equal=True,
+                                                        ignore_row_if="either_value_is_missing"),
+            gxe.ExpectColumnValuesToBeBetween(column="propensity", min_value=0, max_value=1, strict_min=True),
+        ]
+    raise KeyError(f"no raw suite for table {table!r}")

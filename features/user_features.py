@@ -1,0 +1,107 @@
+"""User features as of a run date: activity, local-time habits, category affinity, push history.
+
+Pure transforms: DataFrames in, DataFrame out, no I/O and no session. Point-in-time: only rows with a
+timestamp strictly before `as_of` are used, so a re-run of an old date sees what that night saw.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from jobs.contract import EVENT_TYPES
+
+WINDOWS_DAYS = (1, 7, 28)
+LOOKBACK_DAYS = max(WINDOWS_DAYS)
+# How much one event says about a user's interest in its category.
+CATEGORY_WEIGHTS = {"view": 1.0, "search": 1.0, "fav": 3.0, "chat": 3.0, "cart": 4.0, "buy": 5.0}
+TOP_CATEGORIES = 3
+HOUR_PRIOR = 1.0  # pseudo-count per hour: users with few events fall back to a flat profile
+
+
+def _within(ts: Column, as_of: datetime, days: int) -> Column:
+    return (ts < F.lit(as_of)) & (ts >= F.lit(as_of) - F.expr(f"INTERVAL {days} DAYS"))
+
+
+def activity(events: DataFrame, users: DataFrame, as_of: datetime) -> DataFrame:
+    """One pass over the lookback: n_<event_type>_<w>d for every type and window, the last app open,
+    and the share of app opens per hour of the user's *local* day (24 values, smoothed, sums to 1)."""
+    recent = (events.where(_within(F.col("ts"), as_of, LOOKBACK_DAYS))
+              .join(users.select("user_id", "tz"), "user_id")
+              .withColumn("local_hour", F.hour(F.from_utc_timestamp("ts", F.col("tz")))))
+    is_open = F.col("event_type") == "app_open"
+    counts = [
+        F.sum((_within(F.col("ts"), as_of, w) & (F.col("event_type") == et)).cast("int")).alias(f"n_{et}_{w}d")
+        for et in EVENT_TYPES for w in WINDOWS_DAYS
+    ]
+    hours = [F.sum((is_open & (F.col("local_hour") == h)).cast("int")).alias(f"_h{h}") for h in range(24)]
+    agg = recent.groupBy("user_id").agg(*counts, *hours, F.max(F.when(is_open, F.col("ts"))).alias("last_open_at"))
+    hour_cols = [F.col(f"_h{h}") for h in range(24)]
+    total = sum(hour_cols) + F.lit(24 * HOUR_PRIOR)
+    return agg.select(
+        "user_id", *[f"n_{et}_{w}d" for et in EVENT_TYPES for w in WINDOWS_DAYS], "last_open_at",
+        F.array(*[((c + F.lit(HOUR_PRIOR)) / total).cast("double") for c in hour_cols]).alias("open_hour_profile"),
+        F.when(F.greatest(*hour_cols) > 0,
+               F.array_position(F.array(*hour_cols), F.greatest(*hour_cols)).cast("int") - 1)
+        .alias("peak_local_hour"),
+    )
+
+
+def category_affinity(events: DataFrame, as_of: datetime) -> DataFrame:
+    """Top categories by weighted interest over the lookback, with their share of the user's interest."""
+    weight = F.lit(0.0)
+    for et, w in CATEGORY_WEIGHTS.items():
+        weight = F.when(F.col("event_type") == et, F.lit(w)).otherwise(weight)
+    scored = (events.where(_within(F.col("ts"), as_of, LOOKBACK_DAYS) & F.col("category_id").isNotNull())
+              .withColumn("w", weight).where(F.col("w") > 0)
+              .groupBy("user_id", "category_id").agg(F.sum("w").alias("w")))
+    ranked = scored.groupBy("user_id").agg(
+        F.sum("w").alias("total"),
+        F.slice(F.sort_array(F.collect_list(F.struct(F.col("w"), F.col("category_id"))), asc=False),
+                1, TOP_CATEGORIES).alias("top"),
+    )
+    return ranked.select(
+        "user_id",
+        F.transform("top", lambda s: s["category_id"]).alias("top_categories"),
+        F.transform("top", lambda s: s["w"] / F.col("total")).alias("top_category_shares"),
+    )
+
+
+def push_history(push_log: DataFrame, as_of: datetime) -> DataFrame:
+    """Pushes sent and opened over 7/28 days. An open counts only if it happened before `as_of`."""
+    opened = F.col("opened_at").isNotNull() & (F.col("opened_at") < F.lit(as_of))
+    aggs = []
+    for w in (7, 28):
+        inside = _within(F.col("sent_at"), as_of, w)
+        aggs += [F.sum(inside.cast("int")).alias(f"pushes_sent_{w}d"),
+                 F.sum((inside & opened).cast("int")).alias(f"pushes_opened_{w}d")]
+    return push_log.where(_within(F.col("sent_at"), as_of, LOOKBACK_DAYS)).groupBy("user_id").agg(*aggs)
+
+
+def user_features(users: DataFrame, events: DataFrame, push_log: DataFrame, as_of: datetime) -> DataFrame:
+    """One row per user registered before `as_of`, every feature filled (zeros / flat profile when no data)."""
+    base = users.where(F.col("registered_at") < F.lit(as_of)).select(
+        "user_id", "tz", "platform", "opt_in",
+        (F.col("device_token").isNotNull() & (F.length("device_token") > 0)).alias("has_device_token"),
+        F.floor((F.unix_timestamp(F.lit(as_of)) - F.unix_timestamp("registered_at")) / 86400)
+        .cast("int").alias("tenure_days"),
+    )
+    joined = (base.join(activity(events, users, as_of), "user_id", "left")
+              .join(category_affinity(events, as_of), "user_id", "left")
+              .join(push_history(push_log, as_of), "user_id", "left"))
+    count_cols = [f"n_{et}_{w}d" for et in EVENT_TYPES for w in WINDOWS_DAYS] + [
+        f"pushes_{k}_{w}d" for k in ("sent", "opened") for w in (7, 28)]
+    flat = F.array(*[F.lit(1.0 / 24)] * 24)
+    return joined.select(
+        "user_id", "tz", "platform", "opt_in", "has_device_token", "tenure_days",
+        *[F.coalesce(F.col(c), F.lit(0)).cast("int").alias(c) for c in count_cols],
+        F.coalesce("open_hour_profile", flat).alias("open_hour_profile"),
+        "peak_local_hour",
+        F.coalesce("top_categories", F.array().cast("array<int>")).alias("top_categories"),
+        F.coalesce("top_category_shares", F.array().cast("array<double>")).alias("top_category_shares"),
+        "last_open_at",
+        # Null when the user has not opened the app in the whole lookback: "dormant > 28 days".
+        F.floor((F.unix_timestamp(F.lit(as_of)) - F.unix_timestamp("last_open_at")) / 86400)
+        .cast("int").alias("days_since_last_open"),
+    )

@@ -1,0 +1,94 @@
+"""The `hermes` command: one entry point for the jobs a person runs by hand.
+
+Each subcommand is a thin call of a job module; settings are read from the environment once, here.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from jobs.settings import Settings, settings_table
+
+
+def _cmd_simulate(args, settings):
+    from jobs import simulate
+
+    simulate.run(args, settings)
+
+
+def _cmd_validate_raw(args, settings):
+    from expectations.gate import DataQualityError
+    from jobs.contract import RAW_TABLES
+    from jobs.validate_raw import validate_raw_table
+    from jobs.warehouse import Warehouse
+
+    failed = 0
+    for table in args.table or RAW_TABLES:
+        try:
+            r = validate_raw_table(Warehouse(settings.warehouse), table, args.ds)
+            print(f"ok    raw/{table}: {r.rows:,} rows, {r.checked} expectations")
+        except DataQualityError as e:
+            failed += 1
+            print(f"FAIL  {e}")
+    if failed:
+        sys.exit(1)
+
+
+def _cmd_features(args, settings):
+    from jobs.tasks import spark_session
+    from jobs.user_features import run
+
+    with spark_session(settings, "hermes-user-features") as spark:
+        print(run(spark, settings, args.ds))
+
+
+def _cmd_summary(args, settings):
+    from jobs.summary import summary
+
+    print("\n".join(summary(settings, args.ds)))
+
+
+def _cmd_settings(args, settings):
+    for key, value in settings.describe().items():
+        print(f"{key:<26}{value}")
+    if args.table:
+        print()
+        for var, default, meaning in settings_table():
+            print(f"| `{var}` | `{default}` | {meaning} |")
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="hermes", description="Hermes batch push platform")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    from jobs.simulate import add_arguments
+
+    p = sub.add_parser("simulate", help="write a simulated marketplace in the raw contract")
+    add_arguments(p)
+    p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("validate-raw", help="validate raw tables for a date (schema + GX suites)")
+    p.add_argument("--ds", required=True)
+    p.add_argument("--table", action="append")
+    p.set_defaults(func=_cmd_validate_raw)
+
+    p = sub.add_parser("features", help="compute user features for a date with Spark")
+    p.add_argument("--ds", required=True)
+    p.set_defaults(func=_cmd_features)
+
+    p = sub.add_parser("summary", help="summarise a nightly run's outputs")
+    p.add_argument("--ds", required=True)
+    p.set_defaults(func=_cmd_summary)
+
+    p = sub.add_parser("settings", help="print the effective settings (secrets masked)")
+    p.add_argument("--table", action="store_true", help="also print the README table of variables")
+    p.set_defaults(func=_cmd_settings)
+
+    args = parser.parse_args(argv)
+    args.func(args, Settings.from_env())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""The one settings object: everything Hermes reads from the environment, read once.
+
+Call `Settings.from_env()` at the edge (CLI, DAG task) and pass the result down; no other module
+reads `os.environ`, and nothing here touches disk at import time.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Mapping
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# (attribute, environment variable, default, meaning) — the README's settings table is made from this.
+_SPEC: list[tuple[str, str, str | None, str]] = [
+    ("home", "HERMES_HOME", "<repo>/var", "state folder: warehouse, Airflow, MLflow, object store, logs"),
+    ("warehouse", "HERMES_WAREHOUSE", "$HERMES_HOME/warehouse", "root of the Parquet warehouse (raw/, features/, ...)"),
+    ("spark_master", "HERMES_SPARK_MASTER", "local[*]", "Spark master URL (local[*], spark://host:7077, yarn, k8s://...)"),
+    ("spark_driver_memory", "HERMES_SPARK_DRIVER_MEMORY", "6g", "driver memory (in local mode the executors live in the driver)"),
+    ("spark_shuffle_partitions", "HERMES_SPARK_SHUFFLE_PARTITIONS", "0",
+     "shuffle partitions; 0 = 4 x cores (AQE coalesces further)"),
+    ("mlflow_tracking_uri", "MLFLOW_TRACKING_URI", "sqlite:///$HERMES_HOME/mlflow/mlflow.db", "MLflow tracking + registry"),
+    ("s3_endpoint", "HERMES_S3_ENDPOINT", "http://127.0.0.1:8333", "S3 endpoint for push batches"),
+    ("s3_bucket", "HERMES_S3_BUCKET", "hermes", "bucket for push batches"),
+    ("s3_access_key", "AWS_ACCESS_KEY_ID", None, "S3 access key (local: generated into $HERMES_HOME/secrets.env)"),
+    ("s3_secret_key", "AWS_SECRET_ACCESS_KEY", None, "S3 secret key (never logged)"),
+    ("gateway_url", "HERMES_GATEWAY_URL", "http://127.0.0.1:8480", "push gateway base URL"),
+    ("gateway_token", "HERMES_GATEWAY_TOKEN", None, "push gateway bearer token (never logged)"),
+]
+_SECRET = {"s3_secret_key", "gateway_token", "s3_access_key"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    warehouse: Path
+    spark_master: str = "local[*]"
+    spark_driver_memory: str = "6g"
+    spark_shuffle_partitions: int = 0
+    mlflow_tracking_uri: str = ""
+    s3_endpoint: str = "http://127.0.0.1:8333"
+    s3_bucket: str = "hermes"
+    s3_access_key: str | None = field(default=None, repr=False)
+    s3_secret_key: str | None = field(default=None, repr=False)
+    gateway_url: str = "http://127.0.0.1:8480"
+    gateway_token: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        home = Path(env.get("HERMES_HOME") or REPO_ROOT / "var").resolve()
+        warehouse = Path(env.get("HERMES_WAREHOUSE") or home / "warehouse").resolve()
+        raw_parts = env.get("HERMES_SPARK_SHUFFLE_PARTITIONS", "0")
+        try:
+            partitions = int(raw_parts)
+        except ValueError:
+            raise ValueError(
+                f"HERMES_SPARK_SHUFFLE_PARTITIONS must be an integer (0 = automatic), got {raw_parts!r}"
+            ) from None
+        return cls(
+            home=home,
+            warehouse=warehouse,
+            spark_master=env.get("HERMES_SPARK_MASTER", "local[*]"),
+            spark_driver_memory=env.get("HERMES_SPARK_DRIVER_MEMORY", "6g"),
+            spark_shuffle_partitions=partitions,
+            mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home}/mlflow/mlflow.db",
+            s3_endpoint=env.get("HERMES_S3_ENDPOINT", "http://127.0.0.1:8333"),
+            s3_bucket=env.get("HERMES_S3_BUCKET", "hermes"),
+            s3_access_key=env.get("AWS_ACCESS_KEY_ID"),
+            s3_secret_key=env.get("AWS_SECRET_ACCESS_KEY"),
+            gateway_url=env.get("HERMES_GATEWAY_URL", "http://127.0.0.1:8480"),
+            gateway_token=env.get("HERMES_GATEWAY_TOKEN"),
+        )
+
+    def describe(self) -> dict[str, str]:
+        """Settings as printable strings, secrets masked."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in _SECRET:
+                value = "<set>" if value else "<unset>"
+            out[f.name] = str(value)
+        return out
+
+
+def settings_table() -> list[tuple[str, str, str]]:
+    """(variable, default, meaning) rows for documentation."""
+    return [(var, default or "(none)", meaning) for _, var, default, meaning in _SPEC]

@@ -1,0 +1,45 @@
+"""The one SparkSession factory: jobs receive the session it builds, transforms receive DataFrames.
+
+Same code for `local[*]` and a cluster: only the master URL (from settings) changes.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from jobs.settings import Settings
+
+
+def shuffle_partitions(settings: Settings) -> int:
+    """Sized for this data and machine, not Spark's 200: 4 x cores; AQE coalesces small ones further."""
+    if settings.spark_shuffle_partitions > 0:
+        return settings.spark_shuffle_partitions
+    return 4 * (os.cpu_count() or 2)
+
+
+def build_spark(settings: Settings, app_name: str):
+    from pyspark.sql import SparkSession
+
+    # Workers must run the same interpreter (and so the same pandas/pyarrow) as the driver.
+    builder = (
+        SparkSession.builder.appName(app_name)
+        .master(settings.spark_master)
+        .config("spark.pyspark.python", sys.executable)
+        .config("spark.pyspark.driver.python", sys.executable)
+        .config("spark.driver.memory", settings.spark_driver_memory)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", str(shuffle_partitions(settings)))
+        .config("spark.sql.adaptive.enabled", "true")
+        .config("spark.sql.adaptive.coalescePartitions.enabled", "true")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
+        # ds=YYYY-MM-DD stays a string: the same type in every table and every filter.
+        .config("spark.sql.sources.partitionColumnTypeInference.enabled", "false")
+        .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.ui.enabled", "false")
+        .config("spark.local.dir", str(settings.home / "spark-tmp"))
+    )
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
