@@ -149,7 +149,9 @@ def build_world(spec: WorldSpec) -> World:
     sold = listed + (rng.exponential(sell_scale) * US_PER_DAY).astype(np.int64)
     removed = np.where(rng.random(m) < 0.06, listed + (rng.exponential(8.0, size=m) * US_PER_DAY).astype(np.int64),
                        NEVER)
-    sold = np.where(removed < sold, NEVER, sold)
+    removed_first = removed < sold          # an item leaves the market once: sold or removed
+    sold = np.where(removed_first, NEVER, sold)
+    removed = np.where(removed_first, removed, NEVER)
     end = np.minimum(sold, removed)
     # A third of items get one price drop while still on sale, before the simulated end.
     life_end = np.minimum(end, spec.end_us)
