@@ -35,43 +35,37 @@ _SECRET = {"s3_secret_key", "gateway_token", "s3_access_key"}
 class Settings:
     home: Path
     warehouse: Path
-    spark_master: str = "local[*]"
-    spark_driver_memory: str = "6g"
-    spark_shuffle_partitions: int = 0
-    mlflow_tracking_uri: str = ""
-    s3_endpoint: str = "http://127.0.0.1:8333"
-    s3_bucket: str = "hermes"
-    s3_access_key: str | None = field(default=None, repr=False)
-    s3_secret_key: str | None = field(default=None, repr=False)
-    gateway_url: str = "http://127.0.0.1:8480"
-    gateway_token: str | None = field(default=None, repr=False)
+    spark_master: str
+    spark_driver_memory: str
+    spark_shuffle_partitions: int
+    mlflow_tracking_uri: str
+    s3_endpoint: str
+    s3_bucket: str
+    s3_access_key: str | None = field(repr=False)
+    s3_secret_key: str | None = field(repr=False)
+    gateway_url: str
+    gateway_token: str | None = field(repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Read every setting from `env` (default: the process environment), defaults from _SPEC."""
         env = os.environ if env is None else env
         home = Path(env.get("HERMES_HOME") or REPO_ROOT / "var").resolve()
-        warehouse = Path(env.get("HERMES_WAREHOUSE") or home / "warehouse").resolve()
-        raw_parts = env.get("HERMES_SPARK_SHUFFLE_PARTITIONS", "0")
+        derived = {"home": str(home), "warehouse": str(home / "warehouse"),
+                   "mlflow_tracking_uri": f"sqlite:///{home}/mlflow/mlflow.db"}
+        values: dict = {}
+        for attr, var, default, _ in _SPEC:
+            values[attr] = env.get(var) or derived.get(attr, default)
+        values["home"] = home
+        values["warehouse"] = Path(values["warehouse"]).resolve()
+        raw_parts = values["spark_shuffle_partitions"]
         try:
-            partitions = int(raw_parts)
+            values["spark_shuffle_partitions"] = int(raw_parts)
         except ValueError:
             raise ValueError(
                 f"HERMES_SPARK_SHUFFLE_PARTITIONS must be an integer (0 = automatic), got {raw_parts!r}"
             ) from None
-        return cls(
-            home=home,
-            warehouse=warehouse,
-            spark_master=env.get("HERMES_SPARK_MASTER", "local[*]"),
-            spark_driver_memory=env.get("HERMES_SPARK_DRIVER_MEMORY", "6g"),
-            spark_shuffle_partitions=partitions,
-            mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home}/mlflow/mlflow.db",
-            s3_endpoint=env.get("HERMES_S3_ENDPOINT", "http://127.0.0.1:8333"),
-            s3_bucket=env.get("HERMES_S3_BUCKET", "hermes"),
-            s3_access_key=env.get("AWS_ACCESS_KEY_ID"),
-            s3_secret_key=env.get("AWS_SECRET_ACCESS_KEY"),
-            gateway_url=env.get("HERMES_GATEWAY_URL", "http://127.0.0.1:8480"),
-            gateway_token=env.get("HERMES_GATEWAY_TOKEN"),
-        )
+        return cls(**values)
 
     def describe(self) -> dict[str, str]:
         """Settings as printable strings, secrets masked."""

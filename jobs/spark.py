@@ -4,6 +4,7 @@ Same code for `local[*]` and a cluster: only the master URL (from settings) chan
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -40,6 +41,8 @@ def build_spark(settings: Settings, app_name: str):
         .config("spark.ui.enabled", "false")
         .config("spark.local.dir", str(settings.home / "spark-tmp"))
     )
+    # py4j logs every connection close at INFO, including from __del__ at interpreter exit.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
