@@ -1,18 +1,23 @@
 """
 ### hermes_nightly — the nightly Hermes plan
 
-For the logical date `ds` (a UTC day; the run fires when the day is over):
+For the logical date `ds` (a UTC day; the run fires when the day is over) Hermes plans the pushes of
+the next local day (`plan_date = ds + 1` in each user's time zone).
 
-1. **validate_raw** — one mapped task per raw-contract table (`users`, `items`, `item_changes`,
-   `events`, `push_log`): exact schema, then the Great Expectations suite from `expectations/`.
-   Fact tables are checked on their `ds=<ds>` partition. A broken table fails the run with a message
-   naming table, column and rule; a JSON report lands in `warehouse/reports/validation/ds=<ds>/`.
-2. **user_features** — Spark job `jobs.user_features`: activity counts (1/7/28 d), local-time open
-   profile, category affinity, recency and push history as of the end of `ds`, written to
-   `warehouse/features/user_features/ds=<ds>/` (the partition is overwritten, never appended).
+| task | what it does | writes |
+|---|---|---|
+| `validate_config` | validates `conf/` (scenes, audience rules, fatigue, quotas); **the run stops here on invalid config**; freezes it as a snapshot whose content hash is the *config version* | `config/ds=<ds>/config.json` |
+| `validate_raw` (×5) | raw-contract schema + Great Expectations suite of each input; fact tables on their `ds` partition | `reports/validation/ds=<ds>/` |
+| `user_features` | activity 1/7/28 d per event type, local-hour open profile, top categories, recency, push history overall and per scene, seller-side counts | `features/user_features`, `features/user_scene_history` |
+| `material_features` | items on sale at the end of `ds` (rebuilt from `item_changes`), price drop, freshness, popularity, seller activity; open/click rates by scene → category → material, Bayesian-smoothed toward the parent | `features/material_features`, `features/material_rates` |
+| `check_features` (×4) | GX suite of each feature table | reports |
+| `audiences` | user × scene from each nightly scene's audience rule (safe rule language, no SQL) | `plan/audiences` |
+| `fatigue` | opt-out, device token, dead tokens, platform quota, daily cap, per-scene cap, min spacing — all in the user's local day; one reason per dropped pair; audiences = eligible + suppressed | `plan/eligible`, `plan/suppressed` |
+| `check_plan` (×3) | GX suites of the plan tables + the reconciliation | reports |
 
-Re-running a date replaces its outputs. Tasks pass paths and counts through XCom, never data.
-Run by hand: `make run` (whole thing) or `airflow dags test hermes_nightly 2026-10-30`.
+All outputs live under `$HERMES_WAREHOUSE`, partition `ds=<ds>`, every row stamped with `config_version`.
+Re-running a date overwrites its partitions. Tasks pass paths and counts through XCom, never data.
+By hand: `make run`, or `airflow dags test hermes_nightly 2026-10-30`.
 """
 from __future__ import annotations
 
@@ -23,7 +28,11 @@ from airflow.sdk import Asset, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 RAW_TABLES = ["users", "items", "item_changes", "events", "push_log"]
-USER_FEATURES = Asset(name="hermes_user_features", uri="file:///hermes/warehouse/features/user_features")
+FEATURE_TABLES = ["features/user_features", "features/user_scene_history", "features/material_features",
+                  "features/material_rates"]
+PLAN_TABLES = ["plan/audiences", "plan/eligible", "plan/suppressed"]
+FEATURES = Asset(name="hermes_features", uri="file:///hermes/warehouse/features")
+PLAN = Asset(name="hermes_eligible_plan", uri="file:///hermes/warehouse/plan/eligible")
 
 
 @dag(
@@ -39,19 +48,63 @@ USER_FEATURES = Asset(name="hermes_user_features", uri="file:///hermes/warehouse
                   "retry_exponential_backoff": True},
 )
 def hermes_nightly():
+    @task
+    def validate_config(ds: str | None = None) -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from jobs.config.loader import ConfigError
+        from jobs.tasks import validate_config as run
+
+        try:
+            return run(ds)
+        except ConfigError as e:  # an invalid config does not fix itself: fail now, no retries
+            raise AirflowFailException(str(e)) from None
+
     @task(map_index_template="{{ task.op_kwargs['table'] }}")
     def validate_raw(table: str, ds: str | None = None) -> dict:
         from jobs.tasks import validate_raw as run
 
         return run(table, ds)
 
-    @task(outlets=[USER_FEATURES])
-    def user_features(ds: str | None = None) -> dict:
-        from jobs.tasks import user_features as run
+    @task
+    def user_features(config: dict, ds: str | None = None) -> dict:
+        from jobs.tasks import run_stage
 
-        return run(ds)
+        return run_stage("user_features", ds, config)
 
-    validate_raw.expand(table=RAW_TABLES) >> user_features()
+    @task(outlets=[FEATURES])
+    def material_features(config: dict, ds: str | None = None) -> dict:
+        from jobs.tasks import run_stage
+
+        return run_stage("material_features", ds, config)
+
+    @task
+    def audiences(config: dict, ds: str | None = None) -> dict:
+        from jobs.tasks import run_stage
+
+        return run_stage("audiences", ds, config)
+
+    @task(outlets=[PLAN])
+    def fatigue(config: dict, ds: str | None = None) -> dict:
+        from jobs.tasks import run_stage
+
+        return run_stage("fatigue", ds, config)
+
+    @task(map_index_template="{{ task.op_kwargs['table'] }}")
+    def check_output(table: str, config: dict, ds: str | None = None) -> dict:
+        from jobs.tasks import check_output as run
+
+        return run(table, ds, config)
+
+    config = validate_config()
+    raw = validate_raw.expand(table=RAW_TABLES)
+    feats = [user_features(config), material_features(config)]
+    check_features = check_output.override(task_id="check_features").partial(config=config).expand(
+        table=FEATURE_TABLES)
+    aud = audiences(config)
+    fat = fatigue(config)
+    check_plan = check_output.override(task_id="check_plan").partial(config=config).expand(table=PLAN_TABLES)
+    config >> raw >> feats >> check_features >> aud >> fat >> check_plan
 
 
 hermes_nightly()

@@ -77,3 +77,63 @@ def raw_suite(table: str, ds: str, horizon_ds: str | None = None) -> list:
             gxe.ExpectColumnValuesToBeBetween(column="propensity", min_value=0, max_value=1, strict_min=True),
         ]
     raise KeyError(f"no raw suite for table {table!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables the pipeline writes
+# ---------------------------------------------------------------------------------------------
+def output_suite(table: str, config_version: str, scene_ids: list[str]) -> list:
+    """Expectations for a derived table's ds partition. Every row carries the run's config version."""
+    from features.fatigue import REASONS
+
+    stamped = gxe.ExpectColumnValuesToBeInSet(column="config_version", value_set=[config_version])
+    rate = lambda c: gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=1)  # noqa: E731
+    nonneg = lambda c: gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0)  # noqa: E731
+    suites = {
+        "features/user_features": [
+            gxe.ExpectColumnValuesToNotBeNull(column="user_id"), gxe.ExpectColumnValuesToBeUnique(column="user_id"),
+            nonneg("n_app_open_28d"), nonneg("n_view_28d"), nonneg("pushes_sent_28d"),
+            gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="pushes_sent_28d", column_B="pushes_opened_28d",
+                                                        or_equal=True),
+            gxe.ExpectColumnValuesToBeBetween(column="days_since_last_open", min_value=0, max_value=28),
+            gxe.ExpectColumnValuesToBeBetween(column="peak_local_hour", min_value=0, max_value=23),
+        ],
+        "features/user_scene_history": [
+            gxe.ExpectColumnValuesToNotBeNull(column="user_id"), gxe.ExpectColumnValuesToNotBeNull(column="scene_id"),
+            gxe.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "scene_id"]),
+            gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="sent_28d", column_B="sent_7d", or_equal=True),
+            gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="sent_28d", column_B="opened_28d", or_equal=True),
+        ],
+        "features/material_features": [
+            gxe.ExpectColumnValuesToNotBeNull(column="item_id"), gxe.ExpectColumnValuesToBeUnique(column="item_id"),
+            gxe.ExpectColumnValuesToBeBetween(column="price", min_value=0, strict_min=True),
+            gxe.ExpectColumnValuesToBeBetween(column="price_drop_pct", min_value=0, max_value=1),
+            nonneg("hours_since_listed"), nonneg("views_7d"),
+        ],
+        "features/material_rates": [
+            gxe.ExpectColumnValuesToBeInSet(column="level", value_set=["scene", "category", "material"]),
+            gxe.ExpectColumnValuesToNotBeNull(column="scene_id"),
+            gxe.ExpectCompoundColumnsToBeUnique(column_list=["level", "scene_id", "category_id", "item_id"]),
+            rate("open_rate"), rate("click_rate"), nonneg("sends"),
+            gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="sends", column_B="opens", or_equal=True),
+        ],
+        "plan/audiences": [
+            gxe.ExpectColumnValuesToNotBeNull(column="user_id"),
+            gxe.ExpectColumnValuesToBeInSet(column="scene_id", value_set=scene_ids),
+            gxe.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "scene_id"]),
+        ],
+        "plan/eligible": [
+            gxe.ExpectColumnValuesToNotBeNull(column="user_id"),
+            gxe.ExpectColumnValuesToBeInSet(column="scene_id", value_set=scene_ids),
+            gxe.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "scene_id"]),
+            gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="plan_day_end", column_B="earliest_send_at"),
+        ],
+        "plan/suppressed": [
+            gxe.ExpectColumnValuesToBeInSet(column="reason", value_set=list(REASONS)),
+            gxe.ExpectColumnValuesToNotBeNull(column="reason"),
+            gxe.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "scene_id"]),
+        ],
+    }
+    if table not in suites:
+        raise KeyError(f"no output suite for {table!r}")
+    return [stamped, *suites[table]]

@@ -20,19 +20,19 @@ TOP_CATEGORIES = 3
 HOUR_PRIOR = 1.0  # pseudo-count per hour: users with few events fall back to a flat profile
 
 
-def _within(ts: Column, as_of: datetime, days: int) -> Column:
+def within_days(ts: Column, as_of: datetime, days: int) -> Column:
     return (ts < F.lit(as_of)) & (ts >= F.lit(as_of) - F.expr(f"INTERVAL {days} DAYS"))
 
 
 def activity(events: DataFrame, users: DataFrame, as_of: datetime) -> DataFrame:
     """One pass over the lookback: n_<event_type>_<w>d for every type and window, the last app open,
     and the share of app opens per hour of the user's *local* day (24 values, smoothed, sums to 1)."""
-    recent = (events.where(_within(F.col("ts"), as_of, LOOKBACK_DAYS))
+    recent = (events.where(within_days(F.col("ts"), as_of, LOOKBACK_DAYS))
               .join(users.select("user_id", "tz"), "user_id")
               .withColumn("local_hour", F.hour(F.from_utc_timestamp("ts", F.col("tz")))))
     is_open = F.col("event_type") == "app_open"
     counts = [
-        F.sum((_within(F.col("ts"), as_of, w) & (F.col("event_type") == et)).cast("int")).alias(f"n_{et}_{w}d")
+        F.sum((within_days(F.col("ts"), as_of, w) & (F.col("event_type") == et)).cast("int")).alias(f"n_{et}_{w}d")
         for et in EVENT_TYPES for w in WINDOWS_DAYS
     ]
     hours = [F.sum((is_open & (F.col("local_hour") == h)).cast("int")).alias(f"_h{h}") for h in range(24)]
@@ -53,7 +53,7 @@ def category_affinity(events: DataFrame, as_of: datetime) -> DataFrame:
     weight = F.lit(0.0)
     for et, w in CATEGORY_WEIGHTS.items():
         weight = F.when(F.col("event_type") == et, F.lit(w)).otherwise(weight)
-    scored = (events.where(_within(F.col("ts"), as_of, LOOKBACK_DAYS) & F.col("category_id").isNotNull())
+    scored = (events.where(within_days(F.col("ts"), as_of, LOOKBACK_DAYS) & F.col("category_id").isNotNull())
               .withColumn("w", weight).where(F.col("w") > 0)
               .groupBy("user_id", "category_id").agg(F.sum("w").alias("w")))
     ranked = scored.groupBy("user_id").agg(
@@ -68,19 +68,42 @@ def category_affinity(events: DataFrame, as_of: datetime) -> DataFrame:
     )
 
 
+def seller_side(items_on_sale: DataFrame, events: DataFrame, as_of: datetime) -> DataFrame:
+    """For users who sell: listings on sale at `as_of`, and buyer chats about them in the last 24 h."""
+    listings = items_on_sale.groupBy(F.col("seller_id").alias("user_id")).agg(F.count("*").alias("n_listings_on_sale"))
+    chats = (events.where(within_days(F.col("ts"), as_of, 1) & (F.col("event_type") == "chat")
+                          & F.col("seller_id").isNotNull())
+             .groupBy(F.col("seller_id").alias("user_id")).agg(F.count("*").alias("n_chats_waiting")))
+    return listings.join(chats, "user_id", "full")
+
+
 def push_history(push_log: DataFrame, as_of: datetime) -> DataFrame:
     """Pushes sent and opened over 7/28 days. An open counts only if it happened before `as_of`."""
     opened = F.col("opened_at").isNotNull() & (F.col("opened_at") < F.lit(as_of))
     aggs = []
     for w in (7, 28):
-        inside = _within(F.col("sent_at"), as_of, w)
+        inside = within_days(F.col("sent_at"), as_of, w)
         aggs += [F.sum(inside.cast("int")).alias(f"pushes_sent_{w}d"),
                  F.sum((inside & opened).cast("int")).alias(f"pushes_opened_{w}d")]
-    return push_log.where(_within(F.col("sent_at"), as_of, LOOKBACK_DAYS)).groupBy("user_id").agg(*aggs)
+    return push_log.where(within_days(F.col("sent_at"), as_of, LOOKBACK_DAYS)).groupBy("user_id").agg(*aggs)
 
 
-def user_features(users: DataFrame, events: DataFrame, push_log: DataFrame, as_of: datetime) -> DataFrame:
-    """One row per user registered before `as_of`, every feature filled (zeros / flat profile when no data)."""
+def scene_history(push_log: DataFrame, as_of: datetime) -> DataFrame:
+    """Per user and scene: pushes sent and opened over 7/28 days and the last send. Scene ids are kept as
+    logged, including scenes no longer (or never) in the configuration: history is history."""
+    opened = F.col("opened_at").isNotNull() & (F.col("opened_at") < F.lit(as_of))
+    aggs = []
+    for w in (7, 28):
+        inside = within_days(F.col("sent_at"), as_of, w)
+        aggs += [F.sum(inside.cast("int")).alias(f"sent_{w}d"), F.sum((inside & opened).cast("int")).alias(f"opened_{w}d")]
+    return (push_log.where(within_days(F.col("sent_at"), as_of, LOOKBACK_DAYS))
+            .groupBy("user_id", "scene_id").agg(*aggs, F.max("sent_at").alias("last_sent_at")))
+
+
+def user_features(users: DataFrame, events: DataFrame, push_log: DataFrame, as_of: datetime,
+                  items_on_sale: DataFrame | None = None) -> DataFrame:
+    """One row per user registered before `as_of`, every feature filled (zeros / flat profile when no data).
+    `items_on_sale` (item_id, seller_id) as of `as_of` gives the seller-side features."""
     base = users.where(F.col("registered_at") < F.lit(as_of)).select(
         "user_id", "tz", "platform", "opt_in",
         (F.col("device_token").isNotNull() & (F.length("device_token") > 0)).alias("has_device_token"),
@@ -90,8 +113,12 @@ def user_features(users: DataFrame, events: DataFrame, push_log: DataFrame, as_o
     joined = (base.join(activity(events, users, as_of), "user_id", "left")
               .join(category_affinity(events, as_of), "user_id", "left")
               .join(push_history(push_log, as_of), "user_id", "left"))
+    if items_on_sale is not None:
+        joined = joined.join(seller_side(items_on_sale, events, as_of), "user_id", "left")
+    else:
+        joined = joined.withColumn("n_listings_on_sale", F.lit(0)).withColumn("n_chats_waiting", F.lit(0))
     count_cols = [f"n_{et}_{w}d" for et in EVENT_TYPES for w in WINDOWS_DAYS] + [
-        f"pushes_{k}_{w}d" for k in ("sent", "opened") for w in (7, 28)]
+        f"pushes_{k}_{w}d" for k in ("sent", "opened") for w in (7, 28)] + ["n_listings_on_sale", "n_chats_waiting"]
     flat = F.array(*[F.lit(1.0 / 24)] * 24)
     return joined.select(
         "user_id", "tz", "platform", "opt_in", "has_device_token", "tenure_days",

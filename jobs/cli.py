@@ -35,12 +35,40 @@ def _cmd_validate_raw(args, settings):
         sys.exit(1)
 
 
-def _cmd_features(args, settings):
-    from jobs.tasks import spark_session
-    from jobs.user_features import run
+def _cmd_stage(args, settings):
+    import json
 
-    with spark_session(settings, "hermes-user-features") as spark:
-        print(run(spark, settings, args.ds))
+    from jobs.entry import load_run_config, spark_session
+
+    loaded = load_run_config(settings, args.config)
+    stages = [args.stage] if args.stage != "all" else ["user_features", "material_features", "audiences", "fatigue"]
+    import importlib
+
+    with spark_session(settings, f"hermes-{args.stage}") as spark:
+        for stage in stages:
+            print(json.dumps(importlib.import_module(f"jobs.{stage}").run(spark, settings, args.ds, loaded),
+                             indent=2, default=str))
+
+
+def _cmd_config_validate(args, settings):
+    from jobs.config.loader import ConfigError, load_config
+
+    conf = args.conf or settings.conf_dir
+    try:
+        loaded = load_config(conf)
+    except ConfigError as e:
+        print(f"INVALID configuration in {conf}:")
+        for p in e.problems:
+            print(f"  {p}")
+        sys.exit(1)
+    c = loaded.config
+    print(f"ok: {conf} is valid, version {loaded.version}")
+    print(f"  {len(c.scenes)} scenes ({len(c.enabled_scenes)} enabled), quiet hours "
+          f"{c.platform.quiet_hours.start_hour}:00-{c.platform.quiet_hours.end_hour}:00 local, "
+          f"max {c.platform.fatigue.max_per_user_per_day}/user/day")
+    for s in c.scenes:
+        print(f"  - {s.id:<22}{s.trigger:<19}prio {s.priority:<4}feed {s.feed_size}  "
+              f"{'enabled ' if s.enabled else 'DISABLED'}  audience: {s.audience}")
 
 
 def _cmd_summary(args, settings):
@@ -74,9 +102,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--table", action="append")
     p.set_defaults(func=_cmd_validate_raw)
 
-    p = sub.add_parser("features", help="compute user features for a date with Spark")
+    p = sub.add_parser("stage", help="run one nightly Spark stage (or all) for a date, outside Airflow")
+    p.add_argument("stage", choices=["user_features", "material_features", "audiences", "fatigue", "all"])
     p.add_argument("--ds", required=True)
-    p.set_defaults(func=_cmd_features)
+    p.add_argument("--config", help="config snapshot JSON (default: validate conf/ now)")
+    p.set_defaults(func=_cmd_stage)
+
+    p = sub.add_parser("config", help="the Configuration Center")
+    csub = p.add_subparsers(dest="config_command", required=True)
+    v = csub.add_parser("validate", help="validate conf/ and print every problem with file, line and key")
+    v.add_argument("--conf", help="folder to validate (default: $HERMES_CONF)")
+    v.set_defaults(func=_cmd_config_validate)
 
     p = sub.add_parser("summary", help="summarise a nightly run's outputs")
     p.add_argument("--ds", required=True)

@@ -16,6 +16,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 _SPEC: list[tuple[str, str, str | None, str]] = [
     ("home", "HERMES_HOME", "<repo>/var", "state folder: warehouse, Airflow, MLflow, object store, logs"),
     ("warehouse", "HERMES_WAREHOUSE", "$HERMES_HOME/warehouse", "root of the Parquet warehouse (raw/, features/, ...)"),
+    ("conf_dir", "HERMES_CONF", "<repo>/conf", "Configuration Center folder (platform.yaml, scenes/)"),
     ("spark_master", "HERMES_SPARK_MASTER", "local[*]", "Spark master URL (local[*], spark://host:7077, yarn, k8s://...)"),
     ("spark_driver_memory", "HERMES_SPARK_DRIVER_MEMORY", "6g", "driver memory (in local mode the executors live in the driver)"),
     ("spark_shuffle_partitions", "HERMES_SPARK_SHUFFLE_PARTITIONS", "0",
@@ -35,6 +36,7 @@ _SECRET = {"s3_secret_key", "gateway_token", "s3_access_key"}
 class Settings:
     home: Path
     warehouse: Path
+    conf_dir: Path
     spark_master: str
     spark_driver_memory: str
     spark_shuffle_partitions: int
@@ -51,13 +53,14 @@ class Settings:
         """Read every setting from `env` (default: the process environment), defaults from _SPEC."""
         env = os.environ if env is None else env
         home = Path(env.get("HERMES_HOME") or REPO_ROOT / "var").resolve()
-        derived = {"home": str(home), "warehouse": str(home / "warehouse"),
+        derived = {"home": str(home), "warehouse": str(home / "warehouse"), "conf_dir": str(REPO_ROOT / "conf"),
                    "mlflow_tracking_uri": f"sqlite:///{home}/mlflow/mlflow.db"}
         values: dict = {}
         for attr, var, default, _ in _SPEC:
             values[attr] = env.get(var) or derived.get(attr, default)
         values["home"] = home
         values["warehouse"] = Path(values["warehouse"]).resolve()
+        values["conf_dir"] = Path(values["conf_dir"]).resolve()
         raw_parts = values["spark_shuffle_partitions"]
         try:
             values["spark_shuffle_partitions"] = int(raw_parts)

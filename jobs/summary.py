@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 
 from jobs.contract import PARTITIONED, RAW_TABLES
 from jobs.settings import Settings
-from jobs.warehouse import DERIVED_TABLES, Warehouse
+from jobs.warehouse import DERIVED_TABLES, PLAN_TABLES, Warehouse
 
 
 def parquet_rows(path: Path) -> int | None:
@@ -34,12 +34,30 @@ def summary(settings: Settings, ds: str) -> list[str]:
                        else f"FAILED: {len(rep['failures'])} rule(s)")
         scope = f"ds={ds}" if table in PARTITIONED else "snapshot"
         lines.append(f"  raw/{table:<14}{scope:<15}{_fmt(parquet_rows(path)):>12} rows   {verdict}")
+    snapshot = wh.config_snapshot(ds)
+    if snapshot.exists():
+        lines += ["", f"config version: {json.loads(snapshot.read_text())['version']} ({snapshot})"]
     lines += ["", "outputs:"]
     for name in DERIVED_TABLES:
         path = wh.partition(name, ds)
-        lines.append(f"  {name:<28}{_fmt(parquet_rows(path)):>12} rows   {path}")
+        lines.append(f"  {name:<30}{_fmt(parquet_rows(path)):>12} rows   {path}")
+    counts = {name: parquet_rows(wh.partition(name, ds)) for name in PLAN_TABLES}
+    if all(v is not None for v in counts.values()):
+        a, e, s = (counts[n] for n in PLAN_TABLES)
+        lines += ["", f"fatigue: {a:,} audience pairs = {e:,} eligible + {s:,} suppressed"
+                      f" ({'reconciled' if a == e + s else 'DOES NOT RECONCILE'})"]
+        reasons = _group_count(wh.partition("plan/suppressed", ds), "reason")
+        lines += [f"  suppressed {k:<18}{v:>10,}" for k, v in reasons]
+        lines += ["  audience by scene:"] + [f"    {k:<22}{v:>10,}"
+                                             for k, v in _group_count(wh.partition("plan/audiences", ds), "scene_id")]
     lines += ["", f"validation reports: {wh.report('validation', ds, 'x').parent}"]
     return lines
+
+
+def _group_count(path: Path, column: str) -> list[tuple[str, int]]:
+    table = pq.read_table(path, columns=[column])
+    counts = table.group_by(column).aggregate([(column, "count")]).to_pylist()
+    return sorted(((r[column], r[f"{column}_count"]) for r in counts), key=lambda kv: -kv[1])
 
 
 def _fmt(n: int | None) -> str:

@@ -1,27 +1,30 @@
-"""What the DAG tasks call: one function per task, each building its own settings (and Spark session).
+"""What the DAG tasks call: one function per task, each reading settings itself and returning small JSON
+(paths, counts, the config version) for XCom — never data.
 
-Keeps `dags/` free of logic and heavy imports; every function returns small JSON (paths and counts),
-never data, for XCom.
+Keeps `dags/` free of logic and heavy imports.
 """
 from __future__ import annotations
 
+import importlib
 import logging
-from contextlib import contextmanager
 
 from jobs.settings import Settings
 
 log = logging.getLogger(__name__)
+STAGES = ("user_features", "material_features", "audiences", "fatigue")
 
 
-@contextmanager
-def spark_session(settings: Settings, app: str):
-    from jobs.spark import build_spark
+def validate_config(ds: str) -> dict:
+    """Validate conf/ and freeze it for this run: every later task reads the snapshot, not conf/."""
+    from jobs.config.loader import load_config, write_snapshot
+    from jobs.warehouse import Warehouse
 
-    spark = build_spark(settings, app)
-    try:
-        yield spark
-    finally:
-        spark.stop()
+    settings = Settings.from_env()
+    loaded = load_config(settings.conf_dir)
+    path = write_snapshot(loaded, Warehouse(settings.warehouse).config_snapshot(ds))
+    log.info("config %s (%d scenes, %d enabled) frozen at %s", loaded.version, len(loaded.config.scenes),
+             len(loaded.config.enabled_scenes), path)
+    return {"version": loaded.version, "snapshot": str(path)}
 
 
 def validate_raw(table: str, ds: str) -> dict:
@@ -33,9 +36,24 @@ def validate_raw(table: str, ds: str) -> dict:
     return {"table": f"raw/{table}", "ds": ds, "rows": report.rows, "expectations": report.checked}
 
 
-def user_features(ds: str) -> dict:
-    from jobs import user_features as job
+def run_stage(stage: str, ds: str, config: dict) -> dict:
+    """Run one Spark stage (`jobs.<stage>.run`) for ds under the run's frozen config."""
+    from jobs.entry import load_run_config, spark_session
+
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; stages are {STAGES}")
+    settings = Settings.from_env()
+    loaded = load_run_config(settings, config["snapshot"])
+    job = importlib.import_module(f"jobs.{stage}")
+    with spark_session(settings, f"hermes-{stage}-{ds}") as spark:
+        return job.run(spark, settings, ds, loaded)
+
+
+def check_output(table: str, ds: str, config: dict) -> dict:
+    from jobs.config.loader import read_snapshot
+    from jobs.validate_output import validate_output_table
+    from jobs.warehouse import Warehouse
 
     settings = Settings.from_env()
-    with spark_session(settings, f"hermes-user-features-{ds}") as spark:
-        return job.run(spark, settings, ds)
+    report = validate_output_table(Warehouse(settings.warehouse), table, ds, read_snapshot(config["snapshot"]))
+    return {"table": table, "ds": ds, "rows": report.rows, "expectations": report.checked}

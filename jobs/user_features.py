@@ -1,53 +1,44 @@
-"""Nightly job: compute user features as of the end of `ds` and write features/user_features/ds=<ds>.
+"""Nightly job: user features and per-scene push history as of the end of `ds`.
 
-Thin: reads the raw window, calls `features.user_features.user_features`, writes one partition.
+Writes features/user_features and features/user_scene_history, partition ds=<ds>.
 """
 from __future__ import annotations
 
-import argparse
 import logging
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, timedelta
 
+from jobs.entry import as_of_end, spark_job_main
 from jobs.settings import Settings
 from jobs.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 TABLE = "features/user_features"
+HISTORY = "features/user_scene_history"
 
 
-def as_of_end(ds: str) -> datetime:
-    """A run for ds sees everything strictly before the next UTC midnight."""
-    return datetime.combine(date.fromisoformat(ds) + timedelta(days=1), time.min, tzinfo=timezone.utc)
-
-
-def run(spark, settings: Settings, ds: str) -> dict:
-    from features.user_features import LOOKBACK_DAYS, user_features
+def run(spark, settings: Settings, ds: str, loaded) -> dict:
+    from features.materials import items_as_of
+    from features.user_features import LOOKBACK_DAYS, scene_history, user_features
 
     wh = Warehouse(settings.warehouse)
+    as_of = as_of_end(ds)
     first = (date.fromisoformat(ds) - timedelta(days=LOOKBACK_DAYS)).isoformat()
     users = wh.read_raw(spark, "users")
     events = wh.read_raw(spark, "events", first, ds)
     pushes = wh.read_raw(spark, "push_log", first, ds)
-    out = user_features(users, events, pushes, as_of_end(ds))
-    path = wh.write_partition(out, TABLE, ds)
-    rows = spark.read.parquet(str(path)).count()
-    log.info("wrote %s rows to %s", rows, path)
-    return {"table": TABLE, "ds": ds, "path": str(path), "rows": rows}
+    on_sale = (items_as_of(wh.read_raw(spark, "items"), wh.read_raw(spark, "item_changes", last_ds=ds), as_of)
+               .where("status = 'on_sale'").select("item_id", "seller_id"))
+    out = {}
+    for name, df in ((TABLE, user_features(users, events, pushes, as_of, on_sale)),
+                     (HISTORY, scene_history(pushes, as_of))):
+        path = wh.write_partition(df, name, ds, loaded.version)
+        out[name] = {"path": str(path), "rows": spark.read.parquet(str(path)).count()}
+        log.info("%s ds=%s: %s rows", name, ds, out[name]["rows"])
+    return {"ds": ds, "config_version": loaded.version, "tables": out}
 
 
-def main(argv: list[str] | None = None) -> None:
-    from jobs.spark import build_spark
-
-    logging.basicConfig(level=logging.INFO)
-    p = argparse.ArgumentParser(prog="python -m jobs.user_features", description=__doc__)
-    p.add_argument("--ds", required=True)
-    args = p.parse_args(argv)
-    settings = Settings.from_env()
-    spark = build_spark(settings, "hermes-user-features")
-    try:
-        print(run(spark, settings, args.ds))
-    finally:
-        spark.stop()
+def main(argv=None) -> None:
+    spark_job_main(run, "user_features", __doc__, argv)
 
 
 if __name__ == "__main__":

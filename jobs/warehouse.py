@@ -9,8 +9,11 @@ from pathlib import Path
 
 from jobs.contract import RAW_SCHEMAS, RAW_TABLES
 
-# Derived tables the nightly writes, each partitioned by ds.
-DERIVED_TABLES = ("features/user_features",)
+# Derived tables the nightly writes, each partitioned by ds and stamped with the config version.
+FEATURE_TABLES = ("features/user_features", "features/user_scene_history", "features/material_features",
+                  "features/material_rates")
+PLAN_TABLES = ("plan/audiences", "plan/eligible", "plan/suppressed")
+DERIVED_TABLES = FEATURE_TABLES + PLAN_TABLES
 
 
 @dataclass(frozen=True)
@@ -36,10 +39,25 @@ class Warehouse:
     def partition(self, name: str, ds: str) -> Path:
         return self.table(name) / f"ds={ds}"
 
+    def config_snapshot(self, ds: str) -> Path:
+        """The validated configuration a run for `ds` works from (JSON, with its version)."""
+        return Path(self.root) / "config" / f"ds={ds}" / "config.json"
+
+    @property
+    def dead_tokens(self) -> Path:
+        """Device tokens the gateway reported UNREGISTERED (written by delivery, read by planning)."""
+        return Path(self.root) / "state" / "dead_tokens"
+
     def report(self, kind: str, ds: str, name: str) -> Path:
         return Path(self.root) / "reports" / kind / f"ds={ds}" / f"{name}.json"
 
     # ---- Spark access (pyspark imported by the caller's session, not here) -------------------
+    def read_partition(self, spark, name: str, ds: str):
+        path = self.partition(name, ds)
+        if not path.exists():
+            raise FileNotFoundError(f"{name} has no partition ds={ds} at {path}: run the stage that writes it first")
+        return spark.read.parquet(str(path))
+
     def read_raw(self, spark, table: str, first_ds: str | None = None, last_ds: str | None = None):
         """A raw table; for fact tables only the partitions in [first_ds, last_ds] are read."""
         from pyspark.sql import functions as F
@@ -51,10 +69,11 @@ class Warehouse:
             df = df.where(F.col("ds") <= last_ds)
         return df
 
-    def write_partition(self, df, name: str, ds: str) -> Path:
-        """Overwrite exactly one ds partition of a derived table (re-runs replace, never append)."""
+    def write_partition(self, df, name: str, ds: str, config_version: str) -> Path:
+        """Overwrite exactly one ds partition of a derived table (re-runs replace, never append),
+        stamping every row with the configuration version it was computed under."""
         from pyspark.sql import functions as F
 
-        (df.withColumn("ds", F.lit(ds)).write.mode("overwrite").partitionBy("ds")
+        (df.withColumn("config_version", F.lit(config_version)).withColumn("ds", F.lit(ds)).write.mode("overwrite").partitionBy("ds")
          .option("partitionOverwriteMode", "dynamic").parquet(str(self.table(name))))
         return self.partition(name, ds)

@@ -115,7 +115,8 @@ def build_world(spec: WorldSpec) -> World:
     user_tz = rng.choice(len(TIMEZONES), size=n, p=TIMEZONE_SHARES).astype(np.int8)
     platform = rng.choice(len(PLATFORMS), size=n, p=PLATFORM_SHARES).astype(np.int8)
     opt_in = rng.random(n) < 0.86
-    token = np.frombuffer(binascii.hexlify(rng.bytes(32 * n)), dtype="S64").astype(str)
+    token = np.frombuffer(binascii.hexlify(rng.bytes(32 * n)), dtype="S64").astype(object)
+    token[rng.random(n) < 0.03] = None       # never granted push permission: no device token
     registered = spec.start_us - (rng.uniform(1, 900, size=n) * US_PER_DAY).astype(np.int64)
     # Heavy-tailed activity; a sixth of the base is (nearly) dormant: reactivation material.
     rate = np.exp(rng.normal(np.log(1.0), 0.8, size=n))
@@ -451,7 +452,7 @@ def users_table(w: World) -> pa.Table:
         "user_id": pa.array(w.user_ids, pa.int64()),
         "tz": pa.array(np.array(TIMEZONES)[w.truth.user_tz], pa.string()),
         "platform": pa.array(np.array(PLATFORMS)[w.user_platform], pa.string()),
-        "device_token": pa.array(w.user_token, pa.string()),
+        "device_token": pa.array(w.user_token, pa.string(), from_pandas=True),
         "opt_in": pa.array(w.user_opt_in, pa.bool_()),
         "registered_at": _ts(w.user_registered_at),
     }, schema=RAW_SCHEMAS["users"])

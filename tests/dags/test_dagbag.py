@@ -36,10 +36,21 @@ def test_team_rules_hold_for_every_dag(dagbag):
             assert task.retries >= 2, f"{dag_id}.{task.task_id} has retries={task.retries}"
 
 
-def test_nightly_wires_validation_before_features(dagbag):
+def test_nightly_stages_run_in_order_behind_config_and_raw_validation(dagbag):
     dag = dagbag.dags["hermes_nightly"]
-    assert set(dag.task_ids) == {"validate_raw", "user_features"}
-    assert dag.get_task("user_features").upstream_task_ids == {"validate_raw"}
+    assert set(dag.task_ids) == {"validate_config", "validate_raw", "user_features", "material_features",
+                                 "check_features", "audiences", "fatigue", "check_plan"}
+    up = lambda t: dag.get_task(t).upstream_task_ids  # noqa: E731
+    assert up("validate_raw") == {"validate_config"}
+    assert {"validate_raw", "validate_config"} <= up("user_features")
+    assert {"validate_raw", "validate_config"} <= up("material_features")
+    assert {"user_features", "material_features"} <= up("check_features")
+    assert "check_features" in up("audiences")
+    assert "audiences" in up("fatigue")
+    assert "fatigue" in up("check_plan")
+    # Everything depends, directly or not, on the config check: an invalid config stops the run.
+    assert all("validate_config" in dag.get_task(t).get_flat_relative_ids(upstream=True)
+               for t in dag.task_ids if t != "validate_config")
 
 
 @pytest.mark.parametrize("dag_file", DAG_FILES, ids=lambda p: p.name)

@@ -1,0 +1,1 @@
+"""The Configuration Center: versioned YAML under conf/, its schema, the audience rule language."""

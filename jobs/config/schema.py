@@ -1,0 +1,164 @@
+"""The Configuration Center's schema: scenes, fatigue, quiet hours, platform quotas, gateway limits.
+
+Pydantic models with `extra="forbid"`: a misspelt key is an error, not a silent default. Cross-field
+rules (audience expressions, template placeholders, unique ids) are checked here too.
+"""
+from __future__ import annotations
+
+import re
+import string
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from jobs.config.rules import RuleError, parse_rule
+from jobs.contract import PLATFORMS
+
+TRIGGERS = ("scheduled", "personalised_time", "real_time")
+# Where a scene's materials come from (recall); each is implemented by the candidate stage.
+MATERIAL_SOURCES = (
+    "favourited_price_drop",   # items the user favourited or carted whose price dropped
+    "followed_seller_new",     # new listings from sellers the user follows
+    "top_category_new",        # fresh listings in the user's top categories ("guess you like")
+    "viewed_selling_out",      # items the user viewed repeatedly that many others are looking at
+    "chat_waiting",            # the user's own listings with chats waiting for a reply
+    "own_listing_stats",       # the user's own listings that got views / favourites
+    "popular_in_category",     # popular items in the user's top categories (reactivation)
+    "similar_to_bought",       # items in the categories of what the user bought
+    "hot_items",               # the globally most attractive items on sale (Push 1.0's material)
+)
+TEMPLATE_FIELDS = {"item_title", "item_price", "old_price", "drop_pct", "category", "n_items", "seller_id"}
+SCENE_ID = re.compile(r"^[a-z][a-z0-9_]{2,40}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Materials(_Strict):
+    source: Literal[MATERIAL_SOURCES]  # type: ignore[valid-type]
+    lookback_days: int = Field(7, ge=1, le=28)
+    min_drop_pct: float = Field(0.0, ge=0, le=90)
+    max_candidates: int = Field(50, ge=1, le=500)
+
+
+class Template(_Strict):
+    title: str = Field(min_length=1, max_length=60)
+    body: str = Field(min_length=1, max_length=200)
+
+    @field_validator("title", "body")
+    @classmethod
+    def _known_placeholders(cls, value: str) -> str:
+        try:
+            names = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
+        except ValueError as e:
+            raise ValueError(f"template is not valid: {e}") from None
+        unknown = sorted(n for n in names if n not in TEMPLATE_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown placeholder(s) {unknown}; allowed: {sorted(TEMPLATE_FIELDS)}")
+        return value
+
+
+class SceneCap(_Strict):
+    max_pushes: int = Field(1, ge=1, le=10)
+    days: int = Field(1, ge=1, le=30)
+
+
+class Scene(_Strict):
+    id: str
+    name: str = Field(min_length=1, max_length=80)
+    enabled: bool = True
+    trigger: Literal[TRIGGERS]  # type: ignore[valid-type]
+    priority: int = Field(ge=1, le=100, description="higher wins ties in scene selection")
+    feed_size: int = Field(ge=1, le=6)
+    audience: str = Field(min_length=1)
+    materials: Materials
+    template: Template
+    cap: SceneCap = SceneCap()
+
+    @field_validator("id")
+    @classmethod
+    def _id_shape(cls, value: str) -> str:
+        if not SCENE_ID.match(value):
+            raise ValueError("scene id must be lower_snake_case, 3-41 characters, starting with a letter")
+        return value
+
+    @field_validator("audience")
+    @classmethod
+    def _audience_parses(cls, value: str) -> str:
+        try:
+            parse_rule(value)
+        except RuleError as e:
+            raise ValueError(f"audience rule rejected: {e}") from None
+        return value
+
+
+class QuietHours(_Strict):
+    start_hour: int = Field(22, ge=0, le=23, description="local hour quiet time starts")
+    end_hour: int = Field(8, ge=0, le=23, description="local hour quiet time ends (exclusive)")
+
+    def is_quiet(self, hour: int) -> bool:
+        if self.start_hour == self.end_hour:
+            return False
+        if self.start_hour < self.end_hour:
+            return self.start_hour <= hour < self.end_hour
+        return hour >= self.start_hour or hour < self.end_hour
+
+
+class Fatigue(_Strict):
+    max_per_user_per_day: int = Field(2, ge=1, le=20, description="all scenes together, user's local day")
+    min_spacing_hours: int = Field(4, ge=0, le=24)
+
+
+class Gateway(_Strict):
+    max_per_hour: int = Field(100_000, ge=1, description="planning capacity per UTC hour")
+    rate_per_second: float = Field(200.0, gt=0)
+    burst: int = Field(400, ge=1)
+    concurrency: int = Field(32, ge=1, le=1024)
+    project: str = "hermes-local"
+
+
+class Platform(_Strict):
+    quiet_hours: QuietHours = QuietHours()
+    fatigue: Fatigue = Fatigue()
+    # Marketing pushes per device per local day, by platform (vendor channels cap them).
+    platform_quotas: dict[str, int] = Field(default_factory=lambda: {
+        "android_huawei": 2, "android_oppo": 2, "android_vivo": 2, "android_xiaomi": 1})
+    gateway: Gateway = Gateway()
+    baseline_hour_local: int = Field(20, ge=0, le=23, description="Push 1.0 send hour")
+
+    @field_validator("platform_quotas")
+    @classmethod
+    def _known_platforms(cls, value: dict[str, int]) -> dict[str, int]:
+        for k, v in value.items():
+            if k not in PLATFORMS:
+                raise ValueError(f"unknown platform {k!r}; allowed: {list(PLATFORMS)}")
+            if not isinstance(v, int) or v < 0:
+                raise ValueError(f"quota for {k} must be a non-negative integer, got {v!r}")
+        return value
+
+
+class HermesConfig(_Strict):
+    platform: Platform
+    scenes: tuple[Scene, ...]
+
+    @model_validator(mode="after")
+    def _unique_and_enough(self) -> "HermesConfig":
+        seen: set[str] = set()
+        for s in self.scenes:
+            if s.id in seen:
+                raise ValueError(f"scene id {s.id!r} is defined twice")
+            seen.add(s.id)
+        if not any(s.enabled for s in self.scenes):
+            raise ValueError("no scene is enabled")
+        return self
+
+    def scene(self, scene_id: str) -> Scene:
+        for s in self.scenes:
+            if s.id == scene_id:
+                return s
+        raise KeyError(f"no scene {scene_id!r} in the configuration")
+
+    @property
+    def enabled_scenes(self) -> tuple[Scene, ...]:
+        return tuple(s for s in self.scenes if s.enabled)

@@ -1,0 +1,54 @@
+"""The command line every Spark job shares: `python -m jobs.<job> --ds YYYY-MM-DD [--config SNAPSHOT]`.
+
+Reads settings once, builds the one session, runs the job's `run(spark, settings, ds, config)`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from contextlib import contextmanager
+from datetime import date, datetime, time, timedelta, timezone
+from pathlib import Path
+
+from jobs.settings import Settings
+
+
+def as_of_end(ds: str) -> datetime:
+    """A run for ds sees everything strictly before the next UTC midnight."""
+    return datetime.combine(date.fromisoformat(ds) + timedelta(days=1), time.min, tzinfo=timezone.utc)
+
+
+def plan_date(ds: str) -> date:
+    """The nightly run for ds plans pushes for the local day after it."""
+    return date.fromisoformat(ds) + timedelta(days=1)
+
+
+@contextmanager
+def spark_session(settings: Settings, app: str):
+    from jobs.spark import build_spark
+
+    spark = build_spark(settings, app)
+    try:
+        yield spark
+    finally:
+        spark.stop()
+
+
+def load_run_config(settings: Settings, snapshot: str | Path | None):
+    """The run's config: its snapshot if given (what a DAG run uses), else conf/ validated now."""
+    from jobs.config.loader import load_config, read_snapshot
+
+    return read_snapshot(Path(snapshot)) if snapshot else load_config(settings.conf_dir)
+
+
+def spark_job_main(run, app: str, doc: str | None, argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    p = argparse.ArgumentParser(prog=f"python -m jobs.{app}", description=doc)
+    p.add_argument("--ds", required=True, type=lambda s: date.fromisoformat(s).isoformat())
+    p.add_argument("--config", help="config snapshot JSON (default: validate conf/ now)")
+    args = p.parse_args(argv)
+    settings = Settings.from_env()
+    loaded = load_run_config(settings, args.config)
+    with spark_session(settings, f"hermes-{app}-{args.ds}") as spark:
+        print(json.dumps(run(spark, settings, args.ds, loaded), indent=2, default=str))

@@ -1,0 +1,43 @@
+"""Nightly job: material features for items on sale at the end of `ds`, and smoothed historical rates.
+
+Writes features/material_features and features/material_rates, partition ds=<ds>.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import date, timedelta
+
+from jobs.entry import as_of_end, spark_job_main
+from jobs.settings import Settings
+from jobs.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+FEATURES = "features/material_features"
+RATES = "features/material_rates"
+RATE_HISTORY_DAYS = 28
+
+
+def run(spark, settings: Settings, ds: str, loaded) -> dict:
+    from features.materials import items_as_of, material_features, material_rates
+
+    wh = Warehouse(settings.warehouse)
+    as_of = as_of_end(ds)
+    week = (date.fromisoformat(ds) - timedelta(days=7)).isoformat()
+    items = items_as_of(wh.read_raw(spark, "items"), wh.read_raw(spark, "item_changes", last_ds=ds), as_of)
+    events = wh.read_raw(spark, "events", week, ds)
+    history = wh.read_raw(spark, "push_log", (date.fromisoformat(ds) - timedelta(days=RATE_HISTORY_DAYS)).isoformat(), ds)
+    out = {}
+    for name, df in ((FEATURES, material_features(items, events, as_of)),
+                     (RATES, material_rates(history, items, as_of))):
+        path = wh.write_partition(df, name, ds, loaded.version)
+        out[name] = {"path": str(path), "rows": spark.read.parquet(str(path)).count()}
+        log.info("%s ds=%s: %s rows", name, ds, out[name]["rows"])
+    return {"ds": ds, "config_version": loaded.version, "tables": out}
+
+
+def main(argv=None) -> None:
+    spark_job_main(run, "material_features", __doc__, argv)
+
+
+if __name__ == "__main__":
+    main()

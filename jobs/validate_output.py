@@ -1,0 +1,46 @@
+"""Validate one table the pipeline wrote for a run date with its GX suite (and the fatigue reconciliation).
+
+Runs on the partition's Parquet through pandas: the partitions checked here are one day of one stage.
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+import pyarrow.dataset as pads
+
+from expectations.gate import DataQualityError, ValidationReport, validate
+from jobs.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+
+
+def _rows(wh: Warehouse, name: str, ds: str) -> int:
+    return pads.dataset(wh.partition(name, ds), format="parquet").count_rows()
+
+
+def validate_output_table(wh: Warehouse, name: str, ds: str, loaded) -> ValidationReport:
+    from expectations.suites import output_suite
+
+    path = wh.partition(name, ds)
+    if not path.exists():
+        raise DataQualityError(name, [f"(table): rule=partition_exists: no partition ds={ds} at {path}"])
+    scene_ids = [s.id for s in loaded.config.scenes]
+    # Nested columns are not needed by any expectation; leaving them out keeps pandas light.
+    ds_ = pads.dataset(path, format="parquet")
+    flat = [f.name for f in ds_.schema if not (f.type.num_fields or str(f.type).startswith(("list", "map")))]
+    frame = ds_.to_table(columns=flat).to_pandas()
+    report = validate(frame, name, output_suite(name, loaded.version, scene_ids))
+    if name == "plan/suppressed":
+        n_in, n_ok, n_out = _rows(wh, "plan/audiences", ds), _rows(wh, "plan/eligible", ds), report.rows
+        if n_in != n_ok + n_out:
+            report.failures.append(f"{name}.(table): rule=reconcile_with_audiences: audiences {n_in} != "
+                                   f"eligible {n_ok} + suppressed {n_out}")
+    out = wh.report("validation", ds, name.replace("/", "_"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"table": name, "ds": ds, "rows": report.rows, "expectations": report.checked,
+                               "success": report.success, "failures": report.failures,
+                               "config_version": loaded.version}, indent=2))
+    log.info("%s ds=%s: %d rows, %d expectations, %d failed", name, ds, report.rows, report.checked,
+             len(report.failures))
+    return report.raise_for_failures()

@@ -1,0 +1,96 @@
+"""`hermes config validate` passes on the shipped config and pinpoints each broken fixture."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jobs.config.loader import ConfigError, load_config, read_snapshot, write_snapshot
+from jobs.settings import REPO_ROOT
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "broken_conf"
+
+# case -> fragments the error must contain: file:line, key, what is allowed / wrong.
+EXPECTED = {
+    "misspelt_key": ["conf/scenes/guess_you_like.yaml:5", "feedsize", "unknown key"],
+    "feed_too_big": ["conf/scenes/guess_you_like.yaml:5", "feed_size", "less than or equal to 6"],
+    "audience_unknown_feature": ["conf/scenes/hot_items.yaml:6", "audience", "unknown feature 'income'"],
+    "audience_sql": ["conf/scenes/hot_items.yaml:6", "audience", "statement separators"],
+    "audience_function": ["conf/scenes/hot_items.yaml:6", "audience", "function calls are not allowed"],
+    "unknown_trigger": ["conf/scenes/hot_items.yaml:3", "trigger",
+                        "must be one of 'scheduled', 'personalised_time' or 'real_time'"],
+    "unknown_material_source": ["conf/scenes/hot_items.yaml:7", "materials.source", "must be one of"],
+    "template_placeholder": ["conf/scenes/hot_items.yaml:9", "template.title", "unknown placeholder(s) ['user_name']"],
+    "id_mismatch": ["conf/scenes/hot_items.yaml:1", "id", "must match its file name 'hot_items'"],
+    "unknown_platform_quota": ["conf/platform.yaml:3", "platform_quotas", "unknown platform 'android_nokia'"],
+    "bad_yaml": ["conf/scenes/hot_items.yaml:5", "not valid YAML"],
+    "negative_cap": ["conf/platform.yaml:2", "fatigue.max_per_user_per_day", "greater than or equal to 1"],
+}
+
+
+def broken_conf(case: str, tmp_path: Path) -> Path:
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO_ROOT / "conf", conf)
+    shutil.copytree(FIXTURES / case, conf, dirs_exist_ok=True)
+    return conf
+
+
+def test_shipped_config_is_valid_and_versioned():
+    loaded = load_config()
+    assert len(loaded.config.scenes) >= 8
+    assert loaded.version.startswith("cfg-") and len(loaded.version) == 16
+    triggers = {s.trigger for s in loaded.config.scenes}
+    assert triggers == {"scheduled", "personalised_time", "real_time"}
+    assert all(1 <= s.feed_size <= 6 for s in loaded.config.scenes)
+
+
+def test_every_fixture_has_an_expectation():
+    assert sorted(p.name for p in FIXTURES.iterdir()) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("case", sorted(EXPECTED))
+def test_broken_config_is_rejected_precisely(case, tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(broken_conf(case, tmp_path))
+    text = str(err.value)
+    for fragment in EXPECTED[case]:
+        assert fragment in text, f"{case}: {fragment!r} not in:\n{text}"
+
+
+def test_cli_exits_non_zero_and_prints_each_problem(tmp_path):
+    conf = broken_conf("audience_sql", tmp_path)
+    shutil.copytree(FIXTURES / "feed_too_big", conf, dirs_exist_ok=True)
+    hermes = Path(sys.executable).parent / "hermes"
+    out = subprocess.run([str(hermes), "config", "validate", "--conf", str(conf)], capture_output=True, text=True,
+                         env=os.environ, timeout=60)
+    assert out.returncode == 1
+    assert "INVALID" in out.stdout
+    assert "hot_items.yaml:6: audience" in out.stdout and "guess_you_like.yaml:5: feed_size" in out.stdout
+    ok = subprocess.run([str(hermes), "config", "validate"], capture_output=True, text=True, env=os.environ,
+                        timeout=60)
+    assert ok.returncode == 0 and "is valid, version cfg-" in ok.stdout
+
+
+def test_version_is_a_content_hash(tmp_path):
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO_ROOT / "conf", conf)
+    v1 = load_config(conf).version
+    (conf / "scenes" / "hot_items.yaml").write_text(
+        (conf / "scenes" / "hot_items.yaml").read_text() + "\n# a comment changes nothing\n")
+    assert load_config(conf).version == v1
+    text = (conf / "scenes" / "hot_items.yaml").read_text().replace("priority: 10", "priority: 11")
+    (conf / "scenes" / "hot_items.yaml").write_text(text)
+    assert load_config(conf).version != v1
+
+
+def test_snapshot_round_trips_and_detects_tampering(tmp_path):
+    loaded = load_config()
+    path = write_snapshot(loaded, tmp_path / "config.json")
+    assert read_snapshot(path).version == loaded.version
+    path.write_text(path.read_text().replace('"priority": 90', '"priority": 91'))
+    with pytest.raises(ConfigError, match="does not match its version"):
+        read_snapshot(path)
