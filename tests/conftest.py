@@ -34,7 +34,7 @@ SMALL_WORLD = WorldSpec(users=400, items=800, days=10, seed=3, start=date(2026, 
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory) -> Settings:
     home = tmp_path_factory.mktemp("hermes_home")
-    return Settings.from_env({"HERMES_HOME": str(home), "HERMES_SPARK_SHUFFLE_PARTITIONS": "4",
+    return Settings.from_env({"HERMES_HOME": str(home), "HERMES_SPARK_SHUFFLE_PARTITIONS": "1",
                               "HERMES_SPARK_DRIVER_MEMORY": "2g"})
 
 

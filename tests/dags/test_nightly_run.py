@@ -9,7 +9,7 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.warehouse import Warehouse
+from jobs.warehouse import DERIVED_TABLES, Warehouse
 
 pytestmark = pytest.mark.slow
 
@@ -34,12 +34,20 @@ print("RESULT " + json.dumps({{"state": str(run.state), "tasks": {{f"{{ti.task_i
     assert out.returncode == 0 and lines, (out.stdout[-3000:], out.stderr[-3000:])
     result = json.loads(lines[-1][len("RESULT "):])
     assert result["state"].endswith("success"), result
-    assert len(result["tasks"]) == 6 and all(s.endswith("success") for s in result["tasks"].values()), result
+    # config 1 + raw 5 + features 2 + checks 4 + audiences 1 + fatigue 1 + checks 3
+    assert len(result["tasks"]) == 17 and all(s.endswith("success") for s in result["tasks"].values()), result
 
     wh = Warehouse(settings.warehouse)
-    part = wh.partition("features/user_features", ds)
-    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in part.glob("*.parquet"))
-    assert rows == world["counts"]["users"]
-    for table in ("users", "items", "item_changes", "events", "push_log"):
-        report = json.loads(wh.report("validation", ds, f"raw_{table}").read_text())
-        assert report["success"] and report["rows"] > 0
+    rows = {name: sum(pq.ParquetFile(f).metadata.num_rows for f in wh.partition(name, ds).glob("*.parquet"))
+            for name in DERIVED_TABLES}
+    assert rows["features/user_features"] == world["counts"]["users"]
+    assert rows["plan/audiences"] > 0 and rows["plan/eligible"] > 0
+    assert rows["plan/audiences"] == rows["plan/eligible"] + rows["plan/suppressed"]
+    version = json.loads(wh.config_snapshot(ds).read_text())["version"]
+    for name in DERIVED_TABLES:
+        stamped = pq.read_table(wh.partition(name, ds), columns=["config_version"]).column(0).unique().to_pylist()
+        assert stamped == [version], name
+    for table in ("raw_users", "raw_items", "raw_item_changes", "raw_events", "raw_push_log",
+                  *(n.replace("/", "_") for n in DERIVED_TABLES)):
+        report = json.loads(wh.report("validation", ds, table).read_text())
+        assert report["success"] and report["rows"] > 0, table

@@ -112,13 +112,15 @@ def test_push_history_counts_only_opens_seen_by_as_of(features):
 
 
 def test_job_rerun_overwrites_its_partition(world, settings, spark):
-    from jobs.user_features import run
+    from jobs.config.loader import load_config
+    from jobs.user_features import TABLE, run
 
+    loaded = load_config()
     ds = world["spec"].last_ds
-    first = run(spark, settings, ds)
-    second = run(spark, settings, ds)
+    first = run(spark, settings, ds, loaded)["tables"][TABLE]
+    second = run(spark, settings, ds, loaded)["tables"][TABLE]
     assert first["rows"] == second["rows"] == world["counts"]["users"]
-    earlier = run(spark, settings, world["spec"].start.isoformat())
+    earlier = run(spark, settings, world["spec"].start.isoformat(), loaded)["tables"][TABLE]
     # Another date is another partition; the first one is untouched.
     assert earlier["path"] != first["path"]
     assert spark.read.parquet(first["path"]).count() == world["counts"]["users"]
