@@ -14,6 +14,11 @@ the next local day (`plan_date = ds + 1` in each user's time zone).
 | `audiences` | user × scene from each nightly scene's audience rule (safe rule language, no SQL) | `plan/audiences` |
 | `fatigue` | opt-out, device token, dead tokens, platform quota, daily cap, per-scene cap, min spacing — all in the user's local day; one reason per dropped pair; audiences = eligible + suppressed | `plan/eligible`, `plan/suppressed` |
 | `check_plan` (×3) | GX suites of the plan tables + the reconciliation | reports |
+| `train` | point-in-time training set from `push_log` (features as of each push's send day), logistic regression vs gradient boosting on a time-based holdout, logged to MLflow experiment `hermes-ctr` (metrics incl. oracle AUC, ROC/calibration/importance plots, signature), registered as `hermes-ctr` | MLflow, `reports/training/` |
+| `gate` | the new version becomes `@champion` only if it beats the champion's AUC on the same holdout by the configured margin, else `@challenger`; decision and numbers logged on the run | MLflow aliases |
+| `score` | recall per scene materials source for every eligible pair, pair features, bulk scoring with `@champion` through Arrow (`mapInArrow`), model version on every row | `plan/scored` |
+| `select` | feeds (top-k with one item per seller and a per-category cap) and one scene per user by expected opens then priority; the Push 1.0 baseline (one global best-CTR scene, one item) beside it | `plan/selected`, `plan/baseline` |
+| `check_selection` (×3) | GX suites of the selection tables | reports |
 
 All outputs live under `$HERMES_WAREHOUSE`, partition `ds=<ds>`, every row stamped with `config_version`.
 Re-running a date overwrites its partitions. Tasks pass paths and counts through XCom, never data.
@@ -32,7 +37,9 @@ FEATURE_TABLES = ["features/user_features", "features/user_scene_history", "feat
                   "features/material_rates"]
 PLAN_TABLES = ["plan/audiences", "plan/eligible", "plan/suppressed"]
 FEATURES = Asset(name="hermes_features", uri="file:///hermes/warehouse/features")
-PLAN = Asset(name="hermes_eligible_plan", uri="file:///hermes/warehouse/plan/eligible")
+SELECTION_TABLES = ["plan/scored", "plan/selected", "plan/baseline"]
+PLAN = Asset(name="hermes_selected_plan", uri="file:///hermes/warehouse/plan/selected")
+MODEL = Asset(name="hermes_ctr_model", uri="file:///hermes/mlflow/models/hermes-ctr")
 
 
 @dag(
@@ -84,11 +91,35 @@ def hermes_nightly():
 
         return run_stage("audiences", ds, config)
 
-    @task(outlets=[PLAN])
+    @task
     def fatigue(config: dict, ds: str | None = None) -> dict:
         from jobs.tasks import run_stage
 
         return run_stage("fatigue", ds, config)
+
+    @task(outlets=[MODEL])
+    def train(config: dict, ds: str | None = None) -> dict:
+        from jobs.tasks import run_stage
+
+        return run_stage("train", ds, config)
+
+    @task
+    def gate(config: dict, ds: str | None = None) -> dict:
+        from jobs.tasks import gate as run
+
+        return run(ds, config)
+
+    @task
+    def score(config: dict, ds: str | None = None) -> dict:
+        from jobs.tasks import run_stage
+
+        return run_stage("score", ds, config)
+
+    @task(outlets=[PLAN])
+    def select(config: dict, ds: str | None = None) -> dict:
+        from jobs.tasks import run_stage
+
+        return run_stage("select", ds, config)
 
     @task(map_index_template="{{ task.op_kwargs['table'] }}")
     def check_output(table: str, config: dict, ds: str | None = None) -> dict:
@@ -104,7 +135,15 @@ def hermes_nightly():
     aud = audiences(config)
     fat = fatigue(config)
     check_plan = check_output.override(task_id="check_plan").partial(config=config).expand(table=PLAN_TABLES)
+    model = train(config)
+    scored = score(config)
+    chosen = select(config)
+    check_selection = check_output.override(task_id="check_selection").partial(config=config).expand(
+        table=SELECTION_TABLES)
     config >> raw >> feats >> check_features >> aud >> fat >> check_plan
+    decided = gate(config)
+    raw >> model >> decided
+    [check_plan, decided] >> scored >> chosen >> check_selection
 
 
 hermes_nightly()

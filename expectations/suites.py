@@ -133,6 +133,24 @@ def output_suite(table: str, config_version: str, scene_ids: list[str]) -> list:
             gxe.ExpectColumnValuesToNotBeNull(column="reason"),
             gxe.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "scene_id"]),
         ],
+        "plan/scored": [
+            gxe.ExpectColumnValuesToNotBeNull(column="model_version"),
+            gxe.ExpectColumnValuesToNotBeNull(column="p_open"), rate("p_open"),
+            gxe.ExpectColumnValuesToBeInSet(column="scene_id", value_set=scene_ids),
+            gxe.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "scene_id", "item_id"]),
+        ],
+        "plan/selected": [
+            gxe.ExpectColumnValuesToBeUnique(column="user_id"),
+            gxe.ExpectColumnValuesToBeInSet(column="scene_id", value_set=scene_ids),
+            gxe.ExpectColumnValuesToNotBeNull(column="model_version"),
+            rate("expected_open"), gxe.ExpectColumnValuesToBeInSet(column="policy", value_set=["hermes"]),
+        ],
+        "plan/baseline": [
+            gxe.ExpectColumnValuesToBeUnique(column="user_id"),
+            gxe.ExpectColumnDistinctValuesToBeInSet(column="scene_id", value_set=scene_ids),
+            gxe.ExpectColumnUniqueValueCountToBeBetween(column="scene_id", min_value=1, max_value=1),
+            gxe.ExpectColumnValuesToBeInSet(column="policy", value_set=["baseline"]),
+        ],
     }
     if table not in suites:
         raise KeyError(f"no output suite for {table!r}")

@@ -21,7 +21,9 @@ def shuffle_partitions(settings: Settings) -> int:
 def build_spark(settings: Settings, app_name: str):
     from pyspark.sql import SparkSession
 
-    # Workers must run the same interpreter (and so the same pandas/pyarrow) as the driver.
+    # Workers must run the same interpreter (and so the same pandas/pyarrow) as the driver. Local-mode
+    # workers only honour the environment variable, not spark.pyspark.python.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = (
         SparkSession.builder.appName(app_name)
         .master(settings.spark_master)

@@ -50,6 +50,21 @@ def summary(settings: Settings, ds: str) -> list[str]:
         lines += [f"  suppressed {k:<18}{v:>10,}" for k, v in reasons]
         lines += ["  audience by scene:"] + [f"    {k:<22}{v:>10,}"
                                              for k, v in _group_count(wh.partition("plan/audiences", ds), "scene_id")]
+    train_report, gate_report = wh.report("training", ds, "train"), wh.report("training", ds, "gate")
+    if train_report.exists():
+        t = json.loads(train_report.read_text())
+        oracle = f", oracle AUC {t['oracle_auc']:.4f}" if t.get("oracle_auc") else ""
+        lines += ["", f"model: hermes-ctr v{t['version']} ({t['model_kind']}), holdout AUC {t['holdout']['auc']:.4f}"
+                      f"{oracle}, log loss {t['holdout']['log_loss']:.4f}, calibration error "
+                      f"{t['holdout']['calibration_error']:.4f}; MLflow run {t['run_id']}"]
+    if gate_report.exists():
+        g = json.loads(gate_report.read_text())
+        lines.append(f"gate: version {g['candidate_version']} {g['decision']} -> @{g['alias']} ({g['reason']})")
+    sel = wh.partition("plan/selected", ds)
+    if sel.exists():
+        lines += ["selected scene per user (Hermes):"] + [f"    {k:<22}{v:>10,}" for k, v in _group_count(sel, "scene_id")]
+        base = _group_count(wh.partition("plan/baseline", ds), "scene_id")
+        lines += [f"baseline (Push 1.0): scene {base[0][0] if base else '-'} for {sum(v for _, v in base):,} users"]
     lines += ["", f"validation reports: {wh.report('validation', ds, 'x').parent}"]
     return lines
 

@@ -11,7 +11,7 @@ import logging
 from jobs.settings import Settings
 
 log = logging.getLogger(__name__)
-STAGES = ("user_features", "material_features", "audiences", "fatigue")
+STAGES = ("user_features", "material_features", "audiences", "fatigue", "train", "score", "select")
 
 
 def validate_config(ds: str) -> dict:
@@ -47,6 +47,15 @@ def run_stage(stage: str, ds: str, config: dict) -> dict:
     job = importlib.import_module(f"jobs.{stage}")
     with spark_session(settings, f"hermes-{stage}-{ds}") as spark:
         return job.run(spark, settings, ds, loaded)
+
+
+def gate(ds: str, config: dict) -> dict:
+    """Promote the version this run trained to @champion, or hold it as @challenger."""
+    from jobs.entry import load_run_config
+    from jobs.train import gate as run
+
+    settings = Settings.from_env()
+    return run(settings, ds, load_run_config(settings, config["snapshot"]))
 
 
 def check_output(table: str, ds: str, config: dict) -> dict:

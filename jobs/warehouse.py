@@ -13,7 +13,8 @@ from jobs.contract import RAW_SCHEMAS, RAW_TABLES
 FEATURE_TABLES = ("features/user_features", "features/user_scene_history", "features/material_features",
                   "features/material_rates")
 PLAN_TABLES = ("plan/audiences", "plan/eligible", "plan/suppressed")
-DERIVED_TABLES = FEATURE_TABLES + PLAN_TABLES
+SELECTION_TABLES = ("plan/scored", "plan/selected", "plan/baseline")
+DERIVED_TABLES = FEATURE_TABLES + PLAN_TABLES + SELECTION_TABLES
 
 
 @dataclass(frozen=True)

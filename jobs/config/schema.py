@@ -118,6 +118,17 @@ class Gateway(_Strict):
     project: str = "hermes-local"
 
 
+class Training(_Strict):
+    train_days: int = Field(21, ge=3, le=60, description="days of push history in the training set")
+    holdout_days: int = Field(4, ge=1, le=14, description="most recent days kept out for evaluation and the gate")
+    promotion_margin: float = Field(0.002, ge=0, le=0.2,
+                                    description="holdout AUC a candidate must gain over @champion to replace it")
+
+
+class Feed(_Strict):
+    max_per_category: int = Field(2, ge=1, le=6, description="diversity: items of one category in one feed")
+
+
 class Platform(_Strict):
     quiet_hours: QuietHours = QuietHours()
     fatigue: Fatigue = Fatigue()
@@ -126,6 +137,8 @@ class Platform(_Strict):
         "android_huawei": 2, "android_oppo": 2, "android_vivo": 2, "android_xiaomi": 1})
     gateway: Gateway = Gateway()
     baseline_hour_local: int = Field(20, ge=0, le=23, description="Push 1.0 send hour")
+    training: Training = Training()
+    feed: Feed = Feed()
 
     @field_validator("platform_quotas")
     @classmethod

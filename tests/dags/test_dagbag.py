@@ -39,7 +39,8 @@ def test_team_rules_hold_for_every_dag(dagbag):
 def test_nightly_stages_run_in_order_behind_config_and_raw_validation(dagbag):
     dag = dagbag.dags["hermes_nightly"]
     assert set(dag.task_ids) == {"validate_config", "validate_raw", "user_features", "material_features",
-                                 "check_features", "audiences", "fatigue", "check_plan"}
+                                 "check_features", "audiences", "fatigue", "check_plan", "train", "gate", "score",
+                                 "select", "check_selection"}
     up = lambda t: dag.get_task(t).upstream_task_ids  # noqa: E731
     assert up("validate_raw") == {"validate_config"}
     assert {"validate_raw", "validate_config"} <= up("user_features")
@@ -48,6 +49,8 @@ def test_nightly_stages_run_in_order_behind_config_and_raw_validation(dagbag):
     assert "check_features" in up("audiences")
     assert "audiences" in up("fatigue")
     assert "fatigue" in up("check_plan")
+    assert "train" in up("gate") and {"gate", "check_plan"} <= up("score")
+    assert "score" in up("select") and "select" in up("check_selection")
     # Everything depends, directly or not, on the config check: an invalid config stops the run.
     assert all("validate_config" in dag.get_task(t).get_flat_relative_ids(upstream=True)
                for t in dag.task_ids if t != "validate_config")

@@ -35,7 +35,8 @@ print("RESULT " + json.dumps({{"state": str(run.state), "tasks": {{f"{{ti.task_i
     result = json.loads(lines[-1][len("RESULT "):])
     assert result["state"].endswith("success"), result
     # config 1 + raw 5 + features 2 + checks 4 + audiences 1 + fatigue 1 + checks 3
-    assert len(result["tasks"]) == 17 and all(s.endswith("success") for s in result["tasks"].values()), result
+    # + train 1 + gate 1 + score 1 + select 1 + checks 3
+    assert len(result["tasks"]) == 24 and all(s.endswith("success") for s in result["tasks"].values()), result
 
     wh = Warehouse(settings.warehouse)
     rows = {name: sum(pq.ParquetFile(f).metadata.num_rows for f in wh.partition(name, ds).glob("*.parquet"))
@@ -43,6 +44,13 @@ print("RESULT " + json.dumps({{"state": str(run.state), "tasks": {{f"{{ti.task_i
     assert rows["features/user_features"] == world["counts"]["users"]
     assert rows["plan/audiences"] > 0 and rows["plan/eligible"] > 0
     assert rows["plan/audiences"] == rows["plan/eligible"] + rows["plan/suppressed"]
+    # Every eligible user with at least one candidate gets exactly one selected scene and feed.
+    selected = pq.read_table(wh.partition("plan/selected", ds)).to_pandas()
+    scored_users = set(pq.read_table(wh.partition("plan/scored", ds), columns=["user_id"]).column(0).to_pylist())
+    assert len(selected) > 0 and set(selected.user_id) == scored_users and selected.user_id.is_unique
+    assert selected.item_ids.map(len).between(1, 6).all() and selected.model_version.notna().all()
+    gate = json.loads(wh.report("training", ds, "gate").read_text())
+    assert gate["decision"] == "promoted" and gate["reason"] == "no champion yet"
     version = json.loads(wh.config_snapshot(ds).read_text())["version"]
     for name in DERIVED_TABLES:
         stamped = pq.read_table(wh.partition(name, ds), columns=["config_version"]).column(0).unique().to_pylist()

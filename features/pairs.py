@@ -1,0 +1,126 @@
+"""Point-in-time features of user x material pairs, for training and scoring alike.
+
+A pair is keyed by (user_id, item_id, scene_id, day, local_hour). Every feature is an aggregate of whole
+UTC days strictly *before* `day` — so a push sent on day D at any hour only sees data from before D 00:00,
+and the plan for day D is scored exactly as the pushes of day D were trained. One code path for both.
+"""
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from features.user_features import CATEGORY_WEIGHTS, HOUR_PRIOR
+
+FEATURES = ("u_opens_7d", "u_opens_28d", "u_views_7d", "u_favs_28d", "u_pushes_1d", "u_pushes_7d",
+            "u_push_open_rate", "aff_share", "hour_share_log", "i_drop_pct", "i_age_log", "i_views_7d_log",
+            "i_favs_7d_log", "scene_code")
+LOOKBACK = 28
+PUSH_PRIOR_SENDS = 5.0
+PUSH_PRIOR_RATE = 0.05
+
+
+def day_num(ts_col: str) -> F.Column:
+    return F.datediff(F.to_date(F.col(ts_col)), F.lit("1970-01-01").cast("date"))
+
+
+def _as_of_sums(keys: DataFrame, daily: DataFrame, entity: list[str], values: dict[str, int]) -> DataFrame:
+    """For each distinct (entity, day) in keys, sum each daily value over the `window` days before day.
+
+    values: column -> window in days. Rows at the key's own day are excluded (rangeBetween(-w, -1))."""
+    k = keys.select(*entity, "day").distinct().withColumn("_key", F.lit(True))
+    d = daily.select(*entity, "day", *values).withColumn("_key", F.lit(False))
+    rows = d.unionByName(k, allowMissingColumns=True)
+    out = rows
+    for col, w in values.items():
+        win = Window.partitionBy(*entity).orderBy("day").rangeBetween(-w, -1)
+        out = out.withColumn(f"{col}_{w}d", F.coalesce(F.sum(col).over(win), F.lit(0)))
+    return out.where("_key").select(*entity, "day", *[f"{c}_{w}d" for c, w in values.items()])
+
+
+def pair_features(keys: DataFrame, users: DataFrame, events: DataFrame, push_log: DataFrame,
+                  item_changes: DataFrame, items: DataFrame, scene_codes: dict[str, int]) -> DataFrame:
+    """keys: user_id, item_id, scene_id, day (int, days since epoch), local_hour (0-23), plus any passthrough
+    columns. events/push_log/item_changes must cover at least LOOKBACK days before the earliest key day."""
+    ev = events.withColumn("day", day_num("ts"))
+    # --- user activity and push history ----------------------------------------------------------
+    user_daily = ev.groupBy("user_id", "day").agg(
+        F.sum((F.col("event_type") == "app_open").cast("int")).alias("opens"),
+        F.sum((F.col("event_type") == "view").cast("int")).alias("views"),
+        F.sum((F.col("event_type") == "fav").cast("int")).alias("favs"))
+    push_daily = (push_log.withColumn("day", day_num("sent_at")).groupBy("user_id", "day")
+                  .agg(F.count("*").alias("pushes"),
+                       F.sum(F.col("opened_at").isNotNull().cast("int")).alias("push_opens")))
+    # An open is only known once it happened: count opens by the day they happened on.
+    open_daily = (push_log.where(F.col("opened_at").isNotNull()).withColumn("day", day_num("opened_at"))
+                  .groupBy("user_id", "day").agg(F.count("*").alias("push_opens_seen")))
+    daily = (user_daily.join(push_daily.drop("push_opens"), ["user_id", "day"], "full")
+             .join(open_daily, ["user_id", "day"], "full").na.fill(0))
+    u = _as_of_sums(keys, daily, ["user_id"], {"opens": 7, "views": 7, "favs": 28, "pushes": 7,
+                                                "push_opens_seen": 28})
+    u = u.join(_as_of_sums(keys, daily.select("user_id", "day", F.col("pushes").alias("pushes_recent"),
+                                              F.col("opens").alias("opens_long"), F.col("pushes").alias("pushes_long")),
+                           ["user_id"], {"pushes_recent": 1, "opens_long": 28, "pushes_long": 28}),
+               ["user_id", "day"])
+    # --- category affinity: share of the user's weighted interest in the item's category ------------
+    weight = F.lit(0.0)
+    for et, w in CATEGORY_WEIGHTS.items():
+        weight = F.when(F.col("event_type") == et, F.lit(w)).otherwise(weight)
+    cat_daily = (ev.where(F.col("category_id").isNotNull()).withColumn("w", weight).where("w > 0")
+                 .groupBy("user_id", "category_id", "day").agg(F.sum("w").alias("w")))
+    tot_daily = cat_daily.groupBy("user_id", "day").agg(F.sum("w").alias("w_all"))
+    keyed = keys.join(items.select("item_id", "category_id"), "item_id", "left")
+    aff = _as_of_sums(keyed, cat_daily, ["user_id", "category_id"], {"w": LOOKBACK})
+    tot = _as_of_sums(keys, tot_daily, ["user_id"], {"w_all": LOOKBACK})
+    # --- local-hour habit --------------------------------------------------------------------------
+    hour_daily = (ev.where(F.col("event_type") == "app_open").join(users.select("user_id", "tz"), "user_id")
+                  .withColumn("local_hour", F.hour(F.from_utc_timestamp("ts", F.col("tz"))))
+                  .groupBy("user_id", "local_hour", "day").agg(F.count("*").alias("h")))
+    hours = _as_of_sums(keys, hour_daily, ["user_id", "local_hour"], {"h": LOOKBACK})
+    # --- material state --------------------------------------------------------------------------
+    item_daily = (ev.where(F.col("item_id").isNotNull()).groupBy("item_id", "day").agg(
+        F.sum((F.col("event_type") == "view").cast("int")).alias("iv"),
+        F.sum((F.col("event_type") == "fav").cast("int")).alias("if_")))
+    item_pop = _as_of_sums(keys, item_daily, ["item_id"], {"iv": 7, "if_": 7})
+    ch = item_changes.withColumn("day", day_num("ts"))
+    listed = ch.where(F.col("change") == "listed").groupBy("item_id").agg(
+        F.min("ts").alias("listed_at"), F.first("price").alias("listing_price"))
+    drops = ch.where(F.col("change") == "price_drop").select("item_id", F.col("day").alias("drop_day"),
+                                                             F.col("price").alias("drop_price"))
+    key_items = keys.select("item_id", "day").distinct()
+    last_drop = (key_items.join(drops, "item_id").where(F.col("drop_day") < F.col("day"))
+                 .groupBy("item_id", "day").agg(F.min("drop_price").alias("drop_price")))
+    item_state = (key_items.join(listed, "item_id", "left").join(last_drop, ["item_id", "day"], "left")
+                  .select("item_id", "day",
+                          F.when(F.col("drop_price").isNotNull() & (F.col("listing_price") > 0),
+                                 1 - F.col("drop_price") / F.col("listing_price")).otherwise(0.0).alias("i_drop_pct"),
+                          F.log1p(F.greatest(F.lit(0.0), (F.col("day") * 86400 - F.unix_timestamp("listed_at"))
+                                             / 3600.0)).alias("i_age_log")))
+    codes = F.create_map(*[x for k, v in sorted(scene_codes.items()) for x in (F.lit(k), F.lit(v))])
+    out = (keyed.join(u, ["user_id", "day"], "left").join(aff, ["user_id", "category_id", "day"], "left")
+           .join(tot, ["user_id", "day"], "left").join(hours, ["user_id", "local_hour", "day"], "left")
+           .join(item_pop, ["item_id", "day"], "left").join(item_state, ["item_id", "day"], "left")
+           .na.fill(0, ["opens_7d", "views_7d", "favs_28d", "pushes_7d", "push_opens_seen_28d", "pushes_recent_1d",
+                        "opens_long_28d", "pushes_long_28d", "w_28d", "w_all_28d", "h_28d", "iv_7d", "if__7d",
+                        "i_drop_pct", "i_age_log"]))
+    return out.select(
+        *keys.columns, "category_id",
+        F.col("opens_7d").cast("double").alias("u_opens_7d"),
+        F.col("opens_long_28d").cast("double").alias("u_opens_28d"),
+        F.col("views_7d").cast("double").alias("u_views_7d"),
+        F.col("favs_28d").cast("double").alias("u_favs_28d"),
+        F.col("pushes_recent_1d").cast("double").alias("u_pushes_1d"),
+        F.col("pushes_7d").cast("double").alias("u_pushes_7d"),
+        ((F.col("push_opens_seen_28d") + PUSH_PRIOR_SENDS * PUSH_PRIOR_RATE)
+         / (F.col("pushes_long_28d") + PUSH_PRIOR_SENDS)).alias("u_push_open_rate"),
+        F.when(F.col("w_all_28d") > 0, F.col("w_28d") / F.col("w_all_28d")).otherwise(0.0).alias("aff_share"),
+        F.log(24.0 * (F.col("h_28d") + HOUR_PRIOR) / (F.col("opens_long_28d") + 24 * HOUR_PRIOR)).alias("hour_share_log"),
+        F.col("i_drop_pct").cast("double"), F.col("i_age_log").cast("double"),
+        F.log1p(F.col("iv_7d")).alias("i_views_7d_log"), F.log1p(F.col("if__7d")).alias("i_favs_7d_log"),
+        F.coalesce(codes[F.col("scene_id")], F.lit(-1)).cast("double").alias("scene_code"),
+    )
+
+
+def scene_codes(scene_ids) -> dict[str, int]:
+    """A stable integer per scene id (categorical feature); unknown scenes score as -1."""
+    return {s: i for i, s in enumerate(sorted(set(scene_ids)))}
+

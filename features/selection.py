@@ -1,0 +1,59 @@
+"""Feed and scene selection, and the Push 1.0 baseline kept beside them.
+
+Feed: per user and scene, the top-k scored materials (k = the scene's feed size) with diversity — at most
+one item per seller and `max_per_category` per category — and the feed's expected open probability
+1 - prod(1 - p_i). Scene: per user, the feed with the highest expected opens; ties go to priority.
+"""
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+
+def feeds(scored: DataFrame, items: DataFrame, scenes: DataFrame, max_per_category: int) -> DataFrame:
+    """scored: user_id, scene_id, item_id, p_open, model_version. items: item_id, seller_id, category_id.
+    scenes: scene_id, feed_size, priority."""
+    x = scored.join(items.select("item_id", "seller_id", "category_id"), "item_id")
+    by = lambda *cols: Window.partitionBy("user_id", "scene_id", *cols).orderBy(  # noqa: E731
+        F.col("p_open").desc(), F.col("item_id"))
+    x = x.withColumn("_seller_rank", F.row_number().over(by("seller_id"))).where("_seller_rank = 1")
+    x = x.withColumn("_cat_rank", F.row_number().over(by("category_id"))).where(
+        F.col("_cat_rank") <= max_per_category)
+    x = (x.join(scenes, "scene_id").withColumn("position", F.row_number().over(by()))
+         .where(F.col("position") <= F.col("feed_size")))
+    return x.groupBy("user_id", "scene_id", "priority", "model_version").agg(
+        F.transform(F.sort_array(F.collect_list(F.struct("position", "item_id"))), lambda s: s["item_id"])
+        .alias("item_ids"),
+        F.transform(F.sort_array(F.collect_list(F.struct("position", "p_open"))), lambda s: s["p_open"])
+        .alias("item_p_open"),
+        (1 - F.exp(F.sum(F.log1p(-F.least(F.col("p_open"), F.lit(0.999999)))))).alias("expected_open"),
+    )
+
+
+def select_scene(feed: DataFrame) -> DataFrame:
+    """One row per user: the feed with the highest expected opens (then priority, then scene id)."""
+    w = Window.partitionBy("user_id").orderBy(F.col("expected_open").desc(), F.col("priority").desc(),
+                                              F.col("scene_id"))
+    return (feed.withColumn("_rank", F.row_number().over(w)).where("_rank = 1").drop("_rank")
+            .withColumn("policy", F.lit("hermes")))
+
+
+def baseline_scene(scene_rates: DataFrame, allowed: list[str], min_sends: int = 100) -> str:
+    """Push 1.0's scene: the best global historical open rate among `allowed` scenes with enough sends;
+    the highest-volume allowed scene when none has enough history."""
+    rows = (scene_rates.where((F.col("level") == "scene") & F.col("scene_id").isin(*allowed))
+            .select("scene_id", "sends", "open_rate").collect())
+    enough = [r for r in rows if r["sends"] >= min_sends]
+    if enough:
+        return max(enough, key=lambda r: (r["open_rate"], r["scene_id"]))["scene_id"]
+    if rows:
+        return max(rows, key=lambda r: (r["sends"], r["scene_id"]))["scene_id"]
+    return sorted(allowed)[0]
+
+
+def baseline(candidates: DataFrame, eligible: DataFrame, scene_id: str) -> DataFrame:
+    """Push 1.0: everyone eligible for the one global scene gets its single most popular material."""
+    first = candidates.where((F.col("scene_id") == scene_id) & (F.col("rank") == 1))
+    return (eligible.where(F.col("scene_id") == scene_id).select("user_id", "scene_id")
+            .join(first.select("user_id", "scene_id", "item_id"), ["user_id", "scene_id"])
+            .select("user_id", "scene_id", F.array("item_id").alias("item_ids"), F.lit("baseline").alias("policy")))

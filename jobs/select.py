@@ -1,0 +1,53 @@
+"""Nightly job: feeds and scene selection for Hermes, and the Push 1.0 baseline beside them.
+
+Writes plan/selected (one row per user: scene, feed, expected opens, model version) and plan/baseline
+(one global scene, one material), partition ds=<ds>.
+"""
+from __future__ import annotations
+
+import logging
+
+from jobs.entry import spark_job_main
+from jobs.settings import Settings
+from jobs.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+SELECTED = "plan/selected"
+BASELINE = "plan/baseline"
+
+
+def run(spark, settings: Settings, ds: str, loaded) -> dict:
+    from pyspark.sql import functions as F
+
+    from features.selection import baseline, baseline_scene, feeds, select_scene
+    from jobs.audiences import NIGHTLY_TRIGGERS
+
+    wh = Warehouse(settings.warehouse)
+    scenes = [s for s in loaded.config.enabled_scenes if s.trigger in NIGHTLY_TRIGGERS]
+    scene_df = spark.createDataFrame([(s.id, s.feed_size, s.priority) for s in scenes],
+                                     "scene_id string, feed_size int, priority int")
+    scored = wh.read_partition(spark, "plan/scored", ds)
+    items = wh.read_partition(spark, "features/material_features", ds)
+    chosen = select_scene(feeds(scored, items, scene_df, loaded.config.platform.feed.max_per_category))
+    s_path = wh.write_partition(chosen, SELECTED, ds, loaded.version)
+
+    best = baseline_scene(wh.read_partition(spark, "features/material_rates", ds), [s.id for s in scenes])
+    first_pick = scored.where(F.col("rank") == 1)
+    base = baseline(first_pick, wh.read_partition(spark, "plan/eligible", ds), best)
+    b_path = wh.write_partition(base, BASELINE, ds, loaded.version)
+    sel = spark.read.parquet(str(s_path))
+    mix = {r["scene_id"]: r["count"] for r in sel.groupBy("scene_id").count().collect()}
+    n_base = spark.read.parquet(str(b_path)).count()
+    log.info("selected %d users across %d scenes %s; baseline scene %s for %d users", sum(mix.values()), len(mix),
+             mix, best, n_base)
+    return {"ds": ds, "config_version": loaded.version, "baseline_scene": best, "scene_mix": dict(sorted(mix.items())),
+            "tables": {SELECTED: {"path": str(s_path), "rows": sum(mix.values())},
+                       BASELINE: {"path": str(b_path), "rows": n_base}}}
+
+
+def main(argv=None) -> None:
+    spark_job_main(run, "select", __doc__, argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Nightly jobs: `train` builds the point-in-time training set, trains, logs to MLflow and registers a
+version of `hermes-ctr`, keeping the holdout beside the run's reports; `gate` then promotes that version to
+@champion only for a clear improvement on that same holdout, else makes it @challenger.
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+from jobs.entry import as_of_end, spark_job_main
+from jobs.settings import Settings
+from jobs.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+
+
+def run(spark, settings: Settings, ds: str, loaded, force_kind: str | None = None) -> dict:
+    from jobs.simulator.ground_truth import GroundTruth
+    from training.dataset import build_training_set, earliest_input_day
+    from training.registry import configure_mlflow
+    from training.train import train_and_register
+
+    wh = Warehouse(settings.warehouse)
+    cfg = loaded.config.platform.training
+    first = earliest_input_day(ds, cfg.train_days)
+    tables = {"users": wh.read_raw(spark, "users"), "items": wh.read_raw(spark, "items"),
+              "events": wh.read_raw(spark, "events", first, ds), "push_log": wh.read_raw(spark, "push_log", first, ds),
+              "item_changes": wh.read_raw(spark, "item_changes", last_ds=ds)}
+    ts = build_training_set(tables, ds, as_of_end(ds), cfg.train_days, cfg.holdout_days,
+                            [s.id for s in loaded.config.scenes])
+    log.info("training set for %s: %s", ds, ts.summary())
+    # The simulator's ground truth, when there is one, gives the oracle AUC; real data has none.
+    truth = GroundTruth.load(wh.ground_truth) if (wh.ground_truth / "latent.npz").exists() else None
+    configure_mlflow(settings.mlflow_tracking_uri, settings.home / "mlflow" / "artifacts")
+    result = train_and_register(ts, ds, loaded.version, truth, force_kind=force_kind)
+    out = wh.report("training", ds, "train")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ts.holdout.to_parquet(holdout_path(wh, ds), index=False)
+    out.write_text(json.dumps(result, indent=2, default=str))
+    return result | {"ds": ds, "config_version": loaded.version, "tables": {}}
+
+
+def holdout_path(wh: Warehouse, ds: str):
+    return wh.report("training", ds, "holdout").with_suffix(".parquet")
+
+
+def gate(settings: Settings, ds: str, loaded) -> dict:
+    """Decide on the version the run for `ds` trained (read from its training report)."""
+    import pandas as pd
+
+    from training.registry import configure_mlflow
+    from training.train import gate_version
+
+    wh = Warehouse(settings.warehouse)
+    trained = json.loads(wh.report("training", ds, "train").read_text())
+    configure_mlflow(settings.mlflow_tracking_uri, settings.home / "mlflow" / "artifacts")
+    decision = gate_version(trained["run_id"], trained["version"], pd.read_parquet(holdout_path(wh, ds)),
+                            loaded.config.platform.training.promotion_margin)
+    wh.report("training", ds, "gate").write_text(json.dumps(decision, indent=2))
+    return decision
+
+
+def main(argv=None) -> None:
+    spark_job_main(run, "train", __doc__, argv)
+
+
+if __name__ == "__main__":
+    main()

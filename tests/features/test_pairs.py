@@ -1,0 +1,59 @@
+"""Pair features are point-in-time: nothing from the push's own day or later leaks into them."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from features.pairs import pair_features
+from tests.features.test_user_features import frame
+
+D = datetime(2026, 10, 20, tzinfo=timezone.utc)           # the day the push is sent
+DAY = (D.date() - datetime(1970, 1, 1).date()).days
+
+
+def t(days: float) -> datetime:
+    return D + timedelta(days=days)
+
+
+@pytest.fixture
+def inputs(spark):
+    users = frame(spark, "users", [(1, "Asia/Shanghai", "ios", "tok", True, t(-100))])
+    items = frame(spark, "items", [(10, 5, 7, 80.0, t(-3), "on_sale", "A"), (11, 6, 9, 10.0, t(-3), "on_sale", "B")])
+    changes = frame(spark, "item_changes", [(10, t(-3), "listed", 100.0), (10, t(-1), "price_drop", 80.0),
+                                            (11, t(-3), "listed", 10.0)])
+    events = [(t(-2).replace(hour=12), 1, "app_open", None, None, None),     # 20:00 local
+              (t(-2), 1, "view", 10, 5, 7), (t(-2), 1, "fav", 10, 5, 7), (t(-5), 1, "view", 11, 6, 9)]
+    pushes = [("old", 1, "hot_items", [11], t(-1).replace(hour=12), t(-1).replace(hour=13), None, "baseline", 0.9)]
+    return users, items, changes, events, pushes
+
+
+def features(spark, inputs, extra_events=(), extra_pushes=(), extra_changes=()):
+    users, items, changes, events, pushes = inputs
+    keys = spark.createDataFrame([(1, 10, "guess_you_like", DAY, 20)],
+                                 "user_id long, item_id long, scene_id string, day int, local_hour int")
+    ch = changes.unionByName(frame(spark, "item_changes", list(extra_changes))) if extra_changes else changes
+    row = pair_features(keys, users, frame(spark, "events", events + list(extra_events)),
+                        frame(spark, "push_log", pushes + list(extra_pushes)), ch, items,
+                        {"guess_you_like": 0, "hot_items": 1}).collect()
+    assert len(row) == 1
+    return row[0].asDict()
+
+
+def test_features_describe_the_days_before(spark, inputs):
+    f = features(spark, inputs)
+    assert f["u_opens_7d"] == 1 and f["u_views_7d"] == 2 and f["u_favs_28d"] == 1
+    assert f["u_pushes_1d"] == 1 and f["u_pushes_7d"] == 1
+    assert f["aff_share"] == pytest.approx(4 / 5)          # view 1 + fav 3 in category 7, view 1 in 9
+    assert f["i_drop_pct"] == pytest.approx(0.2)
+    assert f["hour_share_log"] > 0                          # the one open was at 20:00 local, the push hour
+    assert f["scene_code"] == 0
+
+
+def test_a_crafted_leak_from_the_send_day_or_later_changes_nothing(spark, inputs):
+    clean = features(spark, inputs)
+    leaks = [(t(0.01), 1, "fav", 10, 5, 7), (t(0.5), 1, "app_open", None, None, None),
+             (t(0.6), 1, "view", 10, 5, 7), (t(3), 1, "buy", 10, 5, 7)]
+    leaked_pushes = [("later", 1, "hot_items", [10], t(0.4), t(0.41), 10, "baseline", 0.9)]
+    later_drop = [(10, t(0.2), "price_drop", 50.0)]
+    assert features(spark, inputs, leaks, leaked_pushes, later_drop) == clean

@@ -1,0 +1,88 @@
+"""Training on the small world: metrics are sane, and the gate promotes a better model and holds a worse one."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training.model import evaluate, expected_calibration_error, fit_candidates
+
+
+def test_calibration_error_is_zero_for_perfect_calibration_and_large_when_off():
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0, 0.3, 200_000)
+    y = (rng.random(len(p)) < p).astype(int)
+    assert expected_calibration_error(y, p) < 0.005
+    assert expected_calibration_error(y, np.clip(p * 2, 0, 1)) > 0.1
+    m = evaluate(y, p)
+    assert 0.6 < m["auc"] < 0.8 and m["log_loss"] > 0
+
+
+def test_training_needs_both_classes():
+    X = np.zeros((10, 14))
+    with pytest.raises(ValueError, match="needs opens and non-opens"):
+        fit_candidates(X, np.zeros(10), X, np.zeros(10))
+
+
+def _register_shuffled(holdout, seed):
+    """A deliberately worse model: fitted on the holdout's features with its labels shuffled."""
+    import mlflow
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    from training.dataset import feature_matrix
+    from training.registry import MODEL_NAME
+
+    X, y = feature_matrix(holdout), holdout["label"].to_numpy()
+    model = LogisticRegression(max_iter=300).fit(X, np.random.default_rng(seed).permutation(y))
+    with mlflow.start_run(run_name=f"shuffled-{seed}") as run:
+        info = mlflow.sklearn.log_model(model, name="model")
+    version = mlflow.register_model(info.model_uri, MODEL_NAME).version
+    return run.info.run_id, str(version), float(roc_auc_score(y, model.predict_proba(X)[:, 1]))
+
+
+@pytest.mark.slow
+def test_train_registers_and_the_gate_promotes_better_and_holds_worse(world, settings, spark):
+    import mlflow
+    import pandas as pd
+
+    from jobs.config.loader import load_config
+    from jobs.train import gate, holdout_path, run
+    from jobs.warehouse import Warehouse
+    from training.registry import CHALLENGER, CHAMPION, MODEL_NAME, configure_mlflow
+    from training.train import gate_version
+
+    ds = world["spec"].last_ds
+    loaded = load_config()
+    margin = loaded.config.platform.training.promotion_margin
+    trained = run(spark, settings, ds, loaded, force_kind="logreg")
+    holdout = pd.read_parquet(holdout_path(Warehouse(settings.warehouse), ds))
+    configure_mlflow(settings.mlflow_tracking_uri, settings.home / "mlflow" / "artifacts")
+    client = mlflow.MlflowClient()
+
+    # 1. A worse model reaches the registry first and becomes champion (there is none yet).
+    w_run, w_version, w_auc = _register_shuffled(holdout, seed=1)
+    first = gate_version(w_run, w_version, holdout, margin)
+    assert first["decision"] == "promoted" and first["reason"] == "no champion yet"
+
+    # 2. The real model beats it on the same holdout by more than the margin: promoted.
+    decided = gate(settings, ds, loaded)
+    assert decided["decision"] == "promoted", decided
+    assert decided["champion_version"] == w_version
+    assert decided["candidate_auc"] >= decided["champion_auc"] + margin
+    assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == trained["version"]
+
+    # 3. Another worse model is held as challenger; the champion stays.
+    w2_run, w2_version, _ = _register_shuffled(holdout, seed=2)
+    held = gate_version(w2_run, w2_version, holdout, margin)
+    assert held["decision"] == "held" and held["alias"] == CHALLENGER
+    assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == trained["version"]
+    assert str(client.get_model_version_by_alias(MODEL_NAME, CHALLENGER).version) == w2_version
+    assert client.get_run(w2_run).data.tags["gate.decision"] == "held"
+
+    # The trained run carries what an analyst needs.
+    assert 0.5 < trained["holdout"]["auc"] <= 1 and trained["oracle_auc"] is not None
+    data = client.get_run(trained["run_id"]).data
+    assert {"holdout_auc", "holdout_log_loss", "holdout_calibration_error", "oracle_auc"} <= set(data.metrics)
+    artifacts = {a.path for a in client.list_artifacts(trained["run_id"])}
+    assert {"roc.png", "calibration.png", "feature_importance.png", "training_data_summary.json",
+            "scene_codes.json", "model"} <= artifacts

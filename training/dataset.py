@@ -1,0 +1,69 @@
+"""The CTR training set: one row per pushed material, labelled opened or not, with pair features as of
+the push's send day (features.pairs), and a time-based train/holdout split.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from features.pairs import FEATURES, LOOKBACK, day_num, pair_features, scene_codes
+
+
+@dataclass
+class TrainingSet:
+    train: pd.DataFrame
+    holdout: pd.DataFrame
+    scene_codes: dict[str, int]
+    first_day: str
+    split_day: str
+    last_day: str
+
+    def summary(self) -> dict:
+        return {"train_rows": len(self.train), "holdout_rows": len(self.holdout),
+                "train_open_rate": float(self.train["label"].mean()) if len(self.train) else None,
+                "holdout_open_rate": float(self.holdout["label"].mean()) if len(self.holdout) else None,
+                "first_day": self.first_day, "split_day": self.split_day, "last_day": self.last_day,
+                "scenes": self.scene_codes}
+
+
+def push_keys(push_log: DataFrame, users: DataFrame, first_day: str, last_day: str, as_of) -> DataFrame:
+    """Pushes sent in [first_day, last_day], one row per shown material, labelled with opens seen by as_of."""
+    return (push_log.where((F.to_date("sent_at") >= first_day) & (F.to_date("sent_at") <= last_day))
+            .join(users.select("user_id", "tz"), "user_id")
+            .select("push_id", "user_id", "scene_id", "sent_at", F.explode("item_ids").alias("item_id"),
+                    day_num("sent_at").alias("day"),
+                    F.hour(F.from_utc_timestamp("sent_at", F.col("tz"))).alias("local_hour"),
+                    (F.col("opened_at").isNotNull() & (F.col("opened_at") < F.lit(as_of))).cast("int").alias("label")))
+
+
+def build_training_set(spark_tables: dict[str, DataFrame], ds: str, as_of, train_days: int, holdout_days: int,
+                       known_scenes) -> TrainingSet:
+    """spark_tables: users, events, push_log, item_changes, items (raw contract, windows covering
+    train_days + LOOKBACK days before ds)."""
+    last = date.fromisoformat(ds)
+    first = last - timedelta(days=train_days - 1)
+    split = last - timedelta(days=holdout_days - 1)
+    t = spark_tables
+    codes = scene_codes(list(known_scenes) + [r[0] for r in t["push_log"].select("scene_id").distinct().collect()])
+    keys = push_keys(t["push_log"], t["users"], first.isoformat(), last.isoformat(), as_of)
+    feats = pair_features(keys, t["users"], t["events"], t["push_log"], t["item_changes"], t["items"], codes)
+    pdf = feats.select("push_id", "user_id", "item_id", "scene_id", "sent_at", "day", "label", *FEATURES).toPandas()
+    pdf = pdf.sort_values(["sent_at", "push_id"], kind="stable").reset_index(drop=True)
+    split_day = (split - date(1970, 1, 1)).days
+    is_holdout = pdf["day"] >= split_day
+    return TrainingSet(train=pdf[~is_holdout].reset_index(drop=True), holdout=pdf[is_holdout].reset_index(drop=True),
+                       scene_codes=codes, first_day=first.isoformat(), split_day=split.isoformat(),
+                       last_day=last.isoformat())
+
+
+def earliest_input_day(ds: str, train_days: int) -> str:
+    return (date.fromisoformat(ds) - timedelta(days=train_days + LOOKBACK)).isoformat()
+
+
+def feature_matrix(df: pd.DataFrame) -> np.ndarray:
+    return df[list(FEATURES)].to_numpy(dtype=np.float64)

@@ -1,0 +1,112 @@
+"""MLflow side of training: experiment `hermes-ctr`, registered model `hermes-ctr`, and the promotion gate.
+
+A new version becomes @champion only if it beats the current champion's AUC on the *same* holdout by the
+configured margin; otherwise it is @challenger. The decision and its numbers are logged on the run.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+EXPERIMENT = "hermes-ctr"
+MODEL_NAME = "hermes-ctr"
+CHAMPION, CHALLENGER = "champion", "challenger"
+SKOPS_TRUSTED = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+                 "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper"]
+
+log = logging.getLogger(__name__)
+
+
+def configure_mlflow(tracking_uri: str, artifact_root: Path) -> str:
+    """Point MLflow at the tracking/registry store and make sure the experiment exists with its artifacts
+    under `artifact_root` (not the process's working directory). Returns the experiment id."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    exp = mlflow.get_experiment_by_name(EXPERIMENT)
+    if exp is None:
+        artifact_root.mkdir(parents=True, exist_ok=True)
+        return mlflow.create_experiment(EXPERIMENT, artifact_location=artifact_root.resolve().as_uri())
+    return exp.experiment_id
+
+
+@dataclass
+class GateDecision:
+    candidate_version: str
+    decision: str                     # "promoted" | "held"
+    alias: str
+    candidate_auc: float
+    champion_version: str | None
+    champion_auc: float | None
+    margin: float
+    reason: str
+
+    def as_dict(self) -> dict:
+        return self.__dict__.copy()
+
+
+def gate(candidate_version: str, candidate_auc: float, X_holdout: np.ndarray, y_holdout: np.ndarray,
+         margin: float) -> GateDecision:
+    """Promote `candidate_version` to @champion if it beats the champion on this holdout by `margin`."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from sklearn.metrics import roc_auc_score
+
+    client = mlflow.MlflowClient()
+    try:
+        champ = client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
+    except MlflowException:
+        champ = None
+    if champ is None:
+        decision = GateDecision(candidate_version, "promoted", CHAMPION, candidate_auc, None, None, margin,
+                                "no champion yet")
+    else:
+        model = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{champ.version}")
+        champ_auc = float(roc_auc_score(y_holdout, model.predict_proba(X_holdout)[:, 1]))
+        if candidate_auc >= champ_auc + margin:
+            decision = GateDecision(candidate_version, "promoted", CHAMPION, candidate_auc, str(champ.version), champ_auc,
+                                    margin, f"AUC {candidate_auc:.4f} >= champion {champ_auc:.4f} + {margin}")
+        else:
+            decision = GateDecision(candidate_version, "held", CHALLENGER, candidate_auc, str(champ.version), champ_auc,
+                                    margin, f"AUC {candidate_auc:.4f} < champion {champ_auc:.4f} + {margin}")
+    client.set_registered_model_alias(MODEL_NAME, decision.alias, candidate_version)
+    log.info("gate: version %s %s (%s)", candidate_version, decision.decision, decision.reason)
+    return decision
+
+
+def log_decision(run_id: str, decision: GateDecision) -> None:
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    client.set_tag(run_id, "gate.decision", decision.decision)
+    client.set_tag(run_id, "gate.reason", decision.reason)
+    client.log_metric(run_id, "gate_candidate_auc", decision.candidate_auc)
+    if decision.champion_auc is not None:
+        client.log_metric(run_id, "gate_champion_auc", decision.champion_auc)
+    client.log_metric(run_id, "gate_margin", decision.margin)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "gate_decision.json"
+        path.write_text(json.dumps(decision.as_dict(), indent=2))
+        client.log_artifact(run_id, str(path))
+
+
+def champion_uri() -> str:
+    return f"models:/{MODEL_NAME}@{CHAMPION}"
+
+
+def resolve_champion() -> tuple[str, str]:
+    """(version, run_id) of the current @champion; a clear error when there is none."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        v = mlflow.MlflowClient().get_model_version_by_alias(MODEL_NAME, CHAMPION)
+    except MlflowException:
+        raise LookupError(f"registered model {MODEL_NAME!r} has no @{CHAMPION}: run the training task first") from None
+    return v.version, v.run_id

@@ -1,0 +1,145 @@
+"""Train the CTR model for a run date, log everything to MLflow, register the version, run the gate.
+
+Called by jobs.train with a TrainingSet already built by Spark; everything here is in-process pandas /
+scikit-learn on the (small) training set.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.pairs import FEATURES
+from training.dataset import TrainingSet, feature_matrix
+from training.model import fit_candidates
+from training.registry import MODEL_NAME, SKOPS_TRUSTED, gate, log_decision
+
+log = logging.getLogger(__name__)
+
+
+def oracle_auc(holdout: pd.DataFrame, truth) -> float | None:
+    """AUC of the simulator's true open probabilities on the holdout: the best any model could do."""
+    from sklearn.metrics import roc_auc_score
+
+    if truth is None or holdout.empty:
+        return None
+    n = len(holdout)
+    sent_us = holdout["sent_at"].dt.as_unit("us").astype("int64").to_numpy()
+    p = truth.open_probability(holdout["user_id"].to_numpy(), holdout["scene_id"].to_numpy(), np.arange(n + 1),
+                               holdout["item_id"].to_numpy(), sent_us, pushes_24h=holdout["u_pushes_1d"].to_numpy(),
+                               pushes_7d=holdout["u_pushes_7d"].to_numpy())
+    return float(roc_auc_score(holdout["label"].to_numpy(), p))
+
+
+def _plots(folder: Path, y: np.ndarray, p: np.ndarray, p_oracle: np.ndarray | None, importance: pd.Series) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for label, scores in (("model", p), ("oracle (true P)", p_oracle)):
+        if scores is not None:
+            fpr, tpr, _ = roc_curve(y, scores)
+            ax.plot(fpr, tpr, label=label)
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC on holdout")
+    ax.legend()
+    fig.savefig(folder / "roc.png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+
+    order = np.argsort(p)
+    bins = [b for b in np.array_split(order, 15) if len(b)]
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([p[b].mean() for b in bins], [y[b].mean() for b in bins], "o-", label="model")
+    hi = max(max(p[b].mean() for b in bins), max(y[b].mean() for b in bins)) * 1.05
+    ax.plot([0, hi], [0, hi], "k--", lw=0.8)
+    ax.set(xlabel="predicted open probability", ylabel="observed open rate", title="Calibration (15 equal-count bins)")
+    fig.savefig(folder / "calibration.png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    importance.sort_values().plot.barh(ax=ax)
+    ax.set(title="Feature importance (holdout AUC drop when permuted)")
+    fig.savefig(folder / "feature_importance.png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _importance(est, Xh: np.ndarray, yh: np.ndarray) -> pd.Series:
+    from sklearn.inspection import permutation_importance
+
+    rows = np.random.default_rng(0).choice(len(yh), size=min(len(yh), 20_000), replace=False)
+    r = permutation_importance(est, Xh[rows], yh[rows], scoring="roc_auc", n_repeats=3, random_state=0)
+    return pd.Series(r.importances_mean, index=list(FEATURES))
+
+
+def train_and_register(ts: TrainingSet, ds: str, config_version: str, truth=None,
+                       kinds=("logreg", "hgb"), force_kind: str | None = None) -> dict:
+    """Fit the candidates, keep the best by holdout log loss, log it to MLflow and register a version.
+    Promotion is the gate's decision (training.registry.gate), taken on the same holdout."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    X, y = feature_matrix(ts.train), ts.train["label"].to_numpy()
+    Xh, yh = feature_matrix(ts.holdout), ts.holdout["label"].to_numpy()
+    fitted = fit_candidates(X, y, Xh, yh, kinds=(force_kind,) if force_kind else kinds)
+    best = min(fitted, key=lambda k: fitted[k][1]["log_loss"])
+    est, metrics, fit_seconds = fitted[best]
+    oracle = oracle_auc(ts.holdout, truth)
+    p = est.predict_proba(Xh)[:, 1]
+
+    with mlflow.start_run(run_name=f"ctr-{ds}") as run:
+        mlflow.set_tags({"ds": ds, "config_version": config_version, "model_kind": best})
+        mlflow.log_params({"model_kind": best, "features": ",".join(FEATURES), "train_first_day": ts.first_day,
+                           "holdout_first_day": ts.split_day, "last_day": ts.last_day,
+                           "train_rows": len(ts.train), "holdout_rows": len(ts.holdout),
+                           **{f"est_{k}": v for k, v in est.get_params().items()
+                              if isinstance(v, (int, float, str, bool)) and len(str(v)) < 200}})
+        mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items()} | {"fit_seconds": fit_seconds})
+        for kind, (_, m, secs) in fitted.items():
+            mlflow.log_metrics({f"candidate_{kind}_auc": m["auc"], f"candidate_{kind}_log_loss": m["log_loss"],
+                                f"candidate_{kind}_calibration_error": m["calibration_error"],
+                                f"candidate_{kind}_fit_seconds": secs})
+        if oracle is not None:
+            mlflow.log_metrics({"oracle_auc": oracle, "auc_gap_to_oracle": oracle - metrics["auc"]})
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            p_oracle = None
+            if truth is not None:
+                sent_us = ts.holdout["sent_at"].dt.as_unit("us").astype("int64").to_numpy()
+                p_oracle = truth.open_probability(
+                    ts.holdout["user_id"].to_numpy(), ts.holdout["scene_id"].to_numpy(),
+                    np.arange(len(ts.holdout) + 1), ts.holdout["item_id"].to_numpy(), sent_us,
+                    ts.holdout["u_pushes_1d"].to_numpy(), ts.holdout["u_pushes_7d"].to_numpy())
+            importance = _importance(est, Xh, yh)
+            _plots(folder, yh, p, p_oracle, importance)
+            importance.sort_values(ascending=False).to_csv(folder / "feature_importance.csv", header=["auc_drop"])
+            summary = ts.summary() | {"feature_stats": ts.train[list(FEATURES)].describe().round(4).to_dict()}
+            (folder / "training_data_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+            (folder / "scene_codes.json").write_text(json.dumps(ts.scene_codes, indent=2, sort_keys=True))
+            mlflow.log_artifacts(str(folder))
+        example = pd.DataFrame(Xh[:5], columns=list(FEATURES))
+        info = mlflow.sklearn.log_model(
+            est, name="model", signature=infer_signature(example, p[:5]), input_example=example,
+            skops_trusted_types=SKOPS_TRUSTED if best == "hgb" else None)
+        version = mlflow.register_model(info.model_uri, MODEL_NAME, tags={"ds": ds, "config_version": config_version})
+    return {"run_id": run.info.run_id, "version": str(version.version), "model_kind": best, "holdout": metrics,
+            "oracle_auc": oracle, "candidates": {k: v[1] for k, v in fitted.items()}, "training": ts.summary()}
+
+
+def gate_version(run_id: str, version: str, holdout: pd.DataFrame, margin: float) -> dict:
+    """The promotion gate for a registered version, on the holdout it was evaluated on."""
+    import mlflow
+    from sklearn.metrics import roc_auc_score
+
+    Xh, yh = feature_matrix(holdout), holdout["label"].to_numpy()
+    candidate = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{version}")
+    auc = float(roc_auc_score(yh, candidate.predict_proba(Xh)[:, 1]))
+    decision = gate(str(version), auc, Xh, yh, margin)
+    log_decision(run_id, decision)
+    return decision.as_dict()
