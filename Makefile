@@ -47,7 +47,8 @@ ui-stop:
 	bash infra/ui.sh stop
 
 bench: install
-	source infra/env.sh && $(PY) bench/simulator.py
+	source infra/env.sh && $(PY) bench/score.py --rows 10000000 --kind hgb
+	source infra/env.sh && $(PY) bench/nightly.py --users 10000 200000
 
 clean:
 	bash infra/ui.sh stop || true

@@ -1,10 +1,10 @@
-"""Scoring throughput: Hermes' mapInArrow scorer vs the model's own predict and mlflow.pyfunc.spark_udf.
+"""Scoring throughput: Hermes' Arrow UDF scorer vs the model's own predict and mlflow.pyfunc.spark_udf.
 
     .venv/bin/python bench/score.py [--rows 10000000] [--kind hgb|logreg]
 
 Same process, same data: (a) in-process `predict_proba` on one thread x the number of cores (the practical
-limit), (b) `mlflow.pyfunc.spark_udf`, (c) `features.scoring.score_pairs` (mapInArrow, model unpickled once
-per worker). Spark paths are timed on a cached DataFrame with a no-op sink.
+limit), (b) `mlflow.pyfunc.spark_udf`, (c) `features.scoring.score_pairs` (Arrow UDF, model unpickled once
+per worker, see features/scoring.py). Spark paths are timed on a cached DataFrame with a no-op sink.
 """
 from __future__ import annotations
 
@@ -59,6 +59,7 @@ def main() -> None:
         est.predict_proba(Xp[:10_000])
         t = best_of(lambda: est.predict_proba(Xp), 3)
     in_process = len(Xp) / t * cores
+    print(f"(a) in-process: {in_process:,.0f} rows/s", flush=True)
 
     base = Settings.from_env()
     home = Path(tempfile.mkdtemp(prefix="hermes-bench-score-"))
@@ -82,6 +83,7 @@ def main() -> None:
     ours = lambda: score_pairs(df, payload, "1", ["user_id", "scene_id", "item_id"]).write.format("noop").mode(  # noqa: E731
         "overwrite").save()
     t_ours = best_of(ours, args.repeats)
+    print(f"(c) Arrow UDF: {args.rows / t_ours:,.0f} rows/s", flush=True)
 
     import mlflow
 
@@ -102,7 +104,7 @@ def main() -> None:
     print(f"\nscoring {args.rows:,} pairs x {len(FEATURES)} features, model={args.kind}, {cores} cores")
     print(f"  (a) in-process predict_proba, 1 thread x {cores} cores : {in_process:>12,.0f} rows/s")
     print(f"  (b) mlflow.pyfunc.spark_udf                      : {r_theirs:>12,.0f} rows/s  ({t_theirs:.1f} s)")
-    print(f"  (c) Hermes mapInArrow scorer                     : {r_ours:>12,.0f} rows/s  ({t_ours:.1f} s)")
+    print(f"  (c) Hermes Arrow UDF scorer                      : {r_ours:>12,.0f} rows/s  ({t_ours:.1f} s)")
     print(f"  (c)/(a) = {r_ours / in_process:.0%}   (c)/(b) = {r_ours / r_theirs:.2f}x")
 
 

@@ -16,7 +16,7 @@ the next local day (`plan_date = ds + 1` in each user's time zone).
 | `check_plan` (×3) | GX suites of the plan tables + the reconciliation | reports |
 | `train` | point-in-time training set from `push_log` (features as of each push's send day), logistic regression vs gradient boosting on a time-based holdout, logged to MLflow experiment `hermes-ctr` (metrics incl. oracle AUC, ROC/calibration/importance plots, signature), registered as `hermes-ctr` | MLflow, `reports/training/` |
 | `gate` | the new version becomes `@champion` only if it beats the champion's AUC on the same holdout by the configured margin, else `@challenger`; decision and numbers logged on the run | MLflow aliases |
-| `score` | recall per scene materials source for every eligible pair, pair features, bulk scoring with `@champion` through Arrow (`mapInArrow`), model version on every row | `plan/scored` |
+| `score` | recall per scene materials source for every eligible pair, pair features, bulk scoring with `@champion` through a scalar Arrow UDF (`arrow_udf`), model version on every row | `plan/scored` |
 | `select` | feeds (top-k with one item per seller and a per-category cap) and one scene per user by expected opens then priority; the Push 1.0 baseline (one global best-CTR scene, one item) beside it | `plan/selected`, `plan/baseline` |
 | `check_selection` (×3) | GX suites of the selection tables | reports |
 
@@ -73,53 +73,21 @@ def hermes_nightly():
 
         return run(table, ds)
 
-    @task
-    def user_features(config: dict, ds: str | None = None) -> dict:
-        from jobs.tasks import run_stage
+    def stage(name: str, outlets=()):
+        """A task running the Spark stage `jobs.<name>` for ds under the run's frozen config."""
+        @task(task_id=name, outlets=list(outlets))
+        def run_stage(config: dict, ds: str | None = None) -> dict:
+            from jobs.tasks import run_stage as run
 
-        return run_stage("user_features", ds, config)
+            return run(name, ds, config)
 
-    @task(outlets=[FEATURES])
-    def material_features(config: dict, ds: str | None = None) -> dict:
-        from jobs.tasks import run_stage
-
-        return run_stage("material_features", ds, config)
-
-    @task
-    def audiences(config: dict, ds: str | None = None) -> dict:
-        from jobs.tasks import run_stage
-
-        return run_stage("audiences", ds, config)
-
-    @task
-    def fatigue(config: dict, ds: str | None = None) -> dict:
-        from jobs.tasks import run_stage
-
-        return run_stage("fatigue", ds, config)
-
-    @task(outlets=[MODEL])
-    def train(config: dict, ds: str | None = None) -> dict:
-        from jobs.tasks import run_stage
-
-        return run_stage("train", ds, config)
+        return run_stage
 
     @task
     def gate(config: dict, ds: str | None = None) -> dict:
         from jobs.tasks import gate as run
 
         return run(ds, config)
-
-    @task
-    def score(config: dict, ds: str | None = None) -> dict:
-        from jobs.tasks import run_stage
-
-        return run_stage("score", ds, config)
-
-    @task(outlets=[PLAN])
-    def select(config: dict, ds: str | None = None) -> dict:
-        from jobs.tasks import run_stage
-
-        return run_stage("select", ds, config)
 
     @task(map_index_template="{{ task.op_kwargs['table'] }}")
     def check_output(table: str, config: dict, ds: str | None = None) -> dict:
@@ -129,15 +97,15 @@ def hermes_nightly():
 
     config = validate_config()
     raw = validate_raw.expand(table=RAW_TABLES)
-    feats = [user_features(config), material_features(config)]
+    feats = [stage("user_features")(config), stage("material_features", [FEATURES])(config)]
     check_features = check_output.override(task_id="check_features").partial(config=config).expand(
         table=FEATURE_TABLES)
-    aud = audiences(config)
-    fat = fatigue(config)
+    aud = stage("audiences")(config)
+    fat = stage("fatigue")(config)
     check_plan = check_output.override(task_id="check_plan").partial(config=config).expand(table=PLAN_TABLES)
-    model = train(config)
-    scored = score(config)
-    chosen = select(config)
+    model = stage("train", [MODEL])(config)
+    scored = stage("score")(config)
+    chosen = stage("select", [PLAN])(config)
     check_selection = check_output.override(task_id="check_selection").partial(config=config).expand(
         table=SELECTION_TABLES)
     config >> raw >> feats >> check_features >> aud >> fat >> check_plan

@@ -13,7 +13,7 @@ from features.user_features import CATEGORY_WEIGHTS, HOUR_PRIOR
 
 FEATURES = ("u_opens_7d", "u_opens_28d", "u_views_7d", "u_favs_28d", "u_pushes_1d", "u_pushes_7d",
             "u_push_open_rate", "aff_share", "hour_share_log", "i_drop_pct", "i_age_log", "i_views_7d_log",
-            "i_favs_7d_log", "scene_code")
+            "i_favs_7d_log", "i_fav_rate", "i_price_rel", "scene_code")
 LOOKBACK = 28
 PUSH_PRIOR_SENDS = 5.0
 PUSH_PRIOR_RATE = 0.05
@@ -89,8 +89,17 @@ def pair_features(keys: DataFrame, users: DataFrame, events: DataFrame, push_log
     key_items = keys.select("item_id", "day").distinct()
     last_drop = (key_items.join(drops, "item_id").where(F.col("drop_day") < F.col("day"))
                  .groupBy("item_id", "day").agg(F.min("drop_price").alias("drop_price")))
+    # Category price level from listings before the earliest key day (point-in-time for every key).
+    first_key_day = keys.agg(F.min("day")).collect()[0][0]
+    cat_median = (ch.where((F.col("change") == "listed") & (F.col("day") < F.lit(first_key_day)))
+                  .join(items.select("item_id", "category_id"), "item_id")
+                  .groupBy("category_id").agg(F.percentile_approx("price", 0.5).alias("cat_median")))
     item_state = (key_items.join(listed, "item_id", "left").join(last_drop, ["item_id", "day"], "left")
+                  .join(items.select("item_id", "category_id"), "item_id", "left")
+                  .join(cat_median, "category_id", "left")
                   .select("item_id", "day",
+                          F.coalesce(F.log(F.coalesce("drop_price", "listing_price") / F.col("cat_median")),
+                                     F.lit(0.0)).alias("i_price_rel"),
                           F.when(F.col("drop_price").isNotNull() & (F.col("listing_price") > 0),
                                  1 - F.col("drop_price") / F.col("listing_price")).otherwise(0.0).alias("i_drop_pct"),
                           F.log1p(F.greatest(F.lit(0.0), (F.col("day") * 86400 - F.unix_timestamp("listed_at"))
@@ -101,7 +110,7 @@ def pair_features(keys: DataFrame, users: DataFrame, events: DataFrame, push_log
            .join(item_pop, ["item_id", "day"], "left").join(item_state, ["item_id", "day"], "left")
            .na.fill(0, ["opens_7d", "views_7d", "favs_28d", "pushes_7d", "push_opens_seen_28d", "pushes_recent_1d",
                         "opens_long_28d", "pushes_long_28d", "w_28d", "w_all_28d", "h_28d", "iv_7d", "if__7d",
-                        "i_drop_pct", "i_age_log"]))
+                        "i_drop_pct", "i_age_log", "i_price_rel"]))
     return out.select(
         *keys.columns, "category_id",
         F.col("opens_7d").cast("double").alias("u_opens_7d"),
@@ -116,6 +125,7 @@ def pair_features(keys: DataFrame, users: DataFrame, events: DataFrame, push_log
         F.log(24.0 * (F.col("h_28d") + HOUR_PRIOR) / (F.col("opens_long_28d") + 24 * HOUR_PRIOR)).alias("hour_share_log"),
         F.col("i_drop_pct").cast("double"), F.col("i_age_log").cast("double"),
         F.log1p(F.col("iv_7d")).alias("i_views_7d_log"), F.log1p(F.col("if__7d")).alias("i_favs_7d_log"),
+        ((F.col("if__7d") + 1.0) / (F.col("iv_7d") + 10.0)).alias("i_fav_rate"), F.col("i_price_rel").cast("double"),
         F.coalesce(codes[F.col("scene_id")], F.lit(-1)).cast("double").alias("scene_code"),
     )
 

@@ -36,18 +36,22 @@ def _cmd_validate_raw(args, settings):
 
 
 def _cmd_stage(args, settings):
+    import importlib
     import json
 
     from jobs.entry import load_run_config, spark_session
+    from jobs.tasks import STAGES
 
     loaded = load_run_config(settings, args.config)
-    stages = [args.stage] if args.stage != "all" else ["user_features", "material_features", "audiences", "fatigue"]
-    import importlib
-
+    stages = list(STAGES) if args.stage == "all" else [args.stage]
     with spark_session(settings, f"hermes-{args.stage}") as spark:
         for stage in stages:
-            print(json.dumps(importlib.import_module(f"jobs.{stage}").run(spark, settings, args.ds, loaded),
-                             indent=2, default=str))
+            result = importlib.import_module(f"jobs.{stage}").run(spark, settings, args.ds, loaded)
+            print(json.dumps(result, indent=2, default=str))
+            if stage == "train":
+                from jobs.train import gate
+
+                print(json.dumps({"gate": gate(settings, args.ds, loaded)}, indent=2, default=str))
 
 
 def _cmd_config_validate(args, settings):
@@ -103,7 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=_cmd_validate_raw)
 
     p = sub.add_parser("stage", help="run one nightly Spark stage (or all) for a date, outside Airflow")
-    p.add_argument("stage", choices=["user_features", "material_features", "audiences", "fatigue", "all"])
+    p.add_argument("stage", choices=["user_features", "material_features", "audiences", "fatigue", "train", "score",
+                                      "select", "all"], help="train also runs the promotion gate")
     p.add_argument("--ds", required=True)
     p.add_argument("--config", help="config snapshot JSON (default: validate conf/ now)")
     p.set_defaults(func=_cmd_stage)

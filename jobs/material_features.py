@@ -26,12 +26,9 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     items = items_as_of(wh.read_raw(spark, "items"), wh.read_raw(spark, "item_changes", last_ds=ds), as_of)
     events = wh.read_raw(spark, "events", week, ds)
     history = wh.read_raw(spark, "push_log", (date.fromisoformat(ds) - timedelta(days=RATE_HISTORY_DAYS)).isoformat(), ds)
-    out = {}
-    for name, df in ((FEATURES, material_features(items, events, as_of)),
-                     (RATES, material_rates(history, items, as_of))):
-        path = wh.write_partition(df, name, ds, loaded.version)
-        out[name] = {"path": str(path), "rows": spark.read.parquet(str(path)).count()}
-        log.info("%s ds=%s: %s rows", name, ds, out[name]["rows"])
+    out = wh.write_tables(spark, {FEATURES: material_features(items, events, as_of),
+                                  RATES: material_rates(history, items, as_of)}, ds, loaded.version)
+    log.info("ds=%s: %s", ds, out)
     return {"ds": ds, "config_version": loaded.version, "tables": out}
 
 

@@ -28,12 +28,9 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     pushes = wh.read_raw(spark, "push_log", first, ds)
     on_sale = (items_as_of(wh.read_raw(spark, "items"), wh.read_raw(spark, "item_changes", last_ds=ds), as_of)
                .where("status = 'on_sale'").select("item_id", "seller_id"))
-    out = {}
-    for name, df in ((TABLE, user_features(users, events, pushes, as_of, on_sale)),
-                     (HISTORY, scene_history(pushes, as_of))):
-        path = wh.write_partition(df, name, ds, loaded.version)
-        out[name] = {"path": str(path), "rows": spark.read.parquet(str(path)).count()}
-        log.info("%s ds=%s: %s rows", name, ds, out[name]["rows"])
+    out = wh.write_tables(spark, {TABLE: user_features(users, events, pushes, as_of, on_sale),
+                                  HISTORY: scene_history(pushes, as_of)}, ds, loaded.version)
+    log.info("ds=%s: %s", ds, out)
     return {"ds": ds, "config_version": loaded.version, "tables": out}
 
 

@@ -53,6 +53,14 @@ class Warehouse:
         return Path(self.root) / "reports" / kind / f"ds={ds}" / f"{name}.json"
 
     # ---- Spark access (pyspark imported by the caller's session, not here) -------------------
+    def write_tables(self, spark, frames: dict, ds: str, config_version: str) -> dict:
+        """write_partition each {name: DataFrame}; returns {name: {path, rows}} as read back."""
+        out = {}
+        for name, df in frames.items():
+            path = self.write_partition(df, name, ds, config_version)
+            out[name] = {"path": str(path), "rows": spark.read.parquet(str(path)).count()}
+        return out
+
     def read_partition(self, spark, name: str, ds: str):
         path = self.partition(name, ds)
         if not path.exists():

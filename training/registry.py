@@ -16,8 +16,10 @@ import numpy as np
 EXPERIMENT = "hermes-ctr"
 MODEL_NAME = "hermes-ctr"
 CHAMPION, CHALLENGER = "champion", "challenger"
+# Types skops must be told to trust to save/load a HistGradientBoosting model (all scikit-learn internals).
 SKOPS_TRUSTED = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-                 "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper"]
+                 "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+                 "sklearn.utils.validation.check_array", "functools.partial"]
 
 log = logging.getLogger(__name__)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from features.pairs import FEATURES
 from training.model import evaluate, expected_calibration_error, fit_candidates
 
 
@@ -18,7 +19,7 @@ def test_calibration_error_is_zero_for_perfect_calibration_and_large_when_off():
 
 
 def test_training_needs_both_classes():
-    X = np.zeros((10, 14))
+    X = np.zeros((10, len(FEATURES)))
     with pytest.raises(ValueError, match="needs opens and non-opens"):
         fit_candidates(X, np.zeros(10), X, np.zeros(10))
 
