@@ -86,4 +86,6 @@ def test_train_registers_and_the_gate_promotes_better_and_holds_worse(world, set
     assert {"holdout_auc", "holdout_log_loss", "holdout_calibration_error", "oracle_auc"} <= set(data.metrics)
     artifacts = {a.path for a in client.list_artifacts(trained["run_id"])}
     assert {"roc.png", "calibration.png", "feature_importance.png", "training_data_summary.json",
-            "scene_codes.json", "model"} <= artifacts
+            "scene_codes.json", "gate_decision.json"} <= artifacts
+    info = mlflow.models.get_model_info(f"models:/{MODEL_NAME}/{trained['version']}")
+    assert info.signature is not None and info.saved_input_example_info is not None
