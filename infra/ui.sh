@@ -46,7 +46,6 @@ case "${1:-start}" in
     wait_http "http://127.0.0.1:$AIRFLOW__API__PORT/api/v2/monitor/health" 180
     pw="$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated"
     echo "Airflow: http://127.0.0.1:$AIRFLOW__API__PORT  (user/password in $pw)"
-    [ -f "$pw" ] && echo "         credentials: $(cat "$pw")"
     echo "MLflow:  http://127.0.0.1:$MLFLOW_PORT"
     echo "stop both with: make ui-stop"
     ;;
