@@ -20,7 +20,7 @@ from jobs.entry import spark_session
 from jobs.settings import Settings
 from jobs.simulator.market import WorldSpec, simulate
 
-STAGES = ("user_features", "material_features", "audiences", "fatigue")
+from jobs.tasks import STAGES
 
 
 class PeakRSS:
@@ -66,8 +66,12 @@ def bench_world(base: Settings, users: int, days: int) -> list[dict]:
             with PeakRSS() as mem:
                 t0 = time.monotonic()
                 out = importlib.import_module(f"jobs.{stage}").run(spark, settings, spec.last_ds, loaded)
+                if stage == "train":
+                    from jobs.train import gate
+
+                    gate(settings, spec.last_ds, loaded)
                 seconds = time.monotonic() - t0
-            n = sum(t["rows"] for t in out["tables"].values())
+            n = sum(t["rows"] for t in out["tables"].values()) if out["tables"] else out["training"]["train_rows"]
             rows.append({"users": users, "stage": stage, "seconds": seconds, "rows": n, "peak_gb": mem.peak / 2**30})
     return rows
 

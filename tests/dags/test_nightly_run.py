@@ -3,23 +3,21 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import pyarrow.parquet as pq
 import pytest
 
+from jobs.settings import REPO_ROOT
 from jobs.warehouse import DERIVED_TABLES, Warehouse
 
 pytestmark = pytest.mark.slow
 
 
-def test_nightly_dag_runs_to_success_and_writes_its_partition(world, settings, tmp_path):
-    ds = world["spec"].last_ds
-    # Its own model registry, whatever other tests registered: the gate must meet "no champion yet".
-    env = {**os.environ, "HERMES_HOME": str(settings.home), "HERMES_SPARK_DRIVER_MEMORY": "2g",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
-           "HERMES_SPARK_SHUFFLE_PARTITIONS": "4", "PYSPARK_PYTHON": sys.executable}
+def run_nightly(env: dict, ds: str) -> dict:
+    """dag.test() in a fresh interpreter (Airflow reads its config at import); returns run and task states."""
     migrate = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, capture_output=True,
                              text=True, timeout=300)
     assert migrate.returncode == 0, migrate.stderr[-3000:]
@@ -33,8 +31,32 @@ print("RESULT " + json.dumps({{"state": str(run.state), "tasks": {{f"{{ti.task_i
 """
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900)
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert out.returncode == 0 and lines, (out.stdout[-3000:], out.stderr[-3000:])
-    result = json.loads(lines[-1][len("RESULT "):])
+    assert lines, (out.stdout[-3000:], out.stderr[-3000:])
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def test_an_invalid_config_stops_the_run_before_any_stage(world, settings, tmp_path):
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO_ROOT / "conf", conf)
+    shutil.copytree(REPO_ROOT / "tests" / "fixtures" / "broken_conf" / "audience_sql", conf, dirs_exist_ok=True)
+    home = tmp_path / "home"
+    env = {**os.environ, "HERMES_HOME": str(home), "HERMES_WAREHOUSE": str(settings.warehouse),
+           "HERMES_CONF": str(conf), "AIRFLOW_HOME": str(tmp_path / "airflow"),
+           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path}/airflow.db"}
+    result = run_nightly(env, world["spec"].last_ds)
+    assert result["state"].endswith("failed"), result
+    states = result["tasks"]
+    assert states["validate_config[-1]"].endswith("failed")
+    assert all(not s.endswith(("success", "running")) for t, s in states.items() if t != "validate_config[-1]"), states
+
+
+def test_nightly_dag_runs_to_success_and_writes_its_partition(world, settings, tmp_path):
+    ds = world["spec"].last_ds
+    # Its own model registry, whatever other tests registered: the gate must meet "no champion yet".
+    env = {**os.environ, "HERMES_HOME": str(settings.home), "HERMES_SPARK_DRIVER_MEMORY": "2g",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
+           "HERMES_SPARK_SHUFFLE_PARTITIONS": "4", "PYSPARK_PYTHON": sys.executable}
+    result = run_nightly(env, ds)
     assert result["state"].endswith("success"), result
     # config 1 + raw 5 + features 2 + checks 4 + audiences 1 + fatigue 1 + checks 3
     # + train 1 + gate 1 + score 1 + select 1 + checks 3
