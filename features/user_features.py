@@ -77,17 +77,6 @@ def seller_side(items_on_sale: DataFrame, events: DataFrame, as_of: datetime) ->
     return listings.join(chats, "user_id", "full")
 
 
-def push_history(push_log: DataFrame, as_of: datetime) -> DataFrame:
-    """Pushes sent and opened over 7/28 days. An open counts only if it happened before `as_of`."""
-    opened = F.col("opened_at").isNotNull() & (F.col("opened_at") < F.lit(as_of))
-    aggs = []
-    for w in (7, 28):
-        inside = within_days(F.col("sent_at"), as_of, w)
-        aggs += [F.sum(inside.cast("int")).alias(f"pushes_sent_{w}d"),
-                 F.sum((inside & opened).cast("int")).alias(f"pushes_opened_{w}d")]
-    return push_log.where(within_days(F.col("sent_at"), as_of, LOOKBACK_DAYS)).groupBy("user_id").agg(*aggs)
-
-
 def scene_history(push_log: DataFrame, as_of: datetime) -> DataFrame:
     """Per user and scene: pushes sent and opened over 7/28 days and the last send. Scene ids are kept as
     logged, including scenes no longer (or never) in the configuration: history is history."""
@@ -98,6 +87,12 @@ def scene_history(push_log: DataFrame, as_of: datetime) -> DataFrame:
         aggs += [F.sum(inside.cast("int")).alias(f"sent_{w}d"), F.sum((inside & opened).cast("int")).alias(f"opened_{w}d")]
     return (push_log.where(within_days(F.col("sent_at"), as_of, LOOKBACK_DAYS))
             .groupBy("user_id", "scene_id").agg(*aggs, F.max("sent_at").alias("last_sent_at")))
+
+
+def push_history(push_log: DataFrame, as_of: datetime) -> DataFrame:
+    """Pushes sent and opened over 7/28 days, all scenes together. An open counts only if seen by `as_of`."""
+    return scene_history(push_log, as_of).groupBy("user_id").agg(
+        *[F.sum(f"{k}_{w}d").alias(f"pushes_{k}_{w}d") for k in ("sent", "opened") for w in (7, 28)])
 
 
 def user_features(users: DataFrame, events: DataFrame, push_log: DataFrame, as_of: datetime,
