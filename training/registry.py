@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 
 
 def configure_mlflow(tracking_uri: str, artifact_root: Path) -> str:
-    """Point MLflow at the tracking/registry store and make sure the experiment exists with its artifacts
-    under `artifact_root` (not the process's working directory). Returns the experiment id."""
+    """Point MLflow at the tracking/registry store, make sure the experiment exists with its artifacts under
+    `artifact_root` (never the process's working directory) and make it the active one. Returns its id."""
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
@@ -34,8 +34,11 @@ def configure_mlflow(tracking_uri: str, artifact_root: Path) -> str:
     exp = mlflow.get_experiment_by_name(EXPERIMENT)
     if exp is None:
         artifact_root.mkdir(parents=True, exist_ok=True)
-        return mlflow.create_experiment(EXPERIMENT, artifact_location=artifact_root.resolve().as_uri())
-    return exp.experiment_id
+        experiment_id = mlflow.create_experiment(EXPERIMENT, artifact_location=artifact_root.resolve().as_uri())
+    else:
+        experiment_id = exp.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
 
 
 @dataclass

@@ -24,7 +24,7 @@ def test_training_needs_both_classes():
         fit_candidates(X, np.zeros(10), X, np.zeros(10))
 
 
-def _register_shuffled(holdout, seed):
+def _register_shuffled(holdout, seed, experiment_id):
     """A deliberately worse model: fitted on the holdout's features with its labels shuffled."""
     import mlflow
     from sklearn.linear_model import LogisticRegression
@@ -35,7 +35,7 @@ def _register_shuffled(holdout, seed):
 
     X, y = feature_matrix(holdout), holdout["label"].to_numpy()
     model = LogisticRegression(max_iter=300).fit(X, np.random.default_rng(seed).permutation(y))
-    with mlflow.start_run(run_name=f"shuffled-{seed}") as run:
+    with mlflow.start_run(run_name=f"shuffled-{seed}", experiment_id=experiment_id) as run:
         info = mlflow.sklearn.log_model(model, name="model")
     version = mlflow.register_model(info.model_uri, MODEL_NAME).version
     return run.info.run_id, str(version), float(roc_auc_score(y, model.predict_proba(X)[:, 1]))
@@ -57,11 +57,11 @@ def test_train_registers_and_the_gate_promotes_better_and_holds_worse(world, set
     margin = loaded.config.platform.training.promotion_margin
     trained = run(spark, settings, ds, loaded, force_kind="logreg")
     holdout = pd.read_parquet(holdout_path(Warehouse(settings.warehouse), ds))
-    configure_mlflow(settings.mlflow_tracking_uri, settings.home / "mlflow" / "artifacts")
+    experiment_id = configure_mlflow(settings.mlflow_tracking_uri, settings.home / "mlflow" / "artifacts")
     client = mlflow.MlflowClient()
 
     # 1. A worse model reaches the registry first and becomes champion (there is none yet).
-    w_run, w_version, w_auc = _register_shuffled(holdout, seed=1)
+    w_run, w_version, w_auc = _register_shuffled(holdout, seed=1, experiment_id=experiment_id)
     first = gate_version(w_run, w_version, holdout, margin)
     assert first["decision"] == "promoted" and first["reason"] == "no champion yet"
 
@@ -73,14 +73,17 @@ def test_train_registers_and_the_gate_promotes_better_and_holds_worse(world, set
     assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == trained["version"]
 
     # 3. Another worse model is held as challenger; the champion stays.
-    w2_run, w2_version, _ = _register_shuffled(holdout, seed=2)
+    w2_run, w2_version, _ = _register_shuffled(holdout, seed=2, experiment_id=experiment_id)
     held = gate_version(w2_run, w2_version, holdout, margin)
     assert held["decision"] == "held" and held["alias"] == CHALLENGER
     assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == trained["version"]
     assert str(client.get_model_version_by_alias(MODEL_NAME, CHALLENGER).version) == w2_version
     assert client.get_run(w2_run).data.tags["gate.decision"] == "held"
 
-    # The trained run carries what an analyst needs.
+    # The trained run carries what an analyst needs, in the hermes-ctr experiment, artifacts under HERMES_HOME.
+    trained_run = client.get_run(trained["run_id"])
+    assert trained_run.info.experiment_id == experiment_id
+    assert trained_run.info.artifact_uri.startswith((settings.home / "mlflow" / "artifacts").as_uri())
     assert 0.5 < trained["holdout"]["auc"] <= 1 and trained["oracle_auc"] is not None
     data = client.get_run(trained["run_id"]).data
     assert {"holdout_auc", "holdout_log_loss", "holdout_calibration_error", "oracle_auc"} <= set(data.metrics)
