@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from datetime import date, timedelta
+from pathlib import Path
 
 from jobs.entry import as_of_end, plan_date, spark_job_main
 from jobs.settings import Settings
@@ -42,7 +43,8 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     configure_mlflow(settings.mlflow_tracking_uri, settings.home / "mlflow" / "artifacts")
     version, run_id = resolve_champion()
     estimator = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{version}")
-    codes = json.loads(open(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="scene_codes.json")).read())
+    codes_file = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="scene_codes.json")
+    codes = json.loads(Path(codes_file).read_text())
 
     plan_day = (plan_date(ds) - date(1970, 1, 1)).days
     keys = (cands.join(users.select("user_id", "peak_local_hour"), "user_id")
