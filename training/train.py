@@ -21,18 +21,15 @@ from training.registry import MODEL_NAME, SKOPS_TRUSTED, gate, log_decision
 log = logging.getLogger(__name__)
 
 
-def oracle_auc(holdout: pd.DataFrame, truth) -> float | None:
-    """AUC of the simulator's true open probabilities on the holdout: the best any model could do."""
-    from sklearn.metrics import roc_auc_score
-
+def true_probabilities(holdout: pd.DataFrame, truth) -> np.ndarray | None:
+    """The simulator's true open probability of every holdout push (None without a ground truth)."""
     if truth is None or holdout.empty:
         return None
-    n = len(holdout)
     sent_us = holdout["sent_at"].dt.as_unit("us").astype("int64").to_numpy()
-    p = truth.open_probability(holdout["user_id"].to_numpy(), holdout["scene_id"].to_numpy(), np.arange(n + 1),
-                               holdout["item_id"].to_numpy(), sent_us, pushes_24h=holdout["u_pushes_1d"].to_numpy(),
-                               pushes_7d=holdout["u_pushes_7d"].to_numpy())
-    return float(roc_auc_score(holdout["label"].to_numpy(), p))
+    return truth.open_probability(holdout["user_id"].to_numpy(), holdout["scene_id"].to_numpy(),
+                                  np.arange(len(holdout) + 1), holdout["item_id"].to_numpy(), sent_us,
+                                  pushes_24h=holdout["u_pushes_1d"].to_numpy(),
+                                  pushes_7d=holdout["u_pushes_7d"].to_numpy())
 
 
 def _plots(folder: Path, y: np.ndarray, p: np.ndarray, p_oracle: np.ndarray | None, importance: pd.Series) -> None:
@@ -90,8 +87,12 @@ def train_and_register(ts: TrainingSet, ds: str, config_version: str, truth=None
     fitted = fit_candidates(X, y, Xh, yh, kinds=(force_kind,) if force_kind else kinds)
     best = min(fitted, key=lambda k: fitted[k][1]["log_loss"])
     est, metrics, fit_seconds = fitted[best]
-    oracle = oracle_auc(ts.holdout, truth)
+    from sklearn.metrics import roc_auc_score
+
     p = est.predict_proba(Xh)[:, 1]
+    p_oracle = true_probabilities(ts.holdout, truth)
+    # Oracle AUC: the best any model could do on this holdout.
+    oracle = float(roc_auc_score(yh, p_oracle)) if p_oracle is not None else None
 
     with mlflow.start_run(run_name=f"ctr-{ds}") as run:
         mlflow.set_tags({"ds": ds, "config_version": config_version, "model_kind": best})
@@ -109,13 +110,6 @@ def train_and_register(ts: TrainingSet, ds: str, config_version: str, truth=None
             mlflow.log_metrics({"oracle_auc": oracle, "auc_gap_to_oracle": oracle - metrics["auc"]})
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
-            p_oracle = None
-            if truth is not None:
-                sent_us = ts.holdout["sent_at"].dt.as_unit("us").astype("int64").to_numpy()
-                p_oracle = truth.open_probability(
-                    ts.holdout["user_id"].to_numpy(), ts.holdout["scene_id"].to_numpy(),
-                    np.arange(len(ts.holdout) + 1), ts.holdout["item_id"].to_numpy(), sent_us,
-                    ts.holdout["u_pushes_1d"].to_numpy(), ts.holdout["u_pushes_7d"].to_numpy())
             importance = _importance(est, Xh, yh)
             _plots(folder, yh, p, p_oracle, importance)
             importance.sort_values(ascending=False).to_csv(folder / "feature_importance.csv", header=["auc_drop"])
