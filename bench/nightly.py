@@ -19,7 +19,6 @@ from jobs.config.loader import load_config
 from jobs.entry import spark_session
 from jobs.settings import Settings
 from jobs.simulator.market import WorldSpec, simulate
-
 from jobs.tasks import STAGES
 
 

@@ -19,6 +19,9 @@ the next local day (`plan_date = ds + 1` in each user's time zone).
 | `score` | recall per scene materials source for every eligible pair, pair features, bulk scoring with `@champion` through a scalar Arrow UDF (`arrow_udf`), model version on every row | `plan/scored` |
 | `select` | feeds (top-k with one item per seller and a per-category cap) and one scene per user by expected opens then priority; the Push 1.0 baseline (one global best-CTR scene, one item) beside it | `plan/selected`, `plan/baseline` |
 | `check_selection` (×3) | GX suites of the selection tables | reports |
+| `windows` | per user, the open probability at each hour of the send day (`ds + 1`, UTC hours) from the user's app-open and push-open hours smoothed toward the population, moved by the model's timing elasticity; one hour per push maximising expected opens under the gateway's hourly capacity, quiet hours and spacing; a configured share explores a random allowed hour (propensity logged); the baseline at its fixed local hour under the same capacity | `plan/windows`, `reports/windows/` |
+| `plan_report` | the dry-run report: volume per scene, suppression reasons, hourly load vs capacity (chart), expected open rate per scene, Hermes vs baseline on the same users; HTML + JSON, logged to MLflow experiment `hermes-plan` | `reports/plan/ds=<ds>/plan.{html,json}` |
+| `batches` | the active policy's pushes as one Parquet object per send hour in the object store + the day's manifest (written last; a re-run replaces the day atomically) | `s3://<bucket>/batches/ds=<ds+1>/` |
 
 All outputs live under `$HERMES_WAREHOUSE`, partition `ds=<ds>`, every row stamped with `config_version`.
 Re-running a date overwrites its partitions. Tasks pass paths and counts through XCom, never data.
@@ -39,6 +42,7 @@ PLAN_TABLES = ["plan/audiences", "plan/eligible", "plan/suppressed"]
 FEATURES = Asset(name="hermes_features", uri="file:///hermes/warehouse/features")
 SELECTION_TABLES = ["plan/scored", "plan/selected", "plan/baseline"]
 PLAN = Asset(name="hermes_selected_plan", uri="file:///hermes/warehouse/plan/selected")
+BATCHES = Asset(name="hermes_push_batches", uri="s3://hermes/batches")
 MODEL = Asset(name="hermes_ctr_model", uri="file:///hermes/mlflow/models/hermes-ctr")
 
 
@@ -83,6 +87,16 @@ def hermes_nightly():
 
         return run_stage
 
+    def local_stage(name: str, outlets=()):
+        """A task running the single-process stage `jobs.<name>` (no Spark) for ds under the frozen config."""
+        @task(task_id=name, outlets=list(outlets))
+        def run_local(config: dict, ds: str | None = None) -> dict:
+            from jobs.tasks import run_local as run
+
+            return run(name, ds, config)
+
+        return run_local
+
     @task
     def gate(config: dict, ds: str | None = None) -> dict:
         from jobs.tasks import gate as run
@@ -112,6 +126,8 @@ def hermes_nightly():
     decided = gate(config)
     raw >> model >> decided
     [check_plan, decided] >> scored >> chosen >> check_selection
+    check_selection >> local_stage("windows")(config) >> local_stage("plan_report")(config) \
+        >> local_stage("batches", [BATCHES])(config)
 
 
 hermes_nightly()

@@ -10,8 +10,7 @@ from functools import reduce
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from jobs.config.rules import (Between, BoolOp, Compare, Feature, InList, IsNull, Literal, Node, Not,
-                               parse_rule)
+from jobs.config.rules import Between, BoolOp, Compare, Feature, InList, IsNull, Literal, Node, Not, parse_rule
 
 _COMPARE = {"=": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: a < b,
             "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}

@@ -2,7 +2,10 @@
 
 Feed: per user and scene, the top-k scored materials (k = the scene's feed size) with diversity — at most
 one item per seller and `max_per_category` per category — and the feed's expected open probability
-1 - prod(1 - p_i). Scene: per user, the feed with the highest expected opens; ties go to priority.
+max_i p_i. A push is opened once, whatever its feed: P(open) is driven by the feed's most attractive item
+(the model scores each item as the push's lead), so the best item's probability is the feed's estimate.
+Treating items as independent chances (1 - prod(1 - p_i)) would count one open several times and favour
+scenes with long feeds. Scene: per user, the feed with the highest expected opens; ties go to priority.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ def feeds(scored: DataFrame, items: DataFrame, scenes: DataFrame, max_per_catego
         .alias("item_ids"),
         F.transform(F.sort_array(F.collect_list(F.struct("position", "p_open"))), lambda s: s["p_open"])
         .alias("item_p_open"),
-        (1 - F.exp(F.sum(F.log1p(-F.least(F.col("p_open"), F.lit(0.999999)))))).alias("expected_open"),
+        F.max("p_open").alias("expected_open"),
     )
 
 
@@ -54,6 +57,10 @@ def baseline_scene(scene_rates: DataFrame, allowed: list[str], min_sends: int = 
 def baseline(candidates: DataFrame, eligible: DataFrame, scene_id: str) -> DataFrame:
     """Push 1.0: everyone eligible for the one global scene gets its single most popular material."""
     first = candidates.where((F.col("scene_id") == scene_id) & (F.col("rank") == 1))
-    return (eligible.where(F.col("scene_id") == scene_id).select("user_id", "scene_id")
-            .join(first.select("user_id", "scene_id", "item_id"), ["user_id", "scene_id"])
-            .select("user_id", "scene_id", F.array("item_id").alias("item_ids"), F.lit("baseline").alias("policy")))
+    cols = ["user_id", "scene_id", "item_id"] + [c for c in ("p_open", "model_version") if c in first.columns]
+    x = (eligible.where(F.col("scene_id") == scene_id).select("user_id", "scene_id")
+         .join(first.select(*cols), ["user_id", "scene_id"]))
+    scored = ([F.array("p_open").alias("item_p_open"), F.col("p_open").alias("expected_open"), "model_version"]
+              if "p_open" in cols else [])
+    return x.select("user_id", "scene_id", F.array("item_id").alias("item_ids"), *scored,
+                    F.lit("baseline").alias("policy"))

@@ -42,6 +42,7 @@ def activity(events: DataFrame, users: DataFrame, as_of: datetime) -> DataFrame:
     return agg.select(
         "user_id", *[f"n_{et}_{w}d" for et in EVENT_TYPES for w in WINDOWS_DAYS], "last_open_at",
         F.array(*[((c + F.lit(HOUR_PRIOR)) / total).cast("double") for c in hour_cols]).alias("open_hour_profile"),
+        F.array(*hour_cols).cast("array<int>").alias("app_open_hours"),
         F.when(F.greatest(*hour_cols) > 0,
                F.array_position(F.array(*hour_cols), F.greatest(*hour_cols)).cast("int") - 1)
         .alias("peak_local_hour"),
@@ -95,6 +96,19 @@ def push_history(push_log: DataFrame, as_of: datetime) -> DataFrame:
         *[F.sum(f"{k}_{w}d").alias(f"pushes_{k}_{w}d") for k in ("sent", "opened") for w in (7, 28)])
 
 
+def push_open_hours(push_log: DataFrame, users: DataFrame, as_of: datetime) -> DataFrame:
+    """Per user: pushes opened over the lookback by the *local* hour they were sent (24 counts). What the
+    send-window stage learns each user's push-reading hours from, beside the app-open profile."""
+    opened = (push_log.where(within_days(F.col("sent_at"), as_of, LOOKBACK_DAYS)
+                             & F.col("opened_at").isNotNull() & (F.col("opened_at") < F.lit(as_of)))
+              .join(users.select("user_id", "tz"), "user_id")
+              .withColumn("local_hour", F.hour(F.from_utc_timestamp("sent_at", F.col("tz")))))
+    agg = opened.groupBy("user_id").agg(
+        *[F.sum((F.col("local_hour") == h).cast("int")).alias(f"_p{h}") for h in range(24)])
+    return agg.select("user_id", F.array(*[F.col(f"_p{h}") for h in range(24)]).cast("array<int>")
+                      .alias("push_open_hours"))
+
+
 def user_features(users: DataFrame, events: DataFrame, push_log: DataFrame, as_of: datetime,
                   items_on_sale: DataFrame | None = None) -> DataFrame:
     """One row per user registered before `as_of`, every feature filled (zeros / flat profile when no data).
@@ -107,7 +121,8 @@ def user_features(users: DataFrame, events: DataFrame, push_log: DataFrame, as_o
     )
     joined = (base.join(activity(events, users, as_of), "user_id", "left")
               .join(category_affinity(events, as_of), "user_id", "left")
-              .join(push_history(push_log, as_of), "user_id", "left"))
+              .join(push_history(push_log, as_of), "user_id", "left")
+              .join(push_open_hours(push_log, users, as_of), "user_id", "left"))
     if items_on_sale is not None:
         joined = joined.join(seller_side(items_on_sale, events, as_of), "user_id", "left")
     else:
@@ -115,11 +130,14 @@ def user_features(users: DataFrame, events: DataFrame, push_log: DataFrame, as_o
     count_cols = [f"n_{et}_{w}d" for et in EVENT_TYPES for w in WINDOWS_DAYS] + [
         f"pushes_{k}_{w}d" for k in ("sent", "opened") for w in (7, 28)] + ["n_listings_on_sale", "n_chats_waiting"]
     flat = F.array(*[F.lit(1.0 / 24)] * 24)
+    zeros = F.array(*[F.lit(0)] * 24).cast("array<int>")
     return joined.select(
         "user_id", "tz", "platform", "opt_in", "has_device_token", "tenure_days",
         *[F.coalesce(F.col(c), F.lit(0)).cast("int").alias(c) for c in count_cols],
         F.coalesce("open_hour_profile", flat).alias("open_hour_profile"),
         "peak_local_hour",
+        F.coalesce("app_open_hours", zeros).alias("app_open_hours"),
+        F.coalesce("push_open_hours", zeros).alias("push_open_hours"),
         F.coalesce("top_categories", F.array().cast("array<int>")).alias("top_categories"),
         F.coalesce("top_category_shares", F.array().cast("array<double>")).alias("top_category_shares"),
         "last_open_at",

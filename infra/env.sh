@@ -16,3 +16,21 @@ export MLFLOW_TRACKING_URI="${MLFLOW_TRACKING_URI:-sqlite:///$HERMES_HOME/mlflow
 export PYSPARK_PYTHON="$REPO/.venv/bin/python"
 export PATH="$REPO/.venv/bin:$PATH"
 mkdir -p "$HERMES_HOME" "$AIRFLOW_HOME" "$HERMES_HOME/mlflow"
+# Local secrets (S3 keys, gateway token): generated once per HERMES_HOME, mode 600, never committed or logged.
+# Set the variables yourself to use real credentials instead.
+if [ ! -f "$HERMES_HOME/secrets.env" ]; then
+  ( umask 077; "$(command -v python3)" - >"$HERMES_HOME/secrets.env" <<'PY'
+import secrets
+print(f"HERMES_LOCAL_S3_KEY=hermes{secrets.token_hex(6)}")
+print(f"HERMES_LOCAL_S3_SECRET={secrets.token_urlsafe(30)}")
+print(f"HERMES_LOCAL_GATEWAY_TOKEN={secrets.token_urlsafe(30)}")
+PY
+  )
+fi
+# shellcheck disable=SC1091
+source "$HERMES_HOME/secrets.env"
+export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-$HERMES_LOCAL_S3_KEY}"
+export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-$HERMES_LOCAL_S3_SECRET}"
+export HERMES_GATEWAY_TOKEN="${HERMES_GATEWAY_TOKEN:-$HERMES_LOCAL_GATEWAY_TOKEN}"
+export HERMES_S3_ENDPOINT="${HERMES_S3_ENDPOINT:-http://127.0.0.1:8333}"
+export HERMES_GATEWAY_URL="${HERMES_GATEWAY_URL:-http://127.0.0.1:8480}"

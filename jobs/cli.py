@@ -54,6 +54,23 @@ def _cmd_stage(args, settings):
                 print(json.dumps({"gate": gate(settings, args.ds, loaded)}, indent=2, default=str))
 
 
+def _cmd_plan(args, settings):
+    import json
+
+    from jobs import batches, plan_report, windows
+    from jobs.entry import load_run_config
+
+    loaded = load_run_config(settings, args.config)
+    w = windows.run(settings, args.ds, loaded)
+    print(json.dumps(w, indent=2, default=str))
+    r = plan_report.run(settings, args.ds, loaded, log_to_mlflow=not args.no_mlflow)
+    print(json.dumps(r, indent=2, default=str))
+    if args.dry_run:
+        print(f"dry run: nothing written to the object store; report: {r['html']}")
+        return
+    print(json.dumps(batches.run(settings, args.ds, loaded), indent=2, default=str))
+
+
 def _cmd_config_validate(args, settings):
     from jobs.config.loader import ConfigError, load_config
 
@@ -112,6 +129,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ds", required=True)
     p.add_argument("--config", help="config snapshot JSON (default: validate conf/ now)")
     p.set_defaults(func=_cmd_stage)
+
+    p = sub.add_parser("plan", help="send windows for a date's selected plan, the plan report, and (unless "
+                                    "--dry-run) the push batches in the object store")
+    p.add_argument("--ds", required=True, help="the nightly date whose plan/selected to schedule (sends on ds+1)")
+    p.add_argument("--dry-run", action="store_true", help="windows and report only; write no batches")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log the report to MLflow")
+    p.add_argument("--config", help="config snapshot JSON (default: validate conf/ now)")
+    p.set_defaults(func=_cmd_plan)
 
     p = sub.add_parser("config", help="the Configuration Center")
     csub = p.add_subparsers(dest="config_command", required=True)

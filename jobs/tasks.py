@@ -49,6 +49,21 @@ def run_stage(stage: str, ds: str, config: dict) -> dict:
         return job.run(spark, settings, ds, loaded)
 
 
+# Stages that run in one Python process (pyarrow + numpy, or the object store): no Spark session.
+LOCAL_STAGES = ("windows", "plan_report", "batches")
+
+
+def run_local(stage: str, ds: str, config: dict) -> dict:
+    """Run one single-process stage (`jobs.<stage>.run(settings, ds, loaded)`) under the frozen config."""
+    from jobs.entry import load_run_config
+
+    if stage not in LOCAL_STAGES:
+        raise ValueError(f"unknown local stage {stage!r}; local stages are {LOCAL_STAGES}")
+    settings = Settings.from_env()
+    loaded = load_run_config(settings, config["snapshot"])
+    return importlib.import_module(f"jobs.{stage}").run(settings, ds, loaded)
+
+
 def gate(ds: str, config: dict) -> dict:
     """Promote the version this run trained to @champion, or hold it as @challenger."""
     from jobs.entry import load_run_config

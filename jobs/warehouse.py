@@ -4,6 +4,8 @@ One place for the layout, so jobs, tests and the run summary agree on it.
 """
 from __future__ import annotations
 
+import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +16,8 @@ FEATURE_TABLES = ("features/user_features", "features/user_scene_history", "feat
                   "features/material_rates")
 PLAN_TABLES = ("plan/audiences", "plan/eligible", "plan/suppressed")
 SELECTION_TABLES = ("plan/scored", "plan/selected", "plan/baseline")
-DERIVED_TABLES = FEATURE_TABLES + PLAN_TABLES + SELECTION_TABLES
+WINDOW_TABLES = ("plan/windows",)
+DERIVED_TABLES = FEATURE_TABLES + PLAN_TABLES + SELECTION_TABLES + WINDOW_TABLES
 
 
 @dataclass(frozen=True)
@@ -86,3 +89,32 @@ class Warehouse:
         (df.withColumn("config_version", F.lit(config_version)).withColumn("ds", F.lit(ds)).write.mode("overwrite").partitionBy("ds")
          .option("partitionOverwriteMode", "dynamic").parquet(str(self.table(name))))
         return self.partition(name, ds)
+
+    # ---- Arrow access, for the single-process stages (send windows, batches, reports) -------------
+    def read_arrow(self, name: str, ds: str, columns: list[str] | None = None):
+        """One ds partition of a derived table as a pyarrow Table (Spark's part files, any number)."""
+        import pyarrow.dataset as pads
+
+        path = self.partition(name, ds)
+        if not path.exists():
+            raise FileNotFoundError(f"{name} has no partition ds={ds} at {path}: run the stage that writes it first")
+        return pads.dataset(str(path), format="parquet", exclude_invalid_files=True).to_table(columns=columns)
+
+    def write_arrow(self, table, name: str, ds: str, config_version: str) -> Path:
+        """Replace one ds partition with `table` (+ config_version): written beside it, then swapped in by
+        rename, so a reader sees the old partition or the new one, never half of either."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = table.append_column("config_version", pa.array([config_version] * table.num_rows, pa.string()))
+        final = self.partition(name, ds)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".tmp-ds={ds}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        pq.write_table(table, tmp / "part-00000.parquet", compression="zstd")
+        old = final.parent / f".old-ds={ds}-{uuid.uuid4().hex[:8]}"
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+        return final

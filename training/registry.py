@@ -24,17 +24,17 @@ SKOPS_TRUSTED = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredict
 log = logging.getLogger(__name__)
 
 
-def configure_mlflow(tracking_uri: str, artifact_root: Path) -> str:
+def configure_mlflow(tracking_uri: str, artifact_root: Path, experiment: str = EXPERIMENT) -> str:
     """Point MLflow at the tracking/registry store, make sure the experiment exists with its artifacts under
     `artifact_root` (never the process's working directory) and make it the active one. Returns its id."""
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
-    exp = mlflow.get_experiment_by_name(EXPERIMENT)
+    exp = mlflow.get_experiment_by_name(experiment)
     if exp is None:
         artifact_root.mkdir(parents=True, exist_ok=True)
-        experiment_id = mlflow.create_experiment(EXPERIMENT, artifact_location=artifact_root.resolve().as_uri())
+        experiment_id = mlflow.create_experiment(experiment, artifact_location=artifact_root.resolve().as_uri())
     else:
         experiment_id = exp.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
@@ -115,3 +115,14 @@ def resolve_champion() -> tuple[str, str]:
     except MlflowException:
         raise LookupError(f"registered model {MODEL_NAME!r} has no @{CHAMPION}: run the training task first") from None
     return v.version, v.run_id
+
+
+def version_tag(version: str, tag: str) -> str:
+    """A tag of a registered version of the CTR model; a clear error naming both when it is missing."""
+    import mlflow
+
+    v = mlflow.MlflowClient().get_model_version(MODEL_NAME, str(version))
+    if tag not in v.tags:
+        raise LookupError(f"registered model {MODEL_NAME!r} version {version} has no tag {tag!r}: it was trained "
+                          "before Hermes recorded it; re-run the train and gate tasks")
+    return v.tags[tag]

@@ -27,7 +27,7 @@ MATERIAL_SOURCES = (
     "similar_to_bought",       # items in the categories of what the user bought
     "hot_items",               # the globally most attractive items on sale (Push 1.0's material)
 )
-TEMPLATE_FIELDS = {"item_title", "item_price", "old_price", "drop_pct", "category", "n_items", "seller_id"}
+TEMPLATE_FIELDS = {"item_title", "item_price", "old_price", "drop_pct", "category", "n_items", "n_more", "seller_id"}
 SCENE_ID = re.compile(r"^[a-z][a-z0-9_]{2,40}$")
 
 
@@ -75,6 +75,9 @@ class Scene(_Strict):
     materials: Materials
     template: Template
     cap: SceneCap = SceneCap()
+    send_hour_local: int | None = Field(None, ge=0, le=23,
+                                        description="scheduled scenes: the local hour they go out "
+                                                    "(default: the platform's baseline hour)")
 
     @field_validator("id")
     @classmethod
@@ -129,6 +132,20 @@ class Feed(_Strict):
     max_per_category: int = Field(2, ge=1, le=6, description="diversity: items of one category in one feed")
 
 
+class Windows(_Strict):
+    """Send windows: when each planned push lands (features/windows.py)."""
+    policy: Literal["hermes", "baseline"] = Field("hermes", description="whose plan becomes the push batches")
+    exploration_share: float = Field(0.05, ge=0, le=0.5, description="share of users sent at a random allowed hour")
+    prior_strength: float = Field(24.0, gt=0, le=10_000,
+                                  description="pseudo-opens pulling a user's hour profile toward the population's")
+    push_open_weight: float = Field(3.0, ge=0, le=100, description="one push opened at an hour counts as this "
+                                                                  "many app opens in the hour profile")
+    first_send_hour_utc: int = Field(1, ge=0, le=23, description="first UTC hour of the send day the plan may use "
+                                                                 "(lead time for the nightly run to finish)")
+    scheduled_window_hours: int = Field(3, ge=1, le=12, description="scheduled scenes may land this many hours "
+                                                                     "from their hour on, when capacity is short")
+
+
 class Platform(_Strict):
     quiet_hours: QuietHours = QuietHours()
     fatigue: Fatigue = Fatigue()
@@ -139,6 +156,7 @@ class Platform(_Strict):
     baseline_hour_local: int = Field(20, ge=0, le=23, description="Push 1.0 send hour")
     training: Training = Training()
     feed: Feed = Feed()
+    windows: Windows = Windows()
 
     @field_validator("platform_quotas")
     @classmethod

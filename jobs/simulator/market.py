@@ -19,9 +19,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jobs.contract import EVENT_TYPES, PLATFORMS, RAW_SCHEMAS
+from jobs.simulator.ground_truth import TIMEZONE_SHARES, TIMEZONES, US_PER_DAY, US_PER_HOUR, GroundTruth, ResponseParams, utc_offset_minutes
 from jobs.warehouse import Warehouse
-from jobs.simulator.ground_truth import (TIMEZONE_SHARES, TIMEZONES, US_PER_DAY, US_PER_HOUR,
-                                         GroundTruth, ResponseParams, utc_offset_minutes)
 
 log = logging.getLogger(__name__)
 

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.config.rules import (Between, BoolOp, Compare, Feature, InList, IsNull, Literal, Not, RuleError,
-                               features_used, parse_rule)
+from jobs.config.rules import Between, BoolOp, Compare, Feature, InList, IsNull, Literal, Not, RuleError, features_used, parse_rule
 
 
 @pytest.mark.parametrize("rule,expected", [

@@ -31,15 +31,16 @@ def test_feed_takes_one_item_per_seller_and_caps_categories(spark, items, scenes
     # item 2 shares seller 10 with item 1; category 7 is capped at 2 (items 1, 3); then item 5.
     assert a.item_ids == [1, 3, 5]
     assert a.item_p_open == [0.9, 0.7, 0.5]
-    assert a.expected_open == pytest.approx(1 - 0.1 * 0.3 * 0.5)
+    assert a.expected_open == pytest.approx(0.9)  # the best item's, not 1 - prod(1 - p): one push, one open
     assert a.model_version == "7"
 
 
 def test_each_user_gets_the_scene_with_most_expected_opens_then_priority(spark, items, scenes):
-    rows = [(1, "a", 1, 0.2), (1, "a", 5, 0.2), (1, "b", 3, 0.3),   # a: 1-0.64=0.36 beats b: 0.3
-            (2, "a", 1, 0.3), (2, "b", 3, 0.3)]                      # tie 0.3 vs 0.3: b has priority 90
+    rows = [(1, "a", 1, 0.35), (1, "a", 5, 0.2), (1, "b", 3, 0.3),  # a: best item 0.35 beats b: 0.3
+            (2, "a", 1, 0.3), (2, "b", 3, 0.3),                      # tie 0.3 vs 0.3: b has priority 90
+            (3, "a", 1, 0.2), (3, "a", 5, 0.2), (3, "b", 3, 0.3)]   # a longer feed of weaker items loses
     chosen = {r.user_id: r for r in select_scene(feeds(scored(spark, rows), items, scenes, 2)).collect()}
-    assert chosen[1].scene_id == "a" and chosen[2].scene_id == "b"
+    assert chosen[1].scene_id == "a" and chosen[2].scene_id == "b" and chosen[3].scene_id == "b"
     assert {r.policy for r in chosen.values()} == {"hermes"}
 
 

@@ -1,0 +1,301 @@
+"""Send windows: which hour of the send day each planned push lands in.
+
+Pure numpy, no Spark and no I/O: the stage reads the plan (one row per user) into arrays and calls these.
+The send day is cut into S hourly *slots* (UTC hours). For each user u and slot s:
+
+    value[u, s] = P(u opens the push if it lands in slot s), or NaN where the slot is not allowed
+                  (quiet hours in the user's local time, before the user's earliest send time under the
+                  spacing rule, after the user's local plan day, before the plan's first usable hour).
+
+The per-hour open probability comes from the matched feed's probability at the user's reference hour
+(what scoring assumed) moved along the user's *hour profile* — the share of the user's app opens and push
+opens in each local hour, smoothed toward the population's profile (users with little history fall back
+to the population) — by the CTR model's own timing elasticity (log-odds per unit of log hour share).
+
+`assign` maximises total expected opens subject to a capacity per slot: a transportation problem with
+one unit of demand per user. It is solved through its dual — one price per slot — by market-clearing
+price updates (each slot's price set so that at most its capacity of users prefer it, damped), then a
+repair pass that enforces capacity exactly. The dual value is an upper bound on the optimum, so the
+result reports how far from optimal it can be at most, and the loss against the unconstrained optimum.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+SLOTS = 24
+NO_WINDOW = "no_window"        # no allowed slot at all (quiet hours / spacing / the plan day leave none)
+NO_CAPACITY = "no_capacity"    # every allowed slot is full
+
+
+# ---- hour profiles and per-slot values ----------------------------------------------------------------
+def hour_profiles(app_open_hours: np.ndarray, push_open_hours: np.ndarray, push_open_weight: float,
+                  prior_strength: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per user, the share of activity in each local hour [n, 24] (rows sum to 1), and the population
+    prior [24] it is smoothed toward: (counts_u + k * prior) / (n_u + k)."""
+    counts = app_open_hours.astype(np.float64) + push_open_weight * push_open_hours.astype(np.float64)
+    total = counts.sum(axis=0)
+    prior = total / total.sum() if total.sum() > 0 else np.full(24, 1 / 24)
+    prior = 0.99 * prior + 0.01 / 24          # never exactly zero: log shares stay finite
+    q = (counts + prior_strength * prior) / (counts.sum(axis=1, keepdims=True) + prior_strength)
+    return q, prior
+
+
+def local_hours(slot_starts: list[datetime], tz_names: np.ndarray) -> np.ndarray:
+    """Local hour [n, S] of each slot start for each user's time zone (DST-correct per slot)."""
+    names, inverse = np.unique(tz_names.astype(str), return_inverse=True)
+    table = np.array([[s.astimezone(ZoneInfo(z)).hour for s in slot_starts] for z in names], dtype=np.int8)
+    return table[inverse.reshape(-1)]
+
+
+def slot_starts(send_day: str) -> list[datetime]:
+    start = datetime.fromisoformat(send_day).replace(tzinfo=timezone.utc)
+    return [start + timedelta(hours=h) for h in range(SLOTS)]
+
+
+def allowed_slots(starts: list[datetime], local_hour: np.ndarray, earliest_us: np.ndarray, end_us: np.ndarray,
+                  quiet: tuple[int, int], first_slot: int) -> np.ndarray:
+    """[n, S] bool: the slot starts at or after the user's earliest send time (a slot is delivered within
+    its hour, so it must not start earlier), before the end of the user's local plan day, at or after the
+    plan's first usable slot, and its local hour is outside quiet hours [start, end)."""
+    start_us = np.array([int(s.timestamp() * 1_000_000) for s in starts], dtype=np.int64)
+    qs, qe = quiet
+    if qs == qe:
+        quiet_mask = np.zeros_like(local_hour, dtype=bool)
+    elif qs < qe:
+        quiet_mask = (local_hour >= qs) & (local_hour < qe)
+    else:
+        quiet_mask = (local_hour >= qs) | (local_hour < qe)
+    ok = (start_us[None, :] >= earliest_us[:, None]) & (start_us[None, :] < end_us[:, None]) & ~quiet_mask
+    ok[:, :first_slot] = False
+    return ok
+
+
+def slot_values(p_ref: np.ndarray, q: np.ndarray, ref_hour: np.ndarray, local_hour: np.ndarray,
+                allowed: np.ndarray, elasticity: float) -> np.ndarray:
+    """value[u, s] = sigmoid(logit(p_ref_u) + elasticity * (log q_u[h(s)] - log q_u[ref_u])), NaN where not
+    allowed. float32 to keep 1M x 24 at 96 MB."""
+    rows = np.arange(len(p_ref))
+    p = np.clip(p_ref.astype(np.float64), 1e-6, 1 - 1e-6)
+    logit_ref = np.log(p / (1 - p)) - elasticity * np.log(q[rows, ref_hour])
+    z = logit_ref[:, None] + elasticity * np.log(np.take_along_axis(q, local_hour.astype(np.int64), axis=1))
+    v = (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+    v[~allowed] = np.nan
+    return v
+
+
+# ---- the assignment -----------------------------------------------------------------------------------
+@dataclass
+class Assignment:
+    slot: np.ndarray              # int16 [n], -1 where not assigned
+    reason: np.ndarray            # object [n], None where assigned, else NO_WINDOW / NO_CAPACITY
+    value: np.ndarray             # float32 [n], expected opens of the chosen slot (0 where unassigned)
+    explored: np.ndarray          # bool [n], the slot was drawn at random (exploration)
+    propensity: np.ndarray        # float64 [n], P(this slot | the policy), for off-policy learning
+    load: np.ndarray              # int64 [S]
+    stats: dict = field(default_factory=dict)
+
+
+def user_hash(user_ids: np.ndarray, salt: str) -> np.ndarray:
+    """A stable pseudo-random uint64 per user for a salt (splitmix64 of the id xor the salt's digest)."""
+    key = int.from_bytes(hashlib.sha256(salt.encode()).digest()[:8], "little")
+    h = (user_ids.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) ^ np.uint64(key)
+    h ^= h >> np.uint64(31)
+    h *= np.uint64(0xBF58476D1CE4E5B9)
+    h ^= h >> np.uint64(29)
+    return h
+
+
+def explorers(user_ids: np.ndarray, send_day: str, share: float) -> np.ndarray:
+    """Deterministic per (user, day): a re-run of the same day explores the same users."""
+    if share <= 0:
+        return np.zeros(len(user_ids), dtype=bool)
+    return (user_hash(user_ids, f"hermes-explore-{send_day}") % np.uint64(1_000_000)).astype(np.float64) \
+        < share * 1_000_000
+
+
+def _top2(u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rows = np.arange(u.shape[0])
+    a1 = np.argmax(u, axis=1)
+    b1 = u[rows, a1].copy()
+    u[rows, a1] = -np.inf
+    b2 = u.max(axis=1)
+    return a1, b1, b2
+
+
+def _prices(w: np.ndarray, cap: np.ndarray, iters: int, tol: float) -> tuple[np.ndarray, int]:
+    """Slot prices at which (nearly) no slot is wanted by more users than its capacity. w: -inf where not
+    allowed. Damped Jacobi market clearing: each slot's target price is the (cap+1)-th largest surplus its
+    users get from it over their best other slot."""
+    n, s_count = w.shape
+    lam = np.zeros(s_count, dtype=np.float32)
+    for it in range(1, iters + 1):
+        a1, b1, b2 = _top2(w - lam)
+        # no slot at all is worth 0: when slots are short, a user whose every surplus is negative drops out
+        b2 = np.maximum(b2, 0.0)
+        load = np.bincount(a1[b1 > 0], minlength=s_count)
+        over = load > cap
+        slack = (load < cap) & (lam > tol)
+        if not over.any() and not slack.any():
+            return lam, it
+        target = lam.copy()
+        for s in np.flatnonzero(over | slack):
+            other = np.where(a1 == s, b2, np.maximum(b1, 0.0))
+            ok = np.isfinite(w[:, s])
+            d = w[ok, s] - other[ok]          # surplus of slot s over the user's best alternative
+            d = d[d > 0]
+            k = int(cap[s])
+            if len(d) > k:
+                target[s] = np.partition(d, len(d) - k - 1)[len(d) - k - 1] if k > 0 else d.max()
+            else:
+                target[s] = 0.0
+        lam = np.maximum(0.0, lam + 0.6 * (target - lam)).astype(np.float32)
+        # a slot over capacity must end up at least at its clearing price: nudge past ties
+        lam[over] = np.maximum(lam[over], target[over] * 0.999)
+    return lam, iters
+
+
+def assign(value: np.ndarray, capacity: np.ndarray, explore: np.ndarray | None = None, explore_share: float = 0.0,
+           seed: int = 0, iters: int = 60) -> Assignment:
+    """One slot per user maximising the sum of `value` (NaN = not allowed) with at most capacity[s] users in
+    slot s. Users in `explore` (drawn with probability `explore_share`) get a uniformly random allowed slot
+    first, capacity permitting."""
+    n, s_count = value.shape
+    cap = np.asarray(capacity, dtype=np.int64).copy()
+    if cap.shape != (s_count,) or (cap < 0).any():
+        raise ValueError(f"capacity must be {s_count} non-negative integers, got {capacity!r}")
+    allowed = ~np.isnan(value)
+    n_allowed = allowed.sum(axis=1)
+    has_window = n_allowed > 0
+    slot = np.full(n, -1, dtype=np.int16)
+    explored = np.zeros(n, dtype=bool)
+    explore = np.zeros(n, dtype=bool) if explore is None else (explore & has_window)
+
+    # exploration: a random allowed slot, taken out of capacity before the optimiser runs
+    if explore.any():
+        rng = np.random.default_rng(seed)
+        idx = np.flatnonzero(explore)
+        r = rng.random((len(idx), s_count))
+        r[~allowed[idx]] = -1.0
+        pick = np.argmax(r, axis=1)
+        order = rng.permutation(len(idx))          # who keeps a slot when explorers alone fill it
+        taken = np.zeros(s_count, dtype=np.int64)
+        for j in order:
+            s = pick[j]
+            if taken[s] < cap[s]:
+                taken[s] += 1
+                slot[idx[j]] = s
+                explored[idx[j]] = True
+        cap -= taken
+
+    todo = has_window & ~explored
+    w = np.where(allowed[todo], value[todo], -np.inf).astype(np.float32)
+    lam, used_iters = _prices(w, cap, iters, tol=1e-7)
+    u = w - lam
+    slot_todo = np.full(len(w), -1, dtype=np.int16)
+    # repair: keep each slot's capacity of users with the most surplus over their next best, move the rest
+    pending = np.ones(len(w), dtype=bool)
+    remaining = cap.copy()
+    for _ in range(s_count + 1):
+        if not pending.any():
+            break
+        cand = np.where(remaining[None, :] > 0, u, -np.inf)
+        cand = np.where(pending[:, None], cand, -np.inf)
+        a1, b1, b2 = _top2(cand.copy())
+        live = pending & np.isfinite(b1)
+        if not live.any():
+            break
+        with np.errstate(invalid="ignore"):
+            surplus = np.where(np.isfinite(b2), b1 - b2, np.inf)
+        # who keeps a contested slot: users the prices say should be served (b1 >= 0) first, by surplus
+        surplus = np.where(b1 >= 0, surplus, b1 - 10.0)
+        for s in range(s_count):
+            who = np.flatnonzero(live & (a1 == s))
+            if len(who) == 0:
+                continue
+            if len(who) > remaining[s]:
+                keep = np.argsort(-surplus[who], kind="stable")[: remaining[s]]
+                who = who[keep]
+            slot_todo[who] = s
+            pending[who] = False
+            remaining[s] -= len(who)
+    slot[np.flatnonzero(todo)] = slot_todo
+
+    rows = np.arange(n)
+    got = slot >= 0
+    chosen_value = np.where(got, value[rows, np.maximum(slot, 0)], 0.0).astype(np.float32)
+    reason = np.full(n, None, dtype=object)
+    reason[~has_window] = NO_WINDOW
+    reason[has_window & ~got] = NO_CAPACITY
+    load = np.bincount(slot[got].astype(np.int64), minlength=s_count)
+    if (load > np.asarray(capacity)).any():   # the one promise this function makes: never over capacity
+        raise AssertionError(f"capacity exceeded: load {load.tolist()} vs {list(capacity)}")
+
+    # propensity of the slot each user got: share/|allowed| for any slot + (1 - share) for the optimiser's
+    opt_slot = slot.astype(np.int64)
+    if explored.any():  # the slot the optimiser would have given an explorer, at the final prices
+        opt_slot[explored] = np.argmax(np.where(allowed[explored], value[explored], -np.inf) - lam[None, :], axis=1)
+    share = float(explore_share)
+    propensity = np.where(got, share / np.maximum(n_allowed, 1) + (1 - share) * (slot == opt_slot), 0.0)
+
+    best_free = np.where(has_window, np.nanmax(np.where(allowed, value, -np.inf), axis=1), 0.0)
+    unconstrained = float(best_free.sum())
+    achieved = float(chosen_value.sum())
+    # LP dual: sum_u max(0, max_s value - price) + sum_s price * capacity >= the best possible total
+    surplus_u = np.maximum(u.max(axis=1), 0.0) if len(u) else np.zeros(0)
+    dual = float(surplus_u.sum() + (lam.astype(np.float64) * cap).sum()) + float(chosen_value[explored].sum())
+    stats = {
+        "users": int(n), "assigned": int(got.sum()), "explored": int(explored.sum()),
+        "exploration_cost": float(best_free[explored].sum() - chosen_value[explored].sum()),
+        NO_WINDOW: int((~has_window).sum()), NO_CAPACITY: int((has_window & ~got).sum()),
+        "expected_opens": achieved, "expected_opens_unconstrained": unconstrained,
+        "loss_vs_unconstrained": (1 - achieved / unconstrained) if unconstrained > 0 else 0.0,
+        "upper_bound": dual, "gap_to_upper_bound": (1 - achieved / dual) if dual > 0 else 0.0,
+        "price_iterations": int(used_iters), "prices": [float(x) for x in lam],
+    }
+    return Assignment(slot, reason, chosen_value, explored, propensity, load, stats)
+
+
+def fixed_hour(value: np.ndarray, local_hour: np.ndarray, hour: np.ndarray | int, capacity: np.ndarray,
+               order: np.ndarray) -> Assignment:
+    """Push 1.0: each user at one fixed local hour (the nearest allowed slot if that hour is not allowed);
+    a full slot spills its overflow to the user's next allowed slot, in `order`, as a throttled queue would."""
+    n, s_count = value.shape
+    allowed = ~np.isnan(value)
+    hour = np.broadcast_to(np.asarray(hour), (n,))
+    dist = np.abs(((local_hour.astype(np.int64) - hour[:, None]) + 12) % 24 - 12).astype(np.float64)
+    dist[~allowed] = np.inf
+    target = np.argmin(dist + np.arange(s_count)[None, :] * 1e-3, axis=1)
+    has_window = allowed.any(axis=1)
+    target = np.where(has_window, target, -1)
+    slot = np.full(n, -1, dtype=np.int16)
+    remaining = np.asarray(capacity, dtype=np.int64).copy()
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    for s in range(s_count):
+        who = np.flatnonzero(target == s)
+        if len(who) == 0:
+            continue
+        who = who[np.argsort(rank[who], kind="stable")]
+        fits, spill = who[: remaining[s]], who[remaining[s]:]
+        slot[fits] = s
+        remaining[s] -= len(fits)
+        later = allowed[spill][:, s + 1:]
+        if later.shape[1] == 0:
+            target[spill] = -1
+        else:
+            target[spill] = np.where(later.any(axis=1), s + 1 + np.argmax(later, axis=1), -1)
+    got = slot >= 0
+    rows = np.arange(n)
+    chosen = np.where(got, value[rows, np.maximum(slot, 0)], 0.0).astype(np.float32)
+    reason = np.full(n, None, dtype=object)
+    reason[~has_window] = NO_WINDOW
+    reason[has_window & ~got] = NO_CAPACITY
+    load = np.bincount(slot[got].astype(np.int64), minlength=s_count)
+    stats = {"users": int(n), "assigned": int(got.sum()), "explored": 0, NO_WINDOW: int((~has_window).sum()),
+             NO_CAPACITY: int((has_window & ~got).sum()), "expected_opens": float(chosen.sum())}
+    return Assignment(slot, reason, chosen, np.zeros(n, dtype=bool), got.astype(np.float64), load, stats)

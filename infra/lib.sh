@@ -1,0 +1,42 @@
+# Shared by the infra scripts: start a server in its own process group, stop it by that group's PID.
+run_dir="$HERMES_HOME/run"; log_dir="$HERMES_HOME/logs"; mkdir -p "$run_dir" "$log_dir"
+
+running() {  # running NAME: true when NAME's PID file points at a live process
+  [ -f "$run_dir/$1.pid" ] && kill -0 "$(cat "$run_dir/$1.pid")" 2>/dev/null
+}
+
+start_bg() {  # start_bg NAME CMD...: setsid CMD in the background, log to logs/NAME.log, PID to run/NAME.pid
+  local name=$1; shift
+  running "$name" && return 0
+  setsid "$@" >"$log_dir/$name.log" 2>&1 < /dev/null &
+  echo $! >"$run_dir/$name.pid"
+}
+
+stop_one() {  # stop_one NAME: TERM the process group, wait, then KILL what is left
+  local name=$1 pidf="$run_dir/$1.pid"
+  [ -f "$pidf" ] || return 0
+  local pid; pid=$(cat "$pidf")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    echo "stopped $name (pid group $pid)"
+  fi
+  rm -f "$pidf"
+}
+
+wait_http() {  # wait_http URL SECONDS [NAME]: poll until the URL answers (any HTTP status), fail after SECONDS
+  local url=$1 limit=$2 name=${3:-}
+  for _ in $(seq 1 $((limit * 4))); do
+    curl -sS -o /dev/null "$url" 2>/dev/null && return 0
+    if [ -n "$name" ] && ! running "$name"; then
+      echo "$name exited while starting; its log:" >&2; tail -20 "$log_dir/$name.log" >&2; return 1
+    fi
+    sleep 0.25
+  done
+  echo "no answer from $url after ${limit}s; see $log_dir" >&2; return 1
+}
+
+port_of() {  # port_of URL
+  local hostport=${1#*://}; hostport=${hostport%%/*}; echo "${hostport##*:}"
+}

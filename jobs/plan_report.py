@@ -1,0 +1,209 @@
+"""The dry-run report of a nightly plan: what would go out tomorrow, when, and what it is expected to earn.
+
+Writes reports/plan/ds=<ds>/plan.json and plan.html (self-contained: inline SVG chart, no scripts, no
+network) and logs both to MLflow (experiment `hermes-plan`, one run per ds, with the headline metrics).
+Contents: volume per scene, suppressed counts by reason, hourly load against capacity for Hermes and the
+baseline, expected open rate per scene, expected opens of Hermes vs the baseline on the same users, and
+the send-window optimiser's loss against the unconstrained optimum.
+"""
+from __future__ import annotations
+
+import html
+import json
+import logging
+from collections import Counter
+
+from jobs.settings import Settings
+from jobs.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+EXPERIMENT = "hermes-plan"
+
+
+def build(wh: Warehouse, ds: str, loaded) -> dict:
+    import pyarrow.compute as pc
+
+    from jobs.windows import WINDOWS, send_day
+
+    win = wh.read_arrow(WINDOWS, ds, ["user_id", "policy", "scene_id", "slot", "p_open", "explored", "reason"])
+    stats = json.loads(wh.report("windows", ds, "windows").read_text())
+    sup = wh.read_arrow("plan/suppressed", ds, ["reason"])["reason"].to_pylist()
+    n_aud = wh.read_arrow("plan/audiences", ds, ["user_id"]).num_rows
+    n_el = wh.read_arrow("plan/eligible", ds, ["user_id"]).num_rows
+    pol = {}
+    for policy in ("hermes", "baseline"):
+        t = win.filter(pc.equal(win["policy"], policy))
+        d = {c: t[c].to_numpy(zero_copy_only=False) for c in ("user_id", "scene_id", "slot", "p_open", "explored")}
+        d["reason"] = t["reason"].to_pylist()
+        pol[policy] = d
+    scenes = {}
+    h = pol["hermes"]
+    got = h["slot"] >= 0
+    for sid in sorted(set(h["scene_id"].tolist())):
+        m = (h["scene_id"] == sid) & got
+        scenes[sid] = {"pushes": int(m.sum()), "expected_opens": float(h["p_open"][m].sum()),
+                       "expected_open_rate": float(h["p_open"][m].mean()) if m.any() else 0.0}
+    # the same users: those both policies would push
+    b = pol["baseline"]
+    hb = {u: p for u, p, s in zip(h["user_id"].tolist(), h["p_open"].tolist(), h["slot"].tolist()) if s >= 0}
+    bb = {u: p for u, p, s in zip(b["user_id"].tolist(), b["p_open"].tolist(), b["slot"].tolist()) if s >= 0}
+    common = sorted(set(hb) & set(bb))
+    same = {"users": len(common), "hermes_expected_opens": float(sum(hb[u] for u in common)),
+            "baseline_expected_opens": float(sum(bb[u] for u in common))}
+    same["ratio"] = same["hermes_expected_opens"] / same["baseline_expected_opens"] \
+        if same["baseline_expected_opens"] > 0 else None
+    per_policy = {}
+    for name, d in pol.items():
+        st = stats["policies"][name]
+        ok = d["slot"] >= 0
+        per_policy[name] = {
+            "planned": int(len(d["slot"])), "pushes": int(ok.sum()), "expected_opens": float(d["p_open"][ok].sum()),
+            "expected_open_rate": float(d["p_open"][ok].mean()) if ok.any() else 0.0,
+            "explored": int(d["explored"].sum()), "not_sent": dict(Counter(r for r in d["reason"] if r)),
+            "scenes": len(set(d["scene_id"][ok].tolist())), "load": st["load"], "capacity": st["capacity"],
+            "peak_load": int(max(st["load"])),
+            "loss_vs_unconstrained": st.get("loss_vs_unconstrained"),
+            "gap_to_upper_bound": st.get("gap_to_upper_bound"),
+        }
+    return {"ds": ds, "send_day": send_day(ds), "config_version": loaded.version,
+            "model_version": stats.get("model_version"), "active_policy": stats.get("active_policy"),
+            "timing_elasticity": stats.get("timing_elasticity"),
+            "funnel": {"audience_pairs": n_aud, "eligible_pairs": n_el, "suppressed_pairs": len(sup),
+                       "planned_users": per_policy["hermes"]["planned"], "pushes": per_policy["hermes"]["pushes"]},
+            "suppressed_by_reason": dict(sorted(Counter(sup).items(), key=lambda kv: -kv[1])),
+            "scenes": scenes, "policies": per_policy, "same_users": same}
+
+
+# ---- HTML ---------------------------------------------------------------------------------------------
+def _load_chart(hermes: list[int], baseline: list[int], capacity: list[int]) -> str:
+    """Grouped bars per UTC hour with the capacity as a dashed line; plain SVG."""
+    w, hgt, left, bottom, top = 880, 300, 56, 34, 16
+    busiest = max(max(hermes), max(baseline), 1)
+    # a capacity far above the load would flatten the bars: then the axis follows the load, the line is noted
+    cap_on_scale = max(capacity) <= 2 * busiest
+    peak = max(busiest, max(capacity)) if cap_on_scale else busiest * 1.15
+    scale = (hgt - bottom - top) / peak
+    step = (w - left - 10) / 24
+    bar = step * 0.38
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{hgt}" role="img" '
+           f'aria-label="pushes per UTC hour against capacity" font-family="sans-serif" font-size="11">']
+    for k in range(5):
+        v = peak * k / 4
+        y = hgt - bottom - v * scale
+        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{w - 10}" y2="{y:.1f}" stroke="#e5e5e5"/>'
+                   f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" fill="#555">{v:,.0f}</text>')
+    for s in range(24):
+        x = left + s * step
+        for j, (vals, color) in enumerate(((hermes, "#2b6cb0"), (baseline, "#dd8a2e"))):
+            bh = vals[s] * scale
+            out.append(f'<rect x="{x + 2 + j * bar:.1f}" y="{hgt - bottom - bh:.1f}" width="{bar:.1f}" '
+                       f'height="{bh:.1f}" fill="{color}"><title>{s:02d}:00 UTC: {vals[s]:,}</title></rect>')
+        out.append(f'<text x="{x + step / 2:.1f}" y="{hgt - bottom + 14}" text-anchor="middle" fill="#555">'
+                   f'{s:02d}</text>')
+    if cap_on_scale:
+        cap_y = [hgt - bottom - c * scale for c in capacity]
+        pts = " ".join(f"{left + s * step:.1f},{cap_y[s]:.1f} {left + (s + 1) * step:.1f},{cap_y[s]:.1f}"
+                       for s in range(24))
+        out.append(f'<polyline points="{pts}" fill="none" stroke="#c53030" stroke-width="2" stroke-dasharray="6 4"/>')
+        cap_note = "- - capacity"
+    else:
+        cap_note = f"capacity {max(capacity):,}/h is above this axis"
+    out.append(f'<text x="{left}" y="{hgt - 4}" fill="#333">UTC hour of the send day · '
+               '<tspan fill="#2b6cb0">■ Hermes</tspan> <tspan fill="#dd8a2e">■ baseline (Push 1.0)</tspan> '
+               f'<tspan fill="#c53030">{cap_note}</tspan></text></svg>')
+    return "".join(out)
+
+
+def _table(headers: list[str], rows: list[list]) -> str:
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:,.4f}" if abs(v) < 10 else f"{v:,.1f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return "" if v is None else str(v)
+
+
+def render_html(r: dict) -> str:
+    h, b, same = r["policies"]["hermes"], r["policies"]["baseline"], r["same_users"]
+    ratio = f"{same['ratio']:.2f}×" if same["ratio"] else "n/a"
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>Hermes plan {r['send_day']} (dry run)</title><style>",
+        "body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:960px}"
+        "table{border-collapse:collapse;margin:8px 0 20px}td,th{border:1px solid #ddd;padding:4px 10px;"
+        "text-align:right}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}"
+        ".kpi{display:inline-block;margin:0 24px 12px 0}.kpi b{display:block;font-size:22px}",
+        "</style></head><body>",
+        f"<h1>Hermes plan for {html.escape(r['send_day'])} <small>(dry run of nightly ds={html.escape(r['ds'])})"
+        "</small></h1>",
+        f"<p>config <code>{html.escape(r['config_version'])}</code> · model version "
+        f"<code>{html.escape(str(r['model_version']))}</code> · batches policy <b>{html.escape(str(r['active_policy']))}"
+        f"</b> · timing elasticity {r['timing_elasticity']:.3f}</p>",
+        f"<div class='kpi'>pushes (Hermes)<b>{h['pushes']:,}</b></div>"
+        f"<div class='kpi'>expected opens<b>{h['expected_opens']:,.0f}</b></div>"
+        f"<div class='kpi'>expected open rate<b>{100 * h['expected_open_rate']:.2f}%</b></div>"
+        f"<div class='kpi'>vs baseline, same users<b>{ratio}</b></div>"
+        f"<div class='kpi'>peak hour / capacity<b>{h['peak_load']:,} / {h['capacity'][0]:,}</b></div>",
+        "<h2>Hourly load against capacity</h2>", _load_chart(h["load"], b["load"], h["capacity"]),
+        "<h2>Hermes vs baseline</h2>",
+        _table(["", "Hermes", "baseline (Push 1.0)"], [
+            ["planned users", h["planned"], b["planned"]], ["pushes with a slot", h["pushes"], b["pushes"]],
+            ["expected opens", h["expected_opens"], b["expected_opens"]],
+            ["expected open rate", h["expected_open_rate"], b["expected_open_rate"]],
+            ["scenes used", h["scenes"], b["scenes"]], ["peak hourly load", h["peak_load"], b["peak_load"]],
+            ["explored hours", h["explored"], b["explored"]],
+            ["not sent (reason: count)", ", ".join(f"{k}: {v}" for k, v in h["not_sent"].items()) or "none",
+             ", ".join(f"{k}: {v}" for k, v in b["not_sent"].items()) or "none"],
+            [f"same {same['users']:,} users: expected opens", same["hermes_expected_opens"],
+             same["baseline_expected_opens"]],
+        ]),
+        "<p>Send-window optimiser: expected opens lost to capacity and exploration vs each user's best hour: "
+        f"{100 * (h['loss_vs_unconstrained'] or 0):.2f}%; at most {100 * (h['gap_to_upper_bound'] or 0):.3f}% "
+        "below the optimum under capacity (LP dual bound).</p>",
+        "<h2>Volume and expected open rate per scene (Hermes)</h2>",
+        _table(["scene", "pushes", "expected opens", "expected open rate"],
+               [[s, v["pushes"], v["expected_opens"], v["expected_open_rate"]] for s, v in
+                sorted(r["scenes"].items(), key=lambda kv: -kv[1]["pushes"])]),
+        "<h2>Funnel and suppression</h2>",
+        _table(["step", "count"], [[k.replace("_", " "), v] for k, v in r["funnel"].items()]),
+        _table(["suppressed because", "pairs"], [[k, v] for k, v in r["suppressed_by_reason"].items()]),
+        "</body></html>",
+    ]
+    return "".join(parts)
+
+
+def run(settings: Settings, ds: str, loaded, log_to_mlflow: bool = True) -> dict:
+    import mlflow
+
+    from training.registry import configure_mlflow
+
+    wh = Warehouse(settings.warehouse)
+    report = build(wh, ds, loaded)
+    folder = wh.report("plan", ds, "plan").parent
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "plan.json").write_text(json.dumps(report, indent=2))
+    (folder / "plan.html").write_text(render_html(report))
+    run_id = None
+    if log_to_mlflow:
+        configure_mlflow(settings.mlflow_tracking_uri, settings.home / "mlflow" / "artifacts", EXPERIMENT)
+        h, b = report["policies"]["hermes"], report["policies"]["baseline"]
+        with mlflow.start_run(run_name=f"plan-{ds}") as r:
+            mlflow.set_tags({"ds": ds, "send_day": report["send_day"], "config_version": loaded.version,
+                             "model_version": str(report["model_version"])})
+            mlflow.log_metrics({"hermes_pushes": h["pushes"], "hermes_expected_opens": h["expected_opens"],
+                                "baseline_pushes": b["pushes"], "baseline_expected_opens": b["expected_opens"],
+                                "hermes_peak_load": h["peak_load"], "baseline_peak_load": b["peak_load"],
+                                "window_loss_vs_unconstrained": h["loss_vs_unconstrained"] or 0.0,
+                                "same_users_ratio": report["same_users"]["ratio"] or 0.0})
+            mlflow.log_artifact(str(folder / "plan.html"))
+            mlflow.log_artifact(str(folder / "plan.json"))
+            run_id = r.info.run_id
+    log.info("plan report for %s: %s (mlflow run %s)", report["send_day"], folder / "plan.html", run_id)
+    return {"ds": ds, "html": str(folder / "plan.html"), "json": str(folder / "plan.json"), "mlflow_run": run_id,
+            "pushes": report["policies"]["hermes"]["pushes"], "same_users": report["same_users"]}
+

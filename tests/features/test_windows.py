@@ -1,0 +1,168 @@
+"""Send windows: hour profiles, allowed slots, the capacity-constrained assignment and the baseline."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from features.windows import (NO_CAPACITY, NO_WINDOW, allowed_slots, assign, explorers, fixed_hour, hour_profiles,
+                              local_hours, slot_starts, slot_values)
+
+US = 1_000_000
+
+
+def random_problem(rng, n: int, blocked: float = 0.4, hot: tuple[int, int] = (10, 14)):
+    v = rng.beta(2, 20, (n, 24)).astype(np.float32)
+    v[:, hot[0]:hot[1]] += rng.random((n, hot[1] - hot[0])).astype(np.float32) * 0.3   # everyone likes these
+    v[rng.random((n, 24)) < blocked] = np.nan
+    return v
+
+
+def lp_optimum(v: np.ndarray, cap: np.ndarray) -> float:
+    """The exact optimum of the same problem as a linear program (totally unimodular: integral)."""
+    from scipy.optimize import linprog
+    from scipy.sparse import coo_matrix
+
+    n, s = v.shape
+    idx = np.argwhere(~np.isnan(v))
+    m = len(idx)
+    rows = np.concatenate([idx[:, 0], n + idx[:, 1]])
+    a = coo_matrix((np.ones(2 * m), (rows, np.concatenate([np.arange(m)] * 2))), shape=(n + s, m)).tocsr()
+    r = linprog(-v[~np.isnan(v)].astype(float), A_ub=a, b_ub=np.concatenate([np.ones(n), cap]), bounds=(0, 1),
+                method="highs")
+    assert r.status == 0
+    return -r.fun
+
+
+@pytest.mark.parametrize("seed,n,cap_share", [(0, 400, 0.03), (1, 400, 0.05), (2, 3000, 0.045), (3, 2000, 0.2)])
+def test_capacity_is_never_exceeded_and_the_total_is_near_the_lp_optimum(seed, n, cap_share):
+    rng = np.random.default_rng(seed)
+    v = random_problem(rng, n)
+    cap = np.full(24, int(n * cap_share))
+    a = assign(v, cap)
+    assert (a.load <= cap).all()
+    assert a.load.sum() == a.stats["assigned"] == (a.slot >= 0).sum()
+    # every user is assigned or has a reason, and the counts add up
+    assert a.stats["assigned"] + a.stats[NO_WINDOW] + a.stats[NO_CAPACITY] == n
+    assert all((s >= 0) == (r is None) for s, r in zip(a.slot, a.reason))
+    # each user is in one of their allowed slots
+    got = a.slot >= 0
+    assert not np.isnan(v[np.flatnonzero(got), a.slot[got]]).any()
+    opt = lp_optimum(v, cap)
+    assert a.stats["expected_opens"] <= opt + 1e-3
+    assert a.stats["expected_opens"] >= 0.99 * opt
+    # the dual bound really bounds the optimum
+    assert a.stats["upper_bound"] >= opt - 1e-3
+
+
+def test_short_capacity_leaves_exactly_the_overflow_unassigned_with_a_reason():
+    rng = np.random.default_rng(5)
+    v = random_problem(rng, 500, blocked=0.0)
+    cap = np.full(24, 10)                      # 240 slots for 500 users
+    a = assign(v, cap)
+    assert a.stats["assigned"] == 240 and a.stats[NO_CAPACITY] == 260 and (a.load == 10).all()
+
+
+def test_users_without_any_allowed_slot_are_reported_not_dropped():
+    v = np.full((3, 24), np.nan, dtype=np.float32)
+    v[0, 5] = 0.2
+    a = assign(v, np.full(24, 5))
+    assert a.slot.tolist() == [5, -1, -1]
+    assert a.reason.tolist() == [None, NO_WINDOW, NO_WINDOW]
+
+
+def test_with_ample_capacity_everyone_gets_their_best_hour():
+    rng = np.random.default_rng(7)
+    v = random_problem(rng, 1000)
+    a = assign(v, np.full(24, 1000))
+    assert (a.slot == np.nanargmax(v, axis=1)).all()
+    assert a.stats["loss_vs_unconstrained"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_hot_hour_is_spread_by_capacity_to_the_users_who_lose_least():
+    # users 0-2 like slot 3 much more than slot 4; user 3 nearly as much; capacity 2 in slot 3
+    v = np.full((4, 24), np.nan, dtype=np.float32)
+    v[:, 3] = [0.5, 0.5, 0.5, 0.30]
+    v[:, 4] = [0.1, 0.1, 0.45, 0.29]
+    a = assign(v, np.full(24, 2))
+    assert sorted(a.slot.tolist()) == [3, 3, 4, 4]
+    assert a.slot[2] == 4 and a.slot[3] == 4      # the two whose second choice costs least move
+    assert a.value.sum() == pytest.approx(0.5 + 0.5 + 0.45 + 0.29)
+
+
+def test_exploration_is_deterministic_random_allowed_and_logs_its_propensity():
+    rng = np.random.default_rng(11)
+    n = 20000
+    users = np.arange(n, dtype=np.int64) + 1000
+    ex = explorers(users, "2026-10-31", 0.1)
+    assert (ex == explorers(users, "2026-10-31", 0.1)).all()            # a re-run explores the same users
+    assert 0.09 < ex.mean() < 0.11
+    assert (ex != explorers(users, "2026-11-01", 0.1)).any()            # another day, other users
+    v = random_problem(rng, n)
+    a = assign(v, np.full(24, n), ex, 0.1, seed=1)
+    n_allowed = (~np.isnan(v)).sum(axis=1)
+    assert a.explored.sum() == ex.sum() and not np.isnan(v[a.explored, a.slot[a.explored]]).any()
+    best = np.nanargmax(v, axis=1)
+    # explorers spread over their allowed hours (not only their best one)
+    assert (a.slot[a.explored] != best[a.explored]).mean() > 0.5
+    # propensity = 0.1/|allowed| + 0.9 * [slot is the optimiser's choice]
+    expect = 0.1 / n_allowed + 0.9 * (a.slot == best)
+    assert np.allclose(a.propensity, expect)
+    assert a.stats["exploration_cost"] > 0
+
+
+def test_hour_profiles_fall_back_to_the_population_and_follow_rich_history():
+    app = np.zeros((3, 24), dtype=np.int32)
+    app[1, 20] = 200                             # a heavy evening user
+    app[2, 9] = 2                                # a light morning user
+    push = np.zeros((3, 24), dtype=np.int32)
+    push[2, 9] = 1
+    q, prior = hour_profiles(app, push, push_open_weight=3.0, prior_strength=24.0)
+    assert np.allclose(q.sum(axis=1), 1.0) and (q > 0).all()
+    assert np.allclose(q[0], prior)              # no history: the population profile
+    assert q[1, 20] > 0.85                       # lots of history: their own
+    assert q[2, 9] > prior[9] and q[2, 9] < 0.5  # a little history: in between
+
+
+def test_allowed_slots_respect_quiet_hours_spacing_and_the_local_day():
+    starts = slot_starts("2026-10-31")
+    tz = np.array(["Asia/Shanghai", "Europe/London", "America/Los_Angeles"])
+    lh = local_hours(starts, tz)
+    assert lh[0, 0] == 8 and lh[1, 0] == 0 and lh[2, 0] == 17     # 2026-10-31 00:00 UTC (LA on PDT)
+    day0 = int(starts[0].timestamp()) * US
+    earliest = np.array([day0, day0 + 13 * 3600 * US + 60 * US, day0])   # London: spacing until 13:01
+    end = np.array([day0 + 16 * 3600 * US, day0 + 24 * 3600 * US, day0 + 24 * 3600 * US])
+    ok = allowed_slots(starts, lh, earliest, end, (22, 8), first_slot=1)
+    assert not ok[:, 0].any()                                     # before the plan's first usable hour
+    assert not (ok & ((lh >= 22) | (lh < 8))).any()               # never in quiet hours
+    assert np.flatnonzero(ok[1]).min() == 14                      # 13:00 starts before 13:01
+    assert np.flatnonzero(ok[0]).max() == 13                      # Shanghai 21:00 local is the last
+    v = slot_values(np.array([0.1, 0.1, 0.1]), np.full((3, 24), 1 / 24), np.array([20, 20, 20]), lh, ok, 0.7)
+    assert np.isnan(v[~ok]).all() and np.allclose(v[ok], 0.1, atol=1e-6)   # flat profile: the reference p
+
+
+def test_slot_values_follow_the_profile_by_the_model_elasticity():
+    q = np.full((1, 24), 0.5 / 23)
+    q[0, 20] = 0.5
+    lh = np.arange(24, dtype=np.int8)[None, :]
+    ok = np.ones((1, 24), dtype=bool)
+    v = slot_values(np.array([0.2]), q, np.array([20]), lh, ok, elasticity=1.0)
+    assert v[0, 20] == pytest.approx(0.2, rel=1e-5)               # the reference hour keeps the scored p
+    odds = 0.25 * (q[0, 3] / q[0, 20])                            # logit shift = log(q_h / q_ref)
+    assert v[0, 3] == pytest.approx(odds / (1 + odds), rel=1e-4)
+    flat = slot_values(np.array([0.2]), q, np.array([20]), lh, ok, elasticity=0.0)
+    assert np.allclose(flat, 0.2)
+
+
+def test_baseline_sends_at_the_fixed_local_hour_and_spills_overflow_to_later_hours():
+    n = 30
+    lh = np.tile(np.arange(24, dtype=np.int8), (n, 1))
+    v = np.full((n, 24), 0.1, dtype=np.float32)
+    v[:, :8] = np.nan
+    v[25:, 20] = np.nan                                            # 5 users may not get 20:00
+    cap = np.full(24, 12)
+    b = fixed_hour(v, lh, 20, cap, np.arange(n))
+    assert (b.load <= cap).all() and b.stats["assigned"] == n
+    assert (b.slot[:12] == 20).all()                                # first in queue order get the hour
+    assert set(b.slot[25:].tolist()) == {19}                        # nearest allowed hour (earlier on a tie)
+    # the 13 who did not fit spill to the next hour, and its overflow to the one after
+    assert b.slot[12:24].tolist() == [21] * 12 and b.slot[24] == 22
