@@ -47,6 +47,7 @@ ui-stop:
 	bash infra/ui.sh stop
 
 bench: install
+	source infra/env.sh && $(PY) bench/windows.py --users 1000000 --capacity 70000
 	source infra/env.sh && $(PY) bench/score.py --rows 10000000 --kind hgb
 	source infra/env.sh && $(PY) bench/nightly.py --users 10000 200000
 

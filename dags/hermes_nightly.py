@@ -20,6 +20,7 @@ the next local day (`plan_date = ds + 1` in each user's time zone).
 | `select` | feeds (top-k with one item per seller and a per-category cap) and one scene per user by expected opens then priority; the Push 1.0 baseline (one global best-CTR scene, one item) beside it | `plan/selected`, `plan/baseline` |
 | `check_selection` (×3) | GX suites of the selection tables | reports |
 | `windows` | per user, the open probability at each hour of the send day (`ds + 1`, UTC hours) from the user's app-open and push-open hours smoothed toward the population, moved by the model's timing elasticity; one hour per push maximising expected opens under the gateway's hourly capacity, quiet hours and spacing; a configured share explores a random allowed hour (propensity logged); the baseline at its fixed local hour under the same capacity | `plan/windows`, `reports/windows/` |
+| `check_windows` | GX suite of `plan/windows` (a slot or a reason per push, propensities in [0, 1]) | reports |
 | `plan_report` | the dry-run report: volume per scene, suppression reasons, hourly load vs capacity (chart), expected open rate per scene, Hermes vs baseline on the same users; HTML + JSON, logged to MLflow experiment `hermes-plan` | `reports/plan/ds=<ds>/plan.{html,json}` |
 | `batches` | the active policy's pushes as one Parquet object per send hour in the object store + the day's manifest (written last; a re-run replaces the day atomically) | `s3://<bucket>/batches/ds=<ds+1>/` |
 
@@ -126,7 +127,8 @@ def hermes_nightly():
     decided = gate(config)
     raw >> model >> decided
     [check_plan, decided] >> scored >> chosen >> check_selection
-    check_selection >> local_stage("windows")(config) >> local_stage("plan_report")(config) \
+    check_windows = check_output.override(task_id="check_windows")(table="plan/windows", config=config)
+    check_selection >> local_stage("windows")(config) >> check_windows >> local_stage("plan_report")(config) \
         >> local_stage("batches", [BATCHES])(config)
 
 

@@ -151,6 +151,20 @@ def output_suite(table: str, config_version: str, scene_ids: list[str]) -> list:
             gxe.ExpectColumnUniqueValueCountToBeBetween(column="scene_id", min_value=1, max_value=1),
             gxe.ExpectColumnValuesToBeInSet(column="policy", value_set=["baseline"]),
         ],
+        "plan/windows": [
+            gxe.ExpectColumnValuesToBeInSet(column="policy", value_set=["hermes", "baseline"]),
+            gxe.ExpectCompoundColumnsToBeUnique(column_list=["policy", "user_id"]),
+            gxe.ExpectColumnValuesToBeInSet(column="scene_id", value_set=scene_ids),
+            gxe.ExpectColumnValuesToBeBetween(column="slot", min_value=-1, max_value=23),
+            gxe.ExpectColumnValuesToBeBetween(column="local_hour", min_value=-1, max_value=23),
+            rate("p_open"), rate("hour_propensity"),
+            gxe.ExpectColumnValuesToBeInSet(column="reason", value_set=["no_window", "no_capacity"]),
+            # a slot or a reason, never both, never neither
+            gxe.ExpectColumnValuesToNotBeNull(column="send_at", row_condition='reason.isnull()',
+                                              condition_parser="pandas"),
+            gxe.ExpectColumnValuesToBeNull(column="send_at", row_condition='reason.notnull()',
+                                           condition_parser="pandas"),
+        ],
     }
     if table not in suites:
         raise KeyError(f"no output suite for {table!r}")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: simulate a marketplace, run the nightly DAG through Airflow for one logical date, summarise.
-# Everything lives under $HERMES_HOME (default ./var); whatever this script starts, it stops on exit.
+# Everything lives under $HERMES_HOME (default ./var); whatever this script starts, it stops on exit
+# (a server that was already running, e.g. from `make ui`, is left running).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 USERS="${USERS:-10000}" DAYS="${DAYS:-30}" SEED="${SEED:-7}" DS="${DS:-2026-10-30}"
@@ -11,6 +12,12 @@ step() { printf '\n== %s (%ss)\n' "$1" "$(( $(date +%s) - started ))"; }
 
 step "simulating $USERS users x $DAYS days (seed $SEED)"
 hermes simulate --users "$USERS" --days "$DAYS" --seed "$SEED" 2>>"$log/simulate.log"
+
+step "starting the object store (SeaweedFS on $HERMES_S3_ENDPOINT, stopped when this script ends)"
+s3_was_running=no
+[ -f "$HERMES_HOME/run/s3.pid" ] && kill -0 "$(cat "$HERMES_HOME/run/s3.pid")" 2>/dev/null && s3_was_running=yes
+bash "$(dirname "$0")/s3.sh" start
+[ "$s3_was_running" = yes ] || trap 'bash "$(dirname "$0")/s3.sh" stop >/dev/null' EXIT
 
 step "preparing Airflow metadata in $AIRFLOW_HOME"
 airflow db migrate >"$log/airflow-db.log" 2>&1

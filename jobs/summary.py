@@ -65,6 +65,27 @@ def summary(settings: Settings, ds: str) -> list[str]:
         lines += ["selected scene per user (Hermes):"] + [f"    {k:<22}{v:>10,}" for k, v in _group_count(sel, "scene_id")]
         base = _group_count(wh.partition("plan/baseline", ds), "scene_id")
         lines += [f"baseline (Push 1.0): scene {base[0][0] if base else '-'} for {sum(v for _, v in base):,} users"]
+    plan_json = wh.report("plan", ds, "plan")
+    if plan_json.exists():
+        r = json.loads(plan_json.read_text())
+        h, b = r["policies"]["hermes"], r["policies"]["baseline"]
+        same = r["same_users"]
+        lines += ["", f"send windows for {r['send_day']} (UTC hours; batches policy {r['active_policy']}):",
+                  f"  Hermes   {h['pushes']:>8,} pushes, expected opens {h['expected_opens']:>9,.1f} "
+                  f"({100 * h['expected_open_rate']:.2f}%), peak {h['peak_load']:,}/h vs capacity {h['capacity'][0]:,}, "
+                  f"{h['explored']:,} explored, not sent {h['not_sent'] or 'none'}",
+                  f"  baseline {b['pushes']:>8,} pushes, expected opens {b['expected_opens']:>9,.1f} "
+                  f"({100 * b['expected_open_rate']:.2f}%), peak {b['peak_load']:,}/h",
+                  f"  same {same['users']:,} users: Hermes/baseline expected opens = "
+                  f"{same['ratio']:.2f}x" if same["ratio"] else "  no common users",
+                  f"  optimiser: {100 * (h['loss_vs_unconstrained'] or 0):.2f}% below each user's best hour "
+                  f"(capacity + exploration), <= {100 * (h['gap_to_upper_bound'] or 0):.3f}% from the optimum",
+                  f"  report: {plan_json.with_suffix('.html')}"]
+    batches = wh.report("batches", ds, "batches")
+    if batches.exists():
+        bt = json.loads(batches.read_text())
+        lines += [f"push batches: {bt['messages']:,} messages in {sum(1 for n in bt['hours'] if n)} hourly objects, "
+                  f"manifest {bt['manifest']} (run {bt['run_id']})"]
     lines += ["", f"validation reports: {wh.report('validation', ds, 'x').parent}"]
     return lines
 

@@ -52,3 +52,39 @@ def spark(settings):
     session = build_spark(settings, "hermes-tests")
     yield session
     session.stop()
+
+
+def free_port_block(offsets=(0, 1, 2, 3, 10000, 10001, 10002, 10003)) -> int:
+    """A base port p such that p + each offset is free on 127.0.0.1 (SeaweedFS derives its ports from p)."""
+    import random
+    import socket
+
+    for _ in range(200):
+        base = random.randint(20000, 29000)
+        try:
+            for off in offsets:
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", base + off))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no free block of ports for the S3 server")
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """The real embedded S3 server (SeaweedFS via infra/s3.sh) on a free port with its own credentials and
+    data folder; stopped by its PID at the end of the session. Yields the environment that reaches it."""
+    import subprocess
+
+    home = tmp_path_factory.mktemp("s3_home")
+    port = free_port_block()
+    env = {**os.environ, "HERMES_HOME": str(home), "HERMES_S3_ENDPOINT": f"http://127.0.0.1:{port}",
+           "AWS_ACCESS_KEY_ID": "hermestest", "AWS_SECRET_ACCESS_KEY": "hermes-test-secret-0123456789",
+           "HERMES_S3_BUCKET": "hermes-test"}
+    out = subprocess.run(["bash", str(REPO / "infra" / "s3.sh"), "start"], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    yield {k: env[k] for k in ("HERMES_HOME", "HERMES_S3_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                               "HERMES_S3_BUCKET")}
+    subprocess.run(["bash", str(REPO / "infra" / "s3.sh"), "stop"], env=env, capture_output=True, timeout=120)

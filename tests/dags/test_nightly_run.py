@@ -50,17 +50,23 @@ def test_an_invalid_config_stops_the_run_before_any_stage(world, settings, tmp_p
     assert all(not s.endswith(("success", "running")) for t, s in states.items() if t != "validate_config[-1]"), states
 
 
-def test_nightly_dag_runs_to_success_and_writes_its_partition(world, settings, tmp_path):
+def test_nightly_dag_runs_to_success_and_writes_its_partition(world, settings, s3_server, tmp_path):
     ds = world["spec"].last_ds
     # Its own model registry, whatever other tests registered: the gate must meet "no champion yet".
-    env = {**os.environ, "HERMES_HOME": str(settings.home), "HERMES_SPARK_DRIVER_MEMORY": "2g",
+    # The real S3 server for the batches; a capacity small enough to bind at this world's size.
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO_ROOT / "conf", conf)
+    platform = (conf / "platform.yaml").read_text().replace("max_per_hour: 100000", "max_per_hour: 60")
+    (conf / "platform.yaml").write_text(platform)
+    env = {**os.environ, **s3_server, "HERMES_CONF": str(conf),
+           "HERMES_HOME": str(settings.home), "HERMES_SPARK_DRIVER_MEMORY": "2g",
            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
            "HERMES_SPARK_SHUFFLE_PARTITIONS": "4", "PYSPARK_PYTHON": sys.executable}
     result = run_nightly(env, ds)
     assert result["state"].endswith("success"), result
     # config 1 + raw 5 + features 2 + checks 4 + audiences 1 + fatigue 1 + checks 3
-    # + train 1 + gate 1 + score 1 + select 1 + checks 3
-    assert len(result["tasks"]) == 24 and all(s.endswith("success") for s in result["tasks"].values()), result
+    # + train 1 + gate 1 + score 1 + select 1 + checks 3 + windows 1 + check 1 + plan_report 1 + batches 1
+    assert len(result["tasks"]) == 28 and all(s.endswith("success") for s in result["tasks"].values()), result
 
     wh = Warehouse(settings.warehouse)
     rows = {name: sum(pq.ParquetFile(f).metadata.num_rows for f in wh.partition(name, ds).glob("*.parquet"))
@@ -83,3 +89,27 @@ def test_nightly_dag_runs_to_success_and_writes_its_partition(world, settings, t
                   *(n.replace("/", "_") for n in DERIVED_TABLES)):
         report = json.loads(wh.report("validation", ds, table).read_text())
         assert report["success"] and report["rows"] > 0, table
+
+    # send windows: every selected user has a slot or a reason, capacity holds in every hour
+    windows = pq.read_table(wh.partition("plan/windows", ds)).to_pandas()
+    hermes = windows[windows.policy == "hermes"]
+    assert set(hermes.user_id) == set(selected.user_id)
+    assert ((hermes.slot >= 0) == hermes.reason.isna()).all()
+    assert hermes[hermes.slot >= 0].groupby("slot").size().max() <= 60
+    assert (windows[windows.slot >= 0].groupby(["policy", "slot"]).size() <= 60).all()
+    # the batches in S3 reconcile with the plan: the manifest's count = the assigned windows, no duplicates
+    from delivery.batches import read_batch, read_manifest
+    from jobs.settings import Settings
+    from jobs.windows import send_day
+
+    s3 = Settings.from_env({**s3_server, "HERMES_HOME": str(settings.home)})
+    manifest = read_manifest(s3, send_day(ds))
+    assigned = hermes[hermes.slot >= 0]
+    assert manifest["messages"] == len(assigned) > 0 and manifest["config_version"] == version
+    sent = [t for h in range(24) if (t := read_batch(s3, send_day(ds), h)[0]) is not None]
+    keys = [k for t in sent for k in t["idempotency_key"].to_pylist()]
+    assert len(keys) == len(set(keys)) == len(assigned)
+    assert sorted(u for t in sent for u in t["user_id"].to_pylist()) == sorted(assigned.user_id)
+    plan = json.loads(wh.report("plan", ds, "plan").read_text())
+    assert plan["policies"]["hermes"]["pushes"] == len(assigned)
+    assert wh.report("plan", ds, "plan").with_suffix(".html").exists()

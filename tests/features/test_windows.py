@@ -4,8 +4,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from features.windows import (NO_CAPACITY, NO_WINDOW, allowed_slots, assign, explorers, fixed_hour, hour_profiles,
-                              local_hours, slot_starts, slot_values)
+from features.windows import (
+    NO_CAPACITY,
+    NO_WINDOW,
+    allowed_slots,
+    assign,
+    explorers,
+    fixed_hour,
+    hour_profiles,
+    local_hours,
+    slot_starts,
+    slot_values,
+)
 
 US = 1_000_000
 

@@ -1,0 +1,71 @@
+"""The dry-run plan report renders in headless Chromium and shows what the plan says."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from jobs.plan_report import render_html
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def report(capacity: int = 900) -> dict:
+    load_h = [0] * 24
+    load_b = [0] * 24
+    load_h[11], load_h[12], load_h[13] = 700, 900, 400
+    load_b[12] = 1950
+    pol = lambda load, pushes, opens, scenes, explored: {  # noqa: E731
+        "planned": 2000, "pushes": pushes, "expected_opens": opens, "expected_open_rate": opens / pushes,
+        "explored": explored, "not_sent": {"no_window": 50} if pushes < 2000 else {}, "scenes": scenes,
+        "load": load, "capacity": [capacity] * 24, "peak_load": max(load), "loss_vs_unconstrained": 0.031,
+        "gap_to_upper_bound": 0.0004}
+    return {"ds": "2026-10-30", "send_day": "2026-10-31", "config_version": "cfg-abc", "model_version": "4",
+            "active_policy": "hermes", "timing_elasticity": 0.67,
+            "funnel": {"audience_pairs": 5000, "eligible_pairs": 4200, "suppressed_pairs": 800, "planned_users": 2000,
+                       "pushes": 2000},
+            "suppressed_by_reason": {"opted_out": 700, "no_device_token": 100},
+            "scenes": {"price_drop_fav": {"pushes": 1200, "expected_opens": 300.0, "expected_open_rate": 0.25},
+                       "guess_you_like": {"pushes": 800, "expected_opens": 120.0, "expected_open_rate": 0.15}},
+            "policies": {"hermes": pol(load_h, 2000, 420.0, 2, 100), "baseline": pol(load_b, 1950, 160.0, 1, 0)},
+            "same_users": {"users": 1950, "hermes_expected_opens": 410.0, "baseline_expected_opens": 160.0,
+                           "ratio": 410 / 160}}
+
+
+def chromium(args: list[str], tmp_path) -> subprocess.CompletedProcess:
+    assert CHROMIUM, "Debian chromium is required for this test (.ci/run installs it)"
+    return subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_the_report_renders_in_headless_chromium_with_its_figures_and_chart(tmp_path):
+    page = tmp_path / "plan.html"
+    page.write_text(render_html(report()))
+    dom = chromium(["--dump-dom", page.as_uri()], tmp_path)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    text = dom.stdout
+    assert "Hermes plan for 2026-10-31" in text
+    assert "2.56×" in text                                           # Hermes vs baseline on the same users
+    assert re.search(r"<td>price_drop_fav</td><td>1,200</td>", text)  # volume per scene
+    assert "<td>opted_out</td><td>700</td>" in text                  # suppression by reason
+    assert text.count("<rect") == 48                                  # 24 hours x 2 policies
+    assert "stroke-dasharray" in text                                 # capacity on the chart's scale
+    shot = tmp_path / "plan.png"
+    out = chromium(["--window-size=1000,900", f"--screenshot={shot}", page.as_uri()], tmp_path)
+    assert out.returncode == 0 and shot.stat().st_size > 20_000      # a real page, not a blank one
+
+
+def test_a_capacity_far_above_the_load_is_noted_instead_of_flattening_the_bars():
+    html = render_html(report(capacity=100_000))
+    assert "capacity 100,000/h is above this axis" in html and "stroke-dasharray" not in html
+
+
+def test_report_text_is_escaped():
+    r = report()
+    r["scenes"] = {"<script>alert(1)</script>": r["scenes"]["guess_you_like"]}
+    assert "<script>" not in render_html(r)
