@@ -71,6 +71,18 @@ def _cmd_plan(args, settings):
     print(json.dumps(batches.run(settings, args.ds, loaded), indent=2, default=str))
 
 
+def _cmd_deliver(args, settings):
+    import json
+
+    from jobs import deliver
+    from jobs.entry import load_run_config
+
+    loaded = load_run_config(settings, args.config)
+    hours = range(24) if args.hour == "all" else [int(args.hour)]
+    for hour in hours:
+        print(json.dumps(deliver.run(settings, args.day, hour, loaded, ramp=not args.no_ramp), indent=2, default=str))
+
+
 def _cmd_config_validate(args, settings):
     from jobs.config.loader import ConfigError, load_config
 
@@ -137,6 +149,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-mlflow", action="store_true", help="do not log the report to MLflow")
     p.add_argument("--config", help="config snapshot JSON (default: validate conf/ now)")
     p.set_defaults(func=_cmd_plan)
+
+    p = sub.add_parser("deliver", help="deliver a send hour's batch to the push gateway (resumable; receipts to "
+                                       "push_log)")
+    p.add_argument("--day", required=True, help="the UTC send day (batches/ds=<day>)")
+    p.add_argument("--hour", required=True, help="UTC hour 0-23, or 'all'")
+    p.add_argument("--no-ramp", action="store_true", help="release the batch at once (catch-up, tests)")
+    p.add_argument("--config", help="config snapshot JSON (default: validate conf/ now)")
+    p.set_defaults(func=_cmd_deliver)
 
     p = sub.add_parser("config", help="the Configuration Center")
     csub = p.add_subparsers(dest="config_command", required=True)

@@ -6,6 +6,7 @@ reads `os.environ`, and nothing here touches disk at import time.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Mapping
@@ -28,6 +29,11 @@ _SPEC: list[tuple[str, str, str | None, str]] = [
     ("s3_secret_key", "AWS_SECRET_ACCESS_KEY", None, "S3 secret key (never logged)"),
     ("gateway_url", "HERMES_GATEWAY_URL", "http://127.0.0.1:8480", "push gateway base URL"),
     ("gateway_token", "HERMES_GATEWAY_TOKEN", None, "push gateway bearer token (never logged)"),
+    ("ledger_url", "HERMES_LEDGER_URL", "sqlite:///$HERMES_HOME/state/delivery_ledger.sqlite",
+     "delivery ledger (SQLAlchemy URL: sqlite:///... or postgresql+psycopg://...)"),
+    ("receipt_time", "HERMES_RECEIPT_TIME", "accepted",
+     "sent_at written to push_log: `accepted` (gateway acceptance, wall clock) or `planned` (the slot's "
+     "planned release time: for replaying a simulated world)"),
 ]
 _SECRET = {"s3_secret_key", "gateway_token", "s3_access_key"}
 
@@ -47,6 +53,8 @@ class Settings:
     s3_secret_key: str | None = field(repr=False)
     gateway_url: str
     gateway_token: str | None = field(repr=False)
+    ledger_url: str
+    receipt_time: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -54,7 +62,8 @@ class Settings:
         env = os.environ if env is None else env
         home = Path(env.get("HERMES_HOME") or REPO_ROOT / "var").resolve()
         derived = {"home": str(home), "warehouse": str(home / "warehouse"), "conf_dir": str(REPO_ROOT / "conf"),
-                   "mlflow_tracking_uri": f"sqlite:///{home}/mlflow/mlflow.db"}
+                   "mlflow_tracking_uri": f"sqlite:///{home}/mlflow/mlflow.db",
+                   "ledger_url": f"sqlite:///{home}/state/delivery_ledger.sqlite"}
         values: dict = {}
         for attr, var, default, _ in _SPEC:
             values[attr] = env.get(var) or derived.get(attr, default)
@@ -68,6 +77,8 @@ class Settings:
             raise ValueError(
                 f"HERMES_SPARK_SHUFFLE_PARTITIONS must be an integer (0 = automatic), got {raw_parts!r}"
             ) from None
+        if values["receipt_time"] not in ("accepted", "planned"):
+            raise ValueError(f"HERMES_RECEIPT_TIME must be 'accepted' or 'planned', got {values['receipt_time']!r}")
         return cls(**values)
 
     def describe(self) -> dict[str, str]:
@@ -77,6 +88,8 @@ class Settings:
             value = getattr(self, f.name)
             if f.name in _SECRET:
                 value = "<set>" if value else "<unset>"
+            elif isinstance(value, str) and "://" in value and "@" in value:   # a password inside a URL
+                value = re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", value)
             out[f.name] = str(value)
         return out
 

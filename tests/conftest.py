@@ -88,3 +88,30 @@ def s3_server(tmp_path_factory):
     yield {k: env[k] for k in ("HERMES_HOME", "HERMES_S3_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                                "HERMES_S3_BUCKET")}
     subprocess.run(["bash", str(REPO / "infra" / "s3.sh"), "stop"], env=env, capture_output=True, timeout=120)
+
+
+def start_gateway(home: Path, faults: dict | None = None, token: str = "gw-test-token-0123456789") -> dict:
+    """The real local gateway process (infra/gateway.sh) in `home` on a free port, with fault injection.
+    Returns the environment that reaches it; stop it with stop_gateway(env)."""
+    import json
+    import subprocess
+
+    home.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "HERMES_HOME": str(home), "HERMES_GATEWAY_URL": f"http://127.0.0.1:{free_port_block((0,))}",
+           "HERMES_GATEWAY_TOKEN": token, "AWS_ACCESS_KEY_ID": "unused", "AWS_SECRET_ACCESS_KEY": "unused"}
+    if faults:
+        (home / "faults.json").write_text(json.dumps(faults))
+        env["HERMES_GATEWAY_FAULTS"] = str(home / "faults.json")
+    out = subprocess.run(["bash", str(REPO / "infra" / "gateway.sh"), "start"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    return {"HERMES_HOME": str(home), "HERMES_GATEWAY_URL": env["HERMES_GATEWAY_URL"], "HERMES_GATEWAY_TOKEN": token,
+            "db": str(home / "gateway" / "receipts.sqlite")}
+
+
+def stop_gateway(gw: dict) -> None:
+    import subprocess
+
+    subprocess.run(["bash", str(REPO / "infra" / "gateway.sh"), "stop"], capture_output=True, timeout=60,
+                   env={**os.environ, "HERMES_HOME": gw["HERMES_HOME"], "HERMES_GATEWAY_URL": gw["HERMES_GATEWAY_URL"],
+                        "AWS_ACCESS_KEY_ID": "unused", "AWS_SECRET_ACCESS_KEY": "unused"})

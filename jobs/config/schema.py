@@ -119,6 +119,13 @@ class Gateway(_Strict):
     burst: int = Field(400, ge=1)
     concurrency: int = Field(32, ge=1, le=1024)
     project: str = "hermes-local"
+    timeout_s: float = Field(10.0, gt=0, le=120, description="per request; a hung request is retried after it")
+    max_attempts: int = Field(8, ge=1, le=50, description="then the message is dead-lettered")
+    backoff_base_s: float = Field(0.5, gt=0, le=60, description="exponential backoff with full jitter")
+    backoff_cap_s: float = Field(30.0, gt=0, le=3600)
+    ramp_minutes: float = Field(20.0, ge=0, le=59, description="an hour's batch is released evenly over this")
+    deadline_minutes: float = Field(55.0, gt=0, le=24 * 60, description="retries stop after this; what is "
+                                    "left is dead-lettered with its reason, never silently dropped")
 
 
 class Training(_Strict):

@@ -1,0 +1,197 @@
+"""Throttled, resumable sending: a dispatcher releases messages on a ramp through a token bucket to N
+concurrent senders; answers are classified, retried with backoff, and written to the ledger in batches.
+
+- Release: message i of n is not sent before start + i/n * ramp (an hour's batch is spread, not dumped).
+- Rate: every request, retries included, takes a token from one bucket (rate/s, burst).
+- Retries: 429/5xx/timeouts/connection errors, after max(Retry-After, full-jitter exponential backoff
+  capped); a message is dead-lettered when its attempts are used up or its next try would fall after the
+  deadline — with its last status as the reason. 404 UNREGISTERED: dead letter + the token is reported
+  dead. 400: dead letter, not retried. 401/403: the whole run stops (every message would fail the same
+  way) and the rest stays pending for a re-run once credentials are fixed.
+- The ledger is updated in batches (every 0.5 s); if the process dies, whatever it had not recorded is
+  still pending and is sent again on the next run — the gateway's idempotency key turns that into an ack
+  without a second delivery.
+"""
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from delivery.gateway import AUTH, DEAD_TOKEN, OK, REJECTED, Outcome
+from delivery.ledger import ACKED, DEAD, PENDING
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryAuthError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 8
+    backoff_base_s: float = 0.5
+    backoff_cap_s: float = 30.0
+    deadline_s: float = 3300.0
+    ramp_s: float = 0.0
+
+    @classmethod
+    def from_config(cls, gw, ramp: bool = True) -> "RetryPolicy":
+        return cls(gw.max_attempts, gw.backoff_base_s, gw.backoff_cap_s, gw.deadline_minutes * 60,
+                   gw.ramp_minutes * 60 if ramp else 0.0)
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        return rng.uniform(0, min(self.backoff_cap_s, self.backoff_base_s * 2 ** (attempt - 1)))
+
+
+@dataclass
+class Report:
+    total: int = 0
+    acked: int = 0
+    dead_letter: Counter = field(default_factory=Counter)
+    retries: int = 0
+    requests: int = 0
+    seconds: float = 0.0
+    dead_tokens: list = field(default_factory=list)     # (user_id, idempotency_key) of 404s
+    aborted: str | None = None
+
+    @property
+    def pending(self) -> int:
+        return self.total - self.acked - sum(self.dead_letter.values())
+
+    def as_dict(self) -> dict:
+        return {"total": self.total, "acked": self.acked, "dead_letter": dict(self.dead_letter),
+                "pending": self.pending, "retries": self.retries, "requests": self.requests,
+                "seconds": round(self.seconds, 3), "rate_per_s": round(self.acked / self.seconds, 1) if self.seconds else 0,
+                "dead_tokens": len(self.dead_tokens), "aborted": self.aborted}
+
+
+async def deliver(messages: list[dict], client, bucket, concurrency: int, policy: RetryPolicy,
+                  record=None, attempts: dict | None = None, progress_every: float = 5.0, seed: int = 0) -> Report:
+    """Send every message until it is acked or dead-lettered (or the run is aborted on an auth error).
+    record(list[dict]) persists outcomes (the ledger); attempts: attempts already made per key."""
+    rng = random.Random(seed)
+    rep = Report(total=len(messages))
+    attempts = dict(attempts or {})
+    start = time.monotonic()
+    deadline = start + policy.deadline_s
+    heap = [(start + (i / max(len(messages), 1)) * policy.ramp_s, i, m) for i, m in enumerate(messages)]
+    heapq.heapify(heap)
+    seq = len(messages)
+    ready: asyncio.Queue = asyncio.Queue(maxsize=concurrency)
+    wake = asyncio.Event()
+    inflight = 0
+    buffer: list[dict] = []
+    abort = asyncio.Event()
+
+    def done(m: dict, state: str, out: Outcome, reason: str | None = None) -> None:
+        key = m["idempotency_key"]
+        buffer.append({"key": key, "state": state, "attempts": attempts.get(key, 0), "last_status": out.status,
+                       "reason": reason, "message_name": out.name,
+                       "acked_at": time.time() if state == ACKED else None})
+
+    async def flusher() -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            await flush()
+
+    async def flush() -> None:
+        if record and buffer:
+            batch = buffer[:]
+            del buffer[:len(batch)]
+            await asyncio.to_thread(record, batch)
+
+    async def progress() -> None:
+        while True:
+            await asyncio.sleep(progress_every)
+            el = time.monotonic() - start
+            rate = rep.acked / el if el else 0
+            left = rep.pending
+            eta = f"{left / rate:.0f}s" if rate > 0 else "?"
+            log.info("delivery: sent %d/%d, failed %d, pending %d, retries %d, %.0f msg/s, ETA %s", rep.acked,
+                     rep.total, sum(rep.dead_letter.values()), left, rep.retries, rate, eta)
+
+    async def dispatcher() -> None:
+        nonlocal inflight
+        while not abort.is_set():
+            if not heap:
+                if inflight == 0:
+                    break
+                wake.clear()
+                await wake.wait()
+                continue
+            at = heap[0][0]
+            now = time.monotonic()
+            if at > now:
+                wake.clear()
+                try:
+                    await asyncio.wait_for(wake.wait(), timeout=at - now)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            _, _, m = heapq.heappop(heap)
+            inflight += 1
+            await ready.put(m)
+        for _ in range(concurrency):
+            await ready.put(None)
+
+    async def sender() -> None:
+        nonlocal inflight, seq
+        while True:
+            m = await ready.get()
+            if m is None:
+                return
+            if abort.is_set():          # stays pending: the run stops on the first auth error
+                inflight -= 1
+                continue
+            key = m["idempotency_key"]
+            attempts[key] = attempts.get(key, 0) + 1
+            rep.requests += 1
+            await bucket.take()         # right before the request: queueing cannot bunch what the bucket spread
+            out = await client.send(m)
+            if out.kind == OK:
+                rep.acked += 1
+                done(m, ACKED, out)
+            elif out.kind == DEAD_TOKEN:
+                rep.dead_letter["unregistered"] += 1
+                rep.dead_tokens.append((m["user_id"], key))
+                done(m, DEAD, out, "unregistered")
+            elif out.kind == REJECTED:
+                rep.dead_letter["rejected"] += 1
+                done(m, DEAD, out, f"rejected: {out.error}")
+            elif out.kind == AUTH:
+                rep.aborted = f"gateway refused the credentials (HTTP {out.status} {out.error})"
+                done(m, PENDING, out, rep.aborted)
+                abort.set()
+            else:
+                delay = max(out.retry_after or 0.0, policy.backoff(attempts[key], rng))
+                last = f"HTTP {out.status} {out.error or ''}".strip()
+                if attempts[key] >= policy.max_attempts:
+                    rep.dead_letter["retries_exhausted"] += 1
+                    done(m, DEAD, out, f"retries exhausted after {attempts[key]}: {last}")
+                elif time.monotonic() + delay > deadline:
+                    rep.dead_letter["deadline"] += 1
+                    done(m, DEAD, out, f"next try after the deadline (wait {delay:.0f}s): {last}")
+                else:
+                    rep.retries += 1
+                    seq += 1
+                    heapq.heappush(heap, (time.monotonic() + delay, seq, m))
+            inflight -= 1
+            wake.set()
+
+    tasks = [asyncio.create_task(flusher()), asyncio.create_task(progress())]
+    try:
+        await asyncio.gather(dispatcher(), *[sender() for _ in range(concurrency)])
+    finally:
+        for t in tasks:
+            t.cancel()
+        await flush()
+        rep.seconds = time.monotonic() - start
+    if rep.aborted:
+        raise DeliveryAuthError(rep.aborted + f"; {rep.pending} messages left pending for a re-run")
+    return rep

@@ -1,0 +1,259 @@
+"""The local push gateway: a stand-in for FCM HTTP v1 / the company gateway, with faults on demand.
+
+    python infra/gateway.py --port 8480 --db var/gateway/receipts.sqlite [--config faults.json]
+
+Contract (DESIGN.md): `POST /v1/projects/{project}/messages:send`, bearer token, FCM v1 body
+{"message": {"token", "notification": {"title", "body"}, "data": {...}}}, idempotency key in the
+`Idempotency-Key` header (or data.idempotency_key). Answers: 200 {"name": ...}; 400 INVALID_ARGUMENT;
+401 UNAUTHENTICATED / 403 PERMISSION_DENIED; 404 NOT_FOUND + errorCode UNREGISTERED (dead token);
+429 QUOTA_EXCEEDED + Retry-After (gateway quota, random throttling, or the device's daily platform quota);
+500 INTERNAL / 503 UNAVAILABLE (injected). A repeated idempotency key is acknowledged with the first
+delivery's name and is not delivered again.
+
+Durability: every delivery is written to SQLite (`receipts`, one row per delivered key) before the 200 is
+sent — by group commit: concurrent requests share one transaction, each waits for its commit. Every request
+is logged too (`requests`: arrival time, key, status), so tests can count exactly what arrived and when.
+
+Fault injection (JSON config, all optional): {"p500": 0.1, "p503": 0.1, "p429": 0.05, "retry_after_s": 1,
+"p_hang": 0.01, "hang_s": 30, "latency_ms": 0, "quota_per_second": 0, "dead_token_share": 0.02,
+"dead_tokens": ["..."], "platform_quotas": {"android_xiaomi": 1}, "seed": 1}. A hung request is delivered
+and then never answered in time (the worst case for duplicates: the sender must retry, the key dedups).
+Dead tokens: listed ones, plus a deterministic share of all tokens by hash.
+
+Only the standard library and aiohttp: it runs beside the pipeline, not inside it.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import random
+import sqlite3
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from aiohttp import web
+
+log = logging.getLogger("hermes.gateway")
+TOKEN_ENV = "HERMES_GATEWAY_TOKEN"
+
+
+def _error(code: int, status: str, message: str, error_code: str | None = None, headers=None) -> web.Response:
+    body = {"error": {"code": code, "message": message, "status": status}}
+    if error_code:
+        body["error"]["details"] = [{"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
+                                     "errorCode": error_code}]
+    return web.json_response(body, status=code, headers=headers)
+
+
+def token_sha(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Store:
+    """Receipts and the request log in SQLite, written by group commit from one writer task."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("""CREATE TABLE IF NOT EXISTS receipts (
+            idempotency_key TEXT PRIMARY KEY, name TEXT NOT NULL, token_sha256 TEXT NOT NULL, user_id INTEGER,
+            platform TEXT, day TEXT NOT NULL, accepted_at REAL NOT NULL)""")
+        self.db.execute("""CREATE TABLE IF NOT EXISTS requests (
+            at REAL NOT NULL, idempotency_key TEXT, status INTEGER NOT NULL, reason TEXT)""")
+        self.names = dict(self.db.execute("SELECT idempotency_key, name FROM receipts"))
+        self.per_device_day: dict[tuple[str, str], int] = defaultdict(int)
+        for sha, day, n in self.db.execute("SELECT token_sha256, day, count(*) FROM receipts GROUP BY 1, 2"):
+            self.per_device_day[(sha, day)] = n
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.inflight: dict[str, asyncio.Future] = {}
+
+    async def writer(self) -> None:
+        while True:
+            batch = [await self.queue.get()]
+            while not self.queue.empty() and len(batch) < 5000:
+                batch.append(self.queue.get_nowait())
+            receipts = [x[1] for x in batch if x[0] == "receipt"]
+            requests = [x[1] for x in batch if x[0] == "request"]
+            self.db.execute("BEGIN")
+            if receipts:
+                self.db.executemany("INSERT OR IGNORE INTO receipts VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                    [r[:7] for r in receipts])
+            if requests:
+                self.db.executemany("INSERT INTO requests VALUES (?, ?, ?, ?)", requests)
+            self.db.execute("COMMIT")
+            for r in receipts:
+                if not r[7].done():
+                    r[7].set_result(True)
+
+    def log_request(self, key: str | None, status: int, reason: str | None = None) -> None:
+        self.queue.put_nowait(("request", (time.time(), key, status, reason)))
+
+    async def deliver(self, key: str, name: str, sha: str, user_id, platform, day: str) -> None:
+        done = asyncio.get_running_loop().create_future()
+        self.queue.put_nowait(("receipt", (key, name, sha, user_id, platform, day, time.time(), done)))
+        await done
+
+
+class Gateway:
+    def __init__(self, store: Store, token: str, project: str, faults: dict):
+        self.store, self.token, self.project = store, token, project
+        self.f = faults
+        self.rng = random.Random(faults.get("seed", 1))
+        self.dead = {token_sha(t) for t in faults.get("dead_tokens", [])}
+        self.quotas = faults.get("platform_quotas", {})
+        self.window_start, self.window_count = time.monotonic(), 0
+        self.counter = 0
+
+    def is_dead(self, sha: str) -> bool:
+        share = float(self.f.get("dead_token_share", 0))
+        return sha in self.dead or (share > 0 and int(sha[:8], 16) / 0xFFFFFFFF < share)
+
+    def over_quota(self) -> bool:
+        qps = float(self.f.get("quota_per_second", 0))
+        if qps <= 0:
+            return False
+        now = time.monotonic()
+        if now - self.window_start >= 1.0:
+            self.window_start, self.window_count = now, 0
+        self.window_count += 1
+        return self.window_count > qps
+
+    async def send(self, request: web.Request) -> web.Response:
+        st = self.store
+        if request.match_info["project"] != self.project:
+            st.log_request(None, 404, "project")
+            return _error(404, "NOT_FOUND", f"project {request.match_info['project']!r} not found")
+        auth = request.headers.get("Authorization", "")
+        if not auth.startswith("Bearer "):
+            st.log_request(None, 401, "no token")
+            return _error(401, "UNAUTHENTICATED", "request is missing a bearer token")
+        if auth[7:] != self.token:
+            st.log_request(None, 403, "bad token")
+            return _error(403, "PERMISSION_DENIED", "the bearer token is not valid for this project")
+        try:
+            msg = (await request.json())["message"]
+            device = msg["token"]
+            note = msg["notification"]
+            if not device or not note.get("title") or not note.get("body"):
+                raise ValueError("token, notification.title and notification.body are required")
+        except (ValueError, KeyError, TypeError) as e:
+            st.log_request(None, 400, "invalid")
+            return _error(400, "INVALID_ARGUMENT", f"invalid message: {e}")
+        data = msg.get("data") or {}
+        key = request.headers.get("Idempotency-Key") or data.get("idempotency_key")
+        if not key:
+            st.log_request(None, 400, "no key")
+            return _error(400, "INVALID_ARGUMENT", "an Idempotency-Key header is required")
+        if self.f.get("latency_ms"):
+            await asyncio.sleep(self.f["latency_ms"] / 1000)
+        if self.over_quota():
+            st.log_request(key, 429, "gateway quota")
+            return _error(429, "RESOURCE_EXHAUSTED", "gateway quota exceeded", "QUOTA_EXCEEDED",
+                          {"Retry-After": str(self.f.get("retry_after_s", 1))})
+        if key in st.names:                                # already delivered: acknowledge, do not deliver again
+            st.log_request(key, 200, "duplicate")
+            return web.json_response({"name": st.names[key]})
+        if key in st.inflight:                             # the same key is being delivered right now
+            await st.inflight[key]
+            st.log_request(key, 200, "duplicate")
+            return web.json_response({"name": st.names[key]})
+        r = self.rng.random()
+        p500, p503, p429 = (float(self.f.get(k, 0)) for k in ("p500", "p503", "p429"))
+        if r < p500:
+            st.log_request(key, 500, "injected")
+            return _error(500, "INTERNAL", "injected internal error")
+        if r < p500 + p503:
+            st.log_request(key, 503, "injected")
+            return _error(503, "UNAVAILABLE", "injected unavailability",
+                          headers={"Retry-After": str(self.f.get("retry_after_s", 1))})
+        if r < p500 + p503 + p429:
+            st.log_request(key, 429, "injected")
+            return _error(429, "RESOURCE_EXHAUSTED", "injected throttling", "QUOTA_EXCEEDED",
+                          {"Retry-After": str(self.f.get("retry_after_s", 1))})
+        sha = token_sha(device)
+        if self.is_dead(sha):
+            st.log_request(key, 404, "unregistered")
+            return _error(404, "NOT_FOUND", "requested entity was not found", "UNREGISTERED")
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        platform = data.get("platform")
+        quota = self.quotas.get(platform)
+        if quota is not None and st.per_device_day[(sha, day)] >= int(quota):
+            st.log_request(key, 429, "device quota")
+            tomorrow = 86400 - int(time.time()) % 86400
+            return _error(429, "RESOURCE_EXHAUSTED", f"{platform} allows {quota} pushes per device per day",
+                          "QUOTA_EXCEEDED", {"Retry-After": str(tomorrow)})
+        self.counter += 1
+        name = f"projects/{self.project}/messages/{os.getpid()}-{self.counter}"
+        fut = asyncio.get_running_loop().create_future()
+        st.inflight[key] = fut
+        st.per_device_day[(sha, day)] += 1
+        try:
+            await st.deliver(key, name, sha, int(data["user_id"]) if data.get("user_id") else None, platform, day)
+            st.names[key] = name
+        finally:
+            del st.inflight[key]
+            fut.set_result(True)
+        hang = self.rng.random() < float(self.f.get("p_hang", 0))
+        st.log_request(key, 200, "hung" if hang else None)
+        if hang:                                             # delivered, but the answer never comes in time
+            await asyncio.sleep(float(self.f.get("hang_s", 30)))
+        return web.json_response({"name": name})
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "delivered": len(self.store.names)})
+
+
+def make_app(db: Path, token: str, project: str, faults: dict) -> web.Application:
+    store = Store(db)
+    gw = Gateway(store, token, project, faults)
+    app = web.Application(client_max_size=64 * 1024)
+    app.router.add_post("/v1/projects/{project}/messages:send", gw.send)
+    app.router.add_get("/healthz", gw.health)
+
+    async def start_writer(app):
+        app["writer"] = asyncio.create_task(store.writer())
+
+    async def stop_writer(app):
+        while not store.queue.empty():
+            await asyncio.sleep(0.01)
+        app["writer"].cancel()
+        store.db.close()
+
+    app.on_startup.append(start_writer)
+    app.on_cleanup.append(stop_writer)
+    return app
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8480)
+    ap.add_argument("--project", default="hermes-local")
+    ap.add_argument("--db", type=Path, required=True, help="SQLite receipt log")
+    ap.add_argument("--config", type=Path, help="fault-injection JSON")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    token = os.environ.get(TOKEN_ENV)
+    if not token:
+        raise SystemExit(f"{TOKEN_ENV} is not set: the gateway does not run without authentication")
+    faults = json.loads(args.config.read_text()) if args.config else {}
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        pass
+    log.info("gateway on http://%s:%d project %s, receipts %s, faults %s", args.host, args.port, args.project,
+             args.db, faults or "none")
+    web.run_app(make_app(args.db, token, args.project, faults), host=args.host, port=args.port,
+                access_log=None, print=None, backlog=2048)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Delivery of one send hour: verified batch -> ledger -> throttled sending -> receipts in push_log.
+
+    hermes deliver --day 2026-10-31 --hour 12        (also the `hermes_hourly` DAG's task)
+
+1. Reads batches/ds=<day>/hour=<HH> through its manifest (a missing or mismatching batch is refused).
+2. Registers every message in the delivery ledger (keys already there keep their state).
+3. Sends what is still pending (delivery/sender.py): rate limit, concurrency, ramp, retries, deadline.
+4. Writes the hour's receipts — every acknowledged message — to raw/push_log (the raw contract; one file
+   per send hour, rewritten whole on a re-run, so never duplicated) and the tokens the gateway reported
+   UNREGISTERED to state/dead_tokens (read by the next fatigue run).
+Counts reconcile: batch = acked + dead-lettered + pending, and pending is 0 unless the run was aborted.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timezone
+
+from jobs.settings import Settings
+from jobs.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+
+
+def _messages(table, send_day: str, hour: int, ramp_s: float) -> list[dict]:
+    rows = table.to_pylist()
+    n = max(len(rows), 1)
+    slot = datetime.fromisoformat(send_day).replace(tzinfo=timezone.utc).timestamp() + hour * 3600
+    for i, r in enumerate(rows):
+        r["send_day"] = send_day
+        r["planned_at"] = slot + ramp_s * i / n      # the planned release time on the ramp
+    return rows
+
+
+def write_receipts(wh: Warehouse, ledger, send_day: str, hour: int, receipt_time: str) -> dict:
+    """All acked messages of the hour as push_log rows, one file per UTC date of sent_at; dead tokens."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from delivery.ledger import ACKED, DEAD
+    from jobs.contract import RAW_SCHEMAS
+
+    acked = ledger.rows(send_day, hour, ACKED)
+    name = f"receipts-{send_day}-h{hour:02d}.parquet"
+    by_day: dict[str, list[dict]] = {}
+    for r in acked:
+        at = r["planned_at"] if receipt_time == "planned" else r["acked_at"]
+        ts = datetime.fromtimestamp(at, tz=timezone.utc)
+        by_day.setdefault(ts.date().isoformat(), []).append({
+            "push_id": r["idempotency_key"], "user_id": r["user_id"], "scene_id": r["scene_id"],
+            "item_ids": json.loads(r["item_ids"]), "sent_at": ts, "opened_at": None, "clicked_item_id": None,
+            "policy": r["policy"], "propensity": r["propensity"]})
+    written = {}
+    for day, rows in by_day.items():
+        folder = wh.raw_partition("push_log", day)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{name}.tmp"
+        pq.write_table(pa.Table.from_pylist(rows, schema=RAW_SCHEMAS["push_log"]), tmp)
+        tmp.replace(folder / name)                     # a re-run replaces the hour's file whole
+        written[day] = len(rows)
+    dead = [r for r in ledger.rows(send_day, hour, DEAD) if r["reason"] == "unregistered"]
+    if dead:
+        folder = wh.dead_tokens
+        folder.mkdir(parents=True, exist_ok=True)
+        table = pa.table({"user_id": pa.array([r["user_id"] for r in dead], pa.int64()),
+                          "token_sha256": [r["token_sha256"] for r in dead],
+                          "marked_at": pa.array([datetime.fromtimestamp(r["updated_at"], tz=timezone.utc)
+                                                 for r in dead], pa.timestamp("us", tz="UTC"))})
+        tmp = folder / f".dead-{send_day}-h{hour:02d}.tmp"
+        pq.write_table(table, tmp)
+        tmp.replace(folder / f"dead-{send_day}-h{hour:02d}.parquet")
+    return {"push_log_rows": written, "dead_tokens": len(dead)}
+
+
+def run(settings: Settings, send_day: str, hour: int, loaded, ramp: bool = True) -> dict:
+    from delivery.batches import read_batch
+    from delivery.gateway import GatewayClient
+    from delivery.ledger import Ledger
+    from delivery.ratelimit import TokenBucket
+    from delivery.sender import RetryPolicy, deliver
+
+    gw = loaded.config.platform.gateway
+    wh = Warehouse(settings.warehouse)
+    table, manifest = read_batch(settings, send_day, hour)
+    ledger = Ledger(settings.ledger_url)
+    policy = RetryPolicy.from_config(gw, ramp=ramp)
+    if table is None:
+        log.info("batches ds=%s hour=%02d: the manifest lists no messages for this hour", send_day, hour)
+        return {"send_day": send_day, "hour": hour, "batch": 0, "states": {}}
+    rows = _messages(table, send_day, hour, policy.ramp_s)
+    new = ledger.load(rows, manifest["run_id"])
+    pending = ledger.pending_keys(send_day, hour)
+    todo = [r for r in rows if r["idempotency_key"] in pending]
+    log.info("batch ds=%s hour=%02d (run %s): %d messages, %d new in the ledger, %d to send", send_day, hour,
+             manifest["run_id"], len(rows), new, len(todo))
+
+    async def go():
+        client = GatewayClient(settings.gateway_url, gw.project, settings.gateway_token, gw.concurrency, gw.timeout_s)
+        try:
+            return await deliver(todo, client, TokenBucket(gw.rate_per_second, gw.burst), gw.concurrency, policy,
+                                 record=ledger.record)
+        finally:
+            await client.close()
+
+    report = asyncio.run(go()) if todo else None
+    receipts = write_receipts(wh, ledger, send_day, hour, settings.receipt_time)
+    states = dict(ledger.states(send_day, hour))
+    ledger.dispose()
+    batch_keys = {r["idempotency_key"] for r in rows}
+    if sum(states.values()) < len(batch_keys):
+        raise AssertionError(f"ledger holds {sum(states.values())} keys for a batch of {len(batch_keys)}")
+    out = {"send_day": send_day, "hour": hour, "batch": len(rows), "sent_this_run": len(todo),
+           "states": states, "run": report.as_dict() if report else None, **receipts}
+    log.info("delivered ds=%s hour=%02d: %s", send_day, hour, states)
+    return out
