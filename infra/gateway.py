@@ -50,6 +50,10 @@ def _error(code: int, status: str, message: str, error_code: str | None = None, 
     return web.json_response(body, status=code, headers=headers)
 
 
+def _ok(name: str) -> web.Response:
+    return web.Response(body=b'{"name": "' + name.encode() + b'"}', content_type="application/json")
+
+
 def token_sha(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -95,10 +99,11 @@ class Store:
     def log_request(self, key: str | None, status: int, reason: str | None = None) -> None:
         self.queue.put_nowait(("request", (time.time(), key, status, reason)))
 
-    async def deliver(self, key: str, name: str, sha: str, user_id, platform, day: str) -> None:
+    def deliver(self, key: str, name: str, sha: str, user_id, platform, day: str) -> asyncio.Future:
+        """Queue the receipt; the returned future resolves when its transaction has committed."""
         done = asyncio.get_running_loop().create_future()
         self.queue.put_nowait(("receipt", (key, name, sha, user_id, platform, day, time.time(), done)))
-        await done
+        return done
 
 
 class Gateway:
@@ -138,7 +143,7 @@ class Gateway:
             st.log_request(None, 403, "bad token")
             return _error(403, "PERMISSION_DENIED", "the bearer token is not valid for this project")
         try:
-            msg = (await request.json())["message"]
+            msg = json.loads(await request.read())["message"]
             device = msg["token"]
             note = msg["notification"]
             if not device or not note.get("title") or not note.get("body"):
@@ -159,11 +164,11 @@ class Gateway:
                           {"Retry-After": str(self.f.get("retry_after_s", 1))})
         if key in st.names:                                # already delivered: acknowledge, do not deliver again
             st.log_request(key, 200, "duplicate")
-            return web.json_response({"name": st.names[key]})
+            return _ok(st.names[key])
         if key in st.inflight:                             # the same key is being delivered right now
             await st.inflight[key]
             st.log_request(key, 200, "duplicate")
-            return web.json_response({"name": st.names[key]})
+            return _ok(st.names[key])
         r = self.rng.random()
         p500, p503, p429 = (float(self.f.get(k, 0)) for k in ("p500", "p503", "p429"))
         if r < p500:
@@ -191,20 +196,19 @@ class Gateway:
                           "QUOTA_EXCEEDED", {"Retry-After": str(tomorrow)})
         self.counter += 1
         name = f"projects/{self.project}/messages/{os.getpid()}-{self.counter}"
-        fut = asyncio.get_running_loop().create_future()
-        st.inflight[key] = fut
         st.per_device_day[(sha, day)] += 1
+        committed = st.deliver(key, name, sha, int(data["user_id"]) if data.get("user_id") else None, platform, day)
+        st.inflight[key] = committed               # a concurrent duplicate waits for this commit
         try:
-            await st.deliver(key, name, sha, int(data["user_id"]) if data.get("user_id") else None, platform, day)
+            await committed
             st.names[key] = name
         finally:
             del st.inflight[key]
-            fut.set_result(True)
         hang = self.rng.random() < float(self.f.get("p_hang", 0))
         st.log_request(key, 200, "hung" if hang else None)
         if hang:                                             # delivered, but the answer never comes in time
             await asyncio.sleep(float(self.f.get("hang_s", 30)))
-        return web.json_response({"name": name})
+        return _ok(name)
 
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "delivered": len(self.store.names)})

@@ -74,9 +74,18 @@ def write_receipts(wh: Warehouse, ledger, send_day: str, hour: int, receipt_time
     return {"push_log_rows": written, "dead_tokens": len(dead)}
 
 
+def _run_loop(coro):
+    """uvloop when present (about a third less CPU per request), asyncio otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
 def run(settings: Settings, send_day: str, hour: int, loaded, ramp: bool = True) -> dict:
     from delivery.batches import read_batch
-    from delivery.gateway import GatewayClient
+    from delivery.gateway import gateway_client
     from delivery.ledger import Ledger
     from delivery.ratelimit import TokenBucket
     from delivery.sender import RetryPolicy, deliver
@@ -97,14 +106,14 @@ def run(settings: Settings, send_day: str, hour: int, loaded, ramp: bool = True)
              manifest["run_id"], len(rows), new, len(todo))
 
     async def go():
-        client = GatewayClient(settings.gateway_url, gw.project, settings.gateway_token, gw.concurrency, gw.timeout_s)
+        client = gateway_client(settings.gateway_url, gw.project, settings.gateway_token, gw.concurrency, gw.timeout_s)
         try:
             return await deliver(todo, client, TokenBucket(gw.rate_per_second, gw.burst), gw.concurrency, policy,
                                  record=ledger.record)
         finally:
             await client.close()
 
-    report = asyncio.run(go()) if todo else None
+    report = _run_loop(go()) if todo else None
     receipts = write_receipts(wh, ledger, send_day, hour, settings.receipt_time)
     states = dict(ledger.states(send_day, hour))
     ledger.dispose()

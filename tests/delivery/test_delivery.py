@@ -170,3 +170,30 @@ def test_wrong_credentials_stop_the_run_and_leave_everything_pending(env, tmp_pa
         assert deliver.run(good, DAY, hour, loaded_with(concurrency=4), ramp=False)["states"] == {"acked": n}
     finally:
         stop_gateway(gw)
+
+
+def test_the_aiohttp_transport_used_for_https_gateways_classifies_the_same_answers(tmp_path):
+    """The FCM path (aiohttp) against the same gateway: ok, duplicate, dead token, throttled, rejected."""
+    import asyncio
+
+    from delivery.gateway import DEAD_TOKEN, OK, REJECTED, GatewayClient, LeanHttpClient
+
+    gw = start_gateway(tmp_path / "gw", {"dead_tokens": ["device-token-00000002"]})
+    rows = batch(3, 8).to_pylist()
+    bad = {**rows[2], "title": ""}
+
+    async def go(cls):
+        c = cls(gw["HERMES_GATEWAY_URL"], "hermes-local", gw["HERMES_GATEWAY_TOKEN"], 4, 5.0)
+        try:
+            return [await c.send(m) for m in (rows[0], rows[0], rows[1], bad)]
+        finally:
+            await c.close()
+
+    try:
+        for cls in (GatewayClient, LeanHttpClient):
+            ok, again, dead, rejected = asyncio.run(go(cls))
+            assert ok.kind == OK and again.kind == OK and ok.name == again.name, cls
+            assert dead.kind == DEAD_TOKEN and dead.error == "UNREGISTERED"
+            assert rejected.kind == REJECTED and rejected.status == 400
+    finally:
+        stop_gateway(gw)
