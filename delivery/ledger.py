@@ -120,6 +120,15 @@ class Ledger:
         with self.engine.connect() as c:
             return Counter(dict(c.execute(q.group_by(t.c.state)).all()))
 
+    def dead_letter_reasons(self, send_day: str) -> Counter:
+        """Dead letters of a day by reason (the reason's first word: unregistered, rejected, retries, next)."""
+        import sqlalchemy as sa
+
+        t = self.t
+        with self.engine.connect() as c:
+            rows = c.execute(sa.select(t.c.reason).where((t.c.send_day == send_day) & (t.c.state == DEAD))).scalars()
+            return Counter((r or "").split(":")[0] for r in rows)
+
     def rows(self, send_day: str, hour: int, state: str | None = None) -> list[dict]:
         import sqlalchemy as sa
 

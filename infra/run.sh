@@ -17,7 +17,16 @@ step "starting the object store (SeaweedFS on $HERMES_S3_ENDPOINT, stopped when 
 s3_was_running=no
 [ -f "$HERMES_HOME/run/s3.pid" ] && kill -0 "$(cat "$HERMES_HOME/run/s3.pid")" 2>/dev/null && s3_was_running=yes
 bash "$(dirname "$0")/s3.sh" start
-[ "$s3_was_running" = yes ] || trap 'bash "$(dirname "$0")/s3.sh" stop >/dev/null' EXIT
+
+step "starting the push gateway ($HERMES_GATEWAY_URL, stopped when this script ends)"
+gw_was_running=no
+[ -f "$HERMES_HOME/run/gateway.pid" ] && kill -0 "$(cat "$HERMES_HOME/run/gateway.pid")" 2>/dev/null && gw_was_running=yes
+bash "$(dirname "$0")/gateway.sh" start
+stop_started() {
+  [ "$gw_was_running" = yes ] || bash "$(dirname "$0")/gateway.sh" stop >/dev/null
+  [ "$s3_was_running" = yes ] || bash "$(dirname "$0")/s3.sh" stop >/dev/null
+}
+trap stop_started EXIT
 
 step "preparing Airflow metadata in $AIRFLOW_HOME"
 airflow db migrate >"$log/airflow-db.log" 2>&1
@@ -30,6 +39,22 @@ if ! airflow dags test hermes_nightly "$DS" >"$log/nightly-$DS.log" 2>&1; then
   exit 1
 fi
 grep -q "state=success" "$log/nightly-$DS.log" || { echo "hermes_nightly did not report success" >&2; exit 1; }
+
+SEND_DAY=$(python -c "from jobs.windows import send_day; print(send_day('$DS'))")
+# The simulated world is replayed, not lived: receipts carry the planned send time, not today's clock.
+export HERMES_RECEIPT_TIME=planned
+step "delivering the busiest hour of $SEND_DAY through hermes_hourly (log: $log/hourly-$SEND_DAY.log)"
+busiest=$(python -c "
+import json; from jobs.settings import Settings; from jobs.warehouse import Warehouse
+r = json.loads(Warehouse(Settings.from_env().warehouse).report('batches', '$DS', 'batches').read_text())
+print(max(range(24), key=lambda h: r['hours'][h]))")
+if ! airflow dags test hermes_hourly "${SEND_DAY}T$(printf %02d "$busiest"):00:00+00:00" -c '{"ramp": false}' \
+    >"$log/hourly-$SEND_DAY.log" 2>&1; then
+  echo "hermes_hourly FAILED; see $log/hourly-$SEND_DAY.log" >&2; grep -E "ERROR|Error" "$log/hourly-$SEND_DAY.log" | tail -20 >&2
+  exit 1
+fi
+step "catching up the other hours of $SEND_DAY (hermes deliver --hour all: the busiest hour is already acked)"
+hermes deliver --day "$SEND_DAY" --hour all --no-ramp >"$log/deliver-$SEND_DAY.log" 2>&1 || { tail -30 "$log/deliver-$SEND_DAY.log" >&2; exit 1; }
 
 step "summary"
 echo "hermes_nightly ds=$DS: success in $(( $(date +%s) - started )) s (task states: airflow tasks states-for-dag-run hermes_nightly <run_id>)"

@@ -76,11 +76,15 @@ def _cmd_deliver(args, settings):
 
     from jobs import deliver
     from jobs.entry import load_run_config
+    from jobs.tasks import deliver_hour
 
-    loaded = load_run_config(settings, args.config)
     hours = range(24) if args.hour == "all" else [int(args.hour)]
     for hour in hours:
-        print(json.dumps(deliver.run(settings, args.day, hour, loaded, ramp=not args.no_ramp), indent=2, default=str))
+        if args.config:   # else: the configuration the plan of that day froze, as hermes_hourly does
+            out = deliver.run(settings, args.day, hour, load_run_config(settings, args.config), ramp=not args.no_ramp)
+        else:
+            out = deliver_hour(args.day, hour, ramp=not args.no_ramp)
+        print(json.dumps(out, indent=2, default=str))
 
 
 def _cmd_config_validate(args, settings):
@@ -155,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--day", required=True, help="the UTC send day (batches/ds=<day>)")
     p.add_argument("--hour", required=True, help="UTC hour 0-23, or 'all'")
     p.add_argument("--no-ramp", action="store_true", help="release the batch at once (catch-up, tests)")
-    p.add_argument("--config", help="config snapshot JSON (default: validate conf/ now)")
+    p.add_argument("--config", help="config snapshot JSON (default: the snapshot of the plan that wrote the day)")
     p.set_defaults(func=_cmd_deliver)
 
     p = sub.add_parser("config", help="the Configuration Center")

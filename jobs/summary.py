@@ -86,8 +86,30 @@ def summary(settings: Settings, ds: str) -> list[str]:
         bt = json.loads(batches.read_text())
         lines += [f"push batches: {bt['messages']:,} messages in {sum(1 for n in bt['hours'] if n)} hourly objects, "
                   f"manifest {bt['manifest']} (run {bt['run_id']})"]
+    lines += _delivery_lines(settings, ds)
     lines += ["", f"validation reports: {wh.report('validation', ds, 'x').parent}"]
     return lines
+
+
+def _delivery_lines(settings: Settings, ds: str) -> list[str]:
+    """Delivered / dead-lettered / pending of the send day, from the delivery ledger (if it exists)."""
+    from datetime import date, timedelta
+
+    if settings.ledger_url.startswith("sqlite:///") and not Path(settings.ledger_url[len("sqlite:///"):]).exists():
+        return []
+    from delivery.ledger import Ledger
+
+    day = (date.fromisoformat(ds) + timedelta(days=1)).isoformat()
+    ledger = Ledger(settings.ledger_url)
+    states = ledger.states(day)
+    reasons = ledger.dead_letter_reasons(day)
+    ledger.dispose()
+    if not states:
+        return []
+    total = sum(states.values())
+    return [f"delivery of {day}: {total:,} messages: {states.get('acked', 0):,} delivered (acknowledged by the gateway), "
+            f"{states.get('dead_letter', 0):,} dead-lettered {dict(reasons) if reasons else ''}, "
+            f"{states.get('pending', 0):,} pending"]
 
 
 def _group_count(path: Path, column: str) -> list[tuple[str, int]]:

@@ -81,3 +81,18 @@ def check_output(table: str, ds: str, config: dict) -> dict:
     settings = Settings.from_env()
     report = validate_output_table(Warehouse(settings.warehouse), table, ds, read_snapshot(config["snapshot"]))
     return {"table": table, "ds": ds, "rows": report.rows, "expectations": report.checked}
+
+
+def deliver_hour(send_day: str, hour: int, ramp: bool = True) -> dict:
+    """hermes_hourly: deliver one send hour under the configuration the plan of that day froze."""
+    from datetime import date, timedelta
+
+    from jobs.deliver import run
+    from jobs.entry import load_run_config
+    from jobs.warehouse import Warehouse
+
+    settings = Settings.from_env()
+    plan_ds = (date.fromisoformat(send_day) - timedelta(days=1)).isoformat()
+    snapshot = Warehouse(settings.warehouse).config_snapshot(plan_ds)
+    loaded = load_run_config(settings, snapshot if snapshot.exists() else None)
+    return run(settings, send_day, hour, loaded, ramp=ramp)

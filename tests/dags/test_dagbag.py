@@ -23,7 +23,20 @@ def dagbag():
 
 def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert "hermes_nightly" in dagbag.dags
+    assert {"hermes_nightly", "hermes_hourly"} <= set(dagbag.dags)
+
+
+def test_hourly_delivers_the_hour_of_its_logical_date_and_validates_its_params(dagbag):
+    dag = dagbag.dags["hermes_hourly"]
+    assert dag.task_ids == ["deliver"]
+    assert dag.timetable.summary == "0 * * * *"
+    params = dag.params
+    params.validate()                                  # defaults are valid
+    import copy
+
+    bad = copy.deepcopy(dag.params)
+    with pytest.raises(Exception, match="maximum"):
+        bad["hour"] = 24
 
 
 def test_team_rules_hold_for_every_dag(dagbag):
@@ -40,7 +53,7 @@ def test_nightly_stages_run_in_order_behind_config_and_raw_validation(dagbag):
     dag = dagbag.dags["hermes_nightly"]
     assert set(dag.task_ids) == {"validate_config", "validate_raw", "user_features", "material_features",
                                  "check_features", "audiences", "fatigue", "check_plan", "train", "gate", "score",
-                                 "select", "check_selection"}
+                                 "select", "check_selection", "windows", "check_windows", "plan_report", "batches"}
     up = lambda t: dag.get_task(t).upstream_task_ids  # noqa: E731
     assert up("validate_raw") == {"validate_config"}
     assert {"validate_raw", "validate_config"} <= up("user_features")
@@ -51,6 +64,8 @@ def test_nightly_stages_run_in_order_behind_config_and_raw_validation(dagbag):
     assert "fatigue" in up("check_plan")
     assert "train" in up("gate") and {"gate", "check_plan"} <= up("score")
     assert "score" in up("select") and "select" in up("check_selection")
+    assert "check_selection" in up("windows") and "windows" in up("check_windows")
+    assert "check_windows" in up("plan_report") and "plan_report" in up("batches")
     # Everything depends, directly or not, on the config check: an invalid config stops the run.
     assert all("validate_config" in dag.get_task(t).get_flat_relative_ids(upstream=True)
                for t in dag.task_ids if t != "validate_config")

@@ -4,35 +4,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import pyarrow.parquet as pq
 import pytest
 
 from jobs.settings import REPO_ROOT
+from tests.dags.airflow_run import run_dag
 from jobs.warehouse import DERIVED_TABLES, Warehouse
 
 pytestmark = pytest.mark.slow
 
 
 def run_nightly(env: dict, ds: str) -> dict:
-    """dag.test() in a fresh interpreter (Airflow reads its config at import); returns run and task states."""
-    migrate = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, capture_output=True,
-                             text=True, timeout=300)
-    assert migrate.returncode == 0, migrate.stderr[-3000:]
-    code = f"""
-import json
-from datetime import datetime, timezone
-from airflow.dag_processing.dagbag import DagBag
-dag = DagBag(dag_folder={str(os.environ['AIRFLOW__CORE__DAGS_FOLDER'])!r}).dags["hermes_nightly"]
-run = dag.test(logical_date=datetime.fromisoformat({ds!r}).replace(tzinfo=timezone.utc))
-print("RESULT " + json.dumps({{"state": str(run.state), "tasks": {{f"{{ti.task_id}}[{{ti.map_index}}]": str(ti.state) for ti in run.get_task_instances()}}}}))
-"""
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900)
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert lines, (out.stdout[-3000:], out.stderr[-3000:])
-    return json.loads(lines[-1][len("RESULT "):])
+    return run_dag(env, "hermes_nightly", ds)
 
 
 def test_an_invalid_config_stops_the_run_before_any_stage(world, settings, tmp_path):

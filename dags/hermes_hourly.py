@@ -1,0 +1,63 @@
+"""
+### hermes_hourly — deliver the push batch of the hour
+
+Runs at the top of every UTC hour H (`CronTriggerTimetable`, logical date = H) and delivers
+`batches/ds=<H's date>/hour=<H's hour>` that the nightly plan wrote to the object store:
+
+| task | what it does |
+|---|---|
+| `deliver` | reads the hour's batch through the day's manifest (refuses a missing or mismatching one), registers every message in the delivery ledger, sends what is still pending to the push gateway under the configured rate, burst and concurrency, released evenly over `gateway.ramp_minutes`; retries 429/5xx/timeouts with backoff (honouring `Retry-After`) until `gateway.deadline_minutes`; dead-letters 400s, 404 UNREGISTERED (the token is recorded dead for the next plan) and exhausted retries, each with its reason; appends the hour's receipts to `raw/push_log` |
+
+**Re-runs and catch-up are safe**: the ledger knows every idempotency key's state, so a re-run (or a
+retry after a crash) sends only what was not acknowledged, and the gateway acknowledges a repeated key
+without delivering it twice. The receipts file of an hour is rewritten whole, never appended.
+
+Params (trigger form or `airflow dags trigger hermes_hourly --conf '{...}'`):
+`send_day` + `hour` deliver another hour than the run's own (catch-up by hand); `ramp=false` releases
+the batch at once (catching up on a past hour).
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Asset, Param, dag, get_current_context, task
+from airflow.timetables.trigger import CronTriggerTimetable
+
+BATCHES = Asset(name="hermes_push_batches", uri="s3://hermes/batches")
+
+
+@dag(
+    dag_id="hermes_hourly",
+    schedule=CronTriggerTimetable("0 * * * *", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 10, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["hermes", "hourly", "delivery"],
+    doc_md=__doc__,
+    params={
+        "send_day": Param(None, type=["null", "string"], format="date",
+                          description="UTC send day to deliver (default: the run's own)"),
+        "hour": Param(None, type=["null", "integer"], minimum=0, maximum=23,
+                      description="UTC hour to deliver (default: the run's own)"),
+        "ramp": Param(True, type="boolean", description="spread the batch over gateway.ramp_minutes"),
+    },
+    default_args={"owner": "hermes", "retries": 2, "retry_delay": timedelta(minutes=1),
+                  "execution_timeout": timedelta(minutes=58)},
+)
+def hermes_hourly():
+    @task(inlets=[BATCHES])
+    def deliver() -> dict:
+        from jobs.tasks import deliver_hour
+
+        ctx = get_current_context()
+        when = ctx["logical_date"]
+        p = ctx["params"]
+        day = p.get("send_day") or when.strftime("%Y-%m-%d")
+        hour = when.hour if p.get("hour") is None else int(p["hour"])
+        return deliver_hour(day, hour, ramp=bool(p.get("ramp", True)))
+
+    deliver()
+
+
+hermes_hourly()
