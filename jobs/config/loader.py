@@ -1,4 +1,4 @@
-"""Load conf/ (platform.yaml + scenes/*.yaml), validate it, and give it a version (content hash).
+"""Load conf/ (platform.yaml + scenes/*.yaml + triggers/*.yaml), validate it, and give it a version (content hash).
 
 Every problem is reported with its file, line and key; a run works from a JSON snapshot of the
 validated config so that every output of one run carries one config version.
@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from jobs.config.schema import HermesConfig, Platform, Scene
+from jobs.config.schema import HermesConfig, Platform, Scene, Trigger
 from jobs.settings import REPO_ROOT
 
 DEFAULT_CONF = REPO_ROOT / "conf"
@@ -94,7 +94,11 @@ def _model_problems(err: ValidationError, rel: str, lines: dict) -> list[ConfigP
 
 
 def config_version(config: HermesConfig) -> str:
-    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return _digest(config.model_dump(mode="json"))
+
+
+def _digest(document: dict) -> str:
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
     return "cfg-" + hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
@@ -135,14 +139,32 @@ def load_config(conf_dir: Path | str = DEFAULT_CONF) -> LoadedConfig:
             problems.append(ConfigProblem(rel, lines.get(("id",)), "id", f"duplicate of {seen[scene.id]}"))
         seen[scene.id] = rel
         scenes.append(scene)
+    triggers: list[Trigger] = []
+    trigger_files = sorted((root / "triggers").glob("*.yaml"))
+    for f in trigger_files:
+        rel, data, lines = _read(f, root, problems)
+        if data is None:
+            continue
+        try:
+            trigger = Trigger.model_validate(data)
+        except ValidationError as e:
+            problems += _model_problems(e, rel, lines)
+            continue
+        if trigger.id != f.stem:
+            problems.append(ConfigProblem(rel, lines.get(("id",)), "id",
+                                          f"trigger id {trigger.id!r} must match its file name {f.stem!r}"))
+        if trigger.then.scene not in seen:
+            problems.append(ConfigProblem(rel, lines.get(("then", "scene")), "then.scene",
+                                          f"{trigger.then.scene!r} is not a scene; scenes: {sorted(seen)}"))
+        triggers.append(trigger)
     if problems:
         raise ConfigError(problems)
     try:
-        config = HermesConfig(platform=platform, scenes=tuple(scenes))
+        config = HermesConfig(platform=platform, scenes=tuple(scenes), triggers=tuple(triggers))
     except ValidationError as e:
         raise ConfigError([ConfigProblem(str(root), None, ".".join(map(str, x["loc"])),
                                          x["msg"].removeprefix("Value error, ")) for x in e.errors()]) from None
-    files = tuple(str(p.relative_to(root)) for p in [platform_file, *scene_files])
+    files = tuple(str(p.relative_to(root)) for p in [platform_file, *scene_files, *trigger_files])
     return LoadedConfig(config=config, version=config_version(config), files=files)
 
 
@@ -160,6 +182,7 @@ def read_snapshot(path: Path) -> LoadedConfig:
     except ValidationError as e:
         raise ConfigError([ConfigProblem(str(path), None, ".".join(map(str, x["loc"])), x["msg"])
                            for x in e.errors()]) from None
-    if config_version(config) != doc["version"]:
+    # the version is the hash of the config as it was frozen (a newer schema may add defaulted keys)
+    if _digest(doc["config"]) != doc["version"]:
         raise ConfigError([ConfigProblem(str(path), None, "version", "snapshot content does not match its version")])
     return LoadedConfig(config=config, version=doc["version"], files=tuple(doc["files"]))

@@ -176,9 +176,66 @@ class Platform(_Strict):
         return value
 
 
+TRIGGER_EVENTS = (
+    "price_drop",      # an item the user favourited/carted dropped its price by >= min_drop_pct
+    "seller_listed",   # a seller the user follows listed an item
+    "selling_out",     # an item the user viewed >= min_views times drew >= min_viewers other viewers in 24 h
+    "chat_waiting",    # a buyer's chat message waits unanswered by the seller (the pushed user) for wait_minutes
+)
+EXCEPTIONS = ("bought", "item_sold", "item_removed", "replied")
+
+
+class When(_Strict):
+    event: Literal[TRIGGER_EVENTS]  # type: ignore[valid-type]
+    items: Literal["favourited", "carted", "favourited_or_carted"] = "favourited_or_carted"  # price_drop
+    min_drop_pct: float = Field(5.0, ge=0, le=90, description="price_drop: smallest drop that counts, in %")
+    min_views: int = Field(3, ge=1, le=100, description="selling_out: the user's own views of the item")
+    min_viewers: int = Field(5, ge=1, le=10_000, description="selling_out: distinct viewers in the last 24 h")
+    wait_minutes: int = Field(30, ge=1, le=24 * 60, description="chat_waiting: unanswered for this long")
+    lookback_days: int = Field(28, ge=1, le=28, description="how far back favourites, views and follows count")
+
+
+class Then(_Strict):
+    scene: str
+
+
+class Trigger(_Strict):
+    """An IFTTT rule: when <event> [if <condition>] then push <scene> after <delay>, unless <exception> arrives
+    within the delay, and not again for the same user x item within <regap_hours>."""
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    id: str
+    name: str = Field(min_length=1, max_length=80)
+    enabled: bool = True
+    when: When
+    condition: str | None = Field(None, alias="if", description="audience rule over the user's features")
+    then: Then
+    delay_minutes: int = Field(0, ge=0, le=24 * 60)
+    unless: tuple[Literal[EXCEPTIONS], ...] = ()  # type: ignore[valid-type]
+    regap_hours: int = Field(72, ge=1, le=30 * 24, description="same user x item not pushed again within")
+
+    @field_validator("id")
+    @classmethod
+    def _id_shape(cls, value: str) -> str:
+        if not SCENE_ID.match(value):
+            raise ValueError("trigger id must be lower_snake_case, 3-41 characters, starting with a letter")
+        return value
+
+    @field_validator("condition")
+    @classmethod
+    def _condition_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_rule(value)
+            except RuleError as e:
+                raise ValueError(f"condition rejected: {e}") from None
+        return value
+
+
 class HermesConfig(_Strict):
     platform: Platform
     scenes: tuple[Scene, ...]
+    triggers: tuple[Trigger, ...] = ()
 
     @model_validator(mode="after")
     def _unique_and_enough(self) -> "HermesConfig":
@@ -189,6 +246,13 @@ class HermesConfig(_Strict):
             seen.add(s.id)
         if not any(s.enabled for s in self.scenes):
             raise ValueError("no scene is enabled")
+        tids: set[str] = set()
+        for t in self.triggers:
+            if t.id in tids:
+                raise ValueError(f"trigger id {t.id!r} is defined twice")
+            tids.add(t.id)
+            if t.then.scene not in seen:
+                raise ValueError(f"trigger {t.id!r}: then.scene {t.then.scene!r} is not a scene; scenes: {sorted(seen)}")
         return self
 
     def scene(self, scene_id: str) -> Scene:

@@ -29,6 +29,10 @@ EXPECTED = {
     "unknown_platform_quota": ["conf/platform.yaml:3", "platform_quotas", "unknown platform 'android_nokia'"],
     "bad_yaml": ["conf/scenes/hot_items.yaml:5", "not valid YAML"],
     "negative_cap": ["conf/platform.yaml:2", "fatigue.max_per_user_per_day", "greater than or equal to 1"],
+    "rule_unknown_scene": ["conf/triggers/fav_price_drop.yaml:5", "then.scene", "'price_drop_favs' is not a scene"],
+    "rule_bad_event": ["conf/triggers/fav_price_drop.yaml:3", "when.event", "must be one of 'price_drop'"],
+    "rule_sql_condition": ["conf/triggers/fav_price_drop.yaml:4", "if", "statement separators"],
+    "rule_misspelt_key": ["conf/triggers/fav_price_drop.yaml:8", "regap_hour", "unknown key"],
 }
 
 
@@ -46,6 +50,8 @@ def test_shipped_config_is_valid_and_versioned():
     triggers = {s.trigger for s in loaded.config.scenes}
     assert triggers == {"scheduled", "personalised_time", "real_time"}
     assert all(1 <= s.feed_size <= 6 for s in loaded.config.scenes)
+    kinds = {t.when.event for t in loaded.config.triggers}
+    assert kinds == {"price_drop", "seller_listed", "selling_out", "chat_waiting"}
 
 
 def test_every_fixture_has_an_expectation():
@@ -94,3 +100,18 @@ def test_snapshot_round_trips_and_detects_tampering(tmp_path):
     path.write_text(path.read_text().replace('"priority": 90', '"priority": 91'))
     with pytest.raises(ConfigError, match="does not match its version"):
         read_snapshot(path)
+
+
+def test_a_snapshot_frozen_before_a_new_defaulted_setting_still_reads_with_its_version(tmp_path):
+    import hashlib
+    import json
+
+    loaded = load_config()
+    doc = json.loads(write_snapshot(loaded, tmp_path / "config.json").read_text())
+    del doc["config"]["triggers"]                      # as written by a version without triggers
+    del doc["config"]["platform"]["windows"]
+    canonical = json.dumps(doc["config"], sort_keys=True, separators=(",", ":"))
+    doc["version"] = "cfg-" + hashlib.sha256(canonical.encode()).hexdigest()[:12]
+    (tmp_path / "old.json").write_text(json.dumps(doc))
+    old = read_snapshot(tmp_path / "old.json")
+    assert old.version == doc["version"] and old.config.triggers == () and old.config.platform.windows.policy == "hermes"
