@@ -72,6 +72,66 @@ def _parquet_bytes(table) -> bytes:
     return buf.getvalue()
 
 
+def _upload(s3, bucket: str, key: str, table) -> dict:
+    body = _parquet_bytes(table)
+    s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/vnd.apache.parquet")
+    return {"messages": table.num_rows, "key": key, "sha256": hashlib.sha256(body).hexdigest(), "bytes": len(body)}
+
+
+def _fetch_verified(settings, entry: dict, what: str):
+    """The object a manifest entry names, refused if it is missing or differs from the entry."""
+    import pyarrow.parquet as pq
+    from botocore.exceptions import ClientError
+
+    try:
+        body = client(settings).get_object(Bucket=settings.s3_bucket, Key=entry["key"])["Body"].read()
+    except ClientError:
+        raise BatchError(f"{what}: object {entry['key']} named by the manifest is missing") from None
+    digest = hashlib.sha256(body).hexdigest()
+    if digest != entry["sha256"] or len(body) != entry["bytes"]:
+        raise BatchError(f"{what}: object {entry['key']} does not match the manifest "
+                         f"(sha256 {digest[:12]}… vs {entry['sha256'][:12]}…)")
+    table = pq.read_table(io.BytesIO(body))
+    if table.num_rows != entry["messages"]:
+        raise BatchError(f"{what}: {table.num_rows} messages, manifest says {entry['messages']}")
+    return table
+
+
+def trigger_prefix(send_day: str, window: str) -> str:
+    return f"{day_prefix(send_day)}triggers/window={window}/"
+
+
+def write_window(settings, send_day: str, window: str, messages, meta: dict) -> dict:
+    """A trigger window's messages: one object + its manifest (written last). A re-run of the window
+    writes the same messages again under the same key (its content is deterministic)."""
+    import pyarrow.compute as pc
+
+    if pc.count_distinct(messages["idempotency_key"]).as_py() != messages.num_rows:
+        raise BatchError(f"trigger batch ds={send_day} window={window}: idempotency_key is not unique")
+    s3, bucket = client(settings), settings.s3_bucket
+    prefix = trigger_prefix(send_day, window)
+    entry = _upload(s3, bucket, f"{prefix}messages.parquet", messages) if messages.num_rows else \
+        {"messages": 0, "key": None, "sha256": None, "bytes": 0}
+    manifest = {"format": FORMAT, "send_day": send_day, "window": window, "messages": messages.num_rows,
+                "object": entry, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **meta}
+    s3.put_object(Bucket=bucket, Key=f"{prefix}_manifest.json", Body=json.dumps(manifest, indent=2).encode(),
+                  ContentType="application/json")
+    return manifest
+
+
+def read_window(settings, send_day: str, window: str):
+    from botocore.exceptions import ClientError
+
+    key = f"{trigger_prefix(send_day, window)}_manifest.json"
+    try:
+        manifest = json.loads(client(settings).get_object(Bucket=settings.s3_bucket, Key=key)["Body"].read())
+    except ClientError:
+        raise BatchError(f"trigger batch ds={send_day} window={window}: no manifest at {key}") from None
+    if manifest["messages"] == 0:
+        return None, manifest
+    return _fetch_verified(settings, manifest["object"], f"trigger batch ds={send_day} window={window}"), manifest
+
+
 def write_day(settings, send_day: str, messages, meta: dict) -> WriteResult:
     """Replace the batches of `send_day` with `messages` (a pyarrow Table with an int `hour` column and a
     unique `idempotency_key`). meta: plan_ds, policy, model_version, config_version (go into the manifest)."""
@@ -89,11 +149,7 @@ def write_day(settings, send_day: str, messages, meta: dict) -> WriteResult:
         if part is None:
             hours[f"{hour:02d}"] = {"messages": 0, "key": None, "sha256": None, "bytes": 0}
             continue
-        body = _parquet_bytes(part)
-        key = hour_key(send_day, hour, run_id)
-        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/vnd.apache.parquet")
-        hours[f"{hour:02d}"] = {"messages": part.num_rows, "key": key, "sha256": hashlib.sha256(body).hexdigest(),
-                                "bytes": len(body)}
+        hours[f"{hour:02d}"] = _upload(s3, bucket, hour_key(send_day, hour, run_id), part)
     manifest = {"format": FORMAT, "send_day": send_day, "run_id": run_id,
                 "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "messages": messages.num_rows, "hours": hours, **meta}
@@ -131,26 +187,10 @@ def read_manifest(settings, send_day: str) -> dict:
 
 def read_batch(settings, send_day: str, hour: int):
     """The verified messages of one hour (a pyarrow Table, possibly empty) and the day's manifest."""
-    import pyarrow.parquet as pq
-    from botocore.exceptions import ClientError
-
     manifest = read_manifest(settings, send_day)
     entry = manifest["hours"].get(f"{hour:02d}")
     if entry is None:
         raise BatchError(f"batches ds={send_day}: manifest has no entry for hour {hour:02d}")
     if entry["messages"] == 0:
         return None, manifest
-    try:
-        body = client(settings).get_object(Bucket=settings.s3_bucket, Key=entry["key"])["Body"].read()
-    except ClientError:
-        raise BatchError(f"batches ds={send_day} hour={hour:02d}: object {entry['key']} named by the manifest "
-                         "is missing") from None
-    digest = hashlib.sha256(body).hexdigest()
-    if digest != entry["sha256"] or len(body) != entry["bytes"]:
-        raise BatchError(f"batches ds={send_day} hour={hour:02d}: object {entry['key']} does not match the "
-                         f"manifest (sha256 {digest[:12]}… vs {entry['sha256'][:12]}…)")
-    table = pq.read_table(io.BytesIO(body))
-    if table.num_rows != entry["messages"]:
-        raise BatchError(f"batches ds={send_day} hour={hour:02d}: {table.num_rows} messages, manifest says "
-                         f"{entry['messages']}")
-    return table, manifest
+    return _fetch_verified(settings, entry, f"batches ds={send_day} hour={hour:02d}"), manifest

@@ -120,6 +120,28 @@ class Ledger:
         with self.engine.connect() as c:
             return Counter(dict(c.execute(q.group_by(t.c.state)).all()))
 
+    def acked_at(self, keys: list[str]) -> dict[str, float]:
+        import sqlalchemy as sa
+
+        out: dict[str, float] = {}
+        t = self.t
+        with self.engine.connect() as c:
+            for i in range(0, len(keys), 900):
+                out.update(dict(c.execute(sa.select(t.c.idempotency_key, t.c.acked_at).where(
+                    t.c.idempotency_key.in_(keys[i:i + 900]) & (t.c.state == ACKED))).all()))
+        return out
+
+    def key_states(self, keys: list[str]) -> Counter:
+        """State counts of exactly these keys."""
+        import sqlalchemy as sa
+
+        out: Counter = Counter()
+        with self.engine.connect() as c:
+            for i in range(0, len(keys), 900):
+                out.update(dict(c.execute(sa.select(self.t.c.state, sa.func.count()).where(
+                    self.t.c.idempotency_key.in_(keys[i:i + 900])).group_by(self.t.c.state)).all()))
+        return out
+
     def dead_letter_reasons(self, send_day: str) -> Counter:
         """Dead letters of a day by reason (the reason's first word: unregistered, rejected, retries, next)."""
         import sqlalchemy as sa

@@ -87,6 +87,21 @@ def _cmd_deliver(args, settings):
         print(json.dumps(out, indent=2, default=str))
 
 
+def _cmd_triggers(args, settings):
+    import json
+    from datetime import datetime, timezone
+
+    from jobs import triggers
+    from jobs.entry import load_run_config
+
+    loaded = load_run_config(settings, args.config)
+    tr = loaded.config.platform.trigger_run
+    end = datetime.fromisoformat(args.window_end)
+    end = end.replace(tzinfo=timezone.utc) if end.tzinfo is None else end
+    print(json.dumps(triggers.run(settings, end, loaded, tr.window_minutes, tr.lateness_minutes,
+                                  deliver=not args.no_deliver), indent=2, default=str))
+
+
 def _cmd_config_validate(args, settings):
     from jobs.config.loader import ConfigError, load_config
 
@@ -106,6 +121,11 @@ def _cmd_config_validate(args, settings):
     for s in c.scenes:
         print(f"  - {s.id:<22}{s.trigger:<19}prio {s.priority:<4}feed {s.feed_size}  "
               f"{'enabled ' if s.enabled else 'DISABLED'}  audience: {s.audience}")
+    print(f"  {len(c.triggers)} trigger rules:")
+    for t in c.triggers:
+        print(f"  - {t.id:<24}when {t.when.event:<14}then {t.then.scene:<20}delay {t.delay_minutes}m  "
+              f"unless {list(t.unless)}  regap {t.regap_hours}h  {'enabled' if t.enabled else 'DISABLED'}"
+              + (f"  if: {t.condition}" if t.condition else ""))
 
 
 def _cmd_summary(args, settings):
@@ -161,6 +181,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-ramp", action="store_true", help="release the batch at once (catch-up, tests)")
     p.add_argument("--config", help="config snapshot JSON (default: the snapshot of the plan that wrote the day)")
     p.set_defaults(func=_cmd_deliver)
+
+    p = sub.add_parser("triggers", help="run the trigger rules for one event window and deliver what is due")
+    p.add_argument("--window-end", required=True, help="UTC end of the window, e.g. 2026-10-30T12:15")
+    p.add_argument("--no-deliver", action="store_true", help="decide and write the batch, do not send it")
+    p.add_argument("--config", help="config snapshot JSON (default: validate conf/ now)")
+    p.set_defaults(func=_cmd_triggers)
 
     p = sub.add_parser("config", help="the Configuration Center")
     csub = p.add_subparsers(dest="config_command", required=True)

@@ -83,27 +83,23 @@ def _run_loop(coro):
     return uvloop.run(coro)
 
 
-def run(settings: Settings, send_day: str, hour: int, loaded, ramp: bool = True) -> dict:
-    from delivery.batches import read_batch
+def send_rows(settings: Settings, gw, rows: list[dict], send_day: str, hour: int, batch_run: str,
+              ramp: bool) -> dict:
+    """Register `rows` (messages with planned_at) in the ledger under (send_day, hour), send what is pending,
+    write the hour's receipts; return the counts. Shared by the hourly delivery and the trigger runs."""
     from delivery.gateway import gateway_client
     from delivery.ledger import Ledger
     from delivery.ratelimit import TokenBucket
     from delivery.sender import RetryPolicy, deliver
 
-    gw = loaded.config.platform.gateway
     wh = Warehouse(settings.warehouse)
-    table, manifest = read_batch(settings, send_day, hour)
     ledger = Ledger(settings.ledger_url)
     policy = RetryPolicy.from_config(gw, ramp=ramp)
-    if table is None:
-        log.info("batches ds=%s hour=%02d: the manifest lists no messages for this hour", send_day, hour)
-        return {"send_day": send_day, "hour": hour, "batch": 0, "states": {}}
-    rows = _messages(table, send_day, hour, policy.ramp_s)
-    new = ledger.load(rows, manifest["run_id"])
+    new = ledger.load(rows, batch_run)
     pending = ledger.pending_keys(send_day, hour)
     todo = [r for r in rows if r["idempotency_key"] in pending]
-    log.info("batch ds=%s hour=%02d (run %s): %d messages, %d new in the ledger, %d to send", send_day, hour,
-             manifest["run_id"], len(rows), new, len(todo))
+    log.info("ds=%s hour=%02d (run %s): %d messages, %d new in the ledger, %d to send", send_day, hour, batch_run,
+             len(rows), new, len(todo))
 
     async def go():
         client = gateway_client(settings.gateway_url, gw.project, settings.gateway_token, gw.concurrency, gw.timeout_s)
@@ -115,12 +111,25 @@ def run(settings: Settings, send_day: str, hour: int, loaded, ramp: bool = True)
 
     report = _run_loop(go()) if todo else None
     receipts = write_receipts(wh, ledger, send_day, hour, settings.receipt_time)
-    states = dict(ledger.states(send_day, hour))
+    keys = [r["idempotency_key"] for r in rows]
+    states = dict(ledger.key_states(keys))
     ledger.dispose()
-    batch_keys = {r["idempotency_key"] for r in rows}
-    if sum(states.values()) < len(batch_keys):
-        raise AssertionError(f"ledger holds {sum(states.values())} keys for a batch of {len(batch_keys)}")
-    out = {"send_day": send_day, "hour": hour, "batch": len(rows), "sent_this_run": len(todo),
-           "states": states, "run": report.as_dict() if report else None, **receipts}
-    log.info("delivered ds=%s hour=%02d: %s", send_day, hour, states)
+    if sum(states.values()) != len(set(keys)):
+        raise AssertionError(f"ledger holds {sum(states.values())} of the {len(set(keys))} keys just loaded")
+    return {"batch": len(rows), "sent_this_run": len(todo), "states": states,
+            "run": report.as_dict() if report else None, **receipts}
+
+
+def run(settings: Settings, send_day: str, hour: int, loaded, ramp: bool = True) -> dict:
+    from delivery.batches import read_batch
+    from delivery.sender import RetryPolicy
+
+    gw = loaded.config.platform.gateway
+    table, manifest = read_batch(settings, send_day, hour)
+    if table is None:
+        log.info("batches ds=%s hour=%02d: the manifest lists no messages for this hour", send_day, hour)
+        return {"send_day": send_day, "hour": hour, "batch": 0, "states": {}}
+    rows = _messages(table, send_day, hour, RetryPolicy.from_config(gw, ramp=ramp).ramp_s)
+    out = {"send_day": send_day, "hour": hour, **send_rows(settings, gw, rows, send_day, hour, manifest["run_id"], ramp)}
+    log.info("delivered ds=%s hour=%02d: %s", send_day, hour, out["states"])
     return out

@@ -96,3 +96,18 @@ def deliver_hour(send_day: str, hour: int, ramp: bool = True) -> dict:
     snapshot = Warehouse(settings.warehouse).config_snapshot(plan_ds)
     loaded = load_run_config(settings, snapshot if snapshot.exists() else None)
     return run(settings, send_day, hour, loaded, ramp=ramp)
+
+
+def trigger_window(window_end) -> dict:
+    """hermes_triggers: decide and deliver the trigger window ending at `window_end` under conf/ as it is now
+    (trigger rules change during the day; the run's config version is stamped on its batch)."""
+    from datetime import datetime, timezone
+
+    from jobs import triggers
+    from jobs.entry import load_run_config
+
+    settings = Settings.from_env()
+    loaded = load_run_config(settings, None)
+    tr = loaded.config.platform.trigger_run
+    end = datetime.fromtimestamp(window_end.timestamp(), tz=timezone.utc)
+    return triggers.run(settings, end, loaded, tr.window_minutes, tr.lateness_minutes)

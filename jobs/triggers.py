@@ -366,3 +366,93 @@ def _read_push_log(wh: Warehouse, first: int, end: int, users: list[int]) -> pd.
     t = t.filter(pc.is_in(t["user_id"], pa.array(users, pa.int64())))
     t = t.set_column(2, "sent_at", pc.cast(t["sent_at"], pa.timestamp("us", tz="UTC")).cast(pa.int64()))
     return t.to_pandas()
+
+
+def _window_label(end: int, window_minutes: int) -> tuple[str, int, str]:
+    """(UTC day, hour, HHMM) of the window's start — where its batch and ledger rows live."""
+    start = datetime.fromtimestamp((end - window_minutes * 60 * US) / US, tz=timezone.utc)
+    return start.date().isoformat(), start.hour, start.strftime("%H%M")
+
+
+def build_messages(wh: Warehouse, due: pd.DataFrame, cfg, loaded_version: str, send_day: str, hour: int):
+    """Rendered messages for the window's due triggers (policy `trigger:<rule id>`, key = the trigger key)."""
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+
+    from jobs.batches import render, template_fields
+
+    if due.empty:
+        return pa.table({"idempotency_key": pa.array([], pa.string())}), []
+    users = pd.read_parquet(wh.raw("users"), columns=["user_id", "device_token", "platform", "tz"]).set_index("user_id")
+    items = pads.dataset(str(wh.raw("items")), format="parquet").to_table(
+        columns=["item_id", "seller_id", "category_id", "title", "price"]).to_pandas().set_index("item_id")
+    scenes = {s.id: s for s in cfg.scenes}
+    rows = []
+    for r in due.itertuples(index=False):
+        u = users.loc[r.user_id]
+        it = items.loc[r.item_id] if r.item_id in items.index else None
+        drop = 0.0
+        if r.detail and str(r.detail).startswith("drop "):
+            drop = float(str(r.detail)[5:].rstrip("%")) / 100
+        item = None if it is None else {"title": it["title"], "price": it["price"],
+                                        "listing_price": it["price"] / (1 - drop) if drop < 1 else it["price"],
+                                        "price_drop_pct": drop, "category_id": int(it["category_id"]),
+                                        "seller_id": int(it["seller_id"])}
+        fields = template_fields(item, 1)
+        scene = scenes[r.scene_id]
+        rows.append({"idempotency_key": r.trigger_key, "user_id": int(r.user_id), "device_token": u["device_token"],
+                     "platform": u["platform"], "tz": u["tz"], "scene_id": r.scene_id,
+                     "title": render(scene.template.title, fields), "body": render(scene.template.body, fields),
+                     "item_ids": [int(r.item_id)], "hour": hour, "policy": f"trigger:{r.rule_id}", "propensity": 1.0,
+                     "window": "trigger", "rule_id": r.rule_id, "event_ts": int(r.event_ts), "send_at_us": int(r.send_at),
+                     "config_version": loaded_version})
+    return pa.Table.from_pylist(rows), rows
+
+
+def run(settings: Settings, window_end: datetime, loaded, window_minutes: int = 15, lateness_minutes: int = 60,
+        deliver: bool = True) -> dict:
+    """One trigger window: decide (evaluate), then write and deliver what is due with it."""
+    from delivery.batches import read_window, write_window
+    from jobs.deliver import send_rows
+
+    t0 = time.time()
+    counts = evaluate(settings, window_end, loaded, window_minutes, lateness_minutes)
+    t_eval = time.time() - t0
+    end = int(window_end.timestamp() * US)
+    day, hour, label = _window_label(end, window_minutes)
+    wh = Warehouse(settings.warehouse)
+    state = TriggerState(settings.ledger_url)
+    due = state.due(end)
+    state.dispose()
+    table, _ = build_messages(wh, due, loaded.config, loaded.version, day, hour)
+    manifest = write_window(settings, day, label, table, {"window_end": window_end.isoformat(),
+                                                          "config_version": loaded.version, "policy": "trigger"})
+    out = {"window_end": window_end.isoformat(), "decided": counts, "due": int(len(due)),
+           "batch": f"s3://{settings.s3_bucket}/batches/ds={day}/triggers/window={label}/",
+           "evaluate_seconds": round(t_eval, 2)}
+    if not deliver or manifest["messages"] == 0:
+        return out
+    verified, _ = read_window(settings, day, label)
+    rows = verified.to_pylist()
+    for r in rows:
+        r["send_day"] = day
+        r["planned_at"] = r["send_at_us"] / US
+    sent = send_rows(settings, loaded.config.platform.gateway, rows, day, hour, f"trigger-{label}", ramp=False)
+    out["delivery"] = sent
+    out["latency_s"] = latency(settings, rows)
+    log.info("trigger window ending %s: %s; due %d, delivered %s, latency %s", window_end.isoformat(),
+             {k: counts[k] for k in (EMITTED, CANCELLED, SUPPRESSED)}, len(due), sent["states"], out["latency_s"])
+    return out
+
+
+def latency(settings: Settings, rows: list[dict]) -> dict:
+    """Event time -> gateway acceptance (seconds) of these delivered trigger messages: median and p95."""
+    from delivery.ledger import Ledger
+
+    ledger = Ledger(settings.ledger_url)
+    acked = ledger.acked_at([r["idempotency_key"] for r in rows])
+    ledger.dispose()
+    lat = np.array([acked[r["idempotency_key"]] - r["event_ts"] / US for r in rows if r["idempotency_key"] in acked])
+    if lat.size == 0:
+        return {"n": 0}
+    return {"n": int(lat.size), "median": round(float(np.median(lat)), 2), "p95": round(float(np.percentile(lat, 95)), 2)}

@@ -153,6 +153,12 @@ class Windows(_Strict):
                                                                      "from their hour on, when capacity is short")
 
 
+class TriggerRun(_Strict):
+    """How the trigger micro-batch runs (dags/hermes_triggers.py)."""
+    window_minutes: int = Field(15, ge=5, le=60, description="event window per run (the DAG's schedule)")
+    lateness_minutes: int = Field(60, ge=0, le=24 * 60, description="late events are still accepted this long")
+
+
 class Platform(_Strict):
     quiet_hours: QuietHours = QuietHours()
     fatigue: Fatigue = Fatigue()
@@ -164,6 +170,7 @@ class Platform(_Strict):
     training: Training = Training()
     feed: Feed = Feed()
     windows: Windows = Windows()
+    trigger_run: TriggerRun = TriggerRun()
 
     @field_validator("platform_quotas")
     @classmethod
