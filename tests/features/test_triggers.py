@@ -39,7 +39,7 @@ def test_price_drop_pushes_who_favourited_before_a_big_enough_drop():
     only_favs = rule("price_drop", when={"items": "favourited", "min_drop_pct": 10, "lookback_days": 7})
     assert list(ft.price_drop(only_favs, ch, ev, T0 + 10 * H, T0 + 11 * H)["user_id"]) == [7]
     # not due yet in an earlier window, due in the window holding event + delay
-    delayed = rule("price_drop", when={"min_drop_pct": 10}, delay_minutes=30)
+    delayed = rule("price_drop", when={"min_drop_pct": 10, "lookback_days": 7}, delay_minutes=30)
     assert ft.price_drop(delayed, ch, ev, T0 + 10 * H, T0 + 10 * H + 15 * M).empty
     assert len(ft.price_drop(delayed, ch, ev, T0 + 10 * H + 30 * M, T0 + 10 * H + 45 * M)) == 2
 
