@@ -23,7 +23,16 @@ def dagbag():
 
 def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert {"hermes_nightly", "hermes_hourly"} <= set(dagbag.dags)
+    assert {"hermes_nightly", "hermes_hourly", "hermes_triggers"} <= set(dagbag.dags)
+
+
+def test_triggers_run_every_window_over_their_data_interval(dagbag):
+    from jobs.config.loader import load_config
+
+    dag = dagbag.dags["hermes_triggers"]
+    assert dag.task_ids == ["run_window"] and dag.max_active_runs == 1
+    # the schedule and the configured window agree
+    assert dag.timetable.summary == f"*/{load_config().config.platform.trigger_run.window_minutes} * * * *"
 
 
 def test_hourly_delivers_the_hour_of_its_logical_date_and_validates_its_params(dagbag):
