@@ -10,7 +10,7 @@ SEED ?= 7
 DS ?= 2026-10-30
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast ui ui-stop install lock bench clean help
+.PHONY: run test test-fast ui ui-stop install lock bench bench-triggers bench-delivery clean help
 
 help:
 	@echo "make run    - install if needed, simulate a marketplace, run hermes_nightly through Airflow, print a summary"
@@ -48,8 +48,15 @@ ui-stop:
 
 bench: install
 	source infra/env.sh && $(PY) bench/windows.py --users 1000000 --capacity 70000
+	source infra/env.sh && $(PY) bench/delivery.py
 	source infra/env.sh && $(PY) bench/score.py --rows 10000000 --kind hgb
 	source infra/env.sh && $(PY) bench/nightly.py --users 10000 200000
+
+bench-triggers: install
+	source infra/env.sh && $(PY) bench/triggers.py
+
+bench-delivery: install
+	source infra/env.sh && $(PY) bench/delivery.py
 
 clean:
 	bash infra/ui.sh stop || true

@@ -15,18 +15,35 @@ from collections import Counter
 PENDING, ACKED, DEAD = "pending", "acked", "dead_letter"
 
 
+def state_engine(url: str):
+    """The engine of the delivery state database (ledger, trigger log): SQLite file or PostgreSQL."""
+    import sqlalchemy as sa
+
+    if url.startswith("sqlite:///"):
+        from pathlib import Path
+
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, future=True)
+    if engine.dialect.name == "sqlite":
+        with engine.begin() as c:
+            c.exec_driver_sql("PRAGMA journal_mode=WAL")
+    return engine
+
+
+def insert_ignore(engine, table):
+    """INSERT ... ON CONFLICT DO NOTHING on the table's primary key, in the engine's dialect."""
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table).on_conflict_do_nothing(index_elements=[c.name for c in table.primary_key])
+
+
 class Ledger:
     def __init__(self, url: str):
         import sqlalchemy as sa
 
-        if url.startswith("sqlite:///"):
-            from pathlib import Path
-
-            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = sa.create_engine(url, future=True)
-        if self.engine.dialect.name == "sqlite":
-            with self.engine.begin() as c:
-                c.exec_driver_sql("PRAGMA journal_mode=WAL")
+        self.engine = state_engine(url)
         md = sa.MetaData()
         self.t = sa.Table(
             "delivery_ledger", md,
@@ -53,13 +70,6 @@ class Ledger:
         sa.Index("ix_ledger_day_hour_state", self.t.c.send_day, self.t.c.hour, self.t.c.state)
         md.create_all(self.engine)
 
-    def _insert_ignore(self):
-        if self.engine.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        return insert(self.t).on_conflict_do_nothing(index_elements=["idempotency_key"])
-
     def load(self, rows: list[dict], batch_run: str) -> int:
         """Register a batch's messages; keys already in the ledger keep their state. Returns new keys."""
         import hashlib
@@ -75,7 +85,7 @@ class Ledger:
         before = self.count()
         with self.engine.begin() as c:
             for i in range(0, len(records), 5000):
-                c.execute(self._insert_ignore(), records[i:i + 5000])
+                c.execute(insert_ignore(self.engine, self.t), records[i:i + 5000])
         return self.count() - before
 
     def count(self) -> int:

@@ -41,11 +41,9 @@ class TriggerState:
     def __init__(self, url: str):
         import sqlalchemy as sa
 
-        if url.startswith("sqlite:///"):
-            from pathlib import Path
+        from delivery.ledger import state_engine
 
-            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = sa.create_engine(url, future=True)
+        self.engine = state_engine(url)
         md = sa.MetaData()
         self.log = sa.Table(
             "trigger_log", md,
@@ -81,14 +79,12 @@ class TriggerState:
         return out
 
     def record(self, rows: list[dict]) -> None:
+        from delivery.ledger import insert_ignore
+
         if not rows:
             return
-        if self.engine.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
         with self.engine.begin() as c:
-            c.execute(insert(self.log).on_conflict_do_nothing(index_elements=["trigger_key"]), rows)
+            c.execute(insert_ignore(self.engine, self.log), rows)
 
     def emitted_for(self, user_ids: list[int], since_us: int) -> pd.DataFrame:
         import sqlalchemy as sa

@@ -102,6 +102,29 @@ def _digest(document: dict) -> str:
     return "cfg-" + hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
+def _load_each(files: list[Path], model, kind: str, root: Path, problems: list[ConfigProblem]) -> list[tuple]:
+    """One model per file (id = file name, ids unique): [(model, file, key lines)]; problems appended."""
+    out: list[tuple] = []
+    seen: dict[str, str] = {}
+    for f in files:
+        rel, data, lines = _read(f, root, problems)
+        if data is None:
+            continue
+        try:
+            item = model.model_validate(data)
+        except ValidationError as e:
+            problems += _model_problems(e, rel, lines)
+            continue
+        if item.id != f.stem:
+            problems.append(ConfigProblem(rel, lines.get(("id",)), "id",
+                                          f"{kind} id {item.id!r} must match its file name {f.stem!r}"))
+        if item.id in seen:
+            problems.append(ConfigProblem(rel, lines.get(("id",)), "id", f"duplicate of {seen[item.id]}"))
+        seen[item.id] = rel
+        out.append((item, rel, lines))
+    return out
+
+
 def load_config(conf_dir: Path | str = DEFAULT_CONF) -> LoadedConfig:
     """Validate all of conf/ and return it with its version; raise ConfigError listing every problem."""
     root = Path(conf_dir)
@@ -121,46 +144,19 @@ def load_config(conf_dir: Path | str = DEFAULT_CONF) -> LoadedConfig:
         except ValidationError as e:
             problems += _model_problems(e, rel, lines)
 
-    scenes: list[Scene] = []
-    seen: dict[str, str] = {}
-    for f in scene_files:
-        rel, data, lines = _read(f, root, problems)
-        if data is None:
-            continue
-        try:
-            scene = Scene.model_validate(data)
-        except ValidationError as e:
-            problems += _model_problems(e, rel, lines)
-            continue
-        if scene.id != f.stem:
-            problems.append(ConfigProblem(rel, lines.get(("id",)), "id",
-                                          f"scene id {scene.id!r} must match its file name {f.stem!r}"))
-        if scene.id in seen:
-            problems.append(ConfigProblem(rel, lines.get(("id",)), "id", f"duplicate of {seen[scene.id]}"))
-        seen[scene.id] = rel
-        scenes.append(scene)
-    triggers: list[Trigger] = []
+    scenes = _load_each(scene_files, Scene, "scene", root, problems)
+    seen = {s.id for s, _, _ in scenes}
     trigger_files = sorted((root / "triggers").glob("*.yaml"))
-    for f in trigger_files:
-        rel, data, lines = _read(f, root, problems)
-        if data is None:
-            continue
-        try:
-            trigger = Trigger.model_validate(data)
-        except ValidationError as e:
-            problems += _model_problems(e, rel, lines)
-            continue
-        if trigger.id != f.stem:
-            problems.append(ConfigProblem(rel, lines.get(("id",)), "id",
-                                          f"trigger id {trigger.id!r} must match its file name {f.stem!r}"))
-        if trigger.then.scene not in seen:
+    triggers = _load_each(trigger_files, Trigger, "trigger", root, problems)
+    for t, rel, lines in triggers:
+        if t.then.scene not in seen:
             problems.append(ConfigProblem(rel, lines.get(("then", "scene")), "then.scene",
-                                          f"{trigger.then.scene!r} is not a scene; scenes: {sorted(seen)}"))
-        triggers.append(trigger)
+                                          f"{t.then.scene!r} is not a scene; scenes: {sorted(seen)}"))
     if problems:
         raise ConfigError(problems)
     try:
-        config = HermesConfig(platform=platform, scenes=tuple(scenes), triggers=tuple(triggers))
+        config = HermesConfig(platform=platform, scenes=tuple(x for x, _, _ in scenes),
+                              triggers=tuple(x for x, _, _ in triggers))
     except ValidationError as e:
         raise ConfigError([ConfigProblem(str(root), None, ".".join(map(str, x["loc"])),
                                          x["msg"].removeprefix("Value error, ")) for x in e.errors()]) from None

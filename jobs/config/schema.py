@@ -31,6 +31,12 @@ TEMPLATE_FIELDS = {"item_title", "item_price", "old_price", "drop_pct", "categor
 SCENE_ID = re.compile(r"^[a-z][a-z0-9_]{2,40}$")
 
 
+def _check_id(value: str, kind: str) -> str:
+    if not SCENE_ID.match(value):
+        raise ValueError(f"{kind} id must be lower_snake_case, 3-41 characters, starting with a letter")
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -79,12 +85,7 @@ class Scene(_Strict):
                                         description="scheduled scenes: the local hour they go out "
                                                     "(default: the platform's baseline hour)")
 
-    @field_validator("id")
-    @classmethod
-    def _id_shape(cls, value: str) -> str:
-        if not SCENE_ID.match(value):
-            raise ValueError("scene id must be lower_snake_case, 3-41 characters, starting with a letter")
-        return value
+    _id_shape = field_validator("id")(classmethod(lambda cls, v: _check_id(v, "scene")))
 
     @field_validator("audience")
     @classmethod
@@ -221,12 +222,7 @@ class Trigger(_Strict):
     unless: tuple[Literal[EXCEPTIONS], ...] = ()  # type: ignore[valid-type]
     regap_hours: int = Field(72, ge=1, le=30 * 24, description="same user x item not pushed again within")
 
-    @field_validator("id")
-    @classmethod
-    def _id_shape(cls, value: str) -> str:
-        if not SCENE_ID.match(value):
-            raise ValueError("trigger id must be lower_snake_case, 3-41 characters, starting with a letter")
-        return value
+    _id_shape = field_validator("id")(classmethod(lambda cls, v: _check_id(v, "trigger")))
 
     @field_validator("condition")
     @classmethod
