@@ -33,13 +33,18 @@ def sh(script: str, env: dict) -> None:
         sys.exit(out.stdout + out.stderr)
 
 
-def truth_rate(truth, user_ids, scene_ids, items, send_at_us) -> float:
+def truth_rate(truth, warehouse, user_ids, scene_ids, items, send_at_us) -> tuple[float, float]:
+    """Mean true P(open) with the push's relevance/timeliness context, and without it."""
+    from jobs.simulator.ground_truth import push_context
+
     if len(user_ids) == 0:
-        return float("nan")
+        return float("nan"), float("nan")
     offsets = np.concatenate([[0], np.cumsum([len(i) for i in items])])
     flat = np.concatenate([np.asarray(i, dtype=np.int64) for i in items])
-    return float(truth.open_probability(np.asarray(user_ids), np.asarray(scene_ids), offsets, flat,
-                                        np.asarray(send_at_us, dtype=np.int64)).mean())
+    at = np.asarray(send_at_us, dtype=np.int64)
+    ctx = push_context(warehouse, user_ids, offsets, flat, at)
+    args = (np.asarray(user_ids), np.asarray(scene_ids), offsets, flat, at)
+    return float(truth.open_probability(*args, context=ctx).mean()), float(truth.open_probability(*args).mean())
 
 
 def main() -> None:
@@ -47,7 +52,7 @@ def main() -> None:
     ap.add_argument("--ds", default="2026-10-30", help="the last simulated day (the nightly's ds)")
     ap.add_argument("--from-hour", type=int, default=6)
     ap.add_argument("--to-hour", type=int, default=12)
-    ap.add_argument("--live", type=int, default=300, help="fresh price drops for the latency run")
+    ap.add_argument("--live", type=int, default=300, help="fresh price drops for the latency run (0: skip it)")
     args = ap.parse_args()
     # run under infra/env.sh (make bench-triggers does): credentials and paths of HERMES_HOME come from there
     os.environ["HERMES_RECEIPT_TIME"] = "planned"
@@ -112,17 +117,17 @@ def main() -> None:
         w = w[(w["policy"] == "hermes") & (w["slot"] >= 0)]
         w["sent_us"] = w["send_at"].astype("int64") // (1000 if w["send_at"].dtype.unit == "ns" else 1)
         rows.append(("Hermes nightly plan, next day", w))
-    print("(2) expected open rate from the simulator's ground truth (mean true P(open) at the send time):")
-    for name, df in rows:
-        rate = truth_rate(truth, df["user_id"].to_numpy(), df["scene_id"].to_numpy(), list(df["item_ids"]),
-                          df["sent_us"].to_numpy())
-        print(f"    {name:<32}{len(df):>8,} pushes   {100 * rate:6.2f}%")
-    for rule, g in trig.groupby("policy"):
-        rate = truth_rate(truth, g["user_id"].to_numpy(), g["scene_id"].to_numpy(), list(g["item_ids"]),
-                          g["sent_us"].to_numpy())
-        print(f"      {rule:<30}{len(g):>8,} pushes   {100 * rate:6.2f}%")
+    print("(2) expected open rate from the simulator's ground truth (mean true P(open) at the send time; "
+          "with the relevance/timeliness terms, and without them):")
+    groups = rows + [(f"  {rule}", g) for rule, g in trig.groupby("policy")]
+    for name, df in groups:
+        rate, plain = truth_rate(truth, wh.root, df["user_id"].to_numpy(), df["scene_id"].to_numpy(),
+                                 list(df["item_ids"]), df["sent_us"].to_numpy())
+        print(f"    {name:<34}{len(df):>8,} pushes   {100 * rate:6.2f}%   (without context {100 * plain:6.2f}%)")
 
     # (3) live latency on the default schedule
+    if args.live <= 0:
+        return
     os.environ["HERMES_RECEIPT_TIME"] = "accepted"
     settings = Settings.from_env()
     now = datetime.now(timezone.utc).replace(second=0, microsecond=0)

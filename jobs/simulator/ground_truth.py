@@ -40,6 +40,11 @@ class ResponseParams:
         "sell_out_soon": 0.4, "seller_stats": 0.3, "guess_you_like": 0.1, "similar_to_bought": 0.1,
         "new_listings": 0.0, "hot_items": -0.1, "reactivation": -0.2,
     })
+    # Relevance and timeliness (used when the caller passes the push's context, see `push_context`): a feed
+    # item the user favourited/carted, whose seller the user follows, or that is the user's own listing
+    # makes the push more attractive, the more so when that item just changed (listed / price dropped).
+    interest: float = 0.8          # if any shown item is relevant to the user
+    timely: float = 1.0            # x max over relevant items of exp(-hours since the item's last change / 6)
     click_intercept: float = -0.3
     click_affinity: float = 2.0
     click_quality: float = 0.3
@@ -117,7 +122,7 @@ class GroundTruth:
         return row, it, aff, live, score
 
     def open_logit(self, user_ids, scene_ids, feed_offsets, feed_items, send_at,
-                   pushes_24h=None, pushes_7d=None) -> np.ndarray:
+                   pushes_24h=None, pushes_7d=None, context=None) -> np.ndarray:
         p = self.params
         u = self.user_index(user_ids)
         n = len(u)
@@ -134,6 +139,13 @@ class GroundTruth:
         uniq, inv = np.unique(scene, return_inverse=True)
         scene_eff = np.array([p.scene_effect.get(str(s), 0.0) for s in uniq])[inv]
         z = (p.intercept + self.user_push_bias[u] + strength + p.hour * np.log(24.0 * activity) + scene_eff)
+        if context is not None:                 # (relevant, age_h) per shown item, flat like feed_items
+            relevant, age_h = (np.asarray(a) for a in context)
+            rel = np.zeros(n)
+            np.maximum.at(rel, row, relevant.astype(np.float64))
+            fresh = np.zeros(n)
+            np.maximum.at(fresh, row, relevant * np.exp(-np.asarray(age_h, dtype=np.float64) / 6.0))
+            z = z + p.interest * rel + p.timely * fresh
         if pushes_24h is not None:
             z = z + p.fatigue_24h * np.asarray(pushes_24h, dtype=np.float64)
         if pushes_7d is not None:
@@ -141,11 +153,13 @@ class GroundTruth:
         return z
 
     def open_probability(self, user_ids, scene_ids, feed_offsets, feed_items, send_at,
-                         pushes_24h=None, pushes_7d=None) -> np.ndarray:
+                         pushes_24h=None, pushes_7d=None, context=None) -> np.ndarray:
         """True P(open) of each push. A feed is given flat: items of push i are
-        feed_items[feed_offsets[i]:feed_offsets[i+1]]; send_at in epoch microseconds (UTC)."""
+        feed_items[feed_offsets[i]:feed_offsets[i+1]]; send_at in epoch microseconds (UTC). `context`:
+        (relevant, age_h) per shown item from `push_context` (None: no relevance/timeliness terms — the
+        simulator's own Push 1.0 history is drawn that way)."""
         return _sigmoid(self.open_logit(user_ids, scene_ids, feed_offsets, feed_items, send_at,
-                                        pushes_24h, pushes_7d))
+                                        pushes_24h, pushes_7d, context))
 
     def draw_clicks(self, rng: np.random.Generator, user_ids, feed_offsets, feed_items, send_at,
                     opened: np.ndarray) -> np.ndarray:
@@ -195,3 +209,40 @@ class GroundTruth:
     @staticmethod
     def world(folder: Path) -> dict:
         return json.loads((Path(folder) / "params.json").read_text())["world"]
+
+
+def push_context(warehouse, user_ids, feed_offsets, feed_items, send_at) -> tuple[np.ndarray, np.ndarray]:
+    """What the world knows about each shown item for its user at the send time, from the raw tables:
+    relevant = the user favourited/carted it, follows its seller, or is its seller (before send_at);
+    age_h = hours since the item's last listing or price drop before send_at (inf if none)."""
+    import pandas as pd
+    import pyarrow.dataset as pads
+
+    root = Path(warehouse)
+    lengths = np.diff(np.asarray(feed_offsets, dtype=np.int64))
+    row_user = np.repeat(np.asarray(user_ids, dtype=np.int64), lengths)
+    row_at = np.repeat(np.asarray(send_at, dtype=np.int64), lengths)
+    items = np.asarray(feed_items, dtype=np.int64)
+    shown = pd.DataFrame({"user_id": row_user, "item_id": items, "at": row_at, "k": np.arange(len(items))})
+    ev = pads.dataset(str(root / "raw" / "events"), format="parquet").to_table(
+        columns=["ts", "user_id", "event_type", "item_id", "seller_id"]).to_pandas()
+    ev["ts"] = ev["ts"].astype("int64") // (1000 if ev["ts"].dtype.unit == "ns" else 1)
+    meta = pads.dataset(str(root / "raw" / "items"), format="parquet").to_table(
+        columns=["item_id", "seller_id"]).to_pandas()
+    shown = shown.merge(meta, on="item_id", how="left")
+    interest = ev[ev["event_type"].isin(["fav", "cart"])].groupby(["user_id", "item_id"])["ts"].min().rename("first_interest")
+    follows = ev[ev["event_type"] == "follow_seller"].groupby(["user_id", "seller_id"])["ts"].min().rename("first_follow")
+    shown = shown.join(interest, on=["user_id", "item_id"]).join(follows, on=["user_id", "seller_id"])
+    relevant = ((shown["first_interest"] < shown["at"]) | (shown["first_follow"] < shown["at"])
+                | (shown["seller_id"] == shown["user_id"])).to_numpy()
+    ch = pads.dataset(str(root / "raw" / "item_changes"), format="parquet").to_table(
+        columns=["item_id", "ts", "change"]).to_pandas()
+    ch = ch[ch["change"].isin(["listed", "price_drop"])]
+    ch["ts"] = ch["ts"].astype("int64") // (1000 if ch["ts"].dtype.unit == "ns" else 1)
+    ch = ch[ch["item_id"].isin(shown["item_id"])].sort_values("ts")
+    last = pd.merge_asof(shown.sort_values("at")[["k", "item_id", "at"]], ch[["item_id", "ts"]],
+                         left_on="at", right_on="ts", by="item_id", allow_exact_matches=False).set_index("k")
+    age_h = ((shown["at"].to_numpy() - last.loc[shown["k"], "ts"].to_numpy()) / US_PER_HOUR)
+    age_h = np.where(np.isnan(age_h), np.inf, age_h)
+    order = np.argsort(shown["k"].to_numpy())
+    return relevant[order], age_h[order]

@@ -167,3 +167,29 @@ def test_ground_truth_responds_to_affinity_hour_and_fatigue(world):
 def test_world_spec_rejects_empty_worlds():
     with pytest.raises(ValueError, match="positive"):
         build_world(WorldSpec(users=0))
+
+
+def test_relevant_fresh_items_make_a_push_more_attractive_in_the_ground_truth(world):
+    """The response model's relevance/timeliness terms: read from the world's own raw tables."""
+    import numpy as np
+    import pyarrow.dataset as pads
+
+    from jobs.simulator.ground_truth import US_PER_HOUR, GroundTruth, push_context
+
+    wh = world["warehouse"]
+    truth = GroundTruth.load(wh / "raw" / "_ground_truth")
+    ev = pads.dataset(str(wh / "raw" / "events"), format="parquet").to_table(
+        columns=["ts", "user_id", "event_type", "item_id"]).to_pandas()
+    fav = ev[ev["event_type"] == "fav"].iloc[0]
+    at = int(fav["ts"].value // 1000) + US_PER_HOUR
+    other = int(ev.loc[~ev["user_id"].isin(ev.loc[ev["item_id"] == fav["item_id"], "user_id"]), "user_id"].iloc[0])
+    users = np.array([fav["user_id"], other], dtype=np.int64)
+    offsets, items = np.array([0, 1, 2]), np.array([fav["item_id"]] * 2, dtype=np.int64)
+    relevant, age_h = push_context(wh, users, offsets, items, np.array([at, at]))
+    assert relevant.tolist() == [True, False] and age_h[0] == age_h[1] and age_h[0] > 0
+    args = (users, np.array(["price_drop_fav"] * 2), offsets, items, np.array([at, at]))
+    plain = truth.open_probability(*args)
+    with_ctx = truth.open_probability(*args, context=(relevant, age_h))
+    assert with_ctx[0] > plain[0] and with_ctx[1] == plain[1]                 # only the relevant push gains
+    fresher = truth.open_probability(*args, context=(relevant, np.zeros(2)))
+    assert fresher[0] > with_ctx[0]                                           # and more when the news is fresh
