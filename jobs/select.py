@@ -6,8 +6,9 @@ Writes plan/selected (one row per user: scene, feed, expected opens, model versi
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
-from jobs.entry import spark_job_main
+from jobs.entry import as_of_end, spark_job_main
 from jobs.settings import Settings
 from jobs.warehouse import Warehouse
 
@@ -19,7 +20,7 @@ BASELINE = "plan/baseline"
 def run(spark, settings: Settings, ds: str, loaded) -> dict:
     from pyspark.sql import functions as F
 
-    from features.selection import baseline, baseline_scene, feeds, select_scene
+    from features.selection import baseline, baseline_scene, exclude_recent, feeds, select_scene
     from jobs.audiences import NIGHTLY_TRIGGERS
 
     wh = Warehouse(settings.warehouse)
@@ -27,6 +28,12 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     scene_df = spark.createDataFrame([(s.id, s.feed_size, s.priority) for s in scenes],
                                      "scene_id string, feed_size int, priority int")
     scored = wh.read_partition(spark, "plan/scored", ds)
+    # the user x item re-eligibility gap of the trigger rules holds for the nightly plan too
+    gap_h = max([t.regap_hours for t in loaded.config.triggers if t.enabled] + [0])
+    if gap_h:
+        since = as_of_end(ds) - timedelta(hours=gap_h)
+        first = (since.date() - timedelta(days=1)).isoformat()
+        scored = exclude_recent(scored, wh.read_raw(spark, "push_log", first, ds), since)
     items = wh.read_partition(spark, "features/material_features", ds)
     chosen = select_scene(feeds(scored, items, scene_df, loaded.config.platform.feed.max_per_category))
     s_path = wh.write_partition(chosen, SELECTED, ds, loaded.version)

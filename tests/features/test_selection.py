@@ -55,3 +55,17 @@ def test_baseline_is_one_global_best_ctr_scene_with_one_item(spark):
     eligible = spark.createDataFrame([(1, "b"), (2, "a"), (3, "a")], "user_id long, scene_id string")
     rows = baseline(cands, eligible, "b").collect()
     assert [(r.user_id, r.scene_id, r.item_ids, r.policy) for r in rows] == [(1, "b", [5], "baseline")]
+
+
+def test_items_pushed_recently_by_any_path_are_not_planned_again(spark):
+    from datetime import datetime, timezone
+
+    from features.selection import exclude_recent
+
+    scored = spark.createDataFrame([(1, "a", 10, 0.5), (1, "a", 11, 0.4), (2, "a", 10, 0.3)],
+                                   "user_id long, scene_id string, item_id long, p_open double")
+    log = spark.createDataFrame([(1, [10, 12], datetime(2026, 10, 30, 9, tzinfo=timezone.utc)),     # trigger today
+                                 (2, [10], datetime(2026, 10, 20, 9, tzinfo=timezone.utc))],        # long ago
+                                "user_id long, item_ids array<long>, sent_at timestamp")
+    kept = exclude_recent(scored, log, datetime(2026, 10, 28, tzinfo=timezone.utc)).collect()
+    assert sorted((r.user_id, r.item_id) for r in kept) == [(1, 11), (2, 10)]
