@@ -15,6 +15,7 @@ concurrent senders; answers are classified, retried with backoff, and written to
 from __future__ import annotations
 
 import asyncio
+import gc
 import heapq
 import logging
 import random
@@ -185,9 +186,15 @@ async def deliver(messages: list[dict], client, bucket, concurrency: int, policy
             wake.set()
 
     tasks = [asyncio.create_task(flusher()), asyncio.create_task(progress())]
+    # the batch and its heap are long-lived: keep the cyclic collector from re-walking them all the time
+    threshold = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     try:
         await asyncio.gather(dispatcher(), *[sender() for _ in range(concurrency)])
     finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
         for t in tasks:
             t.cancel()
         await flush()

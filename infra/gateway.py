@@ -20,7 +20,8 @@ Fault injection (JSON config, all optional): {"p500": 0.1, "p503": 0.1, "p429": 
 and then never answered in time (the worst case for duplicates: the sender must retry, the key dedups).
 Dead tokens: listed ones, plus a deterministic share of all tokens by hash.
 
-Only the standard library and aiohttp: it runs beside the pipeline, not inside it.
+Only the standard library, httptools (the HTTP parser) and uvloop if present: it runs beside the pipeline,
+not inside it, and costs little CPU so that a benchmark on the same machine measures the sender.
 """
 from __future__ import annotations
 
@@ -36,22 +37,27 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from aiohttp import web
-
 log = logging.getLogger("hermes.gateway")
 TOKEN_ENV = "HERMES_GATEWAY_TOKEN"
 
 
-def _error(code: int, status: str, message: str, error_code: str | None = None, headers=None) -> web.Response:
+Reply = tuple  # (status, headers, body bytes)
+
+
+def _json(status: int, doc: dict, headers: dict | None = None) -> Reply:
+    return status, headers or {}, json.dumps(doc).encode()
+
+
+def _error(code: int, status: str, message: str, error_code: str | None = None, headers=None) -> Reply:
     body = {"error": {"code": code, "message": message, "status": status}}
     if error_code:
         body["error"]["details"] = [{"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
                                      "errorCode": error_code}]
-    return web.json_response(body, status=code, headers=headers)
+    return _json(code, body, headers)
 
 
-def _ok(name: str) -> web.Response:
-    return web.Response(body=b'{"name": "' + name.encode() + b'"}', content_type="application/json")
+def _ok(name: str) -> Reply:
+    return 200, {}, b'{"name": "' + name.encode() + b'"}'
 
 
 def token_sha(token: str) -> str:
@@ -81,6 +87,7 @@ class Store:
     async def writer(self) -> None:
         while True:
             batch = [await self.queue.get()]
+            await asyncio.sleep(0.001)      # a group-commit window: the requests of one loop turn share it
             while not self.queue.empty() and len(batch) < 5000:
                 batch.append(self.queue.get_nowait())
             receipts = [x[1] for x in batch if x[0] == "receipt"]
@@ -130,12 +137,12 @@ class Gateway:
         self.window_count += 1
         return self.window_count > qps
 
-    async def send(self, request: web.Request) -> web.Response:
+    async def send(self, project: str, headers: dict, body: bytes) -> Reply:
         st = self.store
-        if request.match_info["project"] != self.project:
+        if project != self.project:
             st.log_request(None, 404, "project")
-            return _error(404, "NOT_FOUND", f"project {request.match_info['project']!r} not found")
-        auth = request.headers.get("Authorization", "")
+            return _error(404, "NOT_FOUND", f"project {project!r} not found")
+        auth = headers.get("authorization", "")
         if not auth.startswith("Bearer "):
             st.log_request(None, 401, "no token")
             return _error(401, "UNAUTHENTICATED", "request is missing a bearer token")
@@ -143,7 +150,7 @@ class Gateway:
             st.log_request(None, 403, "bad token")
             return _error(403, "PERMISSION_DENIED", "the bearer token is not valid for this project")
         try:
-            msg = json.loads(await request.read())["message"]
+            msg = json.loads(body)["message"]
             device = msg["token"]
             note = msg["notification"]
             if not device or not note.get("title") or not note.get("body"):
@@ -152,7 +159,7 @@ class Gateway:
             st.log_request(None, 400, "invalid")
             return _error(400, "INVALID_ARGUMENT", f"invalid message: {e}")
         data = msg.get("data") or {}
-        key = request.headers.get("Idempotency-Key") or data.get("idempotency_key")
+        key = headers.get("idempotency-key") or data.get("idempotency_key")
         if not key:
             st.log_request(None, 400, "no key")
             return _error(400, "INVALID_ARGUMENT", "an Idempotency-Key header is required")
@@ -210,29 +217,104 @@ class Gateway:
             await asyncio.sleep(float(self.f.get("hang_s", 30)))
         return _ok(name)
 
-    async def health(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "delivered": len(self.store.names)})
+    def health(self) -> Reply:
+        return _json(200, {"status": "ok", "delivered": len(self.store.names)})
 
 
-def make_app(db: Path, token: str, project: str, faults: dict) -> web.Application:
+REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+           405: "Method Not Allowed", 429: "Too Many Requests", 500: "Internal Server Error",
+           503: "Service Unavailable"}
+SEND_PREFIX, SEND_SUFFIX = "/v1/projects/", "/messages:send"
+
+
+class HttpConnection(asyncio.Protocol):
+    """HTTP/1.1 with keep-alive over asyncio + httptools (the C parser uvicorn uses): requests of one
+    connection are answered in order by one worker, so a hung request holds only its own connection."""
+
+    def __init__(self, gateway: Gateway):
+        import httptools
+
+        self.gw = gateway
+        self.parser = httptools.HttpRequestParser(self)
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.transport = None
+        self.worker = None
+        self._url = b""
+        self._headers: dict = {}
+        self._body: list = []
+
+    # asyncio.Protocol
+    def connection_made(self, transport):
+        self.transport = transport
+        self.worker = asyncio.get_running_loop().create_task(self._serve())
+
+    def data_received(self, data: bytes):
+        import httptools
+
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self._write(*_error(400, "INVALID_ARGUMENT", "malformed HTTP request"))
+            self.transport.close()
+
+    def connection_lost(self, exc):
+        if self.worker:
+            self.worker.cancel()
+
+    # httptools callbacks
+    def on_message_begin(self):
+        self._url, self._headers, self._body = b"", {}, []
+
+    def on_url(self, url: bytes):
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes):
+        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_body(self, body: bytes):
+        self._body.append(body)
+
+    def on_message_complete(self):
+        self.queue.put_nowait((self.parser.get_method(), self._url.decode("latin-1"), self._headers,
+                               b"".join(self._body)))
+
+    async def _serve(self):
+        while True:
+            method, url, headers, body = await self.queue.get()
+            path = url.split("?", 1)[0]
+            if method == b"POST" and path.startswith(SEND_PREFIX) and path.endswith(SEND_SUFFIX):
+                reply = await self.gw.send(path[len(SEND_PREFIX):-len(SEND_SUFFIX)], headers, body)
+            elif method == b"GET" and path == "/healthz":
+                reply = self.gw.health()
+            else:
+                reply = _error(404, "NOT_FOUND", f"no route for {method.decode()} {path}")
+            if self.transport.is_closing():
+                return
+            self._write(*reply)
+
+    def _write(self, status: int, headers: dict, body: bytes):
+        head = [f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}", "Content-Type: application/json",
+                f"Content-Length: {len(body)}", *(f"{k}: {v}" for k, v in headers.items())]
+        self.transport.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+
+
+async def serve(host: str, port: int, db: Path, token: str, project: str, faults: dict) -> None:
+    import signal
+
     store = Store(db)
     gw = Gateway(store, token, project, faults)
-    app = web.Application(client_max_size=64 * 1024)
-    app.router.add_post("/v1/projects/{project}/messages:send", gw.send)
-    app.router.add_get("/healthz", gw.health)
-
-    async def start_writer(app):
-        app["writer"] = asyncio.create_task(store.writer())
-
-    async def stop_writer(app):
-        while not store.queue.empty():
-            await asyncio.sleep(0.01)
-        app["writer"].cancel()
-        store.db.close()
-
-    app.on_startup.append(start_writer)
-    app.on_cleanup.append(stop_writer)
-    return app
+    writer = asyncio.create_task(store.writer())
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: HttpConnection(gw), host, port, backlog=2048)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    server.close()
+    while not store.queue.empty():        # every queued receipt is committed before exit
+        await asyncio.sleep(0.01)
+    writer.cancel()
+    store.db.close()
 
 
 def main() -> None:
@@ -248,15 +330,17 @@ def main() -> None:
     if not token:
         raise SystemExit(f"{TOKEN_ENV} is not set: the gateway does not run without authentication")
     faults = json.loads(args.config.read_text()) if args.config else {}
-    try:
-        import uvloop
-        uvloop.install()
-    except ImportError:
-        pass
     log.info("gateway on http://%s:%d project %s, receipts %s, faults %s", args.host, args.port, args.project,
              args.db, faults or "none")
-    web.run_app(make_app(args.db, token, args.project, faults), host=args.host, port=args.port,
-                access_log=None, print=None, backlog=2048)
+    import gc
+
+    gc.freeze()                        # the receipts index only grows: keep the collector off the old objects
+    gc.set_threshold(50_000, 20, 100)
+    try:
+        import uvloop
+        uvloop.run(serve(args.host, args.port, args.db, token, args.project, faults))
+    except ImportError:
+        asyncio.run(serve(args.host, args.port, args.db, token, args.project, faults))
 
 
 if __name__ == "__main__":
