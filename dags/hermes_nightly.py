@@ -24,6 +24,11 @@ the next local day (`plan_date = ds + 1` in each user's time zone).
 | `plan_report` | the dry-run report: volume per scene, suppression reasons, hourly load vs capacity (chart), expected open rate per scene, Hermes vs baseline on the same users; HTML + JSON, logged to MLflow experiment `hermes-plan` | `reports/plan/ds=<ds>/plan.{html,json}` |
 | `batches` | the active policy's pushes as one Parquet object per send hour in the object store + the day's manifest (written last; a re-run replaces the day atomically) | `s3://<bucket>/batches/ds=<ds+1>/` |
 
+**Params** (Airflow's trigger form, or `airflow dags trigger hermes_nightly --conf '{"policy": "baseline"}'`):
+`policy` = `hermes` | `baseline` — whose plan becomes the push batches (default: `windows.policy` in
+`conf/platform.yaml`; both plans are always computed and reported); `dry_run` = `true` — everything up to
+the plan report, no batches written (the report is the result).
+
 All outputs live under `$HERMES_WAREHOUSE`, partition `ds=<ds>`, every row stamped with `config_version`.
 Re-running a date overwrites its partitions. Tasks pass paths and counts through XCom, never data.
 By hand: `make run`, or `airflow dags test hermes_nightly 2026-10-30`.
@@ -33,7 +38,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Asset, dag, task
+from airflow.sdk import Asset, Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 RAW_TABLES = ["users", "items", "item_changes", "events", "push_log"]
@@ -56,6 +61,11 @@ MODEL = Asset(name="hermes_ctr_model", uri="file:///hermes/mlflow/models/hermes-
     max_active_runs=1,
     tags=["hermes", "nightly"],
     doc_md=__doc__,
+    params={
+        "policy": Param(None, type=["null", "string"], enum=[None, "hermes", "baseline"],
+                        description="whose plan becomes the push batches (default: windows.policy in conf)"),
+        "dry_run": Param(False, type="boolean", description="stop at the plan report: no batches written"),
+    },
     default_args={"owner": "hermes", "retries": 2, "retry_delay": timedelta(minutes=2),
                   "retry_exponential_backoff": True},
 )
@@ -98,6 +108,18 @@ def hermes_nightly():
 
         return run_local
 
+    @task(task_id="batches", outlets=[BATCHES])
+    def batches(config: dict, ds: str | None = None) -> dict:
+        from airflow.sdk import get_current_context
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from jobs.tasks import write_batches
+
+        params = get_current_context()["params"]
+        if params.get("dry_run"):
+            raise AirflowSkipException("dry run: the plan report is the result; no batches written")
+        return write_batches(ds, config, params.get("policy"))
+
     @task
     def gate(config: dict, ds: str | None = None) -> dict:
         from jobs.tasks import gate as run
@@ -129,7 +151,7 @@ def hermes_nightly():
     [check_plan, decided] >> scored >> chosen >> check_selection
     check_windows = check_output.override(task_id="check_windows")(table="plan/windows", config=config)
     check_selection >> local_stage("windows")(config) >> check_windows >> local_stage("plan_report")(config) \
-        >> local_stage("batches", [BATCHES])(config)
+        >> batches(config)
 
 
 hermes_nightly()

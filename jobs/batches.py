@@ -82,7 +82,7 @@ def build_messages(windows, users, items, config, send_day: str, config_version:
     return pa.table(out, schema=schema)
 
 
-def run(settings: Settings, ds: str, loaded) -> dict:
+def run(settings: Settings, ds: str, loaded, policy: str | None = None) -> dict:
     import pyarrow.compute as pc
     import pyarrow.dataset as pads
 
@@ -90,7 +90,9 @@ def run(settings: Settings, ds: str, loaded) -> dict:
     from jobs.windows import WINDOWS, send_day
 
     wh = Warehouse(settings.warehouse)
-    policy = loaded.config.platform.windows.policy
+    policy = policy or loaded.config.platform.windows.policy
+    if policy not in ("hermes", "baseline"):
+        raise ValueError(f"policy must be 'hermes' or 'baseline', got {policy!r}")
     windows = wh.read_arrow(WINDOWS, ds)
     windows = windows.filter(pc.equal(windows["policy"], policy))
     assigned = windows.filter(pc.greater_equal(windows["slot"], 0))

@@ -68,7 +68,7 @@ def _cmd_plan(args, settings):
     if args.dry_run:
         print(f"dry run: nothing written to the object store; report: {r['html']}")
         return
-    print(json.dumps(batches.run(settings, args.ds, loaded), indent=2, default=str))
+    print(json.dumps(batches.run(settings, args.ds, loaded, policy=args.policy), indent=2, default=str))
 
 
 def _cmd_deliver(args, settings):
@@ -171,6 +171,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ds", required=True, help="the nightly date whose plan/selected to schedule (sends on ds+1)")
     p.add_argument("--dry-run", action="store_true", help="windows and report only; write no batches")
     p.add_argument("--no-mlflow", action="store_true", help="do not log the report to MLflow")
+    p.add_argument("--policy", choices=["hermes", "baseline"], help="whose plan becomes the batches "
+                                                                    "(default: windows.policy in conf)")
     p.add_argument("--config", help="config snapshot JSON (default: validate conf/ now)")
     p.set_defaults(func=_cmd_plan)
 

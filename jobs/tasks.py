@@ -50,7 +50,7 @@ def run_stage(stage: str, ds: str, config: dict) -> dict:
 
 
 # Stages that run in one Python process (pyarrow + numpy, or the object store): no Spark session.
-LOCAL_STAGES = ("windows", "plan_report", "batches")
+LOCAL_STAGES = ("windows", "plan_report")
 
 
 def run_local(stage: str, ds: str, config: dict) -> dict:
@@ -111,3 +111,12 @@ def trigger_window(window_end) -> dict:
     tr = loaded.config.platform.trigger_run
     end = datetime.fromtimestamp(window_end.timestamp(), tz=timezone.utc)
     return triggers.run(settings, end, loaded, tr.window_minutes, tr.lateness_minutes)
+
+
+def write_batches(ds: str, config: dict, policy: str | None = None) -> dict:
+    """The nightly `batches` task: the plan of `policy` (default: the config's windows.policy) to S3."""
+    from jobs import batches
+    from jobs.entry import load_run_config
+
+    settings = Settings.from_env()
+    return batches.run(settings, ds, load_run_config(settings, config["snapshot"]), policy=policy)

@@ -35,6 +35,19 @@ def test_triggers_run_every_window_over_their_data_interval(dagbag):
     assert dag.timetable.summary == f"*/{load_config().config.platform.trigger_run.window_minutes} * * * *"
 
 
+def test_nightly_params_choose_the_policy_and_the_dry_run(dagbag):
+    import copy
+
+    params = copy.deepcopy(dagbag.dags["hermes_nightly"].params)
+    params.validate()
+    params["policy"] = "baseline"
+    params["dry_run"] = True
+    with pytest.raises(Exception):
+        params["policy"] = "random"
+    with pytest.raises(Exception):
+        params["dry_run"] = "yes please"
+
+
 def test_hourly_delivers_the_hour_of_its_logical_date_and_validates_its_params(dagbag):
     dag = dagbag.dags["hermes_hourly"]
     assert dag.task_ids == ["deliver"]

@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.settings import REPO_ROOT
-from tests.dags.airflow_run import run_dag
 from jobs.warehouse import DERIVED_TABLES, Warehouse
+from tests.dags.airflow_run import run_dag
 
 pytestmark = pytest.mark.slow
 

@@ -76,6 +76,10 @@ def test_faults_every_deliverable_message_exactly_once_dead_tokens_recorded(env,
     finally:
         stop_gateway(gw)
     dead = out["states"].get("dead_letter", 0)
+    print(f"\nfaults: {n} messages, {out['run']['requests']} requests, {out['run']['retries']} retries, gateway "
+          f"statuses {g['statuses']}, acked {out['states'].get('acked')}, dead-lettered {dead}, pending "
+          f"{out['run']['pending']}, deliveries per key {sorted(set(g['deliveries'].values()))}, "
+          f"{out['run']['seconds']} s")
     assert out["states"] == {"acked": n - dead, "dead_letter": dead} and out["run"]["pending"] == 0
     assert 30 <= dead <= 100                                          # ~2% dead tokens, all recorded
     assert out["run"]["dead_letter"] == {"unregistered": dead} and out["dead_tokens"] == dead
@@ -123,6 +127,9 @@ def test_sigkill_mid_batch_then_rerun_loses_nothing_and_duplicates_nothing(env, 
         g = gateway_counts(gw["db"])
     finally:
         stop_gateway(gw)
+    print(f"\nSIGKILL: {killed} of 4 runs killed mid-batch; after the final run {g['receipts'][0]} receipts for {n} "
+          f"messages, {len(g['deliveries'])} keys delivered, deliveries per key {sorted(set(g['deliveries'].values()))}, "
+          f"gateway answered {g['statuses'].get(200)} x 200 (the extra ones acknowledged resent keys)")
     assert killed >= 3
     assert g["receipts"] == (n, n) and len(g["deliveries"]) == n and set(g["deliveries"].values()) == {1}
     ledger = Ledger(env["HERMES_LEDGER_URL"])
