@@ -115,3 +115,23 @@ def stop_gateway(gw: dict) -> None:
     subprocess.run(["bash", str(REPO / "infra" / "gateway.sh"), "stop"], capture_output=True, timeout=60,
                    env={**os.environ, "HERMES_HOME": gw["HERMES_HOME"], "HERMES_GATEWAY_URL": gw["HERMES_GATEWAY_URL"],
                         "AWS_ACCESS_KEY_ID": "unused", "AWS_SECRET_ACCESS_KEY": "unused"})
+
+
+@pytest.fixture(scope="session")
+def pg_url():
+    """Debian's PostgreSQL, started by infra/postgres.sh in a temporary home on a free port; stopped after.
+    The home is outside pytest's private tmp tree: the server runs as the `postgres` user when we are root."""
+    import shutil
+    import subprocess
+
+    home = Path(tempfile.mkdtemp(prefix="hermes-pg-test-"))
+    home.chmod(0o755)
+    env = {**os.environ, "HERMES_HOME": str(home), "HERMES_PG_PORT": str(free_port_block((0,))),
+           "HERMES_PG_PASSWORD": "pg-test-password-0123", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}
+    script = str(REPO / "infra" / "postgres.sh")
+    out = subprocess.run(["bash", script, "start"], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    url = subprocess.run(["bash", script, "url"], env=env, capture_output=True, text=True, check=True).stdout.strip()
+    yield url
+    subprocess.run(["bash", script, "stop"], env=env, capture_output=True, timeout=120)
+    shutil.rmtree(home, ignore_errors=True)

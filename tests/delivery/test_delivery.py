@@ -204,3 +204,26 @@ def test_the_aiohttp_transport_used_for_https_gateways_classifies_the_same_answe
             assert rejected.kind == REJECTED and rejected.status == 400
     finally:
         stop_gateway(gw)
+
+
+def test_delivery_with_the_ledger_on_postgresql(env, pg_url, tmp_path):
+    """The same run with the ledger and trigger log on PostgreSQL: everything delivered once."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(pg_url)
+    with engine.begin() as c:
+        c.exec_driver_sql("DROP TABLE IF EXISTS delivery_ledger")
+    engine.dispose()
+    n, hour = 400, 14
+    gw = start_gateway(tmp_path / "gw", {"p503": 0.1, "seed": 5})
+    try:
+        settings = Settings.from_env({**env, **gw, "HERMES_LEDGER_URL": pg_url})
+        write_day(settings, DAY, batch(n, hour), {"plan_ds": "2026-10-30", "policy": "hermes"})
+        loaded = loaded_with(concurrency=16, backoff_base_s=0.05)
+        first = deliver.run(settings, DAY, hour, loaded, ramp=False)
+        again = deliver.run(settings, DAY, hour, loaded, ramp=False)
+        g = gateway_counts(gw["db"])
+    finally:
+        stop_gateway(gw)
+    assert first["states"] == {"acked": n} and again["sent_this_run"] == 0
+    assert len(g["deliveries"]) == n and set(g["deliveries"].values()) == {1}

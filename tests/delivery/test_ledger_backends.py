@@ -1,0 +1,62 @@
+"""The delivery ledger and the trigger log behave the same on SQLite and on a real PostgreSQL server."""
+from __future__ import annotations
+
+import pytest
+
+from delivery.ledger import ACKED, DEAD, PENDING, Ledger
+from jobs.triggers import EMITTED, TriggerState
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, tmp_path, pg_url):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/ledger.sqlite"
+    # a fresh schema state per test: drop what an earlier test left
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(pg_url)
+    with engine.begin() as c:
+        for table in ("delivery_ledger", "trigger_log", "trigger_watermark"):
+            c.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+    engine.dispose()
+    return pg_url
+
+
+def rows(keys, hour=9):
+    return [{"idempotency_key": k, "send_day": "2026-10-31", "hour": hour, "window": "nightly", "user_id": i,
+             "scene_id": "s", "item_ids": [i, i + 1], "policy": "hermes", "propensity": 1.0,
+             "device_token": f"token-{i}", "planned_at": 1.0} for i, k in enumerate(keys, 1)]
+
+
+def test_the_ledger_keeps_each_keys_state_across_reloads(url):
+    ledger = Ledger(url)
+    assert ledger.load(rows(["a", "b", "c"]), "run-1") == 3
+    assert ledger.load(rows(["a", "b", "c", "d"]), "run-2") == 1          # existing keys keep their state
+    assert ledger.pending_keys("2026-10-31", 9) == {"a", "b", "c", "d"}
+    ledger.record([{"key": "a", "state": ACKED, "attempts": 1, "last_status": 200, "message_name": "m/1",
+                    "acked_at": 5.0},
+                   {"key": "b", "state": DEAD, "attempts": 1, "last_status": 404, "reason": "unregistered"}])
+    # a late answer for an acknowledged key cannot undo the ack
+    ledger.record([{"key": "a", "state": PENDING, "attempts": 2, "last_status": 0, "reason": "timeout"}])
+    assert ledger.pending_keys("2026-10-31", 9) == {"c", "d"}
+    assert dict(ledger.states("2026-10-31")) == {ACKED: 1, DEAD: 1, PENDING: 2}
+    assert dict(ledger.key_states(["a", "b"])) == {ACKED: 1, DEAD: 1}
+    assert ledger.acked_at(["a", "b", "c"]) == {"a": 5.0}
+    assert dict(ledger.dead_letter_reasons("2026-10-31")) == {"unregistered": 1}
+    assert [r["idempotency_key"] for r in ledger.rows("2026-10-31", 9, ACKED)] == ["a"]
+    ledger.dispose()
+
+
+def test_the_trigger_log_decides_a_key_once_and_the_watermark_only_moves_forward(url):
+    state = TriggerState(url)
+    row = {"trigger_key": "k1", "rule_id": "r", "user_id": 1, "item_id": 2, "scene_id": "s", "event_ts": 10,
+           "fire_at": 20, "send_at": 20, "local_day": "2026-10-31", "due_window": 30, "state": EMITTED,
+           "reason": None, "detail": "x", "decided_by": 30, "decided_at": 1.0}
+    state.record([row])
+    state.record([{**row, "state": "suppressed", "reason": "daily_cap"}])  # a second decision is ignored
+    assert state.decided(["k1", "k2"]) == {"k1"}
+    assert state.due(30)["trigger_key"].tolist() == ["k1"]
+    assert state.advance(100) == 100 and state.advance(50) == 100 and state.watermark() == 100
+    state.dispose()
