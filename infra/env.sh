@@ -27,15 +27,17 @@ print(f"HERMES_LOCAL_GATEWAY_TOKEN={secrets.token_urlsafe(30)}")
 PY
   )
 fi
-if ! grep -q HERMES_LOCAL_PG_PASSWORD "$HERMES_HOME/secrets.env"; then   # added later than the others
-  echo "HERMES_LOCAL_PG_PASSWORD=$("$(command -v python3)" -c 'import secrets; print(secrets.token_hex(16))')" \
-    >>"$HERMES_HOME/secrets.env"
-fi
+for name in HERMES_LOCAL_PG_PASSWORD HERMES_LOCAL_UI_TOKEN; do   # added later than the others
+  grep -q "^$name=" "$HERMES_HOME/secrets.env" ||
+    echo "$name=$("$(command -v python3)" -c 'import secrets; print(secrets.token_hex(16))')" >>"$HERMES_HOME/secrets.env"
+done
 # shellcheck disable=SC1091
 source "$HERMES_HOME/secrets.env"
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-$HERMES_LOCAL_S3_KEY}"
 export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-$HERMES_LOCAL_S3_SECRET}"
 export HERMES_GATEWAY_TOKEN="${HERMES_GATEWAY_TOKEN:-$HERMES_LOCAL_GATEWAY_TOKEN}"
 export HERMES_PG_PASSWORD="${HERMES_PG_PASSWORD:-$HERMES_LOCAL_PG_PASSWORD}"
+export HERMES_UI_TOKEN="${HERMES_UI_TOKEN:-$HERMES_LOCAL_UI_TOKEN}"
+export HERMES_UI_PORT="${HERMES_UI_PORT:-8090}"
 export HERMES_S3_ENDPOINT="${HERMES_S3_ENDPOINT:-http://127.0.0.1:8333}"
 export HERMES_GATEWAY_URL="${HERMES_GATEWAY_URL:-http://127.0.0.1:8480}"

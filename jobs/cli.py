@@ -102,6 +102,12 @@ def _cmd_triggers(args, settings):
                                   deliver=not args.no_deliver), indent=2, default=str))
 
 
+def _cmd_ui(args, settings):
+    from jobs.configui.app import main
+
+    main()
+
+
 def _cmd_config_validate(args, settings):
     from jobs.config.loader import ConfigError, load_config
 
@@ -189,6 +195,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-deliver", action="store_true", help="decide and write the batch, do not send it")
     p.add_argument("--config", help="config snapshot JSON (default: validate conf/ now)")
     p.set_defaults(func=_cmd_triggers)
+
+    p = sub.add_parser("ui", help="the Configuration Center web UI on 127.0.0.1:$HERMES_UI_PORT (default 8090)")
+    p.set_defaults(func=_cmd_ui)
 
     p = sub.add_parser("config", help="the Configuration Center")
     csub = p.add_subparsers(dest="config_command", required=True)
