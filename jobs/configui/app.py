@@ -52,13 +52,21 @@ nav{margin-bottom:16px}button{margin-right:8px}</style></head><body>
 <button type="submit">{{ "Disable" if s.enabled else "Enable" }}</button></form></td></tr>{% endfor %}</table>
 <h2>Trigger rules</h2>
 <table id="triggers"><tr><th>rule</th><th>when</th><th>if</th><th>then</th><th>delay</th><th>unless</th><th>state</th></tr>
-{% for t in triggers %}<tr><td>{{ t.id }}</td><td>{{ t.when.event }}</td><td>{{ t.condition or "" }}</td><td>{{ t.then.scene }}</td>
+{% for t in triggers %}<tr>
+<td><a href="/triggers/{{ t.id }}">{{ t.id }}</a></td><td>{{ t.when.event }}</td><td>{{ t.condition or "" }}</td><td>{{ t.then.scene }}</td>
 <td>{{ t.delay_minutes }} min</td><td>{{ t.unless|join(", ") }}</td>
-<td>{{ "enabled" if t.enabled else "disabled" }}</td></tr>{% endfor %}</table>
+<td>{{ "enabled" if t.enabled else "disabled" }}
+<form method="post" action="/triggers/{{ t.id }}/toggle" style="display:inline"><input type="hidden" name="base_sha"
+value="{{ shas['t:' ~ t.id] }}"><button type="submit">{{ "Disable" if t.enabled else "Enable" }}</button></form></td>
+</tr>{% endfor %}</table>
+<h2>New scene</h2><form method="post" action="/scenes/new" id="new-scene"><label>Id (lower_snake_case)
+<input type="text" name="new_id" required></label><label>Start from <select name="copy_of">{% for s in scenes %}
+<option value="{{ s.id }}">{{ s.id }}</option>{% endfor %}</select></label>
+<p><button type="submit">Create (disabled until you enable it)</button></p></form>
 {% endblock %}""",
-    "scene.html": """{% extends "base.html" %}{% block body %}<h1>Scene <code>{{ scene_id }}</code></h1>
+    "scene.html": """{% extends "base.html" %}{% block body %}<h1>{{ label }} <code>{{ scene_id }}</code></h1>
 {% if message %}<p class="{{ 'ok' if ok else 'err' }}" id="message">{{ message }}</p>{% endif %}
-<form method="post" action="/scenes/{{ scene_id }}"><input type="hidden" name="base_sha" value="{{ base_sha }}">
+<form method="post" action="/{{ kind }}/{{ scene_id }}"><input type="hidden" name="base_sha" value="{{ base_sha }}">
 {% for f, label, kind in fields %}<label for="{{ f }}">{{ label }}</label>
 {% if kind == "bool" %}<select name="{{ f }}" id="{{ f }}"><option value="true" {% if values[f] %}selected{% endif %}>enabled</option>
 <option value="false" {% if not values[f] %}selected{% endif %}>disabled</option></select>
@@ -66,7 +74,7 @@ nav{margin-bottom:16px}button{margin-right:8px}</style></head><body>
 {% else %}<input type="text" name="{{ f }}" id="{{ f }}" value="{{ values[f] }}">{% endif %}
 {% if errors.get(f) %}<div class="err" id="error-{{ f|replace('.', '-') }}">{{ errors[f] }}</div>{% endif %}{% endfor %}
 {% for k, v in errors.items() if k not in field_names %}<div class="err">{{ k }}: {{ v }}</div>{% endfor %}
-<p><button type="submit" name="action" value="preview" id="preview-button">Validate and preview</button>
+<p><button type="submit" name="action" value="preview" id="preview-button">Validate{% if kind == "scenes" %} and preview{% endif %}</button>
 <button type="submit" name="action" value="save" id="save-button">Save</button></p></form>
 {% if pv %}<div class="box" id="preview">{% if pv.available %}<b>Preview</b> on the nightly features of {{ pv.features_ds }}:
 audience <b id="pv-audience">{{ pv.audience }}</b>, eligible <b id="pv-eligible">{{ pv.eligible }}</b>,
@@ -74,10 +82,18 @@ expected opens <b id="pv-opens">{{ pv.expected_opens }}</b><br>suppressed:
 {% for k, v in pv.suppressed.items() %}{{ k }} {{ v }}{% if not loop.last %}, {% endif %}{% endfor %}
 {% else %}{{ pv.why }}{% endif %}</div>{% endif %}{% endblock %}""",
 }
+TRIGGER_FIELDS = [("name", "Name", "line"), ("enabled", "State", "bool"),
+                  ("if", "If (a rule on the user; empty: always)", "text"),
+                  ("then.scene", "Then push scene", "line"), ("delay_minutes", "Delay (minutes)", "line"),
+                  ("unless", "Unless (comma-separated: bought, item_sold, item_removed, replied)", "line"),
+                  ("regap_hours", "Not again for the same user and item within (hours)", "line")]
 FIELDS = [("name", "Name", "line"), ("enabled", "State", "bool"), ("priority", "Priority (1-100)", "line"),
           ("feed_size", "Feed size (1-6)", "line"), ("audience", "Audience rule", "text"),
           ("template.title", "Title template", "line"), ("template.body", "Body template", "text"),
           ("cap.max_pushes", "Cap: pushes", "line"), ("cap.days", "Cap: per days", "line")]
+
+
+FIELDS_OF = {"scenes": FIELDS, "triggers": TRIGGER_FIELDS}
 
 
 def _sign(token: str, who: str) -> str:
@@ -123,66 +139,92 @@ def create_app(settings: Settings, token: str) -> FastAPI:
     def index(who: str = Depends(operator)):
         loaded = load_config(conf)
         shas = {s.id: store.file_sha(store.scene_path(conf, s.id)) for s in loaded.config.scenes}
+        shas |= {f"t:{t.id}": store.file_sha(store.scene_path(conf, t.id, "triggers")) for t in loaded.config.triggers}
         return page("index.html", title="Scenes", who=who, version=loaded.version, scenes=loaded.config.scenes,
                     triggers=loaded.config.triggers, shas=shas)
 
-    def form_values(doc: dict) -> dict:
-        """What the form shows: the scene's values with the schema's defaults filled in (a key left out of
-        the YAML, like `enabled`, must not show — and then save — as something else)."""
+    def form_values(doc: dict, kind: str) -> dict:
+        """What the form shows: the values with the schema's defaults filled in (a key left out of the
+        YAML, like `enabled`, must not show — and then save — as something else)."""
         from pydantic import ValidationError
 
-        from jobs.config.schema import Scene
-
         try:
-            doc = Scene.model_validate(doc).model_dump(mode="json", by_alias=True)
+            doc = store.KINDS[kind][0].model_validate(doc).model_dump(mode="json", by_alias=True)
         except ValidationError:
             doc = {"enabled": True, **doc}
-        return {f: store._get(doc, f) for f, _, _ in FIELDS}
+        values = {f: store._get(doc, f) for f, _, _ in FIELDS_OF[kind]}
+        if kind == "triggers":
+            values["unless"] = ", ".join(values["unless"] or [])
+            values["if"] = values["if"] or ""
+        return values
 
-    def scene_page(scene_id, who, doc, base_sha, errors=None, pv=None, message=None, ok=False, status=200):
+    def scene_page(scene_id, who, doc, base_sha, errors=None, pv=None, message=None, ok=False, status=200,
+                   kind="scenes"):
+        fields = FIELDS_OF[kind]
         return HTMLResponse(env.get_template("scene.html").render(
-            title=scene_id, who=who, scene_id=scene_id, values=form_values(doc), base_sha=base_sha, fields=FIELDS,
-            field_names={f for f, _, _ in FIELDS}, errors=errors or {}, pv=pv, message=message, ok=ok),
-            status_code=status)
+            title=scene_id, who=who, scene_id=scene_id, kind=kind, label="Scene" if kind == "scenes" else "Trigger rule",
+            values=form_values(doc, kind), base_sha=base_sha, fields=fields, field_names={f for f, _, _ in fields},
+            errors=errors or {}, pv=pv, message=message, ok=ok), status_code=status)
 
-    @app.get("/scenes/{scene_id}", response_class=HTMLResponse)
-    def edit(scene_id: str, who: str = Depends(operator)):
-        try:
-            doc, sha = store.current(conf, scene_id)
-        except KeyError as e:
-            raise HTTPException(404, str(e)) from None
-        return scene_page(scene_id, who, doc, sha)
+    def kind_of(kind: str) -> str:
+        if kind not in FIELDS_OF:
+            raise HTTPException(404, f"no {kind!r} here")
+        return kind
 
-    @app.post("/scenes/{scene_id}", response_class=HTMLResponse)
-    async def submit(scene_id: str, request: Request, who: str = Depends(operator)):
+    @app.post("/scenes/new")
+    async def create(request: Request, who: str = Depends(operator)):
         form = dict(await request.form())
+        new_id, copy_of = form.get("new_id", "").strip(), form.get("copy_of", "")
         try:
-            doc, _ = store.current(conf, scene_id)
+            doc, _ = store.current(conf, copy_of)
+            doc = {**doc, "id": new_id, "name": f"Copy of {doc.get('name', copy_of)}", "enabled": False}
+            store.save(conf, new_id, doc, "", who, audit, create=True)
+        except (KeyError, ValueError, store.StaleEdit) as e:
+            raise HTTPException(422, f"cannot create scene {new_id!r}: {e}") from None
+        return RedirectResponse(f"/scenes/{new_id}", status_code=303)
+
+    @app.get("/{kind}/{scene_id}", response_class=HTMLResponse)
+    def edit(kind: str, scene_id: str, who: str = Depends(operator)):
+        kind = kind_of(kind)
+        try:
+            doc, sha = store.current(conf, scene_id, kind)
         except KeyError as e:
             raise HTTPException(404, str(e)) from None
-        edited = store.apply_form(doc, form)
-        check = store.validate(conf, scene_id, edited)
+        return scene_page(scene_id, who, doc, sha, kind=kind)
+
+    @app.post("/{kind}/{scene_id}", response_class=HTMLResponse)
+    async def submit(kind: str, scene_id: str, request: Request, who: str = Depends(operator)):
+        kind = kind_of(kind)
+        form = dict(await request.form())
+        base = form.get("base_sha", "")
+        try:
+            doc, _ = store.current(conf, scene_id, kind)
+        except KeyError as e:
+            raise HTTPException(404, str(e)) from None
+        edited = store.apply_form(doc, form, kind)
+        check = store.validate(conf, scene_id, edited, kind)
         if not check.ok:
-            return scene_page(scene_id, who, edited, form.get("base_sha", ""), errors=check.errors,
-                              message="not valid: see the fields marked", status=422)
+            return scene_page(scene_id, who, edited, base, errors=check.errors,
+                              message="not valid: see the fields marked", status=422, kind=kind)
         if form.get("action") == "save":
             try:
-                store.save(conf, scene_id, edited, form.get("base_sha", ""), who, audit)
+                store.save(conf, scene_id, edited, base, who, audit, kind)
             except store.StaleEdit as e:
-                return scene_page(scene_id, who, edited, form.get("base_sha", ""), message=str(e), status=409)
-            doc, sha = store.current(conf, scene_id)
+                return scene_page(scene_id, who, edited, base, message=str(e), status=409, kind=kind)
+            doc, sha = store.current(conf, scene_id, kind)
             return scene_page(scene_id, who, doc, sha, message=f"saved; config version {load_config(conf).version}",
-                              ok=True)
-        pv = preview(wh, scene_id, edited["audience"])
-        return scene_page(scene_id, who, edited, form.get("base_sha", ""), pv=pv, message="valid", ok=True)
+                              ok=True, kind=kind)
+        pv = preview(wh, scene_id, edited["audience"]) if kind == "scenes" else None
+        return scene_page(scene_id, who, edited, base, pv=pv, message="valid", ok=True, kind=kind)
 
-    @app.post("/scenes/{scene_id}/toggle")
-    async def toggle(scene_id: str, request: Request, who: str = Depends(operator)):
+    @app.post("/{kind}/{scene_id}/toggle")
+    async def toggle(kind: str, scene_id: str, request: Request, who: str = Depends(operator)):
+        kind = kind_of(kind)
         form = dict(await request.form())
-        doc, _ = store.current(conf, scene_id)
+        doc, _ = store.current(conf, scene_id, kind)
         doc = {**doc, "enabled": not doc.get("enabled", True)}
         try:
-            store.save(conf, scene_id, doc, form.get("base_sha", ""), who, audit)
+            store.save(conf, scene_id, doc, form.get("base_sha", ""), who, audit, kind)
         except store.StaleEdit as e:
             raise HTTPException(409, str(e)) from None
         except ValueError as e:

@@ -27,10 +27,15 @@ from pathlib import Path
 import yaml
 
 from jobs.config.loader import ConfigError, load_config
-from jobs.config.schema import Scene
+from jobs.config.schema import Scene, Trigger
 
 EDITABLE = ("name", "enabled", "priority", "feed_size", "audience", "template.title", "template.body",
             "cap.max_pushes", "cap.days")
+KINDS = {   # folder -> (model, editable fields, integer fields, list fields)
+    "scenes": (Scene, EDITABLE, {"priority", "feed_size", "cap.max_pushes", "cap.days"}, set()),
+    "triggers": (Trigger, ("name", "enabled", "if", "then.scene", "delay_minutes", "unless", "regap_hours"),
+                 {"delay_minutes", "regap_hours"}, {"unless"}),
+}
 
 
 class StaleEdit(RuntimeError):
@@ -48,28 +53,36 @@ def file_sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def scene_path(conf: Path, scene_id: str) -> Path:
-    path = conf / "scenes" / f"{scene_id}.yaml"
-    if Path(scene_id).name != scene_id or not path.exists():
-        raise KeyError(f"no scene {scene_id!r}")
+def scene_path(conf: Path, scene_id: str, kind: str = "scenes", must_exist: bool = True) -> Path:
+    if kind not in KINDS:
+        raise KeyError(f"no kind {kind!r}")
+    path = conf / kind / f"{scene_id}.yaml"
+    if Path(scene_id).name != scene_id or (must_exist and not path.exists()):
+        raise KeyError(f"no {kind[:-1]} {scene_id!r}")
     return path
 
 
-def current(conf: Path, scene_id: str) -> tuple[dict, str]:
-    path = scene_path(conf, scene_id)
+def current(conf: Path, scene_id: str, kind: str = "scenes") -> tuple[dict, str]:
+    path = scene_path(conf, scene_id, kind)
     return yaml.safe_load(path.read_text()), file_sha(path)
 
 
-def apply_form(doc: dict, form: dict) -> dict:
-    """The scene document with the editable fields from a form (strings) applied."""
+def apply_form(doc: dict, form: dict, kind: str = "scenes") -> dict:
+    """The document with the editable fields from a form (strings) applied."""
+    _, editable, ints, lists = KINDS[kind]
     out = json.loads(json.dumps(doc))
-    for field in EDITABLE:
+    for field in editable:
         if field not in form:
             continue
         value = form[field]
         if field == "enabled":
             value = str(value).lower() in ("1", "true", "on", "yes")
-        elif field in ("priority", "feed_size", "cap.max_pushes", "cap.days"):
+        elif field == "if" and not str(value).strip():
+            out.pop("if", None)
+            continue
+        elif field in lists:
+            value = [v.strip() for v in str(value).split(",") if v.strip()] if isinstance(value, str) else value
+        elif field in ints:
             try:
                 value = int(value)
             except (TypeError, ValueError):
@@ -82,11 +95,11 @@ def apply_form(doc: dict, form: dict) -> dict:
     return out
 
 
-def validate(conf: Path, scene_id: str, doc: dict) -> Validation:
+def validate(conf: Path, scene_id: str, doc: dict, kind: str = "scenes") -> Validation:
     from pydantic import ValidationError
 
     try:
-        scene = Scene.model_validate(doc)
+        scene = KINDS[kind][0].model_validate(doc)
     except ValidationError as e:
         errors = {}
         for err in e.errors():
@@ -98,7 +111,8 @@ def validate(conf: Path, scene_id: str, doc: dict) -> Validation:
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "conf"
         shutil.copytree(conf, copy, ignore=shutil.ignore_patterns(".history"))
-        (copy / "scenes" / f"{scene_id}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+        (copy / kind).mkdir(exist_ok=True)
+        (copy / kind / f"{scene_id}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
         try:
             load_config(copy)
         except ConfigError as e:
@@ -106,31 +120,38 @@ def validate(conf: Path, scene_id: str, doc: dict) -> Validation:
     return Validation(True, {}, scene)
 
 
-def save(conf: Path, scene_id: str, doc: dict, base_sha: str, who: str, audit_log: Path) -> dict:
-    """Validate and write; StaleEdit if the file changed since `base_sha`; returns the audit record."""
-    path = scene_path(conf, scene_id)
-    check = validate(conf, scene_id, doc)
+def save(conf: Path, scene_id: str, doc: dict, base_sha: str, who: str, audit_log: Path, kind: str = "scenes",
+         create: bool = False) -> dict:
+    """Validate and write; StaleEdit if the file changed since `base_sha` (or, creating, if it exists);
+    returns the audit record."""
+    path = scene_path(conf, scene_id, kind, must_exist=not create)
+    check = validate(conf, scene_id, doc, kind)
     if not check.ok:
         raise ValueError(json.dumps(check.errors))
-    old_text = path.read_text()
-    if hashlib.sha256(old_text.encode()).hexdigest() != base_sha:
+    if create and path.exists():
+        raise StaleEdit(f"{kind[:-1]} {scene_id} already exists")
+    old_text = "" if create else path.read_text()
+    if not create and hashlib.sha256(old_text.encode()).hexdigest() != base_sha:
         raise StaleEdit(f"scene {scene_id} was changed by someone else since you opened it; reload and redo "
                         "your edit")
     before = load_config(conf).version
-    history = conf / ".history" / scene_id
+    history = conf / ".history" / (scene_id if kind == "scenes" else f"{kind}-{scene_id}")
     history.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    (history / f"{stamp}-{base_sha[:12]}.yaml").write_text(old_text)
+    if not create:
+        (history / f"{stamp}-{base_sha[:12]}.yaml").write_text(old_text)
     new_text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
     tmp = path.with_suffix(".yaml.tmp")
     tmp.write_text(new_text)
     os.replace(tmp, path)
     after = load_config(conf).version
-    old_doc = yaml.safe_load(old_text)
-    changes = {f: {"from": _get(old_doc, f), "to": _get(doc, f)} for f in EDITABLE if _get(old_doc, f) != _get(doc, f)}
-    record = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "who": who, "scene": scene_id,
+    old_doc = yaml.safe_load(old_text) or {}
+    changes = {f: {"from": _get(old_doc, f), "to": _get(doc, f)} for f in KINDS[kind][1]
+               if _get(old_doc, f) != _get(doc, f)}
+    record = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "who": who, "kind": kind[:-1],
+              "created": create, "scene" if kind == "scenes" else "trigger": scene_id,
               "changes": changes, "config_version": {"from": before, "to": after},
-              "previous": str(history / f"{stamp}-{base_sha[:12]}.yaml"),
+              "previous": None if create else str(history / f"{stamp}-{base_sha[:12]}.yaml"),
               "diff": "".join(difflib.unified_diff(old_text.splitlines(True), new_text.splitlines(True),
                                                    f"{scene_id}.yaml@{base_sha[:12]}", f"{scene_id}.yaml"))}
     audit_log.parent.mkdir(parents=True, exist_ok=True)

@@ -127,3 +127,36 @@ def test_the_form_shows_defaults_for_keys_the_yaml_leaves_out(env):
     c = login(env["client"])
     page = c.get("/scenes/hot_items").text          # hot_items.yaml has no `enabled:` key: enabled by default
     assert '<option value="true" selected>enabled</option>' in page
+
+
+def test_trigger_rules_are_edited_validated_and_toggled_like_scenes(env):
+    c = login(env["client"], "ana")
+    path = env["conf"] / "triggers" / "fav_price_drop.yaml"
+    base = __import__("hashlib").sha256(path.read_bytes()).hexdigest()
+    bad = c.post("/triggers/fav_price_drop", data={"then.scene": "no_such_scene", "action": "save", "base_sha": base})
+    assert bad.status_code == 422 and "is not a scene" in bad.text
+    hostile = c.post("/triggers/fav_price_drop", data={"if": "1=1; drop table users", "action": "save", "base_sha": base})
+    assert hostile.status_code == 422 and "statement separators" in hostile.text
+    ok = c.post("/triggers/fav_price_drop", data={"delay_minutes": "15", "unless": "bought, item_sold", "if": "",
+                                                  "action": "save", "base_sha": base})
+    assert ok.status_code == 200 and "saved; config version" in ok.text
+    saved = yaml.safe_load(path.read_text())
+    assert saved["delay_minutes"] == 15 and saved["unless"] == ["bought", "item_sold"] and "if" not in saved
+    assert load_config(env["conf"]).config.triggers[1].delay_minutes == 15
+    sha = __import__("hashlib").sha256(path.read_bytes()).hexdigest()
+    assert c.post("/triggers/fav_price_drop/toggle", data={"base_sha": sha}, follow_redirects=False).status_code == 303
+    assert yaml.safe_load(path.read_text())["enabled"] is False
+
+
+def test_a_new_scene_is_created_from_a_copy_disabled_and_audited(env):
+    c = login(env["client"], "ana")
+    r = c.post("/scenes/new", data={"new_id": "weekend_deals", "copy_of": "hot_items"}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/scenes/weekend_deals"
+    doc = yaml.safe_load((env["conf"] / "scenes" / "weekend_deals.yaml").read_text())
+    assert doc["id"] == "weekend_deals" and doc["enabled"] is False
+    assert "weekend_deals" in {s.id for s in load_config(env["conf"]).config.scenes}
+    again = c.post("/scenes/new", data={"new_id": "weekend_deals", "copy_of": "hot_items"}, follow_redirects=False)
+    bad = c.post("/scenes/new", data={"new_id": "Bad Id!", "copy_of": "hot_items"}, follow_redirects=False)
+    assert again.status_code == 422 and bad.status_code == 422
+    line = json.loads((env["settings"].home / "audit" / "config.log").read_text().splitlines()[-1])
+    assert line["created"] is True and line["scene"] == "weekend_deals" and line["who"] == "ana"
