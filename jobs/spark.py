@@ -1,12 +1,14 @@
 """The one SparkSession factory: jobs receive the session it builds, transforms receive DataFrames.
 
-Same code for `local[*]` and a cluster: only the master URL (from settings) changes.
+Same code for `local[*]` and a cluster: only the master URL (from settings) changes; for a remote master the
+factory ships the project's packages to the executors as a zip (what `spark-submit --py-files` does).
 """
 from __future__ import annotations
 
 import logging
 import os
 import sys
+from pathlib import Path
 
 from jobs.settings import Settings
 
@@ -47,4 +49,28 @@ def build_spark(settings: Settings, app_name: str):
     logging.getLogger("py4j").setLevel(logging.WARNING)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
+    if not settings.spark_master.startswith("local"):
+        # executors elsewhere import the project's modules: ship them as one zip (what --py-files does)
+        spark.sparkContext.addPyFile(str(code_zip(settings.home / "spark-py")))
     return spark
+
+
+def code_zip(folder) -> Path:
+    """The project's packages as a zip for remote executors, rebuilt when any source changed."""
+    import hashlib
+    import zipfile
+
+    from jobs.settings import REPO_ROOT
+
+    sources = sorted(p for pkg in ("jobs", "features", "training", "delivery", "expectations")
+                     for p in (REPO_ROOT / pkg).rglob("*.py"))
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:12]
+    target = Path(folder) / f"hermes-{digest}.zip"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".tmp")
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+            for p in sources:
+                z.write(p, p.relative_to(REPO_ROOT))
+        tmp.replace(target)
+    return target
