@@ -51,7 +51,8 @@ def hermes_hourly():
         from jobs.tasks import deliver_hour
 
         ctx = get_current_context()
-        when = ctx["logical_date"]
+        # a run triggered by hand without a logical date (Airflow 3 allows it) delivers the hour it runs in
+        when = ctx.get("logical_date") or ctx["dag_run"].run_after
         p = ctx["params"]
         day = p.get("send_day") or when.strftime("%Y-%m-%d")
         hour = when.hour if p.get("hour") is None else int(p["hour"])

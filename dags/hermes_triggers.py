@@ -41,7 +41,10 @@ def hermes_triggers():
     def run_window() -> dict:
         from jobs.tasks import trigger_window
 
-        return trigger_window(get_current_context()["data_interval_end"])
+        ctx = get_current_context()
+        # by hand without a logical date: the window ending at the last window boundary before now
+        end = ctx.get("data_interval_end") or ctx["dag_run"].run_after
+        return trigger_window(end)
 
     run_window()
 

@@ -19,6 +19,9 @@ def validate_config(ds: str) -> dict:
     from jobs.config.loader import load_config, write_snapshot
     from jobs.warehouse import Warehouse
 
+    if not ds:
+        raise ValueError("hermes_nightly needs a logical date (the day whose data it plans from): give one in the "
+                         "trigger form or `airflow dags trigger hermes_nightly --logical-date YYYY-MM-DD`")
     settings = Settings.from_env()
     loaded = load_config(settings.conf_dir)
     path = write_snapshot(loaded, Warehouse(settings.warehouse).config_snapshot(ds))
@@ -109,7 +112,9 @@ def trigger_window(window_end) -> dict:
     settings = Settings.from_env()
     loaded = load_run_config(settings, None)
     tr = loaded.config.platform.trigger_run
-    end = datetime.fromtimestamp(window_end.timestamp(), tz=timezone.utc)
+    step = tr.window_minutes * 60
+    # scheduled runs end on a window boundary already; a run by hand is floored to the last one
+    end = datetime.fromtimestamp(window_end.timestamp() // step * step, tz=timezone.utc)
     return triggers.run(settings, end, loaded, tr.window_minutes, tr.lateness_minutes)
 
 
