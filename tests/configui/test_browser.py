@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
@@ -32,13 +31,13 @@ def server(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "ui"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(f"{url}/login", timeout=1)
+    seen = []
+    for line in proc.stderr:                   # uvicorn says when it listens; EOF means it died
+        seen.append(line)
+        if "Uvicorn running on" in line:
             break
-        except OSError:
-            assert proc.poll() is None, proc.stderr.read()
-            time.sleep(0.05)
+    assert proc.poll() is None, "".join(seen)
+    assert urllib.request.urlopen(f"{url}/login", timeout=5).status == 200
     yield {"url": url, "conf": conf}
     proc.terminate()
     proc.wait(timeout=30)
