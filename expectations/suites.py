@@ -148,7 +148,11 @@ def output_suite(table: str, config_version: str, scene_ids: list[str]) -> list:
         "plan/baseline": [
             gxe.ExpectColumnValuesToBeUnique(column="user_id"),
             gxe.ExpectColumnDistinctValuesToBeInSet(column="scene_id", value_set=scene_ids),
-            gxe.ExpectColumnUniqueValueCountToBeBetween(column="scene_id", min_value=1, max_value=1),
+            # one global scene for everyone but the explored share (propensity < 1/2 marks those)
+            gxe.ExpectColumnUniqueValueCountToBeBetween(column="scene_id", min_value=1, max_value=1,
+                                                        row_condition="scene_propensity > 0.5",
+                                                        condition_parser="pandas"),
+            rate("scene_propensity"), gxe.ExpectColumnValuesToNotBeNull(column="scene_propensity"),
             gxe.ExpectColumnValuesToBeInSet(column="policy", value_set=["baseline"]),
         ],
         "plan/windows": [
@@ -157,7 +161,7 @@ def output_suite(table: str, config_version: str, scene_ids: list[str]) -> list:
             gxe.ExpectColumnValuesToBeInSet(column="scene_id", value_set=scene_ids),
             gxe.ExpectColumnValuesToBeBetween(column="slot", min_value=-1, max_value=23),
             gxe.ExpectColumnValuesToBeBetween(column="local_hour", min_value=-1, max_value=23),
-            rate("p_open"), rate("hour_propensity"),
+            rate("p_open"), rate("hour_propensity"), rate("scene_propensity"),
             gxe.ExpectColumnValuesToBeInSet(column="reason", value_set=["no_window", "no_capacity"]),
             # a slot or a reason, never both, never neither
             gxe.ExpectColumnValuesToNotBeNull(column="send_at", row_condition='reason.isnull()',

@@ -1,7 +1,7 @@
 """Fatigue: which audience pairs may be pushed on the plan day, and one reason for each that may not.
 
 Every rule counts in the user's *local* calendar day. Rules, in the order a reason is assigned:
-opted_out, no_device_token, dead_token, platform_quota, daily_cap, scene_cap, min_spacing.
+holdout (the persistent no-push group, features/holdout.py), opted_out, no_device_token, dead_token, platform_quota, daily_cap, scene_cap, min_spacing.
 in = eligible + suppressed, exactly.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from datetime import date, timedelta
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-REASONS = ("opted_out", "no_device_token", "dead_token", "platform_quota", "daily_cap", "scene_cap", "min_spacing")
+REASONS = ("holdout", "opted_out", "no_device_token", "dead_token", "platform_quota", "daily_cap", "scene_cap", "min_spacing")
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,7 @@ class FatigueRules:
     min_spacing_hours: int
     platform_quotas: dict[str, int]
     scene_caps: dict[str, tuple[int, int]]  # scene_id -> (max_pushes, days)
+    holdout_share: float = 0.0
 
     @classmethod
     def from_config(cls, config) -> "FatigueRules":
@@ -28,7 +29,8 @@ class FatigueRules:
         return cls(max_per_user_per_day=p.fatigue.max_per_user_per_day,
                    min_spacing_hours=p.fatigue.min_spacing_hours,
                    platform_quotas=dict(p.platform_quotas),
-                   scene_caps={s.id: (s.cap.max_pushes, s.cap.days) for s in config.scenes})
+                   scene_caps={s.id: (s.cap.max_pushes, s.cap.days) for s in config.scenes},
+                   holdout_share=p.holdout_share)
 
 
 def local_date(ts_col: str, tz_col: str = "tz"):
@@ -42,10 +44,20 @@ def apply_fatigue(spark: SparkSession, audiences: DataFrame, users: DataFrame, p
     users: user_id, tz, platform, opt_in, device_token (raw contract). push_log: the raw contract, covering
     at least the longest scene-cap window before `plan_date`. dead_tokens: user_id, token_sha256 (or None).
     Eligible pairs carry `earliest_send_at`: the first instant the spacing rule allows on the plan day."""
+    from features.holdout import in_holdout
+
     plan = F.lit(plan_date.isoformat()).cast("date")
     people = users.select("user_id", "tz", "platform", "opt_in",
                           F.when(F.length(F.coalesce("device_token", F.lit(""))) > 0, F.sha2("device_token", 256))
                           .alias("token_sha256"))
+    if rules.holdout_share > 0:
+        # membership is computed in numpy (the same function the trigger run and the evaluation use)
+        ids = people.select("user_id").toArrow()["user_id"].to_numpy()
+        held = ids[in_holdout(ids, rules.holdout_share)]
+        held_df = spark.createDataFrame([(int(u),) for u in held], "user_id long").withColumn("held", F.lit(True))
+        people = people.join(F.broadcast(held_df), "user_id", "left")
+    else:
+        people = people.withColumn("held", F.lit(None).cast("boolean"))
     if dead_tokens is not None:
         dead = dead_tokens.select("user_id", "token_sha256", F.lit(True).alias("dead")).distinct()
         people = people.join(dead, ["user_id", "token_sha256"], "left")
@@ -78,7 +90,8 @@ def apply_fatigue(spark: SparkSession, audiences: DataFrame, users: DataFrame, p
              .withColumn("platform_quota", quota[F.col("platform")] if quota is not None else F.lit(None).cast("int"))
              .withColumn("earliest_send_at", F.greatest(day_start, F.coalesce(spaced, day_start)))
              .withColumn("plan_day_end", day_end))
-    reason = (F.when(~F.coalesce(F.col("opt_in"), F.lit(False)), "opted_out")
+    reason = (F.when(F.coalesce(F.col("held"), F.lit(False)), "holdout")
+              .when(~F.coalesce(F.col("opt_in"), F.lit(False)), "opted_out")
               .when(F.col("token_sha256").isNull(), "no_device_token")
               .when(F.coalesce(F.col("dead"), F.lit(False)), "dead_token")
               .when(F.col("platform_quota").isNotNull() & (F.col("sent_on_plan_day") >= F.col("platform_quota")),

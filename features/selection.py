@@ -46,7 +46,8 @@ def select_scene(feed: DataFrame) -> DataFrame:
     w = Window.partitionBy("user_id").orderBy(F.col("expected_open").desc(), F.col("priority").desc(),
                                               F.col("scene_id"))
     return (feed.withColumn("_rank", F.row_number().over(w)).where("_rank = 1").drop("_rank")
-            .withColumn("policy", F.lit("hermes")))
+            .withColumn("policy", F.lit("hermes"))
+            .withColumn("scene_propensity", F.lit(1.0)))    # deterministic given the model
 
 
 def baseline_scene(scene_rates: DataFrame, allowed: list[str], min_sends: int = 100) -> str:
@@ -62,13 +63,28 @@ def baseline_scene(scene_rates: DataFrame, allowed: list[str], min_sends: int = 
     return sorted(allowed)[0]
 
 
-def baseline(candidates: DataFrame, eligible: DataFrame, scene_id: str) -> DataFrame:
-    """Push 1.0: everyone eligible for the one global scene gets its single most popular material."""
-    first = candidates.where((F.col("scene_id") == scene_id) & (F.col("rank") == 1))
+def baseline(candidates: DataFrame, eligible: DataFrame, scene_id: str, explore_share: float = 0.0,
+             salt: str = "") -> DataFrame:
+    """Push 1.0: everyone eligible for the one global scene gets its single most popular material.
+
+    With `explore_share` > 0, that share of the audience (a hash of user and `salt`, e.g. the day) instead gets a
+    scene drawn uniformly from the scenes it is eligible for and has a material in (the global one included),
+    and every row logs `scene_propensity` = P(this scene | user) = (1 - e)[scene is the global one] + e / k."""
+    first = candidates.where(F.col("rank") == 1)
     cols = ["user_id", "scene_id", "item_id"] + [c for c in ("p_open", "model_version") if c in first.columns]
-    x = (eligible.where(F.col("scene_id") == scene_id).select("user_id", "scene_id")
-         .join(first.select(*cols), ["user_id", "scene_id"]))
+    opts = eligible.select("user_id", "scene_id").join(first.select(*cols), ["user_id", "scene_id"])
+    audience = opts.where(F.col("scene_id") == scene_id).select("user_id")
+    opts = opts.join(audience, "user_id", "left_semi")
+    by_user = Window.partitionBy("user_id")
+    opts = (opts.withColumn("_i", F.row_number().over(by_user.orderBy("scene_id")) - 1)
+            .withColumn("_k", F.count("*").over(by_user)))
+    eps = float(explore_share)
+    explored = (F.pmod(F.xxhash64("user_id", F.lit(f"{salt}:explore")), F.lit(1_000_000)) < int(eps * 1_000_000))
+    pick = F.pmod(F.xxhash64("user_id", F.lit(f"{salt}:scene")), F.col("_k"))
+    is_best = F.col("scene_id") == scene_id
+    x = (opts.where(F.when(explored, F.col("_i") == pick).otherwise(is_best))
+         .withColumn("scene_propensity", (1 - eps) * is_best.cast("double") + eps / F.col("_k")))
     scored = ([F.array("p_open").alias("item_p_open"), F.col("p_open").alias("expected_open"), "model_version"]
               if "p_open" in cols else [])
     return x.select("user_id", "scene_id", F.array("item_id").alias("item_ids"), *scored,
-                    F.lit("baseline").alias("policy"))
+                    F.lit("baseline").alias("policy"), "scene_propensity")

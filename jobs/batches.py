@@ -64,8 +64,8 @@ def build_messages(windows, users, items, config, send_day: str, config_version:
         out["title"].append(render(scene.template.title, fields))
         out["body"].append(render(scene.template.body, fields))
         out["hour"].append(int(r["slot"]))
-        # scene choice is deterministic given the model (propensity 1); the hour may be explored
-        out["propensity"].append(float(r["hour_propensity"]))
+        # P(this scene and this hour | the policy): the baseline explores scenes, Hermes explores hours
+        out["propensity"].append(float(r["scene_propensity"]) * float(r["hour_propensity"]))
         out["config_version"].append(config_version)
         out["window"].append(NIGHTLY_WINDOW)
     if missing_tokens:

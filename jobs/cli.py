@@ -140,6 +140,14 @@ def _cmd_summary(args, settings):
     print("\n".join(summary(settings, args.ds)))
 
 
+def _cmd_evaluate(args, settings):
+    from jobs import evaluate
+
+    spec = evaluate.EvalSpec(users=args.users, days=args.days, seed=args.seed, history_days=args.history_days,
+                             holdout_share=args.holdout_share)
+    evaluate.run(settings, spec, args.out)
+
+
 def _cmd_settings(args, settings):
     for key, value in settings.describe().items():
         print(f"{key:<26}{value}")
@@ -208,6 +216,16 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("summary", help="summarise a nightly run's outputs")
     p.add_argument("--ds", required=True)
     p.set_defaults(func=_cmd_summary)
+
+    p = sub.add_parser("evaluate", help="Push 1.0 vs Hermes in a closed loop on one simulated world, reported in "
+                       "MLflow (needs the object store and gateway: infra/evaluate.sh starts them)")
+    p.add_argument("--days", type=int, default=5, help="closed-loop days per policy")
+    p.add_argument("--seed", type=int, default=7, help="world seed (a different seed is a different world)")
+    p.add_argument("--users", type=int, default=4000)
+    p.add_argument("--history-days", type=int, default=28, help="days of Push 1.0 history before the loop")
+    p.add_argument("--holdout-share", type=float, default=0.10, help="users who get no push in either arm")
+    p.add_argument("--out", help="output folder (default $HERMES_HOME/evaluation/seed=<seed>)")
+    p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("settings", help="print the effective settings (secrets masked)")
     p.add_argument("--table", action="store_true", help="also print the README table of variables")

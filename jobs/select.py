@@ -39,8 +39,8 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     s_path = wh.write_partition(chosen, SELECTED, ds, loaded.version)
 
     best = baseline_scene(wh.read_partition(spark, "features/material_rates", ds), [s.id for s in scenes])
-    first_pick = scored.where(F.col("rank") == 1)
-    base = baseline(first_pick, wh.read_partition(spark, "plan/eligible", ds), best)
+    base = baseline(scored, wh.read_partition(spark, "plan/eligible", ds), best,
+                    loaded.config.platform.baseline_explore_share, salt=f"hermes-baseline-{ds}")
     b_path = wh.write_partition(base, BASELINE, ds, loaded.version)
     sel = spark.read.parquet(str(s_path))
     mix = {r["scene_id"]: r["count"] for r in sel.groupBy("scene_id").count().collect()}

@@ -240,6 +240,10 @@ def evaluate(settings: Settings, window_end: datetime, loaded, window_minutes: i
     todo = todo.join(people, on="user_id")
     import hashlib
 
+    from features.holdout import in_holdout
+
+    todo["held"] = in_holdout(todo["user_id"].to_numpy(), cfg.platform.holdout_share)
+
     dead = set()
     if wh.dead_tokens.exists():
         d = pd.read_parquet(wh.dead_tokens, columns=["user_id", "token_sha256"])
@@ -259,7 +263,9 @@ def evaluate(settings: Settings, window_end: datetime, loaded, window_minutes: i
         u = int(r["user_id"])
         token = r["device_token"] if isinstance(r["device_token"], str) else ""
         reason = None
-        if r["opt_in"] is not True and r["opt_in"] != 1:
+        if r["held"]:
+            reason = "holdout"
+        elif r["opt_in"] is not True and r["opt_in"] != 1:
             reason = "opted_out"
         elif not token:
             reason = "no_device_token"

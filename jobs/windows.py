@@ -2,7 +2,7 @@
 
 Reads plan/selected, plan/baseline, plan/eligible and features/user_features for ds; writes plan/windows
 (one row per policy x user: the UTC hour slot of the send day ds+1, its local hour, the open probability
-there, exploration flag and propensity, or why no slot was given) and reports/windows/ds=<ds>/windows.json
+there, exploration flag and the propensities of its hour and scene, or why no slot was given) and reports/windows/ds=<ds>/windows.json
 (hourly load against capacity, expected opens, loss against the unconstrained optimum).
 
 Single process (pyarrow + numpy): 1M users x 24 slots fit in memory and the optimiser is vectorised, so a
@@ -137,6 +137,7 @@ def to_arrow(cols: dict, table):
         "p_open": pa.array(cols["p_open"], pa.float64()), "p_open_ref": pa.array(cols["p_open_ref"], pa.float64()),
         "explored": pa.array(cols["explored"], pa.bool_()),
         "hour_propensity": pa.array(cols["hour_propensity"], pa.float64()),
+        "scene_propensity": table["scene_propensity"].cast(pa.float64()),
         "reason": pa.array(cols["reason"], pa.string()),
         "platform": pa.array(cols["platform"], pa.string()), "tz": pa.array(cols["tz"], pa.string()),
     })
@@ -150,7 +151,7 @@ def run(settings: Settings, ds: str, loaded) -> dict:
 
     wh = Warehouse(settings.warehouse)
     config = loaded.config
-    need = ["user_id", "scene_id", "item_ids", "item_p_open", "expected_open", "model_version"]
+    need = ["user_id", "scene_id", "item_ids", "item_p_open", "expected_open", "model_version", "scene_propensity"]
     tables = {"hermes": wh.read_arrow("plan/selected", ds, need), "baseline": wh.read_arrow("plan/baseline", ds, need)}
     versions = set(tables["hermes"]["model_version"].unique().to_pylist())
     if len(versions) > 1:

@@ -168,6 +168,12 @@ class Platform(_Strict):
         "android_huawei": 2, "android_oppo": 2, "android_vivo": 2, "android_xiaomi": 1})
     gateway: Gateway = Gateway()
     baseline_hour_local: int = Field(20, ge=0, le=23, description="Push 1.0 send hour")
+    baseline_explore_share: float = Field(0.05, ge=0, le=0.5, description="Push 1.0: share of its audience sent a "
+                                          "uniformly drawn eligible scene instead of the global best (propensity "
+                                          "logged, so other policies can be estimated off-policy from its log)")
+    holdout_share: float = Field(0.02, ge=0, le=0.5, description="persistent holdout: this share of users (by a "
+                                 "hash of user_id) gets no marketing push from any path, to measure incremental "
+                                 "activation")
     training: Training = Training()
     feed: Feed = Feed()
     windows: Windows = Windows()

@@ -486,8 +486,13 @@ def _write(table: pa.Table, folder: Path, name: str = "part-00000.parquet") -> N
     pq.write_table(table, folder / name, compression="zstd", row_group_size=1_000_000)
 
 
-def simulate(spec: WorldSpec, warehouse: Path) -> dict:
-    """Generate the world and write raw/ atomically (built aside, then swapped in). Returns counts."""
+def simulate(spec: WorldSpec, warehouse: Path, push_days: int | None = None) -> dict:
+    """Generate the world and write raw/ atomically (built aside, then swapped in). Returns counts.
+
+    push_days: Push 1.0 runs on the first `push_days` days only (default: all). The days after carry organic
+    events alone — the evaluation (jobs/evaluate.py) lets each policy push into them in a closed loop. Organic
+    behaviour never depends on pushes, so both policies face the same users and the same events."""
+    push_days = spec.days if push_days is None else push_days
     t0 = time.monotonic()
     warehouse = Path(warehouse)
     final = Warehouse(warehouse).raw("users").parent
@@ -503,14 +508,15 @@ def simulate(spec: WorldSpec, warehouse: Path) -> dict:
         rng = day_rngs[d]
         ds = (spec.start + timedelta(days=d)).isoformat()
         chunks = sim.organic_day(d, rng)
-        pushes, push_events = sim.baseline_pushes(d, rng)
+        pushes, push_events = sim.baseline_pushes(d, rng) if d < push_days else (None, [])
         ev = events_table(chunks + push_events)
         _write(ev, stage_raw("events") / f"ds={ds}")
-        pt = push_table(pushes)
-        _write(pt, stage_raw("push_log") / f"ds={ds}")
         counts["events"] += ev.num_rows
-        counts["push_log"] += pt.num_rows
-        log.info("simulated %s: %d events, %d pushes", ds, ev.num_rows, pt.num_rows)
+        if pushes is not None:
+            pt = push_table(pushes)
+            _write(pt, stage_raw("push_log") / f"ds={ds}")
+            counts["push_log"] += pt.num_rows
+        log.info("simulated %s: %d events, %d pushes", ds, ev.num_rows, 0 if pushes is None else len(pushes["user_id"]))
     changes = item_changes_table(world)
     _write_partitioned(changes, stage_raw("item_changes"), "ts")
     users, items = users_table(world), items_table(world)
@@ -520,7 +526,7 @@ def simulate(spec: WorldSpec, warehouse: Path) -> dict:
     world_doc = {"users": spec.users, "items": spec.items, "days": spec.days, "seed": spec.seed,
                  "start": spec.start.isoformat(), "last_ds": spec.last_ds,
                  "baseline_hour_utc": BASELINE_HOUR_UTC, "baseline_epsilon": BASELINE_EPSILON,
-                 "history_scenes": HISTORY_SCENES, "counts": counts}
+                 "history_scenes": HISTORY_SCENES, "push_days": push_days, "counts": counts}
     world.truth.save(Warehouse(staging_root).ground_truth, world_doc)
     # Swap: a reader sees either the old world or the new one, never half of each.
     old = warehouse / ".raw-old"

@@ -128,3 +128,23 @@ def test_eligible_pairs_carry_the_plan_days_local_window(spark, tz, start_utc):
     row = e[(1, "hot_items")]
     assert row.earliest_send_at == start_utc
     assert row.plan_day_end - row.earliest_send_at == timedelta(hours=24)
+
+
+def test_the_persistent_holdout_is_never_eligible_and_is_stable(spark):
+    from dataclasses import replace
+
+    from features.holdout import in_holdout
+
+    ids = list(range(1, 2001))
+    held = {u for u, h in zip(ids, in_holdout(ids, 0.05)) if h}
+    assert 60 < len(held) < 140                                     # ~5 % of 2,000 (sd ~ 10)
+    assert held <= {u for u, h in zip(ids, in_holdout(ids, 0.10)) if h}, "a larger share only adds users"
+    assert not in_holdout(ids, 0.0).any()
+    users = [user(u) for u in ids]
+    e, s = judge(spark, users, [], [(u, "hot_items") for u in ids], rules=replace(RULES, holdout_share=0.05))
+    assert {u for (u, _), r in s.items() if r == "holdout"} == held   # the same users Spark and numpy agree on
+    assert len(e) == len(ids) - len(held)
+    # holdout comes first: an opted-out holdout user is counted as holdout
+    e, s = judge(spark, [user(u, opt_in=False) for u in ids[:200]], [], [(u, "hot_items") for u in ids[:200]],
+                 rules=replace(RULES, holdout_share=0.05))
+    assert {r for r in s.values()} == {"holdout", "opted_out"}

@@ -54,7 +54,31 @@ def test_baseline_is_one_global_best_ctr_scene_with_one_item(spark):
                                   "user_id long, scene_id string, item_id long, rank int")
     eligible = spark.createDataFrame([(1, "b"), (2, "a"), (3, "a")], "user_id long, scene_id string")
     rows = baseline(cands, eligible, "b").collect()
-    assert [(r.user_id, r.scene_id, r.item_ids, r.policy) for r in rows] == [(1, "b", [5], "baseline")]
+    assert [(r.user_id, r.scene_id, r.item_ids, r.policy, r.scene_propensity) for r in rows] == \
+        [(1, "b", [5], "baseline", 1.0)]
+
+
+def test_baseline_explores_scenes_with_logged_propensities(spark):
+    n = 4000
+    cands = spark.createDataFrame([(u, s, 100 * u + i, 1) for u in range(n) for i, s in enumerate("abc")],
+                                  "user_id long, scene_id string, item_id long, rank int")
+    # users 0..1999 may get a, b or c; the others only b or c (no a): exploration draws among the user's own
+    eligible = spark.createDataFrame([(u, s) for u in range(n) for s in ("abc" if u < 2000 else "bc")],
+                                     "user_id long, scene_id string")
+    rows = baseline(cands, eligible, "b", explore_share=0.2, salt="2026-10-30").collect()
+    assert len(rows) == n and len({r.user_id for r in rows}) == n           # one push per user, nobody lost
+    # expected off-scene sends: 2000 x 0.2 x 2/3 + 2000 x 0.2 x 1/2 = 467 (sd ~ 20)
+    assert 380 < sum(r.scene_id != "b" for r in rows) < 560
+    for r in rows:
+        k = 3 if r.user_id < 2000 else 2
+        want = 0.8 + 0.2 / k if r.scene_id == "b" else 0.2 / k
+        assert abs(r.scene_propensity - want) < 1e-12, r
+    assert {r.scene_id for r in rows if r.user_id >= 2000} == {"b", "c"}
+    # the same salt explores the same users; another salt others
+    again = {r.user_id: r.scene_id for r in baseline(cands, eligible, "b", 0.2, salt="2026-10-30").collect()}
+    assert again == {r.user_id: r.scene_id for r in rows}
+    other = {r.user_id: r.scene_id for r in baseline(cands, eligible, "b", 0.2, salt="2026-10-31").collect()}
+    assert other != again
 
 
 def test_items_pushed_recently_by_any_path_are_not_planned_again(spark):
