@@ -23,10 +23,20 @@ def day_num(ts_col: str) -> F.Column:
     return F.datediff(F.to_date(F.col(ts_col)), F.lit("1970-01-01").cast("date"))
 
 
-def _as_of_sums(keys: DataFrame, daily: DataFrame, entity: list[str], values: dict[str, int]) -> DataFrame:
+def _as_of_sums(keys: DataFrame, daily: DataFrame, entity: list[str], values: dict[str, int],
+                key_day: int | None = None) -> DataFrame:
     """For each distinct (entity, day) in keys, sum each daily value over the `window` days before day.
 
-    values: column -> window in days. Rows at the key's own day are excluded (rangeBetween(-w, -1))."""
+    values: column -> window in days. Rows at the key's own day are excluded (rangeBetween(-w, -1)).
+    key_day: when every key has this one day (scoring a plan), a filtered aggregate per entity gives the same
+    sums without the union + window over all history: entities without activity get no row (callers left-join
+    and fill 0)."""
+    if key_day is not None:
+        longest = max(values.values())
+        recent = daily.where((F.col("day") >= key_day - longest) & (F.col("day") <= key_day - 1))
+        sums = [F.sum(F.when(F.col("day") >= key_day - w, F.col(col)).otherwise(0)).alias(f"{col}_{w}d")
+                for col, w in values.items()]
+        return recent.groupBy(*entity).agg(*sums).withColumn("day", F.lit(key_day))
     k = keys.select(*entity, "day").distinct().withColumn("_key", F.lit(True))
     d = daily.select(*entity, "day", *values).withColumn("_key", F.lit(False))
     rows = d.unionByName(k, allowMissingColumns=True)
@@ -38,9 +48,11 @@ def _as_of_sums(keys: DataFrame, daily: DataFrame, entity: list[str], values: di
 
 
 def pair_features(keys: DataFrame, users: DataFrame, events: DataFrame, push_log: DataFrame,
-                  item_changes: DataFrame, items: DataFrame, scene_codes: dict[str, int]) -> DataFrame:
+                  item_changes: DataFrame, items: DataFrame, scene_codes: dict[str, int],
+                  key_day: int | None = None) -> DataFrame:
     """keys: user_id, item_id, scene_id, day (int, days since epoch), local_hour (0-23), plus any passthrough
-    columns. events/push_log/item_changes must cover at least LOOKBACK days before the earliest key day."""
+    columns. events/push_log/item_changes must cover at least LOOKBACK days before the earliest key day.
+    key_day: set when every key has that day (scoring one plan day): same features, cheaper aggregates."""
     ev = events.withColumn("day", day_num("ts"))
     # --- user activity and push history ----------------------------------------------------------
     user_daily = ev.groupBy("user_id", "day").agg(
@@ -56,10 +68,10 @@ def pair_features(keys: DataFrame, users: DataFrame, events: DataFrame, push_log
     daily = (user_daily.join(push_daily.drop("push_opens"), ["user_id", "day"], "full")
              .join(open_daily, ["user_id", "day"], "full").na.fill(0))
     u = _as_of_sums(keys, daily, ["user_id"], {"opens": 7, "views": 7, "favs": 28, "pushes": 7,
-                                                "push_opens_seen": 28})
+                                                "push_opens_seen": 28}, key_day)
     u = u.join(_as_of_sums(keys, daily.select("user_id", "day", F.col("pushes").alias("pushes_recent"),
                                               F.col("opens").alias("opens_long"), F.col("pushes").alias("pushes_long")),
-                           ["user_id"], {"pushes_recent": 1, "opens_long": 28, "pushes_long": 28}),
+                           ["user_id"], {"pushes_recent": 1, "opens_long": 28, "pushes_long": 28}, key_day),
                ["user_id", "day"])
     # --- category affinity: share of the user's weighted interest in the item's category ------------
     weight = F.lit(0.0)
@@ -69,18 +81,18 @@ def pair_features(keys: DataFrame, users: DataFrame, events: DataFrame, push_log
                  .groupBy("user_id", "category_id", "day").agg(F.sum("w").alias("w")))
     tot_daily = cat_daily.groupBy("user_id", "day").agg(F.sum("w").alias("w_all"))
     keyed = keys.join(items.select("item_id", "category_id"), "item_id", "left")
-    aff = _as_of_sums(keyed, cat_daily, ["user_id", "category_id"], {"w": LOOKBACK})
-    tot = _as_of_sums(keys, tot_daily, ["user_id"], {"w_all": LOOKBACK})
+    aff = _as_of_sums(keyed, cat_daily, ["user_id", "category_id"], {"w": LOOKBACK}, key_day)
+    tot = _as_of_sums(keys, tot_daily, ["user_id"], {"w_all": LOOKBACK}, key_day)
     # --- local-hour habit --------------------------------------------------------------------------
     hour_daily = (ev.where(F.col("event_type") == "app_open").join(users.select("user_id", "tz"), "user_id")
                   .withColumn("local_hour", F.hour(F.from_utc_timestamp("ts", F.col("tz"))))
                   .groupBy("user_id", "local_hour", "day").agg(F.count("*").alias("h")))
-    hours = _as_of_sums(keys, hour_daily, ["user_id", "local_hour"], {"h": LOOKBACK})
+    hours = _as_of_sums(keys, hour_daily, ["user_id", "local_hour"], {"h": LOOKBACK}, key_day)
     # --- material state --------------------------------------------------------------------------
     item_daily = (ev.where(F.col("item_id").isNotNull()).groupBy("item_id", "day").agg(
         F.sum((F.col("event_type") == "view").cast("int")).alias("iv"),
         F.sum((F.col("event_type") == "fav").cast("int")).alias("if_")))
-    item_pop = _as_of_sums(keys, item_daily, ["item_id"], {"iv": 7, "if_": 7})
+    item_pop = _as_of_sums(keys, item_daily, ["item_id"], {"iv": 7, "if_": 7}, key_day)
     ch = item_changes.withColumn("day", day_num("ts"))
     listed = ch.where(F.col("change") == "listed").groupBy("item_id").agg(
         F.min("ts").alias("listed_at"), F.first("price").alias("listing_price"))
@@ -90,7 +102,7 @@ def pair_features(keys: DataFrame, users: DataFrame, events: DataFrame, push_log
     last_drop = (key_items.join(drops, "item_id").where(F.col("drop_day") < F.col("day"))
                  .groupBy("item_id", "day").agg(F.min("drop_price").alias("drop_price")))
     # Category price level from listings before the earliest key day (point-in-time for every key).
-    first_key_day = keys.agg(F.min("day")).collect()[0][0]
+    first_key_day = key_day if key_day is not None else keys.agg(F.min("day")).collect()[0][0]
     cat_median = (ch.where((F.col("change") == "listed") & (F.col("day") < F.lit(first_key_day)))
                   .join(items.select("item_id", "category_id"), "item_id")
                   .groupBy("category_id").agg(F.percentile_approx("price", 0.5).alias("cat_median")))

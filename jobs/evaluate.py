@@ -538,8 +538,11 @@ def log_mlflow(base: Settings, spec: EvalSpec, result: dict, files: list[Path], 
         return run.info.run_id
 
 
-def run(base: Settings, spec: EvalSpec, out: Path | None = None) -> dict:
-    """The whole evaluation; needs the object store and the gateway reachable (infra/evaluate.sh starts them)."""
+def run(base: Settings, spec: EvalSpec, out: Path | None = None, spark=None) -> dict:
+    """The whole evaluation; needs the object store and the gateway reachable (infra/evaluate.sh starts them).
+    `spark`: a session to use (else one is started and stopped here)."""
+    from contextlib import nullcontext
+
     from delivery.objectstore import ensure_bucket
     from jobs.entry import spark_session
 
@@ -549,7 +552,7 @@ def run(base: Settings, spec: EvalSpec, out: Path | None = None) -> dict:
     for arm in arms.values():
         ensure_bucket(arm.settings)
     days = {name: [] for name in arms}
-    with spark_session(base, f"hermes-evaluate-{spec.seed}") as spark:
+    with (nullcontext(spark) if spark is not None else spark_session(base, f"hermes-evaluate-{spec.seed}")) as spark:
         for d in send_days:
             for name, arm in arms.items():
                 days[name].append(live_day(spark, arm, d, spec))

@@ -15,6 +15,7 @@ from jobs.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 SCORED = "plan/scored"
+CANDIDATES = "plan/candidates"
 DEFAULT_LOCAL_HOUR = 20
 
 
@@ -38,7 +39,11 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     eligible = wh.read_partition(spark, "plan/eligible", ds)
     events = wh.read_raw(spark, "events", first, ds)
     scenes = [s for s in loaded.config.enabled_scenes if s.trigger in NIGHTLY_TRIGGERS]
-    cands = candidates(eligible, scenes, users, events, on_sale, as_of)
+    # materialised once (and kept for debugging "why did this user get that item"): the pair features read
+    # the candidates several times, and recall over 28 days of events is too dear to recompute each time
+    c_path = wh.write_partition(candidates(eligible, scenes, users, events, on_sale, as_of), CANDIDATES, ds,
+                                loaded.version)
+    cands = spark.read.parquet(str(c_path))
 
     configure_mlflow(settings.mlflow_tracking_uri, settings.home / "mlflow" / "artifacts")
     version, run_id = resolve_champion()
@@ -51,14 +56,16 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
             .select("user_id", "item_id", "scene_id", "rank", F.lit(plan_day).alias("day"),
                     F.coalesce("peak_local_hour", F.lit(DEFAULT_LOCAL_HOUR)).alias("local_hour")))
     pairs = pair_features(keys, wh.read_raw(spark, "users"), events, wh.read_raw(spark, "push_log", first, ds),
-                          wh.read_raw(spark, "item_changes", last_ds=ds), wh.read_raw(spark, "items"), codes)
+                          wh.read_raw(spark, "item_changes", last_ds=ds), wh.read_raw(spark, "items"), codes,
+                          key_day=plan_day)
     scored = score_pairs(pairs, model_payload(spark, estimator), str(version),
                          ["user_id", "scene_id", "item_id", "rank", "local_hour"])
     path = wh.write_partition(scored, SCORED, ds, loaded.version)
     n = spark.read.parquet(str(path)).count()
     log.info("scored %d pairs with %s version %s", n, MODEL_NAME, version)
+    n_cands = spark.read.parquet(str(c_path)).count()
     return {"ds": ds, "config_version": loaded.version, "model_version": str(version),
-            "tables": {SCORED: {"path": str(path), "rows": n}}}
+            "tables": {CANDIDATES: {"path": str(c_path), "rows": n_cands}, SCORED: {"path": str(path), "rows": n}}}
 
 
 def main(argv=None) -> None:

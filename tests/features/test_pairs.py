@@ -57,3 +57,29 @@ def test_a_crafted_leak_from_the_send_day_or_later_changes_nothing(spark, inputs
     leaked_pushes = [("later", 1, "hot_items", [10], t(0.4), t(0.41), 10, "baseline", 0.9)]
     later_drop = [(10, t(0.2), "price_drop", 50.0)]
     assert features(spark, inputs, leaks, leaked_pushes, later_drop) == clean
+
+
+def test_the_one_day_fast_path_gives_the_same_features_as_the_general_one(spark, world):
+    """Scoring uses key_day (filtered aggregates); training the general windows. On the session's world, for
+    every user x a few items on one day, the two agree exactly."""
+    from datetime import date
+
+    from jobs.warehouse import Warehouse
+
+    wh = Warehouse(world["warehouse"])
+    last = world["spec"].last_ds
+    day = (date.fromisoformat(last) - date(1970, 1, 1)).days
+    users = wh.read_raw(spark, "users")
+    items = wh.read_raw(spark, "items")
+    some = items.orderBy("item_id").limit(7).select("item_id")
+    keys = (users.select("user_id").crossJoin(some)
+            .selectExpr("user_id", "item_id", "'guess_you_like' AS scene_id", f"{day} AS day",
+                        "CAST(user_id % 24 AS INT) AS local_hour"))
+    args = (users, wh.read_raw(spark, "events"), wh.read_raw(spark, "push_log"), wh.read_raw(spark, "item_changes"),
+            items, {"guess_you_like": 0})
+    general = pair_features(keys, *args).toPandas().sort_values(["user_id", "item_id"]).reset_index(drop=True)
+    fast = pair_features(keys, *args, key_day=day).toPandas().sort_values(["user_id", "item_id"]).reset_index(drop=True)
+    assert len(general) == keys.count() > 1000
+    assert general["u_opens_7d"].sum() > 0 and general["i_views_7d_log"].sum() > 0   # not all zeros
+    import pandas as pd
+    pd.testing.assert_frame_equal(fast[general.columns], general, check_exact=False, rtol=1e-12)

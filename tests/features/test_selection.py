@@ -54,8 +54,20 @@ def test_baseline_is_one_global_best_ctr_scene_with_one_item(spark):
                                   "user_id long, scene_id string, item_id long, rank int")
     eligible = spark.createDataFrame([(1, "b"), (2, "a"), (3, "a")], "user_id long, scene_id string")
     rows = baseline(cands, eligible, "b").collect()
-    assert [(r.user_id, r.scene_id, r.item_ids, r.policy, r.scene_propensity) for r in rows] == \
-        [(1, "b", [5], "baseline", 1.0)]
+    assert [(r.user_id, r.scene_id, len(r.item_ids), r.policy, r.scene_propensity) for r in rows] == \
+        [(1, "b", 1, "baseline", 1.0)]
+    assert rows[0].item_ids[0] in (5, 6)                  # one of the scene's materials for that user
+
+
+def test_baseline_draws_a_material_per_user_not_the_same_one_for_everyone(spark):
+    cands = spark.createDataFrame([(u, "b", i, i) for u in range(300) for i in range(1, 11)],
+                                  "user_id long, scene_id string, item_id long, rank int")
+    eligible = spark.createDataFrame([(u, "b") for u in range(300)], "user_id long, scene_id string")
+    rows = baseline(cands, eligible, "b", salt="d1").collect()
+    picks = [r.item_ids[0] for r in rows]
+    assert len(rows) == 300 and len(set(picks)) == 10 and max(picks.count(i) for i in set(picks)) < 60
+    again = {r.user_id: r.item_ids for r in baseline(cands, eligible, "b", salt="d1").collect()}
+    assert again == {r.user_id: r.item_ids for r in rows}, "deterministic for a day"
 
 
 def test_baseline_explores_scenes_with_logged_propensities(spark):
