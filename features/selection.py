@@ -66,14 +66,18 @@ def baseline_scene(scene_rates: DataFrame, allowed: list[str], min_sends: int = 
 def baseline(candidates: DataFrame, eligible: DataFrame, scene_id: str, explore_share: float = 0.0,
              salt: str = "") -> DataFrame:
     """Push 1.0: everyone eligible for the one global scene gets one material of that scene's pool, drawn per
-    user (a hash of user, item and `salt`) — what Push 1.0's own log shows (a random live item of the user's
-    category), not the single most popular candidate: that one would go to thousands of users at once and, once
-    it sells, leave them all a dead push (2.9 % open rate against Push 1.0's logged 7.4 % on the default world).
+    user (a hash of user, item and `salt`) among the candidates marked `preferred` when the user has any (the
+    caller marks those in the user's most engaged category) — what Push 1.0's own log shows: a random live item
+    of the user's top category. Not the single most popular candidate: that one would go to thousands of users
+    at once and, once it sells, leave them all a dead push (2.9 % open rate against Push 1.0's logged 7.4 % on
+    the default world).
 
     With `explore_share` > 0, that share of the audience (a hash of user and `salt`, e.g. the day) instead gets a
     scene drawn uniformly from the scenes it is eligible for and has a material in (the global one included),
     and every row logs `scene_propensity` = P(this scene | user) = (1 - e)[scene is the global one] + e / k."""
-    draw = Window.partitionBy("user_id", "scene_id").orderBy(F.xxhash64("user_id", "item_id", F.lit(f"{salt}:item")))
+    order = [F.col("preferred").desc()] if "preferred" in candidates.columns else []
+    draw = Window.partitionBy("user_id", "scene_id").orderBy(*order, F.xxhash64("user_id", "item_id",
+                                                                                F.lit(f"{salt}:item")))
     first = candidates.withColumn("_draw", F.row_number().over(draw)).where(F.col("_draw") == 1)
     cols = ["user_id", "scene_id", "item_id"] + [c for c in ("p_open", "model_version") if c in first.columns]
     opts = eligible.select("user_id", "scene_id").join(first.select(*cols), ["user_id", "scene_id"])

@@ -39,7 +39,12 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     s_path = wh.write_partition(chosen, SELECTED, ds, loaded.version)
 
     best = baseline_scene(wh.read_partition(spark, "features/material_rates", ds), [s.id for s in scenes])
-    base = baseline(scored, wh.read_partition(spark, "plan/eligible", ds), best,
+    # Push 1.0 drew its item from the user's most engaged category when it could
+    top = wh.read_partition(spark, "features/user_features", ds).select(
+        "user_id", F.element_at("top_categories", 1).alias("_top_category"))
+    pool = (scored.join(items.select("item_id", "category_id"), "item_id", "left").join(top, "user_id", "left")
+            .withColumn("preferred", F.coalesce(F.col("category_id") == F.col("_top_category"), F.lit(False))))
+    base = baseline(pool, wh.read_partition(spark, "plan/eligible", ds), best,
                     loaded.config.platform.baseline_explore_share, salt=f"hermes-baseline-{ds}")
     b_path = wh.write_partition(base, BASELINE, ds, loaded.version)
     sel = spark.read.parquet(str(s_path))

@@ -68,6 +68,10 @@ def test_baseline_draws_a_material_per_user_not_the_same_one_for_everyone(spark)
     assert len(rows) == 300 and len(set(picks)) == 10 and max(picks.count(i) for i in set(picks)) < 60
     again = {r.user_id: r.item_ids for r in baseline(cands, eligible, "b", salt="d1").collect()}
     assert again == {r.user_id: r.item_ids for r in rows}, "deterministic for a day"
+    # preferred materials (the user's top category) win when the user has one
+    marked = cands.withColumn("preferred", (cands.item_id == 7) & (cands.user_id < 100))
+    picks = {r.user_id: r.item_ids[0] for r in baseline(marked, eligible, "b", salt="d1").collect()}
+    assert all(picks[u] == 7 for u in range(100)) and len({picks[u] for u in range(100, 300)}) == 10
 
 
 def test_baseline_explores_scenes_with_logged_propensities(spark):
