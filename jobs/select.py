@@ -41,7 +41,7 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     best = baseline_scene(wh.read_partition(spark, "features/material_rates", ds), [s.id for s in scenes])
     # Push 1.0 drew its item from the user's most engaged category when it could
     top = wh.read_partition(spark, "features/user_features", ds).select(
-        "user_id", F.element_at("top_categories", 1).alias("_top_category"))
+        "user_id", F.try_element_at("top_categories", F.lit(1)).alias("_top_category"))
     pool = (scored.join(items.select("item_id", "category_id"), "item_id", "left").join(top, "user_id", "left")
             .withColumn("preferred", F.coalesce(F.col("category_id") == F.col("_top_category"), F.lit(False))))
     base = baseline(pool, wh.read_partition(spark, "plan/eligible", ds), best,
