@@ -18,7 +18,7 @@ help:
 	@echo "make ui     - start Airflow (standalone) and the MLflow UI on 127.0.0.1 over var/; make ui-stop stops them"
 	@echo "make lock   - re-resolve constraints.txt from setup.cfg"
 	@echo "make bench  - benchmarks under bench/"
-	@echo "make evaluate - Push 1.0 vs Hermes, closed loop, SEEDS='7 11 23' EVAL_DAYS=5 EVAL_USERS=4000"
+	@echo "make evaluate - Push 1.0 vs Hermes, closed loop, SEEDS='7 11 23' EVAL_DAYS=3 EVAL_USERS=4000"
 
 install: $(VENV)/.installed
 
@@ -54,7 +54,7 @@ bench: install
 	source infra/env.sh && $(PY) bench/nightly.py --users 10000 200000
 
 SEEDS ?= 7 11 23
-EVAL_DAYS ?= 5
+EVAL_DAYS ?= 3
 EVAL_USERS ?= 4000
 evaluate: install
 	SEEDS="$(SEEDS)" EVAL_DAYS=$(EVAL_DAYS) EVAL_USERS=$(EVAL_USERS) bash infra/evaluate.sh

@@ -3,7 +3,7 @@
 # Starts the object store and the push gateway for the run (stopped on exit, unless they were running already).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
-SEEDS="${SEEDS:-7}" EVAL_DAYS="${EVAL_DAYS:-5}" EVAL_USERS="${EVAL_USERS:-4000}"
+SEEDS="${SEEDS:-7}" EVAL_DAYS="${EVAL_DAYS:-3}" EVAL_USERS="${EVAL_USERS:-4000}"
 log="$HERMES_HOME/logs"; mkdir -p "$log"
 
 s3_was_running=no gw_was_running=no

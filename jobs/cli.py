@@ -145,7 +145,12 @@ def _cmd_evaluate(args, settings):
 
     spec = evaluate.EvalSpec(users=args.users, days=args.days, seed=args.seed, history_days=args.history_days,
                              holdout_share=args.holdout_share)
-    evaluate.run(settings, spec, args.out)
+    if args.report_only:
+        from pathlib import Path
+
+        evaluate.report(settings, spec, Path(args.out or settings.home / "evaluation" / f"seed={spec.seed}"))
+    else:
+        evaluate.run(settings, spec, args.out)
 
 
 def _cmd_settings(args, settings):
@@ -219,12 +224,14 @@ def main(argv: list[str] | None = None) -> None:
 
     p = sub.add_parser("evaluate", help="Push 1.0 vs Hermes in a closed loop on one simulated world, reported in "
                        "MLflow (needs the object store and gateway: infra/evaluate.sh starts them)")
-    p.add_argument("--days", type=int, default=5, help="closed-loop days per policy")
+    p.add_argument("--days", type=int, default=3, help="closed-loop days per policy")
     p.add_argument("--seed", type=int, default=7, help="world seed (a different seed is a different world)")
     p.add_argument("--users", type=int, default=4000)
     p.add_argument("--history-days", type=int, default=28, help="days of Push 1.0 history before the loop")
     p.add_argument("--holdout-share", type=float, default=0.10, help="users who get no push in either arm")
     p.add_argument("--out", help="output folder (default $HERMES_HOME/evaluation/seed=<seed>)")
+    p.add_argument("--report-only", action="store_true", help="re-compare and re-report an evaluation already "
+                   "lived in --out (same --seed/--days/--users), e.g. after a metric changed")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("settings", help="print the effective settings (secrets masked)")

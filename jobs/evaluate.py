@@ -50,7 +50,7 @@ INACTIVE_PROFILE = 0.5 / 24     # a local hour is inactive for a user when P(act
 @dataclass(frozen=True)
 class EvalSpec:
     users: int = 4000
-    days: int = 5
+    days: int = 3
     seed: int = 7
     history_days: int = 28
     holdout_share: float = 0.10
@@ -387,6 +387,8 @@ def compare(arms: dict[str, Arm], send_days: list[str], spec: EvalSpec, hermes_p
             ratio = boot["hermes"][metric] / boot["baseline"][metric]
         row["ratio"] = point["hermes"][metric] / point["baseline"][metric] if point["baseline"][metric] else None
         row["ratio_ci"] = _ci(ratio) if np.isfinite(ratio).any() else None
+        row["diff"] = point["hermes"][metric] - point["baseline"][metric]
+        row["diff_ci"] = _ci(boot["hermes"][metric] - boot["baseline"][metric])
         table[metric] = row
     table["scene_coverage"] = {name: point[name]["scene_coverage"] for name in arms}
     table["scene_coverage"]["ratio"] = (point["hermes"]["scene_coverage"] / point["baseline"]["scene_coverage"]
@@ -450,6 +452,8 @@ def markdown(result: dict, spec: EvalSpec, seconds: float) -> str:
     t = result["table"]
     pct = {"open_rate", "user_coverage", "disturbance_share", "activation", "activation_holdout",
            "incremental_activation"}
+    # a ratio of two small differences means nothing: those rows show Hermes - Push 1.0 instead
+    as_diff = {"activation_holdout", "incremental_activation"}
     lines = [f"# Hermes vs Push 1.0 — seed {spec.seed}, {spec.users:,} users, {spec.days} days closed loop "
              f"({spec.history_days} days of Push 1.0 history), holdout {spec.holdout_share:.0%}", "",
              "| metric | Push 1.0 | Hermes | Hermes / Push 1.0 (95 % CI) |", "|---|---|---|---|"]
@@ -462,6 +466,9 @@ def markdown(result: dict, spec: EvalSpec, seconds: float) -> str:
         p = m in pct
         ci = row.get("ratio_ci")
         ratio = f"{row['ratio']:.2f}x ({ci[0]:.2f}–{ci[1]:.2f})" if row.get("ratio") is not None and ci else "-"
+        if m in as_diff:
+            d, dci = row["diff"], row["diff_ci"]
+            ratio = f"{100 * d:+.2f} pp ({100 * dci[0]:+.2f}–{100 * dci[1]:+.2f}), difference"
         lines.append(f"| {m.replace('_', ' ')} | {_fmt(row['baseline'], p)} ({_fmt(row['baseline_ci'][0], p)}–"
                      f"{_fmt(row['baseline_ci'][1], p)}) | {_fmt(row['hermes'], p)} ({_fmt(row['hermes_ci'][0], p)}–"
                      f"{_fmt(row['hermes_ci'][1], p)}) | {ratio} |")
@@ -526,6 +533,8 @@ def log_mlflow(base: Settings, spec: EvalSpec, result: dict, files: list[Path], 
                 mlflow.log_metric(f"{name}.{m}", float(row[name]))
             if row.get("ratio") is not None:
                 mlflow.log_metric(f"ratio.{m}", float(row["ratio"]))
+            if row.get("diff") is not None:
+                mlflow.log_metric(f"diff.{m}", float(row["diff"]))
         for k, v in result["off_policy"].items():
             if isinstance(v, (int, float)) and v is not None:
                 mlflow.log_metric(f"off_policy.{k}", float(v))
@@ -536,6 +545,33 @@ def log_mlflow(base: Settings, spec: EvalSpec, result: dict, files: list[Path], 
         for f in files:
             mlflow.log_artifact(str(f))
         return run.info.run_id
+
+
+def report(base: Settings, spec: EvalSpec, out: Path, days: dict | None = None, seconds: float | None = None) -> dict:
+    """Compare the two arms already lived under `out`, write report.json / report.md / plots, log one MLflow
+    run. Also `hermes evaluate --report-only` (re-reports an evaluation without living it again)."""
+    from jobs.config.loader import load_config
+
+    loaded = eval_config(load_config(base.conf_dir), spec)
+    arms = {name: Arm(name, replace(base, home=out / name, warehouse=out / name / "warehouse"), loaded)
+            for name in ARMS}
+    ws = world_spec(spec)
+    send_days = [(ws.start + timedelta(days=spec.history_days + i)).isoformat() for i in range(spec.days)]
+    if days is None or seconds is None:
+        old = json.loads((out / "report.json").read_text())
+        days, seconds = old["days"], old["seconds"]
+    result = compare(arms, send_days, spec, hermes_plan_scenes(arms["hermes"], send_days))
+    result["days"] = days
+    result["seconds"] = round(seconds, 1)
+    result["spec"] = spec.__dict__
+    (out / "report.json").write_text(json.dumps(result, indent=2, default=float))
+    md = markdown(result, spec, seconds)
+    (out / "report.md").write_text(md)
+    files = [out / "report.json", out / "report.md", *plots(result, out)]
+    result["mlflow_run_id"] = log_mlflow(base, spec, result, files, seconds)
+    log.info("evaluation written to %s (MLflow run %s)", out, result["mlflow_run_id"])
+    print(md)
+    return result
 
 
 def run(base: Settings, spec: EvalSpec, out: Path | None = None, spark=None) -> dict:
@@ -556,16 +592,4 @@ def run(base: Settings, spec: EvalSpec, out: Path | None = None, spark=None) -> 
         for d in send_days:
             for name, arm in arms.items():
                 days[name].append(live_day(spark, arm, d, spec))
-    result = compare(arms, send_days, spec, hermes_plan_scenes(arms["hermes"], send_days))
-    result["days"] = days
-    seconds = time.monotonic() - t0
-    result["seconds"] = round(seconds, 1)
-    result["spec"] = spec.__dict__
-    (out / "report.json").write_text(json.dumps(result, indent=2, default=float))
-    md = markdown(result, spec, seconds)
-    (out / "report.md").write_text(md)
-    files = [out / "report.json", out / "report.md", *plots(result, out)]
-    result["mlflow_run_id"] = log_mlflow(base, spec, result, files, seconds)
-    log.info("evaluation written to %s (MLflow run %s)", out, result["mlflow_run_id"])
-    print(md)
-    return result
+    return report(base, spec, out, days, time.monotonic() - t0)
