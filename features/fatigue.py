@@ -1,7 +1,8 @@
 """Fatigue: which audience pairs may be pushed on the plan day, and one reason for each that may not.
 
 Every rule counts in the user's *local* calendar day. Rules, in the order a reason is assigned:
-holdout (the persistent no-push group, features/holdout.py), opted_out, no_device_token, dead_token, platform_quota, daily_cap, scene_cap, min_spacing.
+holdout (the persistent no-push group, features/holdout.py), opted_out, no_device_token, dead_token,
+platform_quota, daily_cap, scene_cap, min_spacing.
 in = eligible + suppressed, exactly.
 """
 from __future__ import annotations

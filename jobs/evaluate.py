@@ -169,8 +169,8 @@ def _read_receipts(wh: Warehouse, send_day: str):
 
 def _recent_pushes(wh: Warehouse, send_day: str) -> "object":
     """user_id, sent_at (us) of the arm's pushes in the 8 days before send_day (for the true fatigue terms)."""
-    import pyarrow.dataset as pads
     import pyarrow.compute as pc
+    import pyarrow.dataset as pads
 
     first = (date.fromisoformat(send_day) - timedelta(days=8)).isoformat()
     ds = pads.dataset(str(wh.raw("push_log")), format="parquet", partitioning="hive")
