@@ -192,7 +192,7 @@ def _count_before(users, at, hist_users, hist_at, window_us) -> np.ndarray:
     return out
 
 
-def crn(seed: int, send_day: str, purpose: int, n: int) -> np.random.Generator:
+def crn(seed: int, send_day: str, purpose: int) -> np.random.Generator:
     """Common random numbers: one stream per (seed, day, purpose), indexed by user — the same in both arms."""
     day = (date.fromisoformat(send_day) - date(1970, 1, 1)).days
     return np.random.default_rng([seed, 9001, day, purpose])
@@ -228,8 +228,8 @@ def draw_outcomes(arm: Arm, send_day: str, spec: EvalSpec) -> dict:
     p = truth.open_probability(users, scenes, offsets, items, sent_at, pushes_24h=p24, pushes_7d=p7, context=ctx)
     n_users = len(truth.user_tz)
     idx = truth.user_index(users)
-    u_open = crn(spec.seed, send_day, 1, n_users).random(n_users)[idx]
-    delay_s = np.minimum(crn(spec.seed, send_day, 2, n_users).exponential(25 * 60, n_users)[idx], 6 * 3600)
+    u_open = crn(spec.seed, send_day, 1).random(n_users)[idx]
+    delay_s = np.minimum(crn(spec.seed, send_day, 2).exponential(25 * 60, n_users)[idx], 6 * 3600)
     opened = u_open < p
     opened_at = np.where(opened, sent_at + (delay_s * 1e6).astype(np.int64), -1)
     click_rng = np.random.default_rng([spec.seed, 9002, ARMS.index(arm.name), int(send_day.replace("-", ""))])
