@@ -6,16 +6,9 @@ source "$(dirname "$0")/env.sh"
 SEEDS="${SEEDS:-7}" EVAL_DAYS="${EVAL_DAYS:-3}" EVAL_USERS="${EVAL_USERS:-4000}"
 log="$HERMES_HOME/logs"; mkdir -p "$log"
 
-s3_was_running=no gw_was_running=no
-[ -f "$HERMES_HOME/run/s3.pid" ] && kill -0 "$(cat "$HERMES_HOME/run/s3.pid")" 2>/dev/null && s3_was_running=yes
-[ -f "$HERMES_HOME/run/gateway.pid" ] && kill -0 "$(cat "$HERMES_HOME/run/gateway.pid")" 2>/dev/null && gw_was_running=yes
-bash "$(dirname "$0")/s3.sh" start
-bash "$(dirname "$0")/gateway.sh" start
-stop_started() {
-  [ "$gw_was_running" = yes ] || bash "$(dirname "$0")/gateway.sh" stop >/dev/null
-  [ "$s3_was_running" = yes ] || bash "$(dirname "$0")/s3.sh" stop >/dev/null
-}
-trap stop_started EXIT
+source "$(dirname "$0")/lib.sh"
+trap stop_owned EXIT
+start_owned s3 gateway
 
 for seed in $SEEDS; do
   echo "== seed $seed: $EVAL_USERS users, $EVAL_DAYS days per policy (log: $log/evaluate-$seed.log)"

@@ -40,3 +40,18 @@ wait_http() {  # wait_http URL SECONDS [NAME]: poll until the URL answers (any H
 port_of() {  # port_of URL
   local hostport=${1#*://}; hostport=${hostport%%/*}; echo "${hostport##*:}"
 }
+
+infra_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+owned_servers=()
+start_owned() {  # start_owned NAME...: infra/NAME.sh start; remember those not running before, for stop_owned
+  local name
+  for name in "$@"; do
+    running "$name" || owned_servers+=("$name")
+    bash "$infra_dir/$name.sh" start
+  done
+}
+
+stop_owned() {  # stop_owned: stop (last started first) what start_owned started; leave servers that were up already
+  local i
+  for ((i = ${#owned_servers[@]} - 1; i >= 0; i--)); do bash "$infra_dir/${owned_servers[i]}.sh" stop >/dev/null; done
+}

@@ -13,20 +13,13 @@ step() { printf '\n== %s (%ss)\n' "$1" "$(( $(date +%s) - started ))"; }
 step "simulating $USERS users x $DAYS days (seed $SEED)"
 hermes simulate --users "$USERS" --days "$DAYS" --seed "$SEED" 2>>"$log/simulate.log"
 
+source "$(dirname "$0")/lib.sh"
+trap stop_owned EXIT
 step "starting the object store (SeaweedFS on $HERMES_S3_ENDPOINT, stopped when this script ends)"
-s3_was_running=no
-[ -f "$HERMES_HOME/run/s3.pid" ] && kill -0 "$(cat "$HERMES_HOME/run/s3.pid")" 2>/dev/null && s3_was_running=yes
-bash "$(dirname "$0")/s3.sh" start
+start_owned s3
 
 step "starting the push gateway ($HERMES_GATEWAY_URL, stopped when this script ends)"
-gw_was_running=no
-[ -f "$HERMES_HOME/run/gateway.pid" ] && kill -0 "$(cat "$HERMES_HOME/run/gateway.pid")" 2>/dev/null && gw_was_running=yes
-bash "$(dirname "$0")/gateway.sh" start
-stop_started() {
-  [ "$gw_was_running" = yes ] || bash "$(dirname "$0")/gateway.sh" stop >/dev/null
-  [ "$s3_was_running" = yes ] || bash "$(dirname "$0")/s3.sh" stop >/dev/null
-}
-trap stop_started EXIT
+start_owned gateway
 
 step "preparing Airflow metadata in $AIRFLOW_HOME"
 airflow db migrate >"$log/airflow-db.log" 2>&1

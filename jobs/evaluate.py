@@ -91,6 +91,21 @@ def world_spec(spec: EvalSpec):
     return WorldSpec(users=spec.users, items=2 * spec.users, days=spec.history_days + spec.days, seed=spec.seed)
 
 
+def send_days_of(spec: EvalSpec) -> list[str]:
+    """The closed-loop days: the world's days after the Push 1.0 history."""
+    ws = world_spec(spec)
+    return [(ws.start + timedelta(days=spec.history_days + i)).isoformat() for i in range(spec.days)]
+
+
+def arm_settings(base: Settings, out: Path, name: str) -> Settings:
+    """An arm's own warehouse, MLflow registry, ledger and bucket under out/<name>."""
+    home = out / name
+    return replace(base, home=home, warehouse=home / "warehouse",
+                   mlflow_tracking_uri=f"sqlite:///{home}/mlflow/mlflow.db",
+                   ledger_url=f"sqlite:///{home}/state/delivery_ledger.sqlite",
+                   s3_bucket=f"{base.s3_bucket}-eval-{name}", receipt_time="planned")
+
+
 def prepare(base: Settings, spec: EvalSpec, out: Path) -> tuple[dict[str, Arm], list[str]]:
     """Simulate the world once and give each arm its own copy (hard links) of it. Returns arms and send days."""
     from jobs.config.loader import load_config
@@ -104,18 +119,13 @@ def prepare(base: Settings, spec: EvalSpec, out: Path) -> tuple[dict[str, Arm], 
     loaded = eval_config(load_config(base.conf_dir), spec)
     arms = {}
     for name in ARMS:
-        home = out / name
-        (home / "warehouse").mkdir(parents=True)
-        subprocess.run(["cp", "-al", str(world / "raw"), str(home / "warehouse" / "raw")], check=True)
-        settings = replace(base, home=home, warehouse=home / "warehouse",
-                           mlflow_tracking_uri=f"sqlite:///{home}/mlflow/mlflow.db",
-                           ledger_url=f"sqlite:///{home}/state/delivery_ledger.sqlite",
-                           s3_bucket=f"{base.s3_bucket}-eval-{name}", receipt_time="planned")
-        (home / "mlflow").mkdir()
-        (home / "state").mkdir()
+        settings = arm_settings(base, out, name)
+        settings.warehouse.mkdir(parents=True)
+        subprocess.run(["cp", "-al", str(world / "raw"), str(settings.warehouse / "raw")], check=True)
+        (settings.home / "mlflow").mkdir()
+        (settings.home / "state").mkdir()
         arms[name] = Arm(name, settings, loaded)
-    send_days = [(ws.start + timedelta(days=spec.history_days + i)).isoformat() for i in range(spec.days)]
-    return arms, send_days
+    return arms, send_days_of(spec)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -167,7 +177,7 @@ def _read_receipts(wh: Warehouse, send_day: str):
     return files, [pq.read_table(f) for f in files]
 
 
-def _recent_pushes(wh: Warehouse, send_day: str) -> "object":
+def _recent_pushes(wh: Warehouse, send_day: str) -> tuple[np.ndarray, np.ndarray]:
     """user_id, sent_at (us) of the arm's pushes in the 8 days before send_day (for the true fatigue terms)."""
     import pyarrow.compute as pc
     import pyarrow.dataset as pads
@@ -553,10 +563,8 @@ def report(base: Settings, spec: EvalSpec, out: Path, days: dict | None = None, 
     from jobs.config.loader import load_config
 
     loaded = eval_config(load_config(base.conf_dir), spec)
-    arms = {name: Arm(name, replace(base, home=out / name, warehouse=out / name / "warehouse"), loaded)
-            for name in ARMS}
-    ws = world_spec(spec)
-    send_days = [(ws.start + timedelta(days=spec.history_days + i)).isoformat() for i in range(spec.days)]
+    arms = {name: Arm(name, arm_settings(base, out, name), loaded) for name in ARMS}
+    send_days = send_days_of(spec)
     if days is None or seconds is None:
         old = json.loads((out / "report.json").read_text())
         days, seconds = old["days"], old["seconds"]
