@@ -10,7 +10,7 @@ SEED ?= 7
 DS ?= 2026-10-30
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast ui ui-stop install lock bench bench-triggers bench-delivery evaluate clean help
+.PHONY: run test test-fast ui ui-stop install lock bench bench-nightly bench-triggers bench-delivery evaluate clean help
 
 help:
 	@echo "make run    - install if needed, simulate a marketplace, run hermes_nightly through Airflow, print a summary"
@@ -18,6 +18,7 @@ help:
 	@echo "make ui     - start Airflow (standalone) and the MLflow UI on 127.0.0.1 over var/; make ui-stop stops them"
 	@echo "make lock   - re-resolve constraints.txt from setup.cfg"
 	@echo "make bench  - benchmarks under bench/"
+	@echo "make bench-nightly - the whole nightly DAG at BENCH_USERS='50000 200000 1000000': time and peak memory per task"
 	@echo "make evaluate - Push 1.0 vs Hermes, closed loop, SEEDS='7 11 23' EVAL_DAYS=3 EVAL_USERS=4000"
 
 install: $(VENV)/.installed
@@ -51,7 +52,10 @@ bench: install
 	source infra/env.sh && $(PY) bench/windows.py --users 1000000 --capacity 70000
 	source infra/env.sh && $(PY) bench/delivery.py
 	source infra/env.sh && $(PY) bench/score.py --rows 10000000 --kind hgb
-	source infra/env.sh && $(PY) bench/nightly.py --users 10000 200000
+
+BENCH_USERS ?= 50000 200000 1000000
+bench-nightly: install
+	bash infra/bench-nightly.sh --users $(BENCH_USERS)
 
 SEEDS ?= 7 11 23
 EVAL_DAYS ?= 3

@@ -89,9 +89,78 @@ def validate(frame, table: str, expectations: list) -> ValidationReport:
     source = ctx.data_sources.add_spark("hermes") if is_spark else ctx.data_sources.add_pandas("hermes")
     batch_def = source.add_dataframe_asset(name=table.replace("/", "_")).add_batch_definition_whole_dataframe("all")
     suite = ctx.suites.add(gx.ExpectationSuite(name=f"hermes.{table.replace('/', '.')}"))
-    for e in expectations:
-        suite.add_expectation(e)
+    for e in expectations:   # a copy: an expectation belongs to one suite, and a list may be validated again
+        suite.add_expectation(e.copy(update={"id": None}))
     result = batch_def.get_batch(batch_parameters={"dataframe": frame}).validate(suite)
     failures = [f"{table}.{_describe(r)}" for r in result.results if not r.success]
     rows = frame.count() if is_spark else len(frame)
     return ValidationReport(table=table, rows=int(rows), checked=len(expectations), failures=failures)
+
+
+# Expectations whose verdict on a table is the AND of their verdicts on any split of its rows (with mostly=1).
+_ROW_WISE = ("ExpectColumnValuesToNotBeNull", "ExpectColumnValuesToBeInSet", "ExpectColumnValuesToBeBetween",
+             "ExpectColumnPairValuesAToBeGreaterThanB", "ExpectColumnDistinctValuesToBeInSet",
+             "ExpectColumnValuesToMatchRegex", "ExpectColumnValuesToNotBeInSet", "ExpectColumnValuesToBeNull")
+
+
+def splits_by_key(expectation, key: str) -> bool:
+    """True when `expectation` gives the same verdict on the whole table as on all parts of a split in which every
+    value of `key` lands in one part: row-wise rules, and uniqueness of `key` or of a compound including it."""
+    if getattr(expectation, "mostly", 1) not in (None, 1, 1.0):
+        return False
+    name = type(expectation).__name__
+    if name in _ROW_WISE:
+        return True
+    if name == "ExpectColumnValuesToBeUnique":
+        return expectation.column == key
+    if name == "ExpectCompoundColumnsToBeUnique":
+        return key in expectation.column_list
+    return False
+
+
+def validate_dataset(dataset, table: str, expectations: list, columns: list[str], key: str = "user_id",
+                     chunk_rows: int = 8_000_000) -> ValidationReport:
+    """Run `expectations` on a pyarrow dataset through pandas, in parts of about `chunk_rows` rows when it is larger
+    and every expectation splits by `key` (an integer column): each part holds whole ranges of `key` (edges from
+    quantiles), so uniqueness over keys including it stays exact, and the parts' rows must add up to the table's.
+    The table is read once, strings as dictionaries (a 100M-row column of scene ids is then 4 bytes a row, not
+    a Python object), and parts are cut from it in memory."""
+    import numpy as np
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    strings = [f.name for f in dataset.schema if f.name in columns and pa.types.is_string(f.type)]
+    if strings and isinstance(dataset, pads.FileSystemDataset):
+        fmt = pads.ParquetFileFormat(read_options=pads.ParquetReadOptions(dictionary_columns=strings))
+        dataset = pads.dataset(dataset.files, format=fmt, filesystem=dataset.filesystem)
+    data = dataset.to_table(columns=columns)
+    rows = data.num_rows
+    parts = -(-rows // chunk_rows)
+    if (parts <= 1 or key not in data.column_names or not pa.types.is_integer(data.schema.field(key).type)
+            or not all(splits_by_key(e, key) for e in expectations)):
+        return validate(data.to_pandas(), table, expectations)
+    col = data[key]
+    values = pc.fill_null(col, 0).to_numpy()
+    present = values[~pc.is_null(col).to_numpy(zero_copy_only=False)]
+    sample = present[:: max(1, len(present) // 200_000)]
+    edges = np.unique(np.quantile(sample, np.linspace(0, 1, parts + 1)[1:-1]).astype(np.int64))
+    part_of = np.searchsorted(edges, values, side="right").astype(np.int32)
+    part_of[pc.is_null(col).to_numpy(zero_copy_only=False)] = len(edges) + 1      # rows without a key: own part
+    del values, present
+    bounds = [None, *edges.tolist(), None]
+    failures, seen = [], 0
+    for i in range(len(edges) + 2):
+        part = data.filter(pa.array(part_of == i))
+        if part.num_rows == 0:
+            continue
+        seen += part.num_rows
+        where = (f"{key} is null" if i == len(edges) + 1 else
+                 f"{key} in [{bounds[i] if bounds[i] is not None else '-inf'}, "
+                 f"{bounds[i + 1] if bounds[i + 1] is not None else 'inf'})")
+        report = validate(part.to_pandas(), table, expectations)
+        failures += [f"{f} [part {where}]" for f in report.failures]
+        del part, report
+    if seen != rows:
+        failures.append(f"{table}.{key}: rule=parts_cover_table: validated {seen} rows in parts, table has {rows}")
+    logging.getLogger(__name__).info("%s: %d rows validated in %d parts by %s", table, rows, len(edges) + 1, key)
+    return ValidationReport(table=table, rows=rows, checked=len(expectations), failures=failures)

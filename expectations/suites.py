@@ -134,6 +134,7 @@ def output_suite(table: str, config_version: str, scene_ids: list[str]) -> list:
             gxe.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "scene_id"]),
         ],
         "plan/scored": [
+            gxe.ExpectColumnValuesToNotBeNull(column="user_id"), gxe.ExpectColumnValuesToNotBeNull(column="item_id"),
             gxe.ExpectColumnValuesToNotBeNull(column="model_version"),
             gxe.ExpectColumnValuesToNotBeNull(column="p_open"), rate("p_open"),
             gxe.ExpectColumnValuesToBeInSet(column="scene_id", value_set=scene_ids),

@@ -47,8 +47,14 @@ def spark_job_main(run, app: str, doc: str | None, argv: list[str] | None = None
     p = argparse.ArgumentParser(prog=f"python -m jobs.{app}", description=doc)
     p.add_argument("--ds", required=True, type=lambda s: date.fromisoformat(s).isoformat())
     p.add_argument("--config", help="config snapshot JSON (default: validate conf/ now)")
+    p.add_argument("--result", type=Path, help="also write the result JSON here (what a submitting task reads)")
     args = p.parse_args(argv)
     settings = Settings.from_env()
     loaded = load_run_config(settings, args.config)
     with spark_session(settings, f"hermes-{app}-{args.ds}") as spark:
-        print(json.dumps(run(spark, settings, args.ds, loaded), indent=2, default=str))
+        result = json.dumps(run(spark, settings, args.ds, loaded), indent=2, default=str)
+    print(result)
+    if args.result:
+        tmp = args.result.with_suffix(".tmp")
+        tmp.write_text(result)
+        tmp.replace(args.result)

@@ -19,6 +19,9 @@ _SPEC: list[tuple[str, str, str | None, str]] = [
     ("warehouse", "HERMES_WAREHOUSE", "$HERMES_HOME/warehouse", "root of the Parquet warehouse (raw/, features/, ...)"),
     ("conf_dir", "HERMES_CONF", "<repo>/conf", "Configuration Center folder (platform.yaml, scenes/)"),
     ("spark_master", "HERMES_SPARK_MASTER", "local[*]", "Spark master URL (local[*], spark://host:7077, yarn, k8s://...)"),
+    ("spark_submit_conn", "HERMES_SPARK_SUBMIT_CONN", "",
+     "Airflow connection id of a Spark master: when set, Spark stages go through spark-submit (the Spark "
+     "provider's hook) instead of a session inside the task process"),
     ("spark_driver_memory", "HERMES_SPARK_DRIVER_MEMORY", "6g", "driver memory (in local mode the executors live in the driver)"),
     ("spark_shuffle_partitions", "HERMES_SPARK_SHUFFLE_PARTITIONS", "0",
      "shuffle partitions; 0 = 4 x cores (AQE coalesces further)"),
@@ -44,6 +47,7 @@ class Settings:
     warehouse: Path
     conf_dir: Path
     spark_master: str
+    spark_submit_conn: str
     spark_driver_memory: str
     spark_shuffle_partitions: int
     mlflow_tracking_uri: str

@@ -2,6 +2,7 @@
 
 Same code for `local[*]` and a cluster: only the master URL (from settings) changes; for a remote master the
 factory ships the project's packages to the executors as a zip (what `spark-submit --py-files` does).
+Launched by spark-submit (`jobs/submit.py`), the session takes the master and the code from spark-submit.
 """
 from __future__ import annotations
 
@@ -26,9 +27,11 @@ def build_spark(settings: Settings, app_name: str):
     # Workers must run the same interpreter (and so the same pandas/pyarrow) as the driver. Local-mode
     # workers only honour the environment variable, not spark.pyspark.python.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    # spark-submit starts the JVM first and hands its port to the Python driver: its --master and --py-files rule
+    submitted = "PYSPARK_GATEWAY_PORT" in os.environ
+    builder = SparkSession.builder if submitted else SparkSession.builder.master(settings.spark_master)
     builder = (
-        SparkSession.builder.appName(app_name)
-        .master(settings.spark_master)
+        builder.appName(app_name)
         .config("spark.pyspark.python", sys.executable)
         .config("spark.pyspark.driver.python", sys.executable)
         .config("spark.driver.memory", settings.spark_driver_memory)
@@ -49,7 +52,7 @@ def build_spark(settings: Settings, app_name: str):
     logging.getLogger("py4j").setLevel(logging.WARNING)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
-    if not settings.spark_master.startswith("local"):
+    if not submitted and not settings.spark_master.startswith("local"):
         # executors elsewhere import the project's modules: ship them as one zip (what --py-files does)
         spark.sparkContext.addPyFile(str(code_zip(settings.home / "spark-py")))
     return spark

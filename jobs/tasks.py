@@ -40,12 +40,17 @@ def validate_raw(table: str, ds: str) -> dict:
 
 
 def run_stage(stage: str, ds: str, config: dict) -> dict:
-    """Run one Spark stage (`jobs.<stage>.run`) for ds under the run's frozen config."""
+    """Run one Spark stage (`jobs.<stage>.run`) for ds under the run's frozen config: in this process, or through
+    spark-submit when HERMES_SPARK_SUBMIT_CONN names a Spark connection (same job code either way)."""
     from jobs.entry import load_run_config, spark_session
 
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; stages are {STAGES}")
     settings = Settings.from_env()
+    if settings.spark_submit_conn:
+        from jobs.submit import submit_stage
+
+        return submit_stage(settings, stage, ds, config["snapshot"])
     loaded = load_run_config(settings, config["snapshot"])
     job = importlib.import_module(f"jobs.{stage}")
     with spark_session(settings, f"hermes-{stage}-{ds}") as spark:
