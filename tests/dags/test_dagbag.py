@@ -113,3 +113,22 @@ print(json.dumps({{"seconds": elapsed, "errors": list(bag.import_errors), "dags"
     assert result["seconds"] < 2.0, f"{dag_file.name} took {result['seconds']:.2f}s to parse"
     heavy = sorted(set(result["new"]) & set(HEAVY))
     assert not heavy, f"{dag_file.name} imports {heavy} at parse time"
+
+
+def test_the_nightly_bench_runs_every_dag_task_after_its_upstreams(dagbag):
+    """bench/nightly.py replays hermes_nightly task by task: it must know every task and keep the DAG's order."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_nightly", DAGS.parent / "bench" / "nightly.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    order, tables = bench.dag_order()
+    dag = dagbag.dags["hermes_nightly"]
+    assert sorted(order) == sorted(dag.task_ids)
+    position = {t: i for i, t in enumerate(order)}
+    for task in dag.tasks:
+        assert all(position[u] < position[task.task_id] for u in task.upstream_task_ids), task.task_id
+        assert bench.calls_for(task.task_id, tables)            # raises for a task the bench does not know
+    assert [a for _, a in bench.calls_for("check_selection", tables)] == [[t] for t in tables["check_selection"]]
+    with pytest.raises(RuntimeError, match="does not know the DAG task 'new_task'"):
+        bench.calls_for("new_task", tables)
