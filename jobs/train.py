@@ -26,8 +26,15 @@ def run(spark, settings: Settings, ds: str, loaded, force_kind: str | None = Non
     tables = {"users": wh.read_raw(spark, "users"), "items": wh.read_raw(spark, "items"),
               "events": wh.read_raw(spark, "events", first, ds), "push_log": wh.read_raw(spark, "push_log", first, ds),
               "item_changes": wh.read_raw(spark, "item_changes", last_ds=ds)}
+    def via_warehouse(examples):
+        """The examples as a table of their own (training/examples, ds=<ds>), read back with pyarrow."""
+        wh.write_partition(examples, EXAMPLES, ds, loaded.version)
+        pdf = wh.read_arrow(EXAMPLES, ds, examples.columns).to_pandas()
+        pdf["sent_at"] = pdf["sent_at"].dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]")
+        return pdf
+
     ts = build_training_set(tables, ds, as_of_end(ds), cfg.train_days, cfg.holdout_days,
-                            [s.id for s in loaded.config.scenes])
+                            [s.id for s in loaded.config.scenes], materialise=via_warehouse)
     log.info("training set for %s: %s", ds, ts.summary())
     # The simulator's ground truth, when there is one, gives the oracle AUC; real data has none.
     truth = GroundTruth.load(wh.ground_truth) if (wh.ground_truth / "latent.npz").exists() else None
@@ -38,6 +45,9 @@ def run(spark, settings: Settings, ds: str, loaded, force_kind: str | None = Non
     ts.holdout.to_parquet(holdout_path(wh, ds), index=False)
     out.write_text(json.dumps(result, indent=2, default=str))
     return result | {"ds": ds, "config_version": loaded.version, "tables": {}}
+
+
+EXAMPLES = "training/examples"
 
 
 def holdout_path(wh: Warehouse, ds: str):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -42,9 +43,11 @@ def push_keys(push_log: DataFrame, users: DataFrame, first_day: str, last_day: s
 
 
 def build_training_set(spark_tables: dict[str, DataFrame], ds: str, as_of, train_days: int, holdout_days: int,
-                       known_scenes) -> TrainingSet:
+                       known_scenes, materialise: Callable[[DataFrame], pd.DataFrame] | None = None) -> TrainingSet:
     """spark_tables: users, events, push_log, item_changes, items (raw contract, windows covering
-    train_days + LOOKBACK days before ds)."""
+    train_days + LOOKBACK days before ds). materialise: how the examples reach pandas — by default
+    `toPandas()` (through the driver: fine for tests); the nightly writes them to the warehouse and reads the
+    Parquet back (jobs/train.py), since a 1M-user training set (~4.6M rows) breaks spark.driver.maxResultSize."""
     last = date.fromisoformat(ds)
     first = last - timedelta(days=train_days - 1)
     split = last - timedelta(days=holdout_days - 1)
@@ -52,7 +55,8 @@ def build_training_set(spark_tables: dict[str, DataFrame], ds: str, as_of, train
     codes = scene_codes(list(known_scenes) + [r[0] for r in t["push_log"].select("scene_id").distinct().collect()])
     keys = push_keys(t["push_log"], t["users"], first.isoformat(), last.isoformat(), as_of)
     feats = pair_features(keys, t["users"], t["events"], t["push_log"], t["item_changes"], t["items"], codes)
-    pdf = feats.select("push_id", "user_id", "item_id", "scene_id", "sent_at", "day", "label", *FEATURES).toPandas()
+    examples = feats.select("push_id", "user_id", "item_id", "scene_id", "sent_at", "day", "label", *FEATURES)
+    pdf = materialise(examples) if materialise else examples.toPandas()
     pdf = pdf.sort_values(["sent_at", "push_id"], kind="stable").reset_index(drop=True)
     split_day = (split - date(1970, 1, 1)).days
     is_holdout = pdf["day"] >= split_day

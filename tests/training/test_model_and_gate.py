@@ -57,6 +57,24 @@ def test_train_registers_and_the_gate_promotes_better_and_holds_worse(world, set
     margin = loaded.config.platform.training.promotion_margin
     trained = run(spark, settings, ds, loaded, force_kind="logreg")
     holdout = pd.read_parquet(holdout_path(Warehouse(settings.warehouse), ds))
+
+    # The examples reach pandas through their own warehouse table, not through the driver: the same frame as
+    # toPandas() gives, and every row in training/examples.
+    from jobs.entry import as_of_end
+    from jobs.train import EXAMPLES
+    from training.dataset import build_training_set, earliest_input_day
+
+    wh = Warehouse(settings.warehouse)
+    first = earliest_input_day(ds, loaded.config.platform.training.train_days)
+    tables = {"users": wh.read_raw(spark, "users"), "items": wh.read_raw(spark, "items"),
+              "events": wh.read_raw(spark, "events", first, ds), "push_log": wh.read_raw(spark, "push_log", first, ds),
+              "item_changes": wh.read_raw(spark, "item_changes", last_ds=ds)}
+    cfg = loaded.config.platform.training
+    direct = build_training_set(tables, ds, as_of_end(ds), cfg.train_days, cfg.holdout_days,
+                                [s.id for s in loaded.config.scenes])
+    pd.testing.assert_frame_equal(direct.holdout, holdout)
+    assert trained["training"]["train_rows"] == len(direct.train) > 0
+    assert wh.read_arrow(EXAMPLES, ds).num_rows == len(direct.train) + len(direct.holdout)
     experiment_id = configure_mlflow(settings.mlflow_tracking_uri, settings.home / "mlflow" / "artifacts")
     client = mlflow.MlflowClient()
 
