@@ -10,10 +10,10 @@ tree's RSS (Python + JVM + Python workers) is sampled every 0.2 s. Mapped tasks 
 once per table; their times add up and their peak is the largest. Tasks run one after another (on 2 cores
 the DAG's parallel branches would only share them); the Airflow scheduler's own overhead is not included.
 
+Results accumulate in $HERMES_HOME/bench/nightly.json per world size (`--table` prints them again).
 Each world is simulated once into $HERMES_HOME/bench/nightly-<users>/ (kept for re-runs; the simulator is
 not part of the DAG and is reported apart); every derived table, the MLflow store and the ledger are wiped
-before the run, so the model is trained and gated from scratch. Results: a table on stdout and
-$HERMES_HOME/bench/nightly.json.
+before the run, so the model is trained and gated from scratch.
 """
 from __future__ import annotations
 
@@ -236,6 +236,7 @@ def main() -> None:
     p.add_argument("--users", type=int, nargs="+", default=[50_000, 200_000, 1_000_000])
     p.add_argument("--days", type=int, default=30)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--table", action="store_true", help="only print the table of the results measured so far")
     p.add_argument("--call", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.call:
@@ -243,19 +244,23 @@ def main() -> None:
     from jobs.settings import Settings
 
     base_home = Settings.from_env().home
-    order, tables = dag_order()
-    print(f"hermes_nightly tasks in order: {', '.join(order)}", flush=True)
-    results = []
     out = base_home / "bench" / "nightly.json"
-    for n in args.users:
-        results.append(bench_world(n, args.days, args.seed, base_home, order, tables))
-        r = results[-1]
-        sim = f"{r['simulate_seconds']:.0f} s" if r["simulate_seconds"] else "kept from an earlier run"
-        print(f"  {n:,} users: DAG {r['total_seconds']:.0f} s, peak {r['peak_gb']:.2f} GB (simulator: {sim})",
-              flush=True)
-        out.write_text(json.dumps(results, indent=2))
+    # results accumulate per world size: a run at 1M adds to (or replaces) what earlier runs measured
+    results = {r["users"]: r for r in (json.loads(out.read_text()) if out.exists() else [])}
+    if not args.table:
+        order, tables = dag_order()
+        print(f"hermes_nightly tasks in order: {', '.join(order)}", flush=True)
+        for n in args.users:
+            r = results[n] = bench_world(n, args.days, args.seed, base_home, order, tables)
+            sim = f"{r['simulate_seconds']:.0f} s" if r["simulate_seconds"] else "kept from an earlier run"
+            print(f"  {n:,} users: DAG {r['total_seconds']:.0f} s, peak {r['peak_gb']:.2f} GB (simulator: {sim})",
+                  flush=True)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps([results[k] for k in sorted(results)], indent=2))
+    if not results:
+        raise SystemExit(f"no results in {out}: run the benchmark first")
     print()
-    print(table(results))
+    print(table([results[k] for k in sorted(results)]))
     print(f"\n(results: {out})")
 
 
