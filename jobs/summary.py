@@ -54,6 +54,8 @@ def summary(settings: Settings, ds: str) -> list[str]:
     if train_report.exists():
         t = json.loads(train_report.read_text())
         oracle = f", oracle AUC {t['oracle_auc']:.4f}" if t.get("oracle_auc") else ""
+        if t.get("oracle_auc_attainable"):
+            oracle += f" (attainable {t['oracle_auc_attainable']:.4f})"
         lines += ["", f"model: hermes-ctr v{t['version']} ({t['model_kind']}), holdout AUC {t['holdout']['auc']:.4f}"
                       f"{oracle}, log loss {t['holdout']['log_loss']:.4f}, calibration error "
                       f"{t['holdout']['calibration_error']:.4f}; MLflow run {t['run_id']}"]

@@ -16,23 +16,14 @@ import pandas as pd
 from features.pairs import FEATURES
 from training.dataset import TrainingSet, feature_matrix
 from training.model import fit_candidates
+from training.oracle import attainable_probabilities, true_probabilities
 from training.registry import MODEL_NAME, SKOPS_TRUSTED, gate, log_decision
 
 log = logging.getLogger(__name__)
 
 
-def true_probabilities(holdout: pd.DataFrame, truth) -> np.ndarray | None:
-    """The simulator's true open probability of every holdout push (None without a ground truth)."""
-    if truth is None or holdout.empty:
-        return None
-    sent_us = holdout["sent_at"].dt.as_unit("us").astype("int64").to_numpy()
-    return truth.open_probability(holdout["user_id"].to_numpy(), holdout["scene_id"].to_numpy(),
-                                  np.arange(len(holdout) + 1), holdout["item_id"].to_numpy(), sent_us,
-                                  pushes_24h=holdout["u_pushes_1d"].to_numpy(),
-                                  pushes_7d=holdout["u_pushes_7d"].to_numpy())
-
-
-def _plots(folder: Path, y: np.ndarray, p: np.ndarray, p_oracle: np.ndarray | None, importance: pd.Series) -> None:
+def _plots(folder: Path, y: np.ndarray, p: np.ndarray, p_oracle: np.ndarray | None, p_attainable: np.ndarray | None,
+           importance: pd.Series) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -40,7 +31,8 @@ def _plots(folder: Path, y: np.ndarray, p: np.ndarray, p_oracle: np.ndarray | No
     from sklearn.metrics import roc_curve
 
     fig, ax = plt.subplots(figsize=(5, 5))
-    for label, scores in (("model", p), ("oracle (true P)", p_oracle)):
+    for label, scores in (("model", p), ("oracle (true P)", p_oracle),
+                          ("attainable oracle (user bias learnt)", p_attainable)):
         if scores is not None:
             fpr, tpr, _ = roc_curve(y, scores)
             ax.plot(fpr, tpr, label=label)
@@ -108,8 +100,11 @@ def train_and_register(ts: TrainingSet, ds: str, config_version: str, truth=None
 
     p = est.predict_proba(Xh)[:, 1]
     p_oracle = true_probabilities(ts.holdout, truth)
-    # Oracle AUC: the best any model could do on this holdout.
+    # Oracle AUC: the best any model could do on this holdout, knowing the simulator's latent traits; the
+    # attainable one learns the user's latent push bias from their own training pushes (training/oracle.py).
     oracle = float(roc_auc_score(yh, p_oracle)) if p_oracle is not None else None
+    p_attainable = attainable_probabilities(ts.train, ts.holdout, truth)
+    attainable = float(roc_auc_score(yh, p_attainable)) if p_attainable is not None else None
 
     with mlflow.start_run(run_name=f"ctr-{ds}") as run:
         mlflow.set_tags({"ds": ds, "config_version": config_version, "model_kind": best})
@@ -126,11 +121,13 @@ def train_and_register(ts: TrainingSet, ds: str, config_version: str, truth=None
                                 f"candidate_{kind}_calibration_error": m["calibration_error"],
                                 f"candidate_{kind}_fit_seconds": secs})
         if oracle is not None:
-            mlflow.log_metrics({"oracle_auc": oracle, "auc_gap_to_oracle": oracle - metrics["auc"]})
+            mlflow.log_metrics({"oracle_auc": oracle, "auc_gap_to_oracle": oracle - metrics["auc"],
+                                "oracle_auc_attainable": attainable,
+                                "auc_gap_to_attainable": attainable - metrics["auc"]})
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             importance = _importance(est, Xh, yh)
-            _plots(folder, yh, p, p_oracle, importance)
+            _plots(folder, yh, p, p_oracle, p_attainable, importance)
             importance.sort_values(ascending=False).to_csv(folder / "feature_importance.csv", header=["auc_drop"])
             summary = ts.summary() | {"feature_stats": ts.train[list(FEATURES)].describe().round(4).to_dict()}
             (folder / "training_data_summary.json").write_text(json.dumps(summary, indent=2, default=str))
@@ -143,7 +140,8 @@ def train_and_register(ts: TrainingSet, ds: str, config_version: str, truth=None
         version = mlflow.register_model(info.model_uri, MODEL_NAME, tags={"ds": ds, "config_version": config_version,
                                                                           TIMING_TAG: f"{elasticity:.6f}"})
     return {"run_id": run.info.run_id, "version": str(version.version), "model_kind": best, "holdout": metrics,
-            "oracle_auc": oracle, TIMING_TAG: elasticity, "candidates": {k: v[1] for k, v in fitted.items()}, "training": ts.summary()}
+            "oracle_auc": oracle, "oracle_auc_attainable": attainable, TIMING_TAG: elasticity,
+            "candidates": {k: v[1] for k, v in fitted.items()}, "training": ts.summary()}
 
 
 def gate_version(run_id: str, version: str, holdout: pd.DataFrame, margin: float) -> dict:

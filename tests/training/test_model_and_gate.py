@@ -103,8 +103,10 @@ def test_train_registers_and_the_gate_promotes_better_and_holds_worse(world, set
     assert trained_run.info.experiment_id == experiment_id
     assert trained_run.info.artifact_uri.startswith((settings.home / "mlflow" / "artifacts").as_uri())
     assert 0.5 < trained["holdout"]["auc"] <= 1 and trained["oracle_auc"] is not None
+    assert 0.5 < trained["oracle_auc_attainable"] < 1   # its meaning is tested in tests/training/test_oracle.py
     data = client.get_run(trained["run_id"]).data
-    assert {"holdout_auc", "holdout_log_loss", "holdout_calibration_error", "oracle_auc"} <= set(data.metrics)
+    assert {"holdout_auc", "holdout_log_loss", "holdout_calibration_error", "oracle_auc",
+            "oracle_auc_attainable"} <= set(data.metrics)
     artifacts = {a.path for a in client.list_artifacts(trained["run_id"])}
     assert {"roc.png", "calibration.png", "feature_importance.png", "training_data_summary.json",
             "scene_codes.json", "gate_decision.json"} <= artifacts
