@@ -24,13 +24,15 @@ def exclude_recent(scored: DataFrame, push_log: DataFrame, since) -> DataFrame:
 def feeds(scored: DataFrame, items: DataFrame, scenes: DataFrame, max_per_category: int) -> DataFrame:
     """scored: user_id, scene_id, item_id, p_open, model_version. items: item_id, seller_id, category_id.
     scenes: scene_id, feed_size, priority."""
-    x = scored.join(items.select("item_id", "seller_id", "category_id"), "item_id")
+    # Hash-partitioned by user once: every window below (user, scene, seller / category / -), the feed's group-by
+    # and select_scene's window are clustered within it, so none of them shuffles the pairs again.
+    x = scored.join(items.select("item_id", "seller_id", "category_id"), "item_id").repartition("user_id")
     by = lambda *cols: Window.partitionBy("user_id", "scene_id", *cols).orderBy(  # noqa: E731
         F.col("p_open").desc(), F.col("item_id"))
     x = x.withColumn("_seller_rank", F.row_number().over(by("seller_id"))).where("_seller_rank = 1")
     x = x.withColumn("_cat_rank", F.row_number().over(by("category_id"))).where(
         F.col("_cat_rank") <= max_per_category)
-    x = (x.join(scenes, "scene_id").withColumn("position", F.row_number().over(by()))
+    x = (x.join(F.broadcast(scenes), "scene_id").withColumn("position", F.row_number().over(by()))
          .where(F.col("position") <= F.col("feed_size")))
     return x.groupBy("user_id", "scene_id", "priority", "model_version").agg(
         F.transform(F.sort_array(F.collect_list(F.struct("position", "item_id"))), lambda s: s["item_id"])
