@@ -6,10 +6,12 @@ and the plan for day D is scored exactly as the pushes of day D were trained. On
 """
 from __future__ import annotations
 
+import math
+
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from features.user_features import CATEGORY_WEIGHTS, HOUR_PRIOR
+from features.user_features import CATEGORY_WEIGHTS
 
 FEATURES = ("u_opens_7d", "u_opens_28d", "u_views_7d", "u_favs_28d", "u_pushes_1d", "u_pushes_7d",
             "u_push_open_rate", "aff_share", "hour_share_log", "i_drop_pct", "i_age_log", "i_views_7d_log",
@@ -17,6 +19,14 @@ FEATURES = ("u_opens_7d", "u_opens_28d", "u_views_7d", "u_favs_28d", "u_pushes_1
 LOOKBACK = 28
 PUSH_PRIOR_SENDS = 5.0
 PUSH_PRIOR_RATE = 0.05
+# A user's share of app opens in the send hour, estimated from a month of opens (a handful per hour at best):
+# each open is spread over its neighbouring hours (a Gaussian of sd 1 h: habits are bumps, not single hours)
+# and the user's counts are pulled toward the population's local-hour profile by HOUR_PRIOR_OPENS pseudo-opens.
+# On the simulated worlds this takes the estimate's correlation with the true activity from 0.68 (raw counts,
+# flat prior) to 0.88.
+HOUR_KERNEL = tuple((k, math.exp(-0.5 * k * k) / sum(math.exp(-0.5 * j * j) for j in range(-2, 3)))
+                    for k in range(-2, 3))
+HOUR_PRIOR_OPENS = 6.0
 
 
 def day_num(ts_col: str) -> F.Column:
@@ -84,9 +94,14 @@ def pair_features(keys: DataFrame, users: DataFrame, events: DataFrame, push_log
     aff = _as_of_sums(keyed, cat_daily, ["user_id", "category_id"], {"w": LOOKBACK}, key_day)
     tot = _as_of_sums(keys, tot_daily, ["user_id"], {"w_all": LOOKBACK}, key_day)
     # --- local-hour habit --------------------------------------------------------------------------
-    hour_daily = (ev.where(F.col("event_type") == "app_open").join(users.select("user_id", "tz"), "user_id")
-                  .withColumn("local_hour", F.hour(F.from_utc_timestamp("ts", F.col("tz"))))
-                  .groupBy("user_id", "local_hour", "day").agg(F.count("*").alias("h")))
+    opens_by_hour = (ev.where(F.col("event_type") == "app_open").join(users.select("user_id", "tz"), "user_id")
+                     .withColumn("local_hour", F.hour(F.from_utc_timestamp("ts", F.col("tz"))))
+                     .groupBy("user_id", "local_hour", "day").agg(F.count("*").alias("n")))
+    kernel = F.array(*[F.struct(F.lit(k).alias("k"), F.lit(w).alias("w")) for k, w in HOUR_KERNEL])
+    hour_daily = (opens_by_hour.select("user_id", "day", "local_hour", "n", F.explode(kernel).alias("_kw"))
+                  .groupBy("user_id", F.pmod(F.col("local_hour") + F.col("_kw.k"), F.lit(24)).alias("local_hour"), "day")
+                  .agg(F.sum(F.col("n") * F.col("_kw.w")).alias("h")))
+    population = _population_hours(keys, hour_daily, key_day)
     hours = _as_of_sums(keys, hour_daily, ["user_id", "local_hour"], {"h": LOOKBACK}, key_day)
     # --- material state --------------------------------------------------------------------------
     item_daily = (ev.where(F.col("item_id").isNotNull()).groupBy("item_id", "day").agg(
@@ -117,9 +132,15 @@ def pair_features(keys: DataFrame, users: DataFrame, events: DataFrame, push_log
                           F.log1p(F.greatest(F.lit(0.0), (F.col("day") * 86400 - F.unix_timestamp("listed_at"))
                                              / 3600.0)).alias("i_age_log")))
     codes = F.create_map(*[x for k, v in sorted(scene_codes.items()) for x in (F.lit(k), F.lit(v))])
-    out = (keyed.join(u, ["user_id", "day"], "left").join(aff, ["user_id", "category_id", "day"], "left")
-           .join(tot, ["user_id", "day"], "left").join(hours, ["user_id", "local_hour", "day"], "left")
-           .join(item_pop, ["item_id", "day"], "left").join(item_state, ["item_id", "day"], "left")
+    if key_day is None:
+        out = (keyed.join(u, ["user_id", "day"], "left").join(aff, ["user_id", "category_id", "day"], "left")
+               .join(tot, ["user_id", "day"], "left").join(hours, ["user_id", "local_hour", "day"], "left")
+               .join(item_pop, ["item_id", "day"], "left").join(item_state, ["item_id", "day"], "left")
+               .join(F.broadcast(population), ["local_hour", "day"], "left"))
+    else:
+        out = (_join_one_day(keys, items, u, aff, tot, hours, item_pop, item_state)
+               .join(F.broadcast(population.drop("day")), "local_hour", "left"))
+    out = (out
            .na.fill(0, ["opens_7d", "views_7d", "favs_28d", "pushes_7d", "push_opens_seen_28d", "pushes_recent_1d",
                         "opens_long_28d", "pushes_long_28d", "w_28d", "w_all_28d", "h_28d", "iv_7d", "if__7d",
                         "i_drop_pct", "i_age_log", "i_price_rel"]))
@@ -134,12 +155,44 @@ def pair_features(keys: DataFrame, users: DataFrame, events: DataFrame, push_log
         ((F.col("push_opens_seen_28d") + PUSH_PRIOR_SENDS * PUSH_PRIOR_RATE)
          / (F.col("pushes_long_28d") + PUSH_PRIOR_SENDS)).alias("u_push_open_rate"),
         F.when(F.col("w_all_28d") > 0, F.col("w_28d") / F.col("w_all_28d")).otherwise(0.0).alias("aff_share"),
-        F.log(24.0 * (F.col("h_28d") + HOUR_PRIOR) / (F.col("opens_long_28d") + 24 * HOUR_PRIOR)).alias("hour_share_log"),
+        F.log(24.0 * (F.col("h_28d") + HOUR_PRIOR_OPENS * F.coalesce("pop_share", F.lit(0.01 / 24)))
+              / (F.col("opens_long_28d") + HOUR_PRIOR_OPENS)).alias("hour_share_log"),
         F.col("i_drop_pct").cast("double"), F.col("i_age_log").cast("double"),
         F.log1p(F.col("iv_7d")).alias("i_views_7d_log"), F.log1p(F.col("if__7d")).alias("i_favs_7d_log"),
         ((F.col("if__7d") + 1.0) / (F.col("iv_7d") + 10.0)).alias("i_fav_rate"), F.col("i_price_rel").cast("double"),
         F.coalesce(codes[F.col("scene_id")], F.lit(-1)).cast("double").alias("scene_code"),
     )
+
+
+def _population_hours(keys: DataFrame, hour_daily: DataFrame, key_day: int | None) -> DataFrame:
+    """Per key day and local hour, the population's share of (spread) app opens over the LOOKBACK days before
+    it: (local_hour, day, pop_share), never exactly 0. Tiny: 24 rows per key day."""
+    daily = hour_daily.groupBy("local_hour", F.col("day").alias("_d")).agg(F.sum("h").alias("_h"))
+    days = (keys.select("day").distinct() if key_day is None
+            else daily.select(F.lit(key_day).alias("day")).distinct())
+    inside = (F.col("_d") >= F.col("day") - LOOKBACK) & (F.col("_d") < F.col("day"))
+    sums = F.broadcast(days).join(daily, inside).groupBy("day", "local_hour").agg(F.sum("_h").alias("_h"))
+    return sums.select("local_hour", "day", (0.99 * F.col("_h") / F.sum("_h").over(Window.partitionBy("day"))
+                                              + 0.01 / 24).alias("pop_share"))
+
+
+def _join_one_day(keys: DataFrame, items: DataFrame, u: DataFrame, aff: DataFrame, tot: DataFrame, hours: DataFrame,
+                  item_pop: DataFrame, item_state: DataFrame) -> DataFrame:
+    """The joins of the one-day path with the pairs shuffled twice, not six times: the per-item and the per-user
+    pieces are first folded into one row per item and one per user (affinity by category and opens by local hour
+    as maps), then each joins the pairs once and the pair's own category / hour is looked up in the maps."""
+    item_side = (item_state.drop("day").join(item_pop.drop("day"), "item_id", "left")
+                 .join(items.select("item_id", "category_id"), "item_id", "left"))
+    by_category = aff.groupBy("user_id").agg(
+        F.map_from_entries(F.collect_list(F.struct("category_id", "w_28d"))).alias("_w_by_category"))
+    by_hour = hours.groupBy("user_id").agg(
+        F.map_from_entries(F.collect_list(F.struct("local_hour", "h_28d"))).alias("_h_by_hour"))
+    user_side = (u.drop("day").join(tot.drop("day"), "user_id", "left").join(by_category, "user_id", "left")
+                 .join(by_hour, "user_id", "left"))
+    return (keys.join(item_side, "item_id", "left").join(user_side, "user_id", "left")
+            .withColumn("w_28d", F.try_element_at("_w_by_category", F.col("category_id")))
+            .withColumn("h_28d", F.try_element_at("_h_by_hour", F.col("local_hour")))
+            .drop("_w_by_category", "_h_by_hour"))
 
 
 def scene_codes(scene_ids) -> dict[str, int]:
