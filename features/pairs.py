@@ -135,8 +135,7 @@ def pair_features(keys: DataFrame, users: DataFrame, events: DataFrame, push_log
     out = (keyed.join(u, ["user_id", "day"], "left").join(aff, ["user_id", "category_id", "day"], "left")
            .join(tot, ["user_id", "day"], "left").join(hours, ["user_id", "local_hour", "day"], "left")
            .join(item_pop, ["item_id", "day"], "left").join(item_state, ["item_id", "day"], "left")
-           .join(F.broadcast(population), ["local_hour", "day"], "left"))
-    out = (out
+           .join(F.broadcast(population), ["local_hour", "day"], "left")
            .na.fill(0, ["opens_7d", "views_7d", "favs_28d", "pushes_7d", "push_opens_seen_28d", "pushes_recent_1d",
                         "opens_long_28d", "pushes_long_28d", "w_28d", "w_all_28d", "h_28d", "iv_7d", "if__7d",
                         "i_drop_pct", "i_age_log", "i_price_rel"]))
