@@ -83,3 +83,15 @@ def test_the_one_day_fast_path_gives_the_same_features_as_the_general_one(spark,
     assert general["u_opens_7d"].sum() > 0 and general["i_views_7d_log"].sum() > 0   # not all zeros
     import pandas as pd
     pd.testing.assert_frame_equal(fast[general.columns], general, check_exact=False, rtol=1e-12)
+
+
+def test_the_send_hour_share_spreads_opens_to_neighbouring_hours(spark, inputs):
+    """hour_share_log at 20:00 local: an open at 20:00 counts most, one at 19:00 still counts (habits are bumps,
+    not single hours), one at 08:00 pulls the share below the flat 1/24 (log < 0)."""
+    users, items, changes, events, pushes = inputs
+    others = [e for e in events if e[2] != "app_open"]
+    share = {}
+    for name, utc_hour in (("at_20", 12), ("at_19", 11), ("at_08", 0)):     # Asia/Shanghai is UTC+8
+        opens = [(t(-d).replace(hour=utc_hour), 1, "app_open", None, None, None) for d in (2, 3, 4)]
+        share[name] = features(spark, (users, items, changes, others + opens, pushes))["hour_share_log"]
+    assert share["at_20"] > share["at_19"] > 0 > share["at_08"]
