@@ -48,7 +48,10 @@ def _as_of_sums(keys: DataFrame, daily: DataFrame, entity: list[str], values: di
                 for col, w in values.items()]
         return recent.groupBy(*entity).agg(*sums).withColumn("day", F.lit(key_day))
     k = keys.select(*entity, "day").distinct().withColumn("_key", F.lit(True))
-    d = daily.select(*entity, "day", *values).withColumn("_key", F.lit(False))
+    # Only the history of entities some key asks about enters the windows: a training set sampled to a fraction
+    # of the users (training.max_examples) then pays for that fraction. Exact: other entities yield no key row.
+    d = (daily.select(*entity, "day", *values).join(k.select(*entity).distinct(), entity, "left_semi")
+         .withColumn("_key", F.lit(False)))
     rows = d.unionByName(k, allowMissingColumns=True)
     out = rows
     for col, w in values.items():
@@ -132,10 +135,13 @@ def pair_features(keys: DataFrame, users: DataFrame, events: DataFrame, push_log
                           F.log1p(F.greatest(F.lit(0.0), (F.col("day") * 86400 - F.unix_timestamp("listed_at"))
                                              / 3600.0)).alias("i_age_log")))
     codes = F.create_map(*[x for k, v in sorted(scene_codes.items()) for x in (F.lit(k), F.lit(v))])
-    out = (keyed.join(u, ["user_id", "day"], "left").join(aff, ["user_id", "category_id", "day"], "left")
-           .join(tot, ["user_id", "day"], "left").join(hours, ["user_id", "local_hour", "day"], "left")
-           .join(item_pop, ["item_id", "day"], "left").join(item_state, ["item_id", "day"], "left")
-           .join(F.broadcast(population), ["local_hour", "day"], "left")
+    if key_day is None:
+        out = (keyed.join(u, ["user_id", "day"], "left").join(aff, ["user_id", "category_id", "day"], "left")
+               .join(tot, ["user_id", "day"], "left").join(hours, ["user_id", "local_hour", "day"], "left")
+               .join(item_pop, ["item_id", "day"], "left").join(item_state, ["item_id", "day"], "left"))
+    else:
+        out = _join_one_day(keys, items, u, aff, tot, hours, item_pop, item_state)
+    out = (out.join(F.broadcast(population), ["local_hour", "day"], "left")
            .na.fill(0, ["opens_7d", "views_7d", "favs_28d", "pushes_7d", "push_opens_seen_28d", "pushes_recent_1d",
                         "opens_long_28d", "pushes_long_28d", "w_28d", "w_all_28d", "h_28d", "iv_7d", "if__7d",
                         "i_drop_pct", "i_age_log", "i_price_rel"]))
@@ -169,6 +175,28 @@ def _population_hours(keys: DataFrame, hour_daily: DataFrame, key_day: int | Non
     sums = F.broadcast(days).join(daily, inside).groupBy("day", "local_hour").agg(F.sum("_h").alias("_h"))
     return sums.select("local_hour", "day", (0.99 * F.col("_h") / F.sum("_h").over(Window.partitionBy("day"))
                                               + 0.01 / 24).alias("pop_share"))
+
+
+def _join_one_day(keys: DataFrame, items: DataFrame, u: DataFrame, aff: DataFrame, tot: DataFrame, hours: DataFrame,
+                  item_pop: DataFrame, item_state: DataFrame) -> DataFrame:
+    """The joins of the one-day (scoring) path with the pairs shuffled twice, not six times: the per-item and the
+    per-user pieces are first folded into one row per item and one per user (affinity by category and opens by
+    local hour as maps), then each joins the pairs once and the pair's own category / hour is looked up in the
+    maps. At 50k users AQE broadcasts every side and both plans cost the same; from a few hundred thousand users
+    the sides outgrow the broadcast threshold and each sort-merge join re-shuffles the whole pair table (~124
+    pairs per user), which this avoids. Exactly the general path's values (tests/features/test_pairs.py)."""
+    item_side = (item_state.drop("day").join(item_pop.drop("day"), "item_id", "left")
+                 .join(items.select("item_id", "category_id"), "item_id", "left"))
+    by_category = aff.groupBy("user_id").agg(
+        F.map_from_entries(F.collect_list(F.struct("category_id", "w_28d"))).alias("_w_by_category"))
+    by_hour = hours.groupBy("user_id").agg(
+        F.map_from_entries(F.collect_list(F.struct("local_hour", "h_28d"))).alias("_h_by_hour"))
+    user_side = (u.drop("day").join(tot.drop("day"), "user_id", "left").join(by_category, "user_id", "left")
+                 .join(by_hour, "user_id", "left"))
+    return (keys.join(item_side, "item_id", "left").join(user_side, "user_id", "left")
+            .withColumn("w_28d", F.try_element_at("_w_by_category", F.col("category_id")))
+            .withColumn("h_28d", F.try_element_at("_h_by_hour", F.col("local_hour")))
+            .drop("_w_by_category", "_h_by_hour"))
 
 
 def scene_codes(scene_ids) -> dict[str, int]:

@@ -34,7 +34,8 @@ def run(spark, settings: Settings, ds: str, loaded, force_kind: str | None = Non
         return pdf
 
     ts = build_training_set(tables, ds, as_of_end(ds), cfg.train_days, cfg.holdout_days,
-                            [s.id for s in loaded.config.scenes], materialise=via_warehouse)
+                            [s.id for s in loaded.config.scenes], materialise=via_warehouse,
+                            max_examples=cfg.max_examples)
     log.info("training set for %s: %s", ds, ts.summary())
     # The simulator's ground truth, when there is one, gives the oracle AUC; real data has none.
     truth = GroundTruth.load(wh.ground_truth) if (wh.ground_truth / "latent.npz").exists() else None

@@ -23,9 +23,12 @@ class TrainingSet:
     first_day: str
     split_day: str
     last_day: str
+    sample_rate: float = 1.0            # share of users whose pushes are in the set (training.max_examples)
+    examples_before_sample: int | None = None
 
     def summary(self) -> dict:
         return {"train_rows": len(self.train), "holdout_rows": len(self.holdout),
+                "sample_rate": self.sample_rate, "examples_before_sample": self.examples_before_sample,
                 "train_open_rate": float(self.train["label"].mean()) if len(self.train) else None,
                 "holdout_open_rate": float(self.holdout["label"].mean()) if len(self.holdout) else None,
                 "first_day": self.first_day, "split_day": self.split_day, "last_day": self.last_day,
@@ -42,18 +45,36 @@ def push_keys(push_log: DataFrame, users: DataFrame, first_day: str, last_day: s
                     (F.col("opened_at").isNotNull() & (F.col("opened_at") < F.lit(as_of))).cast("int").alias("label")))
 
 
+SAMPLE_BUCKETS = 1_000_000
+
+
+def in_user_sample(user_id: F.Column, rate: float) -> F.Column:
+    """A deterministic sample of whole users (hash of user_id): the same users every time for the same rate,
+    each with all their pushes, in the train and the holdout part alike."""
+    return F.pmod(F.xxhash64(user_id), F.lit(SAMPLE_BUCKETS)) < F.lit(int(round(rate * SAMPLE_BUCKETS)))
+
+
 def build_training_set(spark_tables: dict[str, DataFrame], ds: str, as_of, train_days: int, holdout_days: int,
-                       known_scenes, materialise: Callable[[DataFrame], pd.DataFrame] | None = None) -> TrainingSet:
+                       known_scenes, materialise: Callable[[DataFrame], pd.DataFrame] | None = None,
+                       max_examples: int | None = None) -> TrainingSet:
     """spark_tables: users, events, push_log, item_changes, items (raw contract, windows covering
     train_days + LOOKBACK days before ds). materialise: how the examples reach pandas — by default
     `toPandas()` (through the driver: fine for tests); the nightly writes them to the warehouse and reads the
-    Parquet back (jobs/train.py), since a 1M-user training set (~4.6M rows) breaks spark.driver.maxResultSize."""
+    Parquet back (jobs/train.py), since a 1M-user training set (~4.6M rows) breaks spark.driver.maxResultSize.
+    max_examples: above this many examples, a hash sample of whole users keeps about that many (the fit and
+    the point-in-time features then cost the sample's share; item-level features still see every user)."""
     last = date.fromisoformat(ds)
     first = last - timedelta(days=train_days - 1)
     split = last - timedelta(days=holdout_days - 1)
     t = spark_tables
     codes = scene_codes(list(known_scenes) + [r[0] for r in t["push_log"].select("scene_id").distinct().collect()])
     keys = push_keys(t["push_log"], t["users"], first.isoformat(), last.isoformat(), as_of)
+    rate, total = 1.0, None
+    if max_examples is not None:
+        total = keys.count()
+        if total > max_examples:
+            rate = max_examples / total
+            keys = keys.where(in_user_sample(F.col("user_id"), rate))
     feats = pair_features(keys, t["users"], t["events"], t["push_log"], t["item_changes"], t["items"], codes)
     examples = feats.select("push_id", "user_id", "item_id", "scene_id", "sent_at", "day", "label", *FEATURES)
     pdf = materialise(examples) if materialise else examples.toPandas()
@@ -62,7 +83,7 @@ def build_training_set(spark_tables: dict[str, DataFrame], ds: str, as_of, train
     is_holdout = pdf["day"] >= split_day
     return TrainingSet(train=pdf[~is_holdout].reset_index(drop=True), holdout=pdf[is_holdout].reset_index(drop=True),
                        scene_codes=codes, first_day=first.isoformat(), split_day=split.isoformat(),
-                       last_day=last.isoformat())
+                       last_day=last.isoformat(), sample_rate=rate, examples_before_sample=total)
 
 
 def earliest_input_day(ds: str, train_days: int) -> str:

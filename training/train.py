@@ -111,6 +111,7 @@ def train_and_register(ts: TrainingSet, ds: str, config_version: str, truth=None
         mlflow.log_params({"model_kind": best, "features": ",".join(FEATURES), "train_first_day": ts.first_day,
                            "holdout_first_day": ts.split_day, "last_day": ts.last_day,
                            "train_rows": len(ts.train), "holdout_rows": len(ts.holdout),
+                           "train_sample_rate": ts.sample_rate, "examples_before_sample": ts.examples_before_sample,
                            **{f"est_{k}": v for k, v in est.get_params().items()
                               if isinstance(v, (int, float, str, bool)) and len(str(v)) < 200}})
         elasticity = timing_elasticity(est, Xh)

@@ -134,6 +134,9 @@ class Training(_Strict):
     holdout_days: int = Field(4, ge=1, le=14, description="most recent days kept out for evaluation and the gate")
     promotion_margin: float = Field(0.002, ge=0, le=0.2,
                                     description="holdout AUC a candidate must gain over @champion to replace it")
+    max_examples: int = Field(1_000_000, ge=10_000, le=50_000_000,
+                              description="above this many pushed materials, train on a hash sample of whole users "
+                                          "that keeps about this many")
 
 
 class Feed(_Strict):

@@ -75,6 +75,21 @@ def test_train_registers_and_the_gate_promotes_better_and_holds_worse(world, set
     pd.testing.assert_frame_equal(direct.holdout, holdout)
     assert trained["training"]["train_rows"] == len(direct.train) > 0
     assert wh.read_arrow(EXAMPLES, ds).num_rows == len(direct.train) + len(direct.holdout)
+    assert direct.sample_rate == 1.0 and trained["training"]["sample_rate"] == 1.0
+
+    # Above training.max_examples, a hash sample of whole users is kept, each with every one of their pushes and
+    # exactly the features the full set gives them (the windows only skip the history of users outside it).
+    full = pd.concat([direct.train, direct.holdout])
+    sampled_set = build_training_set(tables, ds, as_of_end(ds), cfg.train_days, cfg.holdout_days,
+                                     [s.id for s in loaded.config.scenes], max_examples=len(full) // 3)
+    sampled = pd.concat([sampled_set.train, sampled_set.holdout])
+    assert sampled_set.examples_before_sample == len(full)
+    assert sampled_set.sample_rate == pytest.approx(1 / 3, abs=0.01)
+    assert 0.15 * len(full) < len(sampled) < 0.55 * len(full)
+    mine = full[full["user_id"].isin(sampled["user_id"].unique())]
+    order = ["push_id", "item_id", "scene_id"]
+    pd.testing.assert_frame_equal(sampled.sort_values(order).reset_index(drop=True),
+                                  mine.sort_values(order).reset_index(drop=True), check_exact=False, rtol=1e-12)
     experiment_id = configure_mlflow(settings.mlflow_tracking_uri, settings.home / "mlflow" / "artifacts")
     client = mlflow.MlflowClient()
 
