@@ -62,11 +62,15 @@ def _as_of_sums(keys: DataFrame, daily: DataFrame, entity: list[str], values: di
 
 def pair_features(keys: DataFrame, users: DataFrame, events: DataFrame, push_log: DataFrame,
                   item_changes: DataFrame, items: DataFrame, scene_codes: dict[str, int],
-                  key_day: int | None = None) -> DataFrame:
+                  key_day: int | None = None, item_events: DataFrame | None = None) -> DataFrame:
     """keys: user_id, item_id, scene_id, day (int, days since epoch), local_hour (0-23), plus any passthrough
     columns. events/push_log/item_changes must cover at least LOOKBACK days before the earliest key day.
-    key_day: set when every key has that day (scoring one plan day): same features, cheaper aggregates."""
+    key_day: set when every key has that day (scoring one plan day): same features, cheaper aggregates.
+    item_events: every user's events, when `events` and `push_log` hold only the keys' users (a sampled
+    training set): item popularity and the population's hour profile come from them, so the features stay
+    exactly what the full tables give; by default `events`."""
     ev = events.withColumn("day", day_num("ts"))
+    all_ev = ev if item_events is None else item_events.withColumn("day", day_num("ts"))
     # --- user activity and push history ----------------------------------------------------------
     user_daily = ev.groupBy("user_id", "day").agg(
         F.sum((F.col("event_type") == "app_open").cast("int")).alias("opens"),
@@ -97,17 +101,11 @@ def pair_features(keys: DataFrame, users: DataFrame, events: DataFrame, push_log
     aff = _as_of_sums(keyed, cat_daily, ["user_id", "category_id"], {"w": LOOKBACK}, key_day)
     tot = _as_of_sums(keys, tot_daily, ["user_id"], {"w_all": LOOKBACK}, key_day)
     # --- local-hour habit --------------------------------------------------------------------------
-    opens_by_hour = (ev.where(F.col("event_type") == "app_open").join(users.select("user_id", "tz"), "user_id")
-                     .withColumn("local_hour", F.hour(F.from_utc_timestamp("ts", F.col("tz"))))
-                     .groupBy("user_id", "local_hour", "day").agg(F.count("*").alias("n")))
-    kernel = F.array(*[F.struct(F.lit(k).alias("k"), F.lit(w).alias("w")) for k, w in HOUR_KERNEL])
-    hour_daily = (opens_by_hour.select("user_id", "day", "local_hour", "n", F.explode(kernel).alias("_kw"))
-                  .groupBy("user_id", F.pmod(F.col("local_hour") + F.col("_kw.k"), F.lit(24)).alias("local_hour"), "day")
-                  .agg(F.sum(F.col("n") * F.col("_kw.w")).alias("h")))
-    population = _population_hours(keys, hour_daily, key_day)
+    hour_daily = _hour_daily(ev, users)
+    population = _population_hours(keys, hour_daily if item_events is None else _hour_daily(all_ev, users), key_day)
     hours = _as_of_sums(keys, hour_daily, ["user_id", "local_hour"], {"h": LOOKBACK}, key_day)
     # --- material state --------------------------------------------------------------------------
-    item_daily = (ev.where(F.col("item_id").isNotNull()).groupBy("item_id", "day").agg(
+    item_daily = (all_ev.where(F.col("item_id").isNotNull()).groupBy("item_id", "day").agg(
         F.sum((F.col("event_type") == "view").cast("int")).alias("iv"),
         F.sum((F.col("event_type") == "fav").cast("int")).alias("if_")))
     item_pop = _as_of_sums(keys, item_daily, ["item_id"], {"iv": 7, "if_": 7}, key_day)
@@ -163,6 +161,18 @@ def pair_features(keys: DataFrame, users: DataFrame, events: DataFrame, push_log
         ((F.col("if__7d") + 1.0) / (F.col("iv_7d") + 10.0)).alias("i_fav_rate"), F.col("i_price_rel").cast("double"),
         F.coalesce(codes[F.col("scene_id")], F.lit(-1)).cast("double").alias("scene_code"),
     )
+
+
+def _hour_daily(ev: DataFrame, users: DataFrame) -> DataFrame:
+    """(user_id, local_hour, day, h): the user's app opens per local hour and UTC day, each spread over its
+    neighbouring hours by HOUR_KERNEL."""
+    opens_by_hour = (ev.where(F.col("event_type") == "app_open").join(users.select("user_id", "tz"), "user_id")
+                     .withColumn("local_hour", F.hour(F.from_utc_timestamp("ts", F.col("tz"))))
+                     .groupBy("user_id", "local_hour", "day").agg(F.count("*").alias("n")))
+    kernel = F.array(*[F.struct(F.lit(k).alias("k"), F.lit(w).alias("w")) for k, w in HOUR_KERNEL])
+    return (opens_by_hour.select("user_id", "day", "local_hour", "n", F.explode(kernel).alias("_kw"))
+            .groupBy("user_id", F.pmod(F.col("local_hour") + F.col("_kw.k"), F.lit(24)).alias("local_hour"), "day")
+            .agg(F.sum(F.col("n") * F.col("_kw.w")).alias("h")))
 
 
 def _population_hours(keys: DataFrame, hour_daily: DataFrame, key_day: int | None) -> DataFrame:

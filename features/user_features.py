@@ -25,18 +25,26 @@ def within_days(ts: Column, as_of: datetime, days: int) -> Column:
 
 
 def activity(events: DataFrame, users: DataFrame, as_of: datetime) -> DataFrame:
-    """One pass over the lookback: n_<event_type>_<w>d for every type and window, the last app open,
-    and the share of app opens per hour of the user's *local* day (24 values, smoothed, sums to 1)."""
-    recent = (events.where(within_days(F.col("ts"), as_of, LOOKBACK_DAYS))
-              .join(users.select("user_id", "tz"), "user_id")
-              .withColumn("local_hour", F.hour(F.from_utc_timestamp("ts", F.col("tz")))))
+    """n_<event_type>_<w>d for every type and window, the last app open, and the share of app opens per hour
+    of the user's *local* day (24 values, smoothed, sums to 1).
+
+    Two aggregates joined per user, not one over events joined to users: the counts need no time zone and
+    aggregate map-side; only app opens (a fifth of the events) travel to the users' time zones for the hour
+    profile. At 1M users that is a shuffle of ~33M narrow rows instead of all ~170M events of the lookback."""
+    recent = events.where(within_days(F.col("ts"), as_of, LOOKBACK_DAYS))
     is_open = F.col("event_type") == "app_open"
     counts = [
         F.sum((within_days(F.col("ts"), as_of, w) & (F.col("event_type") == et)).cast("int")).alias(f"n_{et}_{w}d")
         for et in EVENT_TYPES for w in WINDOWS_DAYS
     ]
-    hours = [F.sum((is_open & (F.col("local_hour") == h)).cast("int")).alias(f"_h{h}") for h in range(24)]
-    agg = recent.groupBy("user_id").agg(*counts, *hours, F.max(F.when(is_open, F.col("ts"))).alias("last_open_at"))
+    by_type = recent.groupBy("user_id").agg(*counts, F.max(F.when(is_open, F.col("ts"))).alias("last_open_at"))
+    by_hour = (recent.where(is_open).select("user_id", "ts").join(users.select("user_id", "tz"), "user_id")
+               .withColumn("local_hour", F.hour(F.from_utc_timestamp("ts", F.col("tz"))))
+               .groupBy("user_id").agg(*[F.sum((F.col("local_hour") == h).cast("int")).alias(f"_h{h}")
+                                         for h in range(24)]))
+    # inner join with users: events of user ids the users table does not know are dropped, as before
+    agg = by_type.join(users.select("user_id"), "user_id").join(by_hour, "user_id", "left").na.fill(
+        0, [f"_h{h}" for h in range(24)])
     hour_cols = [F.col(f"_h{h}") for h in range(24)]
     total = sum(hour_cols) + F.lit(24 * HOUR_PRIOR)
     return agg.select(

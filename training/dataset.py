@@ -70,12 +70,17 @@ def build_training_set(spark_tables: dict[str, DataFrame], ds: str, as_of, train
     codes = scene_codes(list(known_scenes) + [r[0] for r in t["push_log"].select("scene_id").distinct().collect()])
     keys = push_keys(t["push_log"], t["users"], first.isoformat(), last.isoformat(), as_of)
     rate, total = 1.0, None
+    events, pushes, item_events = t["events"], t["push_log"], None
     if max_examples is not None:
         total = keys.count()
         if total > max_examples:
             rate = max_examples / total
-            keys = keys.where(in_user_sample(F.col("user_id"), rate))
-    feats = pair_features(keys, t["users"], t["events"], t["push_log"], t["item_changes"], t["items"], codes)
+            sampled = in_user_sample(F.col("user_id"), rate)
+            # the users' own history is aggregated for the sample only (a hash filter before any shuffle);
+            # item popularity and the population's hour profile still see every user
+            keys, events, pushes, item_events = keys.where(sampled), events.where(sampled), pushes.where(sampled), events
+    feats = pair_features(keys, t["users"], events, pushes, t["item_changes"], t["items"], codes,
+                          item_events=item_events)
     examples = feats.select("push_id", "user_id", "item_id", "scene_id", "sent_at", "day", "label", *FEATURES)
     pdf = materialise(examples) if materialise else examples.toPandas()
     pdf = pdf.sort_values(["sent_at", "push_id"], kind="stable").reset_index(drop=True)
