@@ -83,13 +83,12 @@ def pair_features(keys: DataFrame, users: DataFrame, events: DataFrame, push_log
     open_daily = (push_log.where(F.col("opened_at").isNotNull()).withColumn("day", day_num("opened_at"))
                   .groupBy("user_id", "day").agg(F.count("*").alias("push_opens_seen")))
     daily = (user_daily.join(push_daily.drop("push_opens"), ["user_id", "day"], "full")
-             .join(open_daily, ["user_id", "day"], "full").na.fill(0))
-    u = _as_of_sums(keys, daily, ["user_id"], {"opens": 7, "views": 7, "favs": 28, "pushes": 7,
-                                                "push_opens_seen": 28}, key_day)
-    u = u.join(_as_of_sums(keys, daily.select("user_id", "day", F.col("pushes").alias("pushes_recent"),
-                                              F.col("opens").alias("opens_long"), F.col("pushes").alias("pushes_long")),
-                           ["user_id"], {"pushes_recent": 1, "opens_long": 28, "pushes_long": 28}, key_day),
-               ["user_id", "day"])
+             .join(open_daily, ["user_id", "day"], "full").na.fill(0)
+             .select("*", F.col("pushes").alias("pushes_recent"), F.col("opens").alias("opens_long"),
+                     F.col("pushes").alias("pushes_long")))
+    # one pass for every window (the same column under two windows goes by an alias)
+    u = _as_of_sums(keys, daily, ["user_id"], {"opens": 7, "views": 7, "favs": 28, "pushes": 7, "push_opens_seen": 28,
+                                                "pushes_recent": 1, "opens_long": 28, "pushes_long": 28}, key_day)
     # --- category affinity: share of the user's weighted interest in the item's category ------------
     weight = F.lit(0.0)
     for et, w in CATEGORY_WEIGHTS.items():
@@ -102,8 +101,15 @@ def pair_features(keys: DataFrame, users: DataFrame, events: DataFrame, push_log
     tot = _as_of_sums(keys, tot_daily, ["user_id"], {"w_all": LOOKBACK}, key_day)
     # --- local-hour habit --------------------------------------------------------------------------
     hour_daily = _hour_daily(ev, users)
-    population = _population_hours(keys, hour_daily if item_events is None else _hour_daily(all_ev, users), key_day)
     hours = _as_of_sums(keys, hour_daily, ["user_id", "local_hour"], {"h": LOOKBACK}, key_day)
+    if key_day is not None and item_events is None:
+        # one day: every user's LOOKBACK-day sums are already in `hours`; the population's are their total
+        # (no second pass over the opens)
+        population = _hour_shares(hours.groupBy("local_hour").agg(F.sum("h_28d").alias("_h"))
+                                  .withColumn("day", F.lit(key_day)))
+    else:
+        population = _population_hours(keys, hour_daily if item_events is None else _hour_daily(all_ev, users),
+                                       key_day)
     # --- material state --------------------------------------------------------------------------
     item_daily = (all_ev.where(F.col("item_id").isNotNull()).groupBy("item_id", "day").agg(
         F.sum((F.col("event_type") == "view").cast("int")).alias("iv"),
@@ -182,7 +188,11 @@ def _population_hours(keys: DataFrame, hour_daily: DataFrame, key_day: int | Non
     days = (keys.select("day").distinct() if key_day is None
             else daily.select(F.lit(key_day).alias("day")).distinct())
     inside = (F.col("_d") >= F.col("day") - LOOKBACK) & (F.col("_d") < F.col("day"))
-    sums = F.broadcast(days).join(daily, inside).groupBy("day", "local_hour").agg(F.sum("_h").alias("_h"))
+    return _hour_shares(F.broadcast(days).join(daily, inside).groupBy("day", "local_hour").agg(F.sum("_h").alias("_h")))
+
+
+def _hour_shares(sums: DataFrame) -> DataFrame:
+    """(day, local_hour, _h) -> (local_hour, day, pop_share): each hour's share of the day's total, floored."""
     return sums.select("local_hour", "day", (0.99 * F.col("_h") / F.sum("_h").over(Window.partitionBy("day"))
                                               + 0.01 / 24).alias("pop_share"))
 
@@ -194,7 +204,10 @@ def _join_one_day(keys: DataFrame, items: DataFrame, u: DataFrame, aff: DataFram
     local hour as maps), then each joins the pairs once and the pair's own category / hour is looked up in the
     maps. At 50k users AQE broadcasts every side and both plans cost the same; from a few hundred thousand users
     the sides outgrow the broadcast threshold and each sort-merge join re-shuffles the whole pair table (~124
-    pairs per user), which this avoids. Exactly the general path's values (tests/features/test_pairs.py)."""
+    pairs per user), which this avoids. The item side is broadcast: one row per candidate item, bounded by the
+    items on sale, not by the users (205k rows at 1M users); the pairs then meet the user side in their own
+    partitioning when the caller already clustered them by user (jobs/score.py joins the users' peak hour),
+    so they are shuffled once at most. Exactly the general path's values (tests/features/test_pairs.py)."""
     item_side = (item_state.drop("day").join(item_pop.drop("day"), "item_id", "left")
                  .join(items.select("item_id", "category_id"), "item_id", "left"))
     by_category = aff.groupBy("user_id").agg(
@@ -203,7 +216,7 @@ def _join_one_day(keys: DataFrame, items: DataFrame, u: DataFrame, aff: DataFram
         F.map_from_entries(F.collect_list(F.struct("local_hour", "h_28d"))).alias("_h_by_hour"))
     user_side = (u.drop("day").join(tot.drop("day"), "user_id", "left").join(by_category, "user_id", "left")
                  .join(by_hour, "user_id", "left"))
-    return (keys.join(item_side, "item_id", "left").join(user_side, "user_id", "left")
+    return (keys.join(F.broadcast(item_side), "item_id", "left").join(user_side, "user_id", "left")
             .withColumn("w_28d", F.try_element_at("_w_by_category", F.col("category_id")))
             .withColumn("h_28d", F.try_element_at("_h_by_hour", F.col("local_hour")))
             .drop("_w_by_category", "_h_by_hour"))
