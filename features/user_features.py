@@ -42,9 +42,8 @@ def activity(events: DataFrame, users: DataFrame, as_of: datetime) -> DataFrame:
                .withColumn("local_hour", F.hour(F.from_utc_timestamp("ts", F.col("tz"))))
                .groupBy("user_id").agg(*[F.sum((F.col("local_hour") == h).cast("int")).alias(f"_h{h}")
                                          for h in range(24)]))
-    # inner join with users: events of user ids the users table does not know are dropped, as before
-    agg = by_type.join(users.select("user_id"), "user_id").join(by_hour, "user_id", "left").na.fill(
-        0, [f"_h{h}" for h in range(24)])
+    # rows of user ids the users table does not know are dropped by user_features' join from the users
+    agg = by_type.join(by_hour, "user_id", "left").na.fill(0, [f"_h{h}" for h in range(24)])
     hour_cols = [F.col(f"_h{h}") for h in range(24)]
     total = sum(hour_cols) + F.lit(24 * HOUR_PRIOR)
     return agg.select(
