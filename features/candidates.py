@@ -5,6 +5,7 @@ for items on sale at the plan's as-of time, at most `max_candidates` per user an
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from pyspark.sql import DataFrame, Window
@@ -73,25 +74,191 @@ def recall(source: str, lookback_days: int, min_drop_pct: float, *, users: DataF
     raise ValueError(f"unknown materials source {source!r}")
 
 
+# Sources whose candidates are the most popular items of a few keys per user (categories) or of everyone: ranked
+# per user from small per-key lists, without a shuffle (see ranked_recall). Above MAX_RANKED_ITEMS listed items
+# (a catalogue with very many keys) they take the general path: the lists travel inside the query plan.
+RANKED_SOURCES = ("top_category_new", "popular_in_category", "similar_to_bought", "hot_items")
+MAX_RANKED_ITEMS = 200_000
+
+
+@dataclass(frozen=True)
+class Shortlist:
+    """Score only each (user, scene, category)'s `per_category` best candidates by `item_scores` ((scene_id,
+    item_id) -> the model's item-level estimate; candidates without one rank first, so they are always kept,
+    then item_id breaks ties), plus each (user, scene)'s Push 1.0 draw (features.selection.baseline_draw with
+    `draw_salt`, its `preferred` = the item is in the user's first top category).
+
+    A feed takes at most `feed.max_per_category` items of a category, and within one (user, scene, category)
+    everything the model sees but the item is the same, so the items that lead a feed are, nearly always, among
+    the category's best few by the scene's estimate averaged over users."""
+    item_scores: dict
+    per_category: int
+    draw_salt: str
+
+
+def _ranked_lists(items: DataFrame, key: str | None, n: int) -> tuple[dict, list] | None:
+    """Each key's `n` most popular items as positions in one candidate order (views_7d desc nulls last, item_id)
+    over all listed items, and the listed rows (item_id, category_id) by position; None when there are too many to
+    carry in the plan."""
+    top = items.select(F.lit(0).alias("_key"), "item_id", "category_id", "views_7d").orderBy(
+        F.col("views_7d").desc(), F.col("item_id")).limit(n) if key is None else (
+        _top_per(items, key, n).select(F.col(key).alias("_key"), "item_id", "category_id", "views_7d"))
+    rows = top.limit(MAX_RANKED_ITEMS + 1).collect()
+    if len(rows) > MAX_RANKED_ITEMS:
+        return None
+    rows.sort(key=lambda r: (r["views_7d"] is None, -(r["views_7d"] or 0), r["item_id"]))
+    lists: dict = {}
+    for pos, r in enumerate(rows):
+        lists.setdefault(r["_key"], []).append(pos)
+    return lists, rows
+
+
+def _literal(values: list, dtype: str) -> F.Column:
+    return F.array(*[F.lit(v) for v in values]).cast(f"array<{dtype}>")
+
+
+def ranked_recall(source: str, lookback_days: int, *, users: DataFrame, events: DataFrame, on_sale: DataFrame,
+                  as_of: datetime, limit: int, scene_id: str = "", shortlist: Shortlist | None = None
+                  ) -> DataFrame | None:
+    """(user_id, item_id, rank) of a RANKED_SOURCES source: the first `limit` in candidate order, exactly what
+    recall() + the popularity rank of candidates() give, without the items in the user row's `_recent` array
+    (the re-eligibility gap) and, with a shortlist, only its rows — what candidates()' general path gives.
+
+    An item has one category, so a user's top `limit` over their categories is the first `limit` of the merged
+    per-category lists (each trimmed to `limit`, _top_per). Each user's row looks its keys up in a literal map
+    (key -> positions in one global order), sorts the positions and keeps the first `limit`; the shortlist sorts
+    them by (category, estimate) — a precomputed order — and keeps an item when the one `per_category` places
+    before it is of another category. No join or window over the candidates, no shuffle: the rows are born in
+    the user's partition. None when the lists are too large to carry in the plan (the caller takes the general
+    path)."""
+    items = on_sale.select("item_id", "category_id", "hours_since_listed", "views_7d")
+    if source == "top_category_new":
+        items, keys = items.where(F.col("hours_since_listed") <= 24.0 * lookback_days), users
+    elif source == "popular_in_category":
+        items, keys = items.where(F.col("views_7d") > 0), users
+    elif source == "similar_to_bought":
+        bought = (_recent(events, as_of, max(lookback_days, 28), "buy").groupBy("user_id")
+                  .agg(F.collect_set("category_id").alias("_keys")))
+        keys = users.drop("top_categories").join(bought.withColumnRenamed("_keys", "top_categories"), "user_id")
+    elif source == "hot_items":
+        keys = users.withColumn("top_categories", F.array(F.lit(0)))
+    else:
+        raise ValueError(f"{source!r} is not a ranked source")
+    ranked = _ranked_lists(items, None if source == "hot_items" else "category_id",
+                           min(50, limit) if source == "hot_items" else limit)
+    if ranked is None:
+        return None
+    lists, rows = ranked
+    if not lists:
+        return users.select("user_id", F.lit(None).cast("long").alias("item_id"), F.lit(1).alias("rank")).where(
+            F.lit(False))
+    empty = F.array().cast("array<int>")
+    ids = _literal([r["item_id"] for r in rows], "bigint")
+    item_of = lambda p: F.element_at(ids, p + 1)   # noqa: E731  (positions are 0-based)
+    by_key = F.create_map(*[x for k, pos in lists.items() for x in (F.lit(k), _literal(pos, "int"))])
+    merged = F.slice(F.array_sort(F.flatten(F.transform(
+        F.array_distinct(F.coalesce("top_categories", empty)),
+        lambda k: F.coalesce(F.try_element_at(by_key, k), empty)))), 1, limit)
+    # (rank, position) of what may be sent: the popularity rank counts the excluded items too
+    cands = F.filter(F.transform(merged, lambda p, i: F.struct((i + 1).alias("rank"), p.alias("p"))),
+                     lambda c: ~F.coalesce(F.array_contains(F.col("_recent"), item_of(c["p"])), F.lit(False)))
+    if shortlist is not None:
+        # each position's place in (category, estimate desc with unknown first, item_id) order
+        scores = {r["item_id"]: shortlist.item_scores.get((scene_id, r["item_id"])) for r in rows}
+        order = sorted(range(len(rows)), key=lambda p: (rows[p]["category_id"] is None, rows[p]["category_id"] or 0,
+                                                         scores[rows[p]["item_id"]] is not None,
+                                                         -(scores[rows[p]["item_id"]] or 0.0), rows[p]["item_id"]))
+        place = [0] * len(rows)
+        for i, p in enumerate(order):
+            place[p] = i
+        place_of, cat_of = _literal(place, "int"), _literal([r["category_id"] for r in rows], "int")
+        by_place = F.array_sort(F.transform(cands, lambda c: F.struct(F.element_at(place_of, c["p"] + 1).alias("o"),
+                                                                      c["rank"].alias("rank"), c["p"].alias("p"))))
+        k = shortlist.per_category
+        best = F.filter(by_place, lambda c, i: F.when(i < k, F.lit(True)).otherwise(
+            ~F.element_at(cat_of, F.element_at(by_place, i - k + 1)["p"] + 1).eqNullSafe(
+                F.element_at(cat_of, c["p"] + 1))))
+        # Push 1.0's draw: preferred (the user's first top category) first, then the hash (baseline_draw's order)
+        draw = F.array_min(F.transform(cands, lambda c: F.struct(
+            (~F.coalesce(F.element_at(cat_of, c["p"] + 1) == F.try_element_at("_top_categories", F.lit(1)),
+                         F.lit(False))).alias("other"),
+            F.xxhash64("user_id", item_of(c["p"]), F.lit(f"{shortlist.draw_salt}:item")).alias("h"),
+            c["rank"].alias("rank"), c["p"].alias("p"))))
+        kept = F.transform(best, lambda c: F.struct(c["rank"].alias("rank"), c["p"].alias("p")))
+        cands = F.when(F.size(cands) == 0, cands).otherwise(
+            F.array_union(kept, F.array(F.struct(draw["rank"].alias("rank"), draw["p"].alias("p")))))
+    return (keys.select("user_id", F.explode(cands).alias("_c"))
+            .select("user_id", item_of(F.col("_c.p")).alias("item_id"), F.col("_c.rank").alias("rank")))
+
+
+def _item_score_frame(spark, shortlist: Shortlist) -> DataFrame:
+    return spark.createDataFrame([(s, i, v) for (s, i), v in shortlist.item_scores.items()],
+                                 "scene_id string, item_id long, item_score double")
+
+
 def candidates(eligible: DataFrame, scenes: list, users: DataFrame, events: DataFrame, on_sale: DataFrame,
-               as_of: datetime) -> DataFrame:
-    """(user_id, scene_id, item_id) for every eligible pair, capped per pair at the scene's max_candidates."""
-    parts = []
+               as_of: datetime, recent: DataFrame | None = None, shortlist: Shortlist | None = None) -> DataFrame:
+    """(user_id, scene_id, item_id, rank) for every eligible pair: capped per pair at the scene's max_candidates
+    (rank 1 = the most popular: views_7d, then item_id), without the (user_id, item_id) pairs in `recent` (the
+    re-eligibility gap; ranks still count them), and with a `shortlist` only its rows (see Shortlist)."""
+    from features.selection import baseline_draw, mark_preferred
+
+    if recent is not None:
+        users = users.join(recent.groupBy("user_id").agg(F.collect_set("item_id").alias("_recent")), "user_id", "left")
+    else:
+        users = users.withColumn("_recent", F.array().cast("array<bigint>"))
+    users = users.withColumn("_top_categories", F.col("top_categories"))
+    general, ranked = [], []
     for s in scenes:
         m = s.materials
         pairs = eligible.where(F.col("scene_id") == s.id).select("user_id")
-        proposed = (recall(m.source, m.lookback_days, m.min_drop_pct, users=users.join(pairs, "user_id"),
-                           events=events.join(pairs, "user_id"), on_sale=on_sale, as_of=as_of,
-                           limit=m.max_candidates)
+        scene_users, scene_events = users.join(pairs, "user_id"), events.join(pairs, "user_id")
+        if m.source in RANKED_SOURCES:
+            r = ranked_recall(m.source, m.lookback_days, users=scene_users, events=scene_events, on_sale=on_sale,
+                              as_of=as_of, limit=m.max_candidates, scene_id=s.id, shortlist=shortlist)
+            if r is not None:
+                ranked.append(r.withColumn("scene_id", F.lit(s.id)))
+                continue
+        proposed = (recall(m.source, m.lookback_days, m.min_drop_pct, users=scene_users.drop("_recent"),
+                           events=scene_events, on_sale=on_sale, as_of=as_of, limit=m.max_candidates)
                     .join(pairs, "user_id").distinct()
                     .withColumn("scene_id", F.lit(s.id)))
-        parts.append(proposed.withColumn("_limit", F.lit(m.max_candidates)))
-    if not parts:
+        general.append(proposed.withColumn("_limit", F.lit(m.max_candidates)))
+    if not general and not ranked:
         raise ValueError("no scenes to generate candidates for")
-    allc = parts[0]
+    parts = [p.select("user_id", "scene_id", "item_id", "rank") for p in ranked]
+    if general:
+        allc = general[0]
+        for p in general[1:]:
+            allc = allc.unionByName(p)
+        pop = on_sale.select("item_id", "views_7d")
+        w = Window.partitionBy("user_id", "scene_id").orderBy(F.col("views_7d").desc(), F.col("item_id"))
+        capped = (allc.join(pop, "item_id").withColumn("rank", F.row_number().over(w))
+                  .where(F.col("rank") <= F.col("_limit")).select("user_id", "scene_id", "item_id", "rank"))
+        if recent is not None:
+            capped = capped.join(F.broadcast(recent.select("user_id", "item_id").distinct()), ["user_id", "item_id"],
+                                 "left_anti")
+        if shortlist is not None:
+            marked = mark_preferred(capped, on_sale, users)
+            drawn = F.row_number().over(baseline_draw(marked, shortlist.draw_salt)) == 1
+            capped = (shortlist_rows(marked.withColumn("_drawn", drawn), _item_score_frame(on_sale.sparkSession,
+                                                                                           shortlist),
+                                     shortlist.per_category, F.col("_drawn"))
+                      .select("user_id", "scene_id", "item_id", "rank"))
+        parts.append(capped)
+    out = parts[0]
     for p in parts[1:]:
-        allc = allc.unionByName(p)
-    pop = on_sale.select("item_id", "views_7d")
-    w = Window.partitionBy("user_id", "scene_id").orderBy(F.col("views_7d").desc(), F.col("item_id"))
-    return (allc.join(pop, "item_id").withColumn("rank", F.row_number().over(w))
-            .where(F.col("rank") <= F.col("_limit")).select("user_id", "scene_id", "item_id", "rank"))
+        out = out.unionByName(p)
+    return out.select("user_id", "scene_id", "item_id", "rank")
+
+
+def shortlist_rows(pool: DataFrame, item_scores: DataFrame, per_category: int, keep: F.Column) -> DataFrame:
+    """The Shortlist as a window: each (user, scene, category)'s `per_category` best candidates by item_scores
+    (scene_id, item_id, item_score; unknown first, then item_id), plus the rows where `keep` holds.
+    pool: user_id, scene_id, item_id, category_id, ..."""
+    w = Window.partitionBy("user_id", "scene_id", "category_id").orderBy(F.col("item_score").desc_nulls_first(),
+                                                                         F.col("item_id"))
+    return (pool.join(F.broadcast(item_scores.select("scene_id", "item_id", "item_score")), ["scene_id", "item_id"],
+                      "left")
+            .withColumn("_k", F.row_number().over(w)).where((F.col("_k") <= per_category) | keep)
+            .drop("_k", "item_score"))

@@ -7,6 +7,7 @@ and the plan for day D is scored exactly as the pushes of day D were trained. On
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
@@ -60,18 +61,12 @@ def _as_of_sums(keys: DataFrame, daily: DataFrame, entity: list[str], values: di
     return out.where("_key").select(*entity, "day", *[f"{c}_{w}d" for c, w in values.items()])
 
 
-def pair_features(keys: DataFrame, users: DataFrame, events: DataFrame, push_log: DataFrame,
-                  item_changes: DataFrame, items: DataFrame, scene_codes: dict[str, int],
-                  key_day: int | None = None, item_events: DataFrame | None = None) -> DataFrame:
-    """keys: user_id, item_id, scene_id, day (int, days since epoch), local_hour (0-23), plus any passthrough
-    columns. events/push_log/item_changes must cover at least LOOKBACK days before the earliest key day.
-    key_day: set when every key has that day (scoring one plan day): same features, cheaper aggregates.
-    item_events: every user's events, when `events` and `push_log` hold only the keys' users (a sampled
-    training set): item popularity and the population's hour profile come from them, so the features stay
-    exactly what the full tables give; by default `events`."""
-    ev = events.withColumn("day", day_num("ts"))
-    all_ev = ev if item_events is None else item_events.withColumn("day", day_num("ts"))
-    # --- user activity and push history ----------------------------------------------------------
+U_WINDOWS = {"opens": 7, "views": 7, "favs": 28, "pushes": 7, "push_opens_seen": 28, "pushes_recent": 1,
+             "opens_long": 28, "pushes_long": 28}
+
+
+def _user_daily(ev: DataFrame, push_log: DataFrame) -> DataFrame:
+    """(user_id, day) -> the day's opens, views, favs, pushes and push opens seen (one row per active day)."""
     user_daily = ev.groupBy("user_id", "day").agg(
         F.sum((F.col("event_type") == "app_open").cast("int")).alias("opens"),
         F.sum((F.col("event_type") == "view").cast("int")).alias("views"),
@@ -82,75 +77,167 @@ def pair_features(keys: DataFrame, users: DataFrame, events: DataFrame, push_log
     # An open is only known once it happened: count opens by the day they happened on.
     open_daily = (push_log.where(F.col("opened_at").isNotNull()).withColumn("day", day_num("opened_at"))
                   .groupBy("user_id", "day").agg(F.count("*").alias("push_opens_seen")))
-    daily = (user_daily.join(push_daily.drop("push_opens"), ["user_id", "day"], "full")
-             .join(open_daily, ["user_id", "day"], "full").na.fill(0)
-             .select("*", F.col("pushes").alias("pushes_recent"), F.col("opens").alias("opens_long"),
-                     F.col("pushes").alias("pushes_long")))
     # one pass for every window (the same column under two windows goes by an alias)
-    u = _as_of_sums(keys, daily, ["user_id"], {"opens": 7, "views": 7, "favs": 28, "pushes": 7, "push_opens_seen": 28,
-                                                "pushes_recent": 1, "opens_long": 28, "pushes_long": 28}, key_day)
-    # --- category affinity: share of the user's weighted interest in the item's category ------------
+    return (user_daily.join(push_daily.drop("push_opens"), ["user_id", "day"], "full")
+            .join(open_daily, ["user_id", "day"], "full").na.fill(0)
+            .select("*", F.col("pushes").alias("pushes_recent"), F.col("opens").alias("opens_long"),
+                    F.col("pushes").alias("pushes_long")))
+
+
+def _category_daily(ev: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """Category affinity: the user's weighted interest per (category, day) and in all categories per day."""
     weight = F.lit(0.0)
     for et, w in CATEGORY_WEIGHTS.items():
         weight = F.when(F.col("event_type") == et, F.lit(w)).otherwise(weight)
     cat_daily = (ev.where(F.col("category_id").isNotNull()).withColumn("w", weight).where("w > 0")
                  .groupBy("user_id", "category_id", "day").agg(F.sum("w").alias("w")))
-    tot_daily = cat_daily.groupBy("user_id", "day").agg(F.sum("w").alias("w_all"))
-    keyed = keys.join(items.select("item_id", "category_id"), "item_id", "left")
-    aff = _as_of_sums(keyed, cat_daily, ["user_id", "category_id"], {"w": LOOKBACK}, key_day)
-    tot = _as_of_sums(keys, tot_daily, ["user_id"], {"w_all": LOOKBACK}, key_day)
-    # --- local-hour habit --------------------------------------------------------------------------
-    hour_daily = _hour_daily(ev, users)
-    hours = _as_of_sums(keys, hour_daily, ["user_id", "local_hour"], {"h": LOOKBACK}, key_day)
-    if key_day is not None and item_events is None:
-        # one day: every user's LOOKBACK-day sums are already in `hours`; the population's are their total
-        # (no second pass over the opens)
-        population = _hour_shares(hours.groupBy("local_hour").agg(F.sum("h_28d").alias("_h"))
-                                  .withColumn("day", F.lit(key_day)))
-    else:
-        population = _population_hours(keys, hour_daily if item_events is None else _hour_daily(all_ev, users),
-                                       key_day)
-    # --- material state --------------------------------------------------------------------------
-    item_daily = (all_ev.where(F.col("item_id").isNotNull()).groupBy("item_id", "day").agg(
+    return cat_daily, cat_daily.groupBy("user_id", "day").agg(F.sum("w").alias("w_all"))
+
+
+def _item_daily(all_ev: DataFrame) -> DataFrame:
+    return (all_ev.where(F.col("item_id").isNotNull()).groupBy("item_id", "day").agg(
         F.sum((F.col("event_type") == "view").cast("int")).alias("iv"),
         F.sum((F.col("event_type") == "fav").cast("int")).alias("if_")))
-    item_pop = _as_of_sums(keys, item_daily, ["item_id"], {"iv": 7, "if_": 7}, key_day)
+
+
+def _item_state(key_items: DataFrame, item_changes: DataFrame, items: DataFrame, first_key_day: int) -> DataFrame:
+    """(item_id, day) of key_items -> price relative to its category, drop since listing, age: as of the day."""
     ch = item_changes.withColumn("day", day_num("ts"))
     listed = ch.where(F.col("change") == "listed").groupBy("item_id").agg(
         F.min("ts").alias("listed_at"), F.first("price").alias("listing_price"))
     drops = ch.where(F.col("change") == "price_drop").select("item_id", F.col("day").alias("drop_day"),
                                                              F.col("price").alias("drop_price"))
-    key_items = keys.select("item_id", "day").distinct()
     last_drop = (key_items.join(drops, "item_id").where(F.col("drop_day") < F.col("day"))
                  .groupBy("item_id", "day").agg(F.min("drop_price").alias("drop_price")))
     # Category price level from listings before the earliest key day (point-in-time for every key).
-    first_key_day = key_day if key_day is not None else keys.agg(F.min("day")).collect()[0][0]
     cat_median = (ch.where((F.col("change") == "listed") & (F.col("day") < F.lit(first_key_day)))
                   .join(items.select("item_id", "category_id"), "item_id")
                   .groupBy("category_id").agg(F.percentile_approx("price", 0.5).alias("cat_median")))
-    item_state = (key_items.join(listed, "item_id", "left").join(last_drop, ["item_id", "day"], "left")
-                  .join(items.select("item_id", "category_id"), "item_id", "left")
-                  .join(cat_median, "category_id", "left")
-                  .select("item_id", "day",
-                          F.coalesce(F.log(F.coalesce("drop_price", "listing_price") / F.col("cat_median")),
-                                     F.lit(0.0)).alias("i_price_rel"),
-                          F.when(F.col("drop_price").isNotNull() & (F.col("listing_price") > 0),
-                                 1 - F.col("drop_price") / F.col("listing_price")).otherwise(0.0).alias("i_drop_pct"),
-                          F.log1p(F.greatest(F.lit(0.0), (F.col("day") * 86400 - F.unix_timestamp("listed_at"))
-                                             / 3600.0)).alias("i_age_log")))
+    return (key_items.join(listed, "item_id", "left").join(last_drop, ["item_id", "day"], "left")
+            .join(items.select("item_id", "category_id"), "item_id", "left")
+            .join(cat_median, "category_id", "left")
+            .select("item_id", "day",
+                    F.coalesce(F.log(F.coalesce("drop_price", "listing_price") / F.col("cat_median")),
+                               F.lit(0.0)).alias("i_price_rel"),
+                    F.when(F.col("drop_price").isNotNull() & (F.col("listing_price") > 0),
+                           1 - F.col("drop_price") / F.col("listing_price")).otherwise(0.0).alias("i_drop_pct"),
+                    F.log1p(F.greatest(F.lit(0.0), (F.col("day") * 86400 - F.unix_timestamp("listed_at"))
+                                       / 3600.0)).alias("i_age_log")))
+
+
+def pair_features(keys: DataFrame, users: DataFrame, events: DataFrame, push_log: DataFrame,
+                  item_changes: DataFrame, items: DataFrame, scene_codes: dict[str, int],
+                  key_day: int | None = None, item_events: DataFrame | None = None) -> DataFrame:
+    """keys: user_id, item_id, scene_id, day (int, days since epoch), local_hour (0-23), plus any passthrough
+    columns. events/push_log/item_changes must cover at least LOOKBACK days before the earliest key day.
+    key_day: set when every key has that day (scoring one plan day): the same features through one_day_sides()
+    and one_day_features(). item_events: every user's events, when `events` and `push_log` hold only the keys'
+    users (a sampled training set): item popularity and the population's hour profile come from them, so the
+    features stay exactly what the full tables give; by default `events`."""
+    if key_day is not None:
+        if item_events is not None:
+            raise ValueError("key_day aggregates every user's events: pass them as `events`, not item_events")
+        sides = one_day_sides(users, events, push_log, item_changes, items, key_day, keys.select("item_id"))
+        return one_day_features(keys, sides, scene_codes)
+    ev = events.withColumn("day", day_num("ts"))
+    all_ev = ev if item_events is None else item_events.withColumn("day", day_num("ts"))
+    u = _as_of_sums(keys, _user_daily(ev, push_log), ["user_id"], U_WINDOWS)
+    cat_daily, tot_daily = _category_daily(ev)
+    keyed = keys.join(items.select("item_id", "category_id"), "item_id", "left")
+    aff = _as_of_sums(keyed, cat_daily, ["user_id", "category_id"], {"w": LOOKBACK})
+    tot = _as_of_sums(keys, tot_daily, ["user_id"], {"w_all": LOOKBACK})
+    hour_daily = _hour_daily(ev, users)
+    hours = _as_of_sums(keys, hour_daily, ["user_id", "local_hour"], {"h": LOOKBACK})
+    population = _population_hours(keys, hour_daily if item_events is None else _hour_daily(all_ev, users), None)
+    item_pop = _as_of_sums(keys, _item_daily(all_ev), ["item_id"], {"iv": 7, "if_": 7})
+    first_key_day = keys.agg(F.min("day")).collect()[0][0]
+    item_state = _item_state(keys.select("item_id", "day").distinct(), item_changes, items, first_key_day)
+    out = (keyed.join(u, ["user_id", "day"], "left").join(aff, ["user_id", "category_id", "day"], "left")
+           .join(tot, ["user_id", "day"], "left").join(hours, ["user_id", "local_hour", "day"], "left")
+           .join(item_pop, ["item_id", "day"], "left").join(item_state, ["item_id", "day"], "left")
+           .join(F.broadcast(population), ["local_hour", "day"], "left"))
+    return _feature_columns(out, keys.columns, scene_codes)
+
+
+@dataclass(frozen=True)
+class OneDay:
+    """Everything the pair features of one key day need, keyed by user and by item, independent of the pairs:
+    computed once, it serves any set of (user, item) keys of that day (one_day_features)."""
+    day: int
+    user_side: DataFrame     # user_id, the windows' sums, _w_by_category, _h_by_hour (maps)
+    item_side: DataFrame     # item_id, category_id, i_price_rel, i_drop_pct, i_age_log, iv_7d, if__7d
+    population: DataFrame    # local_hour, day, pop_share (24 rows)
+
+    def persist(self) -> "OneDay":
+        """Materialised on local disk (not memory: at 1M users the user side is ~1M rows with two maps each),
+        so several sets of keys read them without recomputing them from the events."""
+        from pyspark import StorageLevel
+
+        sides = [df.persist(StorageLevel.DISK_ONLY) for df in (self.user_side, self.item_side, self.population)]
+        for df in sides:
+            df.count()
+        return OneDay(self.day, *sides)
+
+    def unpersist(self) -> None:
+        for df in (self.user_side, self.item_side, self.population):
+            df.unpersist()
+
+
+def one_day_sides(users: DataFrame, events: DataFrame, push_log: DataFrame, item_changes: DataFrame,
+                  items: DataFrame, key_day: int, key_items: DataFrame) -> OneDay:
+    """The per-user and per-item pieces of the pair features for day `key_day`, from every user's events (the
+    LOOKBACK days before it) and for the items in key_items (item_id; duplicates are fine). Each user's windows
+    are one filtered aggregate, affinity by category and opens by local hour folded into maps on the user's
+    row, and the population's hour profile is the users' own sums totalled: no second pass over the opens."""
+    ev = events.withColumn("day", day_num("ts"))
+    u = _as_of_sums(None, _user_daily(ev, push_log), ["user_id"], U_WINDOWS, key_day)
+    cat_daily, tot_daily = _category_daily(ev)
+    aff = _as_of_sums(None, cat_daily, ["user_id", "category_id"], {"w": LOOKBACK}, key_day)
+    tot = _as_of_sums(None, tot_daily, ["user_id"], {"w_all": LOOKBACK}, key_day)
+    hours = _as_of_sums(None, _hour_daily(ev, users), ["user_id", "local_hour"], {"h": LOOKBACK}, key_day)
+    population = _hour_shares(hours.groupBy("local_hour").agg(F.sum("h_28d").alias("_h"))
+                              .withColumn("day", F.lit(key_day)))
+    by_category = aff.groupBy("user_id").agg(
+        F.map_from_entries(F.collect_list(F.struct("category_id", "w_28d"))).alias("_w_by_category"))
+    by_hour = hours.groupBy("user_id").agg(
+        F.map_from_entries(F.collect_list(F.struct("local_hour", "h_28d"))).alias("_h_by_hour"))
+    user_side = (u.drop("day").join(tot.drop("day"), "user_id", "left").join(by_category, "user_id", "left")
+                 .join(by_hour, "user_id", "left"))
+    key_items = key_items.select("item_id").distinct().withColumn("day", F.lit(key_day))
+    item_pop = _as_of_sums(None, _item_daily(ev), ["item_id"], {"iv": 7, "if_": 7}, key_day)
+    item_side = (_item_state(key_items, item_changes, items, key_day).drop("day")
+                 .join(item_pop.drop("day"), "item_id", "left")
+                 .join(items.select("item_id", "category_id"), "item_id", "left"))
+    return OneDay(key_day, user_side, item_side, population)
+
+
+def one_day_features(keys: DataFrame, sides: OneDay, scene_codes: dict[str, int]) -> DataFrame:
+    """pair_features() of keys on the sides' day (keys: user_id, item_id, scene_id, day, local_hour + passthrough),
+    with the pairs shuffled once: the item side is broadcast (one row per candidate item, bounded by the items on
+    sale, not by the users: 205k rows at 1M users), the user side joins by user and the pair's own category and
+    hour are looked up in its maps. At 1M users this plan scored in 1,696 s against 1,713 s for one with a join
+    per piece (six shuffles of the pairs): the shuffles were not where the time goes. Exactly the general path's
+    values (tests/features/test_pairs.py). Keys without local_hour take it from the user side (then it must
+    have a row for every key's user)."""
+    own_hour = "local_hour" in keys.columns
+    key_columns = keys.columns if own_hour else [*keys.columns, "local_hour"]
+    out = (keys.join(F.broadcast(sides.item_side), "item_id", "left")
+           .join(sides.user_side, "user_id", "left" if own_hour else "inner")
+           .withColumn("w_28d", F.try_element_at("_w_by_category", F.col("category_id")))
+           .withColumn("h_28d", F.try_element_at("_h_by_hour", F.col("local_hour")))
+           .drop("_w_by_category", "_h_by_hour")
+           .join(F.broadcast(sides.population), ["local_hour", "day"], "left"))
+    return _feature_columns(out, key_columns, scene_codes)
+
+
+def _feature_columns(out: DataFrame, key_columns: list[str], scene_codes: dict[str, int]) -> DataFrame:
+    """The FEATURES (and category_id) from the joined sums: zeros where an entity had no activity."""
+    out = out.na.fill(0, ["opens_7d", "views_7d", "favs_28d", "pushes_7d", "push_opens_seen_28d", "pushes_recent_1d",
+                          "opens_long_28d", "pushes_long_28d", "w_28d", "w_all_28d", "h_28d", "iv_7d", "if__7d",
+                          "i_drop_pct", "i_age_log", "i_price_rel"])
     codes = F.create_map(*[x for k, v in sorted(scene_codes.items()) for x in (F.lit(k), F.lit(v))])
-    if key_day is None:
-        out = (keyed.join(u, ["user_id", "day"], "left").join(aff, ["user_id", "category_id", "day"], "left")
-               .join(tot, ["user_id", "day"], "left").join(hours, ["user_id", "local_hour", "day"], "left")
-               .join(item_pop, ["item_id", "day"], "left").join(item_state, ["item_id", "day"], "left"))
-    else:
-        out = _join_one_day(keys, items, u, aff, tot, hours, item_pop, item_state)
-    out = (out.join(F.broadcast(population), ["local_hour", "day"], "left")
-           .na.fill(0, ["opens_7d", "views_7d", "favs_28d", "pushes_7d", "push_opens_seen_28d", "pushes_recent_1d",
-                        "opens_long_28d", "pushes_long_28d", "w_28d", "w_all_28d", "h_28d", "iv_7d", "if__7d",
-                        "i_drop_pct", "i_age_log", "i_price_rel"]))
     return out.select(
-        *keys.columns, "category_id",
+        *key_columns, "category_id",
         F.col("opens_7d").cast("double").alias("u_opens_7d"),
         F.col("opens_long_28d").cast("double").alias("u_opens_28d"),
         F.col("views_7d").cast("double").alias("u_views_7d"),
@@ -195,31 +282,6 @@ def _hour_shares(sums: DataFrame) -> DataFrame:
     """(day, local_hour, _h) -> (local_hour, day, pop_share): each hour's share of the day's total, floored."""
     return sums.select("local_hour", "day", (0.99 * F.col("_h") / F.sum("_h").over(Window.partitionBy("day"))
                                               + 0.01 / 24).alias("pop_share"))
-
-
-def _join_one_day(keys: DataFrame, items: DataFrame, u: DataFrame, aff: DataFrame, tot: DataFrame, hours: DataFrame,
-                  item_pop: DataFrame, item_state: DataFrame) -> DataFrame:
-    """The joins of the one-day (scoring) path with the pairs shuffled once, not six times: the per-item and the
-    per-user pieces are first folded into one row per item and one per user (affinity by category and opens by
-    local hour as maps), then each joins the pairs once and the pair's own category / hour is looked up in the
-    maps. At 50k users AQE broadcasts every side and both plans cost the same; from a few hundred thousand users
-    the sides outgrow the broadcast threshold and each sort-merge join re-shuffles the whole pair table (~124
-    pairs per user). The item side is broadcast: one row per candidate item, bounded by the items on sale, not
-    by the users (205k rows at 1M users), so only the user side's join moves the pairs. At 1M users this plan
-    scored in 1,696 s against 1,713 s for the six-shuffle one: the shuffles were not where the time goes.
-    Exactly the general path's values (tests/features/test_pairs.py)."""
-    item_side = (item_state.drop("day").join(item_pop.drop("day"), "item_id", "left")
-                 .join(items.select("item_id", "category_id"), "item_id", "left"))
-    by_category = aff.groupBy("user_id").agg(
-        F.map_from_entries(F.collect_list(F.struct("category_id", "w_28d"))).alias("_w_by_category"))
-    by_hour = hours.groupBy("user_id").agg(
-        F.map_from_entries(F.collect_list(F.struct("local_hour", "h_28d"))).alias("_h_by_hour"))
-    user_side = (u.drop("day").join(tot.drop("day"), "user_id", "left").join(by_category, "user_id", "left")
-                 .join(by_hour, "user_id", "left"))
-    return (keys.join(F.broadcast(item_side), "item_id", "left").join(user_side, "user_id", "left")
-            .withColumn("w_28d", F.try_element_at("_w_by_category", F.col("category_id")))
-            .withColumn("h_28d", F.try_element_at("_h_by_hour", F.col("local_hour")))
-            .drop("_w_by_category", "_h_by_hour"))
 
 
 def scene_codes(scene_ids) -> dict[str, int]:

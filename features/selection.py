@@ -13,12 +13,16 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 
+def recent_pairs(push_log: DataFrame, since) -> DataFrame:
+    """(user_id, item_id) pushed at or after `since` by any path (nightly or trigger)."""
+    return (push_log.where(F.col("sent_at") >= F.lit(since))
+            .select("user_id", F.explode("item_ids").alias("item_id")).distinct())
+
+
 def exclude_recent(scored: DataFrame, push_log: DataFrame, since) -> DataFrame:
     """Drop (user, item) pairs pushed at or after `since` by any path (nightly or trigger): one re-eligibility
     gap for the two paths together."""
-    recent = (push_log.where(F.col("sent_at") >= F.lit(since))
-              .select("user_id", F.explode("item_ids").alias("item_id")).distinct())
-    return scored.join(recent, ["user_id", "item_id"], "left_anti")
+    return scored.join(recent_pairs(push_log, since), ["user_id", "item_id"], "left_anti")
 
 
 def feeds(scored: DataFrame, items: DataFrame, scenes: DataFrame, max_per_category: int) -> DataFrame:
@@ -65,6 +69,31 @@ def baseline_scene(scene_rates: DataFrame, allowed: list[str], min_sends: int = 
     return sorted(allowed)[0]
 
 
+def baseline_salt(ds: str) -> str:
+    return f"hermes-baseline-{ds}"
+
+
+def mark_preferred(pairs: DataFrame, items: DataFrame, user_features: DataFrame) -> DataFrame:
+    """pairs + category_id (left, from items) + `preferred`: the item is in the user's most engaged category —
+    where Push 1.0 drew its item from when it could."""
+    top = user_features.select("user_id", F.try_element_at("top_categories", F.lit(1)).alias("_top_category"))
+    x = pairs if "category_id" in pairs.columns else pairs.join(items.select("item_id", "category_id"), "item_id",
+                                                                     "left")
+    return (x.join(top, "user_id", "left")
+            .withColumn("preferred", F.coalesce(F.col("category_id") == F.col("_top_category"), F.lit(False)))
+            .drop("_top_category"))
+
+
+def baseline_draw(candidates: DataFrame, salt: str) -> Window:
+    """Push 1.0's draw of one material per (user, scene): row 1 of this window, a hash of user, item and salt,
+    `preferred` candidates first when the column is there. The drawn row is the minimum of a fixed order, so it
+    is also the draw of any subset of the candidates that contains it (how jobs/score.py keeps it in the
+    shortlist)."""
+    order = [F.col("preferred").desc()] if "preferred" in candidates.columns else []
+    return Window.partitionBy("user_id", "scene_id").orderBy(*order, F.xxhash64("user_id", "item_id",
+                                                                                 F.lit(f"{salt}:item")))
+
+
 def baseline(candidates: DataFrame, eligible: DataFrame, scene_id: str, explore_share: float = 0.0,
              salt: str = "") -> DataFrame:
     """Push 1.0: everyone eligible for the one global scene gets one material of that scene's pool, drawn per
@@ -77,10 +106,8 @@ def baseline(candidates: DataFrame, eligible: DataFrame, scene_id: str, explore_
     With `explore_share` > 0, that share of the audience (a hash of user and `salt`, e.g. the day) instead gets a
     scene drawn uniformly from the scenes it is eligible for and has a material in (the global one included),
     and every row logs `scene_propensity` = P(this scene | user) = (1 - e)[scene is the global one] + e / k."""
-    order = [F.col("preferred").desc()] if "preferred" in candidates.columns else []
-    draw = Window.partitionBy("user_id", "scene_id").orderBy(*order, F.xxhash64("user_id", "item_id",
-                                                                                F.lit(f"{salt}:item")))
-    first = candidates.withColumn("_draw", F.row_number().over(draw)).where(F.col("_draw") == 1)
+    first = candidates.withColumn("_draw", F.row_number().over(baseline_draw(candidates, salt))).where(
+        F.col("_draw") == 1)
     cols = ["user_id", "scene_id", "item_id"] + [c for c in ("p_open", "model_version") if c in first.columns]
     opts = eligible.select("user_id", "scene_id").join(first.select(*cols), ["user_id", "scene_id"])
     audience = opts.where(F.col("scene_id") == scene_id).select("user_id")

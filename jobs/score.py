@@ -1,11 +1,22 @@
 """Nightly job: recall candidates for every eligible user x scene and score them with the @champion model.
 
-Writes plan/scored (user, scene, material, p_open, model_version), partition ds=<ds>. Pairs are scored as
-if sent at the user's usual local hour on the plan day; the send window stage picks the actual hour.
+Writes plan/item_scores (the shortlist's item-level estimate), plan/candidates (what gets scored: user, scene,
+material, popularity rank) and plan/scored (the same pairs with p_open, model_version), partition ds=<ds>.
+Pairs are scored as if sent at the user's usual local hour on the plan day; the send window stage picks the
+actual hour.
+
+What gets scored: each scene's `max_candidates` most popular candidates, without the pairs inside the trigger
+rules' user x item re-eligibility gap, shortlisted (features.candidates.Shortlist) to each (user, scene,
+category)'s `feed.shortlist_per_category` best by the scene's mean p(open) over every candidate of a hash sample
+of `feed.shortlist_reference_users` users, plus each (user, scene)'s Push 1.0 draw from all of its candidates,
+so the baseline in jobs/select.py draws exactly as it would from every candidate. `shortlist_per_category: null`
+scores every candidate.
 """
 from __future__ import annotations
 
 import logging
+import shutil
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -16,6 +27,7 @@ from jobs.warehouse import Warehouse
 log = logging.getLogger(__name__)
 SCORED = "plan/scored"
 CANDIDATES = "plan/candidates"
+ITEM_SCORES = "plan/item_scores"
 DEFAULT_LOCAL_HOUR = 20
 
 
@@ -25,10 +37,12 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     import mlflow
     from pyspark.sql import functions as F
 
-    from features.candidates import candidates
-    from features.pairs import LOOKBACK, pair_features
+    from features.candidates import Shortlist, candidates
+    from features.pairs import LOOKBACK, one_day_features, one_day_sides
     from features.scoring import model_payload, score_pairs
+    from features.selection import baseline_salt, recent_pairs
     from jobs.audiences import NIGHTLY_TRIGGERS
+    from training.dataset import in_user_sample
     from training.registry import MODEL_NAME, configure_mlflow, resolve_champion
 
     wh = Warehouse(settings.warehouse)
@@ -38,34 +52,61 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     on_sale = wh.read_partition(spark, "features/material_features", ds)
     eligible = wh.read_partition(spark, "plan/eligible", ds)
     events = wh.read_raw(spark, "events", first, ds)
+    push_log = wh.read_raw(spark, "push_log", first, ds)
     scenes = [s for s in loaded.config.enabled_scenes if s.trigger in NIGHTLY_TRIGGERS]
-    # materialised once (and kept for debugging "why did this user get that item"): the pair features read
-    # the candidates several times, and recall over 28 days of events is too dear to recompute each time
-    c_path = wh.write_partition(candidates(eligible, scenes, users, events, on_sale, as_of), CANDIDATES, ds,
-                                loaded.version)
-    cands = spark.read.parquet(str(c_path))
+    # the trigger rules' user x item re-eligibility gap holds for the nightly plan too
+    gap_h = max([t.regap_hours for t in loaded.config.triggers if t.enabled] + [0])
+    recent = recent_pairs(push_log, as_of - timedelta(hours=gap_h)).cache() if gap_h else None
 
     configure_mlflow(settings.mlflow_tracking_uri, settings.home / "mlflow" / "artifacts")
     version, run_id = resolve_champion()
     estimator = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{version}")
     codes_file = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="scene_codes.json")
     codes = json.loads(Path(codes_file).read_text())
-
+    payload = model_payload(spark, estimator)
     plan_day = (plan_date(ds) - date(1970, 1, 1)).days
-    keys = (cands.join(users.select("user_id", "peak_local_hour"), "user_id")
-            .select("user_id", "item_id", "scene_id", "rank", F.lit(plan_day).alias("day"),
-                    F.coalesce("peak_local_hour", F.lit(DEFAULT_LOCAL_HOUR)).alias("local_hour")))
-    pairs = pair_features(keys, wh.read_raw(spark, "users"), events, wh.read_raw(spark, "push_log", first, ds),
-                          wh.read_raw(spark, "item_changes", last_ds=ds), wh.read_raw(spark, "items"), codes,
-                          key_day=plan_day)
-    scored = score_pairs(pairs, model_payload(spark, estimator), str(version),
-                         ["user_id", "scene_id", "item_id", "rank", "local_hour"])
-    path = wh.write_partition(scored, SCORED, ds, loaded.version)
+    # the per-user and per-item features of the plan day, once: the shortlist's estimate and the plan read them
+    sides = one_day_sides(wh.read_raw(spark, "users"), events, push_log, wh.read_raw(spark, "item_changes", last_ds=ds),
+                          wh.read_raw(spark, "items"), plan_day, on_sale.select("item_id"))
+    # every user with features, with the local hour their pairs are scored at: the pairs join it once
+    hours = users.select("user_id", F.coalesce("peak_local_hour", F.lit(DEFAULT_LOCAL_HOUR)).alias("local_hour"))
+    sides = replace(sides, user_side=hours.join(sides.user_side, "user_id", "left")).persist()
+
+    def score(cands):
+        k = cands.select("user_id", "item_id", "scene_id", "rank", F.lit(plan_day).alias("day"))
+        return score_pairs(one_day_features(k, sides, codes), payload, str(version),
+                           ["user_id", "scene_id", "item_id", "rank", "local_hour"])
+
+    feed = loaded.config.platform.feed
+    out = {"ds": ds, "config_version": loaded.version, "model_version": str(version), "tables": {}}
+    shortlist = None
+    if feed.shortlist_per_category is None:
+        # a re-run without the shortlist must not leave an earlier run's estimate beside a plan it did not shape
+        shutil.rmtree(wh.partition(ITEM_SCORES, ds), ignore_errors=True)
+    else:
+        # the estimate: every candidate of a hash sample of users, scored, averaged per (scene, item)
+        n_users = eligible.select("user_id").distinct().count()
+        rate = min(1.0, feed.shortlist_reference_users / max(n_users, 1))
+        sample = eligible.where(in_user_sample(F.col("user_id"), rate))
+        estimate = (score(candidates(sample, scenes, users, events, on_sale, as_of, recent))
+                    .groupBy("scene_id", "item_id").agg(F.avg("p_open").alias("item_score"),
+                                                        F.count("*").alias("reference_users")))
+        i_path = wh.write_partition(estimate, ITEM_SCORES, ds, loaded.version)
+        scores = {(r["scene_id"], r["item_id"]): r["item_score"]
+                  for r in spark.read.parquet(str(i_path)).select("scene_id", "item_id", "item_score").collect()}
+        shortlist = Shortlist(scores, feed.shortlist_per_category, baseline_salt(ds))
+        out["tables"][ITEM_SCORES] = {"path": str(i_path), "rows": len(scores)}
+        out["shortlist"] = {"per_category": feed.shortlist_per_category, "reference_user_rate": round(rate, 6)}
+    # materialised (and kept for "why did this user get that item"): recall reads 28 days of events
+    c_path = wh.write_partition(candidates(eligible, scenes, users, events, on_sale, as_of, recent, shortlist),
+                                CANDIDATES, ds, loaded.version)
+    path = wh.write_partition(score(spark.read.parquet(str(c_path))), SCORED, ds, loaded.version)
+    sides.unpersist()
     n = spark.read.parquet(str(path)).count()
-    log.info("scored %d pairs with %s version %s", n, MODEL_NAME, version)
     n_cands = spark.read.parquet(str(c_path)).count()
-    return {"ds": ds, "config_version": loaded.version, "model_version": str(version),
-            "tables": {CANDIDATES: {"path": str(c_path), "rows": n_cands}, SCORED: {"path": str(path), "rows": n}}}
+    log.info("scored %d pairs (%d candidates) with %s version %s", n, n_cands, MODEL_NAME, version)
+    out["tables"].update({CANDIDATES: {"path": str(c_path), "rows": n_cands}, SCORED: {"path": str(path), "rows": n}})
+    return out
 
 
 def main(argv=None) -> None:

@@ -6,9 +6,8 @@ Writes plan/selected (one row per user: scene, feed, expected opens, model versi
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 
-from jobs.entry import as_of_end, spark_job_main
+from jobs.entry import spark_job_main
 from jobs.settings import Settings
 from jobs.warehouse import Warehouse
 
@@ -18,34 +17,27 @@ BASELINE = "plan/baseline"
 
 
 def run(spark, settings: Settings, ds: str, loaded) -> dict:
-    from pyspark.sql import functions as F
 
-    from features.selection import baseline, baseline_scene, exclude_recent, feeds, select_scene
+    from features.selection import baseline, baseline_salt, baseline_scene, feeds, mark_preferred, select_scene
     from jobs.audiences import NIGHTLY_TRIGGERS
 
     wh = Warehouse(settings.warehouse)
     scenes = [s for s in loaded.config.enabled_scenes if s.trigger in NIGHTLY_TRIGGERS]
     scene_df = spark.createDataFrame([(s.id, s.feed_size, s.priority) for s in scenes],
                                      "scene_id string, feed_size int, priority int")
+    # already without the pairs inside the trigger rules' re-eligibility gap (jobs/score.py drops them before
+    # the shortlist, so the shortlist is of what may be sent)
     scored = wh.read_partition(spark, "plan/scored", ds)
-    # the user x item re-eligibility gap of the trigger rules holds for the nightly plan too
-    gap_h = max([t.regap_hours for t in loaded.config.triggers if t.enabled] + [0])
-    if gap_h:
-        since = as_of_end(ds) - timedelta(hours=gap_h)
-        first = (since.date() - timedelta(days=1)).isoformat()
-        scored = exclude_recent(scored, wh.read_raw(spark, "push_log", first, ds), since)
     items = wh.read_partition(spark, "features/material_features", ds)
     chosen = select_scene(feeds(scored, items, scene_df, loaded.config.platform.feed.max_per_category))
     s_path = wh.write_partition(chosen, SELECTED, ds, loaded.version)
 
     best = baseline_scene(wh.read_partition(spark, "features/material_rates", ds), [s.id for s in scenes])
-    # Push 1.0 drew its item from the user's most engaged category when it could
-    top = wh.read_partition(spark, "features/user_features", ds).select(
-        "user_id", F.try_element_at("top_categories", F.lit(1)).alias("_top_category"))
-    pool = (scored.join(items.select("item_id", "category_id"), "item_id", "left").join(top, "user_id", "left")
-            .withColumn("preferred", F.coalesce(F.col("category_id") == F.col("_top_category"), F.lit(False))))
+    # Push 1.0 drew its item from the user's most engaged category when it could; plan/scored holds each
+    # (user, scene)'s draw from all its candidates (jobs/score.py), so drawing again here picks the same item
+    pool = mark_preferred(scored, items, wh.read_partition(spark, "features/user_features", ds))
     base = baseline(pool, wh.read_partition(spark, "plan/eligible", ds), best,
-                    loaded.config.platform.baseline_explore_share, salt=f"hermes-baseline-{ds}")
+                    loaded.config.platform.baseline_explore_share, salt=baseline_salt(ds))
     b_path = wh.write_partition(base, BASELINE, ds, loaded.version)
     sel = spark.read.parquet(str(s_path))
     mix = {r["scene_id"]: r["count"] for r in sel.groupBy("scene_id").count().collect()}

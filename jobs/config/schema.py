@@ -141,6 +141,18 @@ class Training(_Strict):
 
 class Feed(_Strict):
     max_per_category: int = Field(2, ge=1, le=6, description="diversity: items of one category in one feed")
+    shortlist_per_category: int | None = Field(
+        5, ge=1, le=500, description="score only each (user, scene, category)'s this many best candidates by the "
+        "model's item-level estimate (the scene's mean p(open) over a sample of users); null scores every candidate")
+    shortlist_reference_users: int = Field(5000, ge=100, le=1_000_000,
+                                           description="users whose candidates are all scored for that estimate")
+
+    @model_validator(mode="after")
+    def _shortlist_fills_a_feed(self) -> "Feed":
+        if self.shortlist_per_category is not None and self.shortlist_per_category < self.max_per_category:
+            raise ValueError(f"shortlist_per_category ({self.shortlist_per_category}) must be at least "
+                             f"max_per_category ({self.max_per_category}): a feed takes that many of one category")
+        return self
 
 
 class Windows(_Strict):
