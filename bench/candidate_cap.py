@@ -37,7 +37,7 @@ def main() -> None:
 
     from pyspark.sql import functions as F
 
-    from features.candidates import shortlist
+    from features.candidates import shortlist_rows
     from features.selection import feeds, select_scene
     from jobs.audiences import NIGHTLY_TRIGGERS
     from jobs.config.loader import load_config
@@ -72,7 +72,7 @@ def main() -> None:
     with_cat = scored.join(items.select("item_id", "category_id"), "item_id", "left")
     variants = [("all (scene max_candidates)", scored)]
     variants += [(f"{cap} most popular", scored.where(F.col("rank") <= cap)) for cap in sorted(args.caps, reverse=True)]
-    variants += [(f"shortlist {k} per category", shortlist(with_cat, estimate, k, F.lit(False)).drop("category_id"))
+    variants += [(f"shortlist {k} per category", shortlist_rows(with_cat, estimate, k, F.lit(False)).drop("category_id"))
                  for k in sorted(args.shortlist, reverse=True)]
     rows = []
     for name, pairs in variants:

@@ -79,6 +79,7 @@ def recall(source: str, lookback_days: int, min_drop_pct: float, *, users: DataF
 # (a catalogue with very many keys) they take the general path: the lists travel inside the query plan.
 RANKED_SOURCES = ("top_category_new", "popular_in_category", "similar_to_bought", "hot_items")
 MAX_RANKED_ITEMS = 200_000
+POSITION_MASK = (1 << 21) - 1    # a candidate is rank << 21 | position (positions < MAX_RANKED_ITEMS < 2**21)
 
 
 @dataclass(frozen=True)
@@ -156,12 +157,17 @@ def ranked_recall(source: str, lookback_days: int, *, users: DataFrame, events: 
     ids = _literal([r["item_id"] for r in rows], "bigint")
     item_of = lambda p: F.element_at(ids, p + 1)   # noqa: E731  (positions are 0-based)
     by_key = F.create_map(*[x for k, pos in lists.items() for x in (F.lit(k), _literal(pos, "int"))])
-    merged = F.slice(F.array_sort(F.flatten(F.transform(
+    # Each step is its own column, read by name: Spark evaluates higher-order functions without common
+    # subexpression elimination, so an array used twice must not be an expression. A candidate travels as one
+    # int, rank << 21 | position, and sorts as one long: sorting structs is an interpreted comparison per pair.
+    merged = F.slice(F.sort_array(F.flatten(F.transform(
         F.array_distinct(F.coalesce("top_categories", empty)),
         lambda k: F.coalesce(F.try_element_at(by_key, k), empty)))), 1, limit)
-    # (rank, position) of what may be sent: the popularity rank counts the excluded items too
-    cands = F.filter(F.transform(merged, lambda p, i: F.struct((i + 1).alias("rank"), p.alias("p"))),
-                     lambda c: ~F.coalesce(F.array_contains(F.col("_recent"), item_of(c["p"])), F.lit(False)))
+    pos_of = lambda c: (F.col(c) if isinstance(c, str) else c).bitwiseAND(POSITION_MASK).cast("int")  # noqa: E731
+    # what may be sent: the popularity rank counts the excluded items too
+    x = keys.select("user_id", "_top_categories", F.filter(
+        F.transform(merged, lambda p, i: F.shiftleft(i + 1, 21).bitwiseOR(p)),
+        lambda c: ~F.coalesce(F.array_contains(F.col("_recent"), item_of(pos_of(c))), F.lit(False))).alias("_c"))
     if shortlist is not None:
         # each position's place in (category, estimate desc with unknown first, item_id) order
         scores = {r["item_id"]: shortlist.item_scores.get((scene_id, r["item_id"])) for r in rows}
@@ -171,24 +177,30 @@ def ranked_recall(source: str, lookback_days: int, *, users: DataFrame, events: 
         place = [0] * len(rows)
         for i, p in enumerate(order):
             place[p] = i
-        place_of, cat_of = _literal(place, "int"), _literal([r["category_id"] for r in rows], "int")
-        by_place = F.array_sort(F.transform(cands, lambda c: F.struct(F.element_at(place_of, c["p"] + 1).alias("o"),
-                                                                      c["rank"].alias("rank"), c["p"].alias("p"))))
+        place_of, cat_of = _literal(place, "bigint"), _literal([r["category_id"] for r in rows], "int")
         k = shortlist.per_category
-        best = F.filter(by_place, lambda c, i: F.when(i < k, F.lit(True)).otherwise(
-            ~F.element_at(cat_of, F.element_at(by_place, i - k + 1)["p"] + 1).eqNullSafe(
-                F.element_at(cat_of, c["p"] + 1))))
+        cat = lambda o: F.element_at(cat_of, pos_of(o) + 1)   # noqa: E731
+        x = x.select("*", F.sort_array(F.transform("_c", lambda c: F.shiftleft(
+            F.element_at(place_of, pos_of(c) + 1), 31).bitwiseOR(c.cast("bigint")))).alias("_o"))
+        # In (category, estimate) order an item is among its category's first k when the item k places before
+        # it is of another category: compare with the categories shifted by k (no lambda reads another array —
+        # Spark may inline a projection into the next, and an array read inside a lambda would be recomputed per
+        # element). Null categories compare as -1, the shift pads with a value no category has.
+        cats = F.transform("_o", lambda o: F.coalesce(cat(o), F.lit(-1)))
+        shifted = F.concat(F.array_repeat(F.lit(-(2 ** 31)), k), cats)
+        best = F.filter(F.zip_with("_o", shifted, lambda o, before: F.when(
+            before != F.coalesce(cat(o), F.lit(-1)), o)), lambda o: o.isNotNull())
         # Push 1.0's draw: preferred (the user's first top category) first, then the hash (baseline_draw's order)
-        draw = F.array_min(F.transform(cands, lambda c: F.struct(
-            (~F.coalesce(F.element_at(cat_of, c["p"] + 1) == F.try_element_at("_top_categories", F.lit(1)),
-                         F.lit(False))).alias("other"),
-            F.xxhash64("user_id", item_of(c["p"]), F.lit(f"{shortlist.draw_salt}:item")).alias("h"),
-            c["rank"].alias("rank"), c["p"].alias("p"))))
-        kept = F.transform(best, lambda c: F.struct(c["rank"].alias("rank"), c["p"].alias("p")))
-        cands = F.when(F.size(cands) == 0, cands).otherwise(
-            F.array_union(kept, F.array(F.struct(draw["rank"].alias("rank"), draw["p"].alias("p")))))
-    return (keys.select("user_id", F.explode(cands).alias("_c"))
-            .select("user_id", item_of(F.col("_c.p")).alias("item_id"), F.col("_c.rank").alias("rank")))
+        draw = F.array_min(F.transform("_c", lambda c: F.struct(
+            (~F.coalesce(cat(c) == F.try_element_at("_top_categories", F.lit(1)), F.lit(False))).alias("other"),
+            F.xxhash64("user_id", item_of(pos_of(c)), F.lit(f"{shortlist.draw_salt}:item")).alias("h"),
+            c.alias("c"))))
+        x = x.select("user_id", "_c", best.alias("_best"), draw["c"].alias("_draw"))
+        x = x.select("user_id", F.when(F.size("_c") == 0, F.col("_c")).otherwise(F.array_union(
+            F.transform("_best", lambda o: o.bitwiseAND(0x7FFFFFFF).cast("int")), F.array(F.col("_draw"))))
+            .alias("_c"))
+    return (x.select("user_id", F.explode("_c").alias("_c"))
+            .select("user_id", item_of(pos_of("_c")).alias("item_id"), F.shiftright("_c", 21).alias("rank")))
 
 
 def _item_score_frame(spark, shortlist: Shortlist) -> DataFrame:

@@ -148,7 +148,7 @@ def pair_features(keys: DataFrame, users: DataFrame, events: DataFrame, push_log
     tot = _as_of_sums(keys, tot_daily, ["user_id"], {"w_all": LOOKBACK})
     hour_daily = _hour_daily(ev, users)
     hours = _as_of_sums(keys, hour_daily, ["user_id", "local_hour"], {"h": LOOKBACK})
-    population = _population_hours(keys, hour_daily if item_events is None else _hour_daily(all_ev, users), None)
+    population = _population_hours(keys, _hour_daily(all_ev, users, by_user=False), None)
     item_pop = _as_of_sums(keys, _item_daily(all_ev), ["item_id"], {"iv": 7, "if_": 7})
     first_key_day = keys.agg(F.min("day")).collect()[0][0]
     item_state = _item_state(keys.select("item_id", "day").distinct(), item_changes, items, first_key_day)
@@ -256,15 +256,17 @@ def _feature_columns(out: DataFrame, key_columns: list[str], scene_codes: dict[s
     )
 
 
-def _hour_daily(ev: DataFrame, users: DataFrame) -> DataFrame:
+def _hour_daily(ev: DataFrame, users: DataFrame, by_user: bool = True) -> DataFrame:
     """(user_id, local_hour, day, h): the user's app opens per local hour and UTC day, each spread over its
-    neighbouring hours by HOUR_KERNEL."""
+    neighbouring hours by HOUR_KERNEL. by_user=False: (local_hour, day, h) of everyone together — the sum of the
+    users' rows (the spread is linear) without a row per user, for the population's profile."""
+    who = ["user_id"] if by_user else []
     opens_by_hour = (ev.where(F.col("event_type") == "app_open").join(users.select("user_id", "tz"), "user_id")
                      .withColumn("local_hour", F.hour(F.from_utc_timestamp("ts", F.col("tz"))))
-                     .groupBy("user_id", "local_hour", "day").agg(F.count("*").alias("n")))
+                     .groupBy(*who, "local_hour", "day").agg(F.count("*").alias("n")))
     kernel = F.array(*[F.struct(F.lit(k).alias("k"), F.lit(w).alias("w")) for k, w in HOUR_KERNEL])
-    return (opens_by_hour.select("user_id", "day", "local_hour", "n", F.explode(kernel).alias("_kw"))
-            .groupBy("user_id", F.pmod(F.col("local_hour") + F.col("_kw.k"), F.lit(24)).alias("local_hour"), "day")
+    return (opens_by_hour.select(*who, "day", "local_hour", "n", F.explode(kernel).alias("_kw"))
+            .groupBy(*who, F.pmod(F.col("local_hour") + F.col("_kw.k"), F.lit(24)).alias("local_hour"), "day")
             .agg(F.sum(F.col("n") * F.col("_kw.w")).alias("h")))
 
 

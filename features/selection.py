@@ -19,12 +19,6 @@ def recent_pairs(push_log: DataFrame, since) -> DataFrame:
             .select("user_id", F.explode("item_ids").alias("item_id")).distinct())
 
 
-def exclude_recent(scored: DataFrame, push_log: DataFrame, since) -> DataFrame:
-    """Drop (user, item) pairs pushed at or after `since` by any path (nightly or trigger): one re-eligibility
-    gap for the two paths together."""
-    return scored.join(recent_pairs(push_log, since), ["user_id", "item_id"], "left_anti")
-
-
 def feeds(scored: DataFrame, items: DataFrame, scenes: DataFrame, max_per_category: int) -> DataFrame:
     """scored: user_id, scene_id, item_id, p_open, model_version. items: item_id, seller_id, category_id.
     scenes: scene_id, feed_size, priority."""

@@ -17,7 +17,6 @@ BASELINE = "plan/baseline"
 
 
 def run(spark, settings: Settings, ds: str, loaded) -> dict:
-
     from features.selection import baseline, baseline_salt, baseline_scene, feeds, mark_preferred, select_scene
     from jobs.audiences import NIGHTLY_TRIGGERS
 

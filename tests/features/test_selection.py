@@ -97,15 +97,15 @@ def test_baseline_explores_scenes_with_logged_propensities(spark):
     assert other != again
 
 
-def test_items_pushed_recently_by_any_path_are_not_planned_again(spark):
+def test_items_pushed_recently_by_any_path_are_the_recent_pairs(spark):
+    """features.candidates drops these (user, item) pairs from the candidates (the re-eligibility gap)."""
     from datetime import datetime, timezone
 
-    from features.selection import exclude_recent
+    from features.selection import recent_pairs
 
-    scored = spark.createDataFrame([(1, "a", 10, 0.5), (1, "a", 11, 0.4), (2, "a", 10, 0.3)],
-                                   "user_id long, scene_id string, item_id long, p_open double")
     log = spark.createDataFrame([(1, [10, 12], datetime(2026, 10, 30, 9, tzinfo=timezone.utc)),     # trigger today
+                                 (1, [10], datetime(2026, 10, 29, 9, tzinfo=timezone.utc)),         # again: once
                                  (2, [10], datetime(2026, 10, 20, 9, tzinfo=timezone.utc))],        # long ago
                                 "user_id long, item_ids array<long>, sent_at timestamp")
-    kept = exclude_recent(scored, log, datetime(2026, 10, 28, tzinfo=timezone.utc)).collect()
-    assert sorted((r.user_id, r.item_id) for r in kept) == [(1, 11), (2, 10)]
+    recent = recent_pairs(log, datetime(2026, 10, 28, tzinfo=timezone.utc)).collect()
+    assert sorted((r.user_id, r.item_id) for r in recent) == [(1, 10), (1, 12)]
