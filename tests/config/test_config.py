@@ -29,6 +29,8 @@ EXPECTED = {
     "unknown_platform_quota": ["conf/platform.yaml:3", "platform_quotas", "unknown platform 'android_nokia'"],
     "bad_yaml": ["conf/scenes/hot_items.yaml:5", "not valid YAML"],
     "negative_cap": ["conf/platform.yaml:2", "fatigue.max_per_user_per_day", "greater than or equal to 1"],
+    "shortlist_below_feed_cap": ["conf/platform.yaml:2", "feed", "shortlist_per_category (2) must be at least "
+                                 "max_per_category (3)"],
     "rule_unknown_scene": ["conf/triggers/fav_price_drop.yaml:5", "then.scene", "'price_drop_favs' is not a scene"],
     "rule_bad_event": ["conf/triggers/fav_price_drop.yaml:3", "when.event", "must be one of 'price_drop'"],
     "rule_sql_condition": ["conf/triggers/fav_price_drop.yaml:4", "if", "statement separators"],
