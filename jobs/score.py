@@ -102,8 +102,12 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
                                 CANDIDATES, ds, loaded.version)
     path = wh.write_partition(score(spark.read.parquet(str(c_path))), SCORED, ds, loaded.version)
     sides.unpersist()
+    if recent is not None:
+        recent.unpersist()
     n = spark.read.parquet(str(path)).count()
     n_cands = spark.read.parquet(str(c_path)).count()
+    if n != n_cands:    # every candidate's user has features (audiences come from them): none may drop out
+        raise RuntimeError(f"plan/scored has {n} rows for {n_cands} rows of plan/candidates at ds={ds}")
     log.info("scored %d pairs (%d candidates) with %s version %s", n, n_cands, MODEL_NAME, version)
     out["tables"].update({CANDIDATES: {"path": str(c_path), "rows": n_cands}, SCORED: {"path": str(path), "rows": n}})
     return out
