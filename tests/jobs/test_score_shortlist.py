@@ -34,13 +34,15 @@ def _plan(spark, settings, ds, loaded, wh) -> dict:
     return tables
 
 
-def test_shortlist_scores_the_best_per_category_and_keeps_the_plans(world, settings, spark):
+def test_shortlist_scores_the_best_per_category_and_keeps_the_plans(world, settings, spark, tmp_path):
     ds = world["spec"].last_ds
     loaded = load_config()
     for stage in (user_features, material_features, audiences, fatigue):
         stage.run(spark, settings, ds, loaded)
+    # its own model registry: the session's must still meet "no champion yet" in tests/training
+    settings = replace(settings, mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     train.run(spark, settings, ds, loaded, force_kind="logreg")
-    train.gate(settings, ds, loaded)          # a champion exists after it, whoever else registered one
+    assert train.gate(settings, ds, loaded)["decision"] == "promoted"
     wh = Warehouse(settings.warehouse)
     k = loaded.config.platform.feed.max_per_category   # the tightest shortlist the schema allows
     full = _plan(spark, settings, ds, _with_feed(loaded, shortlist_per_category=None), wh)
