@@ -14,6 +14,11 @@ Results accumulate in $HERMES_HOME/bench/nightly.json per world size (`--table` 
 Each world is simulated once into $HERMES_HOME/bench/nightly-<users>/ (kept for re-runs; the simulator is
 not part of the DAG and is reported apart); every derived table, the MLflow store and the ledger are wiped
 before the run, so the model is trained and gated from scratch.
+
+A steady night, by default: the events' daily rollups of the previous nights (jobs/rollups.py, the `rollups`
+stage for ds - 1) are made before the DAG and timed apart ("previous nights' rollups"), so the DAG's own
+`rollups` task rolls up the one new day, as every night after the first does. `--cold` skips that: the DAG's
+`rollups` task then rolls up every day of the lookback, as on the very first night.
 """
 from __future__ import annotations
 
@@ -164,7 +169,10 @@ def world(users: int, days: int, seed: int, base_home: Path) -> tuple[Path, str,
     return home, spec.last_ds, sim_seconds
 
 
-def bench_world(users: int, days: int, seed: int, base_home: Path, order: list[str], tables: dict) -> dict:
+def bench_world(users: int, days: int, seed: int, base_home: Path, order: list[str], tables: dict,
+                cold: bool = False) -> dict:
+    from datetime import date, timedelta
+
     home, ds, sim_seconds = world(users, days, seed, base_home)
     env = {**os.environ, "HERMES_HOME": str(home), "HERMES_WAREHOUSE": str(home / "warehouse"),
            "MLFLOW_TRACKING_URI": f"sqlite:///{home}/mlflow/mlflow.db",
@@ -172,9 +180,17 @@ def bench_world(users: int, days: int, seed: int, base_home: Path, order: list[s
            "HERMES_S3_BUCKET": f"hermes-bench-{users}"}
     (home / "mlflow").mkdir(parents=True, exist_ok=True)
     (home / "logs").mkdir(parents=True, exist_ok=True)
-    rows, config = [], None
-    started = time.monotonic()
+    rows, config, before = [], None, None
     with open(home / "logs" / "bench-nightly.log", "w") as log:
+        if not cold:
+            prev = (date.fromisoformat(ds) - timedelta(days=1)).isoformat()
+            prev_config, _, _ = run_call("validate_config", [], prev, None, env, log)
+            result, s, p = run_call("run_stage", ["rollups"], prev, prev_config, env, log)
+            before = {"task": "rollups of the previous nights", "seconds": round(s, 1), "peak_gb": round(p / 2**30, 2),
+                      "partitions": len(result["rolled_up"])}
+            print(f"  {users:>9,} (before the DAG: the previous nights' rollups, {before['partitions']} days: "
+                  f"{s:.1f} s, {p / 2**30:.2f} GB)", flush=True)
+        started = time.monotonic()
         for task_id in order:
             seconds = peak = n = 0
             for fn, args in calls_for(task_id, tables):
@@ -187,7 +203,8 @@ def bench_world(users: int, days: int, seed: int, base_home: Path, order: list[s
             print(f"  {users:>9,} {task_id:<18}{seconds:>8.1f} s {peak / 2**30:>6.2f} GB {n:>13,} rows", flush=True)
     total = time.monotonic() - started
     return {"users": users, "ds": ds, "simulate_seconds": sim_seconds, "total_seconds": round(total, 1),
-            "peak_gb": max(r["peak_gb"] for r in rows), "tasks": rows}
+            "peak_gb": max(r["peak_gb"] for r in rows), "night": "cold" if cold else "steady",
+            "before_dag": before, "tasks": rows}
 
 
 def table(results: list[dict]) -> str:
@@ -196,17 +213,25 @@ def table(results: list[dict]) -> str:
     if len(sizes) > 1:
         head += f" | growth {sizes[0]:,}→{sizes[-1]:,} (users ×{sizes[-1] / sizes[0]:.0f})"
     lines = [head + " |", "|" + "---|" * (len(sizes) + 1 + (len(sizes) > 1))]
-    for i, t in enumerate(results[0]["tasks"]):
-        cells = [f"{r['tasks'][i]['seconds']:.1f} / {r['tasks'][i]['peak_gb']:.2f}" for r in results]
-        line = f"| {t['task']} | " + " | ".join(cells)
+    # by task name: results measured before a task existed show "-" in its row
+    by_name = [{t["task"]: t for t in r["tasks"]} for r in results]
+    names = list(dict.fromkeys(t["task"] for r in reversed(results) for t in r["tasks"]))
+    for name in names:
+        cells = [f"{m[name]['seconds']:.1f} / {m[name]['peak_gb']:.2f}" if name in m else "-" for m in by_name]
+        line = f"| {name} | " + " | ".join(cells)
         if len(sizes) > 1:
-            first, last = results[0]["tasks"][i]["seconds"], results[-1]["tasks"][i]["seconds"]
-            line += f" | ×{last / first:.1f}" if first > 0 else " | -"
+            first, last = (m.get(name, {}).get("seconds", 0) for m in (by_name[0], by_name[-1]))
+            line += f" | ×{last / first:.1f}" if first > 0 and last > 0 else " | -"
         lines.append(line + " |")
     total = "| **DAG total** | " + " | ".join(f"**{r['total_seconds']:.0f} / {r['peak_gb']:.2f}**" for r in results)
     if len(sizes) > 1:
         total += f" | ×{results[-1]['total_seconds'] / results[0]['total_seconds']:.1f}"
     lines.append(total + " |")
+    before = [r.get("before_dag") for r in results]
+    if any(before):
+        lines.append("| (before the DAG: the previous nights' rollups) | "
+                     + " | ".join(f"{b['seconds']:.1f} / {b['peak_gb']:.2f}" if b else "-" for b in before)
+                     + (" | |" if len(sizes) > 1 else " |"))
     return "\n".join(lines)
 
 
@@ -236,6 +261,7 @@ def main() -> None:
     p.add_argument("--users", type=int, nargs="+", default=[50_000, 200_000, 1_000_000])
     p.add_argument("--days", type=int, default=30)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--cold", action="store_true", help="the first night: no rollups of earlier nights exist")
     p.add_argument("--table", action="store_true", help="only print the table of the results measured so far")
     p.add_argument("--call", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -251,7 +277,7 @@ def main() -> None:
         order, tables = dag_order()
         print(f"hermes_nightly tasks in order: {', '.join(order)}", flush=True)
         for n in args.users:
-            r = results[n] = bench_world(n, args.days, args.seed, base_home, order, tables)
+            r = results[n] = bench_world(n, args.days, args.seed, base_home, order, tables, args.cold)
             sim = f"{r['simulate_seconds']:.0f} s" if r["simulate_seconds"] else "kept from an earlier run"
             print(f"  {n:,} users: DAG {r['total_seconds']:.0f} s, peak {r['peak_gb']:.2f} GB (simulator: {sim})",
                   flush=True)

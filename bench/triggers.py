@@ -73,8 +73,9 @@ def main() -> None:
     prev = (date.fromisoformat(args.ds) - timedelta(days=1)).isoformat()
     if not wh.partition("features/user_features", prev).exists():
         print(f"computing features/user_features for {prev} (the trigger conditions read the day before)")
-        subprocess.run([sys.executable, "-m", "jobs.cli", "stage", "user_features", "--ds", prev], env=env,
-                       check=True, capture_output=True)
+        for stage in ("rollups", "user_features"):
+            subprocess.run([sys.executable, "-m", "jobs.cli", "stage", stage, "--ds", prev], env=env,
+                           check=True, capture_output=True)
     sh("s3.sh", env)
     sh("gateway.sh", env)
 

@@ -8,6 +8,7 @@ the next local day (`plan_date = ds + 1` in each user's time zone).
 |---|---|---|
 | `validate_config` | validates `conf/` (scenes, audience rules, fatigue, quotas); **the run stops here on invalid config**; freezes it as a snapshot whose content hash is the *config version* | `config/ds=<ds>/config.json` |
 | `validate_raw` (×5) | raw-contract schema + Great Expectations suite of each input; fact tables on their `ds` partition | `reports/validation/ds=<ds>/` |
+| `rollups` | each raw `events` partition the night's features read (the training set's lookback) rolled up per user, user × category, 15-minute open slot, item and seller and UTC day, once: only partitions never rolled up, whose raw files changed, or from another rollup version are (re)computed — a steady night rolls up one day | `rollups/*`, `rollups/_sources/ds=<p>.json` |
 | `user_features` | activity 1/7/28 d per event type, local-hour open profile, top categories, recency, push history overall and per scene, seller-side counts | `features/user_features`, `features/user_scene_history` |
 | `material_features` | items on sale at the end of `ds` (rebuilt from `item_changes`), price drop, freshness, popularity, seller activity; open/click rates by scene → category → material, Bayesian-smoothed toward the parent | `features/material_features`, `features/material_rates` |
 | `check_features` (×4) | GX suite of each feature table | reports |
@@ -134,7 +135,9 @@ def hermes_nightly():
 
     config = validate_config()
     raw = validate_raw.expand(table=RAW_TABLES)
-    feats = [stage("user_features")(config), stage("material_features", [FEATURES])(config)]
+    rollups = stage("rollups")(config)
+    user_feats = stage("user_features")(config)
+    feats = [user_feats, stage("material_features", [FEATURES])(config)]
     check_features = check_output.override(task_id="check_features").partial(config=config).expand(
         table=FEATURE_TABLES)
     aud = stage("audiences")(config)
@@ -146,6 +149,7 @@ def hermes_nightly():
     check_selection = check_output.override(task_id="check_selection").partial(config=config).expand(
         table=SELECTION_TABLES)
     config >> raw >> feats >> check_features >> aud >> fat >> check_plan
+    raw >> rollups >> [user_feats, model]
     decided = gate(config)
     raw >> model >> decided
     [check_plan, decided] >> scored >> chosen >> check_selection

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from features.user_features import CATEGORY_WEIGHTS
+from features.rollups import Activity, activity_of, day_num, opens_by_local_hour
 
 FEATURES = ("u_opens_7d", "u_opens_28d", "u_views_7d", "u_favs_28d", "u_pushes_1d", "u_pushes_7d",
             "u_push_open_rate", "aff_share", "hour_share_log", "i_drop_pct", "i_age_log", "i_views_7d_log",
@@ -28,10 +28,6 @@ PUSH_PRIOR_RATE = 0.05
 HOUR_KERNEL = tuple((k, math.exp(-0.5 * k * k) / sum(math.exp(-0.5 * j * j) for j in range(-2, 3)))
                     for k in range(-2, 3))
 HOUR_PRIOR_OPENS = 6.0
-
-
-def day_num(ts_col: str) -> F.Column:
-    return F.datediff(F.to_date(F.col(ts_col)), F.lit("1970-01-01").cast("date"))
 
 
 def _as_of_sums(keys: DataFrame, daily: DataFrame, entity: list[str], values: dict[str, int],
@@ -65,12 +61,10 @@ U_WINDOWS = {"opens": 7, "views": 7, "favs": 28, "pushes": 7, "push_opens_seen":
              "opens_long": 28, "pushes_long": 28}
 
 
-def _user_daily(ev: DataFrame, push_log: DataFrame) -> DataFrame:
+def _user_daily(act: Activity, push_log: DataFrame) -> DataFrame:
     """(user_id, day) -> the day's opens, views, favs, pushes and push opens seen (one row per active day)."""
-    user_daily = ev.groupBy("user_id", "day").agg(
-        F.sum((F.col("event_type") == "app_open").cast("int")).alias("opens"),
-        F.sum((F.col("event_type") == "view").cast("int")).alias("views"),
-        F.sum((F.col("event_type") == "fav").cast("int")).alias("favs"))
+    user_daily = act.user_day.select("user_id", "day", F.col("n_app_open").alias("opens"),
+                                     F.col("n_view").alias("views"), F.col("n_fav").alias("favs"))
     push_daily = (push_log.withColumn("day", day_num("sent_at")).groupBy("user_id", "day")
                   .agg(F.count("*").alias("pushes"),
                        F.sum(F.col("opened_at").isNotNull().cast("int")).alias("push_opens")))
@@ -84,20 +78,14 @@ def _user_daily(ev: DataFrame, push_log: DataFrame) -> DataFrame:
                     F.col("pushes").alias("pushes_long")))
 
 
-def _category_daily(ev: DataFrame) -> tuple[DataFrame, DataFrame]:
+def _category_daily(act: Activity) -> tuple[DataFrame, DataFrame]:
     """Category affinity: the user's weighted interest per (category, day) and in all categories per day."""
-    weight = F.lit(0.0)
-    for et, w in CATEGORY_WEIGHTS.items():
-        weight = F.when(F.col("event_type") == et, F.lit(w)).otherwise(weight)
-    cat_daily = (ev.where(F.col("category_id").isNotNull()).withColumn("w", weight).where("w > 0")
-                 .groupBy("user_id", "category_id", "day").agg(F.sum("w").alias("w")))
+    cat_daily = act.user_category_day.select("user_id", "category_id", "day", "w")
     return cat_daily, cat_daily.groupBy("user_id", "day").agg(F.sum("w").alias("w_all"))
 
 
-def _item_daily(all_ev: DataFrame) -> DataFrame:
-    return (all_ev.where(F.col("item_id").isNotNull()).groupBy("item_id", "day").agg(
-        F.sum((F.col("event_type") == "view").cast("int")).alias("iv"),
-        F.sum((F.col("event_type") == "fav").cast("int")).alias("if_")))
+def _item_daily(all_act: Activity) -> DataFrame:
+    return all_act.item_day.select("item_id", "day", F.col("n_view").alias("iv"), F.col("n_fav").alias("if_"))
 
 
 def _item_state(key_items: DataFrame, item_changes: DataFrame, items: DataFrame, first_key_day: int) -> DataFrame:
@@ -125,11 +113,12 @@ def _item_state(key_items: DataFrame, item_changes: DataFrame, items: DataFrame,
                                        / 3600.0)).alias("i_age_log")))
 
 
-def pair_features(keys: DataFrame, users: DataFrame, events: DataFrame, push_log: DataFrame,
+def pair_features(keys: DataFrame, users: DataFrame, events: DataFrame | Activity, push_log: DataFrame,
                   item_changes: DataFrame, items: DataFrame, scene_codes: dict[str, int],
-                  key_day: int | None = None, item_events: DataFrame | None = None) -> DataFrame:
+                  key_day: int | None = None, item_events: DataFrame | Activity | None = None) -> DataFrame:
     """keys: user_id, item_id, scene_id, day (int, days since epoch), local_hour (0-23), plus any passthrough
-    columns. events/push_log/item_changes must cover at least LOOKBACK days before the earliest key day.
+    columns. events: the daily rollups (features/rollups.py) or raw events (rolled up here);
+    events/push_log/item_changes must cover at least LOOKBACK days before the earliest key day.
     key_day: set when every key has that day (scoring one plan day): the same features through one_day_sides()
     and one_day_features(). item_events: every user's events, when `events` and `push_log` hold only the keys'
     users (a sampled training set): item popularity and the population's hour profile come from them, so the
@@ -139,8 +128,8 @@ def pair_features(keys: DataFrame, users: DataFrame, events: DataFrame, push_log
             raise ValueError("key_day aggregates every user's events: pass them as `events`, not item_events")
         sides = one_day_sides(users, events, push_log, item_changes, items, key_day, keys.select("item_id"))
         return one_day_features(keys, sides, scene_codes)
-    ev = events.withColumn("day", day_num("ts"))
-    all_ev = ev if item_events is None else item_events.withColumn("day", day_num("ts"))
+    ev = activity_of(events)
+    all_ev = ev if item_events is None else activity_of(item_events)
     u = _as_of_sums(keys, _user_daily(ev, push_log), ["user_id"], U_WINDOWS)
     cat_daily, tot_daily = _category_daily(ev)
     keyed = keys.join(items.select("item_id", "category_id"), "item_id", "left")
@@ -183,13 +172,13 @@ class OneDay:
             df.unpersist()
 
 
-def one_day_sides(users: DataFrame, events: DataFrame, push_log: DataFrame, item_changes: DataFrame,
+def one_day_sides(users: DataFrame, events: DataFrame | Activity, push_log: DataFrame, item_changes: DataFrame,
                   items: DataFrame, key_day: int, key_items: DataFrame) -> OneDay:
     """The per-user and per-item pieces of the pair features for day `key_day`, from every user's events (the
     LOOKBACK days before it) and for the items in key_items (item_id; duplicates are fine). Each user's windows
     are one filtered aggregate, affinity by category and opens by local hour folded into maps on the user's
     row, and the population's hour profile is the users' own sums totalled: no second pass over the opens."""
-    ev = events.withColumn("day", day_num("ts"))
+    ev = activity_of(events)
     u = _as_of_sums(None, _user_daily(ev, push_log), ["user_id"], U_WINDOWS, key_day)
     cat_daily, tot_daily = _category_daily(ev)
     aff = _as_of_sums(None, cat_daily, ["user_id", "category_id"], {"w": LOOKBACK}, key_day)
@@ -256,14 +245,13 @@ def _feature_columns(out: DataFrame, key_columns: list[str], scene_codes: dict[s
     )
 
 
-def _hour_daily(ev: DataFrame, users: DataFrame, by_user: bool = True) -> DataFrame:
+def _hour_daily(act: Activity, users: DataFrame, by_user: bool = True) -> DataFrame:
     """(user_id, local_hour, day, h): the user's app opens per local hour and UTC day, each spread over its
     neighbouring hours by HOUR_KERNEL. by_user=False: (local_hour, day, h) of everyone together — the sum of the
     users' rows (the spread is linear) without a row per user, for the population's profile."""
     who = ["user_id"] if by_user else []
-    opens_by_hour = (ev.where(F.col("event_type") == "app_open").join(users.select("user_id", "tz"), "user_id")
-                     .withColumn("local_hour", F.hour(F.from_utc_timestamp("ts", F.col("tz"))))
-                     .groupBy(*who, "local_hour", "day").agg(F.count("*").alias("n")))
+    opens_by_hour = (opens_by_local_hour(act.open_slots, users)
+                     .groupBy(*who, "local_hour", "day").agg(F.sum("n").alias("n")))
     kernel = F.array(*[F.struct(F.lit(k).alias("k"), F.lit(w).alias("w")) for k, w in HOUR_KERNEL])
     return (opens_by_hour.select(*who, "day", "local_hour", "n", F.explode(kernel).alias("_kw"))
             .groupBy(*who, F.pmod(F.col("local_hour") + F.col("_kw.k"), F.lit(24)).alias("local_hour"), "day")

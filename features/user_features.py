@@ -10,12 +10,11 @@ from datetime import datetime
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from features.rollups import Activity, activity_of, in_days, opens_by_local_hour, whole_day
 from jobs.contract import EVENT_TYPES
 
 WINDOWS_DAYS = (1, 7, 28)
 LOOKBACK_DAYS = max(WINDOWS_DAYS)
-# How much one event says about a user's interest in its category.
-CATEGORY_WEIGHTS = {"view": 1.0, "search": 1.0, "fav": 3.0, "chat": 3.0, "cart": 4.0, "buy": 5.0}
 TOP_CATEGORIES = 3
 HOUR_PRIOR = 1.0  # pseudo-count per hour: users with few events fall back to a flat profile
 
@@ -24,24 +23,20 @@ def within_days(ts: Column, as_of: datetime, days: int) -> Column:
     return (ts < F.lit(as_of)) & (ts >= F.lit(as_of) - F.expr(f"INTERVAL {days} DAYS"))
 
 
-def activity(events: DataFrame, users: DataFrame, as_of: datetime) -> DataFrame:
+def activity(act: Activity, users: DataFrame, as_of: datetime) -> DataFrame:
     """n_<event_type>_<w>d for every type and window, the last app open, and the share of app opens per hour
     of the user's *local* day (24 values, smoothed, sums to 1).
 
-    Two aggregates joined per user, not one over events joined to users: the counts need no time zone and
-    aggregate map-side; only app opens (a fifth of the events) travel to the users' time zones for the hour
-    profile. At 1M users that is a shuffle of ~33M narrow rows instead of all ~170M events of the lookback."""
-    recent = events.where(within_days(F.col("ts"), as_of, LOOKBACK_DAYS))
-    is_open = F.col("event_type") == "app_open"
-    counts = [
-        F.sum((within_days(F.col("ts"), as_of, w) & (F.col("event_type") == et)).cast("int")).alias(f"n_{et}_{w}d")
-        for et in EVENT_TYPES for w in WINDOWS_DAYS
-    ]
-    by_type = recent.groupBy("user_id").agg(*counts, F.max(F.when(is_open, F.col("ts"))).alias("last_open_at"))
-    by_hour = (recent.where(is_open).select("user_id", "ts").join(users.select("user_id", "tz"), "user_id")
-               .withColumn("local_hour", F.hour(F.from_utc_timestamp("ts", F.col("tz"))))
-               .groupBy("user_id").agg(*[F.sum((F.col("local_hour") == h).cast("int")).alias(f"_h{h}")
-                                         for h in range(24)]))
+    From the daily rollups (features/rollups.py): the counts are sums of the user's days, and only the app
+    opens' 15-minute slots travel to the users' time zones for the hour profile."""
+    end = whole_day(as_of)
+    recent = act.user_day.where(in_days(end, LOOKBACK_DAYS))
+    counts = [F.sum(F.when(in_days(end, w), F.col(f"n_{et}")).otherwise(0)).alias(f"n_{et}_{w}d")
+              for et in EVENT_TYPES for w in WINDOWS_DAYS]
+    by_type = recent.groupBy("user_id").agg(*counts, F.max("last_open_at").alias("last_open_at"))
+    by_hour = (opens_by_local_hour(act.open_slots.where(in_days(end, LOOKBACK_DAYS)), users)
+               .groupBy("user_id").agg(*[F.sum(F.when(F.col("local_hour") == h, F.col("n")).otherwise(0))
+                                         .alias(f"_h{h}") for h in range(24)]))
     # rows of user ids the users table does not know are dropped by user_features' join from the users
     agg = by_type.join(by_hour, "user_id", "left").na.fill(0, [f"_h{h}" for h in range(24)])
     hour_cols = [F.col(f"_h{h}") for h in range(24)]
@@ -56,13 +51,9 @@ def activity(events: DataFrame, users: DataFrame, as_of: datetime) -> DataFrame:
     )
 
 
-def category_affinity(events: DataFrame, as_of: datetime) -> DataFrame:
+def category_affinity(act: Activity, as_of: datetime) -> DataFrame:
     """Top categories by weighted interest over the lookback, with their share of the user's interest."""
-    weight = F.lit(0.0)
-    for et, w in CATEGORY_WEIGHTS.items():
-        weight = F.when(F.col("event_type") == et, F.lit(w)).otherwise(weight)
-    scored = (events.where(within_days(F.col("ts"), as_of, LOOKBACK_DAYS) & F.col("category_id").isNotNull())
-              .withColumn("w", weight).where(F.col("w") > 0)
+    scored = (act.user_category_day.where(in_days(whole_day(as_of), LOOKBACK_DAYS))
               .groupBy("user_id", "category_id").agg(F.sum("w").alias("w")))
     ranked = scored.groupBy("user_id").agg(
         F.sum("w").alias("total"),
@@ -76,12 +67,11 @@ def category_affinity(events: DataFrame, as_of: datetime) -> DataFrame:
     )
 
 
-def seller_side(items_on_sale: DataFrame, events: DataFrame, as_of: datetime) -> DataFrame:
+def seller_side(items_on_sale: DataFrame, act: Activity, as_of: datetime) -> DataFrame:
     """For users who sell: listings on sale at `as_of`, and buyer chats about them in the last 24 h."""
     listings = items_on_sale.groupBy(F.col("seller_id").alias("user_id")).agg(F.count("*").alias("n_listings_on_sale"))
-    chats = (events.where(within_days(F.col("ts"), as_of, 1) & (F.col("event_type") == "chat")
-                          & F.col("seller_id").isNotNull())
-             .groupBy(F.col("seller_id").alias("user_id")).agg(F.count("*").alias("n_chats_waiting")))
+    chats = (act.seller_day.where(in_days(whole_day(as_of), 1))
+             .groupBy(F.col("seller_id").alias("user_id")).agg(F.sum("n_chat").alias("n_chats_waiting")))
     return listings.join(chats, "user_id", "full")
 
 
@@ -116,22 +106,24 @@ def push_open_hours(push_log: DataFrame, users: DataFrame, as_of: datetime) -> D
                       .alias("push_open_hours"))
 
 
-def user_features(users: DataFrame, events: DataFrame, push_log: DataFrame, as_of: datetime,
+def user_features(users: DataFrame, events: DataFrame | Activity, push_log: DataFrame, as_of: datetime,
                   items_on_sale: DataFrame | None = None) -> DataFrame:
-    """One row per user registered before `as_of`, every feature filled (zeros / flat profile when no data).
+    """One row per user registered before `as_of` (a UTC midnight), every feature filled (zeros / flat profile
+    when no data). events: the daily rollups (jobs/rollups.py), or raw events, rolled up here.
     `items_on_sale` (item_id, seller_id) as of `as_of` gives the seller-side features."""
+    act = activity_of(events)
     base = users.where(F.col("registered_at") < F.lit(as_of)).select(
         "user_id", "tz", "platform", "opt_in",
         (F.col("device_token").isNotNull() & (F.length("device_token") > 0)).alias("has_device_token"),
         F.floor((F.unix_timestamp(F.lit(as_of)) - F.unix_timestamp("registered_at")) / 86400)
         .cast("int").alias("tenure_days"),
     )
-    joined = (base.join(activity(events, users, as_of), "user_id", "left")
-              .join(category_affinity(events, as_of), "user_id", "left")
+    joined = (base.join(activity(act, users, as_of), "user_id", "left")
+              .join(category_affinity(act, as_of), "user_id", "left")
               .join(push_history(push_log, as_of), "user_id", "left")
               .join(push_open_hours(push_log, users, as_of), "user_id", "left"))
     if items_on_sale is not None:
-        joined = joined.join(seller_side(items_on_sale, events, as_of), "user_id", "left")
+        joined = joined.join(seller_side(items_on_sale, act, as_of), "user_id", "left")
     else:
         joined = joined.withColumn("n_listings_on_sale", F.lit(0)).withColumn("n_chats_waiting", F.lit(0))
     count_cols = [f"n_{et}_{w}d" for et in EVENT_TYPES for w in WINDOWS_DAYS] + [

@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=_cmd_validate_raw)
 
     p = sub.add_parser("stage", help="run one nightly Spark stage (or all) for a date, outside Airflow")
-    p.add_argument("stage", choices=["user_features", "material_features", "audiences", "fatigue", "train", "score",
+    p.add_argument("stage", choices=["rollups", "user_features", "material_features", "audiences", "fatigue", "train", "score",
                                       "select", "all"], help="train also runs the promotion gate")
     p.add_argument("--ds", required=True)
     p.add_argument("--config", help="config snapshot JSON (default: validate conf/ now)")

@@ -35,13 +35,15 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     import json
 
     import mlflow
+    from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    from features.candidates import Shortlist, candidates
+    from features.candidates import Shortlist, candidates, recall_events
     from features.pairs import LOOKBACK, one_day_features, one_day_sides
     from features.scoring import model_payload, score_pairs
     from features.selection import baseline_salt, recent_pairs
     from jobs.audiences import NIGHTLY_TRIGGERS
+    from jobs.rollups import read_activity
     from training.dataset import in_user_sample
     from training.registry import MODEL_NAME, configure_mlflow, resolve_champion
 
@@ -57,6 +59,9 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     # the trigger rules' user x item re-eligibility gap holds for the nightly plan too
     gap_h = max([t.regap_hours for t in loaded.config.triggers if t.enabled] + [0])
     recent = recent_pairs(push_log, as_of - timedelta(hours=gap_h)).cache() if gap_h else None
+    # what recall reads of the events, kept on disk once: the estimate's recall and the plan's both read it
+    events = recall_events(events, scenes, as_of).persist(StorageLevel.DISK_ONLY)
+    n_recall_events = events.count()
 
     configure_mlflow(settings.mlflow_tracking_uri, settings.home / "mlflow" / "artifacts")
     version, run_id = resolve_champion()
@@ -66,8 +71,9 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     payload = model_payload(spark, estimator)
     plan_day = (plan_date(ds) - date(1970, 1, 1)).days
     # the per-user and per-item features of the plan day, once: the shortlist's estimate and the plan read them
-    sides = one_day_sides(wh.read_raw(spark, "users"), events, push_log, wh.read_raw(spark, "item_changes", last_ds=ds),
-                          wh.read_raw(spark, "items"), plan_day, on_sale.select("item_id"))
+    sides = one_day_sides(wh.read_raw(spark, "users"), read_activity(spark, wh, first, ds), push_log,
+                          wh.read_raw(spark, "item_changes", last_ds=ds), wh.read_raw(spark, "items"), plan_day,
+                          on_sale.select("item_id"))
     # every user with features, with the local hour their pairs are scored at: the pairs join it once
     hours = users.select("user_id", F.coalesce("peak_local_hour", F.lit(DEFAULT_LOCAL_HOUR)).alias("local_hour"))
     sides = replace(sides, user_side=hours.join(sides.user_side, "user_id", "left")).persist()
@@ -97,18 +103,20 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
         shortlist = Shortlist(scores, feed.shortlist_per_category, baseline_salt(ds))
         out["tables"][ITEM_SCORES] = {"path": str(i_path), "rows": len(scores)}
         out["shortlist"] = {"per_category": feed.shortlist_per_category, "reference_user_rate": round(rate, 6)}
-    # materialised (and kept for "why did this user get that item"): recall reads 28 days of events
+    # materialised (and kept for "why did this user get that item")
     c_path = wh.write_partition(candidates(eligible, scenes, users, events, on_sale, as_of, recent, shortlist),
                                 CANDIDATES, ds, loaded.version)
     path = wh.write_partition(score(spark.read.parquet(str(c_path))), SCORED, ds, loaded.version)
     sides.unpersist()
+    events.unpersist()
     if recent is not None:
         recent.unpersist()
     n = spark.read.parquet(str(path)).count()
     n_cands = spark.read.parquet(str(c_path)).count()
     if n != n_cands:    # every candidate's user has features (audiences come from them): none may drop out
         raise RuntimeError(f"plan/scored has {n} rows for {n_cands} rows of plan/candidates at ds={ds}")
-    log.info("scored %d pairs (%d candidates) with %s version %s", n, n_cands, MODEL_NAME, version)
+    log.info("scored %d pairs (%d candidates, recall from %d events) with %s version %s", n, n_cands,
+             n_recall_events, MODEL_NAME, version)
     out["tables"].update({CANDIDATES: {"path": str(c_path), "rows": n_cands}, SCORED: {"path": str(path), "rows": n}})
     return out
 

@@ -11,7 +11,7 @@ import logging
 from jobs.settings import Settings
 
 log = logging.getLogger(__name__)
-STAGES = ("user_features", "material_features", "audiences", "fatigue", "train", "score", "select")
+STAGES = ("rollups", "user_features", "material_features", "audiences", "fatigue", "train", "score", "select")
 
 
 def validate_config(ds: str) -> dict:

@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 
 
 def run(spark, settings: Settings, ds: str, loaded, force_kind: str | None = None) -> dict:
+    from jobs.rollups import read_activity
     from jobs.simulator.ground_truth import GroundTruth
     from training.dataset import build_training_set, earliest_input_day
     from training.registry import configure_mlflow
@@ -24,7 +25,7 @@ def run(spark, settings: Settings, ds: str, loaded, force_kind: str | None = Non
     cfg = loaded.config.platform.training
     first = earliest_input_day(ds, cfg.train_days)
     tables = {"users": wh.read_raw(spark, "users"), "items": wh.read_raw(spark, "items"),
-              "events": wh.read_raw(spark, "events", first, ds), "push_log": wh.read_raw(spark, "push_log", first, ds),
+              "events": read_activity(spark, wh, first, ds), "push_log": wh.read_raw(spark, "push_log", first, ds),
               "item_changes": wh.read_raw(spark, "item_changes", last_ds=ds)}
     def via_warehouse(examples):
         """The examples as a table of their own (training/examples, ds=<ds>), read back with pyarrow."""

@@ -19,12 +19,13 @@ HISTORY = "features/user_scene_history"
 def run(spark, settings: Settings, ds: str, loaded) -> dict:
     from features.materials import items_as_of
     from features.user_features import LOOKBACK_DAYS, scene_history, user_features
+    from jobs.rollups import read_activity
 
     wh = Warehouse(settings.warehouse)
     as_of = as_of_end(ds)
     first = (date.fromisoformat(ds) - timedelta(days=LOOKBACK_DAYS)).isoformat()
     users = wh.read_raw(spark, "users")
-    events = wh.read_raw(spark, "events", first, ds)
+    events = read_activity(spark, wh, first, ds)    # the events' daily rollups (jobs/rollups.py)
     pushes = wh.read_raw(spark, "push_log", first, ds)
     on_sale = (items_as_of(wh.read_raw(spark, "items"), wh.read_raw(spark, "item_changes", last_ds=ds), as_of)
                .where("status = 'on_sale'").select("item_id", "seller_id"))

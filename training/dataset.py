@@ -13,6 +13,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from features.pairs import FEATURES, LOOKBACK, day_num, pair_features, scene_codes
+from features.rollups import activity_of
 
 
 @dataclass
@@ -58,8 +59,8 @@ def build_training_set(spark_tables: dict[str, DataFrame], ds: str, as_of, train
                        known_scenes, materialise: Callable[[DataFrame], pd.DataFrame] | None = None,
                        max_examples: int | None = None) -> TrainingSet:
     """spark_tables: users, events, push_log, item_changes, items (raw contract, windows covering
-    train_days + LOOKBACK days before ds). materialise: how the examples reach pandas — by default
-    `toPandas()` (through the driver: fine for tests); the nightly writes them to the warehouse and reads the
+    train_days + LOOKBACK days before ds; events may be their daily rollups, features.rollups.Activity).
+    materialise: how the examples reach pandas — by default `toPandas()` (through the driver: fine for tests); the nightly writes them to the warehouse and reads the
     Parquet back (jobs/train.py), since a 1M-user training set (5.7M rows unsampled) breaks spark.driver.maxResultSize.
     max_examples: above this many examples, a hash sample of whole users keeps about that many (the fit and
     the point-in-time features then cost the sample's share; item-level features still see every user)."""
@@ -70,7 +71,7 @@ def build_training_set(spark_tables: dict[str, DataFrame], ds: str, as_of, train
     codes = scene_codes(list(known_scenes) + [r[0] for r in t["push_log"].select("scene_id").distinct().collect()])
     keys = push_keys(t["push_log"], t["users"], first.isoformat(), last.isoformat(), as_of)
     rate, total = 1.0, None
-    events, pushes, item_events = t["events"], t["push_log"], None
+    events, pushes, item_events = activity_of(t["events"]), t["push_log"], None
     if max_examples is not None:
         total = keys.count()
         if total > max_examples:
@@ -78,7 +79,7 @@ def build_training_set(spark_tables: dict[str, DataFrame], ds: str, as_of, train
             sampled = in_user_sample(F.col("user_id"), rate)
             # the users' own history is aggregated for the sample only (a hash filter before any shuffle);
             # item popularity and the population's hour profile still see every user
-            keys, events, pushes, item_events = keys.where(sampled), events.where(sampled), pushes.where(sampled), events
+            keys, events, pushes, item_events = keys.where(sampled), events.for_users(sampled), pushes.where(sampled), events
     feats = pair_features(keys, t["users"], events, pushes, t["item_changes"], t["items"], codes,
                           item_events=item_events)
     examples = feats.select("push_id", "user_id", "item_id", "scene_id", "sent_at", "day", "label", *FEATURES)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import audiences, fatigue, user_features
+from jobs import audiences, fatigue, rollups, user_features
 from jobs.config.loader import load_config
 from jobs.configui.preview import preview
 from jobs.warehouse import Warehouse
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 def test_preview_audience_and_eligible_equal_the_nightly_stages(world, settings, spark):
     ds = world["spec"].last_ds
     loaded = load_config()
-    for stage in (user_features, audiences, fatigue):
+    for stage in (rollups, user_features, audiences, fatigue):
         stage.run(spark, settings, ds, loaded)
     wh = Warehouse(settings.warehouse)
     aud = pq.read_table(wh.partition("plan/audiences", ds)).to_pandas()

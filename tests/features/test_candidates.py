@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import features.candidates as fc
-from jobs import audiences, fatigue, material_features, user_features
+from jobs import audiences, fatigue, material_features, rollups, user_features
 from jobs.config.loader import load_config
 from jobs.entry import as_of_end
 from jobs.warehouse import Warehouse
@@ -20,7 +20,7 @@ def test_trimmed_recall_equals_untrimmed_and_caps_hold(world, settings, spark, m
     # small caps so the per-category / per-seller trimming binds
     scenes = [s.model_copy(update={"materials": s.materials.model_copy(update={"max_candidates": 3})})
               for s in loaded.config.enabled_scenes if s.trigger != "real_time"]
-    for stage in (user_features, material_features, audiences, fatigue):
+    for stage in (rollups, user_features, material_features, audiences, fatigue):
         stage.run(spark, settings, ds, loaded)
     wh = Warehouse(settings.warehouse)
     args = (wh.read_partition(spark, "plan/eligible", ds), scenes, wh.read_partition(spark, "features/user_features", ds),
@@ -28,6 +28,10 @@ def test_trimmed_recall_equals_untrimmed_and_caps_hold(world, settings, spark, m
     trimmed = {tuple(r) for r in fc.candidates(*args).collect()}
     defaults = [s for s in loaded.config.enabled_scenes if s.trigger != "real_time"]
     ranked_default = {tuple(r) for r in fc.candidates(args[0], defaults, *args[2:]).collect()}
+    # only the events recall reads give the same candidates, from fewer events
+    needed = fc.recall_events(args[3], defaults, args[5])
+    assert 0 < needed.count() < args[3].count()
+    assert {tuple(r) for r in fc.candidates(args[0], defaults, args[2], needed, *args[4:]).collect()} == ranked_default
     with monkeypatch.context() as m:
         m.setattr(fc, "RANKED_SOURCES", ())       # every source through recall() + the popularity window
         assert {tuple(r) for r in fc.candidates(*args).collect()} == trimmed

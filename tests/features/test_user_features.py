@@ -112,11 +112,13 @@ def test_push_history_counts_only_opens_seen_by_as_of(features):
 
 
 def test_job_rerun_overwrites_its_partition(world, settings, spark):
+    from jobs import rollups
     from jobs.config.loader import load_config
     from jobs.user_features import TABLE, run
 
     loaded = load_config()
     ds = world["spec"].last_ds
+    rollups.run(spark, settings, ds, loaded)      # the features read the events' daily rollups
     first = run(spark, settings, ds, loaded)["tables"][TABLE]
     second = run(spark, settings, ds, loaded)["tables"][TABLE]
     assert first["rows"] == second["rows"] == world["counts"]["users"]

@@ -3,14 +3,16 @@ import json
 import os
 import sys
 
-from jobs import user_features
+from jobs import rollups, user_features
 from jobs.config.loader import load_config
 from jobs.settings import Settings
 from jobs.spark import build_spark
 
 s = Settings.from_env()
 spark = build_spark(s, "hermes-cluster-check")
-out = user_features.run(spark, s, sys.argv[1], load_config(s.conf_dir))
+loaded = load_config(s.conf_dir)
+rollups.run(spark, s, sys.argv[1], loaded)
+out = user_features.run(spark, s, sys.argv[1], loaded)
 # executors import the project's code (shipped as a zip) and run in other processes than the driver
 pids = spark.sparkContext.parallelize(range(8), 8).map(
     lambda _: (__import__("features.windows", fromlist=["SLOTS"]).SLOTS, __import__("os").getpid())).collect()

@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import audiences, fatigue, material_features, score, select, train, user_features
+from jobs import audiences, fatigue, material_features, rollups, score, select, train, user_features
 from jobs.config.loader import load_config
 from jobs.warehouse import Warehouse
 
@@ -37,7 +37,7 @@ def _plan(spark, settings, ds, loaded, wh) -> dict:
 def test_shortlist_scores_the_best_per_category_and_keeps_the_plans(world, settings, spark, tmp_path):
     ds = world["spec"].last_ds
     loaded = load_config()
-    for stage in (user_features, material_features, audiences, fatigue):
+    for stage in (rollups, user_features, material_features, audiences, fatigue):
         stage.run(spark, settings, ds, loaded)
     # its own model registry: the session's must still meet "no champion yet" in tests/training
     settings = replace(settings, mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -1,0 +1,164 @@
+"""Nightly job: the daily rollups of the events (features/rollups.py) that the night's features read.
+
+For ds it makes sure every raw events partition in [earliest_input_day(ds, training.train_days), ds] — the
+longest lookback of any stage: the training set's — has a fresh rollup, and rolls up only those that do not:
+never rolled up, raw files changed since (a re-delivered or corrected day), or rolled up under another
+ROLLUP_VERSION. A steady night rolls up one partition, the new day; the first night (or a new world) all of
+them. Rollups of raw partitions that no longer exist are removed.
+
+Writes rollups/<name> for each Activity field (user_day, user_category_day, open_slots, item_day, seller_day),
+partition ds = the raw events partition it comes from, and rollups/_sources/ds=<p>.json — the raw partition's
+fingerprint (file names, sizes, modification times), the version and the rows per rollup — written last: a
+partition without one is rolled up again. Readers (`read_activity`) refuse a range with a missing or stale
+rollup, naming it, rather than compute features from old counts.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from jobs.entry import spark_job_main
+from jobs.settings import Settings
+from jobs.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+ROOT = "rollups"
+SOURCES = "rollups/_sources"
+
+
+def table_name(field: str) -> str:
+    return f"{ROOT}/{field}"
+
+
+def _raw_partitions(wh: Warehouse, first: str, last: str) -> list[str]:
+    root = wh.raw("events")
+    if not root.exists():
+        return []
+    days = (p.name.removeprefix("ds=") for p in root.iterdir() if p.is_dir() and p.name.startswith("ds="))
+    return sorted(d for d in days if first <= d <= last)
+
+
+def fingerprint(wh: Warehouse, ds: str) -> str:
+    """The raw events partition's files (name, size, mtime) and the rollups' version, hashed."""
+    from features.rollups import ROLLUP_VERSION
+
+    files = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in wh.raw_partition("events", ds).iterdir()
+                   if f.is_file() and not f.name.startswith((".", "_")))
+    return hashlib.sha256(json.dumps([ROLLUP_VERSION, files]).encode()).hexdigest()
+
+
+def _source_file(wh: Warehouse, ds: str) -> Path:
+    return wh.table(SOURCES) / f"ds={ds}.json"
+
+
+def _rolled_up(wh: Warehouse) -> list[str]:
+    folder = wh.table(SOURCES)
+    return sorted(f.stem.removeprefix("ds=") for f in folder.glob("ds=*.json")) if folder.exists() else []
+
+
+def stale_partitions(wh: Warehouse, first: str, last: str) -> tuple[list[str], list[str]]:
+    """(raw partitions in [first, last] without a fresh rollup, rollups in it whose raw partition is gone)."""
+    raw = _raw_partitions(wh, first, last)
+    stale = []
+    for ds in raw:
+        f = _source_file(wh, ds)
+        if not f.exists() or json.loads(f.read_text()).get("fingerprint") != fingerprint(wh, ds):
+            stale.append(ds)
+    orphans = [ds for ds in _rolled_up(wh) if first <= ds <= last and ds not in set(raw)]
+    return stale, orphans
+
+
+def run(spark, settings: Settings, ds: str, loaded) -> dict:
+    from pyspark.sql import functions as F
+
+    from features.rollups import ROLLUP_VERSION, Activity, roll_up
+    from training.dataset import earliest_input_day
+
+    wh = Warehouse(settings.warehouse)
+    first = earliest_input_day(ds, loaded.config.platform.training.train_days)
+    stale, orphans = stale_partitions(wh, first, ds)
+    for p in orphans:
+        _drop(wh, p)
+    if stale:
+        for p in stale:     # no source file while a partition is rewritten: a crash leaves it stale, not wrong
+            _source_file(wh, p).unlink(missing_ok=True)
+        events = wh.read_raw(spark, "events").where(F.col("ds").isin(stale))
+        rows: dict[str, dict[str, int]] = {p: {} for p in stale}
+        for field, df in roll_up(events, by=("ds",)).frames().items():
+            (df.write.mode("overwrite").partitionBy("ds").option("partitionOverwriteMode", "dynamic")
+             .parquet(str(wh.table(table_name(field)))))
+            written = spark.read.parquet(str(wh.table(table_name(field)))).where(F.col("ds").isin(stale))
+            for r in written.groupBy("ds").count().collect():
+                rows[r["ds"]][field] = r["count"]
+        _check_counts(spark, wh, stale)
+        for p in stale:
+            counts = {field: rows[p].get(field, 0) for field in Activity.names()}
+            f = _source_file(wh, p)
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_text(json.dumps({"ds": p, "version": ROLLUP_VERSION, "fingerprint": fingerprint(wh, p),
+                                     "rows": counts}, indent=2))
+    kept = _raw_partitions(wh, first, ds)
+    log.info("rollups for ds=%s over [%s, %s]: %d partitions rolled up (%s), %d kept, %d orphans removed",
+             ds, first, ds, len(stale), ", ".join(stale) or "none", len(kept) - len(stale), len(orphans))
+    return {"ds": ds, "config_version": loaded.version, "first": first, "rolled_up": stale,
+            "kept": len(kept) - len(stale), "removed": orphans,
+            "rows": sum(sum(json.loads(_source_file(wh, p).read_text())["rows"].values()) for p in stale)}
+
+
+def _check_counts(spark, wh: Warehouse, partitions: list[str]) -> None:
+    """Nothing lost, nothing counted twice: per partition, the user-days' counts add up to the raw rows."""
+    import pyarrow.dataset as pads
+    from pyspark.sql import functions as F
+
+    from jobs.contract import EVENT_TYPES
+
+    stored = (spark.read.parquet(str(wh.table(table_name("user_day")))).where(F.col("ds").isin(partitions))
+              .groupBy("ds").agg(F.sum(sum(F.col(f"n_{et}") for et in EVENT_TYPES)).alias("n")))
+    got = {r["ds"]: r["n"] for r in stored.collect()}
+    for p in partitions:
+        raw = pads.dataset(str(wh.raw_partition("events", p)), format="parquet", exclude_invalid_files=True).count_rows()
+        if got.get(p, 0) != raw:
+            raise RuntimeError(f"{table_name('user_day')} ds={p}: rule=counts_add_up: its event counts sum to "
+                               f"{got.get(p, 0)}, raw/events ds={p} has {raw} rows")
+
+
+def _drop(wh: Warehouse, ds: str) -> None:
+    from features.rollups import Activity
+
+    _source_file(wh, ds).unlink(missing_ok=True)
+    for field in Activity.names():
+        shutil.rmtree(wh.partition(table_name(field), ds), ignore_errors=True)
+
+
+def read_activity(spark, wh: Warehouse, first: str, last: str):
+    """The rollups of raw events partitions [first, last] as an Activity; raises, naming the partitions, when
+    one is missing or stale (run the `rollups` stage for the night first)."""
+    from pyspark.sql import functions as F
+
+    from features.rollups import Activity, roll_up
+
+    stale, orphans = stale_partitions(wh, first, last)
+    if stale or orphans:
+        what = "; ".join(part for part in (
+            f"raw/events partitions without a fresh rollup: ds={', '.join(stale)}" if stale else "",
+            f"rollups of raw partitions that are gone: ds={', '.join(orphans)}" if orphans else "") if part)
+        raise RuntimeError(f"{ROOT}/* over [{first}, {last}] is not up to date ({what}): run the rollups stage "
+                           f"for {last} first (`hermes stage rollups --ds {last}`)")
+    # a rollup with no rows anywhere yet (no chats ever, no events in the range) has no folder: empty, same schema
+    empty = roll_up(wh.read_raw(spark, "events", first, last).limit(0))
+    frames = {field: (spark.read.parquet(str(wh.table(table_name(field))))
+                      .where((F.col("ds") >= first) & (F.col("ds") <= last)).drop("ds")
+                      if wh.table(table_name(field)).exists() else getattr(empty, field))
+              for field in Activity.names()}
+    return Activity(**frames)
+
+
+def main(argv=None) -> None:
+    spark_job_main(run, "rollups", __doc__, argv)
+
+
+if __name__ == "__main__":
+    main()
