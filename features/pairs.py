@@ -183,7 +183,11 @@ def one_day_sides(users: DataFrame, events: DataFrame | Activity, push_log: Data
     cat_daily, tot_daily = _category_daily(ev)
     aff = _as_of_sums(None, cat_daily, ["user_id", "category_id"], {"w": LOOKBACK}, key_day)
     tot = _as_of_sums(None, tot_daily, ["user_id"], {"w_all": LOOKBACK}, key_day)
-    hours = _as_of_sums(None, _hour_daily(ev, users), ["user_id", "local_hour"], {"h": LOOKBACK}, key_day)
+    # the opens of the window summed per local hour, then spread: the spread is linear, so this is the sum of
+    # the daily spreads (_hour_daily) with one spread per user and hour instead of one per user, hour and day
+    window = ev.open_slots.where((F.col("day") >= key_day - LOOKBACK) & (F.col("day") <= key_day - 1))
+    hours = (_spread(opens_by_local_hour(window, users).groupBy("user_id", "local_hour").agg(F.sum("n").alias("n")),
+                     ["user_id"]).withColumnRenamed("h", "h_28d").withColumn("day", F.lit(key_day)))
     population = _hour_shares(hours.groupBy("local_hour").agg(F.sum("h_28d").alias("_h"))
                               .withColumn("day", F.lit(key_day)))
     by_category = aff.groupBy("user_id").agg(
@@ -250,11 +254,16 @@ def _hour_daily(act: Activity, users: DataFrame, by_user: bool = True) -> DataFr
     neighbouring hours by HOUR_KERNEL. by_user=False: (local_hour, day, h) of everyone together — the sum of the
     users' rows (the spread is linear) without a row per user, for the population's profile."""
     who = ["user_id"] if by_user else []
-    opens_by_hour = (opens_by_local_hour(act.open_slots, users)
-                     .groupBy(*who, "local_hour", "day").agg(F.sum("n").alias("n")))
+    return _spread(opens_by_local_hour(act.open_slots, users).groupBy(*who, "local_hour", "day")
+                   .agg(F.sum("n").alias("n")), [*who, "day"])
+
+
+def _spread(opens: DataFrame, keys: list[str]) -> DataFrame:
+    """(*keys, local_hour, n) -> (*keys, local_hour, h): each hour's opens spread over its neighbours by
+    HOUR_KERNEL (wrapping around midnight)."""
     kernel = F.array(*[F.struct(F.lit(k).alias("k"), F.lit(w).alias("w")) for k, w in HOUR_KERNEL])
-    return (opens_by_hour.select(*who, "day", "local_hour", "n", F.explode(kernel).alias("_kw"))
-            .groupBy(*who, F.pmod(F.col("local_hour") + F.col("_kw.k"), F.lit(24)).alias("local_hour"), "day")
+    return (opens.select(*keys, "local_hour", "n", F.explode(kernel).alias("_kw"))
+            .groupBy(*keys, F.pmod(F.col("local_hour") + F.col("_kw.k"), F.lit(24)).alias("local_hour"))
             .agg(F.sum(F.col("n") * F.col("_kw.w")).alias("h")))
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
@@ -58,10 +59,20 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     scenes = [s for s in loaded.config.enabled_scenes if s.trigger in NIGHTLY_TRIGGERS]
     # the trigger rules' user x item re-eligibility gap holds for the nightly plan too
     gap_h = max([t.regap_hours for t in loaded.config.triggers if t.enabled] + [0])
+    phases, started = {}, [time.monotonic()]
+
+    def phase(name: str) -> None:
+        """Where the night's time goes, in the log and the task's result (each phase's outputs are materialised)."""
+        now = time.monotonic()
+        phases[name] = round(now - started[0], 1)
+        started[0] = now
+        log.info("score ds=%s: %s took %.1f s", ds, name, phases[name])
+
     recent = recent_pairs(push_log, as_of - timedelta(hours=gap_h)).cache() if gap_h else None
     # what recall reads of the events, kept on disk once: the estimate's recall and the plan's both read it
     events = recall_events(events, scenes, as_of).persist(StorageLevel.DISK_ONLY)
     n_recall_events = events.count()
+    phase("recall_events")
 
     configure_mlflow(settings.mlflow_tracking_uri, settings.home / "mlflow" / "artifacts")
     version, run_id = resolve_champion()
@@ -77,6 +88,7 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     # every user with features, with the local hour their pairs are scored at: the pairs join it once
     hours = users.select("user_id", F.coalesce("peak_local_hour", F.lit(DEFAULT_LOCAL_HOUR)).alias("local_hour"))
     sides = replace(sides, user_side=hours.join(sides.user_side, "user_id", "left")).persist()
+    phase("sides")
 
     def score(cands):
         k = cands.select("user_id", "item_id", "scene_id", "rank", F.lit(plan_day).alias("day"))
@@ -103,10 +115,13 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
         shortlist = Shortlist(scores, feed.shortlist_per_category, baseline_salt(ds))
         out["tables"][ITEM_SCORES] = {"path": str(i_path), "rows": len(scores)}
         out["shortlist"] = {"per_category": feed.shortlist_per_category, "reference_user_rate": round(rate, 6)}
+        phase("estimate")
     # materialised (and kept for "why did this user get that item")
     c_path = wh.write_partition(candidates(eligible, scenes, users, events, on_sale, as_of, recent, shortlist),
                                 CANDIDATES, ds, loaded.version)
+    phase("candidates")
     path = wh.write_partition(score(spark.read.parquet(str(c_path))), SCORED, ds, loaded.version)
+    phase("scored")
     sides.unpersist()
     events.unpersist()
     if recent is not None:
@@ -118,6 +133,7 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     log.info("scored %d pairs (%d candidates, recall from %d events) with %s version %s", n, n_cands,
              n_recall_events, MODEL_NAME, version)
     out["tables"].update({CANDIDATES: {"path": str(c_path), "rows": n_cands}, SCORED: {"path": str(path), "rows": n}})
+    out["recall_events"], out["phase_seconds"] = n_recall_events, phases
     return out
 
 
