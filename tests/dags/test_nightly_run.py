@@ -49,11 +49,16 @@ def test_nightly_dag_runs_to_success_and_writes_its_partition(world, settings, s
            "HERMES_SPARK_SHUFFLE_PARTITIONS": "4", "PYSPARK_PYTHON": sys.executable}
     result = run_nightly(env, ds)
     assert result["state"].endswith("success"), result
-    # config 1 + raw 5 + features 2 + checks 4 + audiences 1 + fatigue 1 + checks 3
+    # config 1 + raw 5 + rollups 1 + features 2 + checks 4 + audiences 1 + fatigue 1 + checks 3
     # + train 1 + gate 1 + score 1 + select 1 + checks 3 + windows 1 + check 1 + plan_report 1 + batches 1
-    assert len(result["tasks"]) == 28 and all(s.endswith("success") for s in result["tasks"].values()), result
+    assert len(result["tasks"]) == 29 and all(s.endswith("success") for s in result["tasks"].values()), result
 
     wh = Warehouse(settings.warehouse)
+    # every raw events partition of the world has a fresh rollup (the features read nothing stale)
+    from jobs.rollups import stale_partitions
+    assert result["tasks"]["rollups[-1]"].endswith("success")
+    assert stale_partitions(wh, world["spec"].start.isoformat(), ds) == ([], [])
+    assert len(list((wh.table("rollups/_sources")).glob("ds=*.json"))) == world["spec"].days
     rows = {name: sum(pq.ParquetFile(f).metadata.num_rows for f in wh.partition(name, ds).glob("*.parquet"))
             for name in DERIVED_TABLES}
     assert rows["features/user_features"] == world["counts"]["users"]
