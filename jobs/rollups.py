@@ -83,8 +83,10 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     for p in orphans:
         _drop(wh, p)
     if stale:
-        for p in stale:     # no source file while a partition is rewritten: a crash leaves it stale, not wrong
-            _source_file(wh, p).unlink(missing_ok=True)
+        # the files as read: if one changes while it is rolled up, the next run sees it stale again
+        prints = {p: fingerprint(wh, p) for p in stale}
+        for p in stale:     # no source file while a partition is rewritten: a crash leaves it stale, not wrong;
+            _drop(wh, p)    # and no rows of its old rollup survive where the new one has none (no chats that day)
         events = wh.read_raw(spark, "events").where(F.col("ds").isin(stale))
         rows: dict[str, dict[str, int]] = {p: {} for p in stale}
         for field, df in roll_up(events, by=("ds",)).frames().items():
@@ -98,7 +100,7 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
             counts = {field: rows[p].get(field, 0) for field in Activity.names()}
             f = _source_file(wh, p)
             f.parent.mkdir(parents=True, exist_ok=True)
-            f.write_text(json.dumps({"ds": p, "version": ROLLUP_VERSION, "fingerprint": fingerprint(wh, p),
+            f.write_text(json.dumps({"ds": p, "version": ROLLUP_VERSION, "fingerprint": prints[p],
                                      "rows": counts}, indent=2))
     kept = _raw_partitions(wh, first, ds)
     log.info("rollups for ds=%s over [%s, %s]: %d partitions rolled up (%s), %d kept, %d orphans removed",

@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 
 import pandas as pd
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -65,6 +66,15 @@ def test_each_raw_partition_is_rolled_up_once_and_again_only_when_it_changes(spa
     pq.write_table(table.slice(0, table.num_rows // 2), part / "part-corrected.parquet")
     assert rollups.run(spark, own, last, loaded)["rolled_up"] == [changed]
     assert _user_day_total(spark, wh, changed) == table.num_rows // 2
+    # ... and a day corrected to no chats at all leaves no chats of its old rollup behind
+    chats = spark.read.parquet(str(wh.table("rollups/seller_day"))).where(f"ds = '{changed}'").count()
+    no_chats = pq.read_table(part / "part-corrected.parquet")
+    no_chats = no_chats.filter(pc.not_equal(no_chats["event_type"], "chat"))
+    (part / "part-corrected.parquet").unlink()
+    pq.write_table(no_chats, part / "part-no-chats.parquet")
+    assert chats > 0 and rollups.run(spark, own, last, loaded)["rolled_up"] == [changed]
+    assert not wh.partition("rollups/seller_day", changed).exists()
+    assert _user_day_total(spark, wh, changed) == no_chats.num_rows
 
     # a day withdrawn from raw: its rollups go too, and nothing reads them meanwhile
     shutil.rmtree(part)
