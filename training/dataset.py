@@ -60,8 +60,9 @@ def build_training_set(spark_tables: dict[str, DataFrame], ds: str, as_of, train
                        max_examples: int | None = None) -> TrainingSet:
     """spark_tables: users, events, push_log, item_changes, items (raw contract, windows covering
     train_days + LOOKBACK days before ds; events may be their daily rollups, features.rollups.Activity).
-    materialise: how the examples reach pandas — by default `toPandas()` (through the driver: fine for tests); the nightly writes them to the warehouse and reads the
-    Parquet back (jobs/train.py), since a 1M-user training set (5.7M rows unsampled) breaks spark.driver.maxResultSize.
+    materialise: how the examples reach pandas — by default `toPandas()` (through the driver: fine for tests);
+    the nightly writes them to the warehouse and reads the Parquet back (jobs/train.py), since a 1M-user
+    training set (5.7M rows unsampled) breaks spark.driver.maxResultSize.
     max_examples: above this many examples, a hash sample of whole users keeps about that many (the fit and
     the point-in-time features then cost the sample's share; item-level features still see every user)."""
     last = date.fromisoformat(ds)
