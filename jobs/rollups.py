@@ -34,11 +34,7 @@ def table_name(field: str) -> str:
 
 
 def _raw_partitions(wh: Warehouse, first: str, last: str) -> list[str]:
-    root = wh.raw("events")
-    if not root.exists():
-        return []
-    days = (p.name.removeprefix("ds=") for p in root.iterdir() if p.is_dir() and p.name.startswith("ds="))
-    return sorted(d for d in days if first <= d <= last)
+    return [d for d in wh.raw_days("events") if first <= d <= last]
 
 
 def fingerprint(wh: Warehouse, ds: str) -> str:

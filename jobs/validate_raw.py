@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def newest_partition(warehouse: Warehouse, table: str) -> str | None:
-    days = sorted(p.name[3:] for p in warehouse.raw(table).glob("ds=*")) if warehouse.raw(table).exists() else []
+    days = warehouse.raw_days(table)
     return days[-1] if days else None
 
 

@@ -20,6 +20,10 @@ WINDOW_TABLES = ("plan/windows",)
 DERIVED_TABLES = FEATURE_TABLES + PLAN_TABLES + SELECTION_TABLES + WINDOW_TABLES
 
 
+def _days(folder: Path) -> list[str]:
+    return sorted(p.name[3:] for p in folder.glob("ds=*") if p.is_dir()) if folder.exists() else []
+
+
 @dataclass(frozen=True)
 class Warehouse:
     root: Path
@@ -32,6 +36,10 @@ class Warehouse:
     def raw_partition(self, table: str, ds: str) -> Path:
         return self.raw(table) / f"ds={ds}"
 
+    def raw_days(self, table: str) -> list[str]:
+        """The ds of every partition a raw table has, oldest first."""
+        return _days(self.raw(table))
+
     @property
     def ground_truth(self) -> Path:
         return Path(self.root) / "raw" / "_ground_truth"
@@ -42,6 +50,10 @@ class Warehouse:
 
     def partition(self, name: str, ds: str) -> Path:
         return self.table(name) / f"ds={ds}"
+
+    def days(self, name: str) -> list[str]:
+        """The ds of every partition a derived table has, oldest first."""
+        return _days(self.table(name))
 
     def config_snapshot(self, ds: str) -> Path:
         """The validated configuration a run for `ds` works from (JSON, with its version)."""

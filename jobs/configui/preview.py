@@ -23,7 +23,7 @@ USER_STATE = ("opted_out", "no_device_token", "dead_token")
 
 
 def latest_ds(wh: Warehouse, table: str) -> str | None:
-    parts = sorted(p.name[3:] for p in wh.table(table).glob("ds=*"))
+    parts = wh.days(table)
     return parts[-1] if parts else None
 
 
