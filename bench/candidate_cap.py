@@ -37,13 +37,13 @@ def main() -> None:
 
     from pyspark.sql import functions as F
 
+    from core.config.loader import load_config
+    from core.settings import Settings
+    from core.spark import build_spark
+    from core.warehouse import Warehouse
     from features.candidates import shortlist_rows
     from features.selection import feeds, select_scene
     from jobs.audiences import NIGHTLY_TRIGGERS
-    from jobs.config.loader import load_config
-    from jobs.settings import Settings
-    from jobs.spark import build_spark
-    from jobs.warehouse import Warehouse
     from training.dataset import in_user_sample
 
     settings = replace(Settings.from_env(), home=args.home, warehouse=args.home / "warehouse")

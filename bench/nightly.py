@@ -147,7 +147,7 @@ def _rows(result: dict) -> int:
 
 def world(users: int, days: int, seed: int, base_home: Path) -> tuple[Path, str, float | None]:
     """Simulate the world once (kept across runs); wipe everything the nightly derives from it."""
-    from jobs.simulator.market import WorldSpec, simulate
+    from lab.simulator.market import WorldSpec, simulate
 
     home = base_home / "bench" / f"nightly-{users}"
     spec = WorldSpec(users=users, items=2 * users, days=days, seed=seed)
@@ -267,7 +267,7 @@ def main() -> None:
     args = p.parse_args()
     if args.call:
         return _call(args.call)
-    from jobs.settings import Settings
+    from core.settings import Settings
 
     base_home = Settings.from_env().home
     out = base_home / "bench" / "nightly.json"

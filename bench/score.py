@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from core.settings import Settings
+from core.spark import build_spark
 from features.pairs import FEATURES
-from jobs.settings import Settings
-from jobs.spark import build_spark
 
 
 def synthetic(n: int, seed: int = 0):

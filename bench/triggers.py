@@ -35,7 +35,7 @@ def sh(script: str, env: dict) -> None:
 
 def truth_rate(truth, warehouse, user_ids, scene_ids, items, send_at_us) -> tuple[float, float]:
     """Mean true P(open) with the push's relevance/timeliness context, and without it."""
-    from jobs.simulator.ground_truth import push_context
+    from lab.simulator.ground_truth import push_context
 
     if len(user_ids) == 0:
         return float("nan"), float("nan")
@@ -61,11 +61,11 @@ def main() -> None:
     import pandas as pd
     import pyarrow.dataset as pads
 
-    from jobs.config.loader import load_config
-    from jobs.settings import Settings
-    from jobs.simulator.ground_truth import GroundTruth
+    from core.config.loader import load_config
+    from core.settings import Settings
+    from core.warehouse import Warehouse
     from jobs.triggers import run as run_window
-    from jobs.warehouse import Warehouse
+    from lab.simulator.ground_truth import GroundTruth
 
     settings = Settings.from_env()
     wh = Warehouse(settings.warehouse)
@@ -149,7 +149,7 @@ def main() -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from jobs.contract import RAW_SCHEMAS
+    from core.contract import RAW_SCHEMAS
     folder = wh.raw_partition("item_changes", end.date().isoformat())
     folder.mkdir(parents=True, exist_ok=True)
     t = pa.table({"item_id": pa.array(favs["item_id"].to_numpy(), pa.int64()),

@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from features.windows import allowed_slots, assign, explorers, fixed_hour, hour_profiles, local_hours, slot_starts, slot_values, user_hash  # noqa: E402
-from jobs.simulator.ground_truth import TIMEZONE_SHARES, TIMEZONES  # noqa: E402
+from lab.simulator.ground_truth import TIMEZONE_SHARES, TIMEZONES  # noqa: E402
 
 US = 1_000_000
 

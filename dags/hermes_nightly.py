@@ -75,7 +75,7 @@ def hermes_nightly():
     def validate_config(ds: str | None = None) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from jobs.config.loader import ConfigError
+        from core.config.loader import ConfigError
         from jobs.tasks import validate_config as run
 
         try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from jobs.settings import Settings
+from core.settings import Settings
 
 
 class ObjectStoreError(RuntimeError):

@@ -10,7 +10,7 @@ from zoneinfo import available_timezones
 
 import great_expectations.expectations as gxe
 
-from jobs.contract import EVENT_TYPES, ITEM_CHANGES, ITEM_STATUSES, PLATFORMS
+from core.contract import EVENT_TYPES, ITEM_CHANGES, ITEM_STATUSES, PLATFORMS
 
 # Event types that are about one item and so must name it.
 ITEM_EVENTS = ("view", "fav", "cart", "chat", "buy")

@@ -1,6 +1,6 @@
 """Scene audiences: user x scene eligibility from the configured rules.
 
-A rule arrives as the AST of jobs.config.rules (already whitelisted and type-checked) and is compiled into
+A rule arrives as the AST of core.config.rules (already whitelisted and type-checked) and is compiled into
 a Spark Column here: no string ever reaches Spark SQL.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from functools import reduce
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from jobs.config.rules import Between, BoolOp, Compare, Feature, InList, IsNull, Literal, Node, Not, parse_rule
+from core.config.rules import Between, BoolOp, Compare, Feature, InList, IsNull, Literal, Node, Not, parse_rule
 
 _COMPARE = {"=": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: a < b,
             "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from jobs.contract import EVENT_TYPES
+from core.contract import EVENT_TYPES
 
 # How much one event says about a user's interest in its category.
 CATEGORY_WEIGHTS = {"view": 1.0, "search": 1.0, "fav": 3.0, "chat": 3.0, "cart": 4.0, "buy": 5.0}

@@ -16,7 +16,7 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-from jobs.config.rules import Between, BoolOp, Compare, Feature, InList, IsNull, Literal, Node, Not, parse_rule
+from core.config.rules import Between, BoolOp, Compare, Feature, InList, IsNull, Literal, Node, Not, parse_rule
 
 US_MIN = 60_000_000
 US_H = 60 * US_MIN

@@ -10,8 +10,8 @@ from datetime import datetime
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from core.contract import EVENT_TYPES
 from features.rollups import Activity, activity_of, in_days, opens_by_local_hour, whole_day
-from jobs.contract import EVENT_TYPES
 
 WINDOWS_DAYS = (1, 7, 28)
 LOOKBACK_DAYS = max(WINDOWS_DAYS)

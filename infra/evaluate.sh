@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make evaluate`: Push 1.0 vs Hermes in a closed loop (jobs/evaluate.py) for each seed in $SEEDS.
+# `make evaluate`: Push 1.0 vs Hermes in a closed loop (lab/evaluation/) for each seed in $SEEDS.
 # Starts the object store and the push gateway for the run (stopped on exit, unless they were running already).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"

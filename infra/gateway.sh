@@ -7,8 +7,8 @@ source "$(dirname "$0")/env.sh"
 source "$(dirname "$0")/lib.sh"
 port=$(port_of "$HERMES_GATEWAY_URL")
 project=$(python - <<'PY'
-from jobs.config.loader import load_config
-from jobs.settings import Settings
+from core.config.loader import load_config
+from core.settings import Settings
 print(load_config(Settings.from_env().conf_dir).config.platform.gateway.project)
 PY
 )

@@ -38,7 +38,7 @@ SEND_DAY=$(python -c "from jobs.windows import send_day; print(send_day('$DS'))"
 export HERMES_RECEIPT_TIME=planned
 step "delivering the busiest hour of $SEND_DAY through hermes_hourly (log: $log/hourly-$SEND_DAY.log)"
 busiest=$(python -c "
-import json; from jobs.settings import Settings; from jobs.warehouse import Warehouse
+import json; from core.settings import Settings; from core.warehouse import Warehouse
 r = json.loads(Warehouse(Settings.from_env().warehouse).report('batches', '$DS', 'batches').read_text())
 print(max(range(24), key=lambda h: r['hours'][h]))")
 if ! airflow dags test hermes_hourly "${SEND_DAY}T$(printf %02d "$busiest"):00:00+00:00" -c '{"ramp": false}' \

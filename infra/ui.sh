@@ -13,8 +13,8 @@ case "${1:-start}" in
     MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false start_bg mlflow-server mlflow server --host 127.0.0.1 \
       --port "$MLFLOW_PORT" --workers 1 --backend-store-uri "$MLFLOW_TRACKING_URI" \
       --artifacts-destination "$HERMES_HOME/mlflow/artifacts"
-    start_bg configui hermes ui
-    wait_http "http://127.0.0.1:$HERMES_UI_PORT/login" 60 configui
+    start_bg configcenter hermes ui
+    wait_http "http://127.0.0.1:$HERMES_UI_PORT/login" 60 configcenter
     wait_http "http://127.0.0.1:$MLFLOW_PORT/health" 90 mlflow-server
     wait_http "http://127.0.0.1:$AIRFLOW__API__PORT/api/v2/monitor/health" 180 airflow-standalone
     pw="$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated"
@@ -26,7 +26,7 @@ case "${1:-start}" in
   stop)
     stop_one airflow-standalone
     stop_one mlflow-server
-    stop_one configui
+    stop_one configcenter
     ;;
   *) echo "usage: $0 start|stop" >&2; exit 2 ;;
 esac

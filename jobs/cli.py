@@ -8,20 +8,20 @@ import argparse
 import logging
 import sys
 
-from jobs.settings import Settings, settings_table
+from core.settings import Settings, settings_table
 
 
 def _cmd_simulate(args, settings):
-    from jobs import simulate
+    from lab import simulate
 
     simulate.run(args, settings)
 
 
 def _cmd_validate_raw(args, settings):
+    from core.contract import RAW_TABLES
+    from core.warehouse import Warehouse
     from expectations.gate import DataQualityError
-    from jobs.contract import RAW_TABLES
     from jobs.validate_raw import validate_raw_table
-    from jobs.warehouse import Warehouse
 
     failed = 0
     for table in args.table or RAW_TABLES:
@@ -103,13 +103,13 @@ def _cmd_triggers(args, settings):
 
 
 def _cmd_ui(args, settings):
-    from jobs.configui.app import main
+    from configcenter.app import main
 
     main()
 
 
 def _cmd_config_validate(args, settings):
-    from jobs.config.loader import ConfigError, load_config
+    from core.config.loader import ConfigError, load_config
 
     conf = args.conf or settings.conf_dir
     try:
@@ -141,7 +141,7 @@ def _cmd_summary(args, settings):
 
 
 def _cmd_evaluate(args, settings):
-    from jobs import evaluate
+    from lab import evaluation as evaluate
 
     spec = evaluate.EvalSpec(users=args.users, days=args.days, seed=args.seed, history_days=args.history_days,
                              holdout_share=args.holdout_share)
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="hermes", description="Hermes batch push platform")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    from jobs.simulate import add_arguments
+    from lab.simulate import add_arguments
 
     p = sub.add_parser("simulate", help="write a simulated marketplace in the raw contract")
     add_arguments(p)

@@ -16,8 +16,8 @@ import asyncio
 import logging
 from datetime import datetime, timezone
 
-from jobs.settings import Settings
-from jobs.warehouse import Warehouse
+from core.settings import Settings
+from core.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,8 @@ def write_receipts(wh: Warehouse, ledger, send_day: str, hour: int, receipt_time
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from core.contract import RAW_SCHEMAS
     from delivery.ledger import ACKED, DEAD
-    from jobs.contract import RAW_SCHEMAS
 
     acked = ledger.rows(send_day, hour, ACKED)
     name = f"receipts-{send_day}-h{hour:02d}.parquet"

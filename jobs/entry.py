@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 
-from jobs.settings import Settings
+from core.settings import Settings
 
 
 def as_of_end(ds: str) -> datetime:
@@ -26,7 +26,7 @@ def plan_date(ds: str) -> date:
 
 @contextmanager
 def spark_session(settings: Settings, app: str):
-    from jobs.spark import build_spark
+    from core.spark import build_spark
 
     spark = build_spark(settings, app)
     try:
@@ -37,7 +37,7 @@ def spark_session(settings: Settings, app: str):
 
 def load_run_config(settings: Settings, snapshot: str | Path | None):
     """The run's config: its snapshot if given (what a DAG run uses), else conf/ validated now."""
-    from jobs.config.loader import load_config, read_snapshot
+    from core.config.loader import load_config, read_snapshot
 
     return read_snapshot(Path(snapshot)) if snapshot else load_config(settings.conf_dir)
 

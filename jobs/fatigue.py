@@ -8,9 +8,9 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from core.settings import Settings
+from core.warehouse import Warehouse
 from jobs.entry import plan_date, spark_job_main
-from jobs.settings import Settings
-from jobs.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 ELIGIBLE = "plan/eligible"

@@ -13,8 +13,8 @@ import json
 import logging
 from collections import Counter
 
-from jobs.settings import Settings
-from jobs.warehouse import Warehouse
+from core.settings import Settings
+from core.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 EXPERIMENT = "hermes-plan"

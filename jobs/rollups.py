@@ -20,9 +20,9 @@ import logging
 import shutil
 from pathlib import Path
 
+from core.settings import Settings
+from core.warehouse import Warehouse
 from jobs.entry import spark_job_main
-from jobs.settings import Settings
-from jobs.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 ROOT = "rollups"
@@ -111,7 +111,7 @@ def _check_counts(spark, wh: Warehouse, partitions: list[str]) -> None:
     import pyarrow.dataset as pads
     from pyspark.sql import functions as F
 
-    from jobs.contract import EVENT_TYPES
+    from core.contract import EVENT_TYPES
 
     stored = (spark.read.parquet(str(wh.table(table_name("user_day")))).where(F.col("ds").isin(partitions))
               .groupBy("ds").agg(F.sum(sum(F.col(f"n_{et}") for et in EVENT_TYPES)).alias("n")))

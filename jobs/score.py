@@ -21,9 +21,9 @@ from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
+from core.settings import Settings
+from core.warehouse import Warehouse
 from jobs.entry import as_of_end, plan_date, spark_job_main
-from jobs.settings import Settings
-from jobs.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 SCORED = "plan/scored"

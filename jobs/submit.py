@@ -3,7 +3,7 @@
 With `HERMES_SPARK_SUBMIT_CONN=<conn id>` (an Airflow connection such as `spark://spark-master:7077`, or
 `AIRFLOW_CONN_<ID>` in the environment) a nightly stage task does not build a session itself: it submits
 `infra/spark_job.py <stage> --ds D --config SNAPSHOT --result FILE` with the project's packages as
-`--py-files` (the zip `jobs/spark.py` builds) and reads the stage's result back from FILE. The job code is
+`--py-files` (the zip `core/spark.py` builds) and reads the stage's result back from FILE. The job code is
 the same `jobs.<stage>.run` either way; only who starts the driver differs. Client deploy mode: the driver
 runs where the task runs, so the result file and the warehouse path are local to it.
 """
@@ -13,7 +13,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from jobs.settings import REPO_ROOT, Settings
+from core.settings import REPO_ROOT, Settings
 
 APP = REPO_ROOT / "infra" / "spark_job.py"
 
@@ -22,7 +22,7 @@ def submit_command(settings: Settings, stage: str, ds: str, snapshot: str, resul
     """The provider's hook for one stage (not yet run): its command line is `hook._build_spark_submit_command`."""
     from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
 
-    from jobs.spark import code_zip, shuffle_partitions
+    from core.spark import code_zip, shuffle_partitions
 
     return SparkSubmitHook(
         conn_id=settings.spark_submit_conn,

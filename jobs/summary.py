@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from jobs.contract import PARTITIONED, RAW_TABLES
-from jobs.settings import Settings
-from jobs.warehouse import DERIVED_TABLES, PLAN_TABLES, Warehouse
+from core.contract import PARTITIONED, RAW_TABLES
+from core.settings import Settings
+from core.warehouse import DERIVED_TABLES, PLAN_TABLES, Warehouse
 
 
 def parquet_rows(path: Path) -> int | None:
@@ -122,3 +122,17 @@ def _group_count(path: Path, column: str) -> list[tuple[str, int]]:
 
 def _fmt(n: int | None) -> str:
     return "missing" if n is None else f"{n:,}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m jobs.summary --ds YYYY-MM-DD` (the same as `hermes summary`)."""
+    import argparse
+    from datetime import date
+
+    p = argparse.ArgumentParser(prog="python -m jobs.summary", description=__doc__)
+    p.add_argument("--ds", required=True, type=lambda s: date.fromisoformat(s).isoformat())
+    print("\n".join(summary(Settings.from_env(), p.parse_args(argv).ds)))
+
+
+if __name__ == "__main__":
+    main()

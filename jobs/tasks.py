@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import logging
 
-from jobs.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 STAGES = ("rollups", "user_features", "material_features", "audiences", "fatigue", "train", "score", "select")
@@ -16,8 +16,8 @@ STAGES = ("rollups", "user_features", "material_features", "audiences", "fatigue
 
 def validate_config(ds: str) -> dict:
     """Validate conf/ and freeze it for this run: every later task reads the snapshot, not conf/."""
-    from jobs.config.loader import load_config, write_snapshot
-    from jobs.warehouse import Warehouse
+    from core.config.loader import load_config, write_snapshot
+    from core.warehouse import Warehouse
 
     if not ds:
         raise ValueError("hermes_nightly needs a logical date (the day whose data it plans from): give one in the "
@@ -31,8 +31,8 @@ def validate_config(ds: str) -> dict:
 
 
 def validate_raw(table: str, ds: str) -> dict:
+    from core.warehouse import Warehouse
     from jobs.validate_raw import validate_raw_table
-    from jobs.warehouse import Warehouse
 
     settings = Settings.from_env()
     report = validate_raw_table(Warehouse(settings.warehouse), table, ds)
@@ -82,9 +82,9 @@ def gate(ds: str, config: dict) -> dict:
 
 
 def check_output(table: str, ds: str, config: dict) -> dict:
-    from jobs.config.loader import read_snapshot
+    from core.config.loader import read_snapshot
+    from core.warehouse import Warehouse
     from jobs.validate_output import validate_output_table
-    from jobs.warehouse import Warehouse
 
     settings = Settings.from_env()
     report = validate_output_table(Warehouse(settings.warehouse), table, ds, read_snapshot(config["snapshot"]))
@@ -95,9 +95,9 @@ def deliver_hour(send_day: str, hour: int, ramp: bool = True) -> dict:
     """hermes_hourly: deliver one send hour under the configuration the plan of that day froze."""
     from datetime import date, timedelta
 
+    from core.warehouse import Warehouse
     from jobs.deliver import run
     from jobs.entry import load_run_config
-    from jobs.warehouse import Warehouse
 
     settings = Settings.from_env()
     plan_ds = (date.fromisoformat(send_day) - timedelta(days=1)).isoformat()

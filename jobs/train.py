@@ -7,16 +7,16 @@ from __future__ import annotations
 import json
 import logging
 
+from core.settings import Settings
+from core.warehouse import Warehouse
 from jobs.entry import as_of_end, spark_job_main
-from jobs.settings import Settings
-from jobs.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 
 
 def run(spark, settings: Settings, ds: str, loaded, force_kind: str | None = None) -> dict:
     from jobs.rollups import read_activity
-    from jobs.simulator.ground_truth import GroundTruth
+    from lab.simulator.ground_truth import GroundTruth
     from training.dataset import build_training_set, earliest_input_day
     from training.registry import configure_mlflow
     from training.train import train_and_register

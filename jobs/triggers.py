@@ -28,150 +28,23 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
-from jobs.settings import Settings
-from jobs.warehouse import Warehouse
+from core.settings import Settings
+from core.warehouse import Warehouse
+from delivery.trigger_log import CANCELLED, EMITTED, SUPPRESSED, TriggerState
+from features.trigger_budget import after_quiet, budget_reasons, local_days
 
 log = logging.getLogger(__name__)
 US = 1_000_000
-EMITTED, CANCELLED, SUPPRESSED = "emitted", "cancelled", "suppressed"
-
-
-# ---- state: the trigger log and the watermark --------------------------------------------------------
-class TriggerState:
-    def __init__(self, url: str):
-        import sqlalchemy as sa
-
-        from delivery.ledger import state_engine
-
-        self.engine = state_engine(url)
-        md = sa.MetaData()
-        self.log = sa.Table(
-            "trigger_log", md,
-            sa.Column("trigger_key", sa.String(64), primary_key=True),
-            sa.Column("rule_id", sa.String(64), nullable=False),
-            sa.Column("user_id", sa.BigInteger, nullable=False, index=True),
-            sa.Column("item_id", sa.BigInteger, nullable=False),
-            sa.Column("scene_id", sa.String(64), nullable=False),
-            sa.Column("event_ts", sa.BigInteger, nullable=False),
-            sa.Column("fire_at", sa.BigInteger, nullable=False),
-            sa.Column("send_at", sa.BigInteger),
-            sa.Column("local_day", sa.String(10)),
-            sa.Column("due_window", sa.BigInteger, index=True),     # the window end it goes out with
-            sa.Column("state", sa.String(16), nullable=False),
-            sa.Column("reason", sa.String(64)),
-            sa.Column("detail", sa.String(200)),
-            sa.Column("decided_by", sa.BigInteger, nullable=False),  # the window end that decided it
-            sa.Column("decided_at", sa.Float, nullable=False),
-        )
-        self.mark = sa.Table("trigger_watermark", md, sa.Column("name", sa.String(32), primary_key=True),
-                             sa.Column("processed_until", sa.BigInteger, nullable=False),
-                             sa.Column("updated_at", sa.Float, nullable=False))
-        md.create_all(self.engine)
-
-    def decided(self, keys: list[str]) -> set[str]:
-        import sqlalchemy as sa
-
-        out: set[str] = set()
-        with self.engine.connect() as c:
-            for i in range(0, len(keys), 900):
-                out |= set(c.execute(sa.select(self.log.c.trigger_key).where(
-                    self.log.c.trigger_key.in_(keys[i:i + 900]))).scalars())
-        return out
-
-    def record(self, rows: list[dict]) -> None:
-        from delivery.ledger import insert_ignore
-
-        if not rows:
-            return
-        with self.engine.begin() as c:
-            c.execute(insert_ignore(self.engine, self.log), rows)
-
-    def emitted_for(self, user_ids: list[int], since_us: int) -> pd.DataFrame:
-        import sqlalchemy as sa
-
-        t = self.log
-        with self.engine.connect() as c:
-            rows = c.execute(sa.select(t.c.user_id, t.c.item_id, t.c.send_at, t.c.local_day).where(
-                (t.c.state == EMITTED) & (t.c.send_at >= since_us) & t.c.user_id.in_(user_ids or [-1]))).all()
-        return pd.DataFrame(rows, columns=["user_id", "item_id", "send_at", "local_day"])
-
-    def due(self, window_end: int) -> pd.DataFrame:
-        import sqlalchemy as sa
-
-        with self.engine.connect() as c:
-            rows = c.execute(sa.select(self.log).where((self.log.c.due_window == window_end)
-                                                      & (self.log.c.state == EMITTED))
-                             .order_by(self.log.c.send_at, self.log.c.trigger_key)).all()
-        return pd.DataFrame([dict(r._mapping) for r in rows])
-
-    def watermark(self) -> int | None:
-        import sqlalchemy as sa
-
-        with self.engine.connect() as c:
-            return c.execute(sa.select(self.mark.c.processed_until).where(self.mark.c.name == "triggers")).scalar()
-
-    def advance(self, window_end: int) -> int:
-        import sqlalchemy as sa
-
-        current = self.watermark()
-        new = max(current or window_end, window_end)
-        with self.engine.begin() as c:
-            if current is None:
-                c.execute(sa.insert(self.mark).values(name="triggers", processed_until=new, updated_at=time.time()))
-            else:
-                c.execute(sa.update(self.mark).where(self.mark.c.name == "triggers")
-                          .values(processed_until=new, updated_at=time.time()))
-        return new
-
-    def dispose(self) -> None:
-        self.engine.dispose()
-
-
-# ---- inputs -----------------------------------------------------------------------------------------
-def _read(wh: Warehouse, table: str, first: int, end: int, columns: list[str]) -> pd.DataFrame:
-    """Raw fact rows with first <= ts < end (only the ds partitions that can hold them)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.dataset as pads
-
-    days = pd.date_range(pd.Timestamp(first, unit="us").normalize(), pd.Timestamp(end - 1, unit="us").normalize())
-    files = [str(p) for d in days for p in sorted(wh.raw_partition(table, d.date().isoformat()).glob("*.parquet"))]
-    if not files:
-        return pd.DataFrame({c: pd.Series(dtype="int64" if c != "event_type" and c != "change" else "object")
-                             for c in columns})
-    ts = "ts"
-    t = pads.dataset(files, format="parquet").to_table(columns=columns)
-    t = t.set_column(t.schema.get_field_index(ts), ts, pc.cast(t[ts], pa.timestamp("us", tz="UTC")).cast(pa.int64()))
-    t = t.filter(pc.and_(pc.greater_equal(t[ts], first), pc.less(t[ts], end)))
-    return t.to_pandas()
 
 
 def _latest_partition(wh: Warehouse, name: str, on_or_before: str) -> str:
-    parts = sorted(p.name[3:] for p in wh.table(name).glob("ds=*") if p.name[3:] <= on_or_before)
-    if not parts:
+    day = wh.latest_day(name, on_or_before)
+    if day is None:
         raise FileNotFoundError(f"{name}: no partition on or before {on_or_before}; the trigger rules' conditions "
                                 "and the shared fatigue budget need a nightly run first")
-    return parts[-1]
+    return day
 
 
-def _local_days(ts_us: np.ndarray, tz: np.ndarray) -> np.ndarray:
-    """Local date (ISO) of each (time, zone)."""
-    return np.array([datetime.fromtimestamp(t / US, tz=ZoneInfo(z)).date().isoformat()
-                     for t, z in zip(ts_us.tolist(), tz.tolist())], dtype=object)
-
-
-def _after_quiet(ts_us: int, tz: str, quiet) -> int:
-    """ts, or the end of the user's quiet hours if ts falls inside them."""
-    d = datetime.fromtimestamp(ts_us / US, tz=ZoneInfo(tz))
-    if not quiet.is_quiet(d.hour):
-        return ts_us
-    end = d.replace(hour=quiet.end_hour, minute=0, second=0, microsecond=0)
-    if end <= d:
-        end += timedelta(days=1)
-    return int(end.timestamp() * US)
-
-
-# ---- the run ----------------------------------------------------------------------------------------
 def evaluate(settings: Settings, window_end: datetime, loaded, window_minutes: int, lateness_minutes: int) -> dict:
     """Steps 1-4: decide every candidate due in the window (+ lateness); returns counts."""
     from features import triggers as ft
@@ -185,8 +58,8 @@ def evaluate(settings: Settings, window_end: datetime, loaded, window_minutes: i
                      rules.values()] + [0]) * 60 * US
     lookback = max([r.when.lookback_days for r in rules.values()] + [1]) * ft.US_DAY
     first = lo - max_delay - lookback - ft.US_DAY
-    events = _read(wh, "events", first, end, ["ts", "user_id", "event_type", "item_id", "seller_id"])
-    changes = _read(wh, "item_changes", first, end, ["item_id", "ts", "change", "price"])
+    events = wh.read_raw_between("events", "ts", first, end, ["ts", "user_id", "event_type", "item_id", "seller_id"])
+    changes = wh.read_raw_between("item_changes", "ts", first, end, ["item_id", "ts", "change", "price"])
     import pyarrow.dataset as pads
 
     items = pads.dataset(str(wh.raw("items")), format="parquet").to_table(
@@ -238,8 +111,6 @@ def evaluate(settings: Settings, window_end: datetime, loaded, window_minutes: i
         .set_index("user_id")
     todo = fresh[fresh["state"] == ""].copy()
     todo = todo.join(people, on="user_id")
-    import hashlib
-
     from features.holdout import in_holdout
 
     todo["held"] = in_holdout(todo["user_id"].to_numpy(), cfg.platform.holdout_share)
@@ -248,44 +119,12 @@ def evaluate(settings: Settings, window_end: datetime, loaded, window_minutes: i
     if wh.dead_tokens.exists():
         d = pd.read_parquet(wh.dead_tokens, columns=["user_id", "token_sha256"])
         dead = set(zip(d["user_id"], d["token_sha256"]))
-    todo["send_at"] = [_after_quiet(int(t), z, cfg.platform.quiet_hours) if isinstance(z, str) else int(t)
+    todo["send_at"] = [after_quiet(int(t), z, cfg.platform.quiet_hours) if isinstance(z, str) else int(t)
                        for t, z in zip(todo["fire_at"], todo["tz"])]
-    todo["local_day"] = _local_days(todo["send_at"].to_numpy(), todo["tz"].fillna("UTC").to_numpy())
+    todo["local_day"] = local_days(todo["send_at"].to_numpy(), todo["tz"].fillna("UTC").to_numpy())
     history = _sent_history(wh, cfg, todo, state, end)
-    fat = cfg.platform.fatigue
-    quotas = cfg.platform.platform_quotas
-    used: dict[tuple[int, str], set] = {}
-    for (u, day), keys in history["day_keys"].items():
-        used[(u, day)] = set(keys)
-    pairs_sent = history["pairs"]                         # (user, item) -> list of send times (us)
-    decisions = []
-    for idx, r in todo.sort_values(["send_at", "trigger_key"]).iterrows():
-        u = int(r["user_id"])
-        token = r["device_token"] if isinstance(r["device_token"], str) else ""
-        reason = None
-        if r["held"]:
-            reason = "holdout"
-        elif r["opt_in"] is not True and r["opt_in"] != 1:
-            reason = "opted_out"
-        elif not token:
-            reason = "no_device_token"
-        elif (u, hashlib.sha256(token.encode()).hexdigest()) in dead:
-            reason = "dead_token"
-        else:
-            day_used = used.setdefault((u, r["local_day"]), set())
-            quota = quotas.get(r["platform"])
-            gap = rules[r["rule_id"]].regap_hours * 3600 * US
-            recent = [t for t in pairs_sent.get((u, int(r["item_id"])), []) if abs(int(r["send_at"]) - t) < gap]
-            if quota is not None and len(day_used) >= quota:
-                reason = "platform_quota"
-            elif len(day_used) >= fat.max_per_user_per_day:
-                reason = "daily_cap"
-            elif recent:
-                reason = "regap"
-            else:
-                day_used.add(r["trigger_key"])
-                pairs_sent.setdefault((u, int(r["item_id"])), []).append(int(r["send_at"]))
-        decisions.append((idx, reason))
+    decisions = budget_reasons(todo, history, dead, rules, cfg.platform.platform_quotas,
+                               cfg.platform.fatigue.max_per_user_per_day)
     for idx, reason in decisions:
         fresh.loc[idx, "state"] = SUPPRESSED if reason else EMITTED
         fresh.loc[idx, "reason"] = reason
@@ -331,7 +170,8 @@ def _sent_history(wh: Warehouse, cfg, todo: pd.DataFrame, state: TriggerState, e
         for i in items_:
             pairs.setdefault((u, int(i)), []).append(at)
 
-    log_rows = _read_push_log(wh, first, end + 2 * 24 * 3600 * US, users)
+    log_rows = wh.read_raw_between("push_log", "sent_at", first, end + 2 * 24 * 3600 * US,
+                                   ["push_id", "user_id", "sent_at", "item_ids"], user_ids=users)
     for r in log_rows.itertuples(index=False):
         add(int(r.user_id), r.push_id, int(r.sent_at), r.item_ids)
     day = datetime.fromtimestamp(end / US, tz=timezone.utc).date()
@@ -355,60 +195,10 @@ def _sent_history(wh: Warehouse, cfg, todo: pd.DataFrame, state: TriggerState, e
     return {"day_keys": {k: list(dict.fromkeys(v)) for k, v in day_keys.items()}, "pairs": pairs}
 
 
-def _read_push_log(wh: Warehouse, first: int, end: int, users: list[int]) -> pd.DataFrame:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.dataset as pads
-
-    days = pd.date_range(pd.Timestamp(first, unit="us").normalize(), pd.Timestamp(end - 1, unit="us").normalize())
-    files = [str(p) for d in days for p in sorted(wh.raw_partition("push_log", d.date().isoformat()).glob("*.parquet"))]
-    if not files:
-        return pd.DataFrame(columns=["push_id", "user_id", "sent_at", "item_ids"])
-    t = pads.dataset(files, format="parquet").to_table(columns=["push_id", "user_id", "sent_at", "item_ids"])
-    t = t.filter(pc.is_in(t["user_id"], pa.array(users, pa.int64())))
-    t = t.set_column(2, "sent_at", pc.cast(t["sent_at"], pa.timestamp("us", tz="UTC")).cast(pa.int64()))
-    return t.to_pandas()
-
-
 def _window_label(end: int, window_minutes: int) -> tuple[str, int, str]:
     """(UTC day, hour, HHMM) of the window's start — where its batch and ledger rows live."""
     start = datetime.fromtimestamp((end - window_minutes * 60 * US) / US, tz=timezone.utc)
     return start.date().isoformat(), start.hour, start.strftime("%H%M")
-
-
-def build_messages(wh: Warehouse, due: pd.DataFrame, cfg, loaded_version: str, send_day: str, hour: int):
-    """Rendered messages for the window's due triggers (policy `trigger:<rule id>`, key = the trigger key)."""
-    import pyarrow as pa
-    import pyarrow.dataset as pads
-
-    from jobs.batches import render, template_fields
-
-    if due.empty:
-        return pa.table({"idempotency_key": pa.array([], pa.string())}), []
-    users = pd.read_parquet(wh.raw("users"), columns=["user_id", "device_token", "platform", "tz"]).set_index("user_id")
-    items = pads.dataset(str(wh.raw("items")), format="parquet").to_table(
-        columns=["item_id", "seller_id", "category_id", "title", "price"]).to_pandas().set_index("item_id")
-    scenes = {s.id: s for s in cfg.scenes}
-    rows = []
-    for r in due.itertuples(index=False):
-        u = users.loc[r.user_id]
-        it = items.loc[r.item_id] if r.item_id in items.index else None
-        drop = 0.0
-        if r.detail and str(r.detail).startswith("drop "):
-            drop = float(str(r.detail)[5:].rstrip("%")) / 100
-        item = None if it is None else {"title": it["title"], "price": it["price"],
-                                        "listing_price": it["price"] / (1 - drop) if drop < 1 else it["price"],
-                                        "price_drop_pct": drop, "category_id": int(it["category_id"]),
-                                        "seller_id": int(it["seller_id"])}
-        fields = template_fields(item, 1)
-        scene = scenes[r.scene_id]
-        rows.append({"idempotency_key": r.trigger_key, "user_id": int(r.user_id), "device_token": u["device_token"],
-                     "platform": u["platform"], "tz": u["tz"], "scene_id": r.scene_id,
-                     "title": render(scene.template.title, fields), "body": render(scene.template.body, fields),
-                     "item_ids": [int(r.item_id)], "hour": hour, "policy": f"trigger:{r.rule_id}", "propensity": 1.0,
-                     "window": "trigger", "rule_id": r.rule_id, "event_ts": int(r.event_ts), "send_at_us": int(r.send_at),
-                     "config_version": loaded_version})
-    return pa.Table.from_pylist(rows), rows
 
 
 def run(settings: Settings, window_end: datetime, loaded, window_minutes: int = 15, lateness_minutes: int = 60,
@@ -426,7 +216,14 @@ def run(settings: Settings, window_end: datetime, loaded, window_minutes: int = 
     state = TriggerState(settings.ledger_url)
     due = state.due(end)
     state.dispose()
-    table, _ = build_messages(wh, due, loaded.config, loaded.version, day, hour)
+    import pyarrow.dataset as pads
+
+    from delivery.messages import trigger_messages
+
+    users = pd.read_parquet(wh.raw("users"), columns=["user_id", "device_token", "platform", "tz"]).set_index("user_id")
+    items = pads.dataset(str(wh.raw("items")), format="parquet").to_table(
+        columns=["item_id", "seller_id", "category_id", "title", "price"]).to_pandas().set_index("item_id")
+    table, _ = trigger_messages(due, users, items, loaded.config, loaded.version, hour)
     manifest = write_window(settings, day, label, table, {"window_end": window_end.isoformat(),
                                                           "config_version": loaded.version, "policy": "trigger"})
     out = {"window_end": window_end.isoformat(), "decided": counts, "due": int(len(due)),

@@ -7,9 +7,9 @@ from __future__ import annotations
 import logging
 from datetime import date, timedelta
 
+from core.settings import Settings
+from core.warehouse import Warehouse
 from jobs.entry import as_of_end, spark_job_main
-from jobs.settings import Settings
-from jobs.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 TABLE = "features/user_features"

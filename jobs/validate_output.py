@@ -11,8 +11,8 @@ import logging
 
 import pyarrow.dataset as pads
 
+from core.warehouse import Warehouse
 from expectations.gate import DataQualityError, ValidationReport, validate_dataset
-from jobs.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -45,3 +45,27 @@ def validate_output_table(wh: Warehouse, name: str, ds: str, loaded) -> Validati
     log.info("%s ds=%s: %d rows, %d expectations, %d failed", name, ds, report.rows, report.checked,
              len(report.failures))
     return report.raise_for_failures()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m jobs.validate_output --table plan/scored --ds YYYY-MM-DD`: one check_* task by hand."""
+    import argparse
+    from datetime import date
+
+    from core.settings import Settings
+    from jobs.entry import load_run_config
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    p = argparse.ArgumentParser(prog="python -m jobs.validate_output", description=__doc__)
+    p.add_argument("--table", required=True, help="a derived table, e.g. plan/scored")
+    p.add_argument("--ds", required=True, type=lambda s: date.fromisoformat(s).isoformat())
+    p.add_argument("--config", help="config snapshot JSON (default: validate conf/ now)")
+    args = p.parse_args(argv)
+    settings = Settings.from_env()
+    report = validate_output_table(Warehouse(settings.warehouse), args.table, args.ds,
+                                   load_run_config(settings, args.config))
+    print(json.dumps({"table": args.table, "ds": args.ds, "rows": report.rows, "expectations": report.checked}))
+
+
+if __name__ == "__main__":
+    main()

@@ -11,10 +11,10 @@ import logging
 
 import pyarrow.parquet as pq
 
+from core.contract import PARTITIONED, RAW_SCHEMAS, RAW_TABLES
+from core.settings import Settings
+from core.warehouse import Warehouse
 from expectations.gate import DataQualityError, ValidationReport, check_schema, validate
-from jobs.contract import PARTITIONED, RAW_SCHEMAS, RAW_TABLES
-from jobs.settings import Settings
-from jobs.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 

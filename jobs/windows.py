@@ -16,8 +16,8 @@ from datetime import date, timedelta
 
 import numpy as np
 
-from jobs.settings import Settings
-from jobs.warehouse import Warehouse
+from core.settings import Settings
+from core.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 WINDOWS = "plan/windows"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.settings import Settings
-from jobs.simulator.market import WorldSpec, simulate
+from core.settings import Settings
+from lab.simulator.market import WorldSpec, simulate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,7 +47,7 @@ def world(settings) -> dict:
 
 @pytest.fixture(scope="session")
 def spark(settings):
-    from jobs.spark import build_spark
+    from core.spark import build_spark
 
     session = build_spark(settings, "hermes-tests")
     yield session

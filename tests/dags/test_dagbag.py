@@ -27,7 +27,7 @@ def test_no_import_errors(dagbag):
 
 
 def test_triggers_run_every_window_over_their_data_interval(dagbag):
-    from jobs.config.loader import load_config
+    from core.config.loader import load_config
 
     dag = dagbag.dags["hermes_triggers"]
     assert dag.task_ids == ["run_window"] and dag.max_active_runs == 1

@@ -7,8 +7,8 @@ import sqlite3
 
 import pytest
 
+from core.settings import Settings
 from delivery.batches import write_day
-from jobs.settings import Settings
 from tests.conftest import start_gateway, stop_gateway
 from tests.dags.airflow_run import run_dag
 from tests.delivery.test_delivery import batch

@@ -9,8 +9,8 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.settings import REPO_ROOT
-from jobs.warehouse import DERIVED_TABLES, Warehouse
+from core.settings import REPO_ROOT
+from core.warehouse import DERIVED_TABLES, Warehouse
 from tests.dags.airflow_run import run_dag
 
 pytestmark = pytest.mark.slow
@@ -88,8 +88,8 @@ def test_nightly_dag_runs_to_success_and_writes_its_partition(world, settings, s
     assert hermes[hermes.slot >= 0].groupby("slot").size().max() <= 60
     assert (windows[windows.slot >= 0].groupby(["policy", "slot"]).size() <= 60).all()
     # the batches in S3 reconcile with the plan: the manifest's count = the assigned windows, no duplicates
+    from core.settings import Settings
     from delivery.batches import read_batch, read_manifest
-    from jobs.settings import Settings
     from jobs.windows import send_day
 
     s3 = Settings.from_env({**s3_server, "HERMES_HOME": str(settings.home)})

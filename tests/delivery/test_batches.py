@@ -6,9 +6,9 @@ import json
 import pyarrow as pa
 import pytest
 
+from core.settings import Settings
 from delivery.batches import BatchError, day_prefix, idempotency_key, manifest_key, read_batch, read_manifest, write_day
 from delivery.objectstore import client, list_keys
-from jobs.settings import Settings
 
 pytestmark = pytest.mark.slow
 META = {"plan_ds": "2026-10-30", "policy": "hermes", "model_version": "3", "config_version": "cfg-test"}

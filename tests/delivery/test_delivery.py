@@ -14,12 +14,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from core.config.loader import load_config
+from core.settings import REPO_ROOT, Settings
+from core.warehouse import Warehouse
 from delivery.batches import idempotency_key, write_day
 from delivery.ledger import Ledger
 from jobs import deliver
-from jobs.config.loader import load_config
-from jobs.settings import REPO_ROOT, Settings
-from jobs.warehouse import Warehouse
 from tests.conftest import start_gateway, stop_gateway
 
 pytestmark = pytest.mark.slow

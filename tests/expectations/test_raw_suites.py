@@ -10,10 +10,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from core.contract import PARTITIONED, RAW_TABLES
+from core.warehouse import Warehouse
 from expectations.gate import DataQualityError
-from jobs.contract import PARTITIONED, RAW_TABLES
 from jobs.validate_raw import validate_raw_table
-from jobs.warehouse import Warehouse
 
 
 @pytest.fixture

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 import features.candidates as fc
+from core.config.loader import load_config
+from core.warehouse import Warehouse
 from jobs import audiences, fatigue, material_features, rollups, user_features
-from jobs.config.loader import load_config
 from jobs.entry import as_of_end
-from jobs.warehouse import Warehouse
 
 pytestmark = pytest.mark.slow
 

@@ -64,7 +64,7 @@ def test_the_one_day_fast_path_gives_the_same_features_as_the_general_one(spark,
     every user x a few items on one day, the two agree exactly."""
     from datetime import date
 
-    from jobs.warehouse import Warehouse
+    from core.warehouse import Warehouse
 
     wh = Warehouse(world["warehouse"])
     last = world["spec"].last_ds

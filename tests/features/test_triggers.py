@@ -4,8 +4,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from core.config.schema import Trigger
 from features import triggers as ft
-from jobs.config.schema import Trigger
 
 H = ft.US_H
 M = ft.US_MIN

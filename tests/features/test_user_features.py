@@ -5,8 +5,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from core.contract import RAW_SCHEMAS
 from features.user_features import user_features
-from jobs.contract import RAW_SCHEMAS
 
 AS_OF = datetime(2026, 10, 31, tzinfo=timezone.utc)
 
@@ -112,8 +112,8 @@ def test_push_history_counts_only_opens_seen_by_as_of(features):
 
 
 def test_job_rerun_overwrites_its_partition(world, settings, spark):
+    from core.config.loader import load_config
     from jobs import rollups
-    from jobs.config.loader import load_config
     from jobs.user_features import TABLE, run
 
     loaded = load_config()

@@ -3,10 +3,10 @@ import json
 import os
 import sys
 
+from core.config.loader import load_config
+from core.settings import Settings
+from core.spark import build_spark
 from jobs import rollups, user_features
-from jobs.config.loader import load_config
-from jobs.settings import Settings
-from jobs.spark import build_spark
 
 s = Settings.from_env()
 spark = build_spark(s, "hermes-cluster-check")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from core.settings import REPO_ROOT, Settings
 from delivery.batches import write_day
-from jobs.settings import REPO_ROOT, Settings
 from tests.conftest import free_port_block, start_gateway, stop_gateway
 from tests.delivery.test_delivery import batch
 

@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from jobs.settings import REPO_ROOT
+from core.settings import REPO_ROOT
 from tests.conftest import free_port_block
 
 pytestmark = pytest.mark.slow
@@ -52,8 +52,8 @@ def test_a_nightly_stage_runs_on_a_standalone_cluster(cluster, world):
 SUBMIT = """
 import json, sys
 from pathlib import Path
-from jobs.config.loader import load_config, write_snapshot
-from jobs.settings import Settings
+from core.config.loader import load_config, write_snapshot
+from core.settings import Settings
 from jobs.tasks import run_stage
 snapshot = write_snapshot(load_config(Settings.from_env().conf_dir), Path(sys.argv[2]))
 print("RESULT " + json.dumps(run_stage("material_features", sys.argv[1], {"snapshot": str(snapshot)})))

@@ -13,9 +13,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from core.config.loader import load_config
+from core.warehouse import Warehouse
 from jobs import rollups
-from jobs.config.loader import load_config
-from jobs.warehouse import Warehouse
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from core.config.loader import load_config
+from core.warehouse import Warehouse
 from jobs import audiences, fatigue, material_features, rollups, score, select, train, user_features
-from jobs.config.loader import load_config
-from jobs.warehouse import Warehouse
 
 pytestmark = pytest.mark.slow
 KEY = ["user_id", "scene_id", "item_id"]

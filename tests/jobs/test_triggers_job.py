@@ -8,11 +8,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.config.loader import load_config
-from jobs.contract import RAW_SCHEMAS
-from jobs.settings import Settings
+from core.config.loader import load_config
+from core.contract import RAW_SCHEMAS
+from core.settings import Settings
+from core.warehouse import Warehouse
 from jobs.triggers import EMITTED, SUPPRESSED, TriggerState, evaluate
-from jobs.warehouse import Warehouse
 
 W1 = datetime(2026, 10, 20, 4, 15, tzinfo=timezone.utc)            # 12:15 in Shanghai
 DROP = W1 - timedelta(minutes=10)

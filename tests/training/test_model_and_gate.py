@@ -46,9 +46,9 @@ def test_train_registers_and_the_gate_promotes_better_and_holds_worse(world, set
     import mlflow
     import pandas as pd
 
-    from jobs.config.loader import load_config
+    from core.config.loader import load_config
+    from core.warehouse import Warehouse
     from jobs.train import gate, holdout_path, run
-    from jobs.warehouse import Warehouse
     from training.registry import CHALLENGER, CHAMPION, MODEL_NAME, configure_mlflow
     from training.train import gate_version
 

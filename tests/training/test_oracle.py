@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from jobs.simulator.ground_truth import GroundTruth
+from lab.simulator.ground_truth import GroundTruth
 from training.oracle import attainable_probabilities, bias_posterior_mean, true_probabilities
 
 

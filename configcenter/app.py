@@ -1,0 +1,278 @@
+"""The Configuration Center UI: a small FastAPI app on 127.0.0.1 for operators who do not edit YAML.
+
+    hermes ui          (make ui starts it beside Airflow and MLflow; port HERMES_UI_PORT, default 8090)
+
+Pages: login; scenes and trigger rules with their state; a scene's edit form with errors next to the
+fields, a preview on the latest nightly outputs, save (versioned YAML, audit line, stale edits refused)
+and enable/disable. The same operations as JSON under /api for scripts and tests. Why FastAPI: it is
+already in the stack (Airflow and MLflow serve with it), and Jinja2 + HTML forms need no front-end build.
+
+Authentication: an operator logs in with a name and the operator token (HERMES_UI_TOKEN, generated into
+$HERMES_HOME/secrets.env); the session cookie is the name signed with HMAC over the token (HttpOnly,
+SameSite=Strict). Every page but /login needs it; nothing is writable anonymously.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+from pathlib import Path
+
+from fastapi import Depends, FastAPI, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from jinja2 import DictLoader, Environment, select_autoescape
+
+from configcenter import store
+from configcenter.preview import preview
+from core.config.loader import ConfigError, load_config
+from core.settings import Settings
+from core.warehouse import Warehouse
+
+COOKIE = "hermes_operator"
+
+PAGES = {
+    "base.html": """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{{ title }} · Hermes</title>
+<style>body{font-family:system-ui,sans-serif;margin:24px;max-width:980px;color:#222}table{border-collapse:collapse}
+td,th{border:1px solid #ddd;padding:4px 8px;text-align:left}th{background:#f4f4f4}.err{color:#b00020;font-size:13px}
+label{display:block;margin-top:10px;font-weight:600}input[type=text],textarea{width:100%;max-width:640px}
+.ok{color:#1a7f37}.box{border:1px solid #ccc;padding:8px 12px;margin:12px 0;background:#fafafa}
+nav{margin-bottom:16px}button{margin-right:8px}</style></head><body>
+<nav><a href="/">Scenes and rules</a>{% if who %} · signed in as <b>{{ who }}</b>{% endif %}</nav>
+{% block body %}{% endblock %}</body></html>""",
+    "login.html": """{% extends "base.html" %}{% block body %}<h1>Hermes Configuration Center</h1>
+{% if error %}<p class="err" id="login-error">{{ error }}</p>{% endif %}
+<form method="post" action="/login"><label>Your name<input type="text" name="who" required></label>
+<label>Operator token<input type="password" name="token" required></label><p><button type="submit">Sign in</button></p>
+</form>{% endblock %}""",
+    "index.html": """{% extends "base.html" %}{% block body %}<h1>Scenes and trigger rules</h1>
+<p>config version <code id="version">{{ version }}</code></p>
+<table id="scenes"><tr><th>scene</th><th>name</th><th>trigger</th><th>priority</th><th>feed</th><th>state</th><th></th></tr>
+{% for s in scenes %}<tr><td><a href="/scenes/{{ s.id }}">{{ s.id }}</a></td><td>{{ s.name }}</td><td>{{ s.trigger }}</td>
+<td>{{ s.priority }}</td><td>{{ s.feed_size }}</td><td>{{ "enabled" if s.enabled else "disabled" }}</td>
+<td><form method="post" action="/scenes/{{ s.id }}/toggle"><input type="hidden" name="base_sha" value="{{ shas[s.id] }}">
+<button type="submit">{{ "Disable" if s.enabled else "Enable" }}</button></form></td></tr>{% endfor %}</table>
+<h2>Trigger rules</h2>
+<table id="triggers"><tr><th>rule</th><th>when</th><th>if</th><th>then</th><th>delay</th><th>unless</th><th>state</th></tr>
+{% for t in triggers %}<tr>
+<td><a href="/triggers/{{ t.id }}">{{ t.id }}</a></td><td>{{ t.when.event }}</td><td>{{ t.condition or "" }}</td><td>{{ t.then.scene }}</td>
+<td>{{ t.delay_minutes }} min</td><td>{{ t.unless|join(", ") }}</td>
+<td>{{ "enabled" if t.enabled else "disabled" }}
+<form method="post" action="/triggers/{{ t.id }}/toggle" style="display:inline"><input type="hidden" name="base_sha"
+value="{{ shas['t:' ~ t.id] }}"><button type="submit">{{ "Disable" if t.enabled else "Enable" }}</button></form></td>
+</tr>{% endfor %}</table>
+<h2>New scene</h2><form method="post" action="/scenes/new" id="new-scene"><label>Id (lower_snake_case)
+<input type="text" name="new_id" required></label><label>Start from <select name="copy_of">{% for s in scenes %}
+<option value="{{ s.id }}">{{ s.id }}</option>{% endfor %}</select></label>
+<p><button type="submit">Create (disabled until you enable it)</button></p></form>
+{% endblock %}""",
+    "scene.html": """{% extends "base.html" %}{% block body %}<h1>{{ label }} <code>{{ scene_id }}</code></h1>
+{% if message %}<p class="{{ 'ok' if ok else 'err' }}" id="message">{{ message }}</p>{% endif %}
+<form method="post" action="/{{ kind }}/{{ scene_id }}"><input type="hidden" name="base_sha" value="{{ base_sha }}">
+{% for f, label, kind in fields %}<label for="{{ f }}">{{ label }}</label>
+{% if kind == "bool" %}<select name="{{ f }}" id="{{ f }}"><option value="true" {% if values[f] %}selected{% endif %}>enabled</option>
+<option value="false" {% if not values[f] %}selected{% endif %}>disabled</option></select>
+{% elif kind == "text" %}<textarea name="{{ f }}" id="{{ f }}" rows="2">{{ values[f] }}</textarea>
+{% else %}<input type="text" name="{{ f }}" id="{{ f }}" value="{{ values[f] }}">{% endif %}
+{% if errors.get(f) %}<div class="err" id="error-{{ f|replace('.', '-') }}">{{ errors[f] }}</div>{% endif %}{% endfor %}
+{% for k, v in errors.items() if k not in field_names %}<div class="err">{{ k }}: {{ v }}</div>{% endfor %}
+<p><button type="submit" name="action" value="preview" id="preview-button">Validate{% if kind == "scenes" %} and preview{% endif %}</button>
+<button type="submit" name="action" value="save" id="save-button">Save</button></p></form>
+{% if pv %}<div class="box" id="preview">{% if pv.available %}<b>Preview</b> on the nightly features of {{ pv.features_ds }}:
+audience <b id="pv-audience">{{ pv.audience }}</b>, eligible <b id="pv-eligible">{{ pv.eligible }}</b>,
+expected opens <b id="pv-opens">{{ pv.expected_opens }}</b><br>suppressed:
+{% for k, v in pv.suppressed.items() %}{{ k }} {{ v }}{% if not loop.last %}, {% endif %}{% endfor %}
+{% else %}{{ pv.why }}{% endif %}</div>{% endif %}{% endblock %}""",
+}
+TRIGGER_FIELDS = [("name", "Name", "line"), ("enabled", "State", "bool"),
+                  ("if", "If (a rule on the user; empty: always)", "text"),
+                  ("then.scene", "Then push scene", "line"), ("delay_minutes", "Delay (minutes)", "line"),
+                  ("unless", "Unless (comma-separated: bought, item_sold, item_removed, replied)", "line"),
+                  ("regap_hours", "Not again for the same user and item within (hours)", "line")]
+FIELDS = [("name", "Name", "line"), ("enabled", "State", "bool"), ("priority", "Priority (1-100)", "line"),
+          ("feed_size", "Feed size (1-6)", "line"), ("audience", "Audience rule", "text"),
+          ("template.title", "Title template", "line"), ("template.body", "Body template", "text"),
+          ("cap.max_pushes", "Cap: pushes", "line"), ("cap.days", "Cap: per days", "line")]
+
+
+FIELDS_OF = {"scenes": FIELDS, "triggers": TRIGGER_FIELDS}
+
+
+def _sign(token: str, who: str) -> str:
+    return hmac.new(token.encode(), who.encode(), hashlib.sha256).hexdigest()
+
+
+def create_app(settings: Settings, token: str) -> FastAPI:
+    if not token or len(token) < 12:
+        raise ValueError("HERMES_UI_TOKEN must be set (12+ characters): the UI never runs without authentication")
+    conf = Path(settings.conf_dir)
+    audit = settings.home / "audit" / "config.log"
+    wh = Warehouse(settings.warehouse)
+    env = Environment(loader=DictLoader(PAGES), autoescape=select_autoescape(["html"]))
+    app = FastAPI(title="Hermes Configuration Center", docs_url=None, redoc_url=None)
+
+    def page(name: str, **kw) -> HTMLResponse:
+        return HTMLResponse(env.get_template(name).render(**kw))
+
+    def operator(request: Request) -> str:
+        raw = request.cookies.get(COOKIE, "")
+        who, _, sig = raw.rpartition(".")
+        if who and hmac.compare_digest(sig, _sign(token, who)):
+            return who
+        if request.url.path.startswith("/api/"):
+            raise HTTPException(401, "sign in first (POST /login)")
+        raise HTTPException(303, headers={"Location": "/login"})
+
+    @app.get("/login", response_class=HTMLResponse)
+    def login_form():
+        return page("login.html", title="Sign in", who=None)
+
+    @app.post("/login")
+    def login(who: str = Form(...), token_: str = Form(..., alias="token")):
+        who = who.strip()
+        if not who or len(who) > 40 or not who.isprintable() or not hmac.compare_digest(token_, token):
+            return HTMLResponse(env.get_template("login.html").render(title="Sign in", who=None,
+                                                                       error="wrong name or token"), status_code=401)
+        r = RedirectResponse("/", status_code=303)
+        r.set_cookie(COOKIE, f"{who}.{_sign(token, who)}", httponly=True, samesite="strict")
+        return r
+
+    @app.get("/", response_class=HTMLResponse)
+    def index(who: str = Depends(operator)):
+        loaded = load_config(conf)
+        shas = {s.id: store.file_sha(store.scene_path(conf, s.id)) for s in loaded.config.scenes}
+        shas |= {f"t:{t.id}": store.file_sha(store.scene_path(conf, t.id, "triggers")) for t in loaded.config.triggers}
+        return page("index.html", title="Scenes", who=who, version=loaded.version, scenes=loaded.config.scenes,
+                    triggers=loaded.config.triggers, shas=shas)
+
+    def form_values(doc: dict, kind: str) -> dict:
+        """What the form shows: the values with the schema's defaults filled in (a key left out of the
+        YAML, like `enabled`, must not show — and then save — as something else)."""
+        from pydantic import ValidationError
+
+        try:
+            doc = store.KINDS[kind][0].model_validate(doc).model_dump(mode="json", by_alias=True)
+        except ValidationError:
+            doc = {"enabled": True, **doc}
+        values = {f: store._get(doc, f) for f, _, _ in FIELDS_OF[kind]}
+        if kind == "triggers":
+            values["unless"] = ", ".join(values["unless"] or [])
+            values["if"] = values["if"] or ""
+        return values
+
+    def scene_page(scene_id, who, doc, base_sha, errors=None, pv=None, message=None, ok=False, status=200,
+                   kind="scenes"):
+        fields = FIELDS_OF[kind]
+        return HTMLResponse(env.get_template("scene.html").render(
+            title=scene_id, who=who, scene_id=scene_id, kind=kind, label="Scene" if kind == "scenes" else "Trigger rule",
+            values=form_values(doc, kind), base_sha=base_sha, fields=fields, field_names={f for f, _, _ in fields},
+            errors=errors or {}, pv=pv, message=message, ok=ok), status_code=status)
+
+    def kind_of(kind: str) -> str:
+        if kind not in FIELDS_OF:
+            raise HTTPException(404, f"no {kind!r} here")
+        return kind
+
+    @app.post("/scenes/new")
+    async def create(request: Request, who: str = Depends(operator)):
+        form = dict(await request.form())
+        new_id, copy_of = form.get("new_id", "").strip(), form.get("copy_of", "")
+        try:
+            doc, _ = store.current(conf, copy_of)
+            doc = {**doc, "id": new_id, "name": f"Copy of {doc.get('name', copy_of)}", "enabled": False}
+            store.save(conf, new_id, doc, "", who, audit, create=True)
+        except (KeyError, ValueError, store.StaleEdit) as e:
+            raise HTTPException(422, f"cannot create scene {new_id!r}: {e}") from None
+        return RedirectResponse(f"/scenes/{new_id}", status_code=303)
+
+    @app.get("/{kind}/{scene_id}", response_class=HTMLResponse)
+    def edit(kind: str, scene_id: str, who: str = Depends(operator)):
+        kind = kind_of(kind)
+        try:
+            doc, sha = store.current(conf, scene_id, kind)
+        except KeyError as e:
+            raise HTTPException(404, str(e)) from None
+        return scene_page(scene_id, who, doc, sha, kind=kind)
+
+    @app.post("/{kind}/{scene_id}", response_class=HTMLResponse)
+    async def submit(kind: str, scene_id: str, request: Request, who: str = Depends(operator)):
+        kind = kind_of(kind)
+        form = dict(await request.form())
+        base = form.get("base_sha", "")
+        try:
+            doc, _ = store.current(conf, scene_id, kind)
+        except KeyError as e:
+            raise HTTPException(404, str(e)) from None
+        edited = store.apply_form(doc, form, kind)
+        check = store.validate(conf, scene_id, edited, kind)
+        if not check.ok:
+            return scene_page(scene_id, who, edited, base, errors=check.errors,
+                              message="not valid: see the fields marked", status=422, kind=kind)
+        if form.get("action") == "save":
+            try:
+                store.save(conf, scene_id, edited, base, who, audit, kind)
+            except store.StaleEdit as e:
+                return scene_page(scene_id, who, edited, base, message=str(e), status=409, kind=kind)
+            doc, sha = store.current(conf, scene_id, kind)
+            return scene_page(scene_id, who, doc, sha, message=f"saved; config version {load_config(conf).version}",
+                              ok=True, kind=kind)
+        pv = preview(wh, scene_id, edited["audience"]) if kind == "scenes" else None
+        return scene_page(scene_id, who, edited, base, pv=pv, message="valid", ok=True, kind=kind)
+
+    @app.post("/{kind}/{scene_id}/toggle")
+    async def toggle(kind: str, scene_id: str, request: Request, who: str = Depends(operator)):
+        kind = kind_of(kind)
+        form = dict(await request.form())
+        doc, _ = store.current(conf, scene_id, kind)
+        doc = {**doc, "enabled": not doc.get("enabled", True)}
+        try:
+            store.save(conf, scene_id, doc, form.get("base_sha", ""), who, audit, kind)
+        except store.StaleEdit as e:
+            raise HTTPException(409, str(e)) from None
+        except ValueError as e:
+            raise HTTPException(422, str(e)) from None
+        return RedirectResponse("/", status_code=303)
+
+    # ---- JSON API (scripts, tests) ------------------------------------------------------------------
+    @app.get("/api/scenes/{scene_id}")
+    def api_get(scene_id: str, who: str = Depends(operator)):
+        doc, sha = store.current(conf, scene_id)
+        return {"scene": doc, "base_sha": sha}
+
+    @app.post("/api/scenes/{scene_id}/{action}")
+    async def api_action(scene_id: str, action: str, request: Request, who: str = Depends(operator)):
+        body = await request.json()
+        doc, _ = store.current(conf, scene_id)
+        edited = store.apply_form(doc, body.get("fields", {}))
+        check = store.validate(conf, scene_id, edited)
+        if not check.ok:
+            return JSONResponse({"ok": False, "errors": check.errors}, status_code=422)
+        if action == "validate":
+            return {"ok": True}
+        if action == "preview":
+            return {"ok": True, "preview": preview(wh, scene_id, edited["audience"])}
+        if action == "save":
+            try:
+                record = store.save(conf, scene_id, edited, body.get("base_sha", ""), who, audit)
+            except store.StaleEdit as e:
+                return JSONResponse({"ok": False, "error": str(e)}, status_code=409)
+            return {"ok": True, "audit": record}
+        raise HTTPException(404, f"no action {action!r}")
+
+    @app.exception_handler(ConfigError)
+    def config_error(request: Request, exc: ConfigError):
+        return JSONResponse({"ok": False, "errors": [str(p) for p in exc.problems]}, status_code=500)
+
+    return app
+
+
+def main() -> None:
+    import os
+
+    import uvicorn
+
+    settings = Settings.from_env()
+    app = create_app(settings, os.environ.get("HERMES_UI_TOKEN", ""))
+    uvicorn.run(app, host="127.0.0.1", port=int(os.environ.get("HERMES_UI_PORT", "8090")), log_level="info")
+
+
+if __name__ == "__main__":
+    main()

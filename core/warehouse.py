@@ -1,0 +1,165 @@
+"""Where every table lives under the warehouse root: raw contract, features, reports.
+
+One place for the layout, so jobs, tests and the run summary agree on it.
+"""
+from __future__ import annotations
+
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.contract import RAW_SCHEMAS, RAW_TABLES
+
+# Derived tables the nightly writes, each partitioned by ds and stamped with the config version.
+FEATURE_TABLES = ("features/user_features", "features/user_scene_history", "features/material_features",
+                  "features/material_rates")
+PLAN_TABLES = ("plan/audiences", "plan/eligible", "plan/suppressed")
+SELECTION_TABLES = ("plan/scored", "plan/selected", "plan/baseline")
+WINDOW_TABLES = ("plan/windows",)
+DERIVED_TABLES = FEATURE_TABLES + PLAN_TABLES + SELECTION_TABLES + WINDOW_TABLES
+
+
+def _days(folder: Path) -> list[str]:
+    return sorted(p.name[3:] for p in folder.glob("ds=*") if p.is_dir()) if folder.exists() else []
+
+
+@dataclass(frozen=True)
+class Warehouse:
+    root: Path
+
+    def raw(self, table: str) -> Path:
+        if table not in RAW_SCHEMAS:
+            raise KeyError(f"unknown raw table {table!r}; the raw contract has {', '.join(RAW_TABLES)}")
+        return Path(self.root) / "raw" / table
+
+    def raw_partition(self, table: str, ds: str) -> Path:
+        return self.raw(table) / f"ds={ds}"
+
+    def raw_days(self, table: str) -> list[str]:
+        """The ds of every partition a raw table has, oldest first."""
+        return _days(self.raw(table))
+
+    @property
+    def ground_truth(self) -> Path:
+        return Path(self.root) / "raw" / "_ground_truth"
+
+    def table(self, name: str) -> Path:
+        """A derived table such as 'features/user_features' (partitioned by ds)."""
+        return Path(self.root) / name
+
+    def partition(self, name: str, ds: str) -> Path:
+        return self.table(name) / f"ds={ds}"
+
+    def days(self, name: str) -> list[str]:
+        """The ds of every partition a derived table has, oldest first."""
+        return _days(self.table(name))
+
+    def config_snapshot(self, ds: str) -> Path:
+        """The validated configuration a run for `ds` works from (JSON, with its version)."""
+        return Path(self.root) / "config" / f"ds={ds}" / "config.json"
+
+    @property
+    def dead_tokens(self) -> Path:
+        """Device tokens the gateway reported UNREGISTERED (written by delivery, read by planning)."""
+        return Path(self.root) / "state" / "dead_tokens"
+
+    def report(self, kind: str, ds: str, name: str) -> Path:
+        return Path(self.root) / "reports" / kind / f"ds={ds}" / f"{name}.json"
+
+    # ---- Spark access (pyspark imported by the caller's session, not here) -------------------
+    def write_tables(self, spark, frames: dict, ds: str, config_version: str) -> dict:
+        """write_partition each {name: DataFrame}; returns {name: {path, rows}} as read back."""
+        out = {}
+        for name, df in frames.items():
+            path = self.write_partition(df, name, ds, config_version)
+            out[name] = {"path": str(path), "rows": spark.read.parquet(str(path)).count()}
+        return out
+
+    def read_partition(self, spark, name: str, ds: str):
+        path = self.partition(name, ds)
+        if not path.exists():
+            raise FileNotFoundError(f"{name} has no partition ds={ds} at {path}: run the stage that writes it first")
+        return spark.read.parquet(str(path))
+
+    def read_raw(self, spark, table: str, first_ds: str | None = None, last_ds: str | None = None):
+        """A raw table; for fact tables only the partitions in [first_ds, last_ds] are read."""
+        from pyspark.sql import functions as F
+
+        df = spark.read.parquet(str(self.raw(table)))
+        if first_ds is not None:
+            df = df.where(F.col("ds") >= first_ds)
+        if last_ds is not None:
+            df = df.where(F.col("ds") <= last_ds)
+        return df
+
+    def write_partition(self, df, name: str, ds: str, config_version: str) -> Path:
+        """Overwrite exactly one ds partition of a derived table (re-runs replace, never append),
+        stamping every row with the configuration version it was computed under."""
+        from pyspark.sql import functions as F
+
+        (df.withColumn("config_version", F.lit(config_version)).withColumn("ds", F.lit(ds)).write.mode("overwrite").partitionBy("ds")
+         .option("partitionOverwriteMode", "dynamic").parquet(str(self.table(name))))
+        return self.partition(name, ds)
+
+    # ---- Arrow access, for the single-process stages (send windows, batches, reports) -------------
+    def read_arrow(self, name: str, ds: str, columns: list[str] | None = None):
+        """One ds partition of a derived table as a pyarrow Table (Spark's part files, any number)."""
+        import pyarrow.dataset as pads
+
+        path = self.partition(name, ds)
+        if not path.exists():
+            raise FileNotFoundError(f"{name} has no partition ds={ds} at {path}: run the stage that writes it first")
+        return pads.dataset(str(path), format="parquet", exclude_invalid_files=True).to_table(columns=columns)
+
+    def read_raw_between(self, table: str, time_column: str, first_us: int, end_us: int, columns: list[str],
+                         user_ids: list[int] | None = None):
+        """Rows of a raw fact table with first_us <= time_column < end_us (microseconds since the epoch), read
+        with pyarrow from only the ds partitions that can hold them, optionally only these users' rows; pandas,
+        the time column as int64 microseconds. No partition: an empty frame with the contract's types."""
+        from datetime import datetime, timedelta, timezone
+
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.dataset as pads
+
+        day = datetime.fromtimestamp(first_us // 1_000_000, tz=timezone.utc).date()
+        last = datetime.fromtimestamp((end_us - 1) // 1_000_000, tz=timezone.utc).date()
+        files = []
+        while day <= last:
+            files += [str(f) for f in sorted(self.raw_partition(table, day.isoformat()).glob("*.parquet"))]
+            day += timedelta(days=1)
+        if files:
+            t = pads.dataset(files, format="parquet").to_table(columns=columns)
+        else:
+            t = pa.schema([RAW_SCHEMAS[table].field(c) for c in columns]).empty_table()
+        t = t.set_column(t.schema.get_field_index(time_column), time_column,
+                         pc.cast(t[time_column], pa.timestamp("us", tz="UTC")).cast(pa.int64()))
+        keep = pc.and_(pc.greater_equal(t[time_column], first_us), pc.less(t[time_column], end_us))
+        if user_ids is not None:
+            keep = pc.and_(keep, pc.is_in(t["user_id"], pa.array(user_ids, pa.int64())))
+        return t.filter(keep).to_pandas()
+
+    def latest_day(self, name: str, on_or_before: str) -> str | None:
+        """The newest ds partition of a derived table on or before a day (None if it has none)."""
+        days = [d for d in self.days(name) if d <= on_or_before]
+        return days[-1] if days else None
+
+    def write_arrow(self, table, name: str, ds: str, config_version: str) -> Path:
+        """Replace one ds partition with `table` (+ config_version): written beside it, then swapped in by
+        rename, so a reader sees the old partition or the new one, never half of either."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = table.append_column("config_version", pa.array([config_version] * table.num_rows, pa.string()))
+        final = self.partition(name, ds)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".tmp-ds={ds}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        pq.write_table(table, tmp / "part-00000.parquet", compression="zstd")
+        old = final.parent / f".old-ds={ds}-{uuid.uuid4().hex[:8]}"
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+        return final

@@ -1,0 +1,100 @@
+"""The trigger log and watermark: every trigger decision (emitted / cancelled / suppressed, with its reason),
+keyed by hash(rule, user, item, event time), so a window re-run or a late event is decided once.
+"""
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+
+EMITTED, CANCELLED, SUPPRESSED = "emitted", "cancelled", "suppressed"
+
+
+class TriggerState:
+    def __init__(self, url: str):
+        import sqlalchemy as sa
+
+        from delivery.ledger import state_engine
+
+        self.engine = state_engine(url)
+        md = sa.MetaData()
+        self.log = sa.Table(
+            "trigger_log", md,
+            sa.Column("trigger_key", sa.String(64), primary_key=True),
+            sa.Column("rule_id", sa.String(64), nullable=False),
+            sa.Column("user_id", sa.BigInteger, nullable=False, index=True),
+            sa.Column("item_id", sa.BigInteger, nullable=False),
+            sa.Column("scene_id", sa.String(64), nullable=False),
+            sa.Column("event_ts", sa.BigInteger, nullable=False),
+            sa.Column("fire_at", sa.BigInteger, nullable=False),
+            sa.Column("send_at", sa.BigInteger),
+            sa.Column("local_day", sa.String(10)),
+            sa.Column("due_window", sa.BigInteger, index=True),     # the window end it goes out with
+            sa.Column("state", sa.String(16), nullable=False),
+            sa.Column("reason", sa.String(64)),
+            sa.Column("detail", sa.String(200)),
+            sa.Column("decided_by", sa.BigInteger, nullable=False),  # the window end that decided it
+            sa.Column("decided_at", sa.Float, nullable=False),
+        )
+        self.mark = sa.Table("trigger_watermark", md, sa.Column("name", sa.String(32), primary_key=True),
+                             sa.Column("processed_until", sa.BigInteger, nullable=False),
+                             sa.Column("updated_at", sa.Float, nullable=False))
+        md.create_all(self.engine)
+
+    def decided(self, keys: list[str]) -> set[str]:
+        import sqlalchemy as sa
+
+        out: set[str] = set()
+        with self.engine.connect() as c:
+            for i in range(0, len(keys), 900):
+                out |= set(c.execute(sa.select(self.log.c.trigger_key).where(
+                    self.log.c.trigger_key.in_(keys[i:i + 900]))).scalars())
+        return out
+
+    def record(self, rows: list[dict]) -> None:
+        from delivery.ledger import insert_ignore
+
+        if not rows:
+            return
+        with self.engine.begin() as c:
+            c.execute(insert_ignore(self.engine, self.log), rows)
+
+    def emitted_for(self, user_ids: list[int], since_us: int) -> pd.DataFrame:
+        import sqlalchemy as sa
+
+        t = self.log
+        with self.engine.connect() as c:
+            rows = c.execute(sa.select(t.c.user_id, t.c.item_id, t.c.send_at, t.c.local_day).where(
+                (t.c.state == EMITTED) & (t.c.send_at >= since_us) & t.c.user_id.in_(user_ids or [-1]))).all()
+        return pd.DataFrame(rows, columns=["user_id", "item_id", "send_at", "local_day"])
+
+    def due(self, window_end: int) -> pd.DataFrame:
+        import sqlalchemy as sa
+
+        with self.engine.connect() as c:
+            rows = c.execute(sa.select(self.log).where((self.log.c.due_window == window_end)
+                                                      & (self.log.c.state == EMITTED))
+                             .order_by(self.log.c.send_at, self.log.c.trigger_key)).all()
+        return pd.DataFrame([dict(r._mapping) for r in rows])
+
+    def watermark(self) -> int | None:
+        import sqlalchemy as sa
+
+        with self.engine.connect() as c:
+            return c.execute(sa.select(self.mark.c.processed_until).where(self.mark.c.name == "triggers")).scalar()
+
+    def advance(self, window_end: int) -> int:
+        import sqlalchemy as sa
+
+        current = self.watermark()
+        new = max(current or window_end, window_end)
+        with self.engine.begin() as c:
+            if current is None:
+                c.execute(sa.insert(self.mark).values(name="triggers", processed_until=new, updated_at=time.time()))
+            else:
+                c.execute(sa.update(self.mark).where(self.mark.c.name == "triggers")
+                          .values(processed_until=new, updated_at=time.time()))
+        return new
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,1 +1,0 @@
-"""The Configuration Center: versioned YAML under conf/, its schema, the audience rule language."""

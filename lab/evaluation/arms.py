@@ -1,0 +1,102 @@
+"""The closed loop's set-up: the evaluation's spec, the world both arms share, and each arm's own
+warehouse, registry, ledger and bucket."""
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from pathlib import Path
+
+from core.settings import Settings
+from core.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT = "hermes-evaluation"
+ARMS = ("baseline", "hermes")
+US_PER_HOUR = 3_600_000_000
+US_PER_DAY = 24 * US_PER_HOUR
+SCENE_COVERAGE_SHARE = 0.01     # a scene "reaches users" when it carries >= 1 % of an arm's sends
+INACTIVE_PROFILE = 0.5 / 24     # a local hour is inactive for a user when P(active there) < half the uniform share
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    users: int = 4000
+    days: int = 3
+    seed: int = 7
+    history_days: int = 28
+    holdout_share: float = 0.10
+    rate_per_second: float = 5000.0     # delivery speed: throttling is tested elsewhere, not the subject here
+    bootstrap: int = 1000
+
+
+@dataclass
+class Arm:
+    name: str
+    settings: Settings
+    loaded: object
+
+    @property
+    def wh(self) -> Warehouse:
+        return Warehouse(self.settings.warehouse)
+
+
+def eval_config(loaded, spec: EvalSpec):
+    """The configuration both arms run under: conf/ as it is, with the evaluation's holdout share and delivery
+    rate (the version says so)."""
+    from core.config.loader import LoadedConfig
+
+    p = loaded.config.platform
+    gw = p.gateway.model_copy(update={"rate_per_second": spec.rate_per_second,
+                                      "burst": int(max(p.gateway.burst, spec.rate_per_second))})
+    platform = p.model_copy(update={"gateway": gw, "holdout_share": spec.holdout_share})
+    config = loaded.config.model_copy(update={"platform": platform})
+    return LoadedConfig(config=config, version=f"{loaded.version}-eval", files=loaded.files)
+
+
+def world_spec(spec: EvalSpec):
+    from lab.simulator.market import WorldSpec
+
+    return WorldSpec(users=spec.users, items=2 * spec.users, days=spec.history_days + spec.days, seed=spec.seed)
+
+
+def send_days_of(spec: EvalSpec) -> list[str]:
+    """The closed-loop days: the world's days after the Push 1.0 history."""
+    ws = world_spec(spec)
+    return [(ws.start + timedelta(days=spec.history_days + i)).isoformat() for i in range(spec.days)]
+
+
+def arm_settings(base: Settings, out: Path, name: str) -> Settings:
+    """An arm's own warehouse, MLflow registry, ledger and bucket under out/<name>."""
+    home = out / name
+    return replace(base, home=home, warehouse=home / "warehouse",
+                   mlflow_tracking_uri=f"sqlite:///{home}/mlflow/mlflow.db",
+                   ledger_url=f"sqlite:///{home}/state/delivery_ledger.sqlite",
+                   s3_bucket=f"{base.s3_bucket}-eval-{name}", receipt_time="planned")
+
+
+def prepare(base: Settings, spec: EvalSpec, out: Path) -> tuple[dict[str, Arm], list[str]]:
+    """Simulate the world once and give each arm its own copy (hard links) of it. Returns arms and send days."""
+    from core.config.loader import load_config
+    from lab.simulator.market import simulate
+
+    ws = world_spec(spec)
+    world = out / "world"
+    shutil.rmtree(out, ignore_errors=True)
+    counts = simulate(ws, world, push_days=spec.history_days)
+    log.info("world: %s", counts)
+    loaded = eval_config(load_config(base.conf_dir), spec)
+    arms = {}
+    for name in ARMS:
+        settings = arm_settings(base, out, name)
+        settings.warehouse.mkdir(parents=True)
+        subprocess.run(["cp", "-al", str(world / "raw"), str(settings.warehouse / "raw")], check=True)
+        (settings.home / "mlflow").mkdir()
+        (settings.home / "state").mkdir()
+        arms[name] = Arm(name, settings, loaded)
+    return arms, send_days_of(spec)
+
+

@@ -1,0 +1,146 @@
+"""The evaluation's report: Markdown, plots, one MLflow run (experiment `hermes-evaluation`), report.json."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from core.settings import Settings
+from lab.evaluation.arms import ARMS, EXPERIMENT, SCENE_COVERAGE_SHARE, Arm, EvalSpec, arm_settings, eval_config, send_days_of
+from lab.evaluation.metrics import compare, hermes_plan_scenes
+
+log = logging.getLogger(__name__)
+
+
+def _fmt(v, pct=False):
+    if v is None:
+        return "-"
+    return f"{100 * v:.2f} %" if pct else f"{v:.3f}"
+
+
+def markdown(result: dict, spec: EvalSpec, seconds: float) -> str:
+    t = result["table"]
+    pct = {"open_rate", "user_coverage", "disturbance_share", "activation", "activation_holdout",
+           "incremental_activation"}
+    # a ratio of two small differences means nothing: those rows show Hermes - Push 1.0 instead
+    as_diff = {"activation_holdout", "incremental_activation"}
+    lines = [f"# Hermes vs Push 1.0 — seed {spec.seed}, {spec.users:,} users, {spec.days} days closed loop "
+             f"({spec.history_days} days of Push 1.0 history), holdout {spec.holdout_share:.0%}", "",
+             "| metric | Push 1.0 | Hermes | Hermes / Push 1.0 (95 % CI) |", "|---|---|---|---|"]
+    for m, row in t.items():
+        if m == "scene_coverage":
+            lines.append(f"| scene coverage (scenes with >= 1 % of sends) | {row['baseline']} | {row['hermes']} | "
+                         f"{row['ratio']:.2f}x |" if row["ratio"] else f"| scene coverage | {row['baseline']} | "
+                         f"{row['hermes']} | - |")
+            continue
+        p = m in pct
+        ci = row.get("ratio_ci")
+        ratio = f"{row['ratio']:.2f}x ({ci[0]:.2f}–{ci[1]:.2f})" if row.get("ratio") is not None and ci else "-"
+        if m in as_diff:
+            d, dci = row["diff"], row["diff_ci"]
+            ratio = f"{100 * d:+.2f} pp ({100 * dci[0]:+.2f}–{100 * dci[1]:+.2f}), difference"
+        lines.append(f"| {m.replace('_', ' ')} | {_fmt(row['baseline'], p)} ({_fmt(row['baseline_ci'][0], p)}–"
+                     f"{_fmt(row['baseline_ci'][1], p)}) | {_fmt(row['hermes'], p)} ({_fmt(row['hermes_ci'][0], p)}–"
+                     f"{_fmt(row['hermes_ci'][1], p)}) | {ratio} |")
+    o = result["off_policy"]
+    lines += ["", f"Off-policy from Push 1.0's log: {o['logged_pushes']:,} logged pushes, {o['matching_pushes']:,} where "
+              f"Hermes chose the same scene, SNIPS open rate {_fmt(o['snips_open_rate'], True)} (ESS "
+              f"{o['effective_sample_size']:.0f}) vs closed-loop Hermes {_fmt(o['closed_loop_hermes_open_rate'], True)} "
+              f"and Push 1.0 logged {_fmt(o['baseline_logged_open_rate'], True)}.",
+              "", f"Scene mix: Push 1.0 {result['arms']['baseline']['scene_mix']}; Hermes "
+              f"{result['arms']['hermes']['scene_mix']}", "", f"Run time: {seconds / 60:.1f} min."]
+    return "\n".join(lines) + "\n"
+
+
+def plots(result: dict, folder: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = []
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, rows in result["daily"].items():
+        ax.plot([r["send_day"] for r in rows], [r["opens"] / max(r["sends"], 1) for r in rows], marker="o",
+                label="Push 1.0" if name == "baseline" else "Hermes")
+    ax.set_ylabel("push open rate"), ax.set_title("Daily open rate per policy (closed loop)"), ax.legend()
+    fig.autofmt_xdate()
+    out.append(folder / "daily_open_rate.png")
+    fig.savefig(out[-1], dpi=100, bbox_inches="tight")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    hours = np.arange(24)
+    for k, (name, load) in enumerate(result["hourly_load"].items()):
+        ax.bar(hours + (k - 0.5) * 0.4, load, width=0.4, label="Push 1.0" if name == "baseline" else "Hermes")
+    ax.set_xlabel("UTC hour"), ax.set_ylabel("pushes over all days"), ax.set_title("Load per hour"), ax.legend()
+    out.append(folder / "hourly_load.png")
+    fig.savefig(out[-1], dpi=100, bbox_inches="tight")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    scenes = sorted(set(result["arms"]["baseline"]["scene_mix"]) | set(result["arms"]["hermes"]["scene_mix"]))
+    y = np.arange(len(scenes))
+    for k, name in enumerate(ARMS):
+        mix = result["arms"][name]["scene_mix"]
+        ax.barh(y + (k - 0.5) * 0.4, [mix.get(s, 0) for s in scenes], height=0.4,
+                label="Push 1.0" if name == "baseline" else "Hermes")
+    ax.set_yticks(y, scenes), ax.set_xlabel("share of sends"), ax.set_title("Scene mix"), ax.legend()
+    ax.axvline(SCENE_COVERAGE_SHARE, color="grey", linestyle=":")
+    out.append(folder / "scene_mix.png")
+    fig.savefig(out[-1], dpi=100, bbox_inches="tight")
+    plt.close("all")
+    return out
+
+
+def log_mlflow(base: Settings, spec: EvalSpec, result: dict, files: list[Path], seconds: float) -> str:
+    import mlflow
+
+    from training.registry import configure_mlflow
+
+    configure_mlflow(base.mlflow_tracking_uri, base.home / "mlflow" / "artifacts", EXPERIMENT)
+    with mlflow.start_run(run_name=f"push1-vs-hermes-seed{spec.seed}") as run:
+        mlflow.log_params({"users": spec.users, "days": spec.days, "seed": spec.seed,
+                           "history_days": spec.history_days, "holdout_share": spec.holdout_share})
+        for m, row in result["table"].items():
+            for name in ARMS:
+                mlflow.log_metric(f"{name}.{m}", float(row[name]))
+            if row.get("ratio") is not None:
+                mlflow.log_metric(f"ratio.{m}", float(row["ratio"]))
+            if row.get("diff") is not None:
+                mlflow.log_metric(f"diff.{m}", float(row["diff"]))
+        for k, v in result["off_policy"].items():
+            if isinstance(v, (int, float)) and v is not None:
+                mlflow.log_metric(f"off_policy.{k}", float(v))
+        for name, rows in result["daily"].items():
+            for step, r in enumerate(rows):
+                mlflow.log_metric(f"{name}.daily_open_rate", r["opens"] / max(r["sends"], 1), step=step)
+        mlflow.log_metric("seconds", seconds)
+        for f in files:
+            mlflow.log_artifact(str(f))
+        return run.info.run_id
+
+
+def report(base: Settings, spec: EvalSpec, out: Path, days: dict | None = None, seconds: float | None = None) -> dict:
+    """Compare the two arms already lived under `out`, write report.json / report.md / plots, log one MLflow
+    run. Also `hermes evaluate --report-only` (re-reports an evaluation without living it again)."""
+    from core.config.loader import load_config
+
+    loaded = eval_config(load_config(base.conf_dir), spec)
+    arms = {name: Arm(name, arm_settings(base, out, name), loaded) for name in ARMS}
+    send_days = send_days_of(spec)
+    if days is None or seconds is None:
+        old = json.loads((out / "report.json").read_text())
+        days, seconds = old["days"], old["seconds"]
+    result = compare(arms, send_days, spec, hermes_plan_scenes(arms["hermes"], send_days))
+    result["days"] = days
+    result["seconds"] = round(seconds, 1)
+    result["spec"] = spec.__dict__
+    (out / "report.json").write_text(json.dumps(result, indent=2, default=float))
+    md = markdown(result, spec, seconds)
+    (out / "report.md").write_text(md)
+    files = [out / "report.json", out / "report.md", *plots(result, out)]
+    result["mlflow_run_id"] = log_mlflow(base, spec, result, files, seconds)
+    log.info("evaluation written to %s (MLflow run %s)", out, result["mlflow_run_id"])
+    print(md)
+    return result
+
+

@@ -1,0 +1,162 @@
+"""The Configuration Center UI and API: auth, validation, preview, versioned save, stale edits, audit."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+
+from configcenter.app import create_app
+from core.config.loader import load_config
+from core.settings import REPO_ROOT, Settings
+from core.warehouse import Warehouse
+
+TOKEN = "operator-token-0123456789"
+
+
+def build(tmp_path) -> dict:
+    """A copy of conf/ and a tiny "latest nightly" in a temporary home."""
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO_ROOT / "conf", conf)
+    settings = Settings.from_env({"HERMES_HOME": str(tmp_path / "home"), "HERMES_CONF": str(conf)})
+    wh = Warehouse(settings.warehouse)
+    # a tiny "latest nightly": 6 users' features, raw users, suppressions and scores for hot_items
+    wh.write_arrow(pa.table({"user_id": pa.array(range(1, 7), pa.int64()),
+                             "n_app_open_28d": pa.array([0, 1, 2, 3, 4, 5], pa.int32())}),
+                   "features/user_features", "2026-10-30", "cfg-x")
+    users = pa.table({"user_id": pa.array(range(1, 7), pa.int64()), "opt_in": [True, True, False, True, True, True],
+                      "device_token": ["t1", "t2", "t3", "", "t5", "t6"]})
+    wh.raw("users").mkdir(parents=True)
+    import pyarrow.parquet as pq
+    pq.write_table(users, wh.raw("users") / "part-0.parquet")
+    wh.write_arrow(pa.table({"user_id": pa.array([5], pa.int64()), "scene_id": ["hot_items"], "reason": ["daily_cap"]}),
+                   "plan/suppressed", "2026-10-30", "cfg-x")
+    wh.write_arrow(pa.table({"user_id": pa.array([2, 2, 6], pa.int64()), "scene_id": ["hot_items"] * 3,
+                             "p_open": [0.1, 0.3, 0.2]}), "plan/scored", "2026-10-30", "cfg-x")
+    return {"conf": conf, "settings": settings}
+
+
+@pytest.fixture()
+def env(tmp_path):
+    made = build(tmp_path)
+    return {**made, "client": TestClient(create_app(made["settings"], TOKEN))}
+
+
+def login(client, who="ana"):
+    r = client.post("/login", data={"who": who, "token": TOKEN}, follow_redirects=False)
+    assert r.status_code == 303
+    return client
+
+
+def test_nothing_is_readable_or_writable_without_signing_in(env):
+    c = env["client"]
+    assert c.get("/", follow_redirects=False).status_code == 303
+    assert c.post("/api/scenes/hot_items/save", json={"fields": {"priority": 11}}).status_code == 401
+    assert c.post("/login", data={"who": "eve", "token": "guess"}).status_code == 401
+    c.cookies.set("hermes_operator", "eve.0000")
+    assert c.post("/api/scenes/hot_items/save", json={"fields": {"priority": 11}}).status_code == 401
+
+
+def test_validation_reports_errors_per_field_with_the_same_rules_as_the_cli(env):
+    c = login(env["client"])
+    r = c.post("/api/scenes/hot_items/validate", json={"fields": {"feed_size": "9", "audience": "n_app_open_28d >= 1; drop table users"}})
+    assert r.status_code == 422
+    errors = r.json()["errors"]
+    assert "less than or equal to 6" in errors["feed_size"] and "statement separators" in errors["audience"]
+    page = c.post("/scenes/hot_items", data={"audience": "income > 3", "action": "preview", "base_sha": "x"})
+    assert page.status_code == 422 and "unknown feature &#39;income&#39;" in page.text and 'id="error-audience"' in page.text
+
+
+def test_preview_counts_the_audience_suppression_and_expected_opens(env):
+    c = login(env["client"])
+    r = c.post("/api/scenes/hot_items/preview", json={"fields": {"audience": "n_app_open_28d >= 1"}})
+    pv = r.json()["preview"]
+    # users 2-6 match; 3 opted out, 4 has no token, 5 was capped last night -> 2 and 6 eligible
+    assert pv["audience"] == 5 and pv["eligible"] == 2
+    assert pv["suppressed"] == {"opted_out": 1, "no_device_token": 1, "dead_token": 0, "daily_cap": 1}
+    assert pv["expected_opens"] == pytest.approx(0.3 + 0.2) and pv["scored_users"] == 2
+
+
+def test_save_versions_the_file_audits_it_and_refuses_a_stale_edit(env):
+    c = login(env["client"], "ana")
+    before = load_config(env["conf"]).version
+    base = c.get("/api/scenes/hot_items").json()["base_sha"]
+    r = c.post("/api/scenes/hot_items/save", json={"fields": {"priority": "11"}, "base_sha": base})
+    assert r.status_code == 200, r.text
+    after = load_config(env["conf"]).version
+    assert after != before and yaml.safe_load((env["conf"] / "scenes" / "hot_items.yaml").read_text())["priority"] == 11
+    history = list((env["conf"] / ".history" / "hot_items").glob("*.yaml"))
+    assert len(history) == 1 and yaml.safe_load(history[0].read_text())["priority"] == 10     # recoverable
+    line = json.loads((env["settings"].home / "audit" / "config.log").read_text().splitlines()[-1])
+    assert line["who"] == "ana" and line["changes"] == {"priority": {"from": 10, "to": 11}}
+    assert line["config_version"] == {"from": before, "to": after}
+    # a second operator saves from the same (now stale) copy: refused, nothing lost
+    bob = login(TestClient(env["client"].app), "bob")
+    r = bob.post("/api/scenes/hot_items/save", json={"fields": {"priority": "12"}, "base_sha": base})
+    assert r.status_code == 409 and "changed by someone else" in r.json()["error"]
+    assert yaml.safe_load((env["conf"] / "scenes" / "hot_items.yaml").read_text())["priority"] == 11
+
+
+def test_a_hostile_rule_is_rejected_and_nothing_is_written(env):
+    c = login(env["client"])
+    path = env["conf"] / "scenes" / "hot_items.yaml"
+    before = path.read_text()
+    base = c.get("/api/scenes/hot_items").json()["base_sha"]
+    for rule in ("__import__('os').system('id')", "n_app_open_28d >= 1 or 1=1 --", "open('x')"):
+        r = c.post("/api/scenes/hot_items/save", json={"fields": {"audience": rule}, "base_sha": base})
+        assert r.status_code == 422 and "audience" in r.json()["errors"]
+    assert path.read_text() == before and not (env["conf"] / ".history").exists()
+
+
+def test_the_list_shows_scenes_and_rules_and_enable_disable_toggles(env):
+    c = login(env["client"])
+    page = c.get("/")
+    assert "hot_items" in page.text and "fav_price_drop" in page.text and load_config(env["conf"]).version in page.text
+    sha = c.get("/api/scenes/hot_items").json()["base_sha"]
+    r = c.post("/scenes/hot_items/toggle", data={"base_sha": sha}, follow_redirects=False)
+    assert r.status_code == 303
+    assert yaml.safe_load((env["conf"] / "scenes" / "hot_items.yaml").read_text())["enabled"] is False
+    assert Path(env["settings"].home / "audit" / "config.log").exists()
+
+
+def test_the_form_shows_defaults_for_keys_the_yaml_leaves_out(env):
+    c = login(env["client"])
+    page = c.get("/scenes/hot_items").text          # hot_items.yaml has no `enabled:` key: enabled by default
+    assert '<option value="true" selected>enabled</option>' in page
+
+
+def test_trigger_rules_are_edited_validated_and_toggled_like_scenes(env):
+    c = login(env["client"], "ana")
+    path = env["conf"] / "triggers" / "fav_price_drop.yaml"
+    base = __import__("hashlib").sha256(path.read_bytes()).hexdigest()
+    bad = c.post("/triggers/fav_price_drop", data={"then.scene": "no_such_scene", "action": "save", "base_sha": base})
+    assert bad.status_code == 422 and "is not a scene" in bad.text
+    hostile = c.post("/triggers/fav_price_drop", data={"if": "1=1; drop table users", "action": "save", "base_sha": base})
+    assert hostile.status_code == 422 and "statement separators" in hostile.text
+    ok = c.post("/triggers/fav_price_drop", data={"delay_minutes": "15", "unless": "bought, item_sold", "if": "",
+                                                  "action": "save", "base_sha": base})
+    assert ok.status_code == 200 and "saved; config version" in ok.text
+    saved = yaml.safe_load(path.read_text())
+    assert saved["delay_minutes"] == 15 and saved["unless"] == ["bought", "item_sold"] and "if" not in saved
+    assert load_config(env["conf"]).config.triggers[1].delay_minutes == 15
+    sha = __import__("hashlib").sha256(path.read_bytes()).hexdigest()
+    assert c.post("/triggers/fav_price_drop/toggle", data={"base_sha": sha}, follow_redirects=False).status_code == 303
+    assert yaml.safe_load(path.read_text())["enabled"] is False
+
+
+def test_a_new_scene_is_created_from_a_copy_disabled_and_audited(env):
+    c = login(env["client"], "ana")
+    r = c.post("/scenes/new", data={"new_id": "weekend_deals", "copy_of": "hot_items"}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/scenes/weekend_deals"
+    doc = yaml.safe_load((env["conf"] / "scenes" / "weekend_deals.yaml").read_text())
+    assert doc["id"] == "weekend_deals" and doc["enabled"] is False
+    assert "weekend_deals" in {s.id for s in load_config(env["conf"]).config.scenes}
+    again = c.post("/scenes/new", data={"new_id": "weekend_deals", "copy_of": "hot_items"}, follow_redirects=False)
+    bad = c.post("/scenes/new", data={"new_id": "Bad Id!", "copy_of": "hot_items"}, follow_redirects=False)
+    assert again.status_code == 422 and bad.status_code == 422
+    line = json.loads((env["settings"].home / "audit" / "config.log").read_text().splitlines()[-1])
+    assert line["created"] is True and line["scene"] == "weekend_deals" and line["who"] == "ana"
