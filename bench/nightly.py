@@ -92,7 +92,7 @@ def dag_order() -> tuple[list[str], dict]:
         del upstream[ready[0]]
         for ups in upstream.values():
             ups.discard(ready[0])
-    tables = {"validate_raw": module.RAW_TABLES, "check_features": module.FEATURE_TABLES,
+    tables = {"validate_dimensions": module.DIMENSIONS, "validate_facts": module.FACTS, "check_features": module.FEATURE_TABLES,
               "check_plan": module.PLAN_TABLES, "check_selection": module.SELECTION_TABLES,
               "check_windows": ["plan/windows"]}
     return order, tables
@@ -104,7 +104,7 @@ def calls_for(task_id: str, tables: dict) -> list[tuple[str, list]]:
 
     if task_id == "validate_config":
         return [("validate_config", [])]
-    if task_id == "validate_raw":
+    if task_id in ("validate_dimensions", "validate_facts"):
         return [("validate_raw", [t]) for t in tables[task_id]]
     if task_id in STAGES:
         return [("run_stage", [task_id])]
@@ -248,7 +248,7 @@ def _call(payload: str) -> None:
     if c["fn"] == "validate_config":
         result = fn(c["ds"])
     elif c["fn"] in ("validate_raw",):
-        result = fn(*c["args"], c["ds"])
+        result = fn(*c["args"], c["ds"], c["config"])
     elif c["fn"] in ("run_stage", "run_local", "check_output"):
         result = fn(*c["args"], c["ds"], c["config"])
     else:  # gate, write_batches

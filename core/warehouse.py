@@ -149,17 +149,40 @@ class Warehouse:
         """Replace one ds partition with `table` (+ config_version): written beside it, then swapped in by
         rename, so a reader sees the old partition or the new one, never half of either."""
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         table = table.append_column("config_version", pa.array([config_version] * table.num_rows, pa.string()))
-        final = self.partition(name, ds)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.parent / f".tmp-ds={ds}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        pq.write_table(table, tmp / "part-00000.parquet", compression="zstd")
-        old = final.parent / f".old-ds={ds}-{uuid.uuid4().hex[:8]}"
-        if final.exists():
-            final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-        return final
+        return swap_in(table, self.partition(name, ds))
+
+    def replace_raw(self, table: str, ds: str | None, data) -> Path:
+        """Replace a raw partition (or a dimension's snapshot when ds is None) by `data`, atomically: what raw
+        validation does once it has moved a table's bad rows to the quarantine."""
+        return swap_in(data, self.raw_partition(table, ds) if ds is not None else self.raw(table))
+
+    def quarantine(self, table: str, ds: str | None) -> Path:
+        """Where raw validation keeps a table's bad rows, each with its reason, and its counts: quarantine/<table>/
+        ds=<ds>/ for a fact partition, quarantine/<table>/snapshot/ for a dimension."""
+        return Path(self.root) / "quarantine" / table / (f"ds={ds}" if ds is not None else "snapshot")
+
+
+def file_stats(folder: Path) -> list[tuple[str, int, int]]:
+    """(name, size, mtime) of a folder's data files: what changes when a partition is delivered again."""
+    if not folder.exists():
+        return []
+    return sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in folder.iterdir()
+                  if f.is_file() and not f.name.startswith((".", "_")))
+
+
+def swap_in(table, final: Path) -> Path:
+    """Write `table` as the only Parquet file of folder `final`: beside it, then swapped in by rename."""
+    import pyarrow.parquet as pq
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    pq.write_table(table, tmp / "part-00000.parquet", compression="zstd")
+    old = final.parent / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final

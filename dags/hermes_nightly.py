@@ -7,7 +7,7 @@ the next local day (`plan_date = ds + 1` in each user's time zone).
 | task | what it does | writes |
 |---|---|---|
 | `validate_config` | validates `conf/` (scenes, audience rules, fatigue, quotas); **the run stops here on invalid config**; freezes it as a snapshot whose content hash is the *config version* | `config/ds=<ds>/config.json` |
-| `validate_raw` (×5) | raw-contract schema + Great Expectations suite of each input; fact tables on their `ds` partition | `reports/validation/ds=<ds>/` |
+| `validate_dimensions` (×2), then `validate_facts` (×3) | raw-contract schema + Great Expectations suite of each input (users, items; then item_changes, events, push_log on their `ds` partition). **Bad rows are quarantined with their reason and the night goes on** (the stages read only the clean rows; rows in = kept + quarantined); a missing/unreadable/empty partition, schema drift or a bad share above `validation.max_bad_share` stops the run | `reports/validation/ds=<ds>/`, `quarantine/<table>/` |
 | `rollups` | each raw `events` partition the night's features read (the training set's lookback) rolled up per user, user × category, 15-minute open slot, item and seller and UTC day, once: only partitions never rolled up, whose raw files changed, or from another rollup version are (re)computed — a steady night rolls up one day | `rollups/*`, `rollups/_sources/ds=<p>.json` |
 | `user_features` | activity 1/7/28 d per event type, local-hour open profile, top categories, recency, push history overall and per scene, seller-side counts | `features/user_features`, `features/user_scene_history` |
 | `material_features` | items on sale at the end of `ds` (rebuilt from `item_changes`), price drop, freshness, popularity, seller activity; open/click rates by scene → category → material, Bayesian-smoothed toward the parent | `features/material_features`, `features/material_rates` |
@@ -42,7 +42,9 @@ import pendulum
 from airflow.sdk import Asset, Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-RAW_TABLES = ["users", "items", "item_changes", "events", "push_log"]
+DIMENSIONS = ["users", "items"]
+FACTS = ["item_changes", "events", "push_log"]
+RAW_TABLES = DIMENSIONS + FACTS
 FEATURE_TABLES = ["features/user_features", "features/user_scene_history", "features/material_features",
                   "features/material_rates"]
 PLAN_TABLES = ["plan/audiences", "plan/eligible", "plan/suppressed"]
@@ -84,10 +86,10 @@ def hermes_nightly():
             raise AirflowFailException(str(e)) from None
 
     @task(map_index_template="{{ task.op_kwargs['table'] }}")
-    def validate_raw(table: str, ds: str | None = None) -> dict:
+    def validate_raw(table: str, config: dict, ds: str | None = None) -> dict:
         from jobs.tasks import validate_raw as run
 
-        return run(table, ds)
+        return run(table, ds, config)
 
     def stage(name: str, outlets=()):
         """A task running the Spark stage `jobs.<name>` for ds under the run's frozen config."""
@@ -134,7 +136,10 @@ def hermes_nightly():
         return run(table, ds, config)
 
     config = validate_config()
-    raw = validate_raw.expand(table=RAW_TABLES)
+    # dimensions first: the facts' ids must exist in them (rows naming an unknown id are quarantined)
+    dims = validate_raw.override(task_id="validate_dimensions").partial(config=config).expand(table=DIMENSIONS)
+    raw = validate_raw.override(task_id="validate_facts").partial(config=config).expand(table=FACTS)
+    dims >> raw
     rollups = stage("rollups")(config)
     user_feats = stage("user_features")(config)
     feats = [user_feats, stage("material_features", [FEATURES])(config)]

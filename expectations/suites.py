@@ -5,6 +5,7 @@ runs them. Imports Great Expectations: call from tasks, never from DAG top level
 """
 from __future__ import annotations
 
+import sys
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import available_timezones
 
@@ -12,6 +13,8 @@ import great_expectations.expectations as gxe
 
 from core.contract import EVENT_TYPES, ITEM_CHANGES, ITEM_STATUSES, PLATFORMS
 
+# A price must be a finite positive number: +inf passes "> 0", not "<= the largest double".
+MAX_PRICE = sys.float_info.max
 # Event types that are about one item and so must name it.
 ITEM_EVENTS = ("view", "fav", "cart", "chat", "buy")
 
@@ -45,7 +48,7 @@ def raw_suite(table: str, ds: str, horizon_ds: str | None = None) -> list:
         return [
             *not_null("item_id", "seller_id", "category_id", "price", "listed_at", "status"),
             gxe.ExpectColumnValuesToBeUnique(column="item_id"),
-            gxe.ExpectColumnValuesToBeBetween(column="price", min_value=0, strict_min=True),
+            gxe.ExpectColumnValuesToBeBetween(column="price", min_value=0, strict_min=True, max_value=MAX_PRICE),
             gxe.ExpectColumnValuesToBeInSet(column="status", value_set=list(ITEM_STATUSES)),
             gxe.ExpectColumnValuesToBeBetween(column="listed_at", max_value=horizon),
         ]
@@ -53,7 +56,7 @@ def raw_suite(table: str, ds: str, horizon_ds: str | None = None) -> list:
         return [
             *not_null("item_id", "ts", "change", "price"),
             gxe.ExpectColumnValuesToBeInSet(column="change", value_set=list(ITEM_CHANGES)),
-            gxe.ExpectColumnValuesToBeBetween(column="price", min_value=0, strict_min=True),
+            gxe.ExpectColumnValuesToBeBetween(column="price", min_value=0, strict_min=True, max_value=MAX_PRICE),
             gxe.ExpectColumnValuesToBeBetween(column="ts", min_value=start, max_value=last),
         ]
     if table == "events":

@@ -23,11 +23,19 @@ def _cmd_validate_raw(args, settings):
     from expectations.gate import DataQualityError
     from jobs.validate_raw import validate_raw_table
 
+    from core.config.loader import load_config
+
+    rules = load_config(settings.conf_dir).config.platform.validation
     failed = 0
     for table in args.table or RAW_TABLES:
         try:
-            r = validate_raw_table(Warehouse(settings.warehouse), table, args.ds)
-            print(f"ok    raw/{table}: {r.rows:,} rows, {r.checked} expectations")
+            r = validate_raw_table(Warehouse(settings.warehouse), table, args.ds, rules)
+            print(f"ok    raw/{table}: {r.rows_in:,} rows in, {r.rows:,} kept, {r.quarantined:,} quarantined, "
+                  f"{r.checked} rules")
+            for rule, n in r.by_rule.items():
+                print(f"        quarantined {n:,}: {rule} (e.g. {', '.join(r.examples.get(rule, []))})")
+            for w in r.warnings:
+                print(f"WARN  {w}")
         except DataQualityError as e:
             failed += 1
             print(f"FAIL  {e}")

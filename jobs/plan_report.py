@@ -71,7 +71,15 @@ def build(wh: Warehouse, ds: str, loaded) -> dict:
             "funnel": {"audience_pairs": n_aud, "eligible_pairs": n_el, "suppressed_pairs": len(sup),
                        "planned_users": per_policy["hermes"]["planned"], "pushes": per_policy["hermes"]["pushes"]},
             "suppressed_by_reason": dict(sorted(Counter(sup).items(), key=lambda kv: -kv[1])),
-            "scenes": scenes, "policies": per_policy, "same_users": same}
+            "scenes": scenes, "policies": per_policy, "same_users": same, "inputs": _inputs(wh, ds)}
+
+
+def _inputs(wh: Warehouse, ds: str) -> dict:
+    """Per raw table: rows in, kept and quarantined (per rule, with examples) and warnings, from raw validation."""
+    from jobs.validate_raw import raw_reports
+
+    return {t: {k: r.get(k) for k in ("rows_in", "rows_kept", "rows_quarantined", "quarantined_by_rule", "examples",
+                                      "warnings")} for t, r in raw_reports(wh, ds).items()}
 
 
 # ---- HTML ---------------------------------------------------------------------------------------------
@@ -169,6 +177,14 @@ def render_html(r: dict) -> str:
         _table(["scene", "pushes", "expected opens", "expected open rate"],
                [[s, v["pushes"], v["expected_opens"], v["expected_open_rate"]] for s, v in
                 sorted(r["scenes"].items(), key=lambda kv: -kv[1]["pushes"])]),
+        "<h2>Inputs: rows quarantined by raw validation</h2>",
+        _table(["raw table", "rows in", "kept", "quarantined"],
+               [[t, v["rows_in"], v["rows_kept"], v["rows_quarantined"]] for t, v in r.get("inputs", {}).items()]),
+        _table(["raw table", "rule", "rows", "examples"],
+               [[t, rule, n, ", ".join(v["examples"].get(rule, []))] for t, v in r.get("inputs", {}).items()
+                for rule, n in (v["quarantined_by_rule"] or {}).items()] or [["none", "", "", ""]]),
+        "".join(f"<p><b>warning</b> {html.escape(w)}</p>" for v in r.get("inputs", {}).values()
+                for w in v.get("warnings") or []),
         "<h2>Funnel and suppression</h2>",
         _table(["step", "count"], [[k.replace("_", " "), v] for k, v in r["funnel"].items()]),
         _table(["suppressed because", "pairs"], [[k, v] for k, v in r["suppressed_by_reason"].items()]),

@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 
 from core.settings import Settings
-from core.warehouse import Warehouse
+from core.warehouse import Warehouse, file_stats
 from jobs.entry import spark_job_main
 
 log = logging.getLogger(__name__)
@@ -41,9 +41,7 @@ def fingerprint(wh: Warehouse, ds: str) -> str:
     """The raw events partition's files (name, size, mtime) and the rollups' version, hashed."""
     from features.rollups import ROLLUP_VERSION
 
-    files = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in wh.raw_partition("events", ds).iterdir()
-                   if f.is_file() and not f.name.startswith((".", "_")))
-    return hashlib.sha256(json.dumps([ROLLUP_VERSION, files]).encode()).hexdigest()
+    return hashlib.sha256(json.dumps([ROLLUP_VERSION, file_stats(wh.raw_partition("events", ds))]).encode()).hexdigest()
 
 
 def _source_file(wh: Warehouse, ds: str) -> Path:

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 from core.contract import PARTITIONED, RAW_TABLES
 from core.settings import Settings
 from core.warehouse import DERIVED_TABLES, PLAN_TABLES, Warehouse
+from jobs.validate_raw import quarantine_lines
 
 
 def parquet_rows(path: Path) -> int | None:
@@ -27,13 +28,17 @@ def summary(settings: Settings, ds: str) -> list[str]:
     for table in RAW_TABLES:
         path = wh.raw_partition(table, ds) if table in PARTITIONED else wh.raw(table)
         report_path = wh.report("validation", ds, f"raw_{table}")
-        verdict = "not validated"
+        verdict, rep = "not validated", {}
         if report_path.exists():
             rep = json.loads(report_path.read_text())
-            verdict = (f"{rep['expectations']} expectations passed" if rep["success"]
+            verdict = (f"{rep['expectations']} rules passed" if rep["success"]
                        else f"FAILED: {len(rep['failures'])} rule(s)")
+            if rep.get("rows_in") is not None:
+                verdict += (f"; {rep['rows_in']:,} in = {rep['rows_kept']:,} kept + {rep['rows_quarantined']:,} "
+                            f"quarantined")
         scope = f"ds={ds}" if table in PARTITIONED else "snapshot"
         lines.append(f"  raw/{table:<14}{scope:<15}{_fmt(parquet_rows(path)):>12} rows   {verdict}")
+        lines += quarantine_lines(rep)
     snapshot = wh.config_snapshot(ds)
     if snapshot.exists():
         lines += ["", f"config version: {json.loads(snapshot.read_text())['version']} ({snapshot})"]

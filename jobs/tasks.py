@@ -30,13 +30,19 @@ def validate_config(ds: str) -> dict:
     return {"version": loaded.version, "snapshot": str(path)}
 
 
-def validate_raw(table: str, ds: str) -> dict:
+def validate_raw(table: str, ds: str, config: dict | None = None) -> dict:
+    """Validate one raw table under the run's frozen config (its `validation` thresholds): bad rows quarantined,
+    a table-level failure raised."""
     from core.warehouse import Warehouse
+    from jobs.entry import load_run_config
     from jobs.validate_raw import validate_raw_table
 
     settings = Settings.from_env()
-    report = validate_raw_table(Warehouse(settings.warehouse), table, ds)
-    return {"table": f"raw/{table}", "ds": ds, "rows": report.rows, "expectations": report.checked}
+    rules = load_run_config(settings, (config or {}).get("snapshot")).config.platform.validation
+    report = validate_raw_table(Warehouse(settings.warehouse), table, ds, rules)
+    return {"table": f"raw/{table}", "ds": ds, "rows": report.rows, "rows_in": report.rows_in,
+            "quarantined": report.quarantined, "quarantined_by_rule": report.by_rule, "warnings": report.warnings,
+            "expectations": report.checked}
 
 
 def run_stage(stage: str, ds: str, config: dict) -> dict:

@@ -1,22 +1,43 @@
-"""Validate one raw-contract table for a run date: exact schema, then its Great Expectations suite.
+"""Validate one raw-contract table for a run date: bad rows are quarantined with their reason, the night goes on.
 
-Fact tables are checked one `ds` partition at a time, dimensions whole. Writes a JSON report and raises
-`DataQualityError` naming table, column and rule when anything is broken.
+Fact tables are checked one `ds` partition at a time, dimensions whole (dimensions first: the facts' ids must
+exist in them). Two kinds of failure, as GX's `mostly` and dbt's `warn_if`/`error_if` separate them:
+
+- **Row-level defects** (every rule of the table's suite, exact duplicate rows, ids absent from their dimension):
+  the rows move to `quarantine/<table>/ds=<ds>/` (dimensions: `quarantine/<table>/snapshot/`) with a
+  `quarantine_reason` each, the raw partition keeps only the clean rows (swapped in atomically), and every stage
+  reads only those. Counts add up: rows in = rows kept + rows quarantined, checked and reported.
+- **Table-level failures** stop the run with `DataQualityError`, naming table, column and rule: a missing,
+  unreadable or (unless `validation.allow_empty`) empty partition, schema drift, and a quarantined share above
+  `validation.max_bad_share`. Nothing is moved then: the data stays as delivered for someone to look at.
+
+A partition is validated when it is first seen or delivered again (its files' names, sizes and times differ from
+the ones validation wrote); re-running a validated night finds it clean and keeps its counts. A fact partition
+dated after the day the night runs on (ds + 1) is reported as a warning by the first night that sees it.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.contract import PARTITIONED, RAW_SCHEMAS, RAW_TABLES
 from core.settings import Settings
-from core.warehouse import Warehouse
-from expectations.gate import DataQualityError, ValidationReport, check_schema, validate
+from core.warehouse import Warehouse, file_stats
+from expectations.gate import DataQualityError, ValidationReport, check_schema
 
 log = logging.getLogger(__name__)
+DIMENSIONS = tuple(t for t in RAW_TABLES if t not in PARTITIONED)
+# The ids a fact row names that must exist in a dimension: {table: {column: dimension}}.
+REFERENCES = {"events": {"user_id": "users", "item_id": "items"}, "push_log": {"user_id": "users"},
+              "item_changes": {"item_id": "items"}}
+DIMENSION_KEY = {"users": "user_id", "items": "item_id"}
+MANIFEST = "_validation.json"
+FUTURE_SEEN = "future_partitions.json"
 
 
 def newest_partition(warehouse: Warehouse, table: str) -> str | None:
@@ -24,40 +45,181 @@ def newest_partition(warehouse: Warehouse, table: str) -> str | None:
     return days[-1] if days else None
 
 
-def validate_raw_table(warehouse: Warehouse, table: str, ds: str) -> ValidationReport:
+def _data_files(path: Path) -> list[Path]:
+    return sorted(f for f in path.iterdir() if f.is_file() and not f.name.startswith((".", "_")))
+
+
+def _read(name: str, path: Path) -> pa.Table:
+    """Every Parquet file of a partition, or a table-level failure naming the file that cannot be read."""
+    parts = []
+    for f in _data_files(path):
+        try:
+            parts.append(pq.read_table(f))
+        except (pa.ArrowInvalid, OSError) as e:
+            raise DataQualityError(name, [f"{name}.(table): rule=readable_parquet: {f.name} in {path} is not a readable "
+                                          f"Parquet file ({str(e)[:160]}); replace or remove it upstream"]) from None
+    if not parts:
+        return RAW_SCHEMAS[name.split("/", 1)[1]].empty_table()
+    try:
+        return pa.concat_tables(parts, promote_options="default")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise DataQualityError(name, [f"{name}.(table): rule=one_schema_per_partition: the files of {path} disagree on "
+                                      f"their columns ({str(e)[:160]})"]) from None
+
+
+def _future_partitions(wh: Warehouse, table: str, ds: str) -> list[str]:
+    """Partitions of a day that had not begun when the night for ds ran (after ds + 1: the night for ds runs on
+    ds + 1, whose partition may be filling) that no earlier night has reported: reported now, once, as warnings."""
+    from datetime import date, timedelta
+
+    tomorrow = (date.fromisoformat(ds) + timedelta(days=1)).isoformat()
+    later = [d for d in wh.raw_days(table) if d > tomorrow]
+    seen_file = Path(wh.root) / "reports" / "validation" / FUTURE_SEEN
+    seen = json.loads(seen_file.read_text()) if seen_file.exists() else {}
+    new = [d for d in later if seen.get(f"{table}/ds={d}", ds) == ds]     # a re-run of that night reports it again
+    if new:
+        seen.update({f"{table}/ds={d}": ds for d in new})
+        seen_file.parent.mkdir(parents=True, exist_ok=True)
+        seen_file.write_text(json.dumps(seen, indent=2, sort_keys=True))
+    return [f"raw/{table}: partition ds={d} is dated after this run's ds={ds} and the day after it (a future day): "
+            f"first seen by this night; no night reads it before a run for that day" for d in new]
+
+
+def _dimension_ids(wh: Warehouse, table: str) -> dict:
+    import pyarrow.dataset as pads
+
+    out = {}
+    for column, dim in REFERENCES.get(table, {}).items():
+        ids = pads.dataset(str(wh.raw(dim)), format="parquet").to_table(columns=[DIMENSION_KEY[dim]])
+        out[column] = (dim, ids[DIMENSION_KEY[dim]].combine_chunks())
+    return out
+
+
+def _write_report(wh: Warehouse, ds: str, table: str, body: dict) -> None:
+    out = wh.report("validation", ds, f"raw_{table}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"table": f"raw/{table}", "ds": ds} | body, indent=2, default=str))
+
+
+def validate_raw_table(warehouse: Warehouse, table: str, ds: str, rules=None) -> ValidationReport:
+    """Validate, quarantine and report one raw table for ds. rules: the config's `validation` section (defaults
+    when None). Raises DataQualityError on a table-level failure; returns the report otherwise."""
+    from core.config.schema import Validation
+    from expectations.quarantine import row_verdict
     from expectations.suites import raw_suite
 
+    rules = rules or Validation()
     name = f"raw/{table}"
-    path = warehouse.raw_partition(table, ds) if table in PARTITIONED else warehouse.raw(table)
+    fact = table in PARTITIONED
+    path = warehouse.raw_partition(table, ds) if fact else warehouse.raw(table)
+    warnings = _future_partitions(warehouse, table, ds) if fact else []
+    for w in warnings:
+        log.warning("%s", w)
+
+    def stop(failures: list[str], **counts) -> None:
+        failures = [f if f.startswith(name) else f"{name}.{f}" for f in failures]
+        _write_report(warehouse, ds, table, {"success": False, "failures": failures, "warnings": warnings} | counts)
+        raise DataQualityError(name, failures)
+
     if not path.exists():
-        what = f"partition ds={ds}" if table in PARTITIONED else "snapshot"
-        raise DataQualityError(name, [f"(table): rule=partition_exists: no {what} at {path}; "
-                                      f"upstream has not delivered it (run `hermes simulate` locally)"])
-    data = pq.read_table(path)
+        what = f"partition ds={ds}" if fact else "snapshot"
+        stop([f"(table): rule=partition_exists: no {what} at {path}: it has not been delivered (import it with "
+              f"the contract's columns, then re-run this night)"])
+    qdir = warehouse.quarantine(table, ds if fact else None)
+    manifest = json.loads((qdir / MANIFEST).read_text()) if (qdir / MANIFEST).exists() else None
+    if manifest and manifest.get("clean_files") != [list(f) for f in file_stats(path)]:
+        manifest = None          # delivered again since validation cleaned it: validate the new delivery whole
+    data = _read(name, path)
     problems = check_schema(name, data.schema, RAW_SCHEMAS[table])
     if problems:
-        raise DataQualityError(name, problems)
-    horizon = None if table in PARTITIONED else newest_partition(warehouse, "events")
-    report = validate(data.to_pandas(), name, raw_suite(table, ds, horizon))
-    out = warehouse.report("validation", ds, f"raw_{table}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"table": name, "ds": ds, "rows": report.rows, "expectations": report.checked,
-                               "success": report.success, "failures": report.failures}, indent=2))
-    log.info("%s ds=%s: %d rows, %d expectations, %d failed", name, ds, report.rows, report.checked,
-             len(report.failures))
-    return report.raise_for_failures()
+        stop(problems, rows=data.num_rows)
+    if data.num_rows == 0 and table not in rules.allow_empty:
+        stop([f"(table): rule=not_empty: {path} holds no rows (allowed empty: {rules.allow_empty}, "
+              "validation.allow_empty)"], rows=0)
+    horizon = None if fact else newest_partition(warehouse, "events")
+    suite = raw_suite(table, ds, horizon)
+    verdict = row_verdict(data, name, suite, RAW_SCHEMAS[table].names, _dimension_ids(warehouse, table))
+    earlier = manifest or {"rows_in": data.num_rows, "quarantined": 0, "by_rule": {}, "examples": {}}
+    rows_in = int(earlier["rows_in"])
+    quarantined = int(earlier["quarantined"]) + verdict.n_bad
+    by_rule = dict(earlier["by_rule"])
+    for rule, n in verdict.by_rule.items():
+        by_rule[rule] = by_rule.get(rule, 0) + n
+    examples = dict(earlier["examples"]) | {k: v for k, v in verdict.examples.items() if k not in earlier["examples"]}
+    share = quarantined / rows_in if rows_in else 0.0
+    limit = rules.threshold(table)
+    counts = {"rows_in": rows_in, "rows_kept": data.num_rows - verdict.n_bad, "rows_quarantined": quarantined,
+              "bad_share": share, "max_bad_share": limit, "quarantined_by_rule": by_rule, "examples": examples}
+    if share > limit:
+        detail = "; ".join(f"{r} {n} (e.g. {', '.join(examples.get(r, []))})" for r, n in by_rule.items())
+        stop([f"(table): rule=max_bad_share: {quarantined} of {rows_in} rows ({100 * share:.3f} %) break row rules, "
+              f"above validation.max_bad_share {100 * limit:.3f} % for {table}: {detail}"], **counts)
+    if verdict.n_bad:
+        bad = verdict.bad
+        moved = data.filter(pa.array(bad)).append_column(
+            "quarantine_reason", pa.array(verdict.reason[bad].tolist(), pa.string()))
+        qdir.mkdir(parents=True, exist_ok=True)
+        part = len([f for f in qdir.glob("part-*.parquet")]) if manifest else 0
+        if not manifest:                            # a new delivery: its quarantine starts afresh
+            for f in qdir.glob("part-*.parquet"):
+                f.unlink()
+        # the bad rows are safe in the quarantine before the raw partition loses them
+        pq.write_table(moved, qdir / f"part-{part:05d}.parquet")
+        warehouse.replace_raw(table, ds if fact else None, data.filter(pa.array(~bad)))
+    elif not manifest:
+        for f in qdir.glob("part-*.parquet") if qdir.exists() else []:
+            f.unlink()
+    # what is on disk now, counted from the files' footers: the raw partition and the quarantine
+    kept = sum(pq.read_metadata(f).num_rows for f in _data_files(path))
+    in_quarantine = sum(pq.read_metadata(f).num_rows for f in qdir.glob("part-*.parquet")) if qdir.exists() else 0
+    if rows_in != kept + in_quarantine:
+        stop([f"(table): rule=counts_add_up: {rows_in} rows in, {kept} kept + {in_quarantine} quarantined"], **counts)
+    qdir.mkdir(parents=True, exist_ok=True)
+    (qdir / MANIFEST).write_text(json.dumps({"table": name, "validated_by_ds": ds, "rows_in": rows_in,
+                                             "rows_kept": kept, "quarantined": in_quarantine, "by_rule": by_rule,
+                                             "examples": examples,
+                                             "clean_files": [list(f) for f in file_stats(path)]}, indent=2))
+    counts["rows_kept"] = kept
+    _write_report(warehouse, ds, table, {"rows": kept, "expectations": verdict.checked, "success": True,
+                                         "failures": [], "warnings": warnings, "quarantine": str(qdir)} | counts)
+    log.info("%s ds=%s: %d rows in, %d kept, %d quarantined (%s), %d rules", name, ds, rows_in, kept, in_quarantine,
+             by_rule or "none", verdict.checked)
+    return ValidationReport(table=name, rows=kept, checked=verdict.checked, rows_in=rows_in,
+                            quarantined=in_quarantine, by_rule=by_rule, examples=examples, warnings=warnings)
+
+
+def raw_reports(wh: Warehouse, ds: str) -> dict[str, dict]:
+    """The night's raw validation reports by table (what the summary and the plan report show)."""
+    out = {}
+    for table in RAW_TABLES:
+        path = wh.report("validation", ds, f"raw_{table}")
+        if path.exists():
+            out[table] = json.loads(path.read_text())
+    return out
+
+
+def quarantine_lines(report: dict, indent: str = "      ") -> list[str]:
+    """One line per quarantined rule, with examples, and the report's warnings."""
+    lines = [f"{indent}quarantined {n:,}: {rule} (e.g. {', '.join(report.get('examples', {}).get(rule, []))})"
+             for rule, n in report.get("quarantined_by_rule", {}).items()]
+    return lines + [f"{indent}WARNING {w}" for w in report.get("warnings", [])]
 
 
 def main(argv: list[str] | None = None) -> None:
+    from core.config.loader import load_config
+
     logging.basicConfig(level=logging.INFO)
     p = argparse.ArgumentParser(prog="python -m jobs.validate_raw", description=__doc__)
     p.add_argument("--ds", required=True)
     p.add_argument("--table", choices=RAW_TABLES, action="append")
     args = p.parse_args(argv)
-    wh = Warehouse(Settings.from_env().warehouse)
+    settings = Settings.from_env()
+    wh = Warehouse(settings.warehouse)
+    rules = load_config(settings.conf_dir).config.platform.validation
     for table in args.table or RAW_TABLES:
-        r = validate_raw_table(wh, table, args.ds)
-        print(f"raw/{table}: {r.rows} rows, {r.checked} expectations passed")
+        r = validate_raw_table(wh, table, args.ds, rules)
+        print(f"raw/{table}: {r.rows_in} rows in, {r.rows} kept, {r.quarantined} quarantined, "
+              f"{r.checked} rules")
 
 
 if __name__ == "__main__":

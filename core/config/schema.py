@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.config.rules import RuleError, parse_rule
-from core.contract import PLATFORMS
+from core.contract import PLATFORMS, RAW_TABLES
 
 TRIGGERS = ("scheduled", "personalised_time", "real_time")
 # Where a scene's materials come from (recall); each is implemented by the candidate stage.
@@ -175,6 +175,31 @@ class TriggerRun(_Strict):
     lateness_minutes: int = Field(60, ge=0, le=24 * 60, description="late events are still accepted this long")
 
 
+class Validation(_Strict):
+    """Raw validation: row-level defects are quarantined and the night goes on; table-level failures stop it."""
+    max_bad_share: float = Field(0.001, ge=0, le=1, description="quarantined share of a table's rows above which "
+                                 "the run stops (table-level failure)")
+    max_bad_share_per_table: dict[str, float] = Field(default_factory=dict, description="overrides by raw table")
+    allow_empty: list[str] = Field(default_factory=lambda: ["item_changes", "push_log"], description="raw tables "
+                                   "whose partition may hold zero rows (a day without item changes, a platform "
+                                   "with no push history yet); an empty partition of any other stops the run")
+
+    @field_validator("max_bad_share_per_table", "allow_empty")
+    @classmethod
+    def _known_tables(cls, value):
+        for k in value:
+            if k not in RAW_TABLES:
+                raise ValueError(f"unknown raw table {k!r}; the raw contract has {list(RAW_TABLES)}")
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if not 0 <= v <= 1:
+                    raise ValueError(f"max_bad_share_per_table.{k} must be a share in [0, 1], got {v!r}")
+        return value
+
+    def threshold(self, table: str) -> float:
+        return self.max_bad_share_per_table.get(table, self.max_bad_share)
+
+
 class Platform(_Strict):
     quiet_hours: QuietHours = QuietHours()
     fatigue: Fatigue = Fatigue()
@@ -193,6 +218,7 @@ class Platform(_Strict):
     feed: Feed = Feed()
     windows: Windows = Windows()
     trigger_run: TriggerRun = TriggerRun()
+    validation: Validation = Validation()
 
     @field_validator("platform_quotas")
     @classmethod

@@ -73,14 +73,15 @@ def test_team_rules_hold_for_every_dag(dagbag):
 
 def test_nightly_stages_run_in_order_behind_config_and_raw_validation(dagbag):
     dag = dagbag.dags["hermes_nightly"]
-    assert set(dag.task_ids) == {"validate_config", "validate_raw", "rollups", "user_features", "material_features",
+    assert set(dag.task_ids) == {"validate_config", "validate_dimensions", "validate_facts", "rollups", "user_features", "material_features",
                                  "check_features", "audiences", "fatigue", "check_plan", "train", "gate", "score",
                                  "select", "check_selection", "windows", "check_windows", "plan_report", "batches"}
     up = lambda t: dag.get_task(t).upstream_task_ids  # noqa: E731
-    assert up("validate_raw") == {"validate_config"}
-    assert {"validate_raw", "validate_config"} <= up("user_features")
-    assert "validate_raw" in up("rollups") and "rollups" in up("user_features") and "rollups" in up("train")
-    assert {"validate_raw", "validate_config"} <= up("material_features")
+    assert up("validate_dimensions") == {"validate_config"}
+    assert up("validate_facts") == {"validate_config", "validate_dimensions"}
+    assert {"validate_facts", "validate_config"} <= up("user_features")
+    assert "validate_facts" in up("rollups") and "rollups" in up("user_features") and "rollups" in up("train")
+    assert {"validate_facts", "validate_config"} <= up("material_features")
     assert {"user_features", "material_features"} <= up("check_features")
     assert "check_features" in up("audiences")
     assert "audiences" in up("fatigue")

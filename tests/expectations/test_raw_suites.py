@@ -1,5 +1,6 @@
-"""Raw tables that break the contract are rejected with a message naming table, column and rule;
-clean tables pass."""
+"""Raw tables that break the contract are rejected with a message naming table, column and rule when the bad
+share is above the threshold (here 0: every bad row counts); clean tables pass. Quarantine below the threshold:
+tests/jobs/test_quarantine.py."""
 from __future__ import annotations
 
 import shutil
@@ -10,10 +11,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from core.config.schema import Validation
 from core.contract import PARTITIONED, RAW_TABLES
 from core.warehouse import Warehouse
 from expectations.gate import DataQualityError
 from jobs.validate_raw import validate_raw_table
+
+
+STRICT = Validation(max_bad_share=0.0)
 
 
 @pytest.fixture
@@ -40,8 +45,9 @@ def _set(table: pa.Table, column: str, row: int, value, typ=None) -> pa.Table:
 
 @pytest.mark.parametrize("table", RAW_TABLES)
 def test_clean_tables_pass(world, table):
-    report = validate_raw_table(Warehouse(world["warehouse"]), table, world["spec"].last_ds)
+    report = validate_raw_table(Warehouse(world["warehouse"]), table, world["spec"].last_ds, STRICT)
     assert report.success and report.rows > 0 and report.checked >= 5
+    assert report.quarantined == 0 and report.rows_in == report.rows
 
 
 @pytest.mark.parametrize("table,column,value,rule", [
@@ -60,10 +66,10 @@ def test_broken_values_are_named_by_table_column_and_rule(broken, table, column,
     wh, ds, rewrite = broken
     rewrite(table, lambda t: _set(t, column, 0, value))
     with pytest.raises(DataQualityError) as err:
-        validate_raw_table(wh, table, ds)
+        validate_raw_table(wh, table, ds, STRICT)
     msg = str(err.value)
-    assert f"raw/{table}.{column}: rule={rule}" in msg
-    assert "1 of" in msg
+    assert f"raw/{table}.(table): rule=max_bad_share: 1 of " in msg
+    assert f"{column}: {rule} 1 (e.g. {'null' if value is None else value})" in msg
     report = (wh.report("validation", ds, f"raw_{table}"))
     assert report.exists()
 
@@ -78,8 +84,8 @@ def test_timestamps_in_the_future_are_rejected(broken, table, column):
         return _set(t, column, 0, datetime.fromisoformat(ds).replace(tzinfo=timezone.utc) + timedelta(days=2))
 
     rewrite(table, to_future)
-    with pytest.raises(DataQualityError, match=rf"raw/{table}\.{column}: rule=expect_column_values_to_be_between"):
-        validate_raw_table(wh, table, ds)
+    with pytest.raises(DataQualityError, match=rf"rule=max_bad_share: 1 of .* {column}: expect_column_values_to_be_between"):
+        validate_raw_table(wh, table, ds, STRICT)
 
 
 def test_item_events_must_name_their_item(broken):
@@ -90,8 +96,8 @@ def test_item_events_must_name_their_item(broken):
         return _set(t, "item_id", row, None)
 
     rewrite("events", drop_item)
-    with pytest.raises(DataQualityError, match=r"raw/events\.item_id: rule=expect_column_values_to_not_be_null where"):
-        validate_raw_table(wh, "events", ds)
+    with pytest.raises(DataQualityError, match=r"item_id: expect_column_values_to_not_be_null where event_type"):
+        validate_raw_table(wh, "events", ds, STRICT)
 
 
 def test_missing_or_retyped_columns_fail_before_any_expectation(broken):
@@ -114,5 +120,5 @@ def test_a_missing_partition_is_an_error_not_an_empty_pass(broken):
 def test_duplicate_push_ids_are_rejected(broken):
     wh, ds, rewrite = broken
     rewrite("push_log", lambda t: _set(t, "push_id", 1, t["push_id"][0].as_py()))
-    with pytest.raises(DataQualityError, match=r"raw/push_log\.push_id: rule=expect_column_values_to_be_unique"):
-        validate_raw_table(wh, "push_log", ds)
+    with pytest.raises(DataQualityError, match=r"push_id: expect_column_values_to_be_unique 2 "):
+        validate_raw_table(wh, "push_log", ds, STRICT)
