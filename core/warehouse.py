@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.contract import RAW_SCHEMAS, RAW_TABLES
+from core.contract import RAW_SCHEMAS, RAW_TABLES, TIME_COLUMN
 
 # Derived tables the nightly writes, each partitioned by ds and stamped with the config version.
 FEATURE_TABLES = ("features/user_features", "features/user_scene_history", "features/material_features",
@@ -79,14 +79,20 @@ class Warehouse:
     def read_partition(self, spark, name: str, ds: str):
         path = self.partition(name, ds)
         if not path.exists():
-            raise FileNotFoundError(f"{name} has no partition ds={ds} at {path}: run the stage that writes it first")
+            raise FileNotFoundError(f"{name} has no partition ds={ds} at {path}: the stage that writes it has not run for this "
+                                    f"ds, or failed (see its task log)")
         return spark.read.parquet(str(path))
 
     def read_raw(self, spark, table: str, first_ds: str | None = None, last_ds: str | None = None):
         """A raw table; for fact tables only the partitions in [first_ds, last_ds] are read."""
         from pyspark.sql import functions as F
 
-        df = spark.read.parquet(str(self.raw(table)))
+        path = self.raw(table)
+        if not any(path.rglob("*.parquet")) if path.exists() else True:
+            # no history yet (a fresh deployment's push_log) or no day delivered: an empty table of the contract's
+            # columns, not Spark's UNABLE_TO_INFER_SCHEMA
+            return spark.createDataFrame([], spark_schema(table))
+        df = spark.read.parquet(str(path))
         if first_ds is not None:
             df = df.where(F.col("ds") >= first_ds)
         if last_ds is not None:
@@ -95,12 +101,21 @@ class Warehouse:
 
     def write_partition(self, df, name: str, ds: str, config_version: str) -> Path:
         """Overwrite exactly one ds partition of a derived table (re-runs replace, never append),
-        stamping every row with the configuration version it was computed under."""
+        stamping every row with the configuration version it was computed under. An empty result is a
+        partition with zero rows (one empty Parquet file with the columns), never a missing folder."""
         from pyspark.sql import functions as F
 
-        (df.withColumn("config_version", F.lit(config_version)).withColumn("ds", F.lit(ds)).write.mode("overwrite").partitionBy("ds")
+        stamped = df.withColumn("config_version", F.lit(config_version))
+        final = self.partition(name, ds)
+        # Spark writes nothing for zero rows under partitionBy, and so would leave a re-run's old rows in place
+        shutil.rmtree(final, ignore_errors=True)
+        (stamped.withColumn("ds", F.lit(ds)).write.mode("overwrite").partitionBy("ds")
          .option("partitionOverwriteMode", "dynamic").parquet(str(self.table(name))))
-        return self.partition(name, ds)
+        if not any(final.glob("*.parquet")):
+            from pyspark.sql.pandas.types import to_arrow_schema
+
+            swap_in(to_arrow_schema(stamped.schema).empty_table(), final)
+        return final
 
     # ---- Arrow access, for the single-process stages (send windows, batches, reports) -------------
     def read_arrow(self, name: str, ds: str, columns: list[str] | None = None):
@@ -109,7 +124,8 @@ class Warehouse:
 
         path = self.partition(name, ds)
         if not path.exists():
-            raise FileNotFoundError(f"{name} has no partition ds={ds} at {path}: run the stage that writes it first")
+            raise FileNotFoundError(f"{name} has no partition ds={ds} at {path}: the stage that writes it has not run for this "
+                                    f"ds, or failed (see its task log)")
         return pads.dataset(str(path), format="parquet", exclude_invalid_files=True).to_table(columns=columns)
 
     def read_raw_between(self, table: str, time_column: str, first_us: int, end_us: int, columns: list[str],
@@ -162,6 +178,15 @@ class Warehouse:
         """Where raw validation keeps a table's bad rows, each with its reason, and its counts: quarantine/<table>/
         ds=<ds>/ for a fact partition, quarantine/<table>/snapshot/ for a dimension."""
         return Path(self.root) / "quarantine" / table / (f"ds={ds}" if ds is not None else "snapshot")
+
+
+def spark_schema(table: str):
+    """The raw contract's columns of a table as a Spark schema (fact tables with their ds partition column)."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+    from pyspark.sql.types import StringType, StructField
+
+    schema = from_arrow_schema(RAW_SCHEMAS[table])
+    return schema.add(StructField("ds", StringType())) if table in TIME_COLUMN else schema
 
 
 def file_stats(folder: Path) -> list[tuple[str, int, int]]:

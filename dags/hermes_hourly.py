@@ -30,7 +30,9 @@ BATCHES = Asset(name="hermes_push_batches", uri="s3://hermes/batches")
 @dag(
     dag_id="hermes_hourly",
     schedule=CronTriggerTimetable("0 * * * *", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 10, 1, tz="UTC"),
+    # Any logical date may be run by hand (real logs can be decades old, e.g. MovieLens 1997-98); catchup is off,
+    # so the scheduler never backfills from here.
+    start_date=pendulum.datetime(1970, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
     tags=["hermes", "hourly", "delivery"],

@@ -28,7 +28,9 @@ EVENTS = Asset(name="hermes_raw_events", uri="file:///hermes/warehouse/raw/event
 @dag(
     dag_id="hermes_triggers",
     schedule=CronDataIntervalTimetable("*/15 * * * *", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 10, 1, tz="UTC"),
+    # Any logical date may be run by hand (real logs can be decades old, e.g. MovieLens 1997-98); catchup is off,
+    # so the scheduler never backfills from here.
+    start_date=pendulum.datetime(1970, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
     tags=["hermes", "triggers", "delivery"],

@@ -32,6 +32,13 @@ if ! airflow dags test hermes_nightly "$DS" >"$log/nightly-$DS.log" 2>&1; then
   exit 1
 fi
 grep -q "state=success" "$log/nightly-$DS.log" || { echo "hermes_nightly did not report success" >&2; exit 1; }
+# A run that ran no task also says state=success (a date before the DAG's start): the plan report must be new.
+plan_report=$(python -c "from core.settings import Settings; from core.warehouse import Warehouse
+print(Warehouse(Settings.from_env().warehouse).report('plan', '$DS', 'plan'))")
+if [ ! "$plan_report" -nt "$log/airflow-db.log" ]; then
+  echo "hermes_nightly ran no task for $DS: no new plan report at $plan_report (see $log/nightly-$DS.log)" >&2
+  exit 1
+fi
 
 SEND_DAY=$(python -c "from jobs.windows import send_day; print(send_day('$DS'))")
 # The simulated world is replayed, not lived: receipts carry the planned send time, not today's clock.
