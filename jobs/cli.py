@@ -18,12 +18,11 @@ def _cmd_simulate(args, settings):
 
 
 def _cmd_validate_raw(args, settings):
+    from core.config.loader import load_config
     from core.contract import RAW_TABLES
     from core.warehouse import Warehouse
     from expectations.gate import DataQualityError
     from jobs.validate_raw import validate_raw_table
-
-    from core.config.loader import load_config
 
     rules = load_config(settings.conf_dir).config.platform.validation
     failed = 0

@@ -17,7 +17,6 @@ from core.warehouse import Warehouse
 from expectations.gate import DataQualityError
 from jobs.validate_raw import validate_raw_table
 
-
 STRICT = Validation(max_bad_share=0.0)
 
 
