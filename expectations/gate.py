@@ -30,6 +30,7 @@ class ValidationReport:
     by_rule: dict[str, int] = field(default_factory=dict)      # quarantined rows per row rule
     examples: dict[str, list[str]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    older_partitions: dict[str, dict] = field(default_factory=dict)   # earlier raw partitions validated this run
 
     @property
     def success(self) -> bool:

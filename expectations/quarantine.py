@@ -51,7 +51,8 @@ def _row_hashes(table: pa.Table, columns: list[str]) -> np.ndarray | None:
         if pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_boolean(col.type):
             col = pc.dictionary_encode(col).indices
         elif pa.types.is_floating(col.type):
-            col = pa.array(pc.fill_null(col, 0).to_numpy(zero_copy_only=False).view(np.int64), mask=pc.is_null(col).to_numpy(zero_copy_only=False))
+            bits = pc.fill_null(col, 0).to_numpy(zero_copy_only=False).view(np.int64)
+            col = pa.array(bits, mask=pc.is_null(col).to_numpy(zero_copy_only=False))
         v = pc.fill_null(col.cast(pa.int64()), -1).to_numpy(zero_copy_only=False).astype(np.uint64)
         v ^= pc.is_null(col).to_numpy(zero_copy_only=False).astype(np.uint64) << np.uint64(63)
         with np.errstate(over="ignore"):

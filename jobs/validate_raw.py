@@ -40,11 +40,6 @@ MANIFEST = "_validation.json"
 FUTURE_SEEN = "future_partitions.json"
 
 
-def newest_partition(warehouse: Warehouse, table: str) -> str | None:
-    days = warehouse.raw_days(table)
-    return days[-1] if days else None
-
-
 def _data_files(path: Path) -> list[Path]:
     return sorted(f for f in path.iterdir() if f.is_file() and not f.name.startswith((".", "_")))
 
@@ -101,44 +96,56 @@ def _write_report(wh: Warehouse, ds: str, table: str, body: dict) -> None:
     out.write_text(json.dumps({"table": f"raw/{table}", "ds": ds} | body, indent=2, default=str))
 
 
-def validate_raw_table(warehouse: Warehouse, table: str, ds: str, rules=None) -> ValidationReport:
-    """Validate, quarantine and report one raw table for ds. rules: the config's `validation` section (defaults
-    when None). Raises DataQualityError on a table-level failure; returns the report otherwise."""
-    from core.config.schema import Validation
+class _Stop(Exception):
+    """A table-level failure of one partition, with the counts known so far (for the report)."""
+
+    def __init__(self, failures: list[str], counts: dict):
+        self.failures, self.counts = failures, counts
+
+
+def _validated(warehouse: Warehouse, table: str, pds: str | None) -> bool:
+    """The partition (or snapshot) is the one validation left: its files are the ones its manifest recorded."""
+    path = warehouse.raw_partition(table, pds) if pds is not None else warehouse.raw(table)
+    f = warehouse.quarantine(table, pds) / MANIFEST
+    return f.exists() and json.loads(f.read_text()).get("clean_files") == [list(s) for s in file_stats(path)]
+
+
+def _contiguous_end(warehouse: Warehouse, ds: str) -> str:
+    """The last day of the unbroken run of events partitions from ds on: the newest data delivered so far. A lone
+    partition far ahead (a mis-dated delivery) is not part of it and does not move the dimensions' horizon."""
+    from datetime import date, timedelta
+
+    days, day = set(warehouse.raw_days("events")), date.fromisoformat(ds)
+    while (day + timedelta(days=1)).isoformat() in days:
+        day += timedelta(days=1)
+    return day.isoformat()
+
+
+def _validate_partition(warehouse: Warehouse, table: str, pds: str | None, run_ds: str, rules) -> dict:
+    """Validate one fact partition (pds) or a dimension's snapshot (pds None): quarantine its bad rows, check the
+    counts, record its manifest. Returns its counts; raises _Stop on a table-level failure (nothing moved)."""
     from expectations.quarantine import row_verdict
     from expectations.suites import raw_suite
 
-    rules = rules or Validation()
     name = f"raw/{table}"
-    fact = table in PARTITIONED
-    path = warehouse.raw_partition(table, ds) if fact else warehouse.raw(table)
-    warnings = _future_partitions(warehouse, table, ds) if fact else []
-    for w in warnings:
-        log.warning("%s", w)
-
-    def stop(failures: list[str], **counts) -> None:
-        failures = [f if f.startswith(name) else f"{name}.{f}" for f in failures]
-        _write_report(warehouse, ds, table, {"success": False, "failures": failures, "warnings": warnings} | counts)
-        raise DataQualityError(name, failures)
-
+    where = f" ds={pds}" if pds is not None and pds != run_ds else ""
+    path = warehouse.raw_partition(table, pds) if pds is not None else warehouse.raw(table)
     if not path.exists():
-        what = f"partition ds={ds}" if fact else "snapshot"
-        stop([f"(table): rule=partition_exists: no {what} at {path}: it has not been delivered (import it with "
-              f"the contract's columns, then re-run this night)"])
-    qdir = warehouse.quarantine(table, ds if fact else None)
-    manifest = json.loads((qdir / MANIFEST).read_text()) if (qdir / MANIFEST).exists() else None
-    if manifest and manifest.get("clean_files") != [list(f) for f in file_stats(path)]:
-        manifest = None          # delivered again since validation cleaned it: validate the new delivery whole
+        what = f"partition ds={pds}" if pds is not None else "snapshot"
+        raise _Stop([f"(table): rule=partition_exists: no {what} at {path}: it has not been delivered (import it "
+                     "with the contract's columns, then re-run this night)"], {})
+    qdir = warehouse.quarantine(table, pds)
+    manifest = json.loads((qdir / MANIFEST).read_text()) if _validated(warehouse, table, pds) else None
     data = _read(name, path)
     problems = check_schema(name, data.schema, RAW_SCHEMAS[table])
     if problems:
-        stop(problems, rows=data.num_rows)
+        raise _Stop([f"{p}{where}" for p in problems], {"rows": data.num_rows})
     if data.num_rows == 0 and table not in rules.allow_empty:
-        stop([f"(table): rule=not_empty: {path} holds no rows (allowed empty: {rules.allow_empty}, "
-              "validation.allow_empty)"], rows=0)
-    horizon = None if fact else newest_partition(warehouse, "events")
-    suite = raw_suite(table, ds, horizon)
-    verdict = row_verdict(data, name, suite, RAW_SCHEMAS[table].names, _dimension_ids(warehouse, table))
+        raise _Stop([f"(table): rule=not_empty: {path} holds no rows (allowed empty: {rules.allow_empty}, "
+                     "validation.allow_empty)"], {"rows": 0})
+    horizon = _contiguous_end(warehouse, run_ds) if pds is None else None
+    verdict = row_verdict(data, name, raw_suite(table, pds or run_ds, horizon), RAW_SCHEMAS[table].names,
+                          _dimension_ids(warehouse, table))
     earlier = manifest or {"rows_in": data.num_rows, "quarantined": 0, "by_rule": {}, "examples": {}}
     rows_in = int(earlier["rows_in"])
     quarantined = int(earlier["quarantined"]) + verdict.n_bad
@@ -149,23 +156,25 @@ def validate_raw_table(warehouse: Warehouse, table: str, ds: str, rules=None) ->
     share = quarantined / rows_in if rows_in else 0.0
     limit = rules.threshold(table)
     counts = {"rows_in": rows_in, "rows_kept": data.num_rows - verdict.n_bad, "rows_quarantined": quarantined,
-              "bad_share": share, "max_bad_share": limit, "quarantined_by_rule": by_rule, "examples": examples}
+              "bad_share": share, "max_bad_share": limit, "quarantined_by_rule": by_rule, "examples": examples,
+              "expectations": verdict.checked}
     if share > limit:
         detail = "; ".join(f"{r} {n} (e.g. {', '.join(examples.get(r, []))})" for r, n in by_rule.items())
-        stop([f"(table): rule=max_bad_share: {quarantined} of {rows_in} rows ({100 * share:.3f} %) break row rules, "
-              f"above validation.max_bad_share {100 * limit:.3f} % for {table}: {detail}"], **counts)
+        raise _Stop([f"(table): rule=max_bad_share{where}: {quarantined} of {rows_in} rows ({100 * share:.3f} %) "
+                     f"break row rules, above validation.max_bad_share {100 * limit:.3f} % for {table}: {detail}"],
+                    counts)
     if verdict.n_bad:
         bad = verdict.bad
         moved = data.filter(pa.array(bad)).append_column(
             "quarantine_reason", pa.array(verdict.reason[bad].tolist(), pa.string()))
         qdir.mkdir(parents=True, exist_ok=True)
-        part = len([f for f in qdir.glob("part-*.parquet")]) if manifest else 0
+        part = len(list(qdir.glob("part-*.parquet"))) if manifest else 0
         if not manifest:                            # a new delivery: its quarantine starts afresh
             for f in qdir.glob("part-*.parquet"):
                 f.unlink()
         # the bad rows are safe in the quarantine before the raw partition loses them
         pq.write_table(moved, qdir / f"part-{part:05d}.parquet")
-        warehouse.replace_raw(table, ds if fact else None, data.filter(pa.array(~bad)))
+        warehouse.replace_raw(table, pds, data.filter(pa.array(~bad)))
     elif not manifest:
         for f in qdir.glob("part-*.parquet") if qdir.exists() else []:
             f.unlink()
@@ -173,19 +182,52 @@ def validate_raw_table(warehouse: Warehouse, table: str, ds: str, rules=None) ->
     kept = sum(pq.read_metadata(f).num_rows for f in _data_files(path))
     in_quarantine = sum(pq.read_metadata(f).num_rows for f in qdir.glob("part-*.parquet")) if qdir.exists() else 0
     if rows_in != kept + in_quarantine:
-        stop([f"(table): rule=counts_add_up: {rows_in} rows in, {kept} kept + {in_quarantine} quarantined"], **counts)
+        raise _Stop([f"(table): rule=counts_add_up{where}: {rows_in} rows in, {kept} kept + {in_quarantine} "
+                     "quarantined"], counts)
     qdir.mkdir(parents=True, exist_ok=True)
-    (qdir / MANIFEST).write_text(json.dumps({"table": name, "validated_by_ds": ds, "rows_in": rows_in,
+    (qdir / MANIFEST).write_text(json.dumps({"table": name, "ds": pds, "validated_by_ds": run_ds, "rows_in": rows_in,
                                              "rows_kept": kept, "quarantined": in_quarantine, "by_rule": by_rule,
                                              "examples": examples,
                                              "clean_files": [list(f) for f in file_stats(path)]}, indent=2))
-    counts["rows_kept"] = kept
-    _write_report(warehouse, ds, table, {"rows": kept, "expectations": verdict.checked, "success": True,
-                                         "failures": [], "warnings": warnings, "quarantine": str(qdir)} | counts)
-    log.info("%s ds=%s: %d rows in, %d kept, %d quarantined (%s), %d rules", name, ds, rows_in, kept, in_quarantine,
-             by_rule or "none", verdict.checked)
-    return ValidationReport(table=name, rows=kept, checked=verdict.checked, rows_in=rows_in,
-                            quarantined=in_quarantine, by_rule=by_rule, examples=examples, warnings=warnings)
+    log.info("%s%s: %d rows in, %d kept, %d quarantined (%s), %d rules", name, f" ds={pds}" if pds else "", rows_in,
+             kept, in_quarantine, by_rule or "none", verdict.checked)
+    return counts | {"rows_kept": kept, "rows_quarantined": in_quarantine, "quarantine": str(qdir)}
+
+
+def validate_raw_table(warehouse: Warehouse, table: str, ds: str, rules=None) -> ValidationReport:
+    """Validate, quarantine and report one raw table for the night of ds: a fact table's ds partition and every
+    earlier partition not validated yet or delivered again since (what the night's stages may read: the rollups
+    and the training window reach back weeks), or a dimension's snapshot. rules: the config's `validation`
+    section (defaults when None). Raises DataQualityError on a table-level failure; returns the report."""
+    from core.config.schema import Validation
+
+    rules = rules or Validation()
+    name = f"raw/{table}"
+    fact = table in PARTITIONED
+    warnings = _future_partitions(warehouse, table, ds) if fact else []
+    for w in warnings:
+        log.warning("%s", w)
+    older = [d for d in warehouse.raw_days(table) if d < ds and not _validated(warehouse, table, d)] if fact else []
+    checked_older = {}
+    try:
+        for d in older:
+            c = _validate_partition(warehouse, table, d, ds, rules)
+            checked_older[d] = {k: c[k] for k in ("rows_in", "rows_kept", "rows_quarantined")}
+        counts = _validate_partition(warehouse, table, ds if fact else None, ds, rules)
+    except _Stop as stop:
+        failures = [f if f.startswith(name) else f"{name}.{f}" for f in stop.failures]
+        _write_report(warehouse, ds, table, {"success": False, "failures": failures, "warnings": warnings,
+                                             "older_partitions": checked_older} | stop.counts)
+        raise DataQualityError(name, failures) from None
+    if checked_older:
+        log.info("%s: %d earlier partitions validated first (%s rows quarantined)", name, len(checked_older),
+                 sum(c["rows_quarantined"] for c in checked_older.values()))
+    _write_report(warehouse, ds, table, {"rows": counts["rows_kept"], "success": True, "failures": [],
+                                         "warnings": warnings, "older_partitions": checked_older} | counts)
+    return ValidationReport(table=name, rows=counts["rows_kept"], checked=counts["expectations"],
+                            rows_in=counts["rows_in"], quarantined=counts["rows_quarantined"],
+                            by_rule=counts["quarantined_by_rule"], examples=counts["examples"], warnings=warnings,
+                            older_partitions=checked_older)
 
 
 def raw_reports(wh: Warehouse, ds: str) -> dict[str, dict]:

@@ -73,7 +73,8 @@ def test_team_rules_hold_for_every_dag(dagbag):
 
 def test_nightly_stages_run_in_order_behind_config_and_raw_validation(dagbag):
     dag = dagbag.dags["hermes_nightly"]
-    assert set(dag.task_ids) == {"validate_config", "validate_dimensions", "validate_facts", "rollups", "user_features", "material_features",
+    assert set(dag.task_ids) == {"validate_config", "validate_dimensions", "validate_facts", "rollups", "user_features",
+                                 "material_features",
                                  "check_features", "audiences", "fatigue", "check_plan", "train", "gate", "score",
                                  "select", "check_selection", "windows", "check_windows", "plan_report", "batches"}
     up = lambda t: dag.get_task(t).upstream_task_ids  # noqa: E731

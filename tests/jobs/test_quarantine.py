@@ -215,3 +215,30 @@ def test_the_night_goes_on_from_the_clean_rows(copy, spark, settings):
     assert counted == pq.read_table(wh.raw_partition("events", ds)).num_rows == \
         json.loads(wh.report("validation", ds, "raw_events").read_text())["rows_kept"]
     assert wh.read_partition(spark, "features/user_features", ds).count() > 0
+
+
+def test_an_earlier_partition_is_validated_once_when_first_seen_and_again_when_delivered_again(copy):
+    """The rollups and the training window read weeks of partitions: a bad row in an old day is quarantined by the
+    first night that sees it (before, it surfaced as the rollups' counts_add_up failure), and once only."""
+    wh, ds, _ = copy
+    old = wh.raw_days("events")[2]
+    f = next(wh.raw_partition("events", old).glob("*.parquet"))
+    t = pq.read_table(f)
+    pq.write_table(_set(t, "event_type", 0, "teleport"), f)
+    report = validate_raw_table(wh, "events", ds)
+    assert report.older_partitions[old] == {"rows_in": t.num_rows, "rows_kept": t.num_rows - 1, "rows_quarantined": 1}
+    assert len(report.older_partitions) == len(wh.raw_days("events")) - 1          # every earlier day, once
+    assert pq.read_table(wh.quarantine("events", old))["quarantine_reason"].to_pylist() == [
+        "event_type: expect_column_values_to_be_in_set"]
+    assert validate_raw_table(wh, "events", ds).older_partitions == {}              # the next run: nothing new
+    pq.write_table(_set(t, "user_id", 1, None), wh.raw_partition("events", old) / "part-00000.parquet")  # redelivered
+    again = validate_raw_table(wh, "events", ds)
+    assert list(again.older_partitions) == [old] and again.older_partitions[old]["rows_quarantined"] == 1
+
+
+def test_a_lone_partition_far_ahead_does_not_move_the_dimensions_horizon(copy):
+    wh, ds, change = copy
+    shutil.copytree(wh.raw_partition("events", ds), wh.raw_partition("events", "2027-12-25"))
+    change("users", lambda t: _set(t, "registered_at", 0, _ts("2027-12-24", 0)))
+    report = validate_raw_table(wh, "users", ds, LENIENT)
+    assert report.by_rule == {"registered_at: expect_column_values_to_be_between": 1}
