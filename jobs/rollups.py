@@ -118,7 +118,25 @@ def _check_counts(spark, wh: Warehouse, partitions: list[str]) -> None:
         raw = pads.dataset(str(wh.raw_partition("events", p)), format="parquet", exclude_invalid_files=True).count_rows()
         if got.get(p, 0) != raw:
             raise RuntimeError(f"{table_name('user_day')} ds={p}: rule=counts_add_up: its event counts sum to "
-                               f"{got.get(p, 0)}, raw/events ds={p} has {raw} rows")
+                               f"{got.get(p, 0)}, raw/events ds={p} has {raw} rows; {_uncountable(wh, p)}")
+
+
+def _uncountable(wh: Warehouse, p: str) -> str:
+    """Why raw rows of a partition did not count: event types outside the contract, rows without a user."""
+    from collections import Counter
+
+    import pyarrow.dataset as pads
+
+    from core.contract import EVENT_TYPES
+
+    t = pads.dataset(str(wh.raw_partition("events", p)), format="parquet", exclude_invalid_files=True).to_table(
+        columns=["user_id", "event_type"])
+    types = Counter(e for e in t["event_type"].to_pylist() if e not in EVENT_TYPES)
+    no_user = t["user_id"].null_count
+    why = [f"{n} rows of event_type {'null' if e is None else repr(e)} (not in the contract)" for e, n in types.items()]
+    why += [f"{no_user} rows without a user_id"] if no_user else []
+    return ("uncounted: " + ", ".join(why) if why else "no row breaks the contract: the rollup is stale or was "
+            "written by another version") + f". Validate the partition: hermes validate-raw --ds {p} --table events"
 
 
 def _drop(wh: Warehouse, ds: str) -> None:

@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -166,3 +167,21 @@ def test_features_refuse_an_as_of_that_is_not_a_utc_midnight(spark):
     with pytest.raises(ValueError, match="not a UTC midnight"):
         user_features(users, frame(spark, "events", []), frame(spark, "push_log", []),
                       datetime(2026, 10, 31, 6, tzinfo=timezone.utc))
+
+
+def test_counts_that_do_not_add_up_name_the_rows_that_could_not_be_counted(spark, own, world):
+    """A partition that skipped validation (an unknown event type, a row without a user): the rollup refuses it and
+    says which rows it could not count and what to run."""
+    loaded = load_config()
+    wh = Warehouse(own.warehouse)
+    last = world["spec"].last_ds
+    f = next(wh.raw_partition("events", last).glob("*.parquet"))
+    t = pq.read_table(f)
+    kinds = t["event_type"].to_pylist()
+    kinds[0] = "teleport"
+    t = t.set_column(t.schema.get_field_index("event_type"), "event_type", pa.array(kinds, pa.string()))
+    pq.write_table(t, f)
+    with pytest.raises(RuntimeError, match=r"rule=counts_add_up: .* uncounted: 1 rows of event_type 'teleport' "
+                                           rf"\(not in the contract\)\. Validate the partition: hermes validate-raw "
+                                           rf"--ds {last} --table events"):
+        rollups.run(spark, own, last, loaded)
