@@ -37,6 +37,7 @@ run: install
 	USERS=$(USERS) DAYS=$(DAYS) SEED=$(SEED) DS=$(DS) bash infra/run.sh
 
 test: install
+	bash infra/system-deps.sh
 	source infra/env.sh && $(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: install

@@ -69,3 +69,18 @@ def test_report_text_is_escaped():
     r = report()
     r["scenes"] = {"<script>alert(1)</script>": r["scenes"]["guess_you_like"]}
     assert "<script>" not in render_html(r)
+
+
+def test_the_report_shows_what_raw_validation_quarantined_per_table_and_rule():
+    r = report()
+    r["inputs"] = {"events": {"rows_in": 16120, "rows_kept": 16118, "rows_quarantined": 2,
+                              "quarantined_by_rule": {"event_type: expect_column_values_to_be_in_set": 1,
+                                                      "user_id: expect_column_values_to_not_be_null": 1},
+                              "examples": {"event_type: expect_column_values_to_be_in_set": ["teleport"],
+                                           "user_id: expect_column_values_to_not_be_null": ["null"]},
+                              "warnings": ["raw/events: partition ds=2027-12-25 is dated after this run's ds"]}}
+    html = render_html(r)
+    assert "<td>events</td><td>16,120</td><td>16,118</td><td>2</td>" in html
+    assert "<td>events</td><td>event_type: expect_column_values_to_be_in_set</td><td>1</td><td>teleport</td>" in html
+    assert "<td>user_id: expect_column_values_to_not_be_null</td><td>1</td><td>null</td>" in html
+    assert "partition ds=2027-12-25 is dated after" in html
