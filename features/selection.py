@@ -50,9 +50,14 @@ def select_scene(feed: DataFrame) -> DataFrame:
             .withColumn("scene_propensity", F.lit(1.0)))    # deterministic given the model
 
 
-def baseline_scene(scene_rates: DataFrame, allowed: list[str], min_sends: int = 100) -> str:
+def baseline_scene(scene_rates: DataFrame, allowed: list[str], min_sends: int = 100,
+                   reach: dict[str, int] | None = None) -> str:
     """Push 1.0's scene: the best global historical open rate among `allowed` scenes with enough sends;
-    the highest-volume allowed scene when none has enough history."""
+    the highest-volume allowed scene when none has enough history; the scene that reaches the most users when
+    none has any (a fresh deployment, or a history of scene ids this config does not know). reach: users each
+    scene can push tonight; a scene that reaches nobody is never Push 1.0's scene while another reaches someone."""
+    if reach is not None and any(reach.get(s, 0) > 0 for s in allowed):
+        allowed = [s for s in allowed if reach.get(s, 0) > 0]
     rows = (scene_rates.where((F.col("level") == "scene") & F.col("scene_id").isin(*allowed))
             .select("scene_id", "sends", "open_rate").collect())
     enough = [r for r in rows if r["sends"] >= min_sends]
@@ -60,7 +65,7 @@ def baseline_scene(scene_rates: DataFrame, allowed: list[str], min_sends: int = 
         return max(enough, key=lambda r: (r["open_rate"], r["scene_id"]))["scene_id"]
     if rows:
         return max(rows, key=lambda r: (r["sends"], r["scene_id"]))["scene_id"]
-    return sorted(allowed)[0]
+    return max(sorted(allowed), key=lambda s: (reach or {}).get(s, 0))
 
 
 def baseline_salt(ds: str) -> str:

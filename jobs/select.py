@@ -17,6 +17,8 @@ BASELINE = "plan/baseline"
 
 
 def run(spark, settings: Settings, ds: str, loaded) -> dict:
+    from pyspark.sql import functions as F
+
     from features.selection import baseline, baseline_salt, baseline_scene, feeds, mark_preferred, select_scene
     from jobs.audiences import NIGHTLY_TRIGGERS
 
@@ -31,7 +33,10 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     chosen = select_scene(feeds(scored, items, scene_df, loaded.config.platform.feed.max_per_category))
     s_path = wh.write_partition(chosen, SELECTED, ds, loaded.version)
 
-    best = baseline_scene(wh.read_partition(spark, "features/material_rates", ds), [s.id for s in scenes])
+    reach = {r["scene_id"]: r["users"] for r in
+             scored.groupBy("scene_id").agg(F.countDistinct("user_id").alias("users")).collect()}
+    best = baseline_scene(wh.read_partition(spark, "features/material_rates", ds), [s.id for s in scenes],
+                          reach=reach)
     # Push 1.0 drew its item from the user's most engaged category when it could; plan/scored holds each
     # (user, scene)'s draw from all its candidates (jobs/score.py), so drawing again here picks the same item
     pool = mark_preferred(scored, items, wh.read_partition(spark, "features/user_features", ds))

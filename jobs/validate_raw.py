@@ -110,12 +110,14 @@ def _validated(warehouse: Warehouse, table: str, pds: str | None) -> bool:
     return f.exists() and json.loads(f.read_text()).get("clean_files") == [list(s) for s in file_stats(path)]
 
 
-def _contiguous_end(warehouse: Warehouse, ds: str) -> str:
-    """The last day of the unbroken run of events partitions from ds on: the newest data delivered so far. A lone
-    partition far ahead (a mis-dated delivery) is not part of it and does not move the dimensions' horizon."""
+def _horizon(warehouse: Warehouse, ds: str) -> str:
+    """The newest day a dimension's snapshot may hold rows of: the last day of the unbroken run of events
+    partitions from ds on (the newest data delivered so far; a backfill sees later snapshots), and at least ds + 1,
+    the day the night runs on and the snapshot may be taken. A lone partition far ahead (a mis-dated delivery) is
+    not part of the run and does not move the horizon."""
     from datetime import date, timedelta
 
-    days, day = set(warehouse.raw_days("events")), date.fromisoformat(ds)
+    days, day = set(warehouse.raw_days("events")), date.fromisoformat(ds) + timedelta(days=1)
     while (day + timedelta(days=1)).isoformat() in days:
         day += timedelta(days=1)
     return day.isoformat()
@@ -143,7 +145,7 @@ def _validate_partition(warehouse: Warehouse, table: str, pds: str | None, run_d
     if data.num_rows == 0 and table not in rules.allow_empty:
         raise _Stop([f"(table): rule=not_empty: {path} holds no rows (allowed empty: {rules.allow_empty}, "
                      "validation.allow_empty)"], {"rows": 0})
-    horizon = _contiguous_end(warehouse, run_ds) if pds is None else None
+    horizon = _horizon(warehouse, run_ds) if pds is None else None
     verdict = row_verdict(data, name, raw_suite(table, pds or run_ds, horizon), RAW_SCHEMAS[table].names,
                           _dimension_ids(warehouse, table))
     earlier = manifest or {"rows_in": data.num_rows, "quarantined": 0, "by_rule": {}, "examples": {}}

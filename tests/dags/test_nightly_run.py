@@ -108,8 +108,8 @@ def test_nightly_dag_runs_to_success_and_writes_its_partition(world, settings, s
 
 
 def test_a_date_without_data_fails_fast_in_validation_it_does_not_succeed_with_no_task(world, settings, tmp_path):
-    """A logical date long before the DAG's old start date (MovieLens-era) runs its tasks; a missing partition is a
-    table-level failure that retrying cannot fix, so each validation task fails once, and the run fails."""
+    """A logical date long before the DAG's old start date (MovieLens-era) runs its tasks, and a snapshot whose users
+    all registered after that date is a table-level failure that retrying cannot fix: it fails once, at once."""
     home = tmp_path / "home"
     env = {**os.environ, "HERMES_HOME": str(home), "HERMES_WAREHOUSE": str(settings.warehouse),
            "AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path}/a.db"}
@@ -117,9 +117,8 @@ def test_a_date_without_data_fails_fast_in_validation_it_does_not_succeed_with_n
     assert result["state"].endswith("failed"), result
     states = result["tasks"]
     assert states["validate_config[-1]"].endswith("success")
-    facts = {t: s for t, s in states.items() if t.startswith("validate_facts[")}
-    assert len(facts) == 3 and all(s.endswith("failed") for s in facts.values()), states   # failed, not up_for_retry
-    assert not any(s.endswith("success") for t, s in states.items() if not t.startswith(("validate_", "config"))), states
-    report = json.loads(Warehouse(settings.warehouse).report("validation", "1998-04-22", "raw_events").read_text())
-    assert not report["success"] and "rule=partition_exists: no partition ds=1998-04-22" in report["failures"][0]
-    assert "simulate" not in report["failures"][0]
+    dims = {t: s for t, s in states.items() if t.startswith("validate_dimensions[")}
+    assert len(dims) == 2 and all(s.endswith("failed") for s in dims.values()), states
+    assert not any(s.endswith("success") for t, s in states.items() if t != "validate_config[-1]"), states
+    report = json.loads(Warehouse(settings.warehouse).report("validation", "1998-04-22", "raw_users").read_text())
+    assert not report["success"] and "registered_at: expect_column_values_to_be_between" in report["failures"][0]

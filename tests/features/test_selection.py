@@ -50,6 +50,11 @@ def test_baseline_is_one_global_best_ctr_scene_with_one_item(spark):
                                   "level string, scene_id string, sends long, open_rate double")
     assert baseline_scene(rates, ["a", "b", "c"]) == "b"          # c has too little history
     assert baseline_scene(rates, ["a", "c"]) == "a"
+    # a scene nobody can receive tonight is never chosen while another reaches someone
+    assert baseline_scene(rates, ["a", "b", "c"], reach={"a": 40, "b": 0, "c": 5}) == "a"
+    # no history of any allowed scene (a fresh deployment, or history under scene ids the config does not know):
+    # the scene that reaches the most users, not the first by name
+    assert baseline_scene(rates, ["x", "y", "z"], reach={"x": 3, "y": 900, "z": 0}) == "y"
     cands = spark.createDataFrame([(1, "b", 5, 1), (1, "b", 6, 2), (2, "b", 7, 1), (3, "a", 8, 1)],
                                   "user_id long, scene_id string, item_id long, rank int")
     eligible = spark.createDataFrame([(1, "b"), (2, "a"), (3, "a")], "user_id long, scene_id string")
