@@ -175,6 +175,9 @@ def _bool(node: Node, df: pd.DataFrame) -> pd.Series:
             s[~known] = pd.NA
         return s
 
+    if isinstance(node, (Feature, Literal)):   # a bare condition: `true`, or a boolean feature such as opt_in
+        a = _value(node, df)
+        return tri(a.fillna(False).astype(bool) if isinstance(a, pd.Series) else bool(a), _known(a))
     if isinstance(node, Compare):
         a, b = _value(node.left, df), _value(node.right, df)
         return tri(_OPS[node.op](a, b), _known(a, b))

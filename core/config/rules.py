@@ -265,7 +265,10 @@ class _Parser:
     def parse_operand(self) -> Node:
         t = self.take()
         if t.kind == "number":
-            return Literal(float(t.text) if "." in t.text else int(t.text))
+            value = float(t.text) if "." in t.text else int(t.text)
+            if not -2 ** 63 <= value < 2 ** 63:     # what Spark and pandas can compare a feature with
+                raise self.error(f"the number {t.text} is out of range (a rule's numbers fit in 64 bits)", t)
+            return Literal(value)
         if t.kind == "string":
             return Literal(re.sub(r"\\(.)", r"\1", t.text[1:-1]))
         if t.kind == "punct" and t.text == "(":

@@ -40,3 +40,15 @@ def test_a_rule_on_a_null_feature_excludes_the_user_rather_than_failing(feats):
 def test_no_scenes_is_an_error(feats):
     with pytest.raises(ValueError, match="no scenes"):
         audiences(feats, {})
+
+
+@pytest.mark.parametrize("rule,expected", [("true", [1, 2, 3]), ("false", []), ("opt_in", [1, 2]),
+                                           ("not opt_in", [3]), ("opt_in and n_view_7d > 1", [1])])
+def test_a_bare_condition_runs_the_same_in_spark_and_in_pandas(feats, rule, expected):
+    """What `config validate` accepts must run: `true`, a boolean feature, and its negation, in the nightly's Spark
+    audiences and in the pandas evaluation the trigger rules and the Configuration Center's preview use."""
+    from features.triggers import matches
+
+    assert members(audiences(feats, {"s": rule}), "s") == expected
+    pdf = feats.toPandas()
+    assert sorted(pdf.loc[matches(rule, pdf), "user_id"]) == expected

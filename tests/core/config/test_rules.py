@@ -60,6 +60,7 @@ def test_between_inside_a_conjunction_takes_its_own_and():
     ("self.__class__", "unexpected character '.'"),
     ("(" * 40 + "opt_in" + ")" * 40, "nests deeper"),
     ("opt_in and " * 200 + "opt_in", "the limit is"),
+    ("n_view_7d > 99999999999999999999", "out of range"),
 ])
 def test_rejects_hostile_and_broken_rules_with_a_reason(rule, message):
     with pytest.raises(RuleError) as err:
