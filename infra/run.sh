@@ -12,6 +12,14 @@ step() { printf '\n== %s (%ss)\n' "$1" "$(( $(date +%s) - started ))"; }
 
 step "simulating $USERS users x $DAYS days (seed $SEED)"
 hermes simulate --users "$USERS" --days "$DAYS" --seed "$SEED" 2>>"$log/simulate.log"
+# A DS outside the data fails in a second here, not minutes later in the DAG: name the days there are.
+range=$(python -c "from core.settings import Settings; from core.warehouse import Warehouse
+d = Warehouse(Settings.from_env().warehouse).raw_days('events'); print(d[0], d[-1]) if d else print('- -')")
+first_day=${range% *} last_day=${range#* }
+if [[ "$DS" < "$first_day" || "$DS" > "$last_day" ]]; then
+  echo "DS=$DS is outside the data: raw/events has the days $first_day .. $last_day; run e.g. make run DS=$last_day" >&2
+  exit 2
+fi
 
 source "$(dirname "$0")/lib.sh"
 trap stop_owned EXIT
