@@ -141,13 +141,14 @@ def render_html(r: dict) -> str:
     ratio = f"{same['ratio']:.2f}×" if same["ratio"] else "n/a"
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>Hermes plan {r['send_day']} (dry run)</title><style>",
+        f"<title>Hermes plan {r['send_day']}</title><style>",
         "body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:960px}"
         "table{border-collapse:collapse;margin:8px 0 20px}td,th{border:1px solid #ddd;padding:4px 10px;"
         "text-align:right}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}"
         ".kpi{display:inline-block;margin:0 24px 12px 0}.kpi b{display:block;font-size:22px}",
         "</style></head><body>",
-        f"<h1>Hermes plan for {html.escape(r['send_day'])} <small>(dry run of nightly ds={html.escape(r['ds'])})"
+        f"<h1>Hermes plan for {html.escape(r['send_day'])} <small>(planned by nightly ds={html.escape(r['ds'])}; "
+        "written before the batches, whether or not the run delivers them)"
         "</small></h1>",
         f"<p>config <code>{html.escape(r['config_version'])}</code> · model version "
         f"<code>{html.escape(str(r['model_version']))}</code> · batches policy <b>{html.escape(str(r['active_policy']))}"

@@ -84,3 +84,4 @@ def test_the_report_shows_what_raw_validation_quarantined_per_table_and_rule():
     assert "<td>events</td><td>event_type: expect_column_values_to_be_in_set</td><td>1</td><td>teleport</td>" in html
     assert "<td>user_id: expect_column_values_to_not_be_null</td><td>1</td><td>null</td>" in html
     assert "partition ds=2027-12-25 is dated after" in html
+    assert "dry run" not in html          # the same report precedes delivered plans: it does not call itself a dry run
