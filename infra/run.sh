@@ -73,7 +73,7 @@ cat <<TXT
 
 Look at it:
   make ui        # Airflow UI on http://127.0.0.1:${AIRFLOW__API__PORT} (login printed by the script), MLflow UI on
-                 # http://127.0.0.1:5000, Configuration Center on http://127.0.0.1:${HERMES_UI_PORT}
+                 # http://127.0.0.1:${MLFLOW_PORT}, Configuration Center on http://127.0.0.1:${HERMES_UI_PORT}
   make ui-stop   # stops them
   plan report:   open \$HERMES_HOME/warehouse/reports/plan/ds=$DS/plan.html
   logs:          $log

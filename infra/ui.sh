@@ -4,7 +4,6 @@
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 source "$(dirname "$0")/lib.sh"
-MLFLOW_PORT="${MLFLOW_PORT:-5000}"
 
 case "${1:-start}" in
   start)
