@@ -82,10 +82,20 @@ class Ledger:
             "propensity": r.get("propensity"), "token_sha256": hashlib.sha256(r["device_token"].encode()).hexdigest(),
             "planned_at": float(r["planned_at"]), "batch_run": batch_run, "state": PENDING, "attempts": 0,
             "updated_at": now} for r in rows]
+        import sqlalchemy as sa
+
         before = self.count()
+        t = self.t
+        # A key still pending goes out with the batch that holds it now: a re-plan may have moved it to another
+        # hour, and filed under its old hour it would never be sent (the old hour's run is over).
+        move = (sa.update(t).where((t.c.idempotency_key == sa.bindparam("k")) & (t.c.state == PENDING)
+                                   & (t.c.hour != sa.bindparam("h")))
+                .values(hour=sa.bindparam("h"), planned_at=sa.bindparam("p"), batch_run=batch_run, updated_at=now))
         with self.engine.begin() as c:
             for i in range(0, len(records), 5000):
-                c.execute(insert_ignore(self.engine, self.t), records[i:i + 5000])
+                c.execute(insert_ignore(self.engine, t), records[i:i + 5000])
+            if before:
+                c.execute(move, [{"k": r["idempotency_key"], "h": r["hour"], "p": r["planned_at"]} for r in records])
         return self.count() - before
 
     def count(self) -> int:

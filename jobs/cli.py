@@ -86,12 +86,21 @@ def _cmd_deliver(args, settings):
     from jobs.tasks import deliver_hour
 
     hours = range(24) if args.hour == "all" else [int(args.hour)]
+    incomplete = []
     for hour in hours:
-        if args.config:   # else: the configuration the plan of that day froze, as hermes_hourly does
-            out = deliver.run(settings, args.day, hour, load_run_config(settings, args.config), ramp=not args.no_ramp)
-        else:
-            out = deliver_hour(args.day, hour, ramp=not args.no_ramp)
+        try:
+            if args.config:   # else: the configuration the plan of that day froze, as hermes_hourly does
+                out = deliver.run(settings, args.day, hour, load_run_config(settings, args.config),
+                                  ramp=not args.no_ramp)
+            else:
+                out = deliver_hour(args.day, hour, ramp=not args.no_ramp)
+        except deliver.DeliveryIncomplete as e:      # the other hours still go out; the command fails at the end
+            incomplete.append(str(e))
+            print(f"INCOMPLETE {e}", file=sys.stderr)
+            continue
         print(json.dumps(out, indent=2, default=str))
+    if incomplete:
+        sys.exit(f"{len(incomplete)} hour(s) ended with messages pending; see above")
 
 
 def _cmd_triggers(args, settings):

@@ -83,12 +83,16 @@ def _run_loop(coro):
     return uvloop.run(coro)
 
 
+class DeliveryIncomplete(RuntimeError):
+    """A delivery run ended with messages still pending."""
+
+
 def send_rows(settings: Settings, gw, rows: list[dict], send_day: str, hour: int, batch_run: str,
               ramp: bool) -> dict:
     """Register `rows` (messages with planned_at) in the ledger under (send_day, hour), send what is pending,
     write the hour's receipts; return the counts. Shared by the hourly delivery and the trigger runs."""
     from delivery.gateway import gateway_client
-    from delivery.ledger import Ledger
+    from delivery.ledger import PENDING, Ledger
     from delivery.ratelimit import TokenBucket
     from delivery.sender import RetryPolicy, deliver
 
@@ -116,6 +120,11 @@ def send_rows(settings: Settings, gw, rows: list[dict], send_day: str, hour: int
     ledger.dispose()
     if sum(states.values()) != len(set(keys)):
         raise AssertionError(f"ledger holds {sum(states.values())} of the {len(set(keys))} keys just loaded")
+    if states.get(PENDING):
+        # nothing may end silently unsent: an aborted run, or keys this run could not send, fail it (exit != 0)
+        raise DeliveryIncomplete(f"ds={send_day} hour={hour:02d}: {states[PENDING]} of {len(set(keys))} messages are "
+                                 f"still pending after this run ({states}); re-run `hermes deliver --day {send_day} "
+                                 f"--hour {hour}` (acked messages are never sent again)")
     return {"batch": len(rows), "sent_this_run": len(todo), "states": states,
             "run": report.as_dict() if report else None, **receipts}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from delivery.ledger import ACKED, DEAD, PENDING, Ledger
-from jobs.triggers import EMITTED, TriggerState
+from delivery.trigger_log import EMITTED, TriggerState
 
 pytestmark = pytest.mark.slow
 
@@ -46,6 +46,19 @@ def test_the_ledger_keeps_each_keys_state_across_reloads(url):
     assert ledger.acked_at(["a", "b", "c"]) == {"a": 5.0}
     assert dict(ledger.dead_letter_reasons("2026-10-31")) == {"unregistered": 1}
     assert [r["idempotency_key"] for r in ledger.rows("2026-10-31", 9, ACKED)] == ["a"]
+    ledger.dispose()
+
+
+def test_a_pending_key_replanned_to_another_hour_goes_out_with_that_hour_an_acked_one_stays(url):
+    """A killed hour re-planned elsewhere: its pending keys are filed under the hour that holds them now, or they
+    would never be sent (issue 25: 643 of 2,359 pushes lost)."""
+    ledger = Ledger(url)
+    ledger.load(rows(["a", "b", "c"], hour=12), "run-1")
+    ledger.record([{"key": "a", "state": ACKED, "attempts": 1, "last_status": 200, "message_name": "m/1",
+                    "acked_at": 5.0}])
+    assert ledger.load(rows(["a", "b", "c"], hour=14), "replan") == 0
+    assert ledger.pending_keys("2026-10-31", 14) == {"b", "c"} and ledger.pending_keys("2026-10-31", 12) == set()
+    assert [r["idempotency_key"] for r in ledger.rows("2026-10-31", 12, ACKED)] == ["a"]     # sent: stays put
     ledger.dispose()
 
 

@@ -1,0 +1,33 @@
+"""A delivery run never ends silently with messages unsent: pending keys after the run fail it (exit != 0)."""
+from __future__ import annotations
+
+import pytest
+
+from core.config.loader import load_config
+from core.settings import REPO_ROOT, Settings
+from delivery.ledger import Ledger
+from jobs import deliver
+
+
+def test_a_run_that_leaves_messages_pending_fails(tmp_path, monkeypatch):
+    import delivery.gateway
+    import delivery.sender
+
+    class Client:                    # the run below sends nothing: no request may reach it
+        async def close(self):
+            pass
+
+    async def aborted(todo, *args, **kwargs):     # a sender that returns without sending (an aborted run)
+        return None
+
+    monkeypatch.setattr(delivery.gateway, "gateway_client", lambda *a, **k: Client())
+    monkeypatch.setattr(delivery.sender, "deliver", aborted)
+    settings = Settings.from_env({"HERMES_HOME": str(tmp_path)})
+    (tmp_path / "state").mkdir()
+    rows = [{"idempotency_key": f"k{i}", "send_day": "2026-10-31", "hour": 9, "window": "nightly", "user_id": i,
+             "scene_id": "s", "item_ids": [i], "policy": "hermes", "propensity": 1.0, "device_token": f"t-{i}",
+             "planned_at": 1.0} for i in range(3)]
+    gw = load_config(REPO_ROOT / "conf").config.platform.gateway
+    with pytest.raises(deliver.DeliveryIncomplete, match=r"ds=2026-10-31 hour=09: 3 of 3 messages are still pending"):
+        deliver.send_rows(settings, gw, rows, "2026-10-31", 9, "run-1", ramp=False)
+    assert Ledger(settings.ledger_url).pending_keys("2026-10-31", 9) == {"k0", "k1", "k2"}
