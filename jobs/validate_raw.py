@@ -31,7 +31,6 @@ from core.warehouse import Warehouse, file_stats
 from expectations.gate import DataQualityError, ValidationReport, check_schema
 
 log = logging.getLogger(__name__)
-DIMENSIONS = tuple(t for t in RAW_TABLES if t not in PARTITIONED)
 # The ids a fact row names that must exist in a dimension: {table: {column: dimension}}.
 REFERENCES = {"events": {"user_id": "users", "item_id": "items"}, "push_log": {"user_id": "users"},
               "item_changes": {"item_id": "items"}}
@@ -51,15 +50,15 @@ def _read(name: str, path: Path) -> pa.Table:
         try:
             parts.append(pq.read_table(f))
         except (pa.ArrowInvalid, OSError) as e:
-            raise DataQualityError(name, [f"{name}.(table): rule=readable_parquet: {f.name} in {path} is not a readable "
-                                          f"Parquet file ({str(e)[:160]}); replace or remove it upstream"]) from None
+            raise _Stop([f"{name}.(table): rule=readable_parquet: {f.name} in {path} is not a readable Parquet file "
+                         f"({str(e)[:160]}); replace or remove it upstream"], {}) from None
     if not parts:
         return RAW_SCHEMAS[name.split("/", 1)[1]].empty_table()
     try:
         return pa.concat_tables(parts, promote_options="default")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-        raise DataQualityError(name, [f"{name}.(table): rule=one_schema_per_partition: the files of {path} disagree on "
-                                      f"their columns ({str(e)[:160]})"]) from None
+        raise _Stop([f"{name}.(table): rule=one_schema_per_partition: the files of {path} disagree on their "
+                     f"columns ({str(e)[:160]})"], {}) from None
 
 
 def _future_partitions(wh: Warehouse, table: str, ds: str) -> list[str]:

@@ -172,6 +172,8 @@ def test_unreadable_and_empty_partitions_stop_the_run_an_empty_push_history_does
     f.write_bytes(f.read_bytes()[:200])                       # truncated
     with pytest.raises(DataQualityError, match=r"raw/events\.\(table\): rule=readable_parquet: part-00000.parquet"):
         validate_raw_table(wh, "events", ds)
+    report = json.loads(wh.report("validation", ds, "raw_events").read_text())        # a report all the same
+    assert not report["success"] and "rule=readable_parquet" in report["failures"][0]
     f.unlink()
     (wh.raw_partition("events", ds) / "notes.txt").write_text("not parquet")
     with pytest.raises(DataQualityError, match=r"rule=readable_parquet: notes.txt"):
