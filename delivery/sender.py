@@ -8,15 +8,18 @@ concurrent senders; answers are classified, retried with backoff, and written to
   deadline — with its last status as the reason. 404 UNREGISTERED: dead letter + the token is reported
   dead. 400: dead letter, not retried. 401/403: the whole run stops (every message would fail the same
   way) and the rest stays pending for a re-run once credentials are fixed.
-- The ledger is updated in batches (every 0.5 s); if the process dies, whatever it had not recorded is
-  still pending and is sent again on the next run — the gateway's idempotency key turns that into an ack
-  without a second delivery.
+- Send intent: with `claim`, a message is claimed in the ledger (committed) before its request goes out, and
+  at most `max_in_doubt` messages are claimed and not yet recorded at any time (a flush is forced when the
+  window is full). If the process dies, exactly those are in doubt: the next run sends them again (nothing is
+  lost) and counts them; against a gateway that ignores idempotency keys (FCM) that bounds the duplicates.
+- Outcomes go to the ledger in batches (every 0.2 s, or sooner when a quarter of the window is waiting).
 """
 from __future__ import annotations
 
 import asyncio
 import gc
 import heapq
+from collections import deque
 import logging
 import random
 import time
@@ -60,52 +63,78 @@ class Report:
     seconds: float = 0.0
     dead_tokens: list = field(default_factory=list)     # (user_id, idempotency_key) of 404s
     aborted: str | None = None
+    held_elsewhere: int = 0                               # claimed by another live run: not sent by this one
 
     @property
     def pending(self) -> int:
-        return self.total - self.acked - sum(self.dead_letter.values())
+        return self.total - self.acked - sum(self.dead_letter.values()) - self.held_elsewhere
 
     def as_dict(self) -> dict:
         return {"total": self.total, "acked": self.acked, "dead_letter": dict(self.dead_letter),
                 "pending": self.pending, "retries": self.retries, "requests": self.requests,
                 "seconds": round(self.seconds, 3), "rate_per_s": round(self.acked / self.seconds, 1) if self.seconds else 0,
-                "dead_tokens": len(self.dead_tokens), "aborted": self.aborted}
+                "dead_tokens": len(self.dead_tokens), "aborted": self.aborted, "held_elsewhere": self.held_elsewhere}
 
 
 async def deliver(messages: list[dict], client, bucket, concurrency: int, policy: RetryPolicy,
-                  record=None, attempts: dict | None = None, progress_every: float = 5.0, seed: int = 0) -> Report:
+                  record=None, attempts: dict | None = None, progress_every: float = 5.0, seed: int = 0,
+                  claim=None, heartbeat=None, max_in_doubt: int = 256, stop_on_signals: bool = False) -> Report:
     """Send every message until it is acked or dead-lettered (or the run is aborted on an auth error).
-    record(list[dict]) persists outcomes (the ledger); attempts: attempts already made per key."""
+    record(list[dict]) persists outcomes (the ledger); attempts: attempts already made per key;
+    claim(keys) -> the keys this run may send (the ledger's send intent, committed before sending);
+    heartbeat() -> False when the run lost its lease (it then stops, leaving the rest to the new holder);
+    stop_on_signals: SIGTERM/SIGINT stop the run cleanly (in-flight answers recorded, the rest stays pending)."""
     rng = random.Random(seed)
     rep = Report(total=len(messages))
     attempts = dict(attempts or {})
     start = time.monotonic()
     deadline = start + policy.deadline_s
-    heap = [(start + (i / max(len(messages), 1)) * policy.ramp_s, i, m) for i, m in enumerate(messages)]
-    heapq.heapify(heap)
-    seq = len(messages)
+    n = max(len(messages), 1)
+    fresh = deque((start + (i / n) * policy.ramp_s, m) for i, m in enumerate(messages))   # in release order
+    retries: list = []                                                                     # (due, seq, m)
+    seq = 0
     ready: asyncio.Queue = asyncio.Queue(maxsize=concurrency)
     wake = asyncio.Event()
+    flush_now = asyncio.Event()
     inflight = 0
     buffer: list[dict] = []
     abort = asyncio.Event()
+    window = max(int(max_in_doubt), concurrency) if claim else None
+    outstanding = 0          # claimed by this run, outcome not yet committed to the ledger
 
-    def done(m: dict, state: str, out: Outcome, reason: str | None = None) -> None:
+    def done(m: dict, state: str, out: Outcome | None, reason: str | None = None) -> None:
         key = m["idempotency_key"]
-        buffer.append({"key": key, "state": state, "attempts": attempts.get(key, 0), "last_status": out.status,
-                       "reason": reason, "message_name": out.name,
+        buffer.append({"key": key, "state": state, "attempts": attempts.get(key, 0),
+                       "last_status": out.status if out else None, "reason": reason,
+                       "message_name": out.name if out else None,
                        "acked_at": time.time() if state == ACKED else None})
+        if window and len(buffer) * 4 >= window:
+            flush_now.set()
 
     async def flusher() -> None:
+        beat = time.monotonic()
         while True:
-            await asyncio.sleep(0.5)
+            try:
+                await asyncio.wait_for(flush_now.wait(), timeout=0.2)
+            except asyncio.TimeoutError:
+                pass
+            flush_now.clear()
             await flush()
+            if heartbeat and time.monotonic() - beat >= 2.0:
+                beat = time.monotonic()
+                if not await asyncio.to_thread(heartbeat):
+                    rep.aborted = "the run lost its lease (missed heartbeats); another run took over"
+                    abort.set()
+                    wake.set()
 
     async def flush() -> None:
+        nonlocal outstanding
         if record and buffer:
             batch = buffer[:]
             del buffer[:len(batch)]
             await asyncio.to_thread(record, batch)
+            outstanding -= len(batch)
+            wake.set()
 
     async def progress() -> None:
         while True:
@@ -118,26 +147,44 @@ async def deliver(messages: list[dict], client, bucket, concurrency: int, policy
                      rep.total, sum(rep.dead_letter.values()), left, rep.retries, rate, eta)
 
     async def dispatcher() -> None:
-        nonlocal inflight
+        nonlocal inflight, outstanding
         while not abort.is_set():
-            if not heap:
-                if inflight == 0:
-                    break
-                wake.clear()
-                await wake.wait()
-                continue
-            at = heap[0][0]
             now = time.monotonic()
-            if at > now:
-                wake.clear()
-                try:
-                    await asyncio.wait_for(wake.wait(), timeout=at - now)
-                except asyncio.TimeoutError:
-                    pass
+            if retries and retries[0][0] <= now:                 # already claimed: no new intent needed
+                inflight += 1
+                await ready.put(heapq.heappop(retries)[2])
                 continue
-            _, _, m = heapq.heappop(heap)
-            inflight += 1
-            await ready.put(m)
+            room = (window - outstanding) if window else concurrency
+            if fresh and fresh[0][0] <= now and room > 0:
+                chunk = []
+                while fresh and fresh[0][0] <= now and len(chunk) < room:
+                    chunk.append(fresh.popleft()[1])
+                if claim:
+                    held = await asyncio.to_thread(claim, [m["idempotency_key"] for m in chunk])
+                    rep.held_elsewhere += sum(m["idempotency_key"] not in held for m in chunk)
+                    chunk = [m for m in chunk if m["idempotency_key"] in held]
+                    outstanding += len(chunk)
+                for m in chunk:
+                    if abort.is_set():                            # claimed, not sent: back to pending
+                        done(m, PENDING, None, "not sent: the run was aborted")
+                        continue
+                    inflight += 1
+                    await ready.put(m)
+                continue
+            if not fresh and not retries and inflight == 0:
+                break
+            due = [retries[0][0]] if retries else []
+            if fresh and room > 0:
+                due.append(fresh[0][0])
+            elif fresh:
+                flush_now.set()                                   # the in-doubt window is full: record, then go on
+            wake.clear()
+            try:
+                await asyncio.wait_for(wake.wait(), timeout=max(min(due) - now, 0) if due else None)
+            except asyncio.TimeoutError:
+                pass
+        for _, _, m in retries:                                   # aborted with retries waiting: back to pending
+            done(m, PENDING, None, rep.aborted)
         for _ in range(concurrency):
             await ready.put(None)
 
@@ -148,6 +195,7 @@ async def deliver(messages: list[dict], client, bucket, concurrency: int, policy
             if m is None:
                 return
             if abort.is_set():          # stays pending: the run stops on the first auth error
+                done(m, PENDING, None, rep.aborted)
                 inflight -= 1
                 continue
             key = m["idempotency_key"]
@@ -181,10 +229,28 @@ async def deliver(messages: list[dict], client, bucket, concurrency: int, policy
                 else:
                     rep.retries += 1
                     seq += 1
-                    heapq.heappush(heap, (time.monotonic() + delay, seq, m))
+                    heapq.heappush(retries, (time.monotonic() + delay, seq, m))
             inflight -= 1
             wake.set()
 
+    def terminate(signame: str) -> None:      # SIGTERM (Airflow, systemd, kill): finish what is in flight, record, stop
+        if not abort.is_set():
+            rep.aborted = f"stopped by {signame}: in-flight requests finished and recorded, the rest left pending"
+            log.warning("delivery: %s", rep.aborted)
+            abort.set()
+            wake.set()
+
+    loop = asyncio.get_running_loop()
+    handled = []
+    if stop_on_signals:
+        import signal
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, terminate, sig.name)
+                handled.append(sig)
+            except (RuntimeError, ValueError, NotImplementedError):   # not the main thread: the caller's handlers
+                pass
     tasks = [asyncio.create_task(flusher()), asyncio.create_task(progress())]
     # the batch and its heap are long-lived: keep the cyclic collector from re-walking them all the time
     threshold = gc.get_threshold()
@@ -197,8 +263,10 @@ async def deliver(messages: list[dict], client, bucket, concurrency: int, policy
         gc.unfreeze()
         for t in tasks:
             t.cancel()
+        for sig in handled:
+            loop.remove_signal_handler(sig)
         await flush()
         rep.seconds = time.monotonic() - start
-    if rep.aborted:
+    if rep.aborted and rep.aborted.startswith("gateway refused"):
         raise DeliveryAuthError(rep.aborted + f"; {rep.pending} messages left pending for a re-run")
     return rep

@@ -14,7 +14,7 @@ class TriggerState:
     def __init__(self, url: str):
         import sqlalchemy as sa
 
-        from delivery.ledger import state_engine
+        from delivery.ledger import create_tables, state_engine
 
         self.engine = state_engine(url)
         md = sa.MetaData()
@@ -39,7 +39,7 @@ class TriggerState:
         self.mark = sa.Table("trigger_watermark", md, sa.Column("name", sa.String(32), primary_key=True),
                              sa.Column("processed_until", sa.BigInteger, nullable=False),
                              sa.Column("updated_at", sa.Float, nullable=False))
-        md.create_all(self.engine)
+        create_tables(self.engine, md)
 
     def decided(self, keys: list[str]) -> set[str]:
         import sqlalchemy as sa

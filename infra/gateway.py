@@ -8,7 +8,9 @@ Contract (DESIGN.md): `POST /v1/projects/{project}/messages:send`, bearer token,
 401 UNAUTHENTICATED / 403 PERMISSION_DENIED; 404 NOT_FOUND + errorCode UNREGISTERED (dead token);
 429 QUOTA_EXCEEDED + Retry-After (gateway quota, random throttling, or the device's daily platform quota);
 500 INTERNAL / 503 UNAVAILABLE (injected). A repeated idempotency key is acknowledged with the first
-delivery's name and is not delivered again.
+delivery's name and is not delivered again — unless the faults config says {"dedup": false}: then, like
+FCM, the gateway ignores the key and delivers every request again (each delivery is a `requests` row with
+status 200 and no reason), which is how the exactly-once trials count what the ledger alone achieves.
 
 Durability: every delivery is written to SQLite (`receipts`, one row per delivered key) before the 200 is
 sent — by group commit: concurrent requests share one transaction, each waits for its commit. Every request
@@ -122,6 +124,7 @@ class Gateway:
         self.quotas = faults.get("platform_quotas", {})
         self.window_start, self.window_count = time.monotonic(), 0
         self.counter = 0
+        self.dedup = bool(faults.get("dedup", True))
 
     def is_dead(self, sha: str) -> bool:
         share = float(self.f.get("dead_token_share", 0))
@@ -169,10 +172,10 @@ class Gateway:
             st.log_request(key, 429, "gateway quota")
             return _error(429, "RESOURCE_EXHAUSTED", "gateway quota exceeded", "QUOTA_EXCEEDED",
                           {"Retry-After": str(self.f.get("retry_after_s", 1))})
-        if key in st.names:                                # already delivered: acknowledge, do not deliver again
+        if self.dedup and key in st.names:                 # already delivered: acknowledge, do not deliver again
             st.log_request(key, 200, "duplicate")
             return _ok(st.names[key])
-        if key in st.inflight:                             # the same key is being delivered right now
+        if self.dedup and key in st.inflight:              # the same key is being delivered right now
             await st.inflight[key]
             st.log_request(key, 200, "duplicate")
             return _ok(st.names[key])
@@ -208,9 +211,9 @@ class Gateway:
         st.inflight[key] = committed               # a concurrent duplicate waits for this commit
         try:
             await committed
-            st.names[key] = name
+            st.names.setdefault(key, name)
         finally:
-            del st.inflight[key]
+            st.inflight.pop(key, None)
         hang = self.rng.random() < float(self.f.get("p_hang", 0))
         st.log_request(key, 200, "hung" if hang else None)
         if hang:                                             # delivered, but the answer never comes in time

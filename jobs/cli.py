@@ -81,6 +81,7 @@ def _cmd_plan(args, settings):
 def _cmd_deliver(args, settings):
     import json
 
+    from delivery.ledger import DeliveryBusy
     from jobs import deliver
     from jobs.entry import load_run_config
     from jobs.tasks import deliver_hour
@@ -94,13 +95,14 @@ def _cmd_deliver(args, settings):
                                   ramp=not args.no_ramp)
             else:
                 out = deliver_hour(args.day, hour, ramp=not args.no_ramp)
-        except deliver.DeliveryIncomplete as e:      # the other hours still go out; the command fails at the end
+        except (deliver.DeliveryIncomplete, DeliveryBusy) as e:  # the other hours still go out; fail at the end
             incomplete.append(str(e))
-            print(f"INCOMPLETE {e}", file=sys.stderr)
+            print(f"{'BUSY' if isinstance(e, DeliveryBusy) else 'INCOMPLETE'} {e}", file=sys.stderr)
             continue
         print(json.dumps(out, indent=2, default=str))
     if incomplete:
-        sys.exit(f"{len(incomplete)} hour(s) ended with messages pending; see above")
+        sys.exit(f"{len(incomplete)} hour(s) not delivered in full by this run (pending, or another run holds "
+                 f"them); see above")
 
 
 def _cmd_triggers(args, settings):

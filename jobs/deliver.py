@@ -88,44 +88,65 @@ class DeliveryIncomplete(RuntimeError):
 
 
 def send_rows(settings: Settings, gw, rows: list[dict], send_day: str, hour: int, batch_run: str,
-              ramp: bool) -> dict:
+              ramp: bool, scope: str | None = None) -> dict:
     """Register `rows` (messages with planned_at) in the ledger under (send_day, hour), send what is pending,
-    write the hour's receipts; return the counts. Shared by the hourly delivery and the trigger runs."""
+    write the hour's receipts; return the counts. Shared by the hourly delivery and the trigger runs.
+
+    The run holds the lease of `scope` (default: the nightly send hour) throughout: a second run of the same
+    scope raises DeliveryBusy before it loads or sends anything."""
     from delivery.gateway import gateway_client
-    from delivery.ledger import PENDING, Ledger
+    from delivery.ledger import PENDING, SENDING, Ledger
     from delivery.ratelimit import TokenBucket
     from delivery.sender import RetryPolicy, deliver
 
     wh = Warehouse(settings.warehouse)
-    ledger = Ledger(settings.ledger_url)
-    policy = RetryPolicy.from_config(gw, ramp=ramp)
-    new = ledger.load(rows, batch_run)
-    pending = ledger.pending_keys(send_day, hour)
-    todo = [r for r in rows if r["idempotency_key"] in pending]
-    log.info("ds=%s hour=%02d (run %s): %d messages, %d new in the ledger, %d to send", send_day, hour, batch_run,
-             len(rows), new, len(todo))
+    ledger = Ledger(settings.ledger_url, lease_ttl_s=gw.lease_ttl_s)
+    scope = scope or f"nightly/{send_day}/h{hour:02d}"
+    try:
+        run_id = ledger.acquire(scope)
+    except Exception:
+        ledger.dispose()
+        raise
+    try:
+        policy = RetryPolicy.from_config(gw, ramp=ramp)
+        new = ledger.load(rows, batch_run)
+        pending = ledger.pending_keys(send_day, hour)
+        todo = [r for r in rows if r["idempotency_key"] in pending]
+        in_doubt = ledger.in_doubt([r["idempotency_key"] for r in todo])
+        log.info("ds=%s hour=%02d (run %s, %s): %d messages, %d new in the ledger, %d to send", send_day, hour,
+                 batch_run, run_id, len(rows), new, len(todo))
+        if in_doubt:
+            log.warning("ds=%s hour=%02d: %d messages were claimed by a run that died before recording them; they are "
+                        "sent again (a gateway that ignores idempotency keys may deliver them twice)", send_day, hour,
+                        len(in_doubt))
 
-    async def go():
-        client = gateway_client(settings.gateway_url, gw.project, settings.gateway_token, gw.concurrency, gw.timeout_s)
-        try:
-            return await deliver(todo, client, TokenBucket(gw.rate_per_second, gw.burst), gw.concurrency, policy,
-                                 record=ledger.record)
-        finally:
-            await client.close()
+        async def go():
+            client = gateway_client(settings.gateway_url, gw.project, settings.gateway_token, gw.concurrency,
+                                    gw.timeout_s)
+            try:
+                return await deliver(todo, client, TokenBucket(gw.rate_per_second, gw.burst), gw.concurrency, policy,
+                                     record=ledger.record, claim=lambda keys: ledger.claim(keys, run_id),
+                                     heartbeat=lambda: ledger.heartbeat(run_id), max_in_doubt=gw.max_in_doubt,
+                                     stop_on_signals=True)
+            finally:
+                await client.close()
 
-    report = _run_loop(go()) if todo else None
-    receipts = write_receipts(wh, ledger, send_day, hour, settings.receipt_time)
-    keys = [r["idempotency_key"] for r in rows]
-    states = dict(ledger.key_states(keys))
-    ledger.dispose()
+        report = _run_loop(go()) if todo else None
+        receipts = write_receipts(wh, ledger, send_day, hour, settings.receipt_time)
+        keys = [r["idempotency_key"] for r in rows]
+        states = dict(ledger.key_states(keys))
+    finally:
+        ledger.release(run_id)
+        ledger.dispose()
     if sum(states.values()) != len(set(keys)):
         raise AssertionError(f"ledger holds {sum(states.values())} of the {len(set(keys))} keys just loaded")
-    if states.get(PENDING):
+    if states.get(PENDING) or states.get(SENDING):
         # nothing may end silently unsent: an aborted run, or keys this run could not send, fail it (exit != 0)
-        raise DeliveryIncomplete(f"ds={send_day} hour={hour:02d}: {states[PENDING]} of {len(set(keys))} messages are "
-                                 f"still pending after this run ({states}); re-run `hermes deliver --day {send_day} "
-                                 f"--hour {hour}` (acked messages are never sent again)")
-    return {"batch": len(rows), "sent_this_run": len(todo), "states": states,
+        raise DeliveryIncomplete(f"ds={send_day} hour={hour:02d}: {states.get(PENDING, 0) + states.get(SENDING, 0)} of "
+                                 f"{len(set(keys))} messages are still pending after this run ({states}; `sending` ones "
+                                 f"are held by another run); re-run `hermes deliver --day {send_day} --hour {hour}` "
+                                 f"(acked messages are never sent again)")
+    return {"batch": len(rows), "sent_this_run": len(todo), "in_doubt_resent": len(in_doubt), "states": states,
             "run": report.as_dict() if report else None, **receipts}
 
 

@@ -127,6 +127,11 @@ class Gateway(_Strict):
     ramp_minutes: float = Field(20.0, ge=0, le=59, description="an hour's batch is released evenly over this")
     deadline_minutes: float = Field(55.0, gt=0, le=24 * 60, description="retries stop after this; what is "
                                     "left is dead-lettered with its reason, never silently dropped")
+    max_in_doubt: int = Field(256, ge=1, le=100_000, description="messages claimed in the ledger and not yet "
+                              "recorded, at most: after a crash these are sent again, so against a gateway that "
+                              "ignores idempotency keys (FCM) this bounds the duplicates")
+    lease_ttl_s: float = Field(30.0, ge=5, le=3600, description="a delivery run whose heartbeat is older than "
+                               "this loses its lease to the next run of the same hour")
 
 
 class Training(_Strict):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from delivery.ledger import ACKED, DEAD, PENDING, Ledger
+from delivery.ledger import ACKED, DEAD, PENDING, SENDING, DeliveryBusy, Ledger
 from delivery.trigger_log import EMITTED, TriggerState
 
 pytestmark = pytest.mark.slow
@@ -18,7 +18,7 @@ def url(request, tmp_path, pg_url):
 
     engine = sa.create_engine(pg_url)
     with engine.begin() as c:
-        for table in ("delivery_ledger", "trigger_log", "trigger_watermark"):
+        for table in ("delivery_ledger", "delivery_lease", "trigger_log", "trigger_watermark"):
             c.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
     engine.dispose()
     return pg_url
@@ -59,6 +59,59 @@ def test_a_pending_key_replanned_to_another_hour_goes_out_with_that_hour_an_acke
     assert ledger.load(rows(["a", "b", "c"], hour=14), "replan") == 0
     assert ledger.pending_keys("2026-10-31", 14) == {"b", "c"} and ledger.pending_keys("2026-10-31", 12) == set()
     assert [r["idempotency_key"] for r in ledger.rows("2026-10-31", 12, ACKED)] == ["a"]     # sent: stays put
+    ledger.dispose()
+
+
+def test_one_run_per_scope_and_a_claimed_key_is_sent_by_one_run_only(url):
+    """Issue 25.2: two runs of one hour both sent everything. The lease refuses the second run; a claim (the send
+    intent, committed before the request) gives a key to one live run only, and a dead run's claims are in doubt."""
+    ledger = Ledger(url)
+    ledger.load(rows(["a", "b", "c"], hour=12), "run-1")
+    first = ledger.acquire("nightly/2026-10-31/h12")
+    with pytest.raises(DeliveryBusy, match=r"nightly/2026-10-31/h12 is being delivered by run .*heartbeat"):
+        ledger.acquire("nightly/2026-10-31/h12")
+    assert ledger.claim(["a", "b"], first) == {"a", "b"}
+    other = ledger.acquire("nightly/2026-10-31/h13")             # another scope that holds the same keys
+    assert ledger.claim(["a", "b", "c"], other) == {"c"}          # a and b are the first run's while it lives
+    assert ledger.in_doubt(["a", "b", "c"]) == set() and ledger.pending_keys("2026-10-31", 12) == set()
+    ledger.record([{"key": "a", "state": ACKED, "attempts": 1, "last_status": 200, "message_name": "m/1",
+                    "acked_at": 5.0}])
+    ledger.release(first)                                          # the first run is gone, b was never recorded
+    assert ledger.in_doubt(["a", "b", "c"]) == {"b"} and ledger.pending_keys("2026-10-31", 12) == {"b"}
+    assert ledger.claim(["a", "b"], other) == {"b"}               # in doubt: sent again, never lost
+    assert dict(ledger.key_states(["a", "b", "c"])) == {ACKED: 1, SENDING: 2}
+    again = ledger.acquire("nightly/2026-10-31/h12")              # the released scope is free again
+    assert again != first and ledger.heartbeat(again) and not ledger.heartbeat(first)
+    ledger.dispose()
+
+
+def test_a_stale_lease_is_taken_over_and_its_holder_learns_it_lost_it(url):
+    ledger = Ledger(url, lease_ttl_s=30)
+    old = ledger.acquire("nightly/2026-10-31/h09")
+    import sqlalchemy as sa
+
+    with ledger.engine.begin() as c:                               # the holder (on another host) went silent
+        c.execute(sa.update(ledger.lease).values(run_id="elsewhere:1:dead", heartbeat_at=0.0))
+    new = ledger.acquire("nightly/2026-10-31/h09")
+    assert new != old and not ledger.heartbeat("elsewhere:1:dead") and ledger.heartbeat(new)
+    ledger.dispose()
+
+
+def test_a_replan_never_gives_a_user_a_second_nightly_push_that_day(url):
+    """Issue 25.4: a re-plan's new key for a user already pushed that day is superseded, never sent; a new key for
+    a user whose old key is still pending replaces that one (else neither would go out)."""
+    ledger = Ledger(url)
+    ledger.load(rows(["a", "b", "c"]), "plan-1")                  # users 1, 2, 3
+    ledger.record([{"key": "a", "state": ACKED, "attempts": 1, "last_status": 200, "message_name": "m/1",
+                    "acked_at": 5.0}])
+    assert ledger.load(rows(["a2", "b2", "c", "d"], hour=10), "plan-2") == 3     # users 1, 2, 3, 4
+    assert dict(ledger.key_states(["a2"])) == {DEAD: 1}                          # user 1 was pushed: superseded
+    assert dict(ledger.key_states(["b"])) == {DEAD: 1}                           # user 2's pending key: replaced
+    assert ledger.pending_keys("2026-10-31", 10) == {"b2", "c", "d"} and ledger.pending_keys("2026-10-31", 9) == set()
+    assert dict(ledger.dead_letter_reasons("2026-10-31")) == {"superseded": 1, "replanned": 1}
+    trig = rows(["t1"])                                                          # a trigger push is not nightly
+    trig[0]["window"] = "0930"
+    assert ledger.load(trig, "trigger-0930") == 1 and ledger.pending_keys("2026-10-31", 9) == {"t1"}
     ledger.dispose()
 
 
