@@ -8,8 +8,11 @@ and enable/disable. The same operations as JSON under /api for scripts and tests
 already in the stack (Airflow and MLflow serve with it), and Jinja2 + HTML forms need no front-end build.
 
 Authentication: an operator logs in with a name and the operator token (HERMES_UI_TOKEN, generated into
-$HERMES_HOME/secrets.env); the session cookie is the name signed with HMAC over the token (HttpOnly,
-SameSite=Strict). Every page but /login needs it; nothing is writable anonymously.
+$HERMES_HOME/secrets.env); the session cookie is the name and an expiry signed with HMAC over the token
+(HttpOnly, SameSite=Strict, Max-Age SESSION_S; the server refuses an expired one whatever the browser
+keeps). Every page but /login needs it; nothing is writable anonymously. A POST whose Origin (or, without
+one, Referer) is not this server is refused (403): SameSite does not separate other ports of 127.0.0.1,
+which are the same site.
 """
 from __future__ import annotations
 
@@ -96,8 +99,40 @@ FIELDS = [("name", "Name", "line"), ("enabled", "State", "bool"), ("priority", "
 FIELDS_OF = {"scenes": FIELDS, "triggers": TRIGGER_FIELDS}
 
 
+SESSION_S = 8 * 3600          # a working day; then sign in again
+
+
 def _sign(token: str, who: str) -> str:
     return hmac.new(token.encode(), who.encode(), hashlib.sha256).hexdigest()
+
+
+def _session(token: str, who: str, now: float) -> str:
+    expires = str(int(now + SESSION_S))
+    return f"{who}.{expires}.{_sign(token, who + '|' + expires)}"
+
+
+def _same_origin(request: Request) -> bool:
+    """A browser names the page that sent a POST in Origin (or Referer); it must be this server. A client
+    that sends neither (curl, scripts) is not a browser that can be tricked into posting."""
+    from urllib.parse import urlsplit
+
+    source = request.headers.get("origin") or request.headers.get("referer")
+    if not source:
+        return True
+    u = urlsplit(source)
+    return f"{u.scheme}://{u.netloc}" == f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}"
+
+
+async def _json_object(request: Request) -> dict:
+    import json
+
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise HTTPException(400, "the request body is not JSON") from None
+    if not isinstance(body, dict) or not isinstance(body.get("fields", {}), dict):
+        raise HTTPException(400, 'the request body must be a JSON object: {"fields": {...}, "base_sha": "..."}')
+    return body
 
 
 def create_app(settings: Settings, token: str) -> FastAPI:
@@ -112,10 +147,20 @@ def create_app(settings: Settings, token: str) -> FastAPI:
     def page(name: str, **kw) -> HTMLResponse:
         return HTMLResponse(env.get_template(name).render(**kw))
 
+    @app.middleware("http")
+    async def refuse_cross_origin(request: Request, call_next):
+        if request.method not in ("GET", "HEAD", "OPTIONS") and not _same_origin(request):
+            return JSONResponse({"ok": False, "error": "cross-origin request refused"}, status_code=403)
+        return await call_next(request)
+
     def operator(request: Request) -> str:
+        import time
+
         raw = request.cookies.get(COOKIE, "")
-        who, _, sig = raw.rpartition(".")
-        if who and hmac.compare_digest(sig, _sign(token, who)):
+        rest, _, sig = raw.rpartition(".")
+        who, _, expires = rest.rpartition(".")
+        if (who and expires.isdigit() and int(expires) > time.time()
+                and hmac.compare_digest(sig, _sign(token, who + "|" + expires))):
             return who
         if request.url.path.startswith("/api/"):
             raise HTTPException(401, "sign in first (POST /login)")
@@ -132,7 +177,9 @@ def create_app(settings: Settings, token: str) -> FastAPI:
             return HTMLResponse(env.get_template("login.html").render(title="Sign in", who=None,
                                                                        error="wrong name or token"), status_code=401)
         r = RedirectResponse("/", status_code=303)
-        r.set_cookie(COOKIE, f"{who}.{_sign(token, who)}", httponly=True, samesite="strict")
+        import time
+
+        r.set_cookie(COOKIE, _session(token, who, time.time()), max_age=SESSION_S, httponly=True, samesite="strict")
         return r
 
     @app.get("/", response_class=HTMLResponse)
@@ -189,7 +236,7 @@ def create_app(settings: Settings, token: str) -> FastAPI:
         try:
             doc, sha = store.current(conf, scene_id, kind)
         except KeyError as e:
-            raise HTTPException(404, str(e)) from None
+            raise HTTPException(404, e.args[0]) from None
         return scene_page(scene_id, who, doc, sha, kind=kind)
 
     @app.post("/{kind}/{scene_id}", response_class=HTMLResponse)
@@ -200,7 +247,7 @@ def create_app(settings: Settings, token: str) -> FastAPI:
         try:
             doc, _ = store.current(conf, scene_id, kind)
         except KeyError as e:
-            raise HTTPException(404, str(e)) from None
+            raise HTTPException(404, e.args[0]) from None
         edited = store.apply_form(doc, form, kind)
         check = store.validate(conf, scene_id, edited, kind)
         if not check.ok:
@@ -221,7 +268,10 @@ def create_app(settings: Settings, token: str) -> FastAPI:
     async def toggle(kind: str, scene_id: str, request: Request, who: str = Depends(operator)):
         kind = kind_of(kind)
         form = dict(await request.form())
-        doc, _ = store.current(conf, scene_id, kind)
+        try:
+            doc, _ = store.current(conf, scene_id, kind)
+        except KeyError as e:
+            raise HTTPException(404, e.args[0]) from None
         doc = {**doc, "enabled": not doc.get("enabled", True)}
         try:
             store.save(conf, scene_id, doc, form.get("base_sha", ""), who, audit, kind)
@@ -234,14 +284,22 @@ def create_app(settings: Settings, token: str) -> FastAPI:
     # ---- JSON API (scripts, tests) ------------------------------------------------------------------
     @app.get("/api/scenes/{scene_id}")
     def api_get(scene_id: str, who: str = Depends(operator)):
-        doc, sha = store.current(conf, scene_id)
+        try:
+            doc, sha = store.current(conf, scene_id)
+        except KeyError as e:
+            raise HTTPException(404, e.args[0]) from None
         return {"scene": doc, "base_sha": sha}
 
     @app.post("/api/scenes/{scene_id}/{action}")
     async def api_action(scene_id: str, action: str, request: Request, who: str = Depends(operator)):
-        body = await request.json()
-        doc, _ = store.current(conf, scene_id)
-        edited = store.apply_form(doc, body.get("fields", {}))
+        if action not in ("validate", "preview", "save"):
+            raise HTTPException(404, f"no action {action!r}")
+        body = await _json_object(request)
+        try:
+            doc, _ = store.current(conf, scene_id)
+        except KeyError as e:
+            raise HTTPException(404, e.args[0]) from None
+        edited = store.apply_form(doc, body["fields"] if "fields" in body else {})
         check = store.validate(conf, scene_id, edited)
         if not check.ok:
             return JSONResponse({"ok": False, "errors": check.errors}, status_code=422)

@@ -29,6 +29,9 @@ def build_spark(settings: Settings, app_name: str):
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     # spark-submit starts the JVM first and hands its port to the Python driver: its --master and --py-files rule
     submitted = "PYSPARK_GATEWAY_PORT" in os.environ
+    # The driver's RPC and block manager listen on loopback, not on the machine's network address: a driver
+    # that executors on other hosts must reach gets SPARK_LOCAL_IP (Spark's own variable) from the operator.
+    local_ip = os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder if submitted else SparkSession.builder.master(settings.spark_master)
     builder = (
         builder.appName(app_name)
@@ -47,6 +50,8 @@ def build_spark(settings: Settings, app_name: str):
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.ui.enabled", "false")
         .config("spark.local.dir", str(settings.home / "spark-tmp"))
+        .config("spark.driver.bindAddress", local_ip)
+        .config("spark.driver.host", local_ip)
     )
     # py4j logs every connection close at INFO, including from __del__ at interpreter exit.
     logging.getLogger("py4j").setLevel(logging.WARNING)

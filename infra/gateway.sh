@@ -15,6 +15,7 @@ PY
 
 case "${1:-start}" in
   start)
+    require_free_port gateway "$port" HERMES_GATEWAY_URL
     start_bg gateway python "$REPO/infra/gateway.py" --port "$port" --project "$project" \
       --db "$HERMES_HOME/gateway/receipts.sqlite" ${HERMES_GATEWAY_FAULTS:+--config "$HERMES_GATEWAY_FAULTS"}
     wait_http "http://127.0.0.1:$port/healthz" 30 gateway

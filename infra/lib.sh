@@ -5,6 +5,20 @@ running() {  # running NAME: true when NAME's PID file points at a live process
   [ -f "$run_dir/$1.pid" ] && kill -0 "$(cat "$run_dir/$1.pid")" 2>/dev/null
 }
 
+port_taken() {  # port_taken PORT: true when something accepts connections on 127.0.0.1:PORT
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+require_free_port() {  # require_free_port NAME PORT VAR: fail when PORT is held by a process that is not our NAME
+  local name=$1 port=$2 var=$3
+  running "$name" && return 0
+  if port_taken "$port"; then
+    echo "cannot start $name: port $port on 127.0.0.1 is held by another process (not the $name this project" \
+         "started); stop it or choose another port with $var" >&2
+    return 1
+  fi
+}
+
 start_bg() {  # start_bg NAME CMD...: setsid CMD in the background, log to logs/NAME.log, PID to run/NAME.pid
   local name=$1; shift
   running "$name" && return 0
@@ -28,10 +42,11 @@ stop_one() {  # stop_one NAME: TERM the process group, wait, then KILL what is l
 wait_http() {  # wait_http URL SECONDS [NAME]: poll until the URL answers (any HTTP status), fail after SECONDS
   local url=$1 limit=$2 name=${3:-}
   for _ in $(seq 1 $((limit * 4))); do
-    curl -sS -o /dev/null "$url" 2>/dev/null && return 0
+    # our process first: an answer from a process that is not ours (it held the port) is no success
     if [ -n "$name" ] && ! running "$name"; then
       echo "$name exited while starting; its log:" >&2; tail -20 "$log_dir/$name.log" >&2; return 1
     fi
+    curl -sS -o /dev/null "$url" 2>/dev/null && return 0
     sleep 0.25
   done
   echo "no answer from $url after ${limit}s; see $log_dir" >&2; return 1

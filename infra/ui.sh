@@ -7,6 +7,9 @@ source "$(dirname "$0")/lib.sh"
 
 case "${1:-start}" in
   start)
+    require_free_port airflow-standalone "$AIRFLOW__API__PORT" AIRFLOW__API__PORT
+    require_free_port mlflow-server "$MLFLOW_PORT" MLFLOW_PORT
+    require_free_port configcenter "$HERMES_UI_PORT" HERMES_UI_PORT
     airflow db migrate >"$HERMES_HOME/logs/airflow-db.log" 2>&1
     start_bg airflow-standalone airflow standalone
     MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false start_bg mlflow-server mlflow server --host 127.0.0.1 \

@@ -21,6 +21,23 @@ class ReconciliationError(AssertionError):
     pass
 
 
+def push_history(spark, wh: Warehouse, plan, longest_days: int):
+    """The pushes fatigue counts for the plan day: those sent before the send day (UTC day `plan`) began.
+
+    The send day's own receipts are this plan's pushes (or a previous run's of the same plan): counting them
+    would make a re-run of a delivered night suppress everyone it already pushed and give them other scenes,
+    that is a second push each (issue 25.4). A re-plan must see the history the first plan saw. Local days
+    reach 14 h either side of UTC: one extra UTC day at the start covers them."""
+    from datetime import datetime, time as dtime, timezone
+
+    from pyspark.sql import functions as F
+
+    send_start = datetime.combine(plan, dtime.min, tzinfo=timezone.utc)
+    last_ds = (plan - timedelta(days=1)).isoformat()
+    return (wh.read_raw(spark, "push_log", (plan - timedelta(days=longest_days + 1)).isoformat(), last_ds)
+            .where(F.col("sent_at") < F.lit(send_start)))
+
+
 def run(spark, settings: Settings, ds: str, loaded) -> dict:
     from features.fatigue import FatigueRules, apply_fatigue
 
@@ -28,8 +45,7 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     rules = FatigueRules.from_config(loaded.config)
     plan = plan_date(ds)
     longest = max(d for _, d in rules.scene_caps.values())
-    # Local days reach up to 14 h either side of UTC: one extra UTC day covers them.
-    pushes = wh.read_raw(spark, "push_log", (plan - timedelta(days=longest + 1)).isoformat())
+    pushes = push_history(spark, wh, plan, longest)
     dead = spark.read.parquet(str(wh.dead_tokens)) if wh.dead_tokens.exists() else None
     audiences = wh.read_partition(spark, "plan/audiences", ds)
     eligible, suppressed = apply_fatigue(spark, audiences, wh.read_raw(spark, "users"), pushes, dead, rules, plan)

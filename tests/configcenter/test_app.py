@@ -160,3 +160,49 @@ def test_a_new_scene_is_created_from_a_copy_disabled_and_audited(env):
     assert again.status_code == 422 and bad.status_code == 422
     line = json.loads((env["settings"].home / "audit" / "config.log").read_text().splitlines()[-1])
     assert line["created"] is True and line["scene"] == "weekend_deals" and line["who"] == "ana"
+
+
+def test_unknown_scenes_and_bodies_that_are_not_json_objects_are_client_errors_not_500(env):
+    """Issue 25.7: an unknown scene id or a non-JSON body answered 500."""
+    c = login(env["client"])
+    assert c.get("/api/scenes/no_such_scene").status_code == 404
+    r = c.post("/api/scenes/no_such_scene/validate", json={"fields": {}})
+    assert r.status_code == 404 and "no_such_scene" in r.text
+    assert c.post("/scenes/no_such_scene/toggle", data={"base_sha": ""}).status_code == 404
+    for body in (b"not json", b"[1, 2]", b'{"fields": [1]}', b"\xff\xfe"):
+        r = c.post("/api/scenes/hot_items/validate", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 400 and "JSON" in r.text, (body, r.status_code, r.text)
+    assert c.post("/api/scenes/hot_items/explode", json={}).status_code == 404
+    assert c.post("/api/scenes/hot_items/validate", json={"fields": {}}).json() == {"ok": True}
+
+
+def test_a_post_from_another_origin_is_refused_even_with_the_session_cookie(env):
+    """Issue 25.7: SameSite=Strict does not separate another port of 127.0.0.1 (same site), so a page served
+    there could post with the operator's cookie."""
+    c = login(env["client"])
+    evil = {"origin": "http://127.0.0.1:9999"}
+    r = c.post("/api/scenes/hot_items/save", json={"fields": {"priority": 11}}, headers=evil)
+    assert r.status_code == 403 and "cross-origin" in r.text
+    assert c.post("/scenes/hot_items/toggle", data={}, headers={"referer": "http://evil.example/x"}).status_code == 403
+    assert c.post("/login", data={"who": "ana", "token": TOKEN}, headers=evil).status_code == 403
+    own = {"origin": "http://testserver"}                       # the TestClient's own origin passes
+    assert c.post("/api/scenes/hot_items/validate", json={"fields": {}}, headers=own).status_code == 200
+
+
+def test_the_session_expires_in_the_cookie_and_on_the_server(env, monkeypatch):
+    import time
+
+    from configcenter import app as ui
+
+    c = env["client"]
+    r = c.post("/login", data={"who": "ana", "token": TOKEN}, follow_redirects=False)
+    cookie = r.headers["set-cookie"]
+    assert f"Max-Age={ui.SESSION_S}" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+    assert c.get("/api/scenes/hot_items").status_code == 200
+    later = time.time() + ui.SESSION_S + 1                     # a cookie the browser kept past its age is refused
+    monkeypatch.setattr(time, "time", lambda: later)
+    assert c.get("/api/scenes/hot_items").status_code == 401
+    # a forged expiry does not pass the signature
+    who, expires, sig = c.cookies.get("hermes_operator").split(".")
+    c.cookies.set("hermes_operator", f"{who}.{int(later) + 999}.{sig}")
+    assert c.get("/api/scenes/hot_items").status_code == 401
