@@ -6,7 +6,7 @@ Runs at the top of every UTC hour H (`CronTriggerTimetable`, logical date = H) a
 
 | task | what it does |
 |---|---|
-| `deliver` | reads the hour's batch through the day's manifest (refuses a missing or mismatching one), registers every message in the delivery ledger, sends what is still pending to the push gateway under the configured rate, burst and concurrency, released evenly over `gateway.ramp_minutes`; retries 429/5xx/timeouts with backoff (honouring `Retry-After`) until `gateway.deadline_minutes`; dead-letters 400s, 404 UNREGISTERED (the token is recorded dead for the next plan) and exhausted retries, each with its reason; appends the hour's receipts to `raw/push_log` |
+| `deliver` | takes the hour's lease (a second run of the same hour fails as BUSY and retries later), reads the hour's batch through the day's manifest (refuses a missing or mismatching one), registers every message in the delivery ledger, claims each message (a committed send intent) and sends what is still pending to the push gateway under the configured rate, burst and concurrency, released evenly over `gateway.ramp_minutes`; retries 429/5xx/timeouts with backoff (honouring `Retry-After`) until `gateway.deadline_minutes`; dead-letters 400s, 404 UNREGISTERED (the token is recorded dead for the next plan) and exhausted retries, each with its reason; appends the hour's receipts to `raw/push_log` |
 
 **Re-runs and catch-up are safe**: the ledger knows every idempotency key's state, so a re-run (or a
 retry after a crash) sends only what was not acknowledged, and the gateway acknowledges a repeated key

@@ -148,14 +148,18 @@ class Ledger:
         self._migrate()
 
     def _migrate(self) -> None:
-        """Ledgers written before claims existed get the two columns (the state machine is unchanged)."""
+        """Ledgers written before claims existed get the two columns and the (day, user) index."""
         import sqlalchemy as sa
 
         have = {c["name"] for c in sa.inspect(self.engine).get_columns("delivery_ledger")}
+        if {"claimed_by", "claimed_at"} <= have:
+            return
         with self.engine.begin() as c:
             for name, kind in (("claimed_by", "VARCHAR(120)"), ("claimed_at", "FLOAT")):
                 if name not in have:
                     c.exec_driver_sql(f"ALTER TABLE delivery_ledger ADD COLUMN {name} {kind}")
+            for index in self.t.indexes:
+                index.create(c, checkfirst=True)
 
     # leases -------------------------------------------------------------------------------------------------
     def acquire(self, scope: str) -> str:

@@ -166,8 +166,10 @@ class Windows(_Strict):
     exploration_share: float = Field(0.05, ge=0, le=0.5, description="share of users sent at a random allowed hour")
     prior_strength: float = Field(24.0, gt=0, le=10_000,
                                   description="pseudo-opens pulling a user's hour profile toward the population's")
-    push_open_weight: float = Field(3.0, ge=0, le=100, description="one push opened at an hour counts as this "
-                                                                  "many app opens in the hour profile")
+    push_open_weight: float = Field(
+        0.0, ge=0, le=100, description="one push opened at an hour counts as this many app opens in the hour profile. "
+        "0 (default): push opens happen only at the hours the history sent pushes at, so counting them puts that "
+        "hour's exposure into every user's timing (issue 24.2); the timing comes from the users' own app opens")
     first_send_hour_utc: int = Field(1, ge=0, le=23, description="first UTC hour of the send day the plan may use "
                                                                  "(lead time for the nightly run to finish)")
     scheduled_window_hours: int = Field(3, ge=1, le=12, description="scheduled scenes may land this many hours "

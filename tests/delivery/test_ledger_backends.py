@@ -126,3 +126,20 @@ def test_the_trigger_log_decides_a_key_once_and_the_watermark_only_moves_forward
     assert state.due(30)["trigger_key"].tolist() == ["k1"]
     assert state.advance(100) == 100 and state.advance(50) == 100 and state.watermark() == 100
     state.dispose()
+
+
+def test_a_ledger_written_before_claims_existed_is_migrated_in_place(url):
+    import sqlalchemy as sa
+
+    old = Ledger(url)
+    old.load(rows(["a", "b"]), "run-1")
+    with old.engine.begin() as c:                     # what an earlier version left: no claim columns, no index
+        c.exec_driver_sql("DROP INDEX IF EXISTS ix_ledger_day_user")
+        for col in ("claimed_by", "claimed_at"):
+            c.exec_driver_sql(f"ALTER TABLE delivery_ledger DROP COLUMN {col}")
+    old.dispose()
+    ledger = Ledger(url)
+    run = ledger.acquire("nightly/2026-10-31/h09")
+    assert ledger.claim(["a", "b"], run) == {"a", "b"}
+    assert "ix_ledger_day_user" in {i["name"] for i in sa.inspect(ledger.engine).get_indexes("delivery_ledger")}
+    ledger.dispose()

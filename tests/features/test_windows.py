@@ -176,3 +176,22 @@ def test_baseline_sends_at_the_fixed_local_hour_and_spills_overflow_to_later_hou
     assert set(b.slot[25:].tolist()) == {19}                        # nearest allowed hour (earlier on a tie)
     # the 13 who did not fit spill to the next hour, and its overflow to the one after
     assert b.slot[12:24].tolist() == [21] * 12 and b.slot[24] == 22
+
+
+def test_the_hour_the_push_history_was_sent_at_does_not_become_the_users_best_hour():
+    """Issue 24.2: 59 % of the pushes went at 12:00 UTC, the hour the world's push history was sent at, though the
+    users' own app opens peaked elsewhere. Push opens exist only at the hours pushes were sent: with the shipped
+    configuration they must not pull the profile (nor the population's) toward that hour."""
+    from core.config.loader import load_config
+    from core.settings import REPO_ROOT
+
+    w = load_config(REPO_ROOT / "conf").config.platform.windows
+    n = 200
+    app = np.zeros((n, 24), dtype=np.int32)
+    app[:, 8] = 6                                  # every user's own activity: mornings
+    app[:, 21] = 2
+    push = np.zeros((n, 24), dtype=np.int32)
+    push[:, 12] = 4                                # every push of the history went at 12:00, and was often opened
+    q, prior = hour_profiles(app, push, w.push_open_weight, w.prior_strength)
+    assert (q.argmax(axis=1) == 8).all() and prior.argmax() == 8
+    assert q[0, 12] < q[0, 21] < q[0, 8]           # noon is no better than any hour the user is not active at
