@@ -8,7 +8,7 @@ USERS ?= 10000
 DAYS ?= 30
 SEED ?= 7
 DS ?= 2026-10-30
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=25
 
 .PHONY: run test test-fast ui ui-stop install lock bench bench-nightly bench-triggers bench-delivery evaluate clean help
 
