@@ -3,9 +3,10 @@ the clean rows go on. Pure: a pyarrow table and the suite in, a verdict per row 
 
 Row-level rules are every expectation of the table's raw suite (each is row-wise: enum values, nulls in keys,
 out-of-range values, timestamps outside the partition's day or after the newest data, duplicate keys) plus two
-that Great Expectations does not express on one table: exact duplicate rows (every copy after the first) and ids
-absent from their dimension. A row's reason is the first rule it breaks, in that order: duplicates first, then
-the suite's order, then the dimensions.
+that Great Expectations does not express on one table: exact duplicate rows (every copy after the first), ids
+absent from their dimension, and keys that another partition of the table already holds (push_log's push_id:
+a receipt written twice would be counted twice by training). A row's reason is the first rule it breaks, in
+that order: duplicates first, then the suite's order, then the dimensions, then the other partitions.
 """
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ EXAMPLES = 5
 
 def unknown_id_rule(column: str, dimension: str) -> str:
     return f"{column}: id_in_dimension raw/{dimension}"
+
+
+def taken_key_rule(column: str) -> str:
+    return f"{column}: unique_across_partitions"
 
 
 @dataclass
@@ -111,9 +116,11 @@ def _examples(table: pa.Table, rule: str, rows: np.ndarray) -> list[str]:
 
 
 def row_verdict(table: pa.Table, name: str, expectations: list, contract_columns: list[str],
-                dimensions: dict[str, tuple[str, pa.Array]] | None = None) -> RowVerdict:
+                dimensions: dict[str, tuple[str, pa.Array]] | None = None,
+                taken: dict[str, pa.Array] | None = None) -> RowVerdict:
     """Evaluate every row rule on `table` (named e.g. raw/events). dimensions: {column: (dimension table, its ids)}
-    for the ids that must exist there."""
+    for the ids that must exist there; taken: {column: keys the table's other partitions hold} for keys unique
+    across partitions."""
     from expectations.gate import validate
 
     n = table.num_rows
@@ -141,5 +148,10 @@ def row_verdict(table: pa.Table, name: str, expectations: list, contract_columns
         mark(rule, np.asarray(labels, dtype=np.int64))
     for column, (dimension, known) in (dimensions or {}).items():
         mark(unknown_id_rule(column, dimension), np.flatnonzero(unknown_ids(table, column, known)))
+    for column, keys in (taken or {}).items():
+        import pyarrow.compute as pc
+
+        hit = pc.fill_null(pc.is_in(table[column], value_set=keys), False).to_numpy(zero_copy_only=False)
+        mark(taken_key_rule(column), np.flatnonzero(hit))
     return RowVerdict(rows=n, reason=reason, by_rule=by_rule, examples=examples,
-                      checked=1 + len(expectations) + len(dimensions or {}))
+                      checked=1 + len(expectations) + len(dimensions or {}) + len(taken or {}))

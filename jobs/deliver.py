@@ -60,6 +60,11 @@ def write_receipts(wh: Warehouse, ledger, send_day: str, hour: int, receipt_time
         pq.write_table(pa.Table.from_pylist(rows, schema=RAW_SCHEMAS["push_log"]), tmp)
         tmp.replace(folder / name)                     # a re-run replaces the hour's file whole
         written[day] = len(rows)
+    # One file per send hour in the whole table: a re-run that dates the receipts otherwise (another
+    # HERMES_RECEIPT_TIME, or acks that moved past midnight) moves the file, never copies it (issue 22.2).
+    for old in wh.raw("push_log").glob(f"ds=*/{name}"):
+        if old.parent.name.removeprefix("ds=") not in written:
+            old.unlink()
     dead = [r for r in ledger.rows(send_day, hour, DEAD) if r["reason"] == "unregistered"]
     if dead:
         folder = wh.dead_tokens

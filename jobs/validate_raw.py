@@ -89,6 +89,24 @@ def _dimension_ids(wh: Warehouse, table: str) -> dict:
     return out
 
 
+UNIQUE_ACROSS_PARTITIONS = {"push_log": "push_id"}     # a key no two partitions may both hold
+
+
+def _taken_keys(wh: Warehouse, table: str, pds: str | None) -> dict:
+    """{column: the keys the table's other partitions hold} for its cross-partition unique key: the earlier
+    partitions and the later ones validation has accepted. The first copy stays; a later-dated one, or one
+    delivered after another partition was accepted with it, is quarantined."""
+    column = UNIQUE_ACROSS_PARTITIONS.get(table)
+    if column is None or pds is None:
+        return {}
+    days = [d for d in wh.raw_days(table) if d < pds or (d > pds and _validated(wh, table, d))]
+    others = [f for d in days for f in _data_files(wh.raw_partition(table, d))]
+    if not others:
+        return {column: pa.array([], RAW_SCHEMAS[table].field(column).type)}
+    keys = pa.concat_tables([pq.read_table(f, columns=[column]) for f in others])[column].combine_chunks()
+    return {column: keys}
+
+
 def _write_report(wh: Warehouse, ds: str, table: str, body: dict) -> None:
     out = wh.report("validation", ds, f"raw_{table}")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -146,7 +164,7 @@ def _validate_partition(warehouse: Warehouse, table: str, pds: str | None, run_d
                      "validation.allow_empty)"], {"rows": 0})
     horizon = _horizon(warehouse, run_ds) if pds is None else None
     verdict = row_verdict(data, name, raw_suite(table, pds or run_ds, horizon), RAW_SCHEMAS[table].names,
-                          _dimension_ids(warehouse, table))
+                          _dimension_ids(warehouse, table), _taken_keys(warehouse, table, pds))
     earlier = manifest or {"rows_in": data.num_rows, "quarantined": 0, "by_rule": {}, "examples": {}}
     rows_in = int(earlier["rows_in"])
     quarantined = int(earlier["quarantined"]) + verdict.n_bad

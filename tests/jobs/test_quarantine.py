@@ -249,3 +249,22 @@ def test_a_lone_partition_far_ahead_does_not_move_the_dimensions_horizon(copy):
     change("users", lambda t: _set(t, "registered_at", 0, _ts("2027-12-24", 0)))
     report = validate_raw_table(wh, "users", ds, LENIENT)
     assert report.by_rule == {"registered_at: expect_column_values_to_be_between": 1}
+
+
+def test_a_receipt_another_partition_already_holds_is_quarantined_the_first_copy_stays(copy):
+    """Issue 22.2: a delivered hour re-run by hand wrote its receipts again into another day's partition; training
+    then counted those pushes twice. push_id is unique across push_log's partitions."""
+    wh, ds, change = copy
+    earlier = wh.raw_days("push_log")[-2]
+    first = pq.read_table(wh.raw_partition("push_log", earlier)).slice(0, 2)
+    again = _set(_set(first, "sent_at", 0, _ts(ds, 0.5)), "sent_at", 1, _ts(ds, 0.6))
+    again = _set(_set(again, "opened_at", 0, None), "opened_at", 1, None)
+    change("push_log", lambda t: pa.concat_tables([t, again]))
+    report = validate_raw_table(wh, "push_log", ds, LENIENT)
+    rule = "push_id: unique_across_partitions"
+    assert report.by_rule == {rule: 2} and report.quarantined == 2
+    assert set(pq.read_table(wh.quarantine("push_log", ds))["push_id"].to_pylist()) == set(first["push_id"].to_pylist())
+    kept_earlier = pq.read_table(wh.raw_partition("push_log", earlier))["push_id"].to_pylist()
+    assert set(first["push_id"].to_pylist()) <= set(kept_earlier)                # the first copy stays where it was
+    ids = pq.read_table(wh.raw("push_log"), columns=["push_id"])["push_id"].to_pylist()
+    assert len(ids) == len(set(ids))
