@@ -206,7 +206,8 @@ def main() -> None:
     args = ap.parse_args()
     s3_home = Path(tempfile.mkdtemp(prefix="hermes-trial-s3-"))
     s3_home.chmod(0o755)                     # PostgreSQL runs as the `postgres` user when we are root
-    base = {"HERMES_S3_ENDPOINT": f"http://127.0.0.1:{free_port((0, 1, 2, 3, 10000, 10001, 10002, 10003))}", "AWS_ACCESS_KEY_ID": "hermestrial",
+    s3_port = free_port((0, 1, 2, 3, 10000, 10001, 10002, 10003))
+    base = {"HERMES_S3_ENDPOINT": f"http://127.0.0.1:{s3_port}", "AWS_ACCESS_KEY_ID": "hermestrial",
             "AWS_SECRET_ACCESS_KEY": "hermes-trial-secret-0123456789", "HERMES_S3_BUCKET": "hermes-trial"}
     s3_env = {**os.environ, **base, "HERMES_HOME": str(s3_home)}
     pg_env = {**os.environ, "HERMES_HOME": str(s3_home), "HERMES_PG_PORT": str(free_port()),

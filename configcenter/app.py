@@ -124,8 +124,6 @@ def _same_origin(request: Request) -> bool:
 
 
 async def _json_object(request: Request) -> dict:
-    import json
-
     try:
         body = await request.json()
     except (ValueError, UnicodeDecodeError):

@@ -40,8 +40,9 @@ BATCHES = Asset(name="hermes_push_batches", uri="s3://hermes/batches")
     params={
         "send_day": Param(None, type=["null", "string"], format="date",
                           description="UTC send day to deliver (default: the run's own)"),
-        "hour": Param(None, type=["null", "integer"], minimum=0, maximum=23,
-                      description="UTC hour to deliver (default: the run's own)"),
+        "hour": Param(None, type=["null", "integer"], minimum=0, maximum=35,
+                      description="UTC hour to deliver (default: the run's own). With send_day: that plan's hour "
+                                  "0-35 alone (24-35 = 00-11 of the next UTC day)"),
         "ramp": Param(True, type="boolean", description="spread the batch over gateway.ramp_minutes"),
     },
     default_args={"owner": "hermes", "retries": 2, "retry_delay": timedelta(minutes=1),
@@ -50,15 +51,19 @@ BATCHES = Asset(name="hermes_push_batches", uri="s3://hermes/batches")
 def hermes_hourly():
     @task(inlets=[BATCHES])
     def deliver() -> dict:
-        from jobs.tasks import deliver_hour
+        from jobs.tasks import deliver_hour, deliver_utc_hour
 
         ctx = get_current_context()
         # a run triggered by hand without a logical date (Airflow 3 allows it) delivers the hour it runs in
         when = ctx.get("logical_date") or ctx["dag_run"].run_after
         p = ctx["params"]
+        ramp = bool(p.get("ramp", True))
+        if p.get("send_day") is not None and p.get("hour") is not None:     # one plan hour, by hand
+            return deliver_hour(p["send_day"], int(p["hour"]), ramp=ramp)
         day = p.get("send_day") or when.strftime("%Y-%m-%d")
         hour = when.hour if p.get("hour") is None else int(p["hour"])
-        return deliver_hour(day, hour, ramp=bool(p.get("ramp", True)))
+        # the UTC hour: the send day's own hour, and for 00-11 the previous plan's hour 24-35 (west of UTC)
+        return deliver_utc_hour(day, hour, ramp=ramp)
 
     deliver()
 

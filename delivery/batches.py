@@ -1,6 +1,7 @@
 """Push batches in the object store: one Parquet object per send hour, one manifest per send day.
 
-Layout in the bucket (ds = the UTC send day, HH = the UTC hour):
+Layout in the bucket (ds = the UTC send day, HH = the plan's hour: 00-23 on the send day, 24-35 = 00-11 of the
+next UTC day, for users west of UTC whose local plan day reaches into it):
 
     batches/ds=YYYY-MM-DD/hour=HH/run=<run_id>/messages.parquet   the hour's messages
     batches/ds=YYYY-MM-DD/_manifest.json                           what is current for the day, written last
@@ -32,10 +33,15 @@ log = logging.getLogger(__name__)
 PREFIX = "batches"
 FORMAT = 1
 NIGHTLY_WINDOW = "nightly"
+PLAN_HOURS = 36       # a plan's hours: its send day's 0-23, then 24-35 = the next UTC day's 0-11
 
 
 class BatchError(RuntimeError):
     """A batch that must not be delivered: missing or mismatching manifest or object."""
+
+
+class NoBatch(BatchError):
+    """No plan for that day, or the day's plan has no such hour (a plan written before plans had hours 24-35)."""
 
 
 def idempotency_key(user_id: int, scene_id: str, send_day: str, window: str) -> str:
@@ -144,7 +150,7 @@ def write_day(settings, send_day: str, messages, meta: dict) -> WriteResult:
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
     hours: dict[str, dict] = {}
     hour_col = messages["hour"].to_numpy()
-    for hour in range(24):
+    for hour in range(PLAN_HOURS):
         part = messages.filter(pc.equal(messages["hour"], hour)) if (hour_col == hour).any() else None
         if part is None:
             hours[f"{hour:02d}"] = {"messages": 0, "key": None, "sha256": None, "bytes": 0}
@@ -175,7 +181,7 @@ def read_manifest(settings, send_day: str) -> dict:
         body = s3.get_object(Bucket=settings.s3_bucket, Key=manifest_key(send_day))["Body"].read()
     except ClientError as e:
         if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            raise BatchError(f"batches ds={send_day}: no manifest at s3://{settings.s3_bucket}/"
+            raise NoBatch(f"batches ds={send_day}: no manifest at s3://{settings.s3_bucket}/"
                              f"{manifest_key(send_day)}; refusing to read objects without one") from None
         raise
     manifest = json.loads(body)
@@ -190,7 +196,7 @@ def read_batch(settings, send_day: str, hour: int):
     manifest = read_manifest(settings, send_day)
     entry = manifest["hours"].get(f"{hour:02d}")
     if entry is None:
-        raise BatchError(f"batches ds={send_day}: manifest has no entry for hour {hour:02d}")
+        raise NoBatch(f"batches ds={send_day}: manifest has no entry for hour {hour:02d}")
     if entry["messages"] == 0:
         return None, manifest
     return _fetch_verified(settings, entry, f"batches ds={send_day} hour={hour:02d}"), manifest

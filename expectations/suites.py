@@ -163,7 +163,7 @@ def output_suite(table: str, config_version: str, scene_ids: list[str]) -> list:
             gxe.ExpectColumnValuesToBeInSet(column="policy", value_set=["hermes", "baseline"]),
             gxe.ExpectCompoundColumnsToBeUnique(column_list=["policy", "user_id"]),
             gxe.ExpectColumnValuesToBeInSet(column="scene_id", value_set=scene_ids),
-            gxe.ExpectColumnValuesToBeBetween(column="slot", min_value=-1, max_value=23),
+            gxe.ExpectColumnValuesToBeBetween(column="slot", min_value=-1, max_value=35),
             gxe.ExpectColumnValuesToBeBetween(column="local_hour", min_value=-1, max_value=23),
             rate("p_open"), rate("hour_propensity"), rate("scene_propensity"),
             gxe.ExpectColumnValuesToBeInSet(column="reason", value_set=["no_window", "no_capacity"]),

@@ -6,6 +6,14 @@ max_i p_i. A push is opened once, whatever its feed: P(open) is driven by the fe
 (the model scores each item as the push's lead), so the best item's probability is the feed's estimate.
 Treating items as independent chances (1 - prod(1 - p_i)) would count one open several times and favour
 scenes with long feeds. Scene: per user, the feed with the highest expected opens; ties go to priority.
+
+Support: a scene the push history barely shows (or never showed: a config's new scene, a history of other
+scene ids) is one the model extrapolates to. Its feed's estimate is pulled toward the history's pooled open
+rate by `support_sends` pseudo-sends (w = sends / (sends + k)): with no history of the scene it is the
+pooled rate, with plenty it is the model's. Exploration: a deterministic `explore_share` of users (a hash of
+user and day) get a uniformly drawn scene of theirs instead of the best; every row logs its
+scene_propensity, (1 - e)[best] + e / (the user's scenes), so the history these pushes become can be
+re-weighted and unseen scenes get data.
 """
 from __future__ import annotations
 
@@ -41,13 +49,48 @@ def feeds(scored: DataFrame, items: DataFrame, scenes: DataFrame, max_per_catego
     )
 
 
-def select_scene(feed: DataFrame) -> DataFrame:
-    """One row per user: the feed with the highest expected opens (then priority, then scene id)."""
+def shrink_to_support(feed: DataFrame, scene_rates: DataFrame, support_sends: float) -> tuple[DataFrame, dict]:
+    """expected_open pulled toward the push history's pooled open rate for the scenes it barely shows (see the
+    module doc). scene_rates: features/material_rates. Returns the feed and {scene: weight of the model}; with
+    no push history at all the feed is left as the model scored it (there is nothing to shrink toward)."""
+    rows = (scene_rates.where(F.col("level") == "scene").select("scene_id", "sends", "opens").collect())
+    sends = sum(float(r["sends"]) for r in rows)
+    if sends <= 0:
+        return feed, {}
+    pooled = sum(float(r["opens"]) for r in rows) / sends
+    support = {r["scene_id"]: float(r["sends"]) for r in rows}
+    scenes = [r["scene_id"] for r in feed.select("scene_id").distinct().collect()]
+    weight = {sc: support.get(sc, 0.0) / (support.get(sc, 0.0) + support_sends) if support_sends > 0 else 1.0
+              for sc in scenes}
+    w = F.create_map(*[x for sc, v in sorted(weight.items()) for x in (F.lit(sc), F.lit(v))]) if weight else None
+    if w is None:
+        return feed, weight
+    return (feed.withColumn("expected_open", w[F.col("scene_id")] * F.col("expected_open")
+                            + (1 - w[F.col("scene_id")]) * F.lit(pooled)), weight)
+
+
+def _unit_hash(col, salt: str):
+    """A uniform number in [0, 1) from a column and a salt (Spark's xxhash64: stable across runs and machines)."""
+    return F.pmod(F.xxhash64(col, F.lit(salt)), F.lit(1 << 31).cast("bigint")).cast("double") / F.lit(float(1 << 31))
+
+
+def select_scene(feed: DataFrame, explore_share: float = 0.0, salt: str = "") -> DataFrame:
+    """One row per user: the feed with the highest expected opens (then priority, then scene id), or for an
+    explore_share of users (by a salted hash) a uniformly drawn one of their scenes; scene_propensity logs
+    P(this scene | the policy)."""
     w = Window.partitionBy("user_id").orderBy(F.col("expected_open").desc(), F.col("priority").desc(),
                                               F.col("scene_id"))
-    return (feed.withColumn("_rank", F.row_number().over(w)).where("_rank = 1").drop("_rank")
+    e = float(explore_share)
+    ranked = (feed.withColumn("_rank", F.row_number().over(w))
+              .withColumn("_n", F.count(F.lit(1)).over(Window.partitionBy("user_id"))))
+    explorer = _unit_hash(F.col("user_id"), f"{salt}-explore") < F.lit(e)
+    drawn = (F.floor(_unit_hash(F.col("user_id"), f"{salt}-scene") * F.col("_n")) + 1).cast("int")
+    target = F.when(explorer, drawn).otherwise(F.lit(1))
+    return (ranked.where(F.col("_rank") == target)
             .withColumn("policy", F.lit("hermes"))
-            .withColumn("scene_propensity", F.lit(1.0)))    # deterministic given the model
+            .withColumn("scene_propensity", F.lit(1 - e) * (F.col("_rank") == 1).cast("double")
+                        + F.lit(e) / F.col("_n"))
+            .drop("_rank", "_n"))
 
 
 def baseline_scene(scene_rates: DataFrame, allowed: list[str], min_sends: int = 100,

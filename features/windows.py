@@ -1,7 +1,10 @@
 """Send windows: which hour of the send day each planned push lands in.
 
 Pure numpy, no Spark and no I/O: the stage reads the plan (one row per user) into arrays and calls these.
-The send day is cut into S hourly *slots* (UTC hours). For each user u and slot s:
+The plan is cut into S = 36 hourly *slots*: the UTC hours from the send day's 00:00 to 12:00 the next day.
+A user's local plan day lies inside them for every UTC offset from -12 to +14 (UTC-12's local day ends at
+12:00 UTC the next day); slots 24-35 go out with the next UTC day's hours 0-11, beside the next plan's own
+(whose capacity they use up first). For each user u and slot s:
 
     value[u, s] = P(u opens the push if it lands in slot s), or NaN where the slot is not allowed
                   (quiet hours in the user's local time, before the user's earliest send time under the
@@ -27,7 +30,8 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-SLOTS = 24
+SLOTS = 36             # UTC hours of a plan: the send day's 24, then 12 of the next day (western time zones)
+DAY_SLOTS = 24         # slots of the send day itself; slot DAY_SLOTS + h is hour h of the next UTC day
 NO_WINDOW = "no_window"        # no allowed slot at all (quiet hours / spacing / the plan day leave none)
 NO_CAPACITY = "no_capacity"    # every allowed slot is full
 

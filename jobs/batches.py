@@ -48,7 +48,7 @@ def run(settings: Settings, ds: str, loaded, policy: str | None = None) -> dict:
         raise AssertionError(f"batches ds={day}: wrote {result.messages} messages for {assigned.num_rows} windows")
     log.info("policy %s: %d planned, %d in batches, %d without a slot (see plan/windows.reason)", policy,
              windows.num_rows, result.messages, unassigned)
-    per_hour = np.array([result.hours[h] for h in range(24)])
+    per_hour = np.array([result.hours[h] for h in sorted(result.hours)])
     out = {"ds": ds, "send_day": day, "policy": policy, "run_id": result.run_id, "planned": windows.num_rows,
             "messages": result.messages, "unassigned": unassigned, "hours": per_hour.tolist(),
             "bucket": settings.s3_bucket, "manifest": f"s3://{settings.s3_bucket}/batches/ds={day}/_manifest.json",

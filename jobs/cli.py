@@ -78,15 +78,28 @@ def _cmd_plan(args, settings):
     print(json.dumps(batches.run(settings, args.ds, loaded, policy=args.policy), indent=2, default=str))
 
 
+def _plan_hour(text: str):
+    """--hour: 'all' or a plan hour 0-35 (argparse turns the ValueError into a usage error, not a traceback)."""
+    from delivery.batches import PLAN_HOURS
+
+    if text == "all":
+        return text
+    if not text.isdigit() or int(text) >= PLAN_HOURS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a plan hour: 0-23 on the send day, 24-{PLAN_HOURS - 1} "
+                                         "for 0-11 of the next UTC day, or 'all'")
+    return int(text)
+
+
 def _cmd_deliver(args, settings):
     import json
 
+    from delivery.batches import PLAN_HOURS
     from delivery.ledger import DeliveryBusy
     from jobs import deliver
     from jobs.entry import load_run_config
     from jobs.tasks import deliver_hour
 
-    hours = range(24) if args.hour == "all" else [int(args.hour)]
+    hours = range(PLAN_HOURS) if args.hour == "all" else [args.hour]
     incomplete = []
     for hour in hours:
         try:
@@ -216,7 +229,9 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("deliver", help="deliver a send hour's batch to the push gateway (resumable; receipts to "
                                        "push_log)")
     p.add_argument("--day", required=True, help="the UTC send day (batches/ds=<day>)")
-    p.add_argument("--hour", required=True, help="UTC hour 0-23, or 'all'")
+    p.add_argument("--hour", required=True, type=_plan_hour,
+                   help="the plan's hour: 0-23 on the send day, 24-35 = 0-11 of the next UTC day (users west of "
+                        "UTC); or 'all' (0-35)")
     p.add_argument("--no-ramp", action="store_true", help="release the batch at once (catch-up, tests)")
     p.add_argument("--config", help="config snapshot JSON (default: the snapshot of the plan that wrote the day)")
     p.set_defaults(func=_cmd_deliver)

@@ -21,21 +21,34 @@ class ReconciliationError(AssertionError):
     pass
 
 
-def push_history(spark, wh: Warehouse, plan, longest_days: int):
-    """The pushes fatigue counts for the plan day: those sent before the send day (UTC day `plan`) began.
+def push_history(spark, wh: Warehouse, plan, longest_days: int, policy: str = "hermes"):
+    """The pushes fatigue counts for the plan day: those sent before the send day (UTC day `plan`) began, and
+    those the previous night's plan holds for the send day's first hours (its slots 24-35, users west of UTC:
+    at planning time they are not sent yet, or not all).
 
     The send day's own receipts are this plan's pushes (or a previous run's of the same plan): counting them
     would make a re-run of a delivered night suppress everyone it already pushed and give them other scenes,
     that is a second push each (issue 25.4). A re-plan must see the history the first plan saw. Local days
     reach 14 h either side of UTC: one extra UTC day at the start covers them."""
-    from datetime import datetime, time as dtime, timezone
+    from datetime import datetime, timezone
+    from datetime import time as dtime
 
     from pyspark.sql import functions as F
 
+    from features.windows import DAY_SLOTS
+
     send_start = datetime.combine(plan, dtime.min, tzinfo=timezone.utc)
     last_ds = (plan - timedelta(days=1)).isoformat()
-    return (wh.read_raw(spark, "push_log", (plan - timedelta(days=longest_days + 1)).isoformat(), last_ds)
+    sent = (wh.read_raw(spark, "push_log", (plan - timedelta(days=longest_days + 1)).isoformat(), last_ds)
             .where(F.col("sent_at") < F.lit(send_start)))
+    prev = (plan - timedelta(days=2)).isoformat()          # the plan made the night before this one
+    if not wh.partition("plan/windows", prev).exists():
+        return sent
+    carried = (spark.read.parquet(str(wh.partition("plan/windows", prev)))
+               .where((F.col("policy") == policy) & (F.col("slot") >= DAY_SLOTS))
+               .select(F.concat_ws("-", F.lit("planned"), "user_id", "scene_id").alias("push_id"), "user_id",
+                       "scene_id", "item_ids", F.col("send_at").alias("sent_at"), "policy"))
+    return sent.unionByName(carried, allowMissingColumns=True)
 
 
 def run(spark, settings: Settings, ds: str, loaded) -> dict:
@@ -45,7 +58,7 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     rules = FatigueRules.from_config(loaded.config)
     plan = plan_date(ds)
     longest = max(d for _, d in rules.scene_caps.values())
-    pushes = push_history(spark, wh, plan, longest)
+    pushes = push_history(spark, wh, plan, longest, loaded.config.platform.windows.policy)
     dead = spark.read.parquet(str(wh.dead_tokens)) if wh.dead_tokens.exists() else None
     audiences = wh.read_partition(spark, "plan/audiences", ds)
     eligible, suppressed = apply_fatigue(spark, audiences, wh.read_raw(spark, "users"), pushes, dead, rules, plan)

@@ -91,7 +91,8 @@ def _load_chart(hermes: list[int], baseline: list[int], capacity: list[int]) -> 
     cap_on_scale = max(capacity) <= 2 * busiest
     peak = max(busiest, max(capacity)) if cap_on_scale else busiest * 1.15
     scale = (hgt - bottom - top) / peak
-    step = (w - left - 10) / 24
+    slots = len(hermes)
+    step = (w - left - 10) / slots
     bar = step * 0.38
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{hgt}" role="img" '
            f'aria-label="pushes per UTC hour against capacity" font-family="sans-serif" font-size="11">']
@@ -100,23 +101,24 @@ def _load_chart(hermes: list[int], baseline: list[int], capacity: list[int]) -> 
         y = hgt - bottom - v * scale
         out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{w - 10}" y2="{y:.1f}" stroke="#e5e5e5"/>'
                    f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" fill="#555">{v:,.0f}</text>')
-    for s in range(24):
+    for s in range(slots):
         x = left + s * step
         for j, (vals, color) in enumerate(((hermes, "#2b6cb0"), (baseline, "#dd8a2e"))):
             bh = vals[s] * scale
+            when = f"{s % 24:02d}:00 UTC" + (" the next day" if s >= 24 else "")
             out.append(f'<rect x="{x + 2 + j * bar:.1f}" y="{hgt - bottom - bh:.1f}" width="{bar:.1f}" '
-                       f'height="{bh:.1f}" fill="{color}"><title>{s:02d}:00 UTC: {vals[s]:,}</title></rect>')
+                       f'height="{bh:.1f}" fill="{color}"><title>{when}: {vals[s]:,}</title></rect>')
         out.append(f'<text x="{x + step / 2:.1f}" y="{hgt - bottom + 14}" text-anchor="middle" fill="#555">'
-                   f'{s:02d}</text>')
+                   f'{s % 24:02d}</text>')
     if cap_on_scale:
         cap_y = [hgt - bottom - c * scale for c in capacity]
         pts = " ".join(f"{left + s * step:.1f},{cap_y[s]:.1f} {left + (s + 1) * step:.1f},{cap_y[s]:.1f}"
-                       for s in range(24))
+                       for s in range(slots))
         out.append(f'<polyline points="{pts}" fill="none" stroke="#c53030" stroke-width="2" stroke-dasharray="6 4"/>')
         cap_note = "- - capacity"
     else:
         cap_note = f"capacity {max(capacity):,}/h is above this axis"
-    out.append(f'<text x="{left}" y="{hgt - 4}" fill="#333">UTC hour of the send day · '
+    out.append(f'<text x="{left}" y="{hgt - 4}" fill="#333">UTC hour of the send day, then 00–11 of the next · '
                '<tspan fill="#2b6cb0">■ Hermes</tspan> <tspan fill="#dd8a2e">■ baseline (Push 1.0)</tspan> '
                f'<tspan fill="#c53030">{cap_note}</tspan></text></svg>')
     return "".join(out)

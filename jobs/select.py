@@ -19,7 +19,7 @@ BASELINE = "plan/baseline"
 def run(spark, settings: Settings, ds: str, loaded) -> dict:
     from pyspark.sql import functions as F
 
-    from features.selection import baseline, baseline_salt, baseline_scene, feeds, mark_preferred, select_scene
+    from features.selection import baseline, baseline_salt, baseline_scene, feeds, mark_preferred, select_scene, shrink_to_support
     from jobs.audiences import NIGHTLY_TRIGGERS
 
     wh = Warehouse(settings.warehouse)
@@ -30,13 +30,16 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     # the shortlist, so the shortlist is of what may be sent)
     scored = wh.read_partition(spark, "plan/scored", ds)
     items = wh.read_partition(spark, "features/material_features", ds)
-    chosen = select_scene(feeds(scored, items, scene_df, loaded.config.platform.feed.max_per_category))
+    rates = wh.read_partition(spark, "features/material_rates", ds)
+    feed_cfg = loaded.config.platform.feed
+    feed, support = shrink_to_support(feeds(scored, items, scene_df, feed_cfg.max_per_category), rates,
+                                      feed_cfg.support_sends)
+    chosen = select_scene(feed, feed_cfg.explore_share, salt=f"hermes-scene-{ds}")
     s_path = wh.write_partition(chosen, SELECTED, ds, loaded.version)
 
     reach = {r["scene_id"]: r["users"] for r in
              scored.groupBy("scene_id").agg(F.countDistinct("user_id").alias("users")).collect()}
-    best = baseline_scene(wh.read_partition(spark, "features/material_rates", ds), [s.id for s in scenes],
-                          reach=reach)
+    best = baseline_scene(rates, [s.id for s in scenes], reach=reach)
     # Push 1.0 drew its item from the user's most engaged category when it could; plan/scored holds each
     # (user, scene)'s draw from all its candidates (jobs/score.py), so drawing again here picks the same item
     pool = mark_preferred(scored, items, wh.read_partition(spark, "features/user_features", ds))
@@ -46,9 +49,11 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     sel = spark.read.parquet(str(s_path))
     mix = {r["scene_id"]: r["count"] for r in sel.groupBy("scene_id").count().collect()}
     n_base = spark.read.parquet(str(b_path)).count()
-    log.info("selected %d users across %d scenes %s; baseline scene %s for %d users", sum(mix.values()), len(mix),
-             mix, best, n_base)
+    log.info("selected %d users across %d scenes %s; baseline scene %s for %d users; the model's weight per scene "
+             "(history support) %s", sum(mix.values()), len(mix), mix, best, n_base,
+             {k: round(v, 3) for k, v in sorted(support.items())})
     return {"ds": ds, "config_version": loaded.version, "baseline_scene": best, "scene_mix": dict(sorted(mix.items())),
+            "model_weight_by_scene": {k: round(v, 4) for k, v in sorted(support.items())},
             "tables": {SELECTED: {"path": str(s_path), "rows": sum(mix.values())},
                        BASELINE: {"path": str(b_path), "rows": n_base}}}
 

@@ -112,6 +112,33 @@ def deliver_hour(send_day: str, hour: int, ramp: bool = True) -> dict:
     return run(settings, send_day, hour, loaded, ramp=ramp)
 
 
+def deliver_utc_hour(utc_day: str, hour: int, ramp: bool = True) -> dict:
+    """hermes_hourly: everything due in one UTC hour — the send day's own hour, and for hours 0-11 the previous
+    send day's plan hour 24 + hour (users west of UTC). Both are tried; a failure of either fails the task."""
+    from datetime import date, timedelta
+
+    from delivery.batches import PLAN_HOURS, NoBatch
+    from delivery.ledger import DeliveryBusy
+    from jobs.deliver import DeliveryIncomplete
+
+    due = [(utc_day, hour)]
+    if hour + 24 < PLAN_HOURS:
+        due.append(((date.fromisoformat(utc_day) - timedelta(days=1)).isoformat(), hour + 24))
+    out, failed = {}, []
+    for day, plan_hour in due:
+        try:
+            out[f"{day}/h{plan_hour:02d}"] = deliver_hour(day, plan_hour, ramp=ramp)
+        except NoBatch as e:                    # the previous day has no plan, or none with these hours (a first night)
+            if (day, plan_hour) == due[0]:
+                raise
+            out[f"{day}/h{plan_hour:02d}"] = {"skipped": str(e)}
+        except (DeliveryIncomplete, DeliveryBusy) as e:
+            failed.append(str(e))
+    if failed:
+        raise DeliveryIncomplete("; ".join(failed))
+    return out
+
+
 def trigger_window(window_end) -> dict:
     """hermes_triggers: decide and deliver the trigger window ending at `window_end` under conf/ as it is now
     (trigger rules change during the day; the run's config version is stamped on its batch)."""

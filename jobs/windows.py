@@ -74,6 +74,23 @@ def _profiles(wh: Warehouse, ds: str, users: np.ndarray, w):
     return q_all[pos], peak[pos], prior
 
 
+def carried_load(wh: Warehouse, ds: str, policy: str, slots: int) -> np.ndarray:
+    """Pushes per slot that the previous night's plan already holds: its slots 24-35 are this plan's UTC hours
+    0-11 (users west of UTC). They go out with this send day's hours, so they use up its capacity first."""
+    from datetime import date, timedelta
+
+    from features.windows import DAY_SLOTS
+
+    load = np.zeros(slots, dtype=np.int64)
+    prev = (date.fromisoformat(ds) - timedelta(days=1)).isoformat()
+    if not wh.partition(WINDOWS, prev).exists():
+        return load
+    t = wh.read_arrow(WINDOWS, prev, ["policy", "slot"]).to_pandas()
+    over = t.loc[(t["policy"] == policy) & (t["slot"] >= DAY_SLOTS), "slot"].to_numpy().astype(np.int64) - DAY_SLOTS
+    np.add.at(load, over[over < slots], 1)
+    return load
+
+
 def plan_policy(policy: str, table, wh: Warehouse, ds: str, config, elasticity: float) -> tuple[dict, dict]:
     """Arrays of one policy's windows (column name -> array) and its stats."""
     from features.windows import allowed_slots, assign, explorers, fixed_hour, local_hours, slot_starts, slot_values, user_hash
@@ -100,7 +117,8 @@ def plan_policy(policy: str, table, wh: Warehouse, ds: str, config, elasticity: 
             allowed[rows] &= off < w.scheduled_window_hours
     p_ref = table["expected_open"].to_numpy(zero_copy_only=False).astype(np.float64)
     value = slot_values(p_ref, q, ref_hour, lh, allowed, elasticity)
-    capacity = np.full(len(starts), p.gateway.max_per_hour, dtype=np.int64)
+    capacity = np.maximum(np.full(len(starts), p.gateway.max_per_hour, dtype=np.int64)
+                          - carried_load(wh, ds, w.policy, len(starts)), 0)
     if policy == "hermes":
         explore = explorers(users, day, w.exploration_share)
         a = assign(value, capacity, explore, w.exploration_share, seed=int(day.replace("-", "")))

@@ -146,6 +146,12 @@ class Training(_Strict):
 
 class Feed(_Strict):
     max_per_category: int = Field(2, ge=1, le=6, description="diversity: items of one category in one feed")
+    support_sends: float = Field(500.0, ge=0, le=1e7, description="pseudo-sends pulling a scene's feed estimate "
+                                 "toward the push history's pooled open rate: a scene the history never showed "
+                                 "gets the pooled rate, one with many more sends than this keeps the model's")
+    explore_share: float = Field(0.05, ge=0, le=0.5, description="users (a hash of user and day) who get a "
+                                 "uniformly drawn scene of theirs instead of the best, propensity logged: how "
+                                 "scenes the history lacks get data")
     shortlist_per_category: int | None = Field(
         5, ge=1, le=500, description="score only each (user, scene, category)'s this many best candidates by the "
         "model's item-level estimate (the scene's mean p(open) over a sample of users); null scores every candidate")

@@ -59,7 +59,9 @@ def live_day(spark, arm: Arm, send_day: str, spec: EvalSpec) -> dict:
     times["windows+batches"] = round(time.monotonic() - t, 1)
     t = time.monotonic()
     states: dict[str, int] = {}
-    for hour in range(24):
+    from delivery.batches import PLAN_HOURS
+
+    for hour in range(PLAN_HOURS):       # 24-35: the next UTC day's first hours, for users west of UTC
         r = deliver.run(s, send_day, hour, loaded, ramp=False)
         for k, v in r.get("states", {}).items():
             states[k] = states.get(k, 0) + v

@@ -13,8 +13,11 @@ from lab.evaluation.arms import ARMS, US_PER_DAY, US_PER_HOUR, Arm, EvalSpec
 def read_receipts(wh: Warehouse, send_day: str):
     import pyarrow.parquet as pq
 
-    folder = wh.raw_partition("push_log", send_day)
-    files = sorted(folder.glob(f"receipts-{send_day}-h*.parquet")) if folder.exists() else []
+    # a plan's hours 24-35 go out on the next UTC day: their receipts are in that day's partition
+    nxt = (date.fromisoformat(send_day) + timedelta(days=1)).isoformat()
+    files = sorted((f for d in (send_day, nxt) if wh.raw_partition("push_log", d).exists()
+                    for f in wh.raw_partition("push_log", d).glob(f"receipts-{send_day}-h*.parquet")),
+                   key=lambda f: f.name)
     return files, [pq.read_table(f) for f in files]
 
 

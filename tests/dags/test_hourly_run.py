@@ -16,14 +16,19 @@ from tests.delivery.test_delivery import batch
 pytestmark = pytest.mark.slow
 
 
-def test_hourly_run_delivers_its_hour_and_a_rerun_sends_nothing_again(s3_server, tmp_path):
-    day, hour, n = "2026-11-05", 13, 300
+def test_hourly_run_delivers_its_hour_and_the_previous_plans_late_hour_and_a_rerun_sends_nothing_again(
+        s3_server, tmp_path):
+    """UTC 05:00 of 2026-11-05 is hour 05 of that send day and hour 29 of the previous one (issue 24.1: a plan's
+    hours 24-35 are the next UTC day's 00-11, for users west of UTC whose local plan day reaches into it)."""
+    day, prev, hour, n, m = "2026-11-05", "2026-11-04", 5, 300, 120
     gw = start_gateway(tmp_path / "gw", {"p503": 0.05, "seed": 2})
     env = {**os.environ, **s3_server, **{k: v for k, v in gw.items() if k != "db"},
            "HERMES_HOME": str(tmp_path / "home"), "AIRFLOW_HOME": str(tmp_path / "airflow"),
-           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path}/airflow.db"}
+           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path}/airflow.db", "HERMES_RECEIPT_TIME": "planned"}
     try:
-        write_day(Settings.from_env(env), day, batch(n, hour, day), {"plan_ds": "2026-11-04", "policy": "hermes"})
+        settings = Settings.from_env(env)
+        write_day(settings, prev, batch(m, hour + 24, prev), {"plan_ds": "2026-11-03", "policy": "hermes"})
+        write_day(settings, day, batch(n, hour, day), {"plan_ds": "2026-11-04", "policy": "hermes"})
         first = run_dag(env, "hermes_hourly", f"{day}T{hour:02d}:00:00", {"ramp": False})
         second = run_dag(env, "hermes_hourly", f"{day}T{hour:02d}:00:00", {"ramp": False})
         db = sqlite3.connect(gw["db"])
@@ -31,6 +36,14 @@ def test_hourly_run_delivers_its_hour_and_a_rerun_sends_nothing_again(s3_server,
     finally:
         stop_gateway(gw)
     assert first["state"].endswith("success") and second["state"].endswith("success"), (first, second)
-    assert first["xcom"]["deliver"]["states"] == {"acked": n} and first["xcom"]["deliver"]["hour"] == hour
-    assert second["xcom"]["deliver"]["sent_this_run"] == 0
-    assert receipts == (n, n)
+    out = first["xcom"]["deliver"]
+    assert out[f"{day}/h05"]["states"] == {"acked": n} and out[f"{day}/h05"]["hour"] == hour
+    assert out[f"{prev}/h29"]["states"] == {"acked": m} and out[f"{prev}/h29"]["hour"] == 29
+    assert {k: v["sent_this_run"] for k, v in second["xcom"]["deliver"].items()} == {f"{day}/h05": 0, f"{prev}/h29": 0}
+    assert receipts == (n + m, n + m)
+    # the late hour's receipts are dated on the UTC day they went out, filed under their plan's send day
+    from core.warehouse import Warehouse
+
+    log = Warehouse(settings.warehouse).raw("push_log")
+    assert sorted(f.name for f in (log / f"ds={day}").glob("*.parquet")) == [f"receipts-{prev}-h29.parquet",
+                                                                              f"receipts-{day}-h05.parquet"]

@@ -91,14 +91,14 @@ def test_nightly_dag_runs_to_success_and_writes_its_partition(world, settings, s
     assert (windows[windows.slot >= 0].groupby(["policy", "slot"]).size() <= 60).all()
     # the batches in S3 reconcile with the plan: the manifest's count = the assigned windows, no duplicates
     from core.settings import Settings
-    from delivery.batches import read_batch, read_manifest
+    from delivery.batches import PLAN_HOURS, read_batch, read_manifest
     from jobs.windows import send_day
 
     s3 = Settings.from_env({**s3_server, "HERMES_HOME": str(settings.home)})
     manifest = read_manifest(s3, send_day(ds))
     assigned = hermes[hermes.slot >= 0]
     assert manifest["messages"] == len(assigned) > 0 and manifest["config_version"] == version
-    sent = [t for h in range(24) if (t := read_batch(s3, send_day(ds), h)[0]) is not None]
+    sent = [t for h in range(PLAN_HOURS) if (t := read_batch(s3, send_day(ds), h)[0]) is not None]
     keys = [k for t in sent for k in t["idempotency_key"].to_pylist()]
     assert len(keys) == len(set(keys)) == len(assigned)
     assert sorted(u for t in sent for u in t["user_id"].to_pylist()) == sorted(assigned.user_id)

@@ -1,6 +1,8 @@
 """Send windows: hour profiles, allowed slots, the capacity-constrained assignment and the baseline."""
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
 import numpy as np
 import pytest
 
@@ -195,3 +197,52 @@ def test_the_hour_the_push_history_was_sent_at_does_not_become_the_users_best_ho
     q, prior = hour_profiles(app, push, w.push_open_weight, w.prior_strength)
     assert (q.argmax(axis=1) == 8).all() and prior.argmax() == 8
     assert q[0, 12] < q[0, 21] < q[0, 8]           # noon is no better than any hour the user is not active at
+
+
+# every whole UTC offset from -12 to +14 (Etc/GMT signs are inverted), and zones whose clocks change that week
+OFFSET_ZONES = [f"Etc/GMT{-o:+d}" if o else "Etc/UTC" for o in range(-12, 15)]
+DST_ZONES = ["America/Los_Angeles", "America/New_York", "America/St_Johns", "Europe/London", "Australia/Sydney",
+             "Pacific/Auckland", "Pacific/Kiritimati", "Pacific/Pago_Pago", "Asia/Kathmandu"]
+
+
+def _local_day(send_day: str, tz: str) -> tuple[int, int]:
+    from zoneinfo import ZoneInfo
+
+    z = ZoneInfo(tz)
+    start = datetime.fromisoformat(send_day).replace(tzinfo=z)
+    end = (datetime.fromisoformat(send_day) + timedelta(days=1)).replace(tzinfo=z)
+    return int(start.timestamp() * 1e6), int(end.timestamp() * 1e6)
+
+
+@pytest.mark.parametrize("send_day", ["2026-11-01", "2027-03-14", "2027-03-28", "2026-10-04", "2026-12-15"])
+def test_every_time_zone_gets_every_allowed_hour_of_its_local_plan_day(send_day):
+    """Issue 24.1: 779 of 1,393 America/Los_Angeles users ended `no_window`: the plan's slots were the UTC send day,
+    most of a western user's local day lies after it. Every hour of the local plan day that is outside quiet hours
+    and not before the plan is ready (01:00 UTC of the send day) must be a slot; Push 1.0's 20:00 too. The send
+    days include DST changes (US 2026-11-01 and 2027-03-14, Europe 2027-03-28, Sydney/Auckland 2026-10-04/09-27)."""
+    from zoneinfo import ZoneInfo
+
+    tz = np.array(OFFSET_ZONES + DST_ZONES)
+    n = len(tz)
+    starts = slot_starts(send_day)
+    lh = local_hours(starts, tz)
+    bounds = np.array([_local_day(send_day, z) for z in tz], dtype=np.int64)
+    allowed = allowed_slots(starts, lh, bounds[:, 0], bounds[:, 1], (22, 8), 1)
+    ready = datetime.fromisoformat(send_day).replace(tzinfo=timezone.utc) + timedelta(hours=1)
+    for i, z in enumerate(tz):
+        # the expected hours, counted independently: every whole UTC hour that starts inside the local day
+        t = datetime.fromtimestamp(bounds[i, 0] // 3_600_000_000 * 3600, tz=timezone.utc)
+        want = set()
+        while t.timestamp() * 1e6 < bounds[i, 1]:
+            local = t.astimezone(ZoneInfo(z)).hour
+            if t.timestamp() * 1e6 >= bounds[i, 0] and t >= ready and 8 <= local < 22:
+                want.add(t)
+            t += timedelta(hours=1)
+        got = {starts[s] for s in np.flatnonzero(allowed[i])}
+        assert got == want, (z, sorted(want - got), sorted(got - want))
+        assert len(want) >= 6, z                        # even UTC+14, whose local day began before the plan
+    value = np.where(allowed, 0.1, np.nan)
+    a = assign(value, np.full(len(starts), n), None, 0.0, seed=1)
+    assert (a.slot >= 0).all() and set(a.reason) == {None}
+    base = fixed_hour(value, lh, 20, np.full(len(starts), n), np.arange(n))
+    assert (lh[np.arange(n), base.slot] == 20).all(), [z for z, s in zip(tz, base.slot) if lh[list(tz).index(z), s] != 20]

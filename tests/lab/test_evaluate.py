@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 
+import pyarrow as pa
 import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 import pytest
 
 from core.settings import Settings
+from core.warehouse import Warehouse
 from lab import evaluation as evaluate
+from lab.evaluation.outcomes import read_receipts
 from tests.conftest import start_gateway, stop_gateway
 
 pytestmark = pytest.mark.slow
@@ -33,7 +35,8 @@ def test_closed_loop_evaluation_of_both_policies(s3_server, spark, tmp_path):
         d = result["days"][arm][0]
         assert d["sent"] > 100 and d["states"] == {"acked": d["sent"]}, d
         wh = out / arm / "warehouse" / "raw"
-        log = pads.dataset(str(wh / "push_log" / f"ds={day}"), format="parquet").to_table().to_pandas()
+        # the day's receipts: its hours 24-35 (users west of UTC) are in the next day's partition
+        log = pa.concat_tables(read_receipts(Warehouse(out / arm / "warehouse"), day)[1]).to_pandas()
         assert len(log) == d["sent"] and log["push_id"].is_unique
         assert set(log["policy"]) == {arm}
         opened = log["opened_at"].notna()
@@ -50,7 +53,7 @@ def test_closed_loop_evaluation_of_both_policies(s3_server, spark, tmp_path):
     # both arms lived the same organic day: the simulated partition is the very same file
     organic = [out / arm / "warehouse" / "raw" / "events" / f"ds={day}" / "part-00000.parquet" for arm in evaluate.ARMS]
     assert os.path.samefile(*organic)
-    base_log = pq.read_table(out / "baseline" / "warehouse" / "raw" / "push_log" / f"ds={day}").to_pandas()
+    base_log = pa.concat_tables(read_receipts(Warehouse(out / "baseline" / "warehouse"), day)[1]).to_pandas()
     assert (base_log["propensity"] > 0).all() and (base_log["propensity"] <= 1).all()
     main = base_log[base_log["propensity"] > 0.5]["scene_id"].unique()
     assert len(main) == 1, "unexplored baseline pushes all carry the one global scene"
