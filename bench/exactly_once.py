@@ -36,6 +36,7 @@ import yaml  # noqa: E402
 
 from core.settings import Settings  # noqa: E402
 from delivery.batches import idempotency_key, write_day  # noqa: E402
+from tests.conftest import free_port_block, fresh_state_db  # noqa: E402  (the tests' port and database helpers)
 
 DAY = "2026-10-31"
 TOKEN = "bench-token-0123456789abcdef"
@@ -53,35 +54,13 @@ def batch(n: int, hours) -> pa.Table:
         "window": ["nightly"] * n})
 
 
-def free_port(offsets=(0,)) -> int:
-    """A port p with p + each offset free on 127.0.0.1 (SeaweedFS derives more ports from its base)."""
-    import socket
-
-    for _ in range(200):
-        base = random.randint(20000, 29000)
-        try:
-            for off in offsets:
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", base + off))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no free ports")
-
-
 class Trial:
     """A fresh gateway (dedup off), ledger and configuration; the deliver processes run from `code`."""
 
     def __init__(self, base: dict, code: Path, ledger_url: str | None, rate: float):
         self.home = Path(tempfile.mkdtemp(prefix="hermes-trial-"))
         if ledger_url:                       # one PostgreSQL server for all trials: each starts on empty tables
-            import sqlalchemy as sa
-
-            engine = sa.create_engine(ledger_url)
-            with engine.begin() as c:
-                for table in ("delivery_ledger", "delivery_lease", "trigger_log", "trigger_watermark"):
-                    c.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
-            engine.dispose()
+            fresh_state_db(ledger_url)
         self.code = code
         conf = self.home / "conf"
         shutil.copytree(code / "conf", conf)
@@ -91,7 +70,7 @@ class Trial:
         (conf / "platform.yaml").write_text(yaml.safe_dump(doc))
         (self.home / "faults.json").write_text('{"dedup": false, "p503": 0.02, "seed": 5}')
         self.env = {**os.environ, **base, "HERMES_HOME": str(self.home / "hermes"), "HERMES_CONF": str(conf),
-                    "HERMES_GATEWAY_URL": f"http://127.0.0.1:{free_port()}", "HERMES_GATEWAY_TOKEN": TOKEN,
+                    "HERMES_GATEWAY_URL": f"http://127.0.0.1:{free_port_block((0,))}", "HERMES_GATEWAY_TOKEN": TOKEN,
                     "HERMES_GATEWAY_FAULTS": str(self.home / "faults.json"),
                     "HERMES_LEDGER_URL": ledger_url or f"sqlite:///{self.home}/ledger.sqlite",
                     "PYTHONPATH": str(code)}
@@ -206,11 +185,11 @@ def main() -> None:
     args = ap.parse_args()
     s3_home = Path(tempfile.mkdtemp(prefix="hermes-trial-s3-"))
     s3_home.chmod(0o755)                     # PostgreSQL runs as the `postgres` user when we are root
-    s3_port = free_port((0, 1, 2, 3, 10000, 10001, 10002, 10003))
+    s3_port = free_port_block()
     base = {"HERMES_S3_ENDPOINT": f"http://127.0.0.1:{s3_port}", "AWS_ACCESS_KEY_ID": "hermestrial",
             "AWS_SECRET_ACCESS_KEY": "hermes-trial-secret-0123456789", "HERMES_S3_BUCKET": "hermes-trial"}
     s3_env = {**os.environ, **base, "HERMES_HOME": str(s3_home)}
-    pg_env = {**os.environ, "HERMES_HOME": str(s3_home), "HERMES_PG_PORT": str(free_port()),
+    pg_env = {**os.environ, "HERMES_HOME": str(s3_home), "HERMES_PG_PORT": str(free_port_block((0,))),
               "HERMES_PG_PASSWORD": "pg-trial-password-0123", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}
     subprocess.run(["bash", str(REPO / "infra" / "s3.sh"), "start"], env=s3_env, check=True, capture_output=True)
     ledger_url = None

@@ -117,6 +117,21 @@ def stop_gateway(gw: dict) -> None:
                         "AWS_ACCESS_KEY_ID": "unused", "AWS_SECRET_ACCESS_KEY": "unused"})
 
 
+STATE_TABLES = ("delivery_ledger", "delivery_lease", "trigger_log", "trigger_watermark")
+
+
+def fresh_state_db(url: str) -> str:
+    """Drop the delivery state tables (ledger, leases, trigger log) an earlier test left in this database."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    with engine.begin() as c:
+        for table in STATE_TABLES:
+            c.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+    engine.dispose()
+    return url
+
+
 @pytest.fixture(scope="session")
 def pg_url():
     """Debian's PostgreSQL, started by infra/postgres.sh in a temporary home on a free port; stopped after.

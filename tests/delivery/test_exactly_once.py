@@ -22,7 +22,7 @@ import pytest
 from core.settings import REPO_ROOT, Settings
 from delivery.batches import idempotency_key, write_day
 from delivery.ledger import Ledger
-from tests.conftest import start_gateway, stop_gateway
+from tests.conftest import fresh_state_db, start_gateway, stop_gateway
 from tests.delivery.test_delivery import DAY, batch, gateway_counts
 
 pytestmark = pytest.mark.slow
@@ -69,21 +69,10 @@ def env(s3_server, tmp_path):
             "HERMES_LEDGER_URL": f"sqlite:///{tmp_path}/ledger.sqlite"}
 
 
-def _fresh_pg(url: str) -> str:
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(url)
-    with engine.begin() as c:
-        for t in ("delivery_ledger", "delivery_lease", "trigger_log", "trigger_watermark"):
-            c.exec_driver_sql(f"DROP TABLE IF EXISTS {t}")
-    engine.dispose()
-    return url
-
-
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_two_runs_of_one_hour_at_once_deliver_each_message_once(backend, env, request, tmp_path):
     n, hour = 2000, 12
-    ledger_url = env["HERMES_LEDGER_URL"] if backend == "sqlite" else _fresh_pg(request.getfixturevalue("pg_url"))
+    ledger_url = env["HERMES_LEDGER_URL"] if backend == "sqlite" else fresh_state_db(request.getfixturevalue("pg_url"))
     gw = start_gateway(tmp_path / "gw", NO_DEDUP)
     conf = conf_with(tmp_path, rate_per_second=400, burst=50, concurrency=16)
     e = run_env(env, gw, conf, HERMES_LEDGER_URL=ledger_url)

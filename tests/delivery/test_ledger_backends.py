@@ -5,6 +5,7 @@ import pytest
 
 from delivery.ledger import ACKED, DEAD, PENDING, SENDING, DeliveryBusy, Ledger
 from delivery.trigger_log import EMITTED, TriggerState
+from tests.conftest import fresh_state_db
 
 pytestmark = pytest.mark.slow
 
@@ -13,15 +14,7 @@ pytestmark = pytest.mark.slow
 def url(request, tmp_path, pg_url):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/ledger.sqlite"
-    # a fresh schema state per test: drop what an earlier test left
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(pg_url)
-    with engine.begin() as c:
-        for table in ("delivery_ledger", "delivery_lease", "trigger_log", "trigger_watermark"):
-            c.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
-    engine.dispose()
-    return pg_url
+    return fresh_state_db(pg_url)           # a fresh schema state per test: drop what an earlier test left
 
 
 def rows(keys, hour=9):
