@@ -96,7 +96,18 @@ def prepare(base: Settings, spec: EvalSpec, out: Path) -> tuple[dict[str, Arm], 
         subprocess.run(["cp", "-al", str(world / "raw"), str(settings.warehouse / "raw")], check=True)
         (settings.home / "mlflow").mkdir()
         (settings.home / "state").mkdir()
-        arms[name] = Arm(name, settings, loaded)
+        arms[name] = Arm(name, settings, for_arm(loaded, name))
     return arms, send_days_of(spec)
+
+
+def for_arm(loaded, name: str):
+    """The arm's configuration: `windows.policy` names whose plan its batches hold, as in a deployment that runs
+    that policy (the next night's capacity and fatigue count that plan's late hours, not the other's)."""
+    from core.config.loader import LoadedConfig
+
+    p = loaded.config.platform
+    platform = p.model_copy(update={"windows": p.windows.model_copy(update={"policy": name})})
+    return LoadedConfig(config=loaded.config.model_copy(update={"platform": platform}), version=loaded.version,
+                        files=loaded.files)
 
 

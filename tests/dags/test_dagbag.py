@@ -57,8 +57,9 @@ def test_hourly_delivers_the_hour_of_its_logical_date_and_validates_its_params(d
     import copy
 
     bad = copy.deepcopy(dag.params)
+    bad["hour"] = 35                                   # a plan's last hour (11:00 UTC the next day) is valid
     with pytest.raises(Exception, match="maximum"):
-        bad["hour"] = 24
+        bad["hour"] = 36
 
 
 def test_team_rules_hold_for_every_dag(dagbag):
