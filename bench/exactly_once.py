@@ -191,14 +191,15 @@ def main() -> None:
     s3_env = {**os.environ, **base, "HERMES_HOME": str(s3_home)}
     pg_env = {**os.environ, "HERMES_HOME": str(s3_home), "HERMES_PG_PORT": str(free_port_block((0,))),
               "HERMES_PG_PASSWORD": "pg-trial-password-0123", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}
-    subprocess.run(["bash", str(REPO / "infra" / "s3.sh"), "start"], env=s3_env, check=True, capture_output=True)
-    ledger_url = None
-    if args.ledger == "postgresql":
-        subprocess.run(["bash", str(REPO / "infra" / "postgres.sh"), "start"], env=pg_env, check=True, capture_output=True)
-        ledger_url = subprocess.run(["bash", str(REPO / "infra" / "postgres.sh"), "url"], env=pg_env, check=True,
-                                    capture_output=True, text=True).stdout.strip()
     rows = []
-    try:
+    try:                                     # whatever fails, the servers this started are stopped
+        subprocess.run(["bash", str(REPO / "infra" / "s3.sh"), "start"], env=s3_env, check=True, capture_output=True)
+        ledger_url = None
+        if args.ledger == "postgresql":
+            subprocess.run(["bash", str(REPO / "infra" / "postgres.sh"), "start"], env=pg_env, check=True,
+                           capture_output=True)
+            ledger_url = subprocess.run(["bash", str(REPO / "infra" / "postgres.sh"), "url"], env=pg_env, check=True,
+                                        capture_output=True, text=True).stdout.strip()
         for i, rate in enumerate(args.rates if "kill9" in args.trials else []):
             rows.append(kill9(base, args.code, ledger_url, rate, i))
             print(rows[-1], flush=True)
