@@ -317,9 +317,11 @@ class Ledger:
                     self.t.c.idempotency_key.in_(keys[i:i + 900]) & self._orphaned())).scalars())
         return out
 
-    def record(self, results: list[dict]) -> None:
+    def record(self, results: list[dict], run_id: str | None = None) -> None:
         """Apply outcomes in one transaction: {key, state, attempts, last_status, reason, message_name, acked_at}.
-        An acknowledged key is never moved back (a late retry's answer cannot undo an ack)."""
+        An acknowledged key is never moved back (a late retry's answer cannot undo an ack). With `run_id`, a key
+        goes back to pending only while this run still holds it: a run that lost its lease cannot un-claim what
+        the run that took over is sending."""
         import sqlalchemy as sa
 
         if not results:
@@ -330,10 +332,16 @@ class Ledger:
                 .values(state=sa.bindparam("s"), attempts=sa.bindparam("a"), last_status=sa.bindparam("st"),
                         reason=sa.bindparam("r"), message_name=sa.bindparam("n"), acked_at=sa.bindparam("at"),
                         updated_at=now))
+        rows = lambda state_is_pending: [  # noqa: E731
+            {"k": r["key"], "s": r["state"], "a": r["attempts"], "st": r.get("last_status"), "r": r.get("reason"),
+             "n": r.get("message_name"), "at": r.get("acked_at")}
+            for r in results if (r["state"] == PENDING) == state_is_pending]
+        final, back = rows(False), rows(True)
         with self.engine.begin() as c:
-            c.execute(stmt, [{"k": r["key"], "s": r["state"], "a": r["attempts"], "st": r.get("last_status"),
-                              "r": r.get("reason"), "n": r.get("message_name"), "at": r.get("acked_at")}
-                             for r in results])
+            if final:
+                c.execute(stmt, final)
+            if back:
+                c.execute(stmt.where(t.c.claimed_by == run_id) if run_id else stmt, back)
 
     def states(self, send_day: str, hour: int | None = None) -> Counter:
         import sqlalchemy as sa

@@ -130,7 +130,7 @@ def send_rows(settings: Settings, gw, rows: list[dict], send_day: str, hour: int
                                     gw.timeout_s)
             try:
                 return await deliver(todo, client, TokenBucket(gw.rate_per_second, gw.burst), gw.concurrency, policy,
-                                     record=ledger.record, claim=lambda keys: ledger.claim(keys, run_id),
+                                     record=lambda batch: ledger.record(batch, run_id), claim=lambda keys: ledger.claim(keys, run_id),
                                      heartbeat=lambda: ledger.heartbeat(run_id), max_in_doubt=gw.max_in_doubt,
                                      stop_on_signals=True)
             finally:

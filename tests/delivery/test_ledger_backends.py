@@ -73,6 +73,9 @@ def test_one_run_per_scope_and_a_claimed_key_is_sent_by_one_run_only(url):
     assert ledger.in_doubt(["a", "b", "c"]) == {"b"} and ledger.pending_keys("2026-10-31", 12) == {"b"}
     assert ledger.claim(["a", "b"], other) == {"b"}               # in doubt: sent again, never lost
     assert dict(ledger.key_states(["a", "b", "c"])) == {ACKED: 1, SENDING: 2}
+    # the first run, late, gives b back to pending: refused, the other run holds it now; a late ack still counts
+    ledger.record([{"key": "b", "state": PENDING, "attempts": 1, "last_status": 0, "reason": "aborted"}], first)
+    assert dict(ledger.key_states(["b"])) == {SENDING: 1}
     again = ledger.acquire("nightly/2026-10-31/h12")              # the released scope is free again
     assert again != first and ledger.heartbeat(again) and not ledger.heartbeat(first)
     ledger.dispose()
