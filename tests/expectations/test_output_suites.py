@@ -30,7 +30,7 @@ def test_a_clean_windows_table_passes():
 @pytest.mark.parametrize("column,row,value,rule", [
     ("send_at", 0, pd.NaT, "send_at:expect_column_values_to_not_be_null"),          # no slot and no reason
     ("send_at", 1, pd.Timestamp("2026-10-31 09:00", tz="UTC"), "send_at:expect_column_values_to_be_null"),
-    ("slot", 0, 24, "slot:expect_column_values_to_be_between"),
+    ("slot", 0, 36, "slot:expect_column_values_to_be_between"),                     # a plan has slots 0-35
     ("hour_propensity", 0, 1.5, "hour_propensity:expect_column_values_to_be_between"),
     ("scene_propensity", 2, -0.1, "scene_propensity:expect_column_values_to_be_between"),
     ("reason", 1, "because", "reason:expect_column_values_to_be_in_set"),
