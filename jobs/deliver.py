@@ -62,7 +62,9 @@ def write_receipts(wh: Warehouse, ledger, send_day: str, hour: int, receipt_time
         written[day] = len(rows)
     # One file per send hour in the whole table: a re-run that dates the receipts otherwise (another
     # HERMES_RECEIPT_TIME, or acks that moved past midnight) moves the file, never copies it (issue 22.2).
-    for old in wh.raw("push_log").glob(f"ds=*/{name}"):
+    # Only when this run wrote the hour's receipts: a ledger that knows none of them (a new ledger database)
+    # must not delete the ones an earlier ledger recorded.
+    for old in wh.raw("push_log").glob(f"ds=*/{name}") if written else []:
         if old.parent.name.removeprefix("ds=") not in written:
             old.unlink()
     dead = [r for r in ledger.rows(send_day, hour, DEAD) if r["reason"] == "unregistered"]
@@ -130,7 +132,8 @@ def send_rows(settings: Settings, gw, rows: list[dict], send_day: str, hour: int
                                     gw.timeout_s)
             try:
                 return await deliver(todo, client, TokenBucket(gw.rate_per_second, gw.burst), gw.concurrency, policy,
-                                     record=lambda batch: ledger.record(batch, run_id), claim=lambda keys: ledger.claim(keys, run_id),
+                                     record=lambda batch: ledger.record(batch, run_id),
+                                     claim=lambda keys: ledger.claim(keys, run_id),
                                      heartbeat=lambda: ledger.heartbeat(run_id), max_in_doubt=gw.max_in_doubt,
                                      stop_on_signals=True)
             finally:

@@ -55,3 +55,8 @@ def test_a_rerun_that_dates_receipts_otherwise_moves_them_never_copies_them(tmp_
     assert files == ["ds=2026-11-30/receipts-2026-10-31-h12.parquet"]
     assert sorted(pq.read_table(wh.raw("push_log"))["push_id"].to_pylist()) == [f"k{i}" for i in range(5)]
     ledger.dispose()
+    # a ledger that knows none of them (a new ledger database) writes nothing and deletes nothing
+    empty = Ledger(f"sqlite:///{tmp_path}/other-ledger.sqlite")
+    assert deliver.write_receipts(wh, empty, "2026-10-31", 12, "planned")["push_log_rows"] == {}
+    assert pq.read_table(wh.raw("push_log")).num_rows == 5
+    empty.dispose()
