@@ -62,9 +62,9 @@ def shrink_to_support(feed: DataFrame, scene_rates: DataFrame, support_sends: fl
     scenes = [r["scene_id"] for r in feed.select("scene_id").distinct().collect()]
     weight = {sc: support.get(sc, 0.0) / (support.get(sc, 0.0) + support_sends) if support_sends > 0 else 1.0
               for sc in scenes}
-    w = F.create_map(*[x for sc, v in sorted(weight.items()) for x in (F.lit(sc), F.lit(v))]) if weight else None
-    if w is None:
+    if not weight:                                     # an empty feed
         return feed, weight
+    w = F.create_map(*[x for sc, v in sorted(weight.items()) for x in (F.lit(sc), F.lit(v))])
     return (feed.withColumn("expected_open", w[F.col("scene_id")] * F.col("expected_open")
                             + (1 - w[F.col("scene_id")]) * F.lit(pooled)), weight)
 
