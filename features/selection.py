@@ -8,9 +8,10 @@ Treating items as independent chances (1 - prod(1 - p_i)) would count one open s
 scenes with long feeds. Scene: per user, the feed with the highest expected opens; ties go to priority.
 
 Support: a scene the push history barely shows (or never showed: a config's new scene, a history of other
-scene ids) is one the model extrapolates to. Its feed's estimate is pulled toward the history's pooled open
-rate by `support_sends` pseudo-sends (w = sends / (sends + k)): with no history of the scene it is the
-pooled rate, with plenty it is the model's. Exploration: a deterministic `explore_share` of users (a hash of
+scene ids) is one the model extrapolates to. Its feeds keep only w = sends / (sends + `support_sends`) of the
+scene's average advantage over all feeds (on the logit scale, `shrink_to_support`): with no history of the scene
+it has none, with plenty it keeps the model's; each feed's own level (user, items, hour) is the model's.
+Exploration: a deterministic `explore_share` of users (a hash of
 user and day) get a uniformly drawn scene of theirs instead of the best; every row logs its
 scene_propensity, (1 - e)[best] + e / (the user's scenes), so the history these pushes become can be
 re-weighted and unseen scenes get data.
@@ -50,23 +51,34 @@ def feeds(scored: DataFrame, items: DataFrame, scenes: DataFrame, max_per_catego
 
 
 def shrink_to_support(feed: DataFrame, scene_rates: DataFrame, support_sends: float) -> tuple[DataFrame, dict]:
-    """expected_open pulled toward the push history's pooled open rate for the scenes it barely shows (see the
-    module doc). scene_rates: features/material_rates. Returns the feed and {scene: weight of the model}; with
-    no push history at all the feed is left as the model scored it (there is nothing to shrink toward)."""
+    """expected_open with each scene's advantage shrunk by the history's support for it (see the module doc).
+    scene_rates: features/material_rates. Returns the feed and {scene: weight of the model}; with no push history
+    at all the feed is left as the model scored it (the prior policy plans; nothing to weigh).
+
+    On the logit scale, scene s's feeds sit on average m_s above or below the mean of all feeds, m. The shrunk
+    estimate keeps every feed's own level (its user, items, hour) and only w_s of that scene contrast:
+    logit(p') = logit(p) - (1 - w_s)(m_s - m), w_s = sends_s / (sends_s + support_sends). A scene the history never
+    showed gets no advantage it cannot support, and the plan's level stays the model's (not the history's pooled
+    rate, which was measured at the history's hours and scenes, not the plan's)."""
     rows = (scene_rates.where(F.col("level") == "scene").select("scene_id", "sends", "opens").collect())
     sends = sum(float(r["sends"]) for r in rows)
     if sends <= 0:
         return feed, {}
-    pooled = sum(float(r["opens"]) for r in rows) / sends
     support = {r["scene_id"]: float(r["sends"]) for r in rows}
-    scenes = [r["scene_id"] for r in feed.select("scene_id").distinct().collect()]
+    eps = 1e-6
+    p = F.least(F.greatest(F.col("expected_open"), F.lit(eps)), F.lit(1 - eps))
+    logit = F.log(p / (1 - p))
+    means = {r["scene_id"]: (float(r["m"]), int(r["n"])) for r in
+             feed.groupBy("scene_id").agg(F.avg(logit).alias("m"), F.count("*").alias("n")).collect()}
+    if not means:                                      # an empty feed
+        return feed, {}
+    total = sum(n for _, n in means.values())
+    overall = sum(m * n for m, n in means.values()) / total
     weight = {sc: support.get(sc, 0.0) / (support.get(sc, 0.0) + support_sends) if support_sends > 0 else 1.0
-              for sc in scenes}
-    if not weight:                                     # an empty feed
-        return feed, weight
-    w = F.create_map(*[x for sc, v in sorted(weight.items()) for x in (F.lit(sc), F.lit(v))])
-    return (feed.withColumn("expected_open", w[F.col("scene_id")] * F.col("expected_open")
-                            + (1 - w[F.col("scene_id")]) * F.lit(pooled)), weight)
+              for sc in means}
+    shift = {sc: (1 - weight[sc]) * (means[sc][0] - overall) for sc in means}
+    d = F.create_map(*[x for sc, v in sorted(shift.items()) for x in (F.lit(sc), F.lit(v))])
+    return feed.withColumn("expected_open", 1 / (1 + F.exp(-(logit - d[F.col("scene_id")])))), weight
 
 
 def _unit_hash(col, salt: str):

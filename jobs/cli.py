@@ -175,13 +175,36 @@ def _cmd_evaluate(args, settings):
     from lab import evaluation as evaluate
 
     spec = evaluate.EvalSpec(users=args.users, days=args.days, seed=args.seed, history_days=args.history_days,
-                             holdout_share=args.holdout_share)
+                             holdout_share=args.holdout_share, variant=args.variant, cold_start=args.cold_start)
     if args.report_only:
         from pathlib import Path
 
         evaluate.report(settings, spec, Path(args.out or settings.home / "evaluation" / f"seed={spec.seed}"))
     else:
         evaluate.run(settings, spec, args.out)
+
+
+def _cmd_import(args, settings):
+    from jobs.importer import ImportError_, lines, run
+
+    try:
+        report = run(args, settings)
+    except ImportError_ as e:
+        raise SystemExit(f"import refused: {e}") from None
+    print("\n".join(lines(report)))
+    if not report["success"]:
+        raise SystemExit("import: a table failed validation (above); its rows stay where they were written, "
+                         "nothing was quarantined for it")
+
+
+def _cmd_judge(args, settings):
+    import json
+
+    from core.config.loader import load_config
+    from lab.evaluation.judge import lines, run
+
+    r = run(settings, args.ds, load_config(settings.conf_dir))
+    print(json.dumps(r, indent=2, default=float) if args.json else "\n".join(lines(r) + ["", f"report: {r['report']}"]))
 
 
 def _cmd_settings(args, settings):
@@ -262,10 +285,26 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--users", type=int, default=4000)
     p.add_argument("--history-days", type=int, default=28, help="days of Push 1.0 history before the loop")
     p.add_argument("--holdout-share", type=float, default=0.10, help="users who get no push in either arm")
+    p.add_argument("--variant", default="base", help="the kind of world (hermes simulate --variant)")
+    p.add_argument("--cold-start", action="store_true", help="no Push 1.0 history: the first nights are planned "
+                   "by the prior policy until a trained model beats it through the gate")
     p.add_argument("--out", help="output folder (default $HERMES_HOME/evaluation/seed=<seed>)")
     p.add_argument("--report-only", action="store_true", help="re-compare and re-report an evaluation already "
                    "lived in --out (same --seed/--days/--users), e.g. after a metric changed")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("import", help="bring your own data: a marketplace's tables (CSV or Parquet) into the raw "
+                       "contract's partitions, validated; reports accepted, quarantined (with reasons)")
+    p.add_argument("paths", nargs="+", help="one folder with <table>.csv|parquet or <table>/ folders, or with "
+                   "--table the files of one table")
+    p.add_argument("--table", choices=["users", "items", "item_changes", "events", "push_log"])
+    p.set_defaults(func=_cmd_import)
+
+    p = sub.add_parser("judge", help="score a night's plan under a simulated world's truth: Push 1.0, a random hour, "
+                       "an oracle, the share of the oracle's lift, where the gap is lost, calibration")
+    p.add_argument("--ds", required=True, help="the nightly run date whose plan (plan/windows) is judged")
+    p.add_argument("--json", action="store_true", help="print the whole judgement as JSON")
+    p.set_defaults(func=_cmd_judge)
 
     p = sub.add_parser("settings", help="print the effective settings (secrets masked)")
     p.add_argument("--table", action="store_true", help="also print the README table of variables")

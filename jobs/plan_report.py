@@ -67,11 +67,21 @@ def build(wh: Warehouse, ds: str, loaded) -> dict:
         }
     return {"ds": ds, "send_day": send_day(ds), "config_version": loaded.version,
             "model_version": stats.get("model_version"), "active_policy": stats.get("active_policy"),
-            "timing_elasticity": stats.get("timing_elasticity"),
+            "timing_elasticity": stats.get("timing_elasticity"), "model_policy": stats.get("model_policy"),
+            "hour_explore_share": stats.get("hour_explore_share"), "why_this_policy": _why(wh, ds),
             "funnel": {"audience_pairs": n_aud, "eligible_pairs": n_el, "suppressed_pairs": len(sup),
                        "planned_users": per_policy["hermes"]["planned"], "pushes": per_policy["hermes"]["pushes"]},
             "suppressed_by_reason": dict(sorted(Counter(sup).items(), key=lambda kv: -kv[1])),
             "scenes": scenes, "policies": per_policy, "same_users": same, "inputs": _inputs(wh, ds)}
+
+
+def _why(wh: Warehouse, ds: str) -> str | None:
+    """The gate's reason for the night's model: why the prior or a trained model planned."""
+    path = wh.report("training", ds, "gate")
+    if not path.exists():
+        return None
+    g = json.loads(path.read_text())
+    return f"version {g['candidate_version']} {g['decision']} -> @{g['alias']}: {g['reason']}"
 
 
 def _inputs(wh: Warehouse, ds: str) -> dict:
@@ -155,6 +165,8 @@ def render_html(r: dict) -> str:
         f"<p>config <code>{html.escape(r['config_version'])}</code> · model version "
         f"<code>{html.escape(str(r['model_version']))}</code> · batches policy <b>{html.escape(str(r['active_policy']))}"
         f"</b> · timing elasticity {r['timing_elasticity']:.3f}</p>",
+        f"<p>planned by the <b>{html.escape(str(r.get('model_policy')))}</b> policy "
+        f"({html.escape(str(r.get('why_this_policy')))})</p>",
         f"<div class='kpi'>pushes (Hermes)<b>{h['pushes']:,}</b></div>"
         f"<div class='kpi'>expected opens<b>{h['expected_opens']:,.0f}</b></div>"
         f"<div class='kpi'>expected open rate<b>{100 * h['expected_open_rate']:.2f}%</b></div>"

@@ -21,6 +21,7 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
 
     from features.selection import baseline, baseline_salt, baseline_scene, feeds, mark_preferred, select_scene, shrink_to_support
     from jobs.audiences import NIGHTLY_TRIGGERS
+    from training.prior import PRIOR
 
     wh = Warehouse(settings.warehouse)
     scenes = [s for s in loaded.config.enabled_scenes if s.trigger in NIGHTLY_TRIGGERS]
@@ -34,7 +35,10 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     feed_cfg = loaded.config.platform.feed
     feed, support = shrink_to_support(feeds(scored, items, scene_df, feed_cfg.max_per_category), rates,
                                       feed_cfg.support_sends)
-    chosen = select_scene(feed, feed_cfg.explore_share, salt=f"hermes-scene-{ds}")
+    model_policy = _model_policy(settings, scored)
+    explore = (loaded.config.platform.training.cold_start_explore_share if model_policy == PRIOR
+               else feed_cfg.explore_share)
+    chosen = select_scene(feed, explore, salt=f"hermes-scene-{ds}")
     s_path = wh.write_partition(chosen, SELECTED, ds, loaded.version)
 
     reach = {r["scene_id"]: r["users"] for r in
@@ -52,10 +56,22 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     log.info("selected %d users across %d scenes %s; baseline scene %s for %d users; the model's weight per scene "
              "(history support) %s", sum(mix.values()), len(mix), mix, best, n_base,
              {k: round(v, 3) for k, v in sorted(support.items())})
-    return {"ds": ds, "config_version": loaded.version, "baseline_scene": best, "scene_mix": dict(sorted(mix.items())),
+    return {"ds": ds, "config_version": loaded.version, "model_policy": model_policy, "scene_explore_share": explore,
+            "baseline_scene": best, "scene_mix": dict(sorted(mix.items())),
             "model_weight_by_scene": {k: round(v, 4) for k, v in sorted(support.items())},
             "tables": {SELECTED: {"path": str(s_path), "rows": sum(mix.values())},
                        BASELINE: {"path": str(b_path), "rows": n_base}}}
+
+
+def _model_policy(settings: Settings, scored) -> str | None:
+    """Whether the model that scored the plan is the prior (cold start) or a trained one."""
+    from training.registry import configure_mlflow, version_policy
+
+    row = scored.select("model_version").limit(1).collect()
+    if not row:
+        return None
+    configure_mlflow(settings.mlflow_tracking_uri, settings.home / "mlflow" / "artifacts")
+    return version_policy(row[0]["model_version"])
 
 
 def main(argv=None) -> None:

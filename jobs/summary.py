@@ -61,12 +61,22 @@ def summary(settings: Settings, ds: str) -> list[str]:
         oracle = f", oracle AUC {t['oracle_auc']:.4f}" if t.get("oracle_auc") else ""
         if t.get("oracle_auc_attainable"):
             oracle += f" (attainable {t['oracle_auc_attainable']:.4f})"
-        lines += ["", f"model: hermes-ctr v{t['version']} ({t['model_kind']}), holdout AUC {t['holdout']['auc']:.4f}"
-                      f"{oracle}, log loss {t['holdout']['log_loss']:.4f}, calibration error "
-                      f"{t['holdout']['calibration_error']:.4f}; MLflow run {t['run_id']}"]
+        if t.get("policy") == "prior":
+            lines += ["", f"model: hermes-ctr v{t['version']} is the PRIOR policy (training/prior.py), not trained: "
+                          f"{t['reason']}; MLflow run {t['run_id']}"]
+        else:
+            lines += ["", f"model: hermes-ctr v{t['version']} ({t['model_kind']}), holdout AUC {t['holdout']['auc']:.4f}"
+                          f"{oracle}, log loss {t['holdout']['log_loss']:.4f}, calibration error "
+                          f"{t['holdout']['calibration_error']:.4f}; MLflow run {t['run_id']}"]
     if gate_report.exists():
         g = json.loads(gate_report.read_text())
         lines.append(f"gate: version {g['candidate_version']} {g['decision']} -> @{g['alias']} ({g['reason']})")
+    windows_report = wh.report("windows", ds, "windows")
+    if windows_report.exists():
+        w = json.loads(windows_report.read_text())
+        if w.get("model_policy"):
+            lines.append(f"planned by: hermes-ctr v{w['model_version']}, the {w['model_policy']} policy; users at a "
+                         f"random allowed hour {100 * w['hour_explore_share']:.0f} %")
     sel = wh.partition("plan/selected", ds)
     if sel.exists():
         lines += ["selected scene per user (Hermes):"] + [f"    {k:<22}{v:>10,}" for k, v in _group_count(sel, "scene_id")]

@@ -18,8 +18,9 @@ def run(spark, settings: Settings, ds: str, loaded, force_kind: str | None = Non
     from jobs.rollups import read_activity
     from lab.simulator.ground_truth import GroundTruth
     from training.dataset import build_training_set, earliest_input_day
+    from training.prior import TRAINED
     from training.registry import configure_mlflow
-    from training.train import train_and_register
+    from training.train import history_shortfall, register_prior, train_and_register
 
     wh = Warehouse(settings.warehouse)
     cfg = loaded.config.platform.training
@@ -41,7 +42,12 @@ def run(spark, settings: Settings, ds: str, loaded, force_kind: str | None = Non
     # The simulator's ground truth, when there is one, gives the oracle AUC; real data has none.
     truth = GroundTruth.load(wh.ground_truth) if (wh.ground_truth / "latent.npz").exists() else None
     configure_mlflow(settings.mlflow_tracking_uri, settings.home / "mlflow" / "artifacts")
-    result = train_and_register(ts, ds, loaded.version, truth, force_kind=force_kind)
+    short = history_shortfall(ts, cfg.min_train_opens, cfg.min_holdout_opens)
+    if short:
+        log.warning("train %s: too little push history to train (%s): the prior policy plans", ds, short)
+        result = register_prior(ts, ds, loaded.version, cfg.prior_open_rate, short)
+    else:
+        result = train_and_register(ts, ds, loaded.version, truth, force_kind=force_kind) | {"policy": TRAINED}
     out = wh.report("training", ds, "train")
     out.parent.mkdir(parents=True, exist_ok=True)
     ts.holdout.to_parquet(holdout_path(wh, ds), index=False)

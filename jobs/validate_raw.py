@@ -37,6 +37,7 @@ REFERENCES = {"events": {"user_id": "users", "item_id": "items"}, "push_log": {"
 DIMENSION_KEY = {"users": "user_id", "items": "item_id"}
 MANIFEST = "_validation.json"
 FUTURE_SEEN = "future_partitions.json"
+EMPTY_DAY = "part-empty-day.parquet"   # what validation writes for a missing day of an allow_empty table
 
 
 def _data_files(path: Path) -> list[Path]:
@@ -149,6 +150,13 @@ def _validate_partition(warehouse: Warehouse, table: str, pds: str | None, run_d
     name = f"raw/{table}"
     where = f" ds={pds}" if pds is not None and pds != run_ds else ""
     path = warehouse.raw_partition(table, pds) if pds is not None else warehouse.raw(table)
+    if not path.exists() and pds is not None and table in rules.allow_empty:
+        # a day without item changes, a platform with no push history yet: an explicit empty day, so every reader
+        # sees the contract's columns rather than no data at all
+        path.mkdir(parents=True, exist_ok=True)
+        pq.write_table(RAW_SCHEMAS[table].empty_table(), path / EMPTY_DAY)
+        log.warning("%s ds=%s: no partition delivered; written as an empty day (%s is in validation.allow_empty)",
+                    name, pds, table)
     if not path.exists():
         what = f"partition ds={pds}" if pds is not None else "snapshot"
         raise _Stop([f"(table): rule=partition_exists: no {what} at {path}: it has not been delivered (import it "

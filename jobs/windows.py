@@ -91,8 +91,10 @@ def carried_load(wh: Warehouse, ds: str, policy: str, slots: int) -> np.ndarray:
     return load
 
 
-def plan_policy(policy: str, table, wh: Warehouse, ds: str, config, elasticity: float) -> tuple[dict, dict]:
-    """Arrays of one policy's windows (column name -> array) and its stats."""
+def plan_policy(policy: str, table, wh: Warehouse, ds: str, config, elasticity: float,
+                explore_share: float | None = None) -> tuple[dict, dict]:
+    """Arrays of one policy's windows (column name -> array) and its stats. explore_share: users sent at a random
+    allowed hour (default windows.exploration_share; larger while the prior policy plans)."""
     from features.windows import allowed_slots, assign, explorers, fixed_hour, local_hours, slot_starts, slot_values, user_hash
 
     p = config.platform
@@ -120,8 +122,9 @@ def plan_policy(policy: str, table, wh: Warehouse, ds: str, config, elasticity: 
     capacity = np.maximum(np.full(len(starts), p.gateway.max_per_hour, dtype=np.int64)
                           - carried_load(wh, ds, w.policy, len(starts)), 0)
     if policy == "hermes":
-        explore = explorers(users, day, w.exploration_share)
-        a = assign(value, capacity, explore, w.exploration_share, seed=int(day.replace("-", "")))
+        share = w.exploration_share if explore_share is None else explore_share
+        explore = explorers(users, day, share)
+        a = assign(value, capacity, explore, share, seed=int(day.replace("-", "")))
     else:
         order = np.argsort(user_hash(users, f"hermes-order-{day}"), kind="stable")
         a = fixed_hour(value, lh, p.baseline_hour_local, capacity, order)
@@ -164,7 +167,8 @@ def to_arrow(cols: dict, table):
 def run(settings: Settings, ds: str, loaded) -> dict:
     import pyarrow as pa
 
-    from training.registry import configure_mlflow, version_tag
+    from training.prior import PRIOR
+    from training.registry import configure_mlflow, version_policy, version_tag
     from training.train import TIMING_TAG
 
     wh = Warehouse(settings.warehouse)
@@ -177,9 +181,11 @@ def run(settings: Settings, ds: str, loaded) -> dict:
                          "(rule: one plan, one model)")
     configure_mlflow(settings.mlflow_tracking_uri, settings.home / "mlflow" / "artifacts")
     elasticity = float(version_tag(next(iter(versions)), TIMING_TAG)) if versions else 0.0
+    model_policy = version_policy(next(iter(versions))) if versions else None
+    explore = config.platform.training.cold_start_explore_share if model_policy == PRIOR else None
     parts, stats = [], {}
     for policy, table in tables.items():
-        cols, st = plan_policy(policy, table, wh, ds, config, elasticity)
+        cols, st = plan_policy(policy, table, wh, ds, config, elasticity, explore)
         parts.append(to_arrow(cols, table))
         stats[policy] = st
         log.info("%s: %d users, %d assigned, %d explored, no window %d, no capacity %d, expected opens %.1f "
@@ -190,7 +196,8 @@ def run(settings: Settings, ds: str, loaded) -> dict:
     path = wh.write_arrow(out, WINDOWS, ds, loaded.version)
     report = {"ds": ds, "send_day": send_day(ds), "config_version": loaded.version,
               "model_version": next(iter(versions)) if versions else None, "timing_elasticity": elasticity,
-              "active_policy": config.platform.windows.policy, "policies": stats}
+              "model_policy": model_policy, "hour_explore_share": config.platform.windows.exploration_share
+              if explore is None else explore, "active_policy": config.platform.windows.policy, "policies": stats}
     rpath = wh.report("windows", ds, "windows")
     rpath.parent.mkdir(parents=True, exist_ok=True)
     rpath.write_text(json.dumps(report, indent=2))

@@ -18,14 +18,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--days", type=int, default=30)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--start", type=date.fromisoformat, default=date(2026, 10, 1), help="first simulated UTC day")
+    p.add_argument("--variant", default="base", help="the kind of marketplace (lab/simulator/variants.py): base, "
+                   "global_dst, night_owls, price_blind, holdout_mix, or random (every knob drawn from the seed)")
+    p.add_argument("--push-days", type=int, default=None, help="days of Push 1.0 history from the first day "
+                   "(default: all; 0: a fresh deployment with an empty push_log)")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> dict:
+    from lab.simulator.variants import variant
+
+    variant(args.variant, args.seed)            # an unknown name fails here, before anything is written
     spec = WorldSpec(users=args.users, items=args.items or 2 * args.users, days=args.days, seed=args.seed,
-                     start=args.start)
-    counts = simulate(spec, settings.warehouse)
+                     start=args.start, variant=args.variant)
+    counts = simulate(spec, settings.warehouse, push_days=args.push_days)
     print(f"simulated {spec.users} users, {spec.items} items, {spec.days} days "
-          f"({spec.start} .. {spec.last_ds}) seed={spec.seed} in {counts['seconds']} s -> {settings.warehouse}/raw")
+          f"({spec.start} .. {spec.last_ds}) seed={spec.seed} variant={spec.variant} in {counts['seconds']} s -> "
+          f"{settings.warehouse}/raw")
     for table in ("users", "items", "item_changes", "events", "push_log"):
         print(f"  raw/{table:<13} {counts[table]:>12,} rows")
     return counts

@@ -46,7 +46,7 @@ class GateDecision:
     candidate_version: str
     decision: str                     # "promoted" | "held"
     alias: str
-    candidate_auc: float
+    candidate_auc: float | None       # None: a prior version, which has no AUC of its own to gate on
     champion_version: str | None
     champion_auc: float | None
     margin: float
@@ -85,13 +85,61 @@ def gate(candidate_version: str, candidate_auc: float, X_holdout: np.ndarray, y_
     return decision
 
 
+def champion_policy() -> tuple[str | None, str | None]:
+    """(version, policy) of the current @champion: policy "prior" or "trained" (None, None: no champion)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from training.prior import POLICY_TAG, TRAINED
+
+    try:
+        champ = mlflow.MlflowClient().get_model_version_by_alias(MODEL_NAME, CHAMPION)
+    except MlflowException:
+        return None, None
+    return str(champ.version), champ.tags.get(POLICY_TAG, TRAINED)
+
+
+def version_policy(version: str) -> str:
+    """"prior" or "trained": which policy a registered version of the CTR model is (untagged: trained)."""
+    import mlflow
+
+    from training.prior import POLICY_TAG, TRAINED
+
+    return mlflow.MlflowClient().get_model_version(MODEL_NAME, str(version)).tags.get(POLICY_TAG, TRAINED)
+
+
+def gate_prior(version: str) -> GateDecision:
+    """A prior version (too little push history to train) plans only while no trained model does: it becomes
+    @champion when there is none or the champion is an earlier prior (the new one is calibrated on more history),
+    and stays @challenger beside a trained champion."""
+    import mlflow
+
+    from training.prior import PRIOR
+
+    champ, policy = champion_policy()
+    if champ is None:
+        decision = GateDecision(version, "promoted", CHAMPION, None, None, None, 0.0,
+                                "no champion yet: the prior policy plans until a trained model beats it on a holdout")
+    elif policy == PRIOR:
+        decision = GateDecision(version, "promoted", CHAMPION, None, champ, None, 0.0,
+                                f"replaces prior version {champ}: still too little push history to train; this prior "
+                                "is calibrated on the history there is")
+    else:
+        decision = GateDecision(version, "held", CHALLENGER, None, champ, None, 0.0,
+                                f"trained champion {champ} keeps planning: tonight's history is too thin to train")
+    mlflow.MlflowClient().set_registered_model_alias(MODEL_NAME, decision.alias, version)
+    log.info("gate: prior version %s %s (%s)", version, decision.decision, decision.reason)
+    return decision
+
+
 def log_decision(run_id: str, decision: GateDecision) -> None:
     import mlflow
 
     client = mlflow.MlflowClient()
     client.set_tag(run_id, "gate.decision", decision.decision)
     client.set_tag(run_id, "gate.reason", decision.reason)
-    client.log_metric(run_id, "gate_candidate_auc", decision.candidate_auc)
+    if decision.candidate_auc is not None:
+        client.log_metric(run_id, "gate_candidate_auc", decision.candidate_auc)
     if decision.champion_auc is not None:
         client.log_metric(run_id, "gate_champion_auc", decision.champion_auc)
     client.log_metric(run_id, "gate_margin", decision.margin)

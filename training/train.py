@@ -15,7 +15,7 @@ import pandas as pd
 
 from features.pairs import FEATURES
 from training.dataset import TrainingSet, feature_matrix
-from training.model import fit_candidates
+from training.model import evaluate, fit_candidates
 from training.oracle import attainable_probabilities, true_probabilities
 from training.registry import MODEL_NAME, SKOPS_TRUSTED, gate, log_decision
 
@@ -145,11 +145,68 @@ def train_and_register(ts: TrainingSet, ds: str, config_version: str, truth=None
             "candidates": {k: v[1] for k, v in fitted.items()}, "training": ts.summary()}
 
 
+def history_shortfall(ts: TrainingSet, min_train_opens: int, min_holdout_opens: int) -> str | None:
+    """Why the push history cannot train a model tonight (None: it can)."""
+    opens, hopens = int(ts.train["label"].sum()), int(ts.holdout["label"].sum())
+    short = []
+    if opens < min_train_opens or opens == len(ts.train):
+        short.append(f"{opens} opens in {len(ts.train)} pushed materials {ts.first_day}..{ts.split_day} "
+                     f"(training.min_train_opens {min_train_opens})")
+    if hopens < min_holdout_opens or hopens == len(ts.holdout):
+        short.append(f"{hopens} opens in {len(ts.holdout)} holdout materials from {ts.split_day} "
+                     f"(training.min_holdout_opens {min_holdout_opens})")
+    return "; ".join(short) or None
+
+
+def register_prior(ts: TrainingSet, ds: str, config_version: str, open_rate: float, reason: str) -> dict:
+    """Log and register the prior policy (training/prior.py) as a version of the CTR model, tagged policy=prior,
+    with its intercept calibrated on whatever push history there is."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from training.prior import COEFFICIENTS, POLICY_TAG, PRIOR, prior_estimator
+
+    history = pd.concat([ts.train, ts.holdout], ignore_index=True)
+    X, y = feature_matrix(history), history["label"].to_numpy()
+    est = prior_estimator(open_rate, X, y)
+    Xh, yh = feature_matrix(ts.holdout), ts.holdout["label"].to_numpy()
+    metrics = evaluate(yh, est.predict_proba(Xh)[:, 1]) if len(np.unique(yh)) == 2 else {}
+    elasticity = COEFFICIENTS["hour_share_log"]
+    with mlflow.start_run(run_name=f"prior-{ds}") as run:
+        mlflow.set_tags({"ds": ds, "config_version": config_version, "model_kind": "prior", POLICY_TAG: PRIOR,
+                         "prior.reason": reason})
+        mlflow.log_params({"model_kind": "prior", "features": ",".join(FEATURES), "history_rows": len(history),
+                           "history_opens": int(y.sum()), "prior_open_rate": open_rate,
+                           "intercept": round(float(est.intercept_[0]), 6),
+                           **{f"coef_{k}": v for k, v in COEFFICIENTS.items()}})
+        mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items()} | {TIMING_TAG: elasticity})
+        example = pd.DataFrame(np.zeros((1, len(FEATURES))), columns=list(FEATURES))
+        info = mlflow.sklearn.log_model(est, name="model", input_example=example,
+                                        signature=infer_signature(example, est.predict_proba(example.to_numpy())[:, 1]))
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "scene_codes.json").write_text(json.dumps(ts.scene_codes, indent=2, sort_keys=True))
+            (Path(tmp) / "training_data_summary.json").write_text(json.dumps(ts.summary(), indent=2, default=str))
+            mlflow.log_artifacts(tmp)
+        version = mlflow.register_model(info.model_uri, MODEL_NAME, tags={
+            "ds": ds, "config_version": config_version, TIMING_TAG: f"{elasticity:.6f}", POLICY_TAG: PRIOR})
+    log.info("prior policy registered as %s version %s: %s", MODEL_NAME, version.version, reason)
+    return {"run_id": run.info.run_id, "version": str(version.version), "model_kind": "prior", "policy": PRIOR,
+            "reason": reason, "holdout": metrics, "oracle_auc": None, TIMING_TAG: elasticity,
+            "training": ts.summary()}
+
+
 def gate_version(run_id: str, version: str, holdout: pd.DataFrame, margin: float) -> dict:
     """The promotion gate for a registered version, on the holdout it was evaluated on."""
     import mlflow
     from sklearn.metrics import roc_auc_score
 
+    from training.prior import POLICY_TAG, PRIOR
+    from training.registry import gate_prior
+
+    if mlflow.MlflowClient().get_model_version(MODEL_NAME, str(version)).tags.get(POLICY_TAG) == PRIOR:
+        decision = gate_prior(str(version))
+        log_decision(run_id, decision)
+        return decision.as_dict()
     Xh, yh = feature_matrix(holdout), holdout["label"].to_numpy()
     candidate = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{version}")
     auc = float(roc_auc_score(yh, candidate.predict_proba(Xh)[:, 1]))

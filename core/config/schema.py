@@ -142,6 +142,17 @@ class Training(_Strict):
     max_examples: int = Field(1_000_000, ge=10_000, le=50_000_000,
                               description="above this many pushed materials, train on a hash sample of whole users "
                                           "that keeps about this many")
+    min_train_opens: int = Field(200, ge=1, le=1_000_000, description="opens the training window's push history "
+                                 "must hold (and min_holdout_opens its holdout days) before a model is trained; below "
+                                 "that the prior policy (training/prior.py) plans")
+    min_holdout_opens: int = Field(50, ge=1, le=1_000_000, description="opens the holdout days must hold to train "
+                                   "and to gate a trained model against the prior")
+    prior_open_rate: float = Field(0.05, gt=0, lt=0.5, description="the prior policy's open rate for a typical "
+                                   "push while there is no push history to calibrate it on")
+    cold_start_explore_share: float = Field(0.2, ge=0, le=0.5, description="while the prior plans, this share of "
+                                            "users get a uniformly drawn scene, and this share a random allowed "
+                                            "hour (propensities logged), instead of feed.explore_share and "
+                                            "windows.exploration_share: the history the first model learns from")
 
 
 class Feed(_Strict):

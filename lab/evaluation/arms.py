@@ -31,6 +31,8 @@ class EvalSpec:
     holdout_share: float = 0.10
     rate_per_second: float = 5000.0     # delivery speed: throttling is tested elsewhere, not the subject here
     bootstrap: int = 1000
+    variant: str = "base"               # the kind of world (lab/simulator/variants.py)
+    cold_start: bool = False            # the history days carry organic events only: an empty push_log
 
 
 @dataclass
@@ -60,7 +62,8 @@ def eval_config(loaded, spec: EvalSpec):
 def world_spec(spec: EvalSpec):
     from lab.simulator.market import WorldSpec
 
-    return WorldSpec(users=spec.users, items=2 * spec.users, days=spec.history_days + spec.days, seed=spec.seed)
+    return WorldSpec(users=spec.users, items=2 * spec.users, days=spec.history_days + spec.days, seed=spec.seed,
+                     variant=spec.variant)
 
 
 def send_days_of(spec: EvalSpec) -> list[str]:
@@ -86,7 +89,7 @@ def prepare(base: Settings, spec: EvalSpec, out: Path) -> tuple[dict[str, Arm], 
     ws = world_spec(spec)
     world = out / "world"
     shutil.rmtree(out, ignore_errors=True)
-    counts = simulate(ws, world, push_days=spec.history_days)
+    counts = simulate(ws, world, push_days=0 if spec.cold_start else spec.history_days)
     log.info("world: %s", counts)
     loaded = eval_config(load_config(base.conf_dir), spec)
     arms = {}

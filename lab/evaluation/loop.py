@@ -24,6 +24,7 @@ Trigger rules are not part of either arm: Push 1.0 had none, and the comparison 
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import time
 from datetime import date, timedelta
@@ -54,7 +55,15 @@ def live_day(spark, arm: Arm, send_day: str, spec: EvalSpec) -> dict:
             gate(s, ds, loaded)
         times[stage] = round(time.monotonic() - t, 1)
     t = time.monotonic()
-    windows.run(s, ds, loaded)
+    planned_windows = windows.run(s, ds, loaded)
+    judged = None
+    if arm.name == "hermes":        # the plan under the world's truth, before anything is sent
+        from lab.evaluation.judge import judge, lines
+
+        q = loaded.config.platform.quiet_hours
+        judged = judge(arm.wh, ds, (q.start_hour, q.end_hour))
+        judged["model_policy"] = json.loads(Path(planned_windows["report"]).read_text()).get("model_policy")
+        log.info("\n".join(lines(judged)))
     planned = batches.run(s, ds, loaded, policy=arm.name)
     times["windows+batches"] = round(time.monotonic() - t, 1)
     t = time.monotonic()
@@ -74,7 +83,8 @@ def live_day(spark, arm: Arm, send_day: str, spec: EvalSpec) -> dict:
                              "receipts in push_log")
     log.info("%s %s: planned %s, delivered %s, opens %d / %d in %.0f s %s", arm.name, send_day,
              planned.get("messages"), states, outcome["opened"], outcome["sent"], time.monotonic() - t0, times)
-    return {"send_day": send_day, "states": states, **outcome, "seconds": times}
+    return {"send_day": send_day, "states": states, **outcome, "seconds": times,
+            **({"judge": judged} if judged else {})}
 
 
 

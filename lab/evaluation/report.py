@@ -49,9 +49,27 @@ def markdown(result: dict, spec: EvalSpec, seconds: float) -> str:
               f"Hermes chose the same scene, SNIPS open rate {_fmt(o['snips_open_rate'], True)} (ESS "
               f"{o['effective_sample_size']:.0f}) vs closed-loop Hermes {_fmt(o['closed_loop_hermes_open_rate'], True)} "
               f"and Push 1.0 logged {_fmt(o['baseline_logged_open_rate'], True)}.",
+              *_judged_nights(result.get("days", {}).get("hermes", [])),
               "", f"Scene mix: Push 1.0 {result['arms']['baseline']['scene_mix']}; Hermes "
               f"{result['arms']['hermes']['scene_mix']}", "", f"Run time: {seconds / 60:.1f} min."]
     return "\n".join(lines) + "\n"
+
+
+def _judged_nights(days: list[dict]) -> list[str]:
+    """Per night: which policy planned, the realised open rate, and the plan judged under the truth."""
+    rows = [d for d in days if d.get("judge")]
+    if not rows:
+        return []
+    out = ["", "| night (send day) | planned by | Hermes open rate (realised) | judged: plan / Push 1.0 / oracle | "
+               "share of oracle lift | timing ratio | expected / true opens |", "|---|---|---|---|---|---|---|"]
+    for d in rows:
+        j = d["judge"]
+        o = j["open_rate"]
+        out.append(f"| {d['send_day']} | {j.get('model_policy')} | {100 * d['opened'] / max(d['sent'], 1):.2f} % | "
+                   f"{100 * o['plan']:.2f} / {100 * o['push_1_0']:.2f} / {100 * o['oracle']:.2f} % | "
+                   f"{100 * j['oracle_lift_share']:.0f} % | {j['timing']['activity_ratio_chosen_vs_best']:.2f} | "
+                   f"{j['calibration']['expected_over_true']:.2f} |")
+    return out
 
 
 def plots(result: dict, folder: Path) -> list[Path]:

@@ -48,6 +48,7 @@ class ResponseParams:
     click_intercept: float = -0.3
     click_affinity: float = 2.0
     click_quality: float = 0.3
+    weekend_hour_shift: int = 0    # weekend activity is this many hours later: profile[(h - shift) % 24] on Sat/Sun
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -65,7 +66,7 @@ def utc_offset_minutes(tz: str, day: int) -> int:
 class GroundTruth:
     """Latent state of a simulated world. Times are int64 microseconds since the epoch (UTC)."""
 
-    user_tz: np.ndarray            # int8 index into TIMEZONES
+    user_tz: np.ndarray            # int8 index into `timezones`
     user_hour_profile: np.ndarray  # float32 [n_users, 24], P(active at local hour), rows sum to 1
     user_pref_cats: np.ndarray     # int32 [n_users, 3] preferred category ids
     user_pref_weights: np.ndarray  # float32 [n_users, 3] preference weights, rows sum to 1
@@ -76,6 +77,7 @@ class GroundTruth:
     item_listed_at: np.ndarray     # int64 us
     item_end_at: np.ndarray        # int64 us: sold or removed (int64 max if never)
     params: ResponseParams = field(default_factory=ResponseParams)
+    timezones: tuple[str, ...] = TIMEZONES   # what user_tz indexes (the world variant's zones)
 
     # ---- ids ----------------------------------------------------------------------------------
     def user_index(self, user_ids: np.ndarray) -> np.ndarray:
@@ -91,20 +93,33 @@ class GroundTruth:
         return idx
 
     # ---- time ---------------------------------------------------------------------------------
-    def local_hour(self, user_idx: np.ndarray, at_us: np.ndarray) -> np.ndarray:
-        """Hour of day in each user's own time zone at the given UTC instants."""
+    def _local_minute(self, user_idx: np.ndarray, at_us: np.ndarray) -> np.ndarray:
         at_us = np.asarray(at_us, dtype=np.int64)
         day = at_us // US_PER_DAY
         tz = self.user_tz[user_idx].astype(np.int64)
         key = tz * 1_000_000 + day
         uniq, inv = np.unique(key, return_inverse=True)
-        offs = np.array([utc_offset_minutes(TIMEZONES[k // 1_000_000], int(k % 1_000_000)) for k in uniq],
+        offs = np.array([utc_offset_minutes(self.timezones[k // 1_000_000], int(k % 1_000_000)) for k in uniq],
                         dtype=np.int64)
-        local_min = (at_us // 60_000_000) + offs[inv]
-        return ((local_min // 60) % 24).astype(np.int64)
+        return (at_us // 60_000_000) + offs[inv]
+
+    def local_hour(self, user_idx: np.ndarray, at_us: np.ndarray) -> np.ndarray:
+        """Hour of day in each user's own time zone at the given UTC instants."""
+        return ((self._local_minute(user_idx, at_us) // 60) % 24).astype(np.int64)
+
+    def profile_hour(self, user_idx: np.ndarray, at_us: np.ndarray) -> np.ndarray:
+        """The column of user_hour_profile that holds the user's activity at these instants: the local hour, or on a
+        local Saturday or Sunday the hour `weekend_hour_shift` earlier (weekends run later)."""
+        minute = self._local_minute(user_idx, at_us)
+        hour = (minute // 60) % 24
+        shift = self.params.weekend_hour_shift
+        if shift:
+            weekend = ((minute // 1440) + 3) % 7 >= 5          # epoch day 0 was a Thursday
+            hour = np.where(weekend, (hour - shift) % 24, hour)
+        return hour.astype(np.int64)
 
     def activity_at(self, user_idx: np.ndarray, at_us: np.ndarray) -> np.ndarray:
-        return self.user_hour_profile[user_idx, self.local_hour(user_idx, at_us)]
+        return self.user_hour_profile[user_idx, self.profile_hour(user_idx, at_us)]
 
     # ---- response model -----------------------------------------------------------------------
     def affinity(self, user_idx: np.ndarray, category: np.ndarray) -> np.ndarray:
@@ -192,7 +207,7 @@ class GroundTruth:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(folder / "latent.npz", **{k: getattr(self, k) for k in self._ARRAYS})
-        doc = {"world": world, "timezones": TIMEZONES, "response": asdict(self.params),
+        doc = {"world": world, "timezones": list(self.timezones), "response": asdict(self.params),
                "how_to_use": "lab.simulator.ground_truth.GroundTruth.load(<this folder>).open_probability(...)"}
         (folder / "params.json").write_text(json.dumps(doc, indent=2, sort_keys=True))
 
@@ -204,7 +219,7 @@ class GroundTruth:
         doc = json.loads((folder / "params.json").read_text())
         with np.load(folder / "latent.npz") as data:
             arrays = {k: data[k] for k in cls._ARRAYS}
-        return cls(**arrays, params=ResponseParams(**doc["response"]))
+        return cls(**arrays, params=ResponseParams(**doc["response"]), timezones=tuple(doc.get("timezones", TIMEZONES)))
 
     @staticmethod
     def world(folder: Path) -> dict:

@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 
 from core.contract import EVENT_TYPES, PLATFORMS, RAW_SCHEMAS
 from core.warehouse import Warehouse
-from lab.simulator.ground_truth import TIMEZONE_SHARES, TIMEZONES, US_PER_DAY, US_PER_HOUR, GroundTruth, ResponseParams, utc_offset_minutes
+from lab.simulator.ground_truth import US_PER_DAY, US_PER_HOUR, GroundTruth, ResponseParams, utc_offset_minutes
+from lab.simulator.variants import Variant, variant
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class WorldSpec:
     days: int = 30
     seed: int = 7
     start: date = date(2026, 10, 1)
+    variant: str = "base"            # lab/simulator/variants.py: the kind of marketplace
 
     @property
     def start_us(self) -> int:
@@ -81,65 +83,89 @@ class World:
     item_drop_price: np.ndarray
     item_sold_at: np.ndarray
     item_removed_at: np.ndarray
+    variant: Variant = Variant()
+
+    @property
+    def n_categories(self) -> int:
+        return self.variant.categories
 
 
 # ---------------------------------------------------------------------------------------------
 # world
 # ---------------------------------------------------------------------------------------------
-def _hour_profiles(rng: np.random.Generator, n: int) -> np.ndarray:
+def _hour_profiles(rng: np.random.Generator, n: int, v: Variant = Variant()) -> np.ndarray:
     hours = np.arange(24)
-    peaks1 = rng.choice([8, 12, 13, 18, 19, 20, 21, 22, 23], size=n,
-                        p=[.08, .12, .06, .08, .12, .16, .18, .12, .08])
-    peaks2 = rng.integers(7, 24, size=n)
-    w1 = rng.uniform(0.8, 2.2, size=n)[:, None]
-    w2 = rng.uniform(0.8, 2.5, size=n)[:, None]
-    a2 = rng.uniform(0.1, 0.8, size=n)[:, None]
 
     def bump(peak, width):
         d = np.abs(hours[None, :] - peak[:, None])
         d = np.minimum(d, 24 - d)
         return np.exp(-0.5 * (d / width) ** 2)
 
+    if v.hour_shape == "multi_peak":          # one to three habits anywhere in the waking day
+        k = rng.integers(1, 4, size=n)
+        prof = np.full((n, 24), 0.01)
+        for j in range(3):
+            peak = rng.integers(6, 24, size=n)
+            w = rng.uniform(0.6, 2.0, size=n)[:, None]
+            a = np.where(j < k, rng.uniform(0.4, 1.0, size=n), 0.0)[:, None]
+            prof += a * bump(peak, w)
+        prof[:, 2:6] *= 0.1
+        return (prof / prof.sum(axis=1, keepdims=True)).astype(np.float32)
+    peaks1 = rng.choice([8, 12, 13, 18, 19, 20, 21, 22, 23], size=n,
+                        p=[.08, .12, .06, .08, .12, .16, .18, .12, .08])
+    peaks2 = rng.integers(7, 24, size=n)
+    w1 = rng.uniform(0.8, 2.2, size=n)[:, None]
+    w2 = rng.uniform(0.8, 2.5, size=n)[:, None]
+    a2 = rng.uniform(0.1, 0.8, size=n)[:, None]
+    owl = np.zeros(n, dtype=bool)
+    if v.hour_shape == "night_owl":           # peaks between 22:00 and 03:00, awake then, asleep in the morning
+        owl = rng.random(n) < v.night_owl_share
+        peaks1 = np.where(owl, rng.choice([22, 23, 0, 1, 2], size=n), peaks1)
+        peaks2 = np.where(owl, rng.integers(12, 24, size=n), peaks2)
     prof = 0.01 + bump(peaks1, w1) + a2 * bump(peaks2, w2)
-    prof[:, 1:7] *= 0.1                       # people sleep
+    prof[~owl, 1:7] *= 0.1                    # people sleep
+    prof[owl, 6:12] *= 0.1                    # owls sleep in the morning
     return (prof / prof.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def build_world(spec: WorldSpec) -> World:
     if spec.users < 1 or spec.items < 1 or spec.days < 1:
         raise ValueError(f"users, items and days must be positive, got {spec}")
+    v = variant(spec.variant, spec.seed)
     rng = np.random.default_rng(np.random.SeedSequence([spec.seed, 1]))
     n, m = spec.users, spec.items
     user_ids = np.arange(1, n + 1, dtype=np.int64)
-    user_tz = rng.choice(len(TIMEZONES), size=n, p=TIMEZONE_SHARES).astype(np.int8)
+    shares = np.asarray(v.timezone_shares) / np.sum(v.timezone_shares)
+    user_tz = rng.choice(len(v.timezones), size=n, p=shares).astype(np.int8)
     platform = rng.choice(len(PLATFORMS), size=n, p=PLATFORM_SHARES).astype(np.int8)
     opt_in = rng.random(n) < 0.86
     token = np.frombuffer(binascii.hexlify(rng.bytes(32 * n)), dtype="S64").astype(object)
     token[rng.random(n) < 0.03] = None       # never granted push permission: no device token
     registered = spec.start_us - (rng.uniform(1, 900, size=n) * US_PER_DAY).astype(np.int64)
     # Heavy-tailed activity; a sixth of the base is (nearly) dormant: reactivation material.
-    rate = np.exp(rng.normal(np.log(1.0), 0.8, size=n))
-    dormant = rng.random(n) < 0.17
+    rate = np.exp(rng.normal(np.log(v.activity_median), 0.8, size=n))
+    dormant = rng.random(n) < v.dormant_share
     rate[dormant] = rng.uniform(0.01, 0.08, size=dormant.sum())
     rate = np.clip(rate, 0.01, 10.0)
 
-    cat_pop = 1.0 / np.arange(1, N_CATEGORIES + 1) ** 0.8
+    n_cat = v.categories
+    cat_pop = 1.0 / np.arange(1, n_cat + 1) ** v.category_tail
     cat_pop = rng.permutation(cat_pop / cat_pop.sum())
-    pref = np.stack([rng.choice(N_CATEGORIES, size=n, p=cat_pop) for _ in range(3)], axis=1)
+    pref = np.stack([rng.choice(n_cat, size=n, p=cat_pop) for _ in range(3)], axis=1)
     # Resolve repeats so each user has three distinct categories.
     for k in (1, 2):
         clash = (pref[:, k, None] == pref[:, :k]).any(axis=1)
         while clash.any():
-            pref[clash, k] = rng.choice(N_CATEGORIES, size=clash.sum(), p=cat_pop)
+            pref[clash, k] = rng.choice(n_cat, size=clash.sum(), p=cat_pop)
             clash = (pref[:, k, None] == pref[:, :k]).any(axis=1)
     weights = -np.sort(-rng.dirichlet([3.0, 1.5, 0.8], size=n), axis=1)
 
-    item_cat = rng.choice(N_CATEGORIES, size=m, p=cat_pop).astype(np.int32)
+    item_cat = rng.choice(n_cat, size=m, p=cat_pop).astype(np.int32)
     n_sellers = max(1, n // 5)
     sellers = rng.choice(user_ids, size=n_sellers, replace=False)
-    seller_w = rng.pareto(1.5, size=n_sellers) + 1
+    seller_w = rng.pareto(v.seller_shape, size=n_sellers) + 1
     item_seller = sellers[rng.choice(n_sellers, size=m, p=seller_w / seller_w.sum())]
-    cat_median = np.exp(rng.uniform(np.log(30), np.log(3000), size=N_CATEGORIES))
+    cat_median = np.exp(rng.uniform(np.log(30), np.log(3000), size=n_cat))
     price = np.round(cat_median[item_cat] * np.exp(rng.normal(0, 0.6, size=m)), 0) + 1.0
     quality = rng.normal(0, 1, size=m).astype(np.float32)
     value = np.clip(-np.log(price / cat_median[item_cat]), -2, 2).astype(np.float32)
@@ -161,16 +187,18 @@ def build_world(spec: WorldSpec) -> World:
     drop_price = np.round(price * (1 - rng.uniform(0.05, 0.35, size=m)), 0)
 
     truth = GroundTruth(
-        user_tz=user_tz, user_hour_profile=_hour_profiles(rng, n),
+        user_tz=user_tz, user_hour_profile=_hour_profiles(rng, n, v), timezones=tuple(v.timezones),
         user_pref_cats=(pref + 1).astype(np.int32), user_pref_weights=weights.astype(np.float32),
         user_push_bias=rng.normal(0, 0.5, size=n).astype(np.float32),
         item_category=(item_cat + 1).astype(np.int32), item_quality=quality, item_value=value,
-        item_listed_at=listed, item_end_at=end, params=ResponseParams(),
+        item_listed_at=listed, item_end_at=end,
+        params=ResponseParams(quality=v.quality_coef, value=v.value_coef, weekend_hour_shift=v.weekend_hour_shift),
     )
     return World(spec=spec, truth=truth, user_ids=user_ids, user_platform=platform, user_opt_in=opt_in,
                  user_token=token, user_registered_at=registered, user_rate=rate,
                  item_ids=np.arange(1, m + 1, dtype=np.int64), item_seller=item_seller, item_price=price,
-                 item_drop_at=drop_at, item_drop_price=drop_price, item_sold_at=sold, item_removed_at=removed)
+                 item_drop_at=drop_at, item_drop_price=drop_price, item_sold_at=sold, item_removed_at=removed,
+                 variant=v)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,10 +207,10 @@ def build_world(spec: WorldSpec) -> World:
 class _CategoryIndex:
     """Items (or users) grouped by category for O(1) uniform sampling within a category."""
 
-    def __init__(self, members: np.ndarray, category: np.ndarray):
+    def __init__(self, members: np.ndarray, category: np.ndarray, n_categories: int = N_CATEGORIES):
         order = np.argsort(category, kind="stable")
         self.members = members[order]
-        self.counts = np.bincount(category, minlength=N_CATEGORIES + 1)
+        self.counts = np.bincount(category, minlength=n_categories + 1)
         self.offsets = np.concatenate([[0], np.cumsum(self.counts)])
 
     def sample(self, rng, category: np.ndarray) -> np.ndarray:
@@ -197,13 +225,9 @@ class _CategoryIndex:
 
 def _utc_from_local(truth: GroundTruth, user_idx, day_us: int, local_minute: np.ndarray) -> np.ndarray:
     """UTC instant within day `day_us` whose local minute-of-day is `local_minute` for each user."""
-    offs = np.array([_offset(tz, day_us) for tz in range(len(TIMEZONES))])[truth.user_tz[user_idx]]
+    offs = np.array([utc_offset_minutes(z, day_us // US_PER_DAY) for z in truth.timezones])[truth.user_tz[user_idx]]
     minute_utc = (local_minute - offs) % 1440
     return day_us + minute_utc.astype(np.int64) * 60_000_000
-
-
-def _offset(tz_index: int, day_us: int) -> int:
-    return utc_offset_minutes(TIMEZONES[tz_index], day_us // US_PER_DAY)
 
 
 def _events(ts, user, etype, item=None, seller=None, cat=None) -> dict:
@@ -222,7 +246,8 @@ class Simulation:
         self.spec = world.spec
         n = len(world.user_ids)
         self.rng_root = np.random.SeedSequence([self.spec.seed, 2])
-        self.view_counts = np.zeros((n, N_CATEGORIES + 1), dtype=np.int32)
+        self.ncat = world.n_categories
+        self.view_counts = np.zeros((n, self.ncat + 1), dtype=np.int32)
         rng = np.random.default_rng(np.random.SeedSequence([self.spec.seed, 3]))
         # Before day 0: last open drawn from each user's own rate.
         self.last_open = self.spec.start_us - (rng.exponential(1.0 / world.user_rate) * US_PER_DAY).astype(np.int64)
@@ -233,13 +258,13 @@ class Simulation:
         self.scene_opened = np.zeros(len(HISTORY_SCENES))
         t = world.truth
         pref_users = np.repeat(np.arange(n), 3)
-        self.fans = _CategoryIndex(pref_users, t.user_pref_cats.reshape(-1))
+        self.fans = _CategoryIndex(pref_users, t.user_pref_cats.reshape(-1), self.ncat)
 
     def _live_index(self, at_us: int) -> _CategoryIndex:
         t = self.w.truth
         live = (t.item_listed_at <= at_us) & (t.item_end_at > at_us)
         idx = np.flatnonzero(live)
-        return _CategoryIndex(idx, t.item_category[idx])
+        return _CategoryIndex(idx, t.item_category[idx], self.ncat)
 
     def organic_day(self, d: int, rng: np.random.Generator) -> list[dict]:
         w, t = self.w, self.w.truth
@@ -251,6 +276,8 @@ class Simulation:
         # Local hour from the user's own profile, minute uniform.
         cdf = np.cumsum(t.user_hour_profile[su], axis=1)
         hour = (cdf < rng.random(len(su))[:, None] * cdf[:, -1:]).sum(axis=1)
+        if weekend and t.params.weekend_hour_shift:       # weekends run later (by the UTC day: close enough)
+            hour = (hour + t.params.weekend_hour_shift) % 24
         local_minute = hour * 60 + rng.integers(0, 60, size=len(su))
         start = _utc_from_local(t, su, day_us, local_minute) + rng.integers(0, 60_000_000, size=len(su))
         out = [_events(start, w.user_ids[su], "app_open")]
@@ -267,7 +294,7 @@ class Simulation:
         slot = (rng.random(len(vu))[:, None] > np.cumsum(t.user_pref_weights[vu], axis=1)).sum(axis=1)
         slot = np.minimum(slot, 2)
         cat = np.where(rng.random(len(vu)) < 0.8, t.user_pref_cats[vu, slot],
-                       rng.integers(1, N_CATEGORIES + 1, size=len(vu)))
+                       rng.integers(1, self.ncat + 1, size=len(vu)))
         live = self._live_index(day_us + US_PER_DAY // 2)
         item = live.sample(rng, cat)
         ok = item >= 0
@@ -275,8 +302,8 @@ class Simulation:
         icat = t.item_category[item]
         seller = w.item_seller[item]
         iid = w.item_ids[item]
-        self.view_counts += np.bincount(vu * (N_CATEGORIES + 1) + icat,
-                                        minlength=n * (N_CATEGORIES + 1)).reshape(n, -1).astype(np.int32)
+        self.view_counts += np.bincount(vu * (self.ncat + 1) + icat,
+                                        minlength=n * (self.ncat + 1)).reshape(n, -1).astype(np.int32)
         out.append(_events(vt, w.user_ids[vu], "view", iid, seller, icat))
         aff = t.affinity(vu, icat)
         for etype, base, lag in (("fav", 0.10, 8), ("cart", 0.03, 20), ("chat", 0.04, 30)):
@@ -318,7 +345,8 @@ class Simulation:
         w, t, spec = self.w, self.w.truth, self.spec
         n = len(w.user_ids)
         day_us = spec.start_us + d * US_PER_DAY
-        send_base = day_us + BASELINE_HOUR_UTC * US_PER_HOUR
+        v = w.variant
+        send_base = day_us + (BASELINE_HOUR_UTC if v.history_hour_utc is None else v.history_hour_utc) * US_PER_HOUR
         today = PRE_DAYS + d
         recent7 = self.pushes_per_day[today - 7:today].sum(axis=0)
         recent1 = self.pushes_per_day[today - 1]
@@ -331,6 +359,9 @@ class Simulation:
         scene = np.where(explore, rng.integers(0, k, size=len(audience)), best)
         propensity = np.where(scene == best, 1 - BASELINE_EPSILON + BASELINE_EPSILON / k, BASELINE_EPSILON / k)
         sent_at = send_base + rng.integers(0, 600, size=len(audience)) * 1_000_000
+        if v.history_hour_utc is None:      # a random local hour 09-21 per push
+            local = rng.integers(9, 22, size=len(audience)) * 60
+            sent_at = _utc_from_local(t, audience, day_us, local) + rng.integers(0, 600, size=len(audience)) * 1_000_000
 
         live = self._live_index(send_base)
         live_items = live.members
@@ -343,7 +374,7 @@ class Simulation:
         # guess_you_like: a live item in the user's most viewed category.
         m = scene == 1
         vc = self.view_counts[audience[m]]
-        top = np.where(vc.max(axis=1) > 0, vc.argmax(axis=1), rng.integers(1, N_CATEGORIES + 1, size=m.sum()))
+        top = np.where(vc.max(axis=1) > 0, vc.argmax(axis=1), rng.integers(1, self.ncat + 1, size=m.sum()))
         item[m] = live.sample(rng, top)
         # new_listings: listed in the last 48 h.
         fresh = live_items[t.item_listed_at[live_items] >= send_base - 2 * US_PER_DAY]
@@ -360,7 +391,7 @@ class Simulation:
         uid = w.user_ids[audience]
         iid = w.item_ids[item]
         offsets = np.arange(len(audience) + 1)
-        scene_names = np.array(HISTORY_SCENES)[scene]
+        scene_names = np.array(v.history_scenes)[scene]
         p_open = t.open_probability(uid, scene_names, offsets, iid, sent_at,
                                     pushes_24h=recent1[audience], pushes_7d=recent7[audience])
         opened = rng.random(len(uid)) < p_open
@@ -449,7 +480,7 @@ def item_changes_table(w: World) -> pa.Table:
 def users_table(w: World) -> pa.Table:
     return pa.table({
         "user_id": pa.array(w.user_ids, pa.int64()),
-        "tz": pa.array(np.array(TIMEZONES)[w.truth.user_tz], pa.string()),
+        "tz": pa.array(np.array(w.truth.timezones)[w.truth.user_tz], pa.string()),
         "platform": pa.array(np.array(PLATFORMS)[w.user_platform], pa.string()),
         "device_token": pa.array(w.user_token, pa.string(), from_pandas=True),
         "opt_in": pa.array(w.user_opt_in, pa.bool_()),
@@ -463,7 +494,8 @@ def items_table(w: World) -> pa.Table:
     status = np.where(w.item_sold_at < end, "sold", np.where(w.item_removed_at < end, "removed", "on_sale"))
     price = np.where(w.item_drop_at < end, w.item_drop_price, w.item_price)
     cat = w.truth.item_category
-    title = np.char.add(np.char.add(np.array(CATEGORY_NAMES)[cat - 1], " #"), w.item_ids.astype(str))
+    names = np.array(CATEGORY_NAMES + tuple(f"Category {c}" for c in range(len(CATEGORY_NAMES) + 1, w.n_categories + 1)))
+    title = np.char.add(np.char.add(names[cat - 1], " #"), w.item_ids.astype(str))
     sel = listed
     return pa.table({
         "item_id": pa.array(w.item_ids[sel], pa.int64()), "seller_id": pa.array(w.item_seller[sel], pa.int64()),
@@ -525,8 +557,9 @@ def simulate(spec: WorldSpec, warehouse: Path, push_days: int | None = None) -> 
     counts.update(users=users.num_rows, items=items.num_rows, item_changes=changes.num_rows)
     world_doc = {"users": spec.users, "items": spec.items, "days": spec.days, "seed": spec.seed,
                  "start": spec.start.isoformat(), "last_ds": spec.last_ds,
-                 "baseline_hour_utc": BASELINE_HOUR_UTC, "baseline_epsilon": BASELINE_EPSILON,
-                 "history_scenes": HISTORY_SCENES, "push_days": push_days, "counts": counts}
+                 "baseline_hour_utc": world.variant.history_hour_utc, "baseline_epsilon": BASELINE_EPSILON,
+                 "history_scenes": list(world.variant.history_scenes), "push_days": push_days, "counts": counts,
+                 "variant": world.variant.as_dict()}
     world.truth.save(Warehouse(staging_root).ground_truth, world_doc)
     # Swap: a reader sees either the old world or the new one, never half of each.
     old = warehouse / ".raw-old"

@@ -123,28 +123,38 @@ def _feed(spark, rows):
                                  "item_ids array<long>, item_p_open array<double>, expected_open double")
 
 
-def test_a_scene_the_history_never_showed_gets_the_pooled_rate_not_the_models_extrapolation(spark):
+def test_a_scene_the_history_never_showed_keeps_no_advantage_it_cannot_support(spark):
     """Issue 24.3: two scenes never in the push history took 95 % of the pushes at an expected 28.7 % opens where
-    the truth gave 12.6 %. Their estimate is what the history supports: its pooled open rate."""
+    the truth gave 12.6 %. Issue 20: shrinking them to the history's pooled open rate set the plan's level to the
+    history's (a history sent at 03:00 UTC: 0.14x the truth). Now a scene keeps only its supported share of its
+    average advantage over all feeds, on the logit scale; each feed's own level stays the model's."""
+    import math
+
     from features.selection import shrink_to_support
 
     rates = spark.createDataFrame([("scene", "a", 20000.0, 2000.0), ("scene", "c", 500.0, 100.0),
                                    ("category", "a", 50.0, 40.0)],
                                   "level string, scene_id string, sends double, opens double")
-    pooled = 2100.0 / 20500.0
-    feed = _feed(spark, [(1, "a", 50, 0.20), (1, "b", 50, 0.60), (2, "a", 50, 0.15), (2, "c", 50, 0.40)])
+    feed = _feed(spark, [(1, "a", 50, 0.20), (1, "b", 50, 0.60), (2, "a", 50, 0.15), (2, "c", 50, 0.40),
+                         (3, "b", 50, 0.30)])
     out, weight = shrink_to_support(feed, rates, 500.0)
     got = {(r.user_id, r.scene_id): r.expected_open for r in out.collect()}
     assert weight == pytest.approx({"a": 20000 / 20500, "b": 0.0, "c": 0.5})
-    assert got[(1, "b")] == pytest.approx(pooled)                           # never sent: the pooled rate
-    assert got[(2, "c")] == pytest.approx(0.5 * 0.40 + 0.5 * pooled)         # 500 sends: half way
-    assert got[(1, "a")] == pytest.approx(20000 / 20500 * 0.20 + 500 / 20500 * pooled)
-    chosen = {r.user_id: r.scene_id for r in select_scene(out).collect()}
-    assert chosen == {1: "a", 2: "c"}                                        # b no longer wins on extrapolation
-    # no push history at all: nothing to shrink toward, the model's estimates stand
+    L = lambda p: math.log(p / (1 - p))  # noqa: E731
+    S = lambda z: 1 / (1 + math.exp(-z))  # noqa: E731
+    m = {"a": (L(.2) + L(.15)) / 2, "b": (L(.6) + L(.3)) / 2, "c": L(.4)}
+    overall = (L(.2) + L(.6) + L(.15) + L(.4) + L(.3)) / 5
+    # never sent: b's feeds keep their spread (user 1's is better than user 3's) but lose b's mean advantage
+    assert got[(1, "b")] == pytest.approx(S(L(.6) - (m["b"] - overall)))
+    assert got[(3, "b")] == pytest.approx(S(L(.3) - (m["b"] - overall)))
+    assert got[(1, "b")] > got[(3, "b")]
+    assert got[(2, "c")] == pytest.approx(S(L(.4) - 0.5 * (m["c"] - overall)))       # 500 sends: half of it
+    assert got[(1, "a")] == pytest.approx(S(L(.2) - 500 / 20500 * (m["a"] - overall)))
+    assert got[(1, "b")] < 0.6 and got[(2, "c")] < 0.4
+    # no push history at all: nothing to weigh, the model's estimates stand
     empty = spark.createDataFrame([], "level string, scene_id string, sends double, opens double")
     same, w = shrink_to_support(feed, empty, 500.0)
-    assert w == {} and sorted(r.expected_open for r in same.collect()) == [0.15, 0.2, 0.4, 0.6]
+    assert w == {} and sorted(r.expected_open for r in same.collect()) == [0.15, 0.2, 0.3, 0.4, 0.6]
 
 
 def test_a_share_of_users_explore_a_drawn_scene_with_its_propensity_logged(spark):

@@ -1,0 +1,115 @@
+"""Generalization benchmark: Hermes' nightly plan on a family of worlds, judged under each world's truth.
+
+    .venv/bin/python bench/generalization.py [--users 10000] [--variants base global_dst ...] [--seeds 7 101]
+                                             [--cold-start]           (make bench-generalization)
+
+For every (variant, seed): simulate the world (28 days of history, Push 1.0's or, with --cold-start, none), run
+the nightly stages and the send windows for the last day in-process (one Spark session for all worlds), then
+`hermes judge` the plan: Push 1.0, a random hour, the plan, an oracle; the share of the oracle's lift; the timing
+ratio; calibration. Rows of held-out variants (lab/simulator/variants.HELD_OUT_VARIANTS) and seeds
+(>= HELD_OUT_SEED_FROM) are marked: no tuning looked at them.
+
+Targets (issue #20): lift share >= 50 %, timing ratio >= 0.8, expected / true opens within 1 +- 0.1.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+import time
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from core.settings import Settings  # noqa: E402
+
+log = logging.getLogger("bench.generalization")
+
+
+def one_world(spark, base: Settings, loaded, home: Path, variant: str, seed: int, users: int, days: int,
+              cold_start: bool) -> dict:
+    import shutil
+
+    from core.warehouse import Warehouse
+    from jobs import windows
+    from jobs.tasks import STAGES
+    from jobs.train import gate
+    from lab.evaluation.judge import judge
+    from lab.simulator.market import WorldSpec, simulate
+
+    shutil.rmtree(home, ignore_errors=True)
+    s = replace(base, home=home, warehouse=home / "warehouse", mlflow_tracking_uri=f"sqlite:///{home}/mlflow/mlflow.db")
+    (home / "mlflow").mkdir(parents=True)
+    spec = WorldSpec(users=users, items=2 * users, days=days, seed=seed, variant=variant)
+    t0 = time.monotonic()
+    simulate(spec, s.warehouse, push_days=0 if cold_start else None)
+    ds = (spec.start + timedelta(days=days - 1)).isoformat()
+    for stage in STAGES:
+        importlib.import_module(f"jobs.{stage}").run(spark, s, ds, loaded)
+        if stage == "train":
+            gate(s, ds, loaded)
+    w = windows.run(s, ds, loaded)
+    q = loaded.config.platform.quiet_hours
+    r = judge(Warehouse(s.warehouse), ds, (q.start_hour, q.end_hour))
+    r["model_policy"] = json.loads(Path(w["report"]).read_text()).get("model_policy")
+    r["seconds"] = round(time.monotonic() - t0, 1)
+    return r
+
+
+def main(argv=None) -> None:
+    from core.config.loader import load_config
+    from jobs.entry import spark_session
+    from lab.simulator.variants import HELD_OUT_SEED_FROM, HELD_OUT_VARIANTS, TUNING_VARIANTS
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.setLevel(logging.INFO)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--users", type=int, default=10_000)
+    p.add_argument("--days", type=int, default=29, help="simulated days; the plan is for the day after the last")
+    p.add_argument("--variants", nargs="+", default=[*TUNING_VARIANTS, *HELD_OUT_VARIANTS])
+    p.add_argument("--seeds", nargs="+", type=int, default=[7])
+    p.add_argument("--cold-start", action="store_true", help="empty push_log: the prior policy plans")
+    p.add_argument("--out", type=Path, default=None, help="default $HERMES_HOME/bench/generalization")
+    args = p.parse_args(argv)
+    base = Settings.from_env()
+    out = args.out or base.home / "bench" / "generalization"
+    loaded = load_config(base.conf_dir)
+    rows = []
+    with spark_session(base, "bench-generalization") as spark:
+        for variant in args.variants:
+            for seed in args.seeds:
+                held = variant in HELD_OUT_VARIANTS or seed >= HELD_OUT_SEED_FROM
+                r = one_world(spark, base, loaded, out / f"{variant}-{seed}{'-cold' if args.cold_start else ''}",
+                              variant, seed, args.users, args.days, args.cold_start)
+                r.update(variant=variant, seed=seed, held_out=held, cold_start=args.cold_start)
+                rows.append(r)
+                o = r["open_rate"]
+                log.info("%s seed %d%s: plan %.2f %% / Push 1.0 %.2f %% / oracle %.2f %%, lift share %.0f %%, "
+                         "timing %.2f, expected/true %.2f (%s policy, %.0f s)", variant, seed,
+                         " (held out)" if held else "", 100 * o["plan"], 100 * o["push_1_0"], 100 * o["oracle"],
+                         100 * r["oracle_lift_share"], r["timing"]["activity_ratio_chosen_vs_best"],
+                         r["calibration"]["expected_over_true"], r["model_policy"], r["seconds"])
+    out.mkdir(parents=True, exist_ok=True)
+    name = "generalization-cold.json" if args.cold_start else "generalization.json"
+    (out / name).write_text(json.dumps(rows, indent=2, default=float))
+    print(f"\n{args.users:,} users per world, {args.days} simulated days{', empty push_log' if args.cold_start else ''}"
+          f"; held-out rows marked *\n")
+    print("| world | policy | Push 1.0 | plan | oracle | plan / Push 1.0 | share of oracle lift | timing ratio | "
+          "expected / true | gap: timing / matching / quality (pp) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        o, g = r["open_rate"], r["gap_to_oracle"]
+        print(f"| {r['variant']} seed {r['seed']}{' *' if r['held_out'] else ''} | {r['model_policy']} | "
+              f"{100 * o['push_1_0']:.2f} % | {100 * o['plan']:.2f} % | {100 * o['oracle']:.2f} % | "
+              f"{r['ratio_vs_push_1_0']:.2f}x | {100 * r['oracle_lift_share']:.0f} % | "
+              f"{r['timing']['activity_ratio_chosen_vs_best']:.2f} | {r['calibration']['expected_over_true']:.2f} | "
+              f"{100 * g['timing']:.1f} / {100 * g['matching']:.1f} / {100 * g['item_quality']:.1f} |")
+    print(f"\nwritten to {out / name}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,310 @@
+"""`hermes import`: bring a marketplace's own tables into the raw contract.
+
+    hermes import DIR                      # DIR/<table>.csv|.parquet or DIR/<table>/*.csv|*.parquet, any tables
+    hermes import --table events a.csv b.parquet
+
+Per table: every file is read (CSV or Parquet; columns by name, extra columns ignored and reported), each value is
+parsed into the contract's type — a value that cannot be (a price of "abc", a timestamp of "yesterday", an id of
+"12x") sends its row to the quarantine with the reason `<column>: rule=parse_<type>` — fact rows are split into
+the hive partitions of their time column's UTC day, and dimensions replace the snapshot. Then raw validation runs
+on everything imported (dimensions first: the facts' ids must exist in them): its row rules quarantine more rows
+with their reasons, and a table-level failure (a missing column, a bad share above validation.max_bad_share)
+stops the import with the table, column and rule.
+
+Empty days are normal: a day inside the imported range with no item changes or no push history is written as an
+explicit empty partition; an empty or absent push_log is a platform with no push history yet (the prior policy
+plans until there is one). The report: per table, files read, rows in, rows written, quarantined by rule (parse and
+validation), days written, and the counts add up.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+import uuid
+from collections import Counter
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from core.contract import PARTITIONED, RAW_SCHEMAS, RAW_TABLES, TIME_COLUMN
+from core.settings import Settings
+from core.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+SUFFIXES = (".csv", ".parquet", ".pq")
+ORDER = ("users", "items", "item_changes", "events", "push_log")      # dimensions first
+
+
+class ImportError_(ValueError):
+    """A table-level problem: names the table, column and rule."""
+
+
+def find_files(root: Path) -> dict[str, list[Path]]:
+    """DIR/<table>.csv|parquet and DIR/<table>/**/*.csv|parquet for every contract table found."""
+    out = {}
+    for table in RAW_TABLES:
+        files = [root / f"{table}{s}" for s in SUFFIXES if (root / f"{table}{s}").is_file()]
+        if (root / table).is_dir():
+            files += sorted(f for f in (root / table).rglob("*") if f.suffix in SUFFIXES and f.is_file()
+                            and not f.name.startswith((".", "_")))
+        if files:
+            out[table] = files
+    return out
+
+
+def _read_file(table: str, f: Path) -> pa.Table:
+    import pyarrow.csv as pacsv
+
+    try:
+        if f.suffix == ".csv":
+            # every column as text: each value is parsed below, and one bad value costs its row, not the file
+            with open(f, newline="") as fh:
+                header = next(csv.reader(fh), [])
+            return pacsv.read_csv(f, convert_options=pacsv.ConvertOptions(
+                column_types={c: pa.string() for c in header}, strings_can_be_null=True,
+                null_values=["", "null", "NULL", "None"]))
+        return pq.read_table(f)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise ImportError_(f"raw/{table}.(table): rule=readable_file: {f} cannot be read as "
+                           f"{'CSV' if f.suffix == '.csv' else 'Parquet'} ({str(e)[:200]})") from None
+
+
+_TRUE = {"true", "t", "1", "yes", "y"}
+_FALSE = {"false", "f", "0", "no", "n"}
+
+
+def _parse(table: str, name: str, typ: pa.DataType, col: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
+    """The column in the contract's type, and a mask of rows whose non-null value could not be parsed."""
+    import pandas as pd
+
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if col.type == typ:
+        return col, np.zeros(len(col), dtype=bool)
+    s = col.to_pandas() if not pa.types.is_string(col.type) else pd.Series(col.to_pylist(), dtype=object)
+    present = s.notna().to_numpy()
+    if pa.types.is_timestamp(typ):
+        v = pd.to_datetime(s, errors="coerce", utc=True, format="mixed")
+        bad = present & v.isna().to_numpy()
+        us = v.dt.as_unit("us").astype("int64").to_numpy()
+        return pa.array(us, pa.int64(), mask=v.isna().to_numpy()).cast(typ), bad
+    if pa.types.is_integer(typ) or pa.types.is_floating(typ):
+        v = pd.to_numeric(s, errors="coerce")
+        bad = present & v.isna().to_numpy()
+        if pa.types.is_integer(typ):
+            frac = v.notna().to_numpy() & (v.fillna(0).to_numpy() != np.round(v.fillna(0).to_numpy()))
+            bad |= frac
+            v = v.where(~pd.Series(frac, index=v.index))
+            return pa.array(v.astype("Int64"), typ, from_pandas=True), bad
+        return pa.array(v.astype("float64"), typ, from_pandas=True), bad
+    if pa.types.is_boolean(typ):
+        low = s.map(lambda x: None if x is None or (isinstance(x, float) and np.isnan(x)) else str(x).strip().lower())
+        v = low.map(lambda x: True if x in _TRUE else False if x in _FALSE else None)
+        bad = present & v.isna().to_numpy()
+        return pa.array(v.tolist(), pa.bool_()), bad
+    if pa.types.is_list(typ):          # "[1, 2, 3]" or "1|2|3"
+        out, bad = [], np.zeros(len(s), dtype=bool)
+        for i, x in enumerate(s.tolist()):
+            if x is None:
+                out.append(None)
+                continue
+            try:
+                vals = json.loads(x) if str(x).strip().startswith("[") else [int(t) for t in str(x).split("|") if t]
+                out.append([int(t) for t in vals])
+            except (ValueError, TypeError):
+                out.append(None)
+                bad[i] = True
+        return pa.array(out, typ), bad
+    return pa.array(s.map(lambda x: None if x is None else str(x)).tolist(), typ), np.zeros(len(s), dtype=bool)
+
+
+def conform(table: str, data: pa.Table) -> tuple[pa.Table, pa.Table, list[str]]:
+    """(clean rows in the contract's schema, unparsable rows with `quarantine_reason`, ignored extra columns)."""
+    schema = RAW_SCHEMAS[table]
+    missing = [c for c in schema.names if c not in data.column_names]
+    if missing:
+        raise ImportError_(f"raw/{table}.{missing[0]}: rule=required_column: the contract's column{'s' if len(missing) > 1 else ''} "
+                           f"{', '.join(missing)} {'are' if len(missing) > 1 else 'is'} missing (found "
+                           f"{', '.join(data.column_names) or 'no columns'})")
+    extra = [c for c in data.column_names if c not in schema.names]
+    cols, reason = {}, np.full(data.num_rows, None, dtype=object)
+    for field in schema:
+        arr, bad = _parse(table, field.name, field.type, data[field.name])
+        reason[bad & (reason == None)] = f"{field.name}: rule=parse_{field.type}"  # noqa: E711
+        cols[field.name] = arr
+    if table in TIME_COLUMN:
+        tc = TIME_COLUMN[table]
+        null_time = np.asarray(cols[tc].is_null().to_numpy(zero_copy_only=False))
+        reason[null_time & (reason == None)] = f"{tc}: rule=not_null (a fact row needs its time)"  # noqa: E711
+    ok = np.array([r is None for r in reason], dtype=bool)
+    clean = pa.table(cols, schema=schema)
+    bad_rows = data.filter(pa.array(~ok)).cast(pa.schema([(c, pa.string()) for c in data.column_names])) \
+        if (~ok).any() else pa.table({c: pa.array([], pa.string()) for c in data.column_names})
+    bad_rows = bad_rows.append_column("quarantine_reason", pa.array(reason[~ok].tolist(), pa.string()))
+    return clean.filter(pa.array(ok)), bad_rows, extra
+
+
+def import_tables(settings: Settings, files: dict[str, list[Path]], loaded) -> dict:
+    """Import, then validate; returns the report (also written to reports/import/<batch>.json)."""
+    import pyarrow.compute as pc
+
+    from jobs.validate_raw import validate_raw_table
+
+    wh = Warehouse(settings.warehouse)
+    batch = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    report: dict = {"batch": batch, "tables": {}}
+    unknown = [t for t in files if t not in RAW_SCHEMAS]
+    if unknown:
+        raise ImportError_(f"no contract table named {unknown[0]!r} (tables: {', '.join(RAW_TABLES)})")
+    days_by_table: dict[str, list[str]] = {}
+    prepared = {}
+    for table in [t for t in ORDER if t in files]:
+        parts = [_read_file(table, f) for f in files[table]]
+        rows_in = sum(p.num_rows for p in parts)
+        clean, bad, extra = [], [], set()
+        for p in parts:
+            c, b, e = conform(table, p)
+            clean.append(c)
+            bad.append(b)
+            extra.update(e)
+        data = pa.concat_tables(clean) if clean else RAW_SCHEMAS[table].empty_table()
+        bad_t = pa.concat_tables(bad, promote_options="permissive") if bad else None
+        n_bad = bad_t.num_rows if bad_t is not None else 0
+        limit = loaded.config.platform.validation.threshold(table)
+        if rows_in and n_bad / rows_in > limit:       # nothing written: the files stay as they are
+            rules = Counter(bad_t["quarantine_reason"].to_pylist()).most_common(3)
+            raise ImportError_(f"raw/{table}.(table): rule=max_bad_share: {n_bad} of {rows_in} rows "
+                               f"({100 * n_bad / rows_in:.3f} %) cannot be parsed, above validation.max_bad_share "
+                               f"{100 * limit:.3f} % for {table}: " + "; ".join(f"{r} {n}" for r, n in rules))
+        prepared[table] = (data, bad_t, n_bad, rows_in, extra)
+    # every table parsed and within its bad share: now write
+    for table, (data, bad_t, n_bad, rows_in, extra) in prepared.items():
+        if n_bad:
+            q = wh.quarantine(table, None).parent / "import"
+            q.mkdir(parents=True, exist_ok=True)
+            pq.write_table(bad_t, q / f"{batch}.parquet")
+        entry = {"files": [str(f) for f in files[table]], "rows_in": rows_in, "unparsable": n_bad,
+                 "unparsable_by_rule": dict(Counter(bad_t["quarantine_reason"].to_pylist())) if n_bad else {},
+                 "ignored_columns": sorted(extra)}
+        if table in PARTITIONED:
+            tc = TIME_COLUMN[table]
+            day = pc.strftime(data[tc], format="%Y-%m-%d")
+            days = sorted(set(day.to_pylist()))
+            for d in days:
+                folder = wh.raw_partition(table, d)
+                folder.mkdir(parents=True, exist_ok=True)
+                pq.write_table(data.filter(pc.equal(day, d)), folder / f"import-{batch}.parquet")
+            entry["days"] = [days[0], days[-1]] if days else []
+            days_by_table[table] = days
+        else:
+            wh.replace_raw(table, None, data)
+        entry["rows_written"] = data.num_rows
+        report["tables"][table] = entry
+        log.info("import raw/%s: %d rows in, %d written, %d unparsable %s", table, rows_in, data.num_rows, n_bad,
+                 entry["unparsable_by_rule"])
+    # the days inside the imported range that a fact table has no rows for: explicit empty days where that is normal
+    # (validation.allow_empty: no item changes, no push history yet), a warning where it is not
+    all_days = sorted({d for days in days_by_table.values() for d in days})
+    for table, days in days_by_table.items():
+        if not all_days:
+            break
+        first, last = date.fromisoformat(days[0] if days else all_days[0]), date.fromisoformat(all_days[-1])
+        span = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+        gaps = [d for d in span if d not in days and not wh.raw_partition(table, d).exists()]
+        entry = report["tables"][table]
+        if table in loaded.config.platform.validation.allow_empty:
+            for d in gaps:
+                wh.raw_partition(table, d).mkdir(parents=True, exist_ok=True)
+                pq.write_table(RAW_SCHEMAS[table].empty_table(), wh.raw_partition(table, d) / f"import-{batch}-empty.parquet")
+            entry["empty_days_written"] = gaps
+        elif gaps:
+            entry["days_without_rows"] = gaps
+    # validation: the night of the newest imported day of any fact table
+    last = max((d[-1] for d in days_by_table.values() if d), default=None)
+    if last is None:
+        snaps = [t for t in ("users", "items") if t in files]
+        report["validated_as_of"] = None
+        report["note"] = f"only dimensions imported ({', '.join(snaps)}): validated with the next night"
+    else:
+        report["validated_as_of"] = last
+        for table in [t for t in ORDER if t in files or t == "push_log"]:
+            entry = report["tables"].setdefault(table, {"files": [], "rows_in": 0, "unparsable": 0,
+                                                        "unparsable_by_rule": {}, "rows_written": 0})
+            try:
+                v = validate_raw_table(wh, table, last, loaded.config.platform.validation)
+            except Exception as e:          # DataQualityError: table, column and rule; nothing moved
+                entry["validation"] = {"success": False, "failures": getattr(e, "failures", [str(e)])}
+                report["success"] = False
+                continue
+            older = v.older_partitions or {}
+            by_rule = Counter(v.by_rule)
+            for d in older:
+                by_rule.update(_manifest(wh, table, d).get("by_rule", {}))
+            entry["validation"] = {"success": True,
+                                   "quarantined": v.quarantined + sum(c["rows_quarantined"] for c in older.values()),
+                                   "by_rule": dict(by_rule),
+                                   "rows_kept": v.rows + sum(c["rows_kept"] for c in older.values()),
+                                   "partitions": 1 + len(older), "warnings": v.warnings}
+    report.setdefault("success", True)
+    path = wh.root / "reports" / "import" / f"{batch}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=str))
+    report["report"] = str(path)
+    return report
+
+
+def _manifest(wh: Warehouse, table: str, ds: str) -> dict:
+    from jobs.validate_raw import MANIFEST
+
+    f = wh.quarantine(table, ds) / MANIFEST
+    return json.loads(f.read_text()) if f.exists() else {}
+
+
+def lines(report: dict) -> list[str]:
+    out = [f"import {report['batch']}" + (f": validated as the night of {report['validated_as_of']}"
+                                            if report.get("validated_as_of") else "")]
+    for table, e in report["tables"].items():
+        v = e.get("validation", {})
+        out.append(f"{'ok  ' if v.get('success', True) else 'FAIL'}  raw/{table:<13} {e['rows_in']:>10,} rows in, "
+                   f"{e.get('rows_written', 0):>10,} written, {e['unparsable']:>6,} unparsable"
+                   + (f", {v['quarantined']:,} quarantined by validation, {v['rows_kept']:,} kept in "
+                      f"{v['partitions']} partition(s)" if v.get("success") else ""))
+        for rule, n in e["unparsable_by_rule"].items():
+            out.append(f"        unparsable {n:,}: {rule}")
+        for rule, n in (v.get("by_rule") or {}).items():
+            out.append(f"        quarantined {n:,}: {rule}")
+        if e.get("ignored_columns"):
+            out.append(f"        ignored columns (not in the contract): {', '.join(e['ignored_columns'])}")
+        if e.get("empty_days_written"):
+            out.append(f"        empty days written: {len(e['empty_days_written'])} ({e['empty_days_written'][0]} ..)")
+        if e.get("days_without_rows"):
+            out.append(f"        WARNING days without rows: {', '.join(e['days_without_rows'][:5])}")
+        for f in v.get("failures", []):
+            out.append(f"        {f}")
+        for w in v.get("warnings", []) or []:
+            out.append(f"        warning: {w}")
+    out.append(f"report: {report.get('report')}")
+    return out
+
+
+def run(args, settings: Settings) -> dict:
+    from core.config.loader import load_config
+
+    if args.table:
+        files = {args.table: [Path(p) for p in args.paths]}
+    else:
+        if len(args.paths) != 1 or not Path(args.paths[0]).is_dir():
+            raise ImportError_("give one folder holding <table>.csv|parquet or <table>/ folders, or --table NAME "
+                               "with its files")
+        files = find_files(Path(args.paths[0]))
+        if not files:
+            raise ImportError_(f"{args.paths[0]}: no file named after a contract table ({', '.join(RAW_TABLES)})")
+    for table, fs in files.items():
+        for f in fs:
+            if not f.is_file():
+                raise ImportError_(f"raw/{table}.(table): rule=file_exists: {f} does not exist")
+    return import_tables(settings, files, load_config(settings.conf_dir))

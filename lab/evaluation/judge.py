@@ -1,0 +1,288 @@
+"""`hermes judge --ds D`: score a night's plan under the simulated world's truth, against Push 1.0, a random hour and
+an oracle, and say where the gap to the oracle is lost.
+
+Every what-if is scored on the same users (those both Hermes and Push 1.0 push on the send day), with the same
+true response model, fatigue and context, so only what differs between two rows moves the open rate:
+
+| row | scene | items | hour |
+|---|---|---|---|
+| Push 1.0 | its global scene | its item | its fixed local hour |
+| random hour | Hermes' | Hermes' | a uniformly drawn allowed local hour |
+| **Hermes' plan** | Hermes' | Hermes' | Hermes' |
+| best hour | Hermes' | Hermes' | the user's true best allowed hour |
+| best category | Hermes' | as many items as Hermes shows: the best live ones of the user's top true category | Hermes' |
+| best quality | Hermes' | per shown item, the best live item of its category (2nd best for a second one, ...) | Hermes' |
+| oracle | Hermes' | the better of "best category" and Hermes' own feed | the user's true best allowed hour |
+
+The **share of the oracle's lift** is (plan - Push 1.0) / (oracle - Push 1.0). The gaps "best hour - plan",
+"best category - plan" and "best quality - plan" say how much timing, matching and item quality each leave on the
+table. Diagnostics: the true activity at the chosen hour against the user's best allowed hour (users with >= 5 app
+opens in the 28 days before), the true affinity of the best shown item's category against the user's top one, the
+latent quality of the shown items, and calibration: the plan's own expected opens against the truth's.
+
+Lives in the lab: it needs a simulated world's ground truth (raw/_ground_truth).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import numpy as np
+
+from core.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+US_PER_HOUR = 3_600_000_000
+US_PER_DAY = 24 * US_PER_HOUR
+ACTIVE_OPENS = 5          # users with at least this many app opens in 28 days have hours to follow
+
+
+@dataclass
+class Pushes:
+    users: np.ndarray         # int64 [n]
+    scenes: np.ndarray        # object [n]
+    offsets: np.ndarray       # int64 [n + 1]
+    items: np.ndarray         # int64 flat
+    send_at: np.ndarray       # int64 us [n]
+
+    def with_(self, **kw) -> "Pushes":
+        return Pushes(**{**self.__dict__, **kw})
+
+
+def _flat(lists) -> tuple[np.ndarray, np.ndarray]:
+    lengths = np.array([len(x) for x in lists], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    items = np.concatenate([np.asarray(x, dtype=np.int64) for x in lists]) if len(lists) else np.zeros(0, np.int64)
+    return offsets, items
+
+
+class Truth:
+    """The world's true open probability of any set of pushes, with the users' real fatigue and context."""
+
+    def __init__(self, wh: Warehouse, send_day: str):
+        from lab.evaluation.outcomes import _recent_pushes
+        from lab.simulator.ground_truth import GroundTruth
+
+        self.wh, self.send_day = wh, send_day
+        self.gt = GroundTruth.load(wh.ground_truth)
+        self.hist_users, self.hist_at = _recent_pushes(wh, send_day)
+
+    def p_open(self, p: Pushes) -> np.ndarray:
+        from lab.evaluation.outcomes import _count_before
+        from lab.simulator.ground_truth import push_context
+
+        p24 = _count_before(p.users, p.send_at, self.hist_users, self.hist_at, 24 * US_PER_HOUR)
+        p7 = _count_before(p.users, p.send_at, self.hist_users, self.hist_at, 7 * US_PER_DAY)
+        ctx = push_context(self.wh.root, p.users, p.offsets, p.items, p.send_at)
+        return self.gt.open_probability(p.users, p.scenes, p.offsets, p.items, p.send_at, pushes_24h=p24,
+                                        pushes_7d=p7, context=ctx)
+
+
+def _hour_choices(gt, users: np.ndarray, send_at: np.ndarray, quiet: tuple[int, int]):
+    """For each push, the 24 instants send_at + k h (k = -12..11): whether each is outside quiet hours and the
+    user's true activity there. Returns (shifts_us [24], allowed [n, 24], activity [n, 24])."""
+    idx = gt.user_index(users)
+    ks = np.arange(-12, 12)
+    at = send_at[:, None] + ks[None, :] * US_PER_HOUR
+    flat_u = np.repeat(idx, len(ks))
+    lh = gt.local_hour(flat_u, at.ravel()).reshape(at.shape)
+    start, end = quiet
+    allowed = (lh >= end) & (lh < start) if end < start else (lh >= end) | (lh < start)
+    act = gt.activity_at(flat_u, at.ravel()).reshape(at.shape)
+    return ks * US_PER_HOUR, allowed, act
+
+
+def _best_items(gt, day_start_us: int, k: int):
+    """[n_categories + 1, k]: per category, its k live items (listed before the send day, on sale through it) with
+    the best true item score (quality and price attractiveness under the world's own coefficients), best first;
+    -1 where the category has fewer."""
+    p = gt.params
+    live = (gt.item_listed_at <= day_start_us) & (gt.item_end_at > day_start_us + 2 * US_PER_DAY)
+    idx = np.flatnonzero(live)
+    score = p.quality * gt.item_quality[idx] + p.value * gt.item_value[idx]
+    cat = gt.item_category[idx]
+    order = np.lexsort((-score, cat))
+    cat, idx = cat[order], idx[order]
+    start = np.searchsorted(cat, cat, side="left")
+    rank = np.arange(len(cat)) - start
+    best = np.full((int(gt.item_category.max()) + 1, k), -1, dtype=np.int64)
+    keep = rank < k
+    best[cat[keep], rank[keep]] = idx[keep] + 1
+    return best
+
+
+def _feeds(best: np.ndarray, cats: np.ndarray, sizes: np.ndarray, fallback_off, fallback_items):
+    """Per push, the `size` best live items of category `cat` (fewer if it has fewer; the push's own feed if none)."""
+    lists = []
+    for i, (c, n) in enumerate(zip(cats, sizes)):
+        got = best[c, :n]
+        got = got[got > 0]
+        lists.append(got if len(got) else fallback_items[fallback_off[i]:fallback_off[i + 1]])
+    return _flat(lists)
+
+
+def judge(wh: Warehouse, ds: str, quiet_hours: tuple[int, int] = (22, 8), seed: int = 0) -> dict:
+    """The judgement of the plan for ds (plan/windows of both policies) under the world's truth."""
+    import pandas as pd
+
+    from jobs.windows import send_day as send_day_of
+
+    day = send_day_of(ds)
+    w = wh.read_arrow("plan/windows", ds, ["user_id", "policy", "scene_id", "item_ids", "send_at", "slot",
+                                           "p_open", "explored"]).to_pandas()
+    w = w[w["slot"] >= 0].copy()
+    w["send_us"] = pd.to_datetime(w["send_at"], utc=True).dt.as_unit("us").astype("int64")
+    h, b = w[w["policy"] == "hermes"], w[w["policy"] == "baseline"]
+    if h.empty or b.empty:
+        raise ValueError(f"plan/windows ds={ds}: no assigned pushes for {'hermes' if h.empty else 'baseline'}: "
+                         "nothing to judge")
+    truth = Truth(wh, day)
+    gt = truth.gt
+    # the plan's calibration, on every Hermes push
+    h_off, h_items = _flat(h["item_ids"].tolist())
+    plan_all = Pushes(h["user_id"].to_numpy(np.int64), h["scene_id"].to_numpy(object), h_off, h_items,
+                      h["send_us"].to_numpy(np.int64))
+    p_plan_all = truth.p_open(plan_all)
+    expected_all = float(h["p_open"].sum())
+
+    common = np.intersect1d(h["user_id"].to_numpy(), b["user_id"].to_numpy())
+    hc = h.set_index("user_id").loc[common].reset_index()
+    bc = b.set_index("user_id").loc[common].reset_index()
+    users = common.astype(np.int64)
+    off, items = _flat(hc["item_ids"].tolist())
+    plan = Pushes(users, hc["scene_id"].to_numpy(object), off, items, hc["send_us"].to_numpy(np.int64))
+    b_off, b_items = _flat(bc["item_ids"].tolist())
+    push1 = Pushes(users, bc["scene_id"].to_numpy(object), b_off, b_items, bc["send_us"].to_numpy(np.int64))
+
+    shifts, allowed, act = _hour_choices(gt, users, plan.send_at, quiet_hours)
+    masked = np.where(allowed, act, -1.0)
+    best_k = masked.argmax(axis=1)
+    rng = np.random.default_rng([seed, 77])
+    rand_k = np.array([rng.choice(np.flatnonzero(a)) if a.any() else 12 for a in allowed])
+    at_best = plan.send_at + shifts[best_k]
+    at_rand = plan.send_at + shifts[rand_k]
+
+    day_start = int(pd.Timestamp(day, tz="UTC").value // 1000)
+    sizes = np.diff(off)
+    best = _best_items(gt, day_start, int(max(sizes.max(), 1)))
+    uidx = gt.user_index(users)
+    top_cat = gt.user_pref_cats[uidx, np.argmax(gt.user_pref_weights[uidx], axis=1)]
+    cat_off, cat_items = _feeds(best, top_cat, sizes, off, items)     # as many items as Hermes shows
+    shown_cat = gt.item_category[gt.item_index(items)]
+    row = np.repeat(np.arange(len(users)), sizes)
+    nth = np.arange(len(items)) - off[row]                              # the n-th shown item of its category
+    nth_in_cat = np.array([np.sum(shown_cat[off[r]:off[r] + j] == shown_cat[off[r] + j]) for r, j in zip(row, nth)],
+                          dtype=np.int64)
+    swap = best[shown_cat, np.minimum(nth_in_cat, best.shape[1] - 1)]
+    quality_items = np.where(swap > 0, swap, items)
+
+    rows = {
+        "push_1_0": push1,
+        "random_hour": plan.with_(send_at=at_rand),
+        "plan": plan,
+        "best_hour": plan.with_(send_at=at_best),
+        "best_category": plan.with_(offsets=cat_off, items=cat_items),
+        "best_quality": plan.with_(items=quality_items),
+    }
+    p = {k: truth.p_open(v) for k, v in rows.items()}
+    # the oracle: at the user's best hour, the better of the top category's best items and Hermes' own feed (which
+    # may hold what the user favourited, or a seller they follow: worth more than any generic good item)
+    p["oracle"] = np.maximum(truth.p_open(plan.with_(offsets=cat_off, items=cat_items, send_at=at_best)),
+                             p["best_hour"])
+    rates = {k: float(v.mean()) for k, v in p.items()}
+    lift = rates["oracle"] - rates["push_1_0"]
+    share = (rates["plan"] - rates["push_1_0"]) / lift if lift > 0 else float("nan")
+
+    # diagnostics
+    opens28 = _app_opens(wh, ds, users)
+    active = opens28 >= ACTIVE_OPENS
+    chosen_act = gt.activity_at(uidx, plan.send_at)
+    best_act = masked[np.arange(len(users)), best_k]
+    aff = gt.affinity(uidx[row], shown_cat)
+    best_aff = np.zeros(len(users))
+    np.maximum.at(best_aff, row, aff)
+    top_aff = gt.user_pref_weights[uidx].max(axis=1)
+    live_q = gt.item_quality[(gt.item_listed_at <= day_start) & (gt.item_end_at > day_start)]
+    scene_share = hc["scene_id"].value_counts(normalize=True).round(4).to_dict()
+    return {
+        "ds": ds, "send_day": day, "users_judged": int(len(users)), "hermes_pushes": int(len(h)),
+        "open_rate": rates,
+        "ratio_vs_push_1_0": rates["plan"] / rates["push_1_0"] if rates["push_1_0"] > 0 else float("nan"),
+        "oracle_lift_share": share,
+        "gap_to_oracle": {"timing": rates["best_hour"] - rates["plan"],
+                          "matching": rates["best_category"] - rates["plan"],
+                          "item_quality": rates["best_quality"] - rates["plan"],
+                          "total": rates["oracle"] - rates["plan"]},
+        "timing": {"users_with_5_opens": int(active.sum()),
+                   "activity_ratio_chosen_vs_best": float(chosen_act[active].mean() / best_act[active].mean())
+                   if active.any() else float("nan"),
+                   "activity_vs_uniform_chosen": float(24 * chosen_act.mean()),
+                   "activity_vs_uniform_best": float(24 * best_act.mean()),
+                   "activity_vs_uniform_push_1_0": float(24 * gt.activity_at(uidx, push1.send_at).mean())},
+        "matching": {"affinity_best_shown": float(best_aff.mean()), "affinity_top_category": float(top_aff.mean()),
+                     "share_top_category_shown": float(np.mean([top_cat[i] in set(shown_cat[off[i]:off[i + 1]])
+                                                                for i in range(len(users))]))},
+        "quality": {"shown_mean": float(gt.item_quality[gt.item_index(items)].mean()),
+                    "live_mean": float(live_q.mean()) if len(live_q) else float("nan")},
+        "calibration": {"expected_opens": expected_all, "true_opens": float(p_plan_all.sum()),
+                        "expected_over_true": expected_all / float(p_plan_all.sum()) if p_plan_all.sum() else float("nan")},
+        "scene_share": scene_share,
+    }
+
+
+def _app_opens(wh: Warehouse, ds: str, users: np.ndarray) -> np.ndarray:
+    """Each user's app opens in the 28 days up to ds (raw events)."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    first = (date.fromisoformat(ds) - timedelta(days=27)).isoformat()
+    data = pads.dataset(str(wh.raw("events")), format="parquet", partitioning="hive")
+    t = data.to_table(columns=["user_id"], filter=(pc.field("event_type") == "app_open") & (pc.field("ds") >= first)
+                      & (pc.field("ds") <= ds))
+    ids, counts = np.unique(t["user_id"].to_numpy(), return_counts=True)
+    pos = np.searchsorted(ids, users)
+    pos = np.minimum(pos, max(len(ids) - 1, 0))
+    return np.where((len(ids) > 0) & (ids[pos] == users), counts[pos], 0) if len(ids) else np.zeros(len(users), int)
+
+
+def lines(r: dict) -> list[str]:
+    """The judgement as the table `hermes judge` prints."""
+    o = r["open_rate"]
+    out = [f"judge: plan of ds={r['ds']} (send day {r['send_day']}), {r['users_judged']:,} users pushed by both "
+           "Hermes and Push 1.0, scored under the world's true response model", "",
+           f"  {'row':<34}{'true open rate':>16}"]
+    names = {"push_1_0": "Push 1.0 (global scene, fixed hour)", "random_hour": "Hermes' items, random hour",
+             "plan": "Hermes' plan", "best_hour": "Hermes' items, best hour",
+             "best_category": "best category, Hermes' hours", "best_quality": "best items of Hermes' categories",
+             "oracle": "oracle (best items+hour)"}
+    out += [f"  {names[k]:<34}{100 * o[k]:>15.2f}%" for k in names]
+    g, t, m, q, c = r["gap_to_oracle"], r["timing"], r["matching"], r["quality"], r["calibration"]
+    out += ["", f"  share of the oracle's lift over Push 1.0: {100 * r['oracle_lift_share']:.1f} %   "
+                f"(plan / Push 1.0 = {r['ratio_vs_push_1_0']:.2f}x)",
+            f"  gap to oracle {100 * g['total']:.2f} pp: timing {100 * g['timing']:.2f}, matching "
+            f"{100 * g['matching']:.2f}, item quality {100 * g['item_quality']:.2f} (pp each, alone)",
+            f"  timing: activity at the chosen hour / at the best allowed hour = {t['activity_ratio_chosen_vs_best']:.2f} "
+            f"({t['users_with_5_opens']:,} users with >= 5 opens); x uniform: chosen {t['activity_vs_uniform_chosen']:.2f}, "
+            f"best {t['activity_vs_uniform_best']:.2f}, Push 1.0 {t['activity_vs_uniform_push_1_0']:.2f}",
+            f"  matching: affinity of the best shown category {m['affinity_best_shown']:.2f} vs top category "
+            f"{m['affinity_top_category']:.2f}; top category shown to {100 * m['share_top_category_shown']:.0f} %",
+            f"  quality: shown items {q['shown_mean']:+.2f} vs live average {q['live_mean']:+.2f} (latent, sd 1)",
+            f"  calibration: expected opens {c['expected_opens']:,.1f} vs true {c['true_opens']:,.1f} "
+            f"(x{c['expected_over_true']:.2f})",
+            f"  scenes: {json.dumps(r['scene_share'])}"]
+    return out
+
+
+def run(settings, ds: str, loaded) -> dict:
+    wh = Warehouse(settings.warehouse)
+    if not (wh.ground_truth / "latent.npz").exists():
+        raise FileNotFoundError(f"{wh.ground_truth}: no ground truth. `hermes judge` scores a plan under a simulated "
+                                "world's truth (hermes simulate); real data has none")
+    q = loaded.config.platform.quiet_hours
+    r = judge(wh, ds, (q.start_hour, q.end_hour))
+    path = wh.report("judge", ds, "judge")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(r, indent=2, default=float))
+    return r | {"report": str(path)}

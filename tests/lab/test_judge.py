@@ -1,0 +1,100 @@
+"""`hermes judge` on a crafted world whose answer is known: one user is pushed the wrong category at the right hour,
+the other the right (best) item at the wrong hour."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from core.contract import RAW_SCHEMAS
+from core.warehouse import Warehouse
+
+DS, SEND_DAY = "2026-10-10", "2026-10-11"
+H = 3_600_000_000
+
+
+def _us(day: str, hour: int) -> int:
+    d = datetime.fromisoformat(day).replace(tzinfo=timezone.utc)
+    return int(d.timestamp()) * 1_000_000 + hour * H
+
+
+def _crafted(root) -> tuple[Warehouse, object]:
+    from lab.simulator.ground_truth import GroundTruth, ResponseParams
+
+    wh = Warehouse(root)
+    prof = np.full((2, 24), 0.002, dtype=np.float32)
+    prof[0, 10] = prof[1, 18] = 1.0
+    prof /= prof.sum(axis=1, keepdims=True)
+    far = np.iinfo(np.int64).max
+    listed = _us("2026-10-01", 0)
+    gt = GroundTruth(
+        user_tz=np.zeros(2, np.int8), user_hour_profile=prof,
+        user_pref_cats=np.array([[1, 5, 6], [1, 5, 6]], np.int32),
+        user_pref_weights=np.array([[1, 0, 0], [1, 0, 0]], np.float32), user_push_bias=np.zeros(2, np.float32),
+        item_category=np.array([1, 1, 2], np.int32), item_quality=np.array([2.0, 0.0, 0.0], np.float32),
+        item_value=np.zeros(3, np.float32), item_listed_at=np.full(3, listed, np.int64),
+        item_end_at=np.full(3, far, np.int64), params=ResponseParams(), timezones=("UTC",))
+    gt.save(wh.ground_truth, {"crafted": True})
+    ts = pa.array([_us("2026-10-0%d" % d, 10) for d in range(2, 9)] * 2, pa.int64()).cast(RAW_SCHEMAS["events"].field("ts").type)
+    events = pa.table({"ts": ts, "user_id": pa.array([1] * 7 + [2] * 7, pa.int64()),
+                       "event_type": pa.array(["app_open"] * 14), "item_id": pa.nulls(14, pa.int64()),
+                       "seller_id": pa.nulls(14, pa.int64()), "category_id": pa.nulls(14, pa.int32())},
+                      schema=RAW_SCHEMAS["events"])
+    for table, data, part in (("events", events, "2026-10-05"), ("push_log", RAW_SCHEMAS["push_log"].empty_table(), DS),
+                              ("item_changes", RAW_SCHEMAS["item_changes"].empty_table(), DS)):
+        folder = wh.raw_partition(table, part)
+        folder.mkdir(parents=True)
+        pq.write_table(data, folder / "part-0.parquet")
+    wh.raw("items").mkdir(parents=True)
+    pq.write_table(pa.table({"item_id": pa.array([1, 2, 3], pa.int64()), "seller_id": pa.array([9, 9, 9], pa.int64())}),
+                   wh.raw("items") / "part-0.parquet")
+    ts_t = pa.timestamp("us", tz="UTC")
+    plan = pa.table({
+        "user_id": pa.array([1, 2, 1, 2], pa.int64()),
+        "policy": pa.array(["hermes", "hermes", "baseline", "baseline"]),
+        "scene_id": pa.array(["guess_you_like"] * 4),
+        "item_ids": pa.array([[3], [1], [2], [2]], pa.list_(pa.int64())),
+        # user 1: the wrong category at its best hour; user 2: the best item at noon, not at its 18:00
+        "send_at": pa.array([_us(SEND_DAY, 10), _us(SEND_DAY, 12), _us(SEND_DAY, 20), _us(SEND_DAY, 20)],
+                            pa.int64()).cast(ts_t),
+        "slot": pa.array([10, 12, 20, 20], pa.int16()),
+        "p_open": pa.array([0.05, 0.05, 0.01, 0.01]), "explored": pa.array([False] * 4),
+    })
+    wh.write_arrow(plan, "plan/windows", DS, "cfg-test")
+    return wh, gt
+
+
+def test_the_judge_finds_the_timing_and_the_matching_gap_where_they_were_put(tmp_path):
+    from lab.evaluation.judge import judge
+
+    wh, gt = _crafted(tmp_path)
+    r = judge(wh, DS, quiet_hours=(22, 8))
+
+    def p(users, items, hours):
+        return gt.open_probability(np.array(users), np.array(["guess_you_like"] * len(users)),
+                                   np.arange(len(users) + 1), np.array(items),
+                                   np.array([_us(SEND_DAY, h) for h in hours]), pushes_24h=np.zeros(len(users)),
+                                   pushes_7d=np.zeros(len(users)))
+
+    plan = p([1, 2], [3, 1], [10, 12])
+    best_hour = p([1, 2], [3, 1], [10, 18])
+    best_cat = p([1, 2], [1, 1], [10, 12])
+    oracle = p([1, 2], [1, 1], [10, 18])
+    push1 = p([1, 2], [2, 2], [20, 20])
+    o = r["open_rate"]
+    assert r["users_judged"] == 2
+    assert np.isclose(o["plan"], plan.mean()) and np.isclose(o["push_1_0"], push1.mean())
+    g = r["gap_to_oracle"]
+    # timing: only user 2 was sent at the wrong hour; matching: only user 1 got the wrong category
+    assert np.isclose(g["timing"], (best_hour - plan).mean()) and (best_hour - plan)[0] == 0 < g["timing"]
+    assert np.isclose(g["matching"], (best_cat - plan).mean()) and (best_cat - plan)[1] == 0 < g["matching"]
+    assert np.isclose(g["item_quality"], 0.0)          # each shown item is already its category's best
+    assert np.isclose(o["oracle"], oracle.mean())
+    assert np.isclose(r["oracle_lift_share"], (plan.mean() - push1.mean()) / (oracle.mean() - push1.mean()))
+    # activity at the chosen hours over the best: user 1 at its peak, user 2 far from it
+    act = gt.user_hour_profile
+    assert np.isclose(r["timing"]["activity_ratio_chosen_vs_best"], (act[0, 10] + act[1, 12]) / (act[0, 10] + act[1, 18]))
+    assert r["matching"]["share_top_category_shown"] == 0.5
+    assert np.isclose(r["calibration"]["expected_over_true"], 0.10 / plan.sum())
