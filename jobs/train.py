@@ -20,7 +20,7 @@ def run(spark, settings: Settings, ds: str, loaded, force_kind: str | None = Non
     from training.dataset import build_training_set, earliest_input_day
     from training.prior import TRAINED
     from training.registry import configure_mlflow
-    from training.train import history_shortfall, register_prior, train_and_register
+    from training.train import history_shortfall, register_prior, train_and_register, young_history_split
 
     wh = Warehouse(settings.warehouse)
     cfg = loaded.config.platform.training
@@ -43,6 +43,10 @@ def run(spark, settings: Settings, ds: str, loaded, force_kind: str | None = Non
     truth = GroundTruth.load(wh.ground_truth) if (wh.ground_truth / "latent.npz").exists() else None
     configure_mlflow(settings.mlflow_tracking_uri, settings.home / "mlflow" / "artifacts")
     short = history_shortfall(ts, cfg.min_train_opens, cfg.min_holdout_opens)
+    young = young_history_split(ts) if short and cfg.holdout_days > 1 else None
+    if young is not None and not history_shortfall(young, cfg.min_train_opens, cfg.min_holdout_opens):
+        log.info("train %s: a young push history (%s): the newest day %s is the holdout", ds, short, young.split_day)
+        ts, short = young, None
     if short:
         log.warning("train %s: too little push history to train (%s): the prior policy plans", ds, short)
         result = register_prior(ts, ds, loaded.version, cfg.prior_open_rate, short)

@@ -158,6 +158,22 @@ def history_shortfall(ts: TrainingSet, min_train_opens: int, min_holdout_opens: 
     return "; ".join(short) or None
 
 
+def young_history_split(ts: TrainingSet) -> TrainingSet | None:
+    """A young push history (a deployment's first week) has too little before the usual holdout days to train on:
+    the same examples split at their newest day instead (that day is the holdout). None if there is one day or
+    none."""
+    from dataclasses import replace
+    from datetime import date, timedelta
+
+    both = pd.concat([ts.train, ts.holdout], ignore_index=True)
+    if both.empty or both["day"].nunique() < 2:
+        return None
+    last = int(both["day"].max())
+    hold = both["day"] >= last
+    return replace(ts, train=both[~hold].reset_index(drop=True), holdout=both[hold].reset_index(drop=True),
+                   split_day=(date(1970, 1, 1) + timedelta(days=last)).isoformat())
+
+
 def register_prior(ts: TrainingSet, ds: str, config_version: str, open_rate: float, reason: str) -> dict:
     """Log and register the prior policy (training/prior.py) as a version of the CTR model, tagged policy=prior,
     with its intercept calibrated on whatever push history there is."""

@@ -1,0 +1,96 @@
+"""Cold start: the prior policy, when the history is too thin to train, and how the gate hands over."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.pairs import FEATURES
+from training.dataset import TrainingSet
+
+
+def _examples(days: list[int], n_per_day: int, rate: float, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    n = len(days) * n_per_day
+    df = pd.DataFrame(rng.random((n, len(FEATURES))), columns=list(FEATURES))
+    df["day"] = np.repeat(days, n_per_day)
+    df["label"] = (rng.random(n) < rate).astype(int)
+    return df
+
+
+def _ts(df: pd.DataFrame, split: int) -> TrainingSet:
+    return TrainingSet(train=df[df.day < split].reset_index(drop=True), holdout=df[df.day >= split].reset_index(drop=True),
+                       scene_codes={"a": 0}, first_day="2026-10-01", split_day="2026-10-20", last_day="2026-10-23")
+
+
+def test_the_prior_ranks_by_its_written_coefficients_and_is_calibrated_to_what_history_there_is():
+    from training.prior import COEFFICIENTS, TYPICAL, prior_estimator
+
+    est = prior_estimator(0.05)
+    typical = np.array([[TYPICAL.get(f, 0.0) for f in FEATURES]])
+    assert est.predict_proba(typical)[0, 1] == pytest.approx(0.05)
+    more_interest = typical.copy()
+    more_interest[0, FEATURES.index("aff_share")] += 0.5
+    fatigued = typical.copy()
+    fatigued[0, FEATURES.index("u_pushes_1d")] += 2
+    assert est.predict_proba(more_interest)[0, 1] > 0.05 > est.predict_proba(fatigued)[0, 1]
+    assert est.coef_[0, FEATURES.index("scene_code")] == 0 and len(COEFFICIENTS) == (est.coef_ != 0).sum()
+    # a thin history: the intercept makes the mean prediction its open rate
+    df = _examples([1, 2], 300, 0.12)
+    X, y = df[list(FEATURES)].to_numpy(), df["label"].to_numpy()
+    cal = prior_estimator(0.05, X, y)
+    assert cal.predict_proba(X)[:, 1].mean() == pytest.approx(y.mean(), abs=1e-5)
+    assert (cal.coef_ == est.coef_).all()
+
+
+def test_a_thin_history_is_named_and_a_young_one_is_split_at_its_newest_day():
+    from training.train import history_shortfall, young_history_split
+
+    empty = _ts(_examples([], 0, 0.1), 20)
+    assert "0 opens in 0 pushed materials" in history_shortfall(empty, 200, 50)
+    assert young_history_split(empty) is None
+    # three days of pushes, all inside the usual 4 holdout days: nothing to train on ...
+    young = _ts(_examples([20, 21, 22], 2000, 0.1), 20)
+    assert "training.min_train_opens 200" in history_shortfall(young, 200, 50)
+    # ... until the newest day is the holdout
+    split = young_history_split(young)
+    assert set(split.holdout.day) == {22} and set(split.train.day) == {20, 21}
+    assert split.split_day == "1970-01-23" and len(split.train) + len(split.holdout) == 6000
+    assert history_shortfall(split, 200, 50) is None
+
+
+def test_the_gate_lets_a_prior_plan_only_until_a_trained_model_beats_it(tmp_path):
+    import mlflow
+    from sklearn.linear_model import LogisticRegression
+
+    from training.prior import POLICY_TAG, PRIOR, prior_estimator
+    from training.registry import CHAMPION, MODEL_NAME, champion_policy, configure_mlflow, gate, gate_prior
+
+    configure_mlflow(f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "artifacts")
+    client = mlflow.MlflowClient()
+
+    def register(est, policy=None):
+        with mlflow.start_run():
+            info = mlflow.sklearn.log_model(est, name="model")
+        v = mlflow.register_model(info.model_uri, MODEL_NAME, tags={POLICY_TAG: policy} if policy else None)
+        return str(v.version)
+
+    v1 = register(prior_estimator(0.05), PRIOR)
+    d = gate_prior(v1)
+    assert d.decision == "promoted" and d.reason.startswith("no champion yet") and champion_policy() == (v1, PRIOR)
+    v2 = register(prior_estimator(0.05), PRIOR)
+    assert gate_prior(v2).decision == "promoted" and champion_policy() == (v2, PRIOR)
+    # a trained model that ranks the holdout better than the prior takes over through the usual gate
+    df = _examples([1], 4000, 0.1, seed=3)
+    X = df[list(FEATURES)].to_numpy()
+    y = (X[:, FEATURES.index("i_price_rel")] + 0.3 * np.random.default_rng(1).random(len(X)) > 0.9).astype(int)
+    trained = LogisticRegression(max_iter=500).fit(X, y)
+    v3 = register(trained)
+    from sklearn.metrics import roc_auc_score
+
+    d = gate(v3, float(roc_auc_score(y, trained.predict_proba(X)[:, 1])), X, y, 0.002)
+    assert d.decision == "promoted" and d.champion_version == v2 and champion_policy() == (v3, "trained")
+    # a later thin night's prior stays beside the trained champion
+    v4 = register(prior_estimator(0.05), PRIOR)
+    d = gate_prior(v4)
+    assert d.decision == "held" and str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == v3
