@@ -204,19 +204,24 @@ def one_day_sides(users: DataFrame, events: DataFrame | Activity, push_log: Data
     return OneDay(key_day, user_side, item_side, population)
 
 
-def one_day_features(keys: DataFrame, sides: OneDay, scene_codes: dict[str, int]) -> DataFrame:
+def one_day_features(keys: DataFrame, sides: OneDay, scene_codes: dict[str, int],
+                     scene_hours: dict[str, int] | None = None) -> DataFrame:
     """pair_features() of keys on the sides' day (keys: user_id, item_id, scene_id, day, local_hour + passthrough),
     with the pairs shuffled once: the item side is broadcast (one row per candidate item, bounded by the items on
     sale, not by the users: 205k rows at 1M users), the user side joins by user and the pair's own category and
     hour are looked up in its maps. At 1M users this plan scored in 1,696 s against 1,713 s for one with a join
     per piece (six shuffles of the pairs): the shuffles were not where the time goes. Exactly the general path's
     values (tests/features/test_pairs.py). Keys without local_hour take it from the user side (then it must
-    have a row for every key's user)."""
+    have a row for every key's user). scene_hours: scenes sent at a fixed local hour (scheduled) are scored at that
+    hour, whatever the key's or the user's hour: the estimate is of the push as it will be sent."""
     own_hour = "local_hour" in keys.columns
     key_columns = keys.columns if own_hour else [*keys.columns, "local_hour"]
     out = (keys.join(F.broadcast(sides.item_side), "item_id", "left")
-           .join(sides.user_side, "user_id", "left" if own_hour else "inner")
-           .withColumn("w_28d", F.try_element_at("_w_by_category", F.col("category_id")))
+           .join(sides.user_side, "user_id", "left" if own_hour else "inner"))
+    if scene_hours:
+        fixed = F.create_map(*[x for sc, h in sorted(scene_hours.items()) for x in (F.lit(sc), F.lit(int(h)))])
+        out = out.withColumn("local_hour", F.coalesce(fixed[F.col("scene_id")], F.col("local_hour")))
+    out = (out.withColumn("w_28d", F.try_element_at("_w_by_category", F.col("category_id")))
            .withColumn("h_28d", F.try_element_at("_h_by_hour", F.col("local_hour")))
            .drop("_w_by_category", "_h_by_hour")
            .join(F.broadcast(sides.population), ["local_hour", "day"], "left"))

@@ -90,9 +90,14 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     sides = replace(sides, user_side=hours.join(sides.user_side, "user_id", "left")).persist()
     phase("sides")
 
+    # scheduled scenes go out at their local hour (jobs/windows.py): their pairs are scored there, not at the peak
+    p = loaded.config.platform
+    scene_hours = {s.id: s.send_hour_local if s.send_hour_local is not None else p.baseline_hour_local
+                   for s in scenes if s.trigger == "scheduled"}
+
     def score(cands):
         k = cands.select("user_id", "item_id", "scene_id", "rank", F.lit(plan_day).alias("day"))
-        return score_pairs(one_day_features(k, sides, codes), payload, str(version),
+        return score_pairs(one_day_features(k, sides, codes, scene_hours), payload, str(version),
                            ["user_id", "scene_id", "item_id", "rank", "local_hour"])
 
     feed = loaded.config.platform.feed

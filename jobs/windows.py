@@ -117,6 +117,7 @@ def plan_policy(policy: str, table, wh: Warehouse, ds: str, config, elasticity: 
             hour = sc.send_hour_local if sc.send_hour_local is not None else p.baseline_hour_local
             off = (lh[rows].astype(np.int64) - hour) % 24
             allowed[rows] &= off < w.scheduled_window_hours
+            ref_hour[rows] = hour           # jobs/score.py scored these pushes at their own hour
     p_ref = table["expected_open"].to_numpy(zero_copy_only=False).astype(np.float64)
     value = slot_values(p_ref, q, ref_hour, lh, allowed, elasticity)
     capacity = np.maximum(np.full(len(starts), p.gateway.max_per_hour, dtype=np.int64)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from pyspark.sql import functions as F
 
 from features.pairs import pair_features
 from tests.features.test_user_features import frame
@@ -83,6 +84,15 @@ def test_the_one_day_fast_path_gives_the_same_features_as_the_general_one(spark,
     assert general["u_opens_7d"].sum() > 0 and general["i_views_7d_log"].sum() > 0   # not all zeros
     import pandas as pd
     pd.testing.assert_frame_equal(fast[general.columns], general, check_exact=False, rtol=1e-12)
+    # a scheduled scene is scored at its own hour, whatever hour the key carries: as if the key had that hour
+    from features.pairs import one_day_features, one_day_sides
+
+    sides = one_day_sides(users, args[1], args[2], args[3], items, day, some)
+    fixed = one_day_features(keys, sides, {"guess_you_like": 0}, scene_hours={"guess_you_like": 18}).toPandas()
+    at_18 = pair_features(keys.withColumn("local_hour", F.lit(18)), *args, key_day=day).toPandas()
+    fixed, at_18 = (x.sort_values(["user_id", "item_id"]).reset_index(drop=True) for x in (fixed, at_18))
+    assert (fixed["local_hour"] == 18).all() and fixed["hour_share_log"].nunique() > 10
+    pd.testing.assert_frame_equal(fixed[at_18.columns], at_18, check_exact=False, rtol=1e-12)
 
 
 def test_the_send_hour_share_spreads_opens_to_neighbouring_hours(spark, inputs):
