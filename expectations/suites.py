@@ -166,6 +166,10 @@ def output_suite(table: str, config_version: str, scene_ids: list[str]) -> list:
             gxe.ExpectColumnValuesToBeBetween(column="slot", min_value=-1, max_value=35),
             gxe.ExpectColumnValuesToBeBetween(column="local_hour", min_value=-1, max_value=23),
             rate("p_open"), rate("hour_propensity"), rate("scene_propensity"),
+            # the model's own estimate at the slot, before recalibration: what the next recalibration is fitted on
+            gxe.ExpectColumnValuesToBeBetween(column="p_open_model", min_value=0, max_value=1),
+            gxe.ExpectColumnValuesToNotBeNull(column="p_open_model", row_condition='reason.isnull()',
+                                              condition_parser="pandas"),
             gxe.ExpectColumnValuesToBeInSet(column="reason", value_set=["no_window", "no_capacity"]),
             # a slot or a reason, never both, never neither
             gxe.ExpectColumnValuesToNotBeNull(column="send_at", row_condition='reason.isnull()',

@@ -21,6 +21,7 @@ from core.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 WINDOWS = "plan/windows"
+OUTCOME_HOURS = 6        # a push's open is counted when it comes within this many hours (recalibration's label)
 
 
 def send_day(ds: str) -> str:
@@ -91,8 +92,53 @@ def carried_load(wh: Warehouse, ds: str, policy: str, slots: int) -> np.ndarray:
     return load
 
 
+def recent_outcomes(wh: Warehouse, ds: str, nights: int = 7):
+    """Hermes' own nightly pushes of the last `nights` plans before ds with what became of them: (model estimate
+    at the slot, opened by the end of ds), from plan/windows and the push_log receipts (joined by idempotency key),
+    for the pushes sent at least OUTCOME_HOURS before the end of ds (later ones may still be opened).
+    Returns (p, opened, nights with data)."""
+    import pandas as pd
+    import pyarrow.dataset as pads
+
+    from delivery.batches import NIGHTLY_WINDOW, idempotency_key
+    from jobs.entry import as_of_end
+
+    as_of = pd.Timestamp(as_of_end(ds))
+    ps, ys, used = [], [], 0
+    for back in range(1, nights + 1):
+        d = (date.fromisoformat(ds) - timedelta(days=back)).isoformat()
+        if not wh.partition(WINDOWS, d).exists():
+            continue
+        cols = pads.dataset(str(wh.partition(WINDOWS, d)), format="parquet").schema.names
+        est = "p_open_model" if "p_open_model" in cols else "p_open"
+        w = wh.read_arrow(WINDOWS, d, ["user_id", "policy", "scene_id", "slot", est]).to_pandas()
+        w = w[(w["policy"] == "hermes") & (w["slot"] >= 0)]
+        if w.empty:
+            continue
+        day = send_day(d)
+        w["push_id"] = [idempotency_key(int(u), s, day, NIGHTLY_WINDOW) for u, s in zip(w["user_id"], w["scene_id"])]
+        parts = [wh.raw_partition("push_log", x) for x in (day, (date.fromisoformat(day) + timedelta(days=1)).isoformat())]
+        parts = [str(f) for p in parts if p.exists() for f in sorted(p.glob("*.parquet"))]
+        if not parts:
+            continue
+        r = pads.dataset(parts, format="parquet").to_table(columns=["push_id", "sent_at", "opened_at"]).to_pandas()
+        # only pushes whose opens could all be seen by now: sent at least OUTCOME_HOURS before the night
+        r = r[pd.to_datetime(r["sent_at"], utc=True) <= as_of - pd.Timedelta(hours=OUTCOME_HOURS)]
+        r = r.drop_duplicates("push_id")
+        m = w.merge(r, on="push_id", how="inner")
+        if m.empty:
+            continue
+        opened = pd.to_datetime(m["opened_at"], utc=True)
+        ps.append(m[est].to_numpy(np.float64))
+        ys.append((opened.notna() & (opened < as_of)).to_numpy())
+        used += 1
+    if not ps:
+        return np.zeros(0), np.zeros(0, dtype=bool), 0
+    return np.concatenate(ps), np.concatenate(ys), used
+
+
 def plan_policy(policy: str, table, wh: Warehouse, ds: str, config, elasticity: float,
-                explore_share: float | None = None) -> tuple[dict, dict]:
+                explore_share: float | None = None, recal=None) -> tuple[dict, dict]:
     """Arrays of one policy's windows (column name -> array) and its stats. explore_share: users sent at a random
     allowed hour (default windows.exploration_share; larger while the prior policy plans)."""
     from features.windows import allowed_slots, assign, explorers, fixed_hour, local_hours, slot_starts, slot_values, user_hash
@@ -119,7 +165,9 @@ def plan_policy(policy: str, table, wh: Warehouse, ds: str, config, elasticity: 
             allowed[rows] &= off < w.scheduled_window_hours
             ref_hour[rows] = hour           # jobs/score.py scored these pushes at their own hour
     p_ref = table["expected_open"].to_numpy(zero_copy_only=False).astype(np.float64)
-    value = slot_values(p_ref, q, ref_hour, lh, allowed, elasticity)
+    raw_value = slot_values(p_ref, q, ref_hour, lh, allowed, elasticity)
+    # Hermes' estimates as its own recent plans turned out (identity for the baseline and until there are enough)
+    value = recal.apply(raw_value) if recal is not None else raw_value
     capacity = np.maximum(np.full(len(starts), p.gateway.max_per_hour, dtype=np.int64)
                           - carried_load(wh, ds, w.policy, len(starts)), 0)
     if policy == "hermes":
@@ -138,6 +186,7 @@ def plan_policy(policy: str, table, wh: Warehouse, ds: str, config, elasticity: 
         "send_at_us": np.where(got, start_us[slot], -1),
         "local_hour": np.where(got, lh[np.arange(len(users)), slot], -1).astype(np.int16),
         "p_open": a.value.astype(np.float64), "p_open_ref": p_ref,
+        "p_open_model": np.where(got, raw_value[np.arange(len(users)), slot], np.nan),
         "explored": a.explored, "hour_propensity": a.propensity, "reason": a.reason,
         "platform": people["platform"].to_numpy(), "tz": people["tz"].to_numpy(),
     }
@@ -157,6 +206,7 @@ def to_arrow(cols: dict, table):
         "slot": pa.array(cols["slot"], pa.int16()), "send_at": send_at,
         "local_hour": pa.array(cols["local_hour"], pa.int16()),
         "p_open": pa.array(cols["p_open"], pa.float64()), "p_open_ref": pa.array(cols["p_open_ref"], pa.float64()),
+        "p_open_model": pa.array(cols["p_open_model"], pa.float64(), from_pandas=True),
         "explored": pa.array(cols["explored"], pa.bool_()),
         "hour_propensity": pa.array(cols["hour_propensity"], pa.float64()),
         "scene_propensity": table["scene_propensity"].cast(pa.float64()),
@@ -168,6 +218,7 @@ def to_arrow(cols: dict, table):
 def run(settings: Settings, ds: str, loaded) -> dict:
     import pyarrow as pa
 
+    from features.windows import fit_recalibration
     from training.prior import PRIOR
     from training.registry import configure_mlflow, version_policy, version_tag
     from training.train import TIMING_TAG
@@ -184,9 +235,14 @@ def run(settings: Settings, ds: str, loaded) -> dict:
     elasticity = float(version_tag(next(iter(versions)), TIMING_TAG)) if versions else 0.0
     model_policy = version_policy(next(iter(versions))) if versions else None
     explore = config.platform.training.cold_start_explore_share if model_policy == PRIOR else None
+    p_hist, y_hist, nights = recent_outcomes(wh, ds)
+    recal = fit_recalibration(p_hist, y_hist, nights)
+    log.info("windows %s: recalibration of the model's estimates on Hermes' own recent pushes: a=%.3f b=%.3f (%s)",
+             ds, recal.a, recal.b, recal.reason)
     parts, stats = [], {}
     for policy, table in tables.items():
-        cols, st = plan_policy(policy, table, wh, ds, config, elasticity, explore)
+        cols, st = plan_policy(policy, table, wh, ds, config, elasticity, explore,
+                               recal if policy == "hermes" else None)
         parts.append(to_arrow(cols, table))
         stats[policy] = st
         log.info("%s: %d users, %d assigned, %d explored, no window %d, no capacity %d, expected opens %.1f "
@@ -197,8 +253,9 @@ def run(settings: Settings, ds: str, loaded) -> dict:
     path = wh.write_arrow(out, WINDOWS, ds, loaded.version)
     report = {"ds": ds, "send_day": send_day(ds), "config_version": loaded.version,
               "model_version": next(iter(versions)) if versions else None, "timing_elasticity": elasticity,
-              "model_policy": model_policy, "hour_explore_share": config.platform.windows.exploration_share
-              if explore is None else explore, "active_policy": config.platform.windows.policy, "policies": stats}
+              "model_policy": model_policy, "recalibration": recal.as_dict(),
+              "hour_explore_share": config.platform.windows.exploration_share if explore is None else explore,
+              "active_policy": config.platform.windows.policy, "policies": stats}
     rpath = wh.report("windows", ds, "windows")
     rpath.parent.mkdir(parents=True, exist_ok=True)
     rpath.write_text(json.dumps(report, indent=2))

@@ -27,7 +27,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> dict:
     from lab.simulator.variants import variant
 
-    variant(args.variant, args.seed)            # an unknown name fails here, before anything is written
+    try:
+        variant(args.variant, args.seed)        # an unknown name fails here, before anything is written
+    except ValueError as e:
+        raise SystemExit(f"simulate: {e}") from None
     spec = WorldSpec(users=args.users, items=args.items or 2 * args.users, days=args.days, seed=args.seed,
                      start=args.start, variant=args.variant)
     counts = simulate(spec, settings.warehouse, push_days=args.push_days)

@@ -181,7 +181,7 @@ class Windows(_Strict):
     """Send windows: when each planned push lands (features/windows.py)."""
     policy: Literal["hermes", "baseline"] = Field("hermes", description="whose plan becomes the push batches")
     exploration_share: float = Field(0.05, ge=0, le=0.5, description="share of users sent at a random allowed hour")
-    prior_strength: float = Field(24.0, gt=0, le=10_000,
+    prior_strength: float = Field(6.0, gt=0, le=10_000,
                                   description="pseudo-opens pulling a user's hour profile toward the population's")
     push_open_weight: float = Field(
         0.0, ge=0, le=100, description="one push opened at an hour counts as this many app opens in the hour profile. "

@@ -12,7 +12,8 @@ def windows_frame() -> pd.DataFrame:
     t = pd.Timestamp("2026-10-31 12:00", tz="UTC")
     return pd.DataFrame({
         "user_id": [1, 2, 1], "policy": ["hermes", "hermes", "baseline"], "scene_id": ["a", "b", "a"],
-        "slot": [12, -1, 12], "local_hour": [20, -1, 20], "p_open": [0.2, 0.0, 0.1], "hour_propensity": [0.95, 0.0, 1.0],
+        "slot": [12, -1, 12], "local_hour": [20, -1, 20], "p_open": [0.2, 0.0, 0.1],
+        "p_open_model": [0.15, float("nan"), 0.1], "hour_propensity": [0.95, 0.0, 1.0],
         "scene_propensity": [1.0, 1.0, 0.0125],
         "reason": [None, "no_capacity", None], "send_at": [t, pd.NaT, t], "config_version": ["cfg-x"] * 3})
 
@@ -34,6 +35,7 @@ def test_a_clean_windows_table_passes():
     ("hour_propensity", 0, 1.5, "hour_propensity:expect_column_values_to_be_between"),
     ("scene_propensity", 2, -0.1, "scene_propensity:expect_column_values_to_be_between"),
     ("reason", 1, "because", "reason:expect_column_values_to_be_in_set"),
+    ("p_open_model", 0, float("nan"), "p_open_model:expect_column_values_to_not_be_null"),  # what recalibration learns
 ])
 def test_broken_windows_rows_are_caught(column, row, value, rule):
     frame = windows_frame()

@@ -131,7 +131,8 @@ def test_hour_profiles_fall_back_to_the_population_and_follow_rich_history():
     q, prior = hour_profiles(app, push, push_open_weight=3.0, prior_strength=24.0)
     assert np.allclose(q.sum(axis=1), 1.0) and (q > 0).all()
     assert np.allclose(q[0], prior)              # no history: the population profile
-    assert q[1, 20] > 0.85                       # lots of history: their own
+    assert q[1].argmax() == 20 and q[1, 19:22].sum() > 0.85   # lots of history: their own (spread over 19-21)
+    assert q[1, 19] == q[1, 21] > q[1, 17]       # the habit is a bump around 20:00
     assert q[2, 9] > prior[9] and q[2, 9] < 0.5  # a little history: in between
 
 
@@ -246,3 +247,56 @@ def test_every_time_zone_gets_every_allowed_hour_of_its_local_plan_day(send_day)
     assert (a.slot >= 0).all() and set(a.reason) == {None}
     base = fixed_hour(value, lh, 20, np.full(len(starts), n), np.arange(n))
     assert (lh[np.arange(n), base.slot] == 20).all(), [z for z, s in zip(tz, base.slot) if lh[list(tz).index(z), s] != 20]
+
+
+def test_recalibration_fits_what_hermes_own_plans_turned_out_and_stays_identity_without_them():
+    from features.windows import fit_recalibration
+
+    rng = np.random.default_rng(5)
+    p = rng.uniform(0.02, 0.4, 20_000)                        # the model's estimates ...
+    z = np.log(p / (1 - p))
+    truth = 1 / (1 + np.exp(-(0.8 + 1.0 * z)))                # ... under-predict: the truth is 0.8 logits higher
+    opened = rng.random(len(p)) < truth
+    r = fit_recalibration(p, opened, nights=3)
+    assert abs(r.a - 0.8) < 0.1 and abs(r.b - 1.0) < 0.1 and r.nights == 3 and r.opens == opened.sum()
+    assert abs(r.apply(p).mean() - opened.mean()) < 0.005 < abs(p.mean() - opened.mean())
+    few = fit_recalibration(p[:500], opened[:500], nights=1)
+    assert (few.a, few.b) == (0.0, 1.0) and "below 1000 pushes" in few.reason
+    assert (few.apply(p) == p).all()
+
+
+def test_recent_outcomes_join_the_plan_to_its_receipts_and_count_only_outcomes_already_seen(tmp_path):
+    """The recalibration's data: each of Hermes' planned pushes of the last nights, found in push_log by its
+    idempotency key; baseline rows and pushes sent too late for their opens to be seen are left out."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from core.contract import RAW_SCHEMAS
+    from core.warehouse import Warehouse
+    from delivery.batches import NIGHTLY_WINDOW, idempotency_key
+    from jobs.windows import WINDOWS, recent_outcomes
+
+    wh = Warehouse(tmp_path)
+    ts = lambda s: pd.Timestamp(s, tz="UTC")  # noqa: E731
+    plan = pa.table({"user_id": pa.array([1, 2, 3, 4, 1], pa.int64()),
+                     "policy": ["hermes", "hermes", "hermes", "hermes", "baseline"],
+                     "scene_id": ["a", "a", "b", "a", "a"], "slot": pa.array([9, 10, 20, -1, 12], pa.int16()),
+                     "p_open_model": [0.1, 0.2, 0.3, float("nan"), 0.05], "p_open": [0.5] * 5})
+    wh.write_arrow(plan, WINDOWS, "2026-10-09", "cfg-t")
+    day = "2026-10-10"
+    key = lambda u, s: idempotency_key(u, s, day, NIGHTLY_WINDOW)  # noqa: E731
+    receipts = pd.DataFrame({
+        "push_id": [key(1, "a"), key(2, "a"), key(3, "b")], "user_id": [1, 2, 3], "scene_id": ["a", "a", "b"],
+        "item_ids": [[7], [8], [9]], "sent_at": [ts("2026-10-10 09:00"), ts("2026-10-10 10:00"), ts("2026-10-10 20:00")],
+        "opened_at": [ts("2026-10-10 09:30"), pd.NaT, pd.NaT], "clicked_item_id": [None] * 3, "policy": ["hermes"] * 3,
+        "propensity": [1.0] * 3})
+    folder = wh.raw_partition("push_log", day)
+    folder.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pandas(receipts, preserve_index=False).cast(RAW_SCHEMAS["push_log"]), folder / "r.parquet")
+    # the night of 2026-10-10 ends at midnight: the 20:00 push (user 3) may still be opened, user 4 was never sent
+    p, opened, nights = recent_outcomes(wh, "2026-10-10")
+    assert nights == 1 and list(p) == [0.1, 0.2] and list(opened) == [True, False]
+    # a night later every outcome is in, the estimate is the model's own (p_open_model, not the recalibrated p_open)
+    p, opened, nights = recent_outcomes(wh, "2026-10-11")
+    assert nights == 1 and sorted(p) == [0.1, 0.2, 0.3] and opened.sum() == 1

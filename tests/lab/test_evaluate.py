@@ -73,3 +73,7 @@ def test_closed_loop_evaluation_of_both_policies(s3_server, spark, tmp_path):
     arts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
     assert {"daily_open_rate.png", "hourly_load.png", "scene_mix.png", "report.md", "report.json"} <= arts
     assert "| open rate |" in (out / "report.md").read_text()
+    # every night's Hermes plan was judged under the truth, and the report has the per-night table
+    judged = [d["judge"] for d in result["days"]["hermes"]]
+    assert all(j["users_judged"] > 50 and 0 < j["open_rate"]["push_1_0"] < j["open_rate"]["oracle"] for j in judged)
+    assert "| night (send day) | planned by |" in (out / "report.md").read_text()
