@@ -24,25 +24,47 @@ def _model(version: str, payload) -> object:
     return est
 
 
-def probability_udf(payload, version: str):
-    """A Spark column function: feature columns (in FEATURES order) -> P(open) from the estimator."""
+NEUTRAL_SCENE = -1.0      # the scene code of "no scene the model knows": what the history's own pushes carry when
+SCENE = FEATURES.index("scene_code")   # their ids are not in the config, and what unseen codes fall back to
+
+
+def probability_udf(payload, version: str, neutral: bool = False):
+    """A Spark column function: feature columns (in FEATURES order) -> P(open) from the estimator. neutral: a
+    struct of p_open and p_neutral, the same pair's P(open) with the scene code set to NEUTRAL_SCENE, from the same
+    batch in the same pass: the model's own scene effect is their difference (features/selection.py shrinks it)."""
     from pyspark.sql.functions import arrow_udf
 
-    @arrow_udf("double")
-    def p_open(*cols: pa.Array) -> pa.Array:
+    def predict(cols):
         est = _model(version, payload)
         X = np.column_stack([c.to_numpy(zero_copy_only=False) for c in cols]).astype(np.float64, copy=False)
-        return pa.array(est.predict_proba(X)[:, 1], pa.float64())
+        return est, X, est.predict_proba(X)[:, 1]
 
-    return p_open
+    if not neutral:
+        @arrow_udf("double")
+        def p_open(*cols: pa.Array) -> pa.Array:
+            return pa.array(predict(cols)[2], pa.float64())
+
+        return p_open
+
+    @arrow_udf("struct<p_open:double,p_neutral:double>")
+    def p_both(*cols: pa.Array) -> pa.Array:
+        est, X, p = predict(cols)
+        X[:, SCENE] = NEUTRAL_SCENE
+        return pa.StructArray.from_arrays([pa.array(p, pa.float64()), pa.array(est.predict_proba(X)[:, 1], pa.float64())],
+                                          names=["p_open", "p_neutral"])
+
+    return p_both
 
 
-def score_pairs(pairs: DataFrame, payload, version: str, keep: list[str]) -> DataFrame:
+def score_pairs(pairs: DataFrame, payload, version: str, keep: list[str], neutral: bool = False) -> DataFrame:
     """pairs: `keep` columns + FEATURES. payload: a broadcast of the pickled estimator.
-    Returns `keep` + p_open (double) + model_version (string)."""
-    udf = probability_udf(payload, version)
-    return pairs.select(*keep, udf(*[F.col(c).cast("double") for c in FEATURES]).alias("p_open"),
-                        F.lit(version).alias("model_version"))
+    Returns `keep` + p_open (double) [+ p_neutral, with `neutral`] + model_version (string)."""
+    udf = probability_udf(payload, version, neutral)
+    features = [F.col(c).cast("double") for c in FEATURES]
+    if not neutral:
+        return pairs.select(*keep, udf(*features).alias("p_open"), F.lit(version).alias("model_version"))
+    return (pairs.select(*keep, udf(*features).alias("_p"), F.lit(version).alias("model_version"))
+            .select(*keep, "_p.p_open", "_p.p_neutral", "model_version"))
 
 
 def model_payload(spark, estimator):

@@ -8,9 +8,10 @@ Treating items as independent chances (1 - prod(1 - p_i)) would count one open s
 scenes with long feeds. Scene: per user, the feed with the highest expected opens; ties go to priority.
 
 Support: a scene the push history barely shows (or never showed: a config's new scene, a history of other
-scene ids) is one the model extrapolates to. Its feeds keep only w = sends / (sends + `support_sends`) of the
-scene's average advantage over all feeds (on the logit scale, `shrink_to_support`): with no history of the scene
-it has none, with plenty it keeps the model's; each feed's own level (user, items, hour) is the model's.
+scene ids) is one whose scene code the model extrapolates. Its feeds keep only w = sends / (sends +
+`support_sends`) of the model's scene effect (the lead item's log-odds with its scene code minus with the neutral
+code, `shrink_to_support`): with no history of the scene it has none, with plenty it keeps the model's; what the
+features say about the match (interest, item quality, the hour) is the model's either way.
 Exploration: a deterministic `explore_share` of users (a hash of
 user and day) get a uniformly drawn scene of theirs instead of the best; every row logs its
 scene_propensity, (1 - e)[best] + e / (the user's scenes), so the history these pushes become can be
@@ -47,6 +48,7 @@ def feeds(scored: DataFrame, items: DataFrame, scenes: DataFrame, max_per_catego
         F.transform(F.sort_array(F.collect_list(F.struct("position", "p_open"))), lambda s: s["p_open"])
         .alias("item_p_open"),
         F.max("p_open").alias("expected_open"),
+        *([F.max_by("p_neutral", "p_open").alias("expected_open_neutral")] if "p_neutral" in scored.columns else []),
     )
 
 
@@ -54,6 +56,12 @@ def shrink_to_support(feed: DataFrame, scene_rates: DataFrame, support_sends: fl
     """expected_open with each scene's advantage shrunk by the history's support for it (see the module doc).
     scene_rates: features/material_rates. Returns the feed and {scene: weight of the model}; with no push history
     at all the feed is left as the model scored it (the prior policy plans; nothing to weigh).
+
+    With `expected_open_neutral` (the lead item scored with the neutral scene code, jobs/score.py) the shrunk part
+    is exactly the model's own scene effect: logit(p') = logit(p_neutral) + w_s (logit(p) - logit(p_neutral)),
+    w_s = sends_s / (sends_s + support_sends). Everything the features say about the match (the user's interest in
+    the items, their quality, the hour) stays; only the scene code's extrapolation is weighed by its support.
+    Without it (a plan scored before p_neutral existed), the scene's mean contrast over all feeds stands in:
 
     On the logit scale, scene s's feeds sit on average m_s above or below the mean of all feeds, m. The shrunk
     estimate keeps every feed's own level (its user, items, hour) and only w_s of that scene contrast:
@@ -66,8 +74,23 @@ def shrink_to_support(feed: DataFrame, scene_rates: DataFrame, support_sends: fl
         return feed, {}
     support = {r["scene_id"]: float(r["sends"]) for r in rows}
     eps = 1e-6
-    p = F.least(F.greatest(F.col("expected_open"), F.lit(eps)), F.lit(1 - eps))
-    logit = F.log(p / (1 - p))
+
+    def logit_of(col):
+        p = F.least(F.greatest(F.col(col), F.lit(eps)), F.lit(1 - eps))
+        return F.log(p / (1 - p))
+
+    logit = logit_of("expected_open")
+    if "expected_open_neutral" in feed.columns:
+        # the model's own scene effect on this feed: its lead item scored with and without the scene's code
+        scenes = [r["scene_id"] for r in feed.select("scene_id").distinct().collect()]
+        weight = {sc: support.get(sc, 0.0) / (support.get(sc, 0.0) + support_sends) if support_sends > 0 else 1.0
+                  for sc in scenes}
+        if not weight:
+            return feed, {}
+        w = F.create_map(*[x for sc, v in sorted(weight.items()) for x in (F.lit(sc), F.lit(v))])
+        neutral = logit_of("expected_open_neutral")
+        return (feed.withColumn("expected_open", 1 / (1 + F.exp(-(neutral + w[F.col("scene_id")] * (logit - neutral)))))
+                .drop("expected_open_neutral"), weight)
     means = {r["scene_id"]: (float(r["m"]), int(r["n"])) for r in
              feed.groupBy("scene_id").agg(F.avg(logit).alias("m"), F.count("*").alias("n")).collect()}
     if not means:                                      # an empty feed

@@ -95,10 +95,10 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     scene_hours = {s.id: s.send_hour_local if s.send_hour_local is not None else p.baseline_hour_local
                    for s in scenes if s.trigger == "scheduled"}
 
-    def score(cands):
+    def score(cands, neutral=False):
         k = cands.select("user_id", "item_id", "scene_id", "rank", F.lit(plan_day).alias("day"))
         return score_pairs(one_day_features(k, sides, codes, scene_hours), payload, str(version),
-                           ["user_id", "scene_id", "item_id", "rank", "local_hour"])
+                           ["user_id", "scene_id", "item_id", "rank", "local_hour"], neutral)
 
     feed = loaded.config.platform.feed
     out = {"ds": ds, "config_version": loaded.version, "model_version": str(version), "tables": {}}
@@ -125,7 +125,8 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     c_path = wh.write_partition(candidates(eligible, scenes, users, events, on_sale, as_of, recent, shortlist),
                                 CANDIDATES, ds, loaded.version)
     phase("candidates")
-    path = wh.write_partition(score(spark.read.parquet(str(c_path))), SCORED, ds, loaded.version)
+    # the plan's pairs also get p_neutral: the model's scene effect is what the history's support weighs
+    path = wh.write_partition(score(spark.read.parquet(str(c_path)), neutral=True), SCORED, ds, loaded.version)
     phase("scored")
     sides.unpersist()
     events.unpersist()

@@ -157,6 +157,32 @@ def test_a_scene_the_history_never_showed_keeps_no_advantage_it_cannot_support(s
     assert w == {} and sorted(r.expected_open for r in same.collect()) == [0.15, 0.2, 0.3, 0.4, 0.6]
 
 
+def test_with_the_neutral_score_only_the_models_scene_effect_is_weighed_by_support(spark):
+    """Issue 20: worlds whose history used other scene ids let the global hot_items feed win 40 % of users once
+    every scene's whole advantage was removed. With the lead item's neutral score, only the scene code's effect is
+    shrunk: a feed that matches the user better keeps its edge."""
+    import math
+
+    from features.selection import shrink_to_support
+
+    rates = spark.createDataFrame([("scene", "a", 20000.0, 2000.0)], "level string, scene_id string, sends double, opens double")
+    feed = spark.createDataFrame(
+        [(1, "a", 50, "7", [1], [0.20], 0.20, 0.18), (1, "b", 50, "7", [2], [0.60], 0.60, 0.15),
+         (2, "b", 50, "7", [3], [0.30], 0.30, 0.30)],
+        "user_id long, scene_id string, priority int, model_version string, item_ids array<long>, "
+        "item_p_open array<double>, expected_open double, expected_open_neutral double")
+    out, weight = shrink_to_support(feed, rates, 500.0)
+    got = {(r.user_id, r.scene_id): r.expected_open for r in out.collect()}
+    assert "expected_open_neutral" not in out.columns and weight["b"] == 0.0
+    L = lambda p: math.log(p / (1 - p))  # noqa: E731
+    S = lambda z: 1 / (1 + math.exp(-z))  # noqa: E731
+    w = 20000 / 20500
+    assert got[(1, "a")] == pytest.approx(S(L(.18) + w * (L(.20) - L(.18))))   # well supported: nearly the model's
+    assert got[(1, "b")] == pytest.approx(0.15)                                 # never sent: its scene effect is gone
+    assert got[(2, "b")] == pytest.approx(0.30)                                 # no scene effect: nothing to shrink
+    assert {r.user_id: r.scene_id for r in select_scene(out).collect()} == {1: "a", 2: "b"}
+
+
 def test_a_share_of_users_explore_a_drawn_scene_with_its_propensity_logged(spark):
     n, e = 3000, 0.1
     feed = _feed(spark, [(u, s, 50, p) for u in range(1, n + 1) for s, p in (("a", 0.3), ("b", 0.2), ("c", 0.1))])

@@ -1,0 +1,32 @@
+"""Bulk scoring through the Arrow UDF: the same probabilities as the estimator in process, and the neutral-scene
+probability from the same pass."""
+from __future__ import annotations
+
+import numpy as np
+
+from features.pairs import FEATURES
+
+
+def test_scoring_gives_the_estimators_probabilities_with_and_without_the_scene_code(spark):
+    from sklearn.linear_model import LogisticRegression
+
+    from features.scoring import NEUTRAL_SCENE, model_payload, score_pairs
+
+    rng = np.random.default_rng(2)
+    X = rng.random((3000, len(FEATURES)))
+    scene = FEATURES.index("scene_code")
+    X[:, scene] = rng.integers(-1, 3, len(X))
+    y = (rng.random(len(X)) < 1 / (1 + np.exp(-(X[:, 0] + 0.8 * X[:, scene])))).astype(int)
+    est = LogisticRegression(max_iter=500).fit(X, y)
+    rows = [(i, *map(float, X[i])) for i in range(200)]
+    df = spark.createDataFrame(rows, "id long, " + ", ".join(f"{f} double" for f in FEATURES))
+    out = score_pairs(df, model_payload(spark, est), "3", ["id"], neutral=True).toPandas().sort_values("id")
+    assert list(out.columns) == ["id", "p_open", "p_neutral", "model_version"] and (out.model_version == "3").all()
+    np.testing.assert_allclose(out.p_open, est.predict_proba(X[:200])[:, 1], rtol=1e-12)
+    Xn = X[:200].copy()
+    Xn[:, scene] = NEUTRAL_SCENE
+    np.testing.assert_allclose(out.p_neutral, est.predict_proba(Xn)[:, 1], rtol=1e-12)
+    assert (np.abs(out.p_open - out.p_neutral) > 1e-3).mean() > 0.5       # the scene code moves most pairs
+    plain = score_pairs(df, model_payload(spark, est), "3", ["id"]).toPandas().sort_values("id")
+    assert list(plain.columns) == ["id", "p_open", "model_version"]
+    np.testing.assert_allclose(plain.p_open, out.p_open, rtol=1e-12)
