@@ -27,6 +27,8 @@ def _recent_pushes(wh: Warehouse, send_day: str) -> tuple[np.ndarray, np.ndarray
     import pyarrow.dataset as pads
 
     first = (date.fromisoformat(send_day) - timedelta(days=8)).isoformat()
+    if not wh.raw("push_log").exists():         # a fresh deployment: no push history at all yet
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     ds = pads.dataset(str(wh.raw("push_log")), format="parquet", partitioning="hive")
     t = ds.to_table(columns=["user_id", "sent_at"], filter=(pc.field("ds") >= first) & (pc.field("ds") < send_day))
     return t["user_id"].to_numpy(), t["sent_at"].cast("int64").to_numpy()
