@@ -98,3 +98,11 @@ def test_the_judge_finds_the_timing_and_the_matching_gap_where_they_were_put(tmp
     assert np.isclose(r["timing"]["activity_ratio_chosen_vs_best"], (act[0, 10] + act[1, 12]) / (act[0, 10] + act[1, 18]))
     assert r["matching"]["share_top_category_shown"] == 0.5
     assert np.isclose(r["calibration"]["expected_over_true"], 0.10 / plan.sum())
+
+
+def test_a_world_without_any_push_history_has_no_fatigue_to_count(tmp_path):
+    """Cold start (`hermes evaluate --cold-start`): no push_log folder at all is an empty history, not an error."""
+    from lab.evaluation.outcomes import _recent_pushes
+
+    users, at = _recent_pushes(Warehouse(tmp_path), SEND_DAY)
+    assert users.dtype == np.int64 and len(users) == len(at) == 0
