@@ -21,7 +21,6 @@ from core.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 WINDOWS = "plan/windows"
-OUTCOME_HOURS = 6        # a push's open is counted when it comes within this many hours (recalibration's label)
 
 
 def send_day(ds: str) -> str:
@@ -92,49 +91,18 @@ def carried_load(wh: Warehouse, ds: str, policy: str, slots: int) -> np.ndarray:
     return load
 
 
-def recent_outcomes(wh: Warehouse, ds: str, nights: int = 7):
-    """Hermes' own nightly pushes of the last `nights` plans before ds with what became of them: (model estimate
-    at the slot, opened by the end of ds), from plan/windows and the push_log receipts (joined by idempotency key),
-    for the pushes sent at least OUTCOME_HOURS before the end of ds (later ones may still be opened).
-    Returns (p, opened, nights with data)."""
-    import pandas as pd
-    import pyarrow.dataset as pads
+def version_recalibration(version: str):
+    """The feed-level recalibration training fitted for this model version (identity for a version without it)."""
+    import mlflow
 
-    from delivery.batches import NIGHTLY_WINDOW, idempotency_key
-    from jobs.entry import as_of_end
+    from features.windows import Recalibration
+    from training.registry import MODEL_NAME
+    from training.train import RECAL_TAGS
 
-    as_of = pd.Timestamp(as_of_end(ds))
-    ps, ys, used = [], [], 0
-    for back in range(1, nights + 1):
-        d = (date.fromisoformat(ds) - timedelta(days=back)).isoformat()
-        if not wh.partition(WINDOWS, d).exists():
-            continue
-        cols = pads.dataset(str(wh.partition(WINDOWS, d)), format="parquet").schema.names
-        est = "p_open_model" if "p_open_model" in cols else "p_open"
-        w = wh.read_arrow(WINDOWS, d, ["user_id", "policy", "scene_id", "slot", est]).to_pandas()
-        w = w[(w["policy"] == "hermes") & (w["slot"] >= 0)]
-        if w.empty:
-            continue
-        day = send_day(d)
-        w["push_id"] = [idempotency_key(int(u), s, day, NIGHTLY_WINDOW) for u, s in zip(w["user_id"], w["scene_id"])]
-        parts = [wh.raw_partition("push_log", x) for x in (day, (date.fromisoformat(day) + timedelta(days=1)).isoformat())]
-        parts = [str(f) for p in parts if p.exists() for f in sorted(p.glob("*.parquet"))]
-        if not parts:
-            continue
-        r = pads.dataset(parts, format="parquet").to_table(columns=["push_id", "sent_at", "opened_at"]).to_pandas()
-        # only pushes whose opens could all be seen by now: sent at least OUTCOME_HOURS before the night
-        r = r[pd.to_datetime(r["sent_at"], utc=True) <= as_of - pd.Timedelta(hours=OUTCOME_HOURS)]
-        r = r.drop_duplicates("push_id")
-        m = w.merge(r, on="push_id", how="inner")
-        if m.empty:
-            continue
-        opened = pd.to_datetime(m["opened_at"], utc=True)
-        ps.append(m[est].to_numpy(np.float64))
-        ys.append((opened.notna() & (opened < as_of)).to_numpy())
-        used += 1
-    if not ps:
-        return np.zeros(0), np.zeros(0, dtype=bool), 0
-    return np.concatenate(ps), np.concatenate(ys), used
+    tags = mlflow.MlflowClient().get_model_version(MODEL_NAME, str(version)).tags
+    if not all(t in tags for t in RECAL_TAGS):
+        return Recalibration(reason=f"version {version} has no recalibration tags")
+    return Recalibration(a=float(tags[RECAL_TAGS[0]]), b=float(tags[RECAL_TAGS[1]]), reason=f"version {version}'s holdout")
 
 
 def plan_policy(policy: str, table, wh: Warehouse, ds: str, config, elasticity: float,
@@ -218,7 +186,7 @@ def to_arrow(cols: dict, table):
 def run(settings: Settings, ds: str, loaded) -> dict:
     import pyarrow as pa
 
-    from features.windows import fit_recalibration
+    from features.windows import Recalibration
     from training.prior import PRIOR
     from training.registry import configure_mlflow, version_policy, version_tag
     from training.train import TIMING_TAG
@@ -235,10 +203,9 @@ def run(settings: Settings, ds: str, loaded) -> dict:
     elasticity = float(version_tag(next(iter(versions)), TIMING_TAG)) if versions else 0.0
     model_policy = version_policy(next(iter(versions))) if versions else None
     explore = config.platform.training.cold_start_explore_share if model_policy == PRIOR else None
-    p_hist, y_hist, nights = recent_outcomes(wh, ds)
-    recal = fit_recalibration(p_hist, y_hist, nights)
-    log.info("windows %s: recalibration of the model's estimates on Hermes' own recent pushes: a=%.3f b=%.3f (%s)",
-             ds, recal.a, recal.b, recal.reason)
+    recal = version_recalibration(next(iter(versions))) if versions else Recalibration()
+    log.info("windows %s: the model version's recalibration (fitted on its holdout's pushes): a=%.3f b=%.3f",
+             ds, recal.a, recal.b)
     parts, stats = [], {}
     for policy, table in tables.items():
         cols, st = plan_policy(policy, table, wh, ds, config, elasticity, explore,

@@ -68,6 +68,27 @@ def _importance(est, Xh: np.ndarray, yh: np.ndarray) -> pd.Series:
 
 
 TIMING_TAG = "timing_elasticity"
+RECAL_TAGS = ("recalibration_a", "recalibration_b")
+
+
+def feed_recalibration(est, holdout: pd.DataFrame):
+    """Platt scaling of this model's feed-level estimate (the max over a push's items, what the plan's expected_open
+    is) on the holdout's pushes: once Hermes has pushed, those are its own recent plans with their multi-item
+    feeds, hours and scenes — the extrapolations the model is asked for. features.windows.Recalibration; identity
+    when the holdout is too small."""
+    from features.windows import Recalibration, fit_recalibration
+
+    if holdout.empty:
+        return Recalibration()
+    p = est.predict_proba(feature_matrix(holdout))[:, 1]
+    g = pd.DataFrame({"push_id": holdout["push_id"].to_numpy(), "p": p, "y": holdout["label"].to_numpy()}) \
+        .groupby("push_id").agg(p=("p", "max"), y=("y", "max"))
+    return fit_recalibration(g["p"].to_numpy(), g["y"].to_numpy().astype(bool), nights=int(holdout["day"].nunique()),
+                             min_opens=50, min_pushes=500)
+
+
+def _recal_tags(recal) -> dict:
+    return {RECAL_TAGS[0]: f"{recal.a:.6f}", RECAL_TAGS[1]: f"{recal.b:.6f}"}
 
 
 def timing_elasticity(est, Xh: np.ndarray) -> float:
@@ -138,10 +159,14 @@ def train_and_register(ts: TrainingSet, ds: str, config_version: str, truth=None
         info = mlflow.sklearn.log_model(
             est, name="model", signature=infer_signature(example, p[:5]), input_example=example,
             skops_trusted_types=SKOPS_TRUSTED if best == "hgb" else None)
+        recal = feed_recalibration(est, ts.holdout)
+        mlflow.log_metrics({"recalibration_a": recal.a, "recalibration_b": recal.b})
         version = mlflow.register_model(info.model_uri, MODEL_NAME, tags={"ds": ds, "config_version": config_version,
-                                                                          TIMING_TAG: f"{elasticity:.6f}"})
+                                                                          TIMING_TAG: f"{elasticity:.6f}",
+                                                                          **_recal_tags(recal)})
     return {"run_id": run.info.run_id, "version": str(version.version), "model_kind": best, "holdout": metrics,
             "oracle_auc": oracle, "oracle_auc_attainable": attainable, TIMING_TAG: elasticity,
+            "recalibration": recal.as_dict(),
             "candidates": {k: v[1] for k, v in fitted.items()}, "training": ts.summary()}
 
 
@@ -188,6 +213,7 @@ def register_prior(ts: TrainingSet, ds: str, config_version: str, open_rate: flo
     Xh, yh = feature_matrix(ts.holdout), ts.holdout["label"].to_numpy()
     metrics = evaluate(yh, est.predict_proba(Xh)[:, 1]) if len(np.unique(yh)) == 2 else {}
     elasticity = COEFFICIENTS["hour_share_log"]
+    recal = feed_recalibration(est, ts.holdout)
     with mlflow.start_run(run_name=f"prior-{ds}") as run:
         mlflow.set_tags({"ds": ds, "config_version": config_version, "model_kind": "prior", POLICY_TAG: PRIOR,
                          "prior.reason": reason})
@@ -204,10 +230,12 @@ def register_prior(ts: TrainingSet, ds: str, config_version: str, open_rate: flo
             (Path(tmp) / "training_data_summary.json").write_text(json.dumps(ts.summary(), indent=2, default=str))
             mlflow.log_artifacts(tmp)
         version = mlflow.register_model(info.model_uri, MODEL_NAME, tags={
-            "ds": ds, "config_version": config_version, TIMING_TAG: f"{elasticity:.6f}", POLICY_TAG: PRIOR})
+            "ds": ds, "config_version": config_version, TIMING_TAG: f"{elasticity:.6f}", POLICY_TAG: PRIOR,
+            **_recal_tags(recal)})
     log.info("prior policy registered as %s version %s: %s", MODEL_NAME, version.version, reason)
     return {"run_id": run.info.run_id, "version": str(version.version), "model_kind": "prior", "policy": PRIOR,
             "reason": reason, "holdout": metrics, "oracle_auc": None, TIMING_TAG: elasticity,
+            "recalibration": recal.as_dict(),
             "training": ts.summary()}
 
 

@@ -42,6 +42,11 @@ def test_nightly_dag_runs_to_success_and_writes_its_partition(world, settings, s
     conf = tmp_path / "conf"
     shutil.copytree(REPO_ROOT / "conf", conf)
     platform = (conf / "platform.yaml").read_text().replace("max_per_hour: 100000", "max_per_hour: 60")
+    # the small world's 10 days hold 12 opens: lower the cold-start bar so this run trains (the prior's own DAG
+    # run is test_a_fresh_deployment_without_push_history_plans_with_the_prior)
+    platform = platform.replace("min_train_opens: 200", "min_train_opens: 5").replace(
+        "min_holdout_opens: 50", "min_holdout_opens: 3")
+    assert "min_train_opens: 5" in platform and "min_holdout_opens: 3" in platform
     (conf / "platform.yaml").write_text(platform)
     env = {**os.environ, **s3_server, "HERMES_CONF": str(conf),
            "HERMES_HOME": str(settings.home), "HERMES_SPARK_DRIVER_MEMORY": "2g",
@@ -71,6 +76,7 @@ def test_nightly_dag_runs_to_success_and_writes_its_partition(world, settings, s
     assert selected.item_ids.map(len).between(1, 6).all() and selected.model_version.notna().all()
     gate = json.loads(wh.report("training", ds, "gate").read_text())
     assert gate["decision"] == "promoted" and gate["reason"] == "no champion yet"
+    assert json.loads(wh.report("training", ds, "train").read_text())["policy"] == "trained"
     version = json.loads(wh.config_snapshot(ds).read_text())["version"]
     for name in DERIVED_TABLES:
         stamped = pq.read_table(wh.partition(name, ds), columns=["config_version"]).column(0).unique().to_pylist()

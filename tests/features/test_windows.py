@@ -264,39 +264,3 @@ def test_recalibration_fits_what_hermes_own_plans_turned_out_and_stays_identity_
     assert (few.a, few.b) == (0.0, 1.0) and "below 1000 pushes" in few.reason
     assert (few.apply(p) == p).all()
 
-
-def test_recent_outcomes_join_the_plan_to_its_receipts_and_count_only_outcomes_already_seen(tmp_path):
-    """The recalibration's data: each of Hermes' planned pushes of the last nights, found in push_log by its
-    idempotency key; baseline rows and pushes sent too late for their opens to be seen are left out."""
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from core.contract import RAW_SCHEMAS
-    from core.warehouse import Warehouse
-    from delivery.batches import NIGHTLY_WINDOW, idempotency_key
-    from jobs.windows import WINDOWS, recent_outcomes
-
-    wh = Warehouse(tmp_path)
-    ts = lambda s: pd.Timestamp(s, tz="UTC")  # noqa: E731
-    plan = pa.table({"user_id": pa.array([1, 2, 3, 4, 1], pa.int64()),
-                     "policy": ["hermes", "hermes", "hermes", "hermes", "baseline"],
-                     "scene_id": ["a", "a", "b", "a", "a"], "slot": pa.array([9, 10, 20, -1, 12], pa.int16()),
-                     "p_open_model": [0.1, 0.2, 0.3, float("nan"), 0.05], "p_open": [0.5] * 5})
-    wh.write_arrow(plan, WINDOWS, "2026-10-09", "cfg-t")
-    day = "2026-10-10"
-    key = lambda u, s: idempotency_key(u, s, day, NIGHTLY_WINDOW)  # noqa: E731
-    receipts = pd.DataFrame({
-        "push_id": [key(1, "a"), key(2, "a"), key(3, "b")], "user_id": [1, 2, 3], "scene_id": ["a", "a", "b"],
-        "item_ids": [[7], [8], [9]], "sent_at": [ts("2026-10-10 09:00"), ts("2026-10-10 10:00"), ts("2026-10-10 20:00")],
-        "opened_at": [ts("2026-10-10 09:30"), pd.NaT, pd.NaT], "clicked_item_id": [None] * 3, "policy": ["hermes"] * 3,
-        "propensity": [1.0] * 3})
-    folder = wh.raw_partition("push_log", day)
-    folder.mkdir(parents=True)
-    pq.write_table(pa.Table.from_pandas(receipts, preserve_index=False).cast(RAW_SCHEMAS["push_log"]), folder / "r.parquet")
-    # the night of 2026-10-10 ends at midnight: the 20:00 push (user 3) may still be opened, user 4 was never sent
-    p, opened, nights = recent_outcomes(wh, "2026-10-10")
-    assert nights == 1 and list(p) == [0.1, 0.2] and list(opened) == [True, False]
-    # a night later every outcome is in, the estimate is the model's own (p_open_model, not the recalibrated p_open)
-    p, opened, nights = recent_outcomes(wh, "2026-10-11")
-    assert nights == 1 and sorted(p) == [0.1, 0.2, 0.3] and opened.sum() == 1

@@ -94,3 +94,31 @@ def test_the_gate_lets_a_prior_plan_only_until_a_trained_model_beats_it(tmp_path
     v4 = register(prior_estimator(0.05), PRIOR)
     d = gate_prior(v4)
     assert d.decision == "held" and str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == v3
+
+
+def test_the_feed_recalibration_is_fitted_on_the_holdouts_pushes_at_the_feeds_level():
+    """A push is opened once, whatever its feed: the plan's estimate is its lead item's (the max over the feed), and
+    the recalibration maps that to how the holdout's pushes turned out."""
+    from training.train import feed_recalibration
+
+    class Fixed:                                 # predicts the first feature as P(open)
+        def predict_proba(self, X):
+            return np.column_stack([1 - X[:, 0], X[:, 0]])
+
+    rng = np.random.default_rng(4)
+    n = 6000
+    lead = rng.uniform(0.05, 0.3, n)
+    truth = 1 / (1 + np.exp(-(0.7 + np.log(lead / (1 - lead)))))   # the pushes open more than the lead item says
+    opened = rng.random(n) < truth
+    rows = []
+    for i in range(n):                           # three items per push: the lead and two weaker ones
+        for p in (lead[i], lead[i] / 2, lead[i] / 3):
+            rows.append({"push_id": f"p{i}", "day": 20 + i % 2, "label": int(opened[i]), "x": p})
+    holdout = pd.DataFrame(rows)
+    for f in FEATURES:
+        holdout[f] = holdout["x"] if f == FEATURES[0] else 0.0
+    r = feed_recalibration(Fixed(), holdout)
+    assert r.pushes == n and r.opens == opened.sum() and r.nights == 2
+    assert abs(r.a - 0.7) < 0.15 and abs(r.b - 1.0) < 0.15
+    assert abs(r.apply(lead).mean() - opened.mean()) < 0.01 < abs(lead.mean() - opened.mean())
+    assert feed_recalibration(Fixed(), holdout.iloc[:0]).b == 1.0
