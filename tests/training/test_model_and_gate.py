@@ -53,9 +53,18 @@ def test_train_registers_and_the_gate_promotes_better_and_holds_worse(world, set
     from training.train import gate_version
 
     ds = world["spec"].last_ds
-    loaded = load_config()
+    # the session's small world holds 12 opens: lower the cold-start bar so a model is trained (the prior's path is
+    # tests/training/test_prior.py and the cold-start DAG test)
+    from core.config.loader import LoadedConfig
+
+    base = load_config()
+    p = base.config.platform
+    training = p.training.model_copy(update={"min_train_opens": 5, "min_holdout_opens": 3})
+    loaded = LoadedConfig(config=base.config.model_copy(update={"platform": p.model_copy(update={"training": training})}),
+                          version=base.version, files=base.files)
     margin = loaded.config.platform.training.promotion_margin
     trained = run(spark, settings, ds, loaded, force_kind="logreg")
+    assert trained["policy"] == "trained" and trained["model_kind"] == "logreg"
     holdout = pd.read_parquet(holdout_path(Warehouse(settings.warehouse), ds))
 
     # The examples reach pandas through their own warehouse table, not through the driver: the same frame as
