@@ -59,8 +59,9 @@ def hour_profiles(app_open_hours: np.ndarray, push_open_hours: np.ndarray, push_
 
 @dataclass
 class Recalibration:
-    """P(open) as Hermes' own recent plans turned out: logit(p') = a + b logit(p), fitted on the nights' pushes
-    (the model's estimate at the slot each went at -> opened or not). Identity until there are enough."""
+    """A model version's feed-level calibration: logit(p') = a + b logit(p), fitted by training on its holdout's
+    pushes (the estimate of each push's feed -> opened or not; training.train.feed_recalibration). Identity until
+    there are enough."""
     a: float = 0.0
     b: float = 1.0
     pushes: int = 0
@@ -80,7 +81,8 @@ class Recalibration:
 
 def fit_recalibration(p: np.ndarray, opened: np.ndarray, nights: int, min_opens: int = 100,
                       min_pushes: int = 1000) -> Recalibration:
-    """Platt scaling of the model's estimates on the pushes they planned (slope kept within [0.25, 4])."""
+    """Platt scaling of a model's estimates on pushes and their outcomes (slope kept within [0.25, 4]); nights: how
+    many days the pushes span (reported)."""
     p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
     y = np.asarray(opened, dtype=bool)
     n, k = len(y), int(y.sum())

@@ -134,7 +134,8 @@ def plan_policy(policy: str, table, wh: Warehouse, ds: str, config, elasticity: 
             ref_hour[rows] = hour           # jobs/score.py scored these pushes at their own hour
     p_ref = table["expected_open"].to_numpy(zero_copy_only=False).astype(np.float64)
     raw_value = slot_values(p_ref, q, ref_hour, lh, allowed, elasticity)
-    # Hermes' estimates as its own recent plans turned out (identity for the baseline and until there are enough)
+    # the model version's recalibration (training fitted it on its holdout's pushes; identity without enough of them):
+    # it is the model's calibration, so both policies' estimates get it and the plan report compares like with like
     value = recal.apply(raw_value) if recal is not None else raw_value
     capacity = np.maximum(np.full(len(starts), p.gateway.max_per_hour, dtype=np.int64)
                           - carried_load(wh, ds, w.policy, len(starts)), 0)
@@ -208,8 +209,7 @@ def run(settings: Settings, ds: str, loaded) -> dict:
              ds, recal.a, recal.b)
     parts, stats = [], {}
     for policy, table in tables.items():
-        cols, st = plan_policy(policy, table, wh, ds, config, elasticity, explore,
-                               recal if policy == "hermes" else None)
+        cols, st = plan_policy(policy, table, wh, ds, config, elasticity, explore, recal)
         parts.append(to_arrow(cols, table))
         stats[policy] = st
         log.info("%s: %d users, %d assigned, %d explored, no window %d, no capacity %d, expected opens %.1f "
