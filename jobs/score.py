@@ -2,8 +2,9 @@
 
 Writes plan/item_scores (the shortlist's item-level estimate), plan/candidates (what gets scored: user, scene,
 material, popularity rank) and plan/scored (the same pairs with p_open, model_version), partition ds=<ds>.
-Pairs are scored as if sent at the user's usual local hour on the plan day; the send window stage picks the
-actual hour.
+Pairs are scored as if sent at the user's usual local hour on the plan day (scheduled scenes at their own local
+hour, where they will go out); the send window stage picks the actual hour. plan/scored also holds p_neutral, the
+pair scored with the neutral scene code: features/selection.py weighs the model's scene effect by its support.
 
 What gets scored: each scene's `max_candidates` most popular candidates, without the pairs inside the trigger
 rules' user x item re-eligibility gap, shortlisted (features.candidates.Shortlist) to each (user, scene,
