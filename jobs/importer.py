@@ -78,7 +78,7 @@ _TRUE = {"true", "t", "1", "yes", "y"}
 _FALSE = {"false", "f", "0", "no", "n"}
 
 
-def _parse(table: str, name: str, typ: pa.DataType, col: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
+def _parse(typ: pa.DataType, col: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
     """The column in the contract's type, and a mask of rows whose non-null value could not be parsed."""
     import pandas as pd
 
@@ -133,7 +133,7 @@ def conform(table: str, data: pa.Table) -> tuple[pa.Table, pa.Table, list[str]]:
     extra = [c for c in data.column_names if c not in schema.names]
     cols, reason = {}, np.full(data.num_rows, None, dtype=object)
     for field in schema:
-        arr, bad = _parse(table, field.name, field.type, data[field.name])
+        arr, bad = _parse(field.type, data[field.name])
         reason[bad & (reason == None)] = f"{field.name}: rule=parse_{field.type}"  # noqa: E711
         cols[field.name] = arr
     if table in TIME_COLUMN:
