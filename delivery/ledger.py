@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 PENDING, SENDING, ACKED, DEAD = "pending", "sending", "acked", "dead_letter"
 NIGHTLY = "nightly"
+STREAM = "stream"          # the window of the streaming trigger engine's messages (their receipts are its own files)
 
 
 def state_engine(url: str):
@@ -384,13 +385,16 @@ class Ledger:
             rows = c.execute(sa.select(t.c.reason).where((t.c.send_day == send_day) & (t.c.state == DEAD))).scalars()
             return Counter((r or "").split(":")[0] for r in rows)
 
-    def rows(self, send_day: str, hour: int, state: str | None = None) -> list[dict]:
+    def rows(self, send_day: str, hour: int, state: str | None = None, stream: bool | None = None) -> list[dict]:
+        """The hour's rows (of one state); stream: only the streaming engine's (True) or all but them (False)."""
         import sqlalchemy as sa
 
         t = self.t
         q = sa.select(t).where((t.c.send_day == send_day) & (t.c.hour == hour))
         if state:
             q = q.where(t.c.state == state)
+        if stream is not None:
+            q = q.where(t.c.window == STREAM if stream else t.c.window != STREAM)
         with self.engine.connect() as c:
             return [dict(r._mapping) for r in c.execute(q.order_by(t.c.idempotency_key))]
 

@@ -35,11 +35,24 @@ class TriggerState:
             sa.Column("detail", sa.String(200)),
             sa.Column("decided_by", sa.BigInteger, nullable=False),  # the window end that decided it
             sa.Column("decided_at", sa.Float, nullable=False),
+            sa.Column("p_open", sa.Float),                             # the model's estimate (streaming engine)
+            sa.Column("engine", sa.String(16)),                        # batch | stream
         )
         self.mark = sa.Table("trigger_watermark", md, sa.Column("name", sa.String(32), primary_key=True),
                              sa.Column("processed_until", sa.BigInteger, nullable=False),
                              sa.Column("updated_at", sa.Float, nullable=False))
         create_tables(self.engine, md)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Trigger logs written before the streaming engine get its two columns."""
+        import sqlalchemy as sa
+
+        have = {c["name"] for c in sa.inspect(self.engine).get_columns("trigger_log")}
+        with self.engine.begin() as c:
+            for name, kind in (("p_open", "FLOAT"), ("engine", "VARCHAR(16)")):
+                if name not in have:
+                    c.exec_driver_sql(f"ALTER TABLE trigger_log ADD COLUMN {name} {kind}")
 
     def decided(self, keys: list[str]) -> set[str]:
         import sqlalchemy as sa
@@ -59,14 +72,30 @@ class TriggerState:
         with self.engine.begin() as c:
             c.execute(insert_ignore(self.engine, self.log), rows)
 
-    def emitted_for(self, user_ids: list[int], since_us: int) -> pd.DataFrame:
+    def emitted_for(self, user_ids: list[int] | None, since_us: int) -> pd.DataFrame:
+        """Emitted decisions sent since since_us, of these users (None: of every user)."""
         import sqlalchemy as sa
 
         t = self.log
+        q = sa.select(t.c.user_id, t.c.item_id, t.c.send_at, t.c.local_day).where(
+            (t.c.state == EMITTED) & (t.c.send_at >= since_us))
+        if user_ids is not None:
+            q = q.where(t.c.user_id.in_(user_ids or [-1]))
         with self.engine.connect() as c:
-            rows = c.execute(sa.select(t.c.user_id, t.c.item_id, t.c.send_at, t.c.local_day).where(
-                (t.c.state == EMITTED) & (t.c.send_at >= since_us) & t.c.user_id.in_(user_ids or [-1]))).all()
+            rows = c.execute(q).all()
         return pd.DataFrame(rows, columns=["user_id", "item_id", "send_at", "local_day"])
+
+    def emitted_since(self, since_us: int, engine: str | None = None) -> pd.DataFrame:
+        """Every emitted decision with send_at >= since_us (all columns), oldest send first."""
+        import sqlalchemy as sa
+
+        t = self.log
+        q = sa.select(t).where((t.c.state == EMITTED) & (t.c.send_at >= since_us))
+        if engine:
+            q = q.where(t.c.engine == engine)
+        with self.engine.connect() as c:
+            rows = c.execute(q.order_by(t.c.send_at, t.c.trigger_key)).all()
+        return pd.DataFrame([dict(r._mapping) for r in rows])
 
     def due(self, window_end: int) -> pd.DataFrame:
         import sqlalchemy as sa

@@ -89,7 +89,8 @@ def _item_daily(all_act: Activity) -> DataFrame:
 
 
 def _item_state(key_items: DataFrame, item_changes: DataFrame, items: DataFrame, first_key_day: int) -> DataFrame:
-    """(item_id, day) of key_items -> price relative to its category, drop since listing, age: as of the day."""
+    """(item_id, day) of key_items -> price relative to its category, drop since listing, age: as of the day (and
+    the prices they come from: listing_price, price_as_of, cat_median — the live trigger path moves them)."""
     ch = item_changes.withColumn("day", day_num("ts"))
     listed = ch.where(F.col("change") == "listed").groupBy("item_id").agg(
         F.min("ts").alias("listed_at"), F.first("price").alias("listing_price"))
@@ -104,7 +105,8 @@ def _item_state(key_items: DataFrame, item_changes: DataFrame, items: DataFrame,
     return (key_items.join(listed, "item_id", "left").join(last_drop, ["item_id", "day"], "left")
             .join(items.select("item_id", "category_id"), "item_id", "left")
             .join(cat_median, "category_id", "left")
-            .select("item_id", "day",
+            .select("item_id", "day", "listing_price", "cat_median",
+                    F.coalesce("drop_price", "listing_price").alias("price_as_of"),
                     F.coalesce(F.log(F.coalesce("drop_price", "listing_price") / F.col("cat_median")),
                                F.lit(0.0)).alias("i_price_rel"),
                     F.when(F.col("drop_price").isNotNull() & (F.col("listing_price") > 0),
@@ -154,7 +156,7 @@ class OneDay:
     computed once, it serves any set of (user, item) keys of that day (one_day_features)."""
     day: int
     user_side: DataFrame     # user_id, the windows' sums, _w_by_category, _h_by_hour (maps)
-    item_side: DataFrame     # item_id, category_id, i_price_rel, i_drop_pct, i_age_log, iv_7d, if__7d
+    item_side: DataFrame     # item_id, category_id, i_price_rel, i_drop_pct, i_age_log, iv_7d, if__7d, the prices
     population: DataFrame    # local_hour, day, pop_share (24 rows)
 
     def persist(self) -> "OneDay":

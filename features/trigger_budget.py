@@ -36,9 +36,10 @@ def budget_reasons(todo: pd.DataFrame, history: dict, dead: set, rules: dict, qu
                    max_per_user_per_day: int) -> list[tuple[object, str | None]]:
     """(row index, reason or None to emit) for each candidate in `todo`, decided in send order so earlier pushes
     use the budget first. todo: user_id, item_id, rule_id, trigger_key, send_at (us), local_day, held, opt_in,
-    device_token, platform. history: {"day_keys": {(user, local day): [push keys]}, "pairs": {(user, item):
-    [send times]}} (updated in place with what is emitted). dead: {(user, sha256 of the token)}."""
-    used: dict[tuple[int, str], set] = {k: set(v) for k, v in history["day_keys"].items()}
+    device_token, platform. history: {"day_keys": {(user, local day): {push keys}}, "pairs": {(user, item):
+    [send times]}} (both updated in place with what is emitted: the streaming engine keeps one history for the day).
+    dead: {(user, sha256 of the token)}."""
+    used: dict[tuple[int, str], set] = history["day_keys"]
     pairs_sent = history["pairs"]                         # (user, item) -> list of send times (us)
     decisions = []
     for idx, r in todo.sort_values(["send_at", "trigger_key"]).iterrows():

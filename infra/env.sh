@@ -30,7 +30,7 @@ print(f"HERMES_LOCAL_GATEWAY_TOKEN={secrets.token_urlsafe(30)}")
 PY
   )
 fi
-for name in HERMES_LOCAL_PG_PASSWORD HERMES_LOCAL_UI_TOKEN; do   # added later than the others
+for name in HERMES_LOCAL_PG_PASSWORD HERMES_LOCAL_UI_TOKEN HERMES_LOCAL_EVENTS_TOKEN; do   # added later than the others
   grep -q "^$name=" "$HERMES_HOME/secrets.env" ||
     echo "$name=$("$(command -v python3)" -c 'import secrets; print(secrets.token_hex(16))')" >>"$HERMES_HOME/secrets.env"
 done
@@ -42,5 +42,7 @@ export HERMES_GATEWAY_TOKEN="${HERMES_GATEWAY_TOKEN:-$HERMES_LOCAL_GATEWAY_TOKEN
 export HERMES_PG_PASSWORD="${HERMES_PG_PASSWORD:-$HERMES_LOCAL_PG_PASSWORD}"
 export HERMES_UI_TOKEN="${HERMES_UI_TOKEN:-$HERMES_LOCAL_UI_TOKEN}"
 export HERMES_UI_PORT="${HERMES_UI_PORT:-8090}"
+export HERMES_EVENTS_TOKEN="${HERMES_EVENTS_TOKEN:-$HERMES_LOCAL_EVENTS_TOKEN}"   # producers of the live event API
+export HERMES_EVENTS_PORT="${HERMES_EVENTS_PORT:-8470}"
 export HERMES_S3_ENDPOINT="${HERMES_S3_ENDPOINT:-http://127.0.0.1:8333}"
 export HERMES_GATEWAY_URL="${HERMES_GATEWAY_URL:-http://127.0.0.1:8480}"

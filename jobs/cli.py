@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from core.settings import Settings, settings_table
@@ -207,6 +208,36 @@ def _cmd_judge(args, settings):
     print(json.dumps(r, indent=2, default=float) if args.json else "\n".join(lines(r) + ["", f"report: {r['report']}"]))
 
 
+def _cmd_stream(args, settings):
+    from core.config.loader import load_config
+    from jobs import stream
+
+    stream.main(settings, load_config(settings.conf_dir))
+
+
+def _cmd_events_api(args, settings):
+    from jobs.events_api import main as serve
+
+    serve(settings, args.port)
+
+
+def _cmd_stream_status(args, settings):
+    import json
+
+    from delivery.stream import EventStream
+    from jobs.stream import health
+
+    h = health(settings, args.max_silence)
+    s = EventStream(settings.ledger_url)
+    try:
+        h["stream"] = s.counts()
+    finally:
+        s.dispose()
+    print(json.dumps(h, indent=2, default=str))
+    if not h["healthy"]:
+        raise SystemExit(f"the streaming engine is not healthy: {h.get('why')}")
+
+
 def _cmd_settings(args, settings):
     for key, value in settings.describe().items():
         print(f"{key:<26}{value}")
@@ -264,6 +295,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-deliver", action="store_true", help="decide and write the batch, do not send it")
     p.add_argument("--config", help="config snapshot JSON (default: validate conf/ now)")
     p.set_defaults(func=_cmd_triggers)
+
+    p = sub.add_parser("stream", help="the streaming trigger engine: live events to pushes in seconds, decided by the "
+                       "model (long-running; infra/stream.sh starts it by PID)")
+    p.set_defaults(func=_cmd_stream)
+    p = sub.add_parser("events-api", help="the live event API producers POST events and item changes to (127.0.0.1)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("HERMES_EVENTS_PORT", "8470")),
+                   help="TCP port on 127.0.0.1 (default $HERMES_EVENTS_PORT or 8470)")
+    p.set_defaults(func=_cmd_events_api)
+    p = sub.add_parser("stream-status", help="the streaming engine's health: last report, lag, decisions, latency "
+                       "(exit 1 when it has not reported within --max-silence seconds)")
+    p.add_argument("--max-silence", type=float, default=30.0, help="seconds without a report that count as down "
+                   "(default 30)")
+    p.set_defaults(func=_cmd_stream_status)
 
     p = sub.add_parser("ui", help="the Configuration Center web UI on 127.0.0.1:$HERMES_UI_PORT (default 8090)")
     p.set_defaults(func=_cmd_ui)

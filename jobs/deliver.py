@@ -32,8 +32,10 @@ def _messages(table, send_day: str, hour: int, ramp_s: float) -> list[dict]:
     return rows
 
 
-def write_receipts(wh: Warehouse, ledger, send_day: str, hour: int, receipt_time: str) -> dict:
-    """All acked messages of the hour as push_log rows, one file per UTC date of sent_at; dead tokens."""
+def write_receipts(wh: Warehouse, ledger, send_day: str, hour: int, receipt_time: str, stream: bool = False) -> dict:
+    """All acked messages of the hour as push_log rows, one file per UTC date of sent_at; dead tokens. The streaming
+    engine's messages have their own file per hour (stream=True writes it; the batch paths' file leaves them out), so
+    the two writers never rewrite each other's rows."""
     import json
 
     import pyarrow as pa
@@ -42,8 +44,8 @@ def write_receipts(wh: Warehouse, ledger, send_day: str, hour: int, receipt_time
     from core.contract import RAW_SCHEMAS
     from delivery.ledger import ACKED, DEAD
 
-    acked = ledger.rows(send_day, hour, ACKED)
-    name = f"receipts-{send_day}-h{hour:02d}.parquet"
+    acked = ledger.rows(send_day, hour, ACKED, stream=stream)
+    name = f"receipts-{send_day}-h{hour:02d}{'-stream' if stream else ''}.parquet"
     by_day: dict[str, list[dict]] = {}
     for r in acked:
         at = r["planned_at"] if receipt_time == "planned" else r["acked_at"]
@@ -67,7 +69,7 @@ def write_receipts(wh: Warehouse, ledger, send_day: str, hour: int, receipt_time
     for old in wh.raw("push_log").glob(f"ds=*/{name}") if written else []:
         if old.parent.name.removeprefix("ds=") not in written:
             old.unlink()
-    dead = [r for r in ledger.rows(send_day, hour, DEAD) if r["reason"] == "unregistered"]
+    dead = [r for r in ledger.rows(send_day, hour, DEAD, stream=stream) if r["reason"] == "unregistered"]
     if dead:
         folder = wh.dead_tokens
         folder.mkdir(parents=True, exist_ok=True)
@@ -75,9 +77,10 @@ def write_receipts(wh: Warehouse, ledger, send_day: str, hour: int, receipt_time
                           "token_sha256": [r["token_sha256"] for r in dead],
                           "marked_at": pa.array([datetime.fromtimestamp(r["updated_at"], tz=timezone.utc)
                                                  for r in dead], pa.timestamp("us", tz="UTC"))})
-        tmp = folder / f".dead-{send_day}-h{hour:02d}.tmp"
+        tag = f"{send_day}-h{hour:02d}{'-stream' if stream else ''}"
+        tmp = folder / f".dead-{tag}.tmp"
         pq.write_table(table, tmp)
-        tmp.replace(folder / f"dead-{send_day}-h{hour:02d}.parquet")
+        tmp.replace(folder / f"dead-{tag}.parquet")
     return {"push_log_rows": written, "dead_tokens": len(dead)}
 
 

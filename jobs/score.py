@@ -1,7 +1,8 @@
 """Nightly job: recall candidates for every eligible user x scene and score them with the @champion model.
 
 Writes plan/item_scores (the shortlist's item-level estimate), plan/candidates (what gets scored: user, scene,
-material, popularity rank) and plan/scored (the same pairs with p_open, model_version), partition ds=<ds>.
+material, popularity rank) and plan/scored (the same pairs with p_open, model_version), partition ds=<ds>, and the
+plan day's pair-feature sides (features/sides_user, sides_item, sides_hours) the streaming trigger engine scores with.
 Pairs are scored as if sent at the user's usual local hour on the plan day (scheduled scenes at their own local
 hour, where they will go out); the send window stage picks the actual hour. plan/scored also holds p_neutral, the
 pair scored with the neutral scene code: features/selection.py weighs the model's scene effect by its support.
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 SCORED = "plan/scored"
 CANDIDATES = "plan/candidates"
 ITEM_SCORES = "plan/item_scores"
+SIDES_USER, SIDES_ITEM, SIDES_HOURS = "features/sides_user", "features/sides_item", "features/sides_hours"
 DEFAULT_LOCAL_HOUR = 20
 
 
@@ -129,6 +131,11 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     # the plan's pairs also get p_neutral: the model's scene effect is what the history's support weighs
     path = wh.write_partition(score(spark.read.parquet(str(c_path)), neutral=True), SCORED, ds, loaded.version)
     phase("scored")
+    # the same per-user and per-item sides, kept for the streaming trigger engine (jobs/stream.py): it scores a
+    # trigger with the plan day's features plus the live context, without Spark
+    for name, df in ((SIDES_USER, sides.user_side), (SIDES_ITEM, sides.item_side), (SIDES_HOURS, sides.population)):
+        out["tables"][name] = {"path": str(wh.write_partition(df, name, ds, loaded.version))}
+    phase("sides_written")
     sides.unpersist()
     events.unpersist()
     if recent is not None:

@@ -142,7 +142,8 @@ def evaluate(settings: Settings, window_end: datetime, loaded, window_minutes: i
                      "fire_at": int(r.fire_at), "send_at": send_at,
                      "local_day": r.local_day if r.state == EMITTED else None,
                      "due_window": due,
-                     "state": r.state, "reason": r.reason, "detail": r.detail, "decided_by": end, "decided_at": now})
+                     "state": r.state, "reason": r.reason, "detail": r.detail, "decided_by": end, "decided_at": now,
+                     "engine": "batch"})
     state.record(rows)
     counts[EMITTED] = int((fresh["state"] == EMITTED).sum())
     counts[CANCELLED] = int((fresh["state"] == CANCELLED).sum())
@@ -154,10 +155,12 @@ def evaluate(settings: Settings, window_end: datetime, loaded, window_minutes: i
     return counts
 
 
-def _sent_history(wh: Warehouse, cfg, todo: pd.DataFrame, state: TriggerState, end: int) -> dict:
+def _sent_history(wh: Warehouse, cfg, todo: pd.DataFrame, state: TriggerState, end: int, every_user: bool = False) -> dict:
     """What already counts against each candidate user's budget and gap: pushes in push_log, the nightly
-    plan's pushes (plan/windows of the plans covering these days), and triggers already emitted."""
+    plan's pushes (plan/windows of the plans covering these days), and triggers already emitted. every_user: todo
+    holds every user (the streaming engine's history): read without a filter by user."""
     users = sorted(set(todo["user_id"].astype(int)))
+    want = None if every_user else users
     tz = todo.drop_duplicates("user_id").set_index("user_id")["tz"].to_dict()
     max_gap = max([t.regap_hours for t in cfg.triggers] + [24]) * 3600 * US
     first = end - max_gap - 2 * 24 * 3600 * US
@@ -171,7 +174,7 @@ def _sent_history(wh: Warehouse, cfg, todo: pd.DataFrame, state: TriggerState, e
             pairs.setdefault((u, int(i)), []).append(at)
 
     log_rows = wh.read_raw_between("push_log", "sent_at", first, end + 2 * 24 * 3600 * US,
-                                   ["push_id", "user_id", "sent_at", "item_ids"], user_ids=users)
+                                   ["push_id", "user_id", "sent_at", "item_ids"], user_ids=want)
     for r in log_rows.itertuples(index=False):
         add(int(r.user_id), r.push_id, int(r.sent_at), r.item_ids)
     day = datetime.fromtimestamp(end / US, tz=timezone.utc).date()
@@ -181,18 +184,20 @@ def _sent_history(wh: Warehouse, cfg, todo: pd.DataFrame, state: TriggerState, e
             continue
         w = wh.read_arrow("plan/windows", plan_ds, ["user_id", "policy", "slot", "send_at", "item_ids", "scene_id"])
         w = w.to_pandas()
-        w = w[(w["policy"] == cfg.platform.windows.policy) & (w["slot"] >= 0) & w["user_id"].isin(users)]
+        w = w[(w["policy"] == cfg.platform.windows.policy) & (w["slot"] >= 0)]
+        if want is not None:
+            w = w[w["user_id"].isin(want)]
         from delivery.batches import NIGHTLY_WINDOW, idempotency_key
 
         send_day = (date.fromisoformat(plan_ds) + timedelta(days=1)).isoformat()
         for r in w.itertuples(index=False):
             key = idempotency_key(int(r.user_id), r.scene_id, send_day, NIGHTLY_WINDOW)
             add(int(r.user_id), key, int(pd.Timestamp(r.send_at).value // 1000), r.item_ids)
-    em = state.emitted_for(users, first)
+    em = state.emitted_for(want, first)
     for r in em.itertuples(index=False):
         add(int(r.user_id), f"t-{r.user_id}-{r.item_id}-{r.send_at}", int(r.send_at), [r.item_id])
     # the same push counted once whether it is in the plan and in push_log
-    return {"day_keys": {k: list(dict.fromkeys(v)) for k, v in day_keys.items()}, "pairs": pairs}
+    return {"day_keys": {k: set(v) for k, v in day_keys.items()}, "pairs": pairs}
 
 
 def _window_label(end: int, window_minutes: int) -> tuple[str, int, str]:

@@ -199,6 +199,22 @@ class TriggerRun(_Strict):
     lateness_minutes: int = Field(60, ge=0, le=24 * 60, description="late events are still accepted this long")
 
 
+class Stream(_Strict):
+    """The streaming trigger engine (jobs/stream.py): events in seconds, decided by the model."""
+    poll_ms: int = Field(200, ge=10, le=5000, description="how often the engine looks for new events when idle")
+    checkpoint_seconds: float = Field(5.0, gt=0, le=600, description="the rule state is checkpointed this often; a "
+                                      "restart replays the events after the checkpoint (decisions are never repeated)")
+    max_lateness_minutes: int = Field(60, ge=1, le=24 * 60, description="a trigger due longer ago than this (an engine "
+                                      "that was down, a late event) is logged as `stale`, not pushed")
+    min_p_open: float | None = Field(None, gt=0, lt=1, description="a trigger is pushed only if the model's p(open) "
+                                     "is at least this (per rule: the rule's own min_p_open); null: what a nightly "
+                                     "push earns on average that day (the plan's mean expected open rate)")
+    quiet_release_minutes: int = Field(60, ge=0, le=6 * 60, description="pushes held by quiet hours are released "
+                                       "spread over this many minutes after the quiet end, not all at once")
+    receipts_seconds: float = Field(60.0, gt=0, le=3600, description="the stream's receipts are written to "
+                                    "raw/push_log this often (one file per send hour, rewritten whole)")
+
+
 class Validation(_Strict):
     """Raw validation: row-level defects are quarantined and the night goes on; table-level failures stop it."""
     max_bad_share: float = Field(0.001, ge=0, le=1, description="quarantined share of a table's rows above which "
@@ -242,6 +258,7 @@ class Platform(_Strict):
     feed: Feed = Feed()
     windows: Windows = Windows()
     trigger_run: TriggerRun = TriggerRun()
+    stream: Stream = Stream()
     validation: Validation = Validation()
 
     @field_validator("platform_quotas")
@@ -292,6 +309,8 @@ class Trigger(_Strict):
     delay_minutes: int = Field(0, ge=0, le=24 * 60)
     unless: tuple[Literal[EXCEPTIONS], ...] = ()  # type: ignore[valid-type]
     regap_hours: int = Field(72, ge=1, le=30 * 24, description="same user x item not pushed again within")
+    min_p_open: float | None = Field(None, gt=0, lt=1, description="the streaming engine pushes this rule's triggers "
+                                     "only at this p(open) or above (default: platform stream.min_p_open)")
 
     _id_shape = field_validator("id")(classmethod(lambda cls, v: _check_id(v, "trigger")))
 
