@@ -65,8 +65,9 @@ def live_features(pairs: pd.DataFrame, sides: Sides, scene_codes: dict[str, int]
         category = np.where(np.isnan(category), live_cat, category)
     w_maps = u["_w_by_category"].to_numpy() if "_w_by_category" in u else np.full(n, None)
     h_maps = u["_h_by_hour"].to_numpy() if "_h_by_hour" in u else np.full(n, None)
-    w = np.array([(m or {}).get(int(c), 0.0) if c == c else 0.0 for m, c in zip(w_maps, category)], dtype=np.float64)
-    h = np.array([(m or {}).get(int(k), 0.0) for m, k in zip(h_maps, hour)], dtype=np.float64)
+    w = np.array([m.get(int(c), 0.0) if isinstance(m, dict) and c == c else 0.0 for m, c in zip(w_maps, category)],
+                 dtype=np.float64)
+    h = np.array([m.get(int(k), 0.0) if isinstance(m, dict) else 0.0 for m, k in zip(h_maps, hour)], dtype=np.float64)
     w_all = col(u, "w_all_28d")
     opens_long = col(u, "opens_long_28d")
     drop, price_rel, age = col(it, "i_drop_pct"), col(it, "i_price_rel"), col(it, "i_age_log")

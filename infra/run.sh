@@ -69,6 +69,11 @@ echo "hermes_nightly ds=$DS: success in $(( $(date +%s) - started )) s (task sta
 airflow dags list-runs hermes_nightly 2>/dev/null | grep -E "run_id|$DS" | head -3 || true
 echo
 hermes summary --ds "$DS"
+step "live events through the streaming engine (hermes events-api + hermes stream, stopped when this script ends)"
+start_owned stream
+python -m jobs.live_demo
+hermes stream-status | head -20
+
 cat <<TXT
 
 Look at it:

@@ -422,6 +422,7 @@ class Engine:
             self.stats["latency"] += [acked[m["idempotency_key"]] - m["event_ts"] / US for m in msgs
                                       if m["idempotency_key"] in acked]
 
+        self._report(window, self.clock())           # healthy from the first moment it runs
         try:
             while not stop.is_set():
                 n, msgs = self.step()
@@ -443,8 +444,10 @@ class Engine:
                 if now - last_report >= report_every:
                     self._report(window, now)
                     last_report, window = now, {"events": 0, "t": now}
-                if now - last_receipts >= self.sc.receipts_seconds and receipts_due:
-                    self._receipts(ledger, receipts_due)
+                if now - last_receipts >= self.sc.receipts_seconds:
+                    if receipts_due:
+                        self._receipts(ledger, receipts_due)
+                    self._hand_over_days(now)
                     last_receipts = now
                 if n == 0:
                     await asyncio.sleep(self.sc.poll_ms / 1000)
@@ -459,6 +462,13 @@ class Engine:
             await client.close()
             ledger.release(run_id)
             ledger.dispose()
+
+    def _hand_over_days(self, now: float) -> None:
+        """UTC days that are over (+ trigger_run.lateness_minutes) go to raw/ for the nightly, once, and close."""
+        closed_before = datetime.fromtimestamp(now - self.cfg.platform.trigger_run.lateness_minutes * 60, tz=timezone.utc)
+        for table, day in self.stream.open_days(closed_before.date().isoformat()):
+            out = self.stream.flush_day(self.wh, table, day)
+            log.info("stream: handed %d %s rows of %s to raw/ (%s)", out["rows"], table, day, out["path"])
 
     def _receipts(self, ledger, hours: set) -> None:
         from jobs.deliver import write_receipts
