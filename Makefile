@@ -10,7 +10,7 @@ SEED ?= 7
 DS ?= 2026-10-30
 PYTEST_ARGS ?= --durations=25
 
-.PHONY: run test test-fast ui ui-stop install lock bench bench-nightly bench-triggers bench-delivery bench-generalization evaluate clean help
+.PHONY: run test test-fast ui ui-stop install lock bench bench-nightly bench-triggers bench-streaming bench-delivery bench-generalization evaluate clean help
 
 help:
 	@echo "make run    - install if needed, simulate a marketplace, run hermes_nightly through Airflow, print a summary"
@@ -66,6 +66,11 @@ evaluate: install
 
 bench-triggers: install
 	source infra/env.sh && $(PY) bench/triggers.py
+
+STREAM_SPEEDS ?= 1 100 300
+STREAM_MINUTES ?= 10
+bench-streaming: install
+	source infra/env.sh && $(PY) bench/streaming.py --speeds $(STREAM_SPEEDS) --minutes $(STREAM_MINUTES)
 
 GEN_USERS ?= 10000
 GEN_SEEDS ?= 7 101

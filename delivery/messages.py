@@ -96,5 +96,6 @@ def trigger_messages(due, users, items, cfg, loaded_version: str, hour: int):
                      "title": render(scene.template.title, fields), "body": render(scene.template.body, fields),
                      "item_ids": [int(r.item_id)], "hour": hour, "policy": f"trigger:{r.rule_id}", "propensity": 1.0,
                      "window": "trigger", "rule_id": r.rule_id, "event_ts": int(r.event_ts), "send_at_us": int(r.send_at),
+                     "fire_at_us": int(r.fire_at),
                      "config_version": loaded_version})
     return pa.Table.from_pylist(rows), rows

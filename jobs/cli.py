@@ -212,7 +212,14 @@ def _cmd_stream(args, settings):
     from core.config.loader import load_config
     from jobs import stream
 
-    stream.main(settings, load_config(settings.conf_dir))
+    replay = None
+    if args.replay_from:
+        import time
+        from datetime import datetime
+
+        world = datetime.fromisoformat(args.replay_from.replace("Z", "+00:00")).timestamp()
+        replay = (world, args.replay_wall_start or time.time(), args.speed)
+    stream.main(settings, load_config(settings.conf_dir), replay)
 
 
 def _cmd_events_api(args, settings):
@@ -298,6 +305,12 @@ def main(argv: list[str] | None = None) -> None:
 
     p = sub.add_parser("stream", help="the streaming trigger engine: live events to pushes in seconds, decided by the "
                        "model (long-running; infra/stream.sh starts it by PID)")
+    p.add_argument("--replay-from", help="benchmarks: run the engine's clock from this past UTC time (ISO 8601) "
+                   "instead of now, to replay a stretch of history published to the stream")
+    p.add_argument("--speed", type=float, default=1.0, help="with --replay-from: the clock runs this many times faster "
+                   "than the wall clock (default 1)")
+    p.add_argument("--replay-wall-start", type=float, help="with --replay-from: the wall time (epoch seconds) the "
+                   "clock reads --replay-from at (default: now); a publisher replaying the events uses the same")
     p.set_defaults(func=_cmd_stream)
     p = sub.add_parser("events-api", help="the live event API producers POST events and item changes to (127.0.0.1)")
     p.add_argument("--port", type=int, default=int(os.environ.get("HERMES_EVENTS_PORT", "8470")),

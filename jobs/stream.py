@@ -173,20 +173,30 @@ def bootstrap_rules(wh: Warehouse, rules: dict, until_us: int, items: pd.DataFra
 
 class Engine:
     def __init__(self, settings: Settings, loaded, clock=time.time, context: Context | None = None,
-                 checkpoint: Path | None = None):
+                 checkpoint: Path | None = None, to_wall=None, replaying: bool = False):
         from delivery.stream import EventStream
         from delivery.trigger_log import TriggerState
 
         self.settings, self.loaded, self.clock = settings, loaded, clock
+        # the wall time of a clock time: the identity, except when a past stretch is replayed on a faster clock
+        self.to_wall = to_wall or (lambda t: t)
+        # a replay of history already in raw/ writes nothing back there (no receipts, no day hand-over)
+        self.replaying = replaying
         self.cfg = loaded.config
         self.sc = self.cfg.platform.stream
         self.rules = {t.id: t for t in self.cfg.triggers if t.enabled}
         self.wh = Warehouse(settings.warehouse)
         self.stream = EventStream(settings.ledger_url)
         self.log = TriggerState(settings.ledger_url)
-        self.checkpoint_path = checkpoint or settings.home / "stream" / "checkpoint.pickle"
+        # a checkpoint belongs to its state database (offsets and decisions live there)
+        import hashlib
+
+        tag = hashlib.sha256(settings.ledger_url.encode()).hexdigest()[:10]
+        self.checkpoint_path = checkpoint or settings.home / "stream" / f"checkpoint-{tag}.pickle"
         today = datetime.fromtimestamp(clock(), tz=timezone.utc).date()
-        self.ctx = context or load_context(settings, loaded, (today - timedelta(days=1)).isoformat())
+        # live: the nightly of the day before; a replay of history (benchmarks) takes the newest there is
+        self.ctx = context or load_context(settings, loaded, "9999-12-31" if replaying else
+                                           (today - timedelta(days=1)).isoformat())
         self.offset, self.state = self._restore()
         self.history = self._budget_history()
         self.deferred: list = []                   # (send_at, key) of emitted pushes waiting for quiet hours to end
@@ -337,14 +347,19 @@ class Engine:
             df.loc[todo.index, ["p_open", "send_at", "local_day"]] = todo[["p_open", "send_at", "local_day"]].to_numpy()
             floor = todo["rule_id"].map(lambda r: self.rules[r].min_p_open or self.sc.min_p_open or self.ctx.plan_mean_p)
             low = todo["p_open"] < floor
-            for i in todo.index[low]:
-                df.loc[i, ["state", "reason"]] = [SUPPRESSED, f"below_value: p={todo.at[i, 'p_open']:.3f} < {floor[i]:.3f}"]
+            if low.any():
+                idx = todo.index[low]
+                df.loc[idx, "state"] = SUPPRESSED
+                df.loc[idx, "reason"] = [f"below_value: p={p:.3f} < {f:.3f}" for p, f in
+                                         zip(todo.loc[idx, "p_open"], floor[idx])]
             todo = todo[~low].copy()
             todo["held"] = in_holdout(todo["user_id"].to_numpy(), self.cfg.platform.holdout_share)
-            for idx, reason in budget_reasons(todo, self.history, self.ctx.dead, self.rules,
-                                              self.cfg.platform.platform_quotas,
-                                              self.cfg.platform.fatigue.max_per_user_per_day):
-                df.loc[idx, ["state", "reason"]] = [SUPPRESSED if reason else EMITTED, reason]
+            decided = budget_reasons(todo, self.history, self.ctx.dead, self.rules, self.cfg.platform.platform_quotas,
+                                     self.cfg.platform.fatigue.max_per_user_per_day)
+            if decided:
+                idx = [i for i, _ in decided]
+                df.loc[idx, "state"] = [SUPPRESSED if why else EMITTED for _, why in decided]
+                df.loc[idx, "reason"] = [why for _, why in decided]
         decided_at = self.clock()
         rows = []
         for r in df.itertuples(index=False):
@@ -419,7 +434,8 @@ class Engine:
                                 max_in_doubt=gw.max_in_doubt)
             acked = ledger.acked_at([m["idempotency_key"] for m in msgs])
             self.stats["sent"] += rep.acked
-            self.stats["latency"] += [acked[m["idempotency_key"]] - m["event_ts"] / US for m in msgs
+            # due -> gateway acceptance (a delay-0 rule is due at its event), in wall seconds
+            self.stats["latency"] += [acked[m["idempotency_key"]] - self.to_wall(m["fire_at_us"] / US) for m in msgs
                                       if m["idempotency_key"] in acked]
 
         self._report(window, self.clock())           # healthy from the first moment it runs
@@ -444,7 +460,7 @@ class Engine:
                 if now - last_report >= report_every:
                     self._report(window, now)
                     last_report, window = now, {"events": 0, "t": now}
-                if now - last_receipts >= self.sc.receipts_seconds:
+                if now - last_receipts >= self.sc.receipts_seconds and not self.replaying:
                     if receipts_due:
                         self._receipts(ledger, receipts_due)
                     self._hand_over_days(now)
@@ -457,7 +473,8 @@ class Engine:
             if sending:
                 await asyncio.gather(*sending, return_exceptions=True)
             self.checkpoint()
-            self._receipts(ledger, receipts_due)
+            if not self.replaying:
+                self._receipts(ledger, receipts_due)
             self._report(window, self.clock())
             await client.close()
             ledger.release(run_id)
@@ -521,8 +538,15 @@ def health(settings: Settings, max_silence_s: float = 30.0) -> dict:
             **({} if age <= max_silence_s else {"why": f"no report for {age:.0f} s (more than {max_silence_s:.0f} s)"})}
 
 
-def main(settings: Settings, loaded) -> None:
-    """`hermes stream`: run until SIGTERM/SIGINT (finishes in-flight sends, checkpoints, writes receipts)."""
+def replay_clock(world_start: float, wall_start: float, speed: float):
+    """(clock, to_wall) of a replay: the clock reads world_start at wall_start and runs `speed` times faster."""
+    return (lambda: world_start + (time.time() - wall_start) * speed,
+            lambda t: wall_start + (t - world_start) / speed)
+
+
+def main(settings: Settings, loaded, replay: tuple[float, float, float] | None = None) -> None:
+    """`hermes stream`: run until SIGTERM/SIGINT (finishes in-flight sends, checkpoints, writes receipts).
+    replay: (world start, wall start, speed) — a past stretch of events replayed on a faster clock (benchmarks)."""
     import signal
 
     async def go():
@@ -530,7 +554,11 @@ def main(settings: Settings, loaded) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        engine = Engine(settings, loaded)
+        if replay:
+            clock, to_wall = replay_clock(*replay)
+            engine = Engine(settings, loaded, clock=clock, to_wall=to_wall, replaying=True)
+        else:
+            engine = Engine(settings, loaded)
         log.info("stream: started (nightly %s, model version %s, %d rules, offset %d)", engine.ctx.ds,
                  engine.ctx.model.version, len(engine.rules), engine.offset)
         await engine.run(stop)
