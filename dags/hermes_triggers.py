@@ -7,6 +7,7 @@ and `deliver` in one task:
 
 | step | what it does |
 |---|---|
+| stream_health | which engine decides: the streaming engine (`hermes stream`) when it is running — then this window is skipped (one engine, never two) and the task logs its lag, decisions and latency; this batch when the event stream was never used (events arrive as raw files); a failure naming the fix when the stream is in use and its engine is silent (the events wait in the stream, not in raw/) |
 | decide | every trigger rule (`conf/triggers/*.yaml`: *when* an event, *if* a condition on the user, *then* a scene, after a *delay*, *unless* an exception, not again within a *re-eligibility gap*) over the events whose push falls due in the window — and in the `lateness_minutes` before it, so late events are still pushed once; exceptions cancel; fatigue is shared with the nightly plan (one budget per user per local day, the same platform quotas, the same user × item gap); every decision and its reason goes to the trigger log; the watermark advances |
 | deliver | the window's due pushes as a batch with its manifest in the object store (`batches/ds=<day>/triggers/window=HHMM/`), sent at once through the same sender and ledger as `hermes_hourly`; receipts in `push_log` with policy `trigger:<rule id>` |
 
@@ -39,6 +40,12 @@ EVENTS = Asset(name="hermes_raw_events", uri="file:///hermes/warehouse/raw/event
                   "execution_timeout": timedelta(minutes=14)},
 )
 def hermes_triggers():
+    @task.short_circuit()
+    def stream_health() -> bool:
+        from jobs.tasks import triggers_by_batch
+
+        return triggers_by_batch()
+
     @task(inlets=[EVENTS])
     def run_window() -> dict:
         from jobs.tasks import trigger_window
@@ -48,7 +55,7 @@ def hermes_triggers():
         end = ctx.get("data_interval_end") or ctx["dag_run"].run_after
         return trigger_window(end)
 
-    run_window()
+    stream_health() >> run_window()
 
 
 hermes_triggers()

@@ -139,6 +139,29 @@ def deliver_utc_hour(utc_day: str, hour: int, ramp: bool = True) -> dict:
     return out
 
 
+def triggers_by_batch(max_silence_s: float = 30.0) -> bool:
+    """hermes_triggers' first task: which engine decides the triggers. True: this batch (events arrive as raw files,
+    the streaming engine was never used). False: the streaming engine is running and decides them (the batch is
+    skipped: one engine, never two). Fails, naming what to do, when the stream is in use and its engine is silent:
+    the events wait in the stream (they are not in raw/ before the day is over) and only the engine can take them."""
+    from airflow.exceptions import AirflowFailException
+
+    from jobs.stream import health
+
+    h = health(Settings.from_env(), max_silence_s)
+    if h["healthy"]:
+        log.info("the streaming engine decides the triggers (reported %.1f s ago; lag %s events; decided %s; "
+                 "latency p50 %s s, p95 %s s): this window's batch is skipped", h["seconds_since_report"],
+                 h["lag_events"], h.get("decided"), h.get("latency_p50_s"), h.get("latency_p95_s"))
+        return False
+    if h["head"] == 0 and "seconds_since_report" not in h:
+        log.info("the event stream has never been used: the batch decides this window from raw/")
+        return True
+    raise AirflowFailException(f"the streaming engine is down: {h['why']}; {h['lag_events'] if 'lag_events' in h else h['head']} "
+                               "events wait in the stream. Start it again (`bash infra/stream.sh start`); it resumes "
+                               "from its checkpoint and decides each waiting trigger once.")
+
+
 def trigger_window(window_end) -> dict:
     """hermes_triggers: decide and deliver the trigger window ending at `window_end` under conf/ as it is now
     (trigger rules change during the day; the run's config version is stamped on its batch)."""

@@ -30,7 +30,8 @@ def test_triggers_run_every_window_over_their_data_interval(dagbag):
     from core.config.loader import load_config
 
     dag = dagbag.dags["hermes_triggers"]
-    assert dag.task_ids == ["run_window"] and dag.max_active_runs == 1
+    assert dag.task_ids == ["stream_health", "run_window"] and dag.max_active_runs == 1
+    assert dag.get_task("run_window").upstream_task_ids == {"stream_health"}      # one engine decides
     # the schedule and the configured window agree
     assert dag.timetable.summary == f"*/{load_config().config.platform.trigger_run.window_minutes} * * * *"
 
