@@ -25,8 +25,14 @@ case "${1:-start}" in
     start_bg airflow-prod-api airflow api-server --host 127.0.0.1 --port "$AIRFLOW__API__PORT"
     wait_http "http://127.0.0.1:$AIRFLOW__API__PORT/api/v2/monitor/health" 180 airflow-prod-api
     echo "Airflow (PostgreSQL, LocalExecutor) on http://127.0.0.1:$AIRFLOW__API__PORT"
+    # the live trigger path, once a nightly has run (ledger and stream on $HERMES_LEDGER_URL: PostgreSQL in production)
+    if compgen -G "${HERMES_WAREHOUSE:-$HERMES_HOME/warehouse}/features/sides_user/ds=*" >/dev/null; then
+      bash "$here/gateway.sh" start >/dev/null
+      bash "$here/stream.sh" start
+    fi
     ;;
   stop)
+    bash "$here/stream.sh" stop
     for n in airflow-prod-api airflow-prod-dag-processor airflow-prod-scheduler; do stop_one "$n"; done
     bash "$here/postgres.sh" stop
     ;;

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make ui` / `make ui-stop`: Airflow (standalone) and the MLflow UI on 127.0.0.1 over the state in $HERMES_HOME.
+# `make ui` / `make ui-stop`: Airflow (standalone), the MLflow UI, the Configuration Center and (after a nightly) the
+# live event API + streaming engine with the push gateway, on 127.0.0.1 over the state in $HERMES_HOME.
 # Each server runs in its own process group (setsid) and is stopped by that group's PID.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -23,12 +24,21 @@ case "${1:-start}" in
     echo "Airflow: http://127.0.0.1:$AIRFLOW__API__PORT  (user/password in $pw)"
     echo "MLflow:  http://127.0.0.1:$MLFLOW_PORT"
     echo "Configuration Center: http://127.0.0.1:$HERMES_UI_PORT  (operator token: HERMES_LOCAL_UI_TOKEN in $HERMES_HOME/secrets.env)"
-    echo "stop both with: make ui-stop"
+    # the live trigger path too, once a nightly has run (the engine scores with its sides and model)
+    if compgen -G "${HERMES_WAREHOUSE:-$HERMES_HOME/warehouse}/features/sides_user/ds=*" >/dev/null; then
+      bash "$(dirname "$0")/gateway.sh" start >/dev/null
+      bash "$(dirname "$0")/stream.sh" start
+    else
+      echo "streaming engine: not started (no nightly has run yet: make run)"
+    fi
+    echo "stop them all with: make ui-stop"
     ;;
   stop)
     stop_one airflow-standalone
     stop_one mlflow-server
     stop_one configcenter
+    bash "$(dirname "$0")/stream.sh" stop
+    bash "$(dirname "$0")/gateway.sh" stop
     ;;
   *) echo "usage: $0 start|stop" >&2; exit 2 ;;
 esac
