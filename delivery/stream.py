@@ -190,6 +190,10 @@ class EventStream:
             good = kept
         accepted = 0
         with self.engine.begin() as c:
+            if self.engine.dialect.name == "postgresql":
+                # appends commit in seq order (a reader after seq N never skips a row committed later with a lower
+                # seq): one appender at a time, across API processes. SQLite serialises writers by itself.
+                c.exec_driver_sql("SELECT pg_advisory_xact_lock(714201302)")
             if good:
                 rows = [{k: v for k, v in r.items() if k != "_index"} for r in good]
                 accepted = len(c.execute(self._insert_ignore_event_id().returning(self.t.c.seq), rows).all())

@@ -117,7 +117,8 @@ def stop_gateway(gw: dict) -> None:
                         "AWS_ACCESS_KEY_ID": "unused", "AWS_SECRET_ACCESS_KEY": "unused"})
 
 
-STATE_TABLES = ("delivery_ledger", "delivery_lease", "trigger_log", "trigger_watermark")
+STATE_TABLES = ("delivery_ledger", "delivery_lease", "trigger_log", "trigger_watermark", "stream_events",
+                "stream_quarantine", "stream_offsets", "stream_days")
 
 
 def fresh_state_db(url: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pyarrow.parquet as pq
+import pytest
 from fastapi.testclient import TestClient
 
 from core.settings import Settings
@@ -47,18 +48,28 @@ def test_bad_events_are_quarantined_with_reasons_and_retries_stored_once(tmp_pat
     assert api.get("/v1/stats", headers=auth).json()["engine"]["healthy"] is False   # no engine ran
 
 
-def test_a_day_is_handed_to_raw_once_and_then_closed(tmp_path):
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_day_is_handed_to_raw_once_and_then_closed(tmp_path, backend, request):
+    from tests.conftest import fresh_state_db
+
     settings = Settings.from_env({"HERMES_HOME": str(tmp_path)})
-    stream = EventStream(settings.ledger_url)
+    stream = EventStream(settings.ledger_url if backend == "sqlite" else fresh_state_db(request.getfixturevalue("pg_url")))
+    retry = {"ts": 1_793_620_800.0, "user_id": 1, "event_type": "app_open", "event_id": "x-1"}
+    assert [stream.publish("events", [retry], now=1_793_620_810.0)["accepted"] for _ in range(2)] == [1, 0]
+    assert [r["seq"] for r in stream.read(0)] == [1]
+    stream.commit_offset("stream", 1, {"lag": 0})
+    assert stream.offset("stream")["status"] == {"lag": 0}
     day_ts = 1_793_620_800.0                                             # 2026-11-02 12:00 UTC
     rows = [{"ts": day_ts + k, "user_id": k, "event_type": "view", "item_id": 5} for k in range(3)]
     assert stream.publish("events", rows, now=day_ts + 10)["accepted"] == 3
+    seqs = [r["seq"] for r in stream.read(1)]          # increasing; PostgreSQL's sequence may leave gaps
+    assert len(seqs) == 3 and seqs == sorted(seqs) and seqs[0] > 1
     assert stream.open_days("2026-11-03") == [("events", "2026-11-02")]
     wh = Warehouse(settings.warehouse)
     for _ in range(2):                                                   # a second hand-over rewrites the same file
-        assert stream.flush_day(wh, "events", "2026-11-02")["rows"] == 3
+        assert stream.flush_day(wh, "events", "2026-11-02")["rows"] == 4
     files = list(wh.raw_partition("events", "2026-11-02").glob("*.parquet"))
-    assert [f.name for f in files] == ["part-stream.parquet"] and pq.read_table(files[0]).num_rows == 3
+    assert [f.name for f in files] == ["part-stream.parquet"] and pq.read_table(files[0]).num_rows == 4
     late = stream.publish("events", [{"ts": day_ts + 99, "user_id": 9, "event_type": "view", "item_id": 5}],
                           now=day_ts + 100)
     assert late["accepted"] == 0 and "rule=day_closed: ds=2026-11-02" in late["rejected"][0]["reason"]
