@@ -41,10 +41,7 @@ class Candidate:
 
 class RuleState:
     def __init__(self, rules: dict, item_sellers: dict[int, int] | None = None):
-        self.rules = dict(rules)
-        self.by_event: dict[str, list] = {}
-        for r in self.rules.values():
-            self.by_event.setdefault(r.when.event, []).append(r)
+        self.set_rules(rules)
         self.item_seller: dict[int, int] = dict(item_sellers or {})
         self.price: dict[int, float] = {}
         self.listed_at: dict[int, int] = {}                           # live listings: when, and their category
@@ -60,8 +57,16 @@ class RuleState:
         self.by_item: dict[int, set[str]] = {}                        # pending keys by item, and by pushed user
         self.by_user: dict[int, set[str]] = {}
         self.watermark = 0
-        self.lookback = {k: max(r.when.lookback_days for r in rs) * US_DAY for k, rs in self.by_event.items()}
         self._pruned_at = 0
+
+    def set_rules(self, rules: dict) -> None:
+        """The enabled rules (at start, or edited while running): a pending push of a rule that is gone is dropped
+        when it falls due; a new rule kind starts from what the state holds."""
+        self.rules = dict(rules)
+        self.by_event: dict[str, list] = {}
+        for r in self.rules.values():
+            self.by_event.setdefault(r.when.event, []).append(r)
+        self.lookback = {k: max(r.when.lookback_days for r in rs) * US_DAY for k, rs in self.by_event.items()}
 
     # ---- events ---------------------------------------------------------------------------------------------
     def on_event(self, e: dict) -> list[tuple[Candidate, str]]:
@@ -90,7 +95,7 @@ class RuleState:
             name = "item_sold" if kind == "sold" else "item_removed"
             self.gone[item] = (name, ts)
             for c in self._pending_of(self.by_item, item):
-                if name in self.rules[c.rule_id].unless:
+                if name in self._unless(c):
                     cancelled.append((self._drop(c), name))
             return
         before = self.price.get(item)
@@ -130,7 +135,7 @@ class RuleState:
         elif kind == "chat":
             # the pushed user (a seller) answering any chat cancels their waiting-chat pushes
             for c in [c for c in self._pending_of(self.by_user, user) if c.event_ts < ts]:
-                if "replied" in self.rules[c.rule_id].unless:
+                if "replied" in self._unless(c):
                     cancelled.append((self._drop(c), "replied"))
             seller = e.get("seller_id")
             if item is not None and seller is not None and int(seller) != user:
@@ -139,7 +144,7 @@ class RuleState:
                     self._schedule(Candidate(r.id, int(seller), item, ts, ts + due, f"buyer {user}"), cancelled)
         elif kind == "buy" and item is not None:
             for c in [c for c in self._pending_of(self.by_user, user) if c.item_id == item and c.event_ts < ts]:
-                if "bought" in self.rules[c.rule_id].unless:
+                if "bought" in self._unless(c):
                     cancelled.append((self._drop(c), "bought"))
 
     def _on_view(self, user: int, item: int, ts: int, cancelled: list) -> None:
@@ -169,13 +174,17 @@ class RuleState:
         if key in self.pending:
             return
         gone = self.gone.get(c.item_id)
-        if gone is not None and gone[0] in self.rules[c.rule_id].unless and gone[1] <= c.fire_at:
+        if gone is not None and gone[0] in self._unless(c) and gone[1] <= c.fire_at:
             cancelled.append((c, gone[0]))
             return
         self.pending[key] = c
         self.by_item.setdefault(c.item_id, set()).add(key)
         self.by_user.setdefault(c.user_id, set()).add(key)
         heapq.heappush(self.timers, (c.fire_at, key, c))
+
+    def _unless(self, c: Candidate) -> tuple:
+        r = self.rules.get(c.rule_id)
+        return r.unless if r is not None else ()
 
     def _pending_of(self, index: dict, k: int) -> list[Candidate]:
         return [self.pending[key] for key in sorted(index.get(k, ())) if key in self.pending]
@@ -198,7 +207,9 @@ class RuleState:
         while self.timers and self.timers[0][0] <= now_us:
             _, key, c = heapq.heappop(self.timers)
             if key in self.pending:
-                out.append(self._drop(c))
+                self._drop(c)
+                if c.rule_id in self.rules:
+                    out.append(c)
         return out
 
     def next_due(self) -> int | None:

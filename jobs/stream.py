@@ -213,7 +213,7 @@ class Engine:
                 doc = pickle.load(f)
             if doc.get("rules") == sorted(self.rules):
                 log.info("stream: resumed from the checkpoint at offset %d (%s)", doc["offset"], doc["state"].size())
-                doc["state"].rules = dict(self.rules)
+                doc["state"].set_rules(self.rules)
                 return doc["offset"], doc["state"]
             log.warning("stream: the enabled rules changed since the checkpoint; the rule state is rebuilt")
         # first start: the raw partitions up to the first day the stream still holds, then the stream from its start
@@ -464,6 +464,7 @@ class Engine:
                     if receipts_due:
                         self._receipts(ledger, receipts_due)
                     self._hand_over_days(now)
+                    self._reload_if_newer(now)
                     last_receipts = now
                 if n == 0:
                     await asyncio.sleep(self.sc.poll_ms / 1000)
@@ -479,6 +480,31 @@ class Engine:
             await client.close()
             ledger.release(run_id)
             ledger.dispose()
+
+    def _reload_if_newer(self, now: float) -> None:
+        """A newer nightly landed (its sides, plan and maybe a new @champion): score and budget with it from now on."""
+        from core.config.loader import ConfigError, load_config
+        from jobs.score import SIDES_USER
+
+        try:                                      # the Configuration Center changed the rules or the platform
+            loaded = load_config(self.settings.conf_dir)
+        except ConfigError as e:
+            log.error("stream: conf/ does not validate any more; the engine keeps config %s: %s", self.loaded.version, e)
+            loaded = self.loaded
+        if loaded.version != self.loaded.version:
+            self.loaded, self.cfg, self.sc = loaded, loaded.config, loaded.config.platform.stream
+            self.rules = {t.id: t for t in self.cfg.triggers if t.enabled}
+            self.state.set_rules(self.rules)
+            log.info("stream: config %s applied (%d rules enabled)", loaded.version, len(self.rules))
+        yesterday = (datetime.fromtimestamp(now, tz=timezone.utc).date() - timedelta(days=1)).isoformat()
+        newest = self.wh.latest_day(SIDES_USER, yesterday)
+        if newest is None or newest <= self.ctx.ds:
+            return
+        t0 = time.time()
+        self.ctx = load_context(self.settings, self.loaded, yesterday)
+        self.history = self._budget_history()
+        log.info("stream: the nightly of %s landed: context and budgets reloaded in %.1f s (model version %s)",
+                 self.ctx.ds, time.time() - t0, self.ctx.model.version)
 
     def _hand_over_days(self, now: float) -> None:
         """UTC days that are over (+ trigger_run.lateness_minutes) go to raw/ for the nightly, once, and close."""

@@ -125,3 +125,14 @@ def test_the_same_candidates_and_keys_as_the_micro_batch():
     keys = {ft.trigger_key(*k) for k in zip(batch["rule_id"], batch["user_id"], batch["item_id"], batch["event_ts"])}
     assert len(keys) > 50
     assert stream == keys
+
+
+def test_a_rule_disabled_while_running_drops_its_pending_pushes():
+    chat = rule("chat_waiting", when={"wait_minutes": 30}, unless=["replied"])
+    drop = rule("price_drop", delay_minutes=5)
+    s = RuleState({chat.id: chat, drop.id: drop})
+    feed(s, [ev(T0, 7, "chat", 1, seller=50), ch(T0, 2, "listed"), ev(T0 + M, 8, "fav", 2),
+             ch(T0 + 2 * M, 2, "price_drop", 50.0)])
+    s.set_rules({drop.id: drop})                                        # chat_waiting switched off in conf/
+    assert feed(s, [ev(T0 + 3 * M, 50, "chat", 9, seller=7)]) == []      # its pending push is not cancelled: gone
+    assert [(c.rule_id, c.user_id) for c in s.pop_due(T0 + H)] == [("r_price_drop", 8)]
