@@ -15,7 +15,7 @@ PYTEST_ARGS ?= --durations=25
 help:
 	@echo "make run    - install if needed, simulate a marketplace, run hermes_nightly through Airflow, print a summary"
 	@echo "make test   - the whole test suite (slow tests included; CI runs exactly this)"
-	@echo "make ui     - start Airflow (standalone) and the MLflow UI on 127.0.0.1 over var/; make ui-stop stops them"
+	@echo "make ui     - start Airflow, the MLflow UI, the Configuration Center (and the streaming engine) on 127.0.0.1 over var/; make ui-stop stops them"
 	@echo "make lock   - re-resolve constraints.txt from setup.cfg"
 	@echo "make bench  - benchmarks under bench/"
 	@echo "make bench-nightly - the whole nightly DAG at BENCH_USERS='50000 200000 1000000': time and peak memory per task"
