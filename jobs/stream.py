@@ -202,8 +202,10 @@ class Engine:
         self.deferred: list = []                   # (send_at, key) of emitted pushes waiting for quiet hours to end
         self._restore_deferred()
         self.decided_cache: set[str] = set()
-        self.stats = {"events": 0, "decided": {}, "latency": [], "sent": 0, "started": clock()}
+        # the latest due -> acceptance latencies (bounded: the process runs for weeks)
+        self.stats = {"events": 0, "decided": {}, "latency": deque(maxlen=20_000), "sent": 0, "started": clock()}
         self._last_checkpoint = clock()
+        self._checkpointed = self.offset
 
     # ---- state ----------------------------------------------------------------------------------------------
     def _restore(self):
@@ -249,6 +251,7 @@ class Engine:
             os.fsync(f.fileno())
         tmp.replace(p)
         self._last_checkpoint = self.clock()
+        self._checkpointed = self.offset
 
     def _budget_history(self) -> dict:
         """What counts against each user's budget today and tomorrow: push_log, the nightly plans, triggers emitted."""
@@ -435,8 +438,8 @@ class Engine:
             acked = ledger.acked_at([m["idempotency_key"] for m in msgs])
             self.stats["sent"] += rep.acked
             # due -> gateway acceptance (a delay-0 rule is due at its event), in wall seconds
-            self.stats["latency"] += [acked[m["idempotency_key"]] - self.to_wall(m["fire_at_us"] / US) for m in msgs
-                                      if m["idempotency_key"] in acked]
+            self.stats["latency"].extend(acked[m["idempotency_key"]] - self.to_wall(m["fire_at_us"] / US) for m in msgs
+                                         if m["idempotency_key"] in acked)
 
         self._report(window, self.clock())           # healthy from the first moment it runs
         try:
@@ -450,7 +453,7 @@ class Engine:
                     task.add_done_callback(sending.discard)
                 now = self.clock()
                 window["events"] += n
-                if now - self._last_checkpoint >= self.sc.checkpoint_seconds:
+                if now - self._last_checkpoint >= self.sc.checkpoint_seconds and self.offset != self._checkpointed:
                     self.checkpoint()
                 if now - last_beat >= 2:
                     if not ledger.heartbeat(run_id):
@@ -522,7 +525,7 @@ class Engine:
 
     def _report(self, window: dict, now: float) -> None:
         head = self.stream.head()
-        lat = np.array(self.stats["latency"][-5000:])
+        lat = np.array(self.stats["latency"])
         status = {"events_per_s": round(window["events"] / max(now - window["t"], 1e-6), 1), "offset": self.offset,
                   "lag_events": head - self.offset, "decided": self.stats["decided"], "sent": self.stats["sent"],
                   "latency_p50_s": round(float(np.median(lat)), 3) if lat.size else None,

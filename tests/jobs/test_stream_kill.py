@@ -61,7 +61,7 @@ def test_kill_9_of_engine_and_api_loses_and_repeats_nothing(tmp_path):
     conf = tmp_path / "conf"
     shutil.copytree(REPO / "conf", conf)
     text = (conf / "platform.yaml").read_text()
-    (conf / "platform.yaml").write_text(text.replace("checkpoint_seconds: 5 ", "checkpoint_seconds: 0.3 "))
+    (conf / "platform.yaml").write_text(text.replace("checkpoint_seconds: 30 ", "checkpoint_seconds: 0.3 "))
     assert "checkpoint_seconds: 0.3" in (conf / "platform.yaml").read_text()
     env["HERMES_CONF"] = str(conf)
     logs = tmp_path / "logs"
