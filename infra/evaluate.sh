@@ -7,6 +7,7 @@ SEEDS="${SEEDS:-7}" EVAL_DAYS="${EVAL_DAYS:-3}" EVAL_USERS="${EVAL_USERS:-4000}"
 VARIANT="${VARIANT:-base}"              # the kind of world (hermes simulate --variant)
 extra=(); suffix=""
 if [ "${COLD_START:-0}" = 1 ]; then extra+=(--cold-start); suffix="-cold"; fi   # COLD_START=1: no push history at all
+if [ "${REALTIME:-0}" = 1 ]; then extra+=(--realtime); suffix="$suffix-rt"; fi   # REALTIME=1: + the streaming arm
 log="$HERMES_HOME/logs"; mkdir -p "$log"
 
 source "$(dirname "$0")/lib.sh"

@@ -176,7 +176,8 @@ def _cmd_evaluate(args, settings):
     from lab import evaluation as evaluate
 
     spec = evaluate.EvalSpec(users=args.users, days=args.days, seed=args.seed, history_days=args.history_days,
-                             holdout_share=args.holdout_share, variant=args.variant, cold_start=args.cold_start)
+                             holdout_share=args.holdout_share, variant=args.variant, cold_start=args.cold_start,
+                             realtime=args.realtime)
     if args.report_only:
         from pathlib import Path
 
@@ -345,6 +346,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--variant", default="base", help="the kind of world (hermes simulate --variant)")
     p.add_argument("--cold-start", action="store_true", help="no Push 1.0 history: the first nights are planned "
                    "by the prior policy until a trained model beats it through the gate")
+    p.add_argument("--realtime", action="store_true", help="a third arm, Hermes + real-time: Hermes' plan plus the "
+                   "streaming trigger engine over each day's events (same world, same random numbers)")
     p.add_argument("--out", help="output folder (default $HERMES_HOME/evaluation/seed=<seed>)")
     p.add_argument("--report-only", action="store_true", help="re-compare and re-report an evaluation already "
                    "lived in --out (same --seed/--days/--users), e.g. after a metric changed")

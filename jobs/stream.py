@@ -213,7 +213,10 @@ class Engine:
         if p.exists():
             with open(p, "rb") as f:
                 doc = pickle.load(f)
-            if doc.get("rules") == sorted(self.rules):
+            if doc.get("stream") != self._stream_identity() or doc["offset"] > self.stream.head():
+                log.warning("stream: the checkpoint %s belongs to another event stream (the state database was "
+                            "replaced); the rule state is rebuilt", p)
+            elif doc.get("rules") == sorted(self.rules):
                 log.info("stream: resumed from the checkpoint at offset %d (%s)", doc["offset"], doc["state"].size())
                 doc["state"].set_rules(self.rules)
                 return doc["offset"], doc["state"]
@@ -230,6 +233,11 @@ class Engine:
                  time.time() - t0, state.size(), flushed)
         return flushed, state
 
+    def _stream_identity(self) -> str | None:
+        """The stream's first row (its event id): a checkpoint is only valid for the stream it was taken on."""
+        first = self.stream.read(0, 1)
+        return first[0]["event_id"] if first else None
+
     def _flushed_max_seq(self) -> int:
         """Stream rows of days already handed to raw/ are in the bootstrap: start after the last of them."""
         import sqlalchemy as sa
@@ -245,8 +253,8 @@ class Engine:
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_suffix(".tmp")
         with open(tmp, "wb") as f:
-            pickle.dump({"offset": self.offset, "state": self.state, "rules": sorted(self.rules), "at": self.clock()},
-                        f, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump({"offset": self.offset, "state": self.state, "rules": sorted(self.rules), "at": self.clock(),
+                         "stream": self._stream_identity()}, f, protocol=pickle.HIGHEST_PROTOCOL)
             f.flush()
             os.fsync(f.fileno())
         tmp.replace(p)

@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 
 EXPERIMENT = "hermes-evaluation"
 ARMS = ("baseline", "hermes")
+REALTIME = "hermes_rt"                # the third arm (EvalSpec.realtime): Hermes' plan + the streaming trigger engine
+ALL_ARMS = (*ARMS, REALTIME)
 US_PER_HOUR = 3_600_000_000
 US_PER_DAY = 24 * US_PER_HOUR
 SCENE_COVERAGE_SHARE = 0.01     # a scene "reaches users" when it carries >= 1 % of an arm's sends
@@ -33,6 +35,11 @@ class EvalSpec:
     bootstrap: int = 1000
     variant: str = "base"               # the kind of world (lab/simulator/variants.py)
     cold_start: bool = False            # the history days carry organic events only: an empty push_log
+    realtime: bool = False              # a third arm: Hermes + the streaming trigger engine over each day's events
+
+    @property
+    def arms(self) -> tuple[str, ...]:
+        return ALL_ARMS if self.realtime else ARMS
 
 
 @dataclass
@@ -93,7 +100,7 @@ def prepare(base: Settings, spec: EvalSpec, out: Path) -> tuple[dict[str, Arm], 
     log.info("world: %s", counts)
     loaded = eval_config(load_config(base.conf_dir), spec)
     arms = {}
-    for name in ARMS:
+    for name in spec.arms:
         settings = arm_settings(base, out, name)
         settings.warehouse.mkdir(parents=True)
         subprocess.run(["cp", "-al", str(world / "raw"), str(settings.warehouse / "raw")], check=True)
@@ -109,8 +116,13 @@ def for_arm(loaded, name: str):
     from core.config.loader import LoadedConfig
 
     p = loaded.config.platform
-    platform = p.model_copy(update={"windows": p.windows.model_copy(update={"policy": name})})
+    platform = p.model_copy(update={"windows": p.windows.model_copy(update={"policy": policy_of(name)})})
     return LoadedConfig(config=loaded.config.model_copy(update={"platform": platform}), version=loaded.version,
                         files=loaded.files)
 
 
+
+
+def policy_of(arm: str) -> str:
+    """Whose nightly plan the arm sends: the real-time arm sends Hermes' plan (and its triggers on top)."""
+    return "hermes" if arm == REALTIME else arm

@@ -19,7 +19,9 @@
    baseline arm's log, and plots; everything is logged to MLflow (experiment `hermes-evaluation`) as one run
    and written to <out>/report.json and report.md.
 
-Trigger rules are not part of either arm: Push 1.0 had none, and the comparison is of the nightly policies.
+Trigger rules are not part of the first two arms: Push 1.0 had none, and they compare the nightly policies. With
+`--realtime` a third arm, Hermes + real-time (lab/evaluation/realtime.py), sends Hermes' plan and runs the streaming
+trigger engine over each day's events, on the same world and common random numbers.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from core.settings import Settings
-from lab.evaluation.arms import Arm, EvalSpec, prepare
+from lab.evaluation.arms import REALTIME, Arm, EvalSpec, policy_of, prepare
 from lab.evaluation.outcomes import draw_outcomes
 from lab.evaluation.report import report
 
@@ -64,7 +66,7 @@ def live_day(spark, arm: Arm, send_day: str, spec: EvalSpec) -> dict:
         judged = judge(arm.wh, ds, (q.start_hour, q.end_hour))
         judged["model_policy"] = json.loads(Path(planned_windows["report"]).read_text()).get("model_policy")
         log.info("\n".join(lines(judged)))
-    planned = batches.run(s, ds, loaded, policy=arm.name)
+    planned = batches.run(s, ds, loaded, policy=policy_of(arm.name))
     times["windows+batches"] = round(time.monotonic() - t, 1)
     t = time.monotonic()
     states: dict[str, int] = {}
@@ -75,6 +77,15 @@ def live_day(spark, arm: Arm, send_day: str, spec: EvalSpec) -> dict:
         for k, v in r.get("states", {}).items():
             states[k] = states.get(k, 0) + v
     times["deliver"] = round(time.monotonic() - t, 1)
+    realtime = None
+    if arm.name == REALTIME:         # the day's events through the streaming engine, before the outcomes are drawn
+        from lab.evaluation.realtime import stream_day
+
+        t = time.monotonic()
+        realtime = stream_day(arm, send_day)
+        for k, v in realtime["delivered"].items():
+            states[k] = states.get(k, 0) + v
+        times["stream"] = round(time.monotonic() - t, 1)
     t = time.monotonic()
     outcome = draw_outcomes(arm, send_day, spec)
     times["outcomes"] = round(time.monotonic() - t, 1)
@@ -84,7 +95,7 @@ def live_day(spark, arm: Arm, send_day: str, spec: EvalSpec) -> dict:
     log.info("%s %s: planned %s, delivered %s, opens %d / %d in %.0f s %s", arm.name, send_day,
              planned.get("messages"), states, outcome["opened"], outcome["sent"], time.monotonic() - t0, times)
     return {"send_day": send_day, "states": states, **outcome, "seconds": times,
-            **({"judge": judged} if judged else {})}
+            **({"judge": judged} if judged else {}), **({"realtime": realtime} if realtime else {})}
 
 
 

@@ -7,7 +7,7 @@ from datetime import date, timedelta
 import numpy as np
 
 from core.warehouse import Warehouse
-from lab.evaluation.arms import INACTIVE_PROFILE, SCENE_COVERAGE_SHARE, US_PER_HOUR, Arm, EvalSpec
+from lab.evaluation.arms import INACTIVE_PROFILE, REALTIME, SCENE_COVERAGE_SHARE, US_PER_HOUR, Arm, EvalSpec
 from lab.evaluation.outcomes import read_receipts
 
 
@@ -21,12 +21,12 @@ def arm_log(arm: Arm, send_days: list[str]):
         _, tables = read_receipts(arm.wh, d)
         if tables:
             t = pa.concat_tables(tables).select(["user_id", "scene_id", "sent_at", "opened_at", "propensity",
-                                                 "item_ids"])
+                                                 "item_ids", "policy"])
             df = t.to_pandas()
             df["send_day"] = d
             parts.append(df)
     df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
-        columns=["user_id", "scene_id", "sent_at", "opened_at", "propensity", "item_ids", "send_day"])
+        columns=["user_id", "scene_id", "sent_at", "opened_at", "propensity", "item_ids", "policy", "send_day"])
     df["opened"] = df["opened_at"].notna()
     # microseconds whatever unit pandas chose for the column
     df["sent_us"] = pd.to_datetime(df["sent_at"], utc=True).dt.as_unit("us").astype("int64")
@@ -129,6 +129,15 @@ def compare(arms: dict[str, Arm], send_days: list[str], spec: EvalSpec, hermes_p
         row["diff"] = point["hermes"][metric] - point["baseline"][metric]
         row["diff_ci"] = _ci(boot["hermes"][metric] - boot["baseline"][metric])
         table[metric] = row
+    if REALTIME in arms:          # Hermes + real-time against Hermes nightly (paired: the same users, the same dice)
+        for metric, row in table.items():
+            with np.errstate(divide="ignore", invalid="ignore"):
+                r = boot[REALTIME][metric] / boot["hermes"][metric]
+            row["rt_vs_hermes"] = point[REALTIME][metric] / point["hermes"][metric] if point["hermes"][metric] else None
+            row["rt_vs_hermes_ci"] = _ci(r) if np.isfinite(r).any() else None
+            row["rt_minus_hermes"] = point[REALTIME][metric] - point["hermes"][metric]
+            row["rt_minus_hermes_ci"] = _ci(boot[REALTIME][metric] - boot["hermes"][metric])
+        point[REALTIME]["triggered"] = triggered(logs[REALTIME], point)
     table["scene_coverage"] = {name: point[name]["scene_coverage"] for name in arms}
     table["scene_coverage"]["ratio"] = (point["hermes"]["scene_coverage"] / point["baseline"]["scene_coverage"]
                                         if point["baseline"]["scene_coverage"] else None)
@@ -138,6 +147,18 @@ def compare(arms: dict[str, Arm], send_days: list[str], spec: EvalSpec, hermes_p
     load = {name: np.bincount(((df["sent_us"].to_numpy() // US_PER_HOUR) % 24).astype(int), minlength=24).tolist()
             for name, df in logs.items()}
     return {"table": table, "arms": point, "off_policy": ope, "daily": daily, "hourly_load": load}
+
+
+def triggered(rt_log, point: dict) -> dict:
+    """The real-time arm's triggered pushes: how many, their open rate, against Push 1.0's and Hermes nightly's."""
+    trig = rt_log[rt_log["policy"].fillna("").str.startswith("trigger:")]
+    rate = float(trig["opened"].mean()) if len(trig) else None
+    base, nightly = point["baseline"]["open_rate"], point["hermes"]["open_rate"]
+    return {"pushes": int(len(trig)), "opens": int(trig["opened"].sum()), "open_rate": rate,
+            "vs_push1": rate / base if rate is not None and base else None,
+            "vs_hermes_nightly": rate / nightly if rate is not None and nightly else None,
+            "by_rule": {k: {"pushes": int(len(g)), "open_rate": float(g["opened"].mean())}
+                        for k, g in trig.groupby("policy")}}
 
 
 def off_policy(baseline_log, hermes_plans, measured: float) -> dict:

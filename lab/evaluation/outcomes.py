@@ -7,7 +7,7 @@ from datetime import date, timedelta
 import numpy as np
 
 from core.warehouse import Warehouse
-from lab.evaluation.arms import ARMS, US_PER_DAY, US_PER_HOUR, Arm, EvalSpec
+from lab.evaluation.arms import ALL_ARMS, US_PER_DAY, US_PER_HOUR, Arm, EvalSpec
 
 
 def read_receipts(wh: Warehouse, send_day: str):
@@ -88,7 +88,7 @@ def draw_outcomes(arm: Arm, send_day: str, spec: EvalSpec) -> dict:
     delay_s = np.minimum(crn(spec.seed, send_day, 2).exponential(25 * 60, n_users)[idx], 6 * 3600)
     opened = u_open < p
     opened_at = np.where(opened, sent_at + (delay_s * 1e6).astype(np.int64), -1)
-    click_rng = np.random.default_rng([spec.seed, 9002, ARMS.index(arm.name), int(send_day.replace("-", ""))])
+    click_rng = np.random.default_rng([spec.seed, 9002, ALL_ARMS.index(arm.name), int(send_day.replace("-", ""))])
     clicked = truth.draw_clicks(click_rng, users, offsets, items, sent_at, opened)
 
     # receipts: the same rows with their outcome, each hour's file rewritten whole

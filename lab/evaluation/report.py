@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 
 from core.settings import Settings
-from lab.evaluation.arms import ARMS, EXPERIMENT, SCENE_COVERAGE_SHARE, Arm, EvalSpec, arm_settings, eval_config, send_days_of
+from lab.evaluation.arms import EXPERIMENT, REALTIME, SCENE_COVERAGE_SHARE, Arm, EvalSpec, arm_settings, eval_config, send_days_of
 from lab.evaluation.metrics import compare, hermes_plan_scenes
 
 log = logging.getLogger(__name__)
+LABELS = {"baseline": "Push 1.0", "hermes": "Hermes", REALTIME: "Hermes + real-time"}
 
 
 def _fmt(v, pct=False):
@@ -50,9 +51,38 @@ def markdown(result: dict, spec: EvalSpec, seconds: float) -> str:
               f"{o['effective_sample_size']:.0f}) vs closed-loop Hermes {_fmt(o['closed_loop_hermes_open_rate'], True)} "
               f"and Push 1.0 logged {_fmt(o['baseline_logged_open_rate'], True)}.",
               *_judged_nights(result.get("days", {}).get("hermes", [])),
+              *_realtime(result),
               "", f"Scene mix: Push 1.0 {result['arms']['baseline']['scene_mix']}; Hermes "
               f"{result['arms']['hermes']['scene_mix']}", "", f"Run time: {seconds / 60:.1f} min."]
     return "\n".join(lines) + "\n"
+
+
+def _realtime(result: dict) -> list[str]:
+    """The third arm: Hermes + real-time against Hermes nightly, and its triggered pushes alone."""
+    if REALTIME not in result["arms"]:
+        return []
+    t = result["table"]
+    pct = {"open_rate", "user_coverage", "disturbance_share", "activation", "activation_holdout",
+           "incremental_activation"}
+    lines = ["", "## Hermes + real-time (the streaming trigger engine on top of Hermes' plan)", "",
+             "| metric | Hermes nightly | Hermes + real-time | + real-time − nightly (95 % CI) | ratio (95 % CI) |",
+             "|---|---|---|---|---|"]
+    for m in ("open_rate", "opens_per_user_day", "sends_per_user_day", "user_coverage", "activation",
+              "incremental_activation", "disturbance_share"):
+        row, p = t[m], m in pct
+        d, dci, ci = row["rt_minus_hermes"], row["rt_minus_hermes_ci"], row.get("rt_vs_hermes_ci")
+        scale, unit = (100, " pp") if p else (1, "")
+        ratio = f"{row['rt_vs_hermes']:.3f}x ({ci[0]:.3f}–{ci[1]:.3f})" if row.get("rt_vs_hermes") and ci else "-"
+        lines.append(f"| {m.replace('_', ' ')} | {_fmt(row['hermes'], p)} | {_fmt(row[REALTIME], p)} | "
+                     f"{scale * d:+.4f}{unit} ({scale * dci[0]:+.4f}–{scale * dci[1]:+.4f}) | {ratio} |")
+    tr = result["arms"][REALTIME]["triggered"]
+    if tr["pushes"]:
+        lines += ["", f"Triggered pushes: {tr['pushes']:,}, open rate {_fmt(tr['open_rate'], True)} = "
+                  f"{tr['vs_push1']:.2f}x Push 1.0's and {tr['vs_hermes_nightly']:.2f}x Hermes nightly's; by rule "
+                  + ", ".join(f"{k} {v['pushes']} at {_fmt(v['open_rate'], True)}" for k, v in tr["by_rule"].items())]
+    else:
+        lines += ["", "Triggered pushes: none were sent."]
+    return lines
 
 
 def _judged_nights(days: list[dict]) -> list[str]:
@@ -82,25 +112,27 @@ def plots(result: dict, folder: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, rows in result["daily"].items():
         ax.plot([r["send_day"] for r in rows], [r["opens"] / max(r["sends"], 1) for r in rows], marker="o",
-                label="Push 1.0" if name == "baseline" else "Hermes")
+                label=LABELS.get(name, name))
     ax.set_ylabel("push open rate"), ax.set_title("Daily open rate per policy (closed loop)"), ax.legend()
     fig.autofmt_xdate()
     out.append(folder / "daily_open_rate.png")
     fig.savefig(out[-1], dpi=100, bbox_inches="tight")
     fig, ax = plt.subplots(figsize=(7, 4))
     hours = np.arange(24)
+    w = 0.8 / len(result["hourly_load"])
     for k, (name, load) in enumerate(result["hourly_load"].items()):
-        ax.bar(hours + (k - 0.5) * 0.4, load, width=0.4, label="Push 1.0" if name == "baseline" else "Hermes")
+        ax.bar(hours + (k - (len(result["hourly_load"]) - 1) / 2) * w, load, width=w, label=LABELS.get(name, name))
     ax.set_xlabel("UTC hour"), ax.set_ylabel("pushes over all days"), ax.set_title("Load per hour"), ax.legend()
     out.append(folder / "hourly_load.png")
     fig.savefig(out[-1], dpi=100, bbox_inches="tight")
     fig, ax = plt.subplots(figsize=(7, 4))
-    scenes = sorted(set(result["arms"]["baseline"]["scene_mix"]) | set(result["arms"]["hermes"]["scene_mix"]))
+    scenes = sorted(set().union(*(a["scene_mix"] for a in result["arms"].values())))
     y = np.arange(len(scenes))
-    for k, name in enumerate(ARMS):
+    w = 0.8 / len(result["arms"])
+    for k, name in enumerate(result["arms"]):
         mix = result["arms"][name]["scene_mix"]
-        ax.barh(y + (k - 0.5) * 0.4, [mix.get(s, 0) for s in scenes], height=0.4,
-                label="Push 1.0" if name == "baseline" else "Hermes")
+        ax.barh(y + (k - (len(result["arms"]) - 1) / 2) * w, [mix.get(s, 0) for s in scenes], height=w,
+                label=LABELS.get(name, name))
     ax.set_yticks(y, scenes), ax.set_xlabel("share of sends"), ax.set_title("Scene mix"), ax.legend()
     ax.axvline(SCENE_COVERAGE_SHARE, color="grey", linestyle=":")
     out.append(folder / "scene_mix.png")
@@ -119,8 +151,11 @@ def log_mlflow(base: Settings, spec: EvalSpec, result: dict, files: list[Path], 
         mlflow.log_params({"users": spec.users, "days": spec.days, "seed": spec.seed,
                            "history_days": spec.history_days, "holdout_share": spec.holdout_share})
         for m, row in result["table"].items():
-            for name in ARMS:
-                mlflow.log_metric(f"{name}.{m}", float(row[name]))
+            for name in result["arms"]:
+                if name in row:
+                    mlflow.log_metric(f"{name}.{m}", float(row[name]))
+            if row.get("rt_vs_hermes") is not None:
+                mlflow.log_metric(f"rt_vs_hermes.{m}", float(row["rt_vs_hermes"]))
             if row.get("ratio") is not None:
                 mlflow.log_metric(f"ratio.{m}", float(row["ratio"]))
             if row.get("diff") is not None:
@@ -143,7 +178,7 @@ def report(base: Settings, spec: EvalSpec, out: Path, days: dict | None = None, 
     from core.config.loader import load_config
 
     loaded = eval_config(load_config(base.conf_dir), spec)
-    arms = {name: Arm(name, arm_settings(base, out, name), loaded) for name in ARMS}
+    arms = {name: Arm(name, arm_settings(base, out, name), loaded) for name in spec.arms}
     send_days = send_days_of(spec)
     if days is None or seconds is None:
         old = json.loads((out / "report.json").read_text())

@@ -143,3 +143,23 @@ def test_the_shared_budget_the_gap_and_a_restart(setup):
     assert [m["idempotency_key"] for m in third.step()[1]] == list(em["trigger_key"])
     with log.engine.connect() as c:
         assert c.execute(sa.select(sa.func.count()).select_from(log.log)).scalar_one() == 4
+
+
+def test_a_checkpoint_of_another_stream_is_not_resumed(setup, tmp_path):
+    """The state database was replaced (a new deployment, a benchmark's fresh run): its offsets mean nothing to the
+    old checkpoint, which would otherwise skip the new stream's first events."""
+    settings, stream, clock, engine = setup
+    publish(stream, NOW - 60, events=[{"user_id": u, "event_type": "app_open"} for u in (1, 2, 3)])
+    e = engine()
+    e.step()
+    e.checkpoint()
+    assert e.offset == 3
+    stream.dispose()
+    e.stream.dispose()
+    e.log.dispose()
+    db = tmp_path / "state" / "delivery_ledger.sqlite"
+    for f in db.parent.glob("delivery_ledger.sqlite*"):
+        f.unlink()
+    fresh = EventStream(settings.ledger_url)
+    publish(fresh, NOW, events=[{"user_id": 4, "event_type": "app_open"}])
+    assert engine().offset == 0

@@ -24,7 +24,8 @@ def test_closed_loop_evaluation_of_both_policies(s3_server, spark, tmp_path):
     base = Settings.from_env({**os.environ, **s3_server, "HERMES_HOME": str(home),
                               "HERMES_GATEWAY_URL": gw["HERMES_GATEWAY_URL"],
                               "HERMES_GATEWAY_TOKEN": gw["HERMES_GATEWAY_TOKEN"]})
-    spec = evaluate.EvalSpec(users=800, days=1, seed=5, history_days=27, holdout_share=0.2, bootstrap=200)
+    spec = evaluate.EvalSpec(users=800, days=1, seed=5, history_days=27, holdout_share=0.2, bootstrap=200,
+                             realtime=True)
     try:
         result = evaluate.run(base, spec, home / "evaluation", spark=spark)
     finally:
@@ -57,6 +58,23 @@ def test_closed_loop_evaluation_of_both_policies(s3_server, spark, tmp_path):
     assert (base_log["propensity"] > 0).all() and (base_log["propensity"] <= 1).all()
     main = base_log[base_log["propensity"] > 0.5]["scene_id"].unique()
     assert len(main) == 1, "unexplored baseline pushes all carry the one global scene"
+
+    # the third arm: Hermes' plan plus the streaming engine over the day's events, through the same ledger and gateway
+    rt = result["days"]["hermes_rt"][0]
+    assert rt["states"] == {"acked": rt["sent"]} and rt["realtime"]["events"] > 1000
+    decided = rt["realtime"]["decided"]
+    assert sum(decided.values()) > 0 and decided.get("emitted", 0) == rt["realtime"]["messages"]
+    rt_log = pa.concat_tables(read_receipts(Warehouse(out / "hermes_rt" / "warehouse"), day)[1]).to_pandas()
+    assert len(rt_log) == rt["sent"] and rt_log["push_id"].is_unique
+    assert {p for p in rt_log["policy"] if not p.startswith("trigger:")} == {"hermes"}
+    assert (rt_log["policy"].str.startswith("trigger:")).sum() == rt["realtime"]["messages"]
+    from features.holdout import in_holdout
+    assert not in_holdout(rt_log["user_id"].to_numpy(), 0.2).any()
+    # one budget: no user gets more pushes in a local day than the cap, nightly and triggered together
+    assert rt_log.groupby("user_id").size().max() <= 2
+    report_md = (out / "report.md").read_text()
+    assert "## Hermes + real-time" in report_md and "Triggered pushes:" in report_md
+    assert result["arms"]["hermes_rt"]["triggered"]["pushes"] == rt["realtime"]["messages"]
 
     t = result["table"]
     assert t["activation_holdout"]["baseline"] == t["activation_holdout"]["hermes"], "same holdout, same events"
