@@ -62,7 +62,7 @@ SEEDS ?= 7 11 23
 EVAL_DAYS ?= 3
 EVAL_USERS ?= 4000
 evaluate: install
-	SEEDS="$(SEEDS)" EVAL_DAYS=$(EVAL_DAYS) EVAL_USERS=$(EVAL_USERS) VARIANT=$(or $(VARIANT),base) COLD_START=$(or $(COLD_START),0) bash infra/evaluate.sh
+	SEEDS="$(SEEDS)" EVAL_DAYS=$(EVAL_DAYS) EVAL_USERS=$(EVAL_USERS) VARIANT=$(or $(VARIANT),base) COLD_START=$(or $(COLD_START),0) REALTIME=$(or $(REALTIME),0) bash infra/evaluate.sh
 
 bench-triggers: install
 	source infra/env.sh && $(PY) bench/triggers.py
