@@ -205,7 +205,7 @@ class Engine:
         self.decided_cache: set[str] = set()
         # the latest due -> acceptance latencies (bounded: the process runs for weeks)
         self.stats = {"events": 0, "decided": {}, "latency": deque(maxlen=20_000), "sent": 0, "started": clock()}
-        self._last_checkpoint = clock()
+        self._last_checkpoint = time.monotonic()          # housekeeping runs on the wall clock, even in a replay
         self._checkpointed = self.offset
 
     # ---- state ----------------------------------------------------------------------------------------------
@@ -259,7 +259,7 @@ class Engine:
             f.flush()
             os.fsync(f.fileno())
         tmp.replace(p)
-        self._last_checkpoint = self.clock()
+        self._last_checkpoint = time.monotonic()
         self._checkpointed = self.offset
 
     def _budget_history(self) -> dict:
@@ -437,8 +437,8 @@ class Engine:
         policy = RetryPolicy.from_config(gw, ramp=False)
         sending: set[asyncio.Task] = set()
         receipts_due: set[tuple[str, int]] = set()
-        last_report = last_receipts = last_beat = self.clock()
-        window: dict = {"events": 0, "t": self.clock()}
+        last_report = last_receipts = last_beat = time.monotonic()
+        window: dict = {"events": 0, "t": time.monotonic()}
 
         async def send(msgs: list[dict]) -> None:
             rep = await deliver(msgs, client, bucket, gw.concurrency, policy,
@@ -450,7 +450,7 @@ class Engine:
             self.stats["latency"].extend(acked[m["idempotency_key"]] - self.to_wall(m["fire_at_us"] / US) for m in msgs
                                          if m["idempotency_key"] in acked)
 
-        self._report(window, self.clock())           # healthy from the first moment it runs
+        self._report(window, time.monotonic())       # healthy from the first moment it runs
         try:
             while not stop.is_set():
                 n, msgs = self.step()
@@ -460,7 +460,7 @@ class Engine:
                     task = asyncio.create_task(send(msgs))
                     sending.add(task)
                     task.add_done_callback(sending.discard)
-                now = self.clock()
+                now = time.monotonic()
                 window["events"] += n
                 if now - self._last_checkpoint >= self.sc.checkpoint_seconds and self.offset != self._checkpointed:
                     self.checkpoint()
@@ -475,8 +475,8 @@ class Engine:
                 if now - last_receipts >= self.sc.receipts_seconds and not self.replaying:
                     if receipts_due:
                         self._receipts(ledger, receipts_due)
-                    self._hand_over_days(now)
-                    self._reload_if_newer(now)
+                    self._hand_over_days(self.clock())
+                    self._reload_if_newer(self.clock())
                     last_receipts = now
                 # a backlog is read at once; otherwise wait a poll, so events arriving meanwhile are decided together
                 # (a decision round costs ~10 ms whatever its size: one model call, one log write)
@@ -487,7 +487,7 @@ class Engine:
             self.checkpoint()
             if not self.replaying:
                 self._receipts(ledger, receipts_due)
-            self._report(window, self.clock())
+            self._report(window, time.monotonic())
             await client.close()
             ledger.release(run_id)
             ledger.dispose()
