@@ -195,10 +195,12 @@ def summarise(env, wh, world_start, wall_start, speed, minute, published, loaded
     rules = {t.id: t for t in loaded.config.triggers}
     sent = log[log["state"] == "emitted"].merge(ledger, left_on="trigger_key", right_on="idempotency_key")
     acked = sent[sent["state_y"] == "acked"].copy()
-    due_wall = wall_start + (np.maximum(acked["fire_at"], acked["send_at"]) / US - world_start) / speed
+    # due: the event (+ the rule's delay), or for a push quiet hours held, its release
+    held = acked["reason"].fillna("").str.startswith("quiet_hours")
+    due_wall = wall_start + (np.where(held, acked["send_at"], acked["fire_at"]) / US - world_start) / speed
     acked["latency"] = acked["acked_at"].to_numpy() - due_wall.to_numpy()
     delay0 = acked["rule_id"].map(lambda r: rules[r].delay_minutes == 0 and rules[r].when.event != "chat_waiting")
-    out = {"speed": speed, "published": published, "minutes": minute,
+    out = {"speed": speed, "published": published, "minutes": minute, "quiet_held": int(held.sum()),
            "decided": log["state"].value_counts().to_dict(),
            "reasons": log["reason"].fillna("").map(lambda r: r.split(":")[0]).value_counts().to_dict(),
            "sent": int(len(acked))}

@@ -51,6 +51,7 @@ log = logging.getLogger("hermes.stream")
 US = 1_000_000
 CONSUMER = "stream"
 STEP_LIMIT = 5000         # events read per step
+QUIET = "quiet_hours"     # the reason an emitted push carries when quiet hours held it to their end
 
 
 @dataclass
@@ -336,11 +337,12 @@ class Engine:
         if len(todo):
             quiet = self.cfg.platform.quiet_hours
             spread = self.sc.quiet_release_minutes * 60 * US
-            send = []
+            send, held = [], set()
             for key, t, z in zip(todo["trigger_key"], np.maximum(todo["fire_at"].to_numpy(), now), todo["tz"]):
                 s = after_quiet(int(t), z, quiet)
-                if s != int(t) and spread:                      # held by quiet hours: released over the spread
-                    s += int(int(key[:8], 16) % spread)
+                if s != int(t):                                 # held by quiet hours: released over the spread
+                    held.add(key)
+                    s += int(int(key[:8], 16) % spread) if spread else 0
                 send.append(s)
             todo["send_at"] = send
             todo["local_day"] = local_days(todo["send_at"].to_numpy(), todo["tz"].to_numpy())
@@ -371,7 +373,8 @@ class Engine:
             if decided:
                 idx = [i for i, _ in decided]
                 df.loc[idx, "state"] = [SUPPRESSED if why else EMITTED for _, why in decided]
-                df.loc[idx, "reason"] = [why for _, why in decided]
+                # an emitted push quiet hours hold says so (its latency counts from its release, not its event)
+                df.loc[idx, "reason"] = [why or (QUIET if df.at[i, "trigger_key"] in held else None) for i, why in decided]
         decided_at = self.clock()
         rows = []
         for r in df.itertuples(index=False):
@@ -416,7 +419,10 @@ class Engine:
         if due.empty:
             return []
         _, rows = trigger_messages(due, self.ctx.users, self.ctx.items, self.cfg, self.loaded.version, 0)
+        quiet = dict(zip(due["trigger_key"], due["reason"].fillna("").str.startswith(QUIET)))
         for r in rows:
+            # when the push was due: its event (+ delay), or the release after quiet hours
+            r["due_us"] = r["send_at_us"] if quiet.get(r["idempotency_key"]) else r["fire_at_us"]
             at = datetime.fromtimestamp(r["send_at_us"] / US, tz=timezone.utc)
             r.update(window=STREAM, send_day=at.date().isoformat(), hour=at.hour, planned_at=r["send_at_us"] / US)
         return rows
@@ -447,7 +453,7 @@ class Engine:
             acked = ledger.acked_at([m["idempotency_key"] for m in msgs])
             self.stats["sent"] += rep.acked
             # due -> gateway acceptance (a delay-0 rule is due at its event), in wall seconds
-            self.stats["latency"].extend(acked[m["idempotency_key"]] - self.to_wall(m["fire_at_us"] / US) for m in msgs
+            self.stats["latency"].extend(acked[m["idempotency_key"]] - self.to_wall(m["due_us"] / US) for m in msgs
                                          if m["idempotency_key"] in acked)
 
         self._report(window, time.monotonic())       # healthy from the first moment it runs

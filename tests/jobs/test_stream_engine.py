@@ -92,7 +92,8 @@ def test_the_model_decides_and_quiet_hours_defer(setup):
     # Tokyo is at 21:00: sent now; Sydney is at 23:00, quiet until 08:00 local (21:00 UTC) + the release spread
     assert [(m["user_id"], m["policy"], m["window"]) for m in msgs] == [(1, "trigger:fav_price_drop", "stream")]
     sydney = d[(4, 10)]
-    assert sydney["state"] == "emitted"
+    assert (sydney["state"], sydney["reason"]) == ("emitted", "quiet_hours")
+    assert d[(1, 10)]["reason"] is None
     quiet_end = datetime(2026, 11, 2, 21, 0, tzinfo=timezone.utc).timestamp() * 1e6
     assert quiet_end <= sydney["send_at"] < quiet_end + 60 * 60e6
     clock["t"] = sydney["send_at"] / 1e6
