@@ -85,7 +85,7 @@ def arm_settings(base: Settings, out: Path, name: str) -> Settings:
     return replace(base, home=home, warehouse=home / "warehouse",
                    mlflow_tracking_uri=f"sqlite:///{home}/mlflow/mlflow.db",
                    ledger_url=f"sqlite:///{home}/state/delivery_ledger.sqlite",
-                   s3_bucket=f"{base.s3_bucket}-eval-{name}", receipt_time="planned")
+                   s3_bucket=f"{base.s3_bucket}-eval-{name.replace('_', '-')}", receipt_time="planned")
 
 
 def prepare(base: Settings, spec: EvalSpec, out: Path) -> tuple[dict[str, Arm], list[str]]:
