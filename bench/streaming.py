@@ -198,7 +198,7 @@ def summarise(env, wh, world_start, wall_start, speed, minute, published, loaded
     # due: the event (+ the rule's delay), or for a push quiet hours held, its release
     held = acked["reason"].fillna("").str.startswith("quiet_hours")
     due_wall = wall_start + (np.where(held, acked["send_at"], acked["fire_at"]) / US - world_start) / speed
-    acked["latency"] = acked["acked_at"].to_numpy() - due_wall.to_numpy()
+    acked["latency"] = acked["acked_at"].to_numpy() - due_wall
     delay0 = acked["rule_id"].map(lambda r: rules[r].delay_minutes == 0 and rules[r].when.event != "chat_waiting")
     out = {"speed": speed, "published": published, "minutes": minute, "quiet_held": int(held.sum()),
            "decided": log["state"].value_counts().to_dict(),
