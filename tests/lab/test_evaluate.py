@@ -63,7 +63,8 @@ def test_closed_loop_evaluation_of_both_policies(s3_server, spark, tmp_path):
     rt = result["days"]["hermes_rt"][0]
     assert rt["states"] == {"acked": rt["sent"]} and rt["realtime"]["events"] > 1000
     decided = rt["realtime"]["decided"]
-    assert sum(decided.values()) > 0 and decided.get("emitted", 0) == rt["realtime"]["messages"]
+    # what quiet hours hold past the day's end goes out the next day: sent today are at most the emitted ones
+    assert sum(decided.values()) > 0 and 0 < rt["realtime"]["messages"] <= decided.get("emitted", 0)
     rt_log = pa.concat_tables(read_receipts(Warehouse(out / "hermes_rt" / "warehouse"), day)[1]).to_pandas()
     assert len(rt_log) == rt["sent"] and rt_log["push_id"].is_unique
     assert {p for p in rt_log["policy"] if not p.startswith("trigger:")} == {"hermes"}
