@@ -66,26 +66,16 @@ def post(port: int, token: str, table: str, rows: list[dict]) -> dict:
         return json.loads(r.read())
 
 
-def load_replay(wh, first_day: str, days: int) -> tuple[list[tuple], list[tuple]]:
-    """[(ts seconds, table, doc)] of the raw events and item changes of the replayed days, in time order."""
-    import pyarrow.dataset as pads
+def load_replay(wh, first_day: str, days: int) -> list[tuple]:
+    """[(ts seconds, table, doc)] of the raw events and item changes of the replayed days, in time order (the same
+    rows the closed loop's real-time arm publishes: lab.evaluation.realtime.day_rows)."""
+    from lab.evaluation.realtime import day_rows
 
     out = []
     for k in range(days):
         d = (date.fromisoformat(first_day) + timedelta(days=k)).isoformat()
-        for table, cols in (("events", ["ts", "user_id", "event_type", "item_id", "seller_id", "category_id"]),
-                            ("item_changes", ["item_id", "ts", "change", "price"])):
-            path = wh.raw_partition(table, d)
-            if not path.exists():
-                continue
-            df = pads.dataset(str(path), format="parquet").to_table(columns=cols).to_pandas()
-            ts = df["ts"].astype("int64") // (1000 if df["ts"].dtype.unit == "ns" else 1)
-            df = df.drop(columns="ts")
-            for i, (t, rec) in enumerate(zip(ts.to_numpy(), df.to_dict("records"))):
-                doc = {k: (None if isinstance(v, float) and v != v else (int(v) if isinstance(v, (np.integer,)) else v))
-                       for k, v in rec.items()}
-                doc.update(ts=t / US, event_id=f"{table[0]}-{d}-{i}")
-                out.append((t / US, table, doc))
+        for table, rows in day_rows(wh, d).items():
+            out += [(r["ts"], table, r) for r in rows]
     out.sort(key=lambda x: x[0])
     return out
 
