@@ -129,10 +129,11 @@ class Warehouse:
         return pads.dataset(str(path), format="parquet", exclude_invalid_files=True).to_table(columns=columns)
 
     def read_raw_between(self, table: str, time_column: str, first_us: int, end_us: int, columns: list[str],
-                         user_ids: list[int] | None = None):
+                         user_ids: list[int] | None = None, where=None):
         """Rows of a raw fact table with first_us <= time_column < end_us (microseconds since the epoch), read
-        with pyarrow from only the ds partitions that can hold them, optionally only these users' rows; pandas,
-        the time column as int64 microseconds. No partition: an empty frame with the contract's types."""
+        with pyarrow from only the ds partitions that can hold them, optionally only these users' rows and only
+        rows matching `where` (a pyarrow.dataset expression, pushed into the scan); pandas, the time column as
+        int64 microseconds. No partition: an empty frame with the contract's types."""
         from datetime import datetime, timedelta, timezone
 
         import pyarrow as pa
@@ -146,7 +147,7 @@ class Warehouse:
             files += [str(f) for f in sorted(self.raw_partition(table, day.isoformat()).glob("*.parquet"))]
             day += timedelta(days=1)
         if files:
-            t = pads.dataset(files, format="parquet").to_table(columns=columns)
+            t = pads.dataset(files, format="parquet").to_table(columns=columns, filter=where)
         else:
             t = pa.schema([RAW_SCHEMAS[table].field(c) for c in columns]).empty_table()
         t = t.set_column(t.schema.get_field_index(time_column), time_column,

@@ -86,6 +86,7 @@ def stream_day(arm: Arm, send_day: str) -> dict:
         if not nxt:
             break
     engine.checkpoint()
+    engine.close()
     from delivery.ledger import Ledger
 
     ledger = Ledger(s.ledger_url)

@@ -3,10 +3,11 @@ delay, and the same candidates (same keys) as the micro-batch's rules on the sam
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from core.config.schema import Trigger
 from features import triggers as ft
-from features.stream_rules import RuleState
+from features.stream_rules import RuleState, StateLocked
 
 H, M, DAY = ft.US_H, ft.US_MIN, ft.US_DAY
 T0 = 1_800_000_000 * 1_000_000 - (1_800_000_000 * 1_000_000) % DAY
@@ -136,3 +137,29 @@ def test_a_rule_disabled_while_running_drops_its_pending_pushes():
     s.set_rules({drop.id: drop})                                        # chat_waiting switched off in conf/
     assert feed(s, [ev(T0 + 3 * M, 50, "chat", 9, seller=7)]) == []      # its pending push is not cancelled: gone
     assert [(c.rule_id, c.user_id) for c in s.pop_due(T0 + H)] == [("r_price_drop", 8)]
+
+
+def test_the_state_store_commits_at_checkpoints_holds_its_lock_and_prunes_by_time(tmp_path):
+    """The keyed state lives in a SQLite file: a checkpoint is one commit (what came after it is rolled back with
+    the process that dies), a second engine on the same state is refused, and pruning forgets by event time."""
+    r = rule("price_drop", when={"min_drop_pct": 10, "lookback_days": 7})
+    p = tmp_path / "state.sqlite"
+    s = RuleState({r.id: r}, path=p)
+    feed(s, [ev(T0, 7, "fav", 1), ch(T0 + H, 1, "listed", 100.0), ch(T0 + H, 2, "listed", 50.0)])
+    s.commit({"offset": 3})
+    with pytest.raises(StateLocked, match="another stream engine"):
+        RuleState({r.id: r}, path=p, lock_timeout_s=0.1)
+    feed(s, [ev(T0 + 2 * H, 8, "fav", 1)])                     # after the checkpoint: lost with the process
+    s.close()
+    again, meta = RuleState.open(p, {r.id: r})
+    assert meta == {"offset": 3}
+    assert again.size()["interest_pairs"] == 1 and again.item_info([1, 2, 3]) == {1: (100.0, None, T0 + H),
+                                                                                  2: (50.0, None, T0 + H)}
+    feed(again, [ch(T0 + 3 * H, 1, "price_drop", 80.0)])
+    assert [c.user_id for c in again.pop_due(T0 + 3 * H)] == [7]
+    # eight days on, the favourite is older than the rule's lookback: pruned, and a new drop pushes nobody
+    feed(again, [ev(T0 + 8 * DAY, 9, "fav", 2)])
+    assert again.size()["interest_pairs"] == 1                  # user 9's; user 7's went
+    feed(again, [ch(T0 + 8 * DAY + H, 1, "price_drop", 60.0)])
+    assert again.pop_due(T0 + 9 * DAY) == []
+    again.close()

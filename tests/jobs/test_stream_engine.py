@@ -125,6 +125,7 @@ def test_the_shared_budget_the_gap_and_a_restart(setup):
     clock["t"] = NOW + 1800
     publish(stream, NOW + 1800, changes=[{"item_id": 10, "change": "price_drop", "price": 40.0}])
     # the engine dies before its next checkpoint; the new one replays the drop from the stream
+    e.close()
     again = engine()
     assert again.offset == e.offset
     again.step()
@@ -139,6 +140,7 @@ def test_the_shared_budget_the_gap_and_a_restart(setup):
                                                                          (3, "suppressed", "daily_cap")}
     # a third engine replaying the whole stream decides nothing twice; what was emitted is handed to the ledger
     # again (its claim never sends an acked key twice)
+    again.close()
     third = engine()
     third.offset = 0
     assert [m["idempotency_key"] for m in third.step()[1]] == list(em["trigger_key"])
@@ -155,6 +157,7 @@ def test_a_checkpoint_of_another_stream_is_not_resumed(setup, tmp_path):
     e.step()
     e.checkpoint()
     assert e.offset == 3
+    e.close()
     stream.dispose()
     e.stream.dispose()
     e.log.dispose()
