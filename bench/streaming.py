@@ -66,18 +66,35 @@ def post(port: int, token: str, table: str, rows: list[dict]) -> dict:
         return json.loads(r.read())
 
 
-def load_replay(wh, first_day: str, days: int) -> list[tuple]:
-    """[(ts seconds, table, doc)] of the raw events and item changes of the replayed days, in time order (the same
+def load_replay(wh, first: float, end: float) -> list[tuple]:
+    """[(ts seconds, table, doc)] of the raw events and item changes with first <= ts < end, in time order (the same
     rows the closed loop's real-time arm publishes: lab.evaluation.realtime.day_rows)."""
     from lab.evaluation.realtime import day_rows
 
     out = []
-    for k in range(days):
-        d = (date.fromisoformat(first_day) + timedelta(days=k)).isoformat()
-        for table, rows in day_rows(wh, d).items():
+    d = datetime.fromtimestamp(first, tz=timezone.utc).date()
+    while datetime.combine(d, datetime.min.time(), tzinfo=timezone.utc).timestamp() < end:
+        for table, rows in day_rows(wh, d.isoformat(), (first, end)).items():
             out += [(r["ts"], table, r) for r in rows]
+        d += timedelta(days=1)
     out.sort(key=lambda x: x[0])
     return out
+
+
+def busiest_hour(wh, day: str) -> tuple[float, int]:
+    """The start (epoch seconds) and row count of the UTC hour of `day` with the most events and item changes."""
+    import pyarrow.dataset as pads
+
+    day0 = datetime.fromisoformat(day).replace(tzinfo=timezone.utc).timestamp()
+    hours = np.zeros(24, dtype=np.int64)
+    for table in ("events", "item_changes"):
+        path = wh.raw_partition(table, day)
+        if path.exists():
+            ts = pads.dataset(str(path), format="parquet").to_table(columns=["ts"])["ts"].to_pandas()
+            us = ts.astype("int64") // (1000 if ts.dtype.unit == "ns" else 1)
+            h = ((us.to_numpy() / US - day0) // 3600).astype(np.int64)
+            hours += np.bincount(h[(h >= 0) & (h < 24)], minlength=24)
+    return day0 + 3600 * int(np.argmax(hours)), int(hours.max())
 
 
 def run_speed(args, env: dict, wh, replay: list, world_start: float, speed: float, loaded) -> dict:
@@ -112,7 +129,8 @@ def run_speed(args, env: dict, wh, replay: list, world_start: float, speed: floa
     for table, rows in warm.items():
         for k in range(0, len(rows), 5000):
             published += post(args.port, token, table, rows[k:k + 5000])["accepted"]
-    wall_start = time.time() + 40
+    # the engine loads the nightly (~30 s at 10k users, longer at 1M) and bootstraps, then takes the warm-up in
+    wall_start = time.time() + args.start_seconds + published / 5000
     start("engine", ["stream", "--replay-from", datetime.fromtimestamp(world_start, tz=timezone.utc).isoformat(),
                      "--speed", str(speed), "--replay-wall-start", str(wall_start)])
     for _ in range(600):                                   # the engine reports once it has loaded the nightly
@@ -244,6 +262,10 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=10)
     ap.add_argument("--from-day", help="first replayed UTC day (default: ds - 2)")
     ap.add_argument("--port", type=int, default=int(os.environ.get("HERMES_EVENTS_PORT", "8470")) + 1)
+    ap.add_argument("--warmup-minutes", type=float, help="publish only this much of the day before the busiest hour "
+                    "(default: all of it; the rule state is bootstrapped from raw/ up to the day's start either way)")
+    ap.add_argument("--start-seconds", type=float, default=40, help="wall time the engine gets to load the nightly "
+                    "and bootstrap before its clock starts (plus 1 s per 5,000 warm-up rows)")
     args = ap.parse_args()
     from core.config.loader import load_config
     from core.settings import Settings
@@ -257,22 +279,24 @@ def main() -> None:
     if ds is None:
         sys.exit("no nightly with its sides: run `make run` first")
     first = args.from_day or (date.fromisoformat(ds) - timedelta(days=2)).isoformat()
-    days = [(date.fromisoformat(first) + timedelta(days=k)).isoformat()
-            for k in range((date.fromisoformat(ds) - date.fromisoformat(first)).days + 1)]
     env = dict(os.environ)
     out = subprocess.run(["bash", str(REPO / "infra" / "gateway.sh"), "start"], env=env, capture_output=True, text=True)
     if out.returncode:
         sys.exit(out.stdout + out.stderr)
     t = time.time()
-    replay = load_replay(wh, first, len(days))
-    # the timed replay starts at the busiest hour of the first day; what came before it that day is published
-    # before the clock starts (the engine's warm-up)
+    # the timed replay starts at the busiest hour of the first day; what came before it that day (or the last
+    # --warmup-minutes of it) is published before the clock starts (the engine's warm-up)
+    world_start, peak = busiest_hour(wh, first)
     day0 = datetime.fromisoformat(first).replace(tzinfo=timezone.utc).timestamp()
-    hours = np.bincount([int((t - day0) // 3600) for t, _, _ in replay if day0 <= t < day0 + 86400], minlength=24)
-    world_start = day0 + 3600 * int(np.argmax(hours))
-    print(f"busiest hour of {first}: {int(np.argmax(hours)):02d}:00 UTC, {hours.max():,} rows "
-          f"({hours.max() / 3600:.2f}/s at 1x)")
-    print(f"replay: {len(replay):,} rows of {days[0]}..{days[-1]} loaded in {time.time() - t:.1f} s; nightly {ds}")
+    warm_from = day0 if args.warmup_minutes is None else max(day0, world_start - 60 * args.warmup_minutes)
+    world_end = world_start + 60 * args.minutes * max(args.speeds) + 3600          # + the delays' hour
+    replay = load_replay(wh, warm_from, world_end)
+    print(f"busiest hour of {first}: {datetime.fromtimestamp(world_start, tz=timezone.utc):%H}:00 UTC, {peak:,} rows "
+          f"({peak / 3600:.2f}/s at 1x)")
+    days = sorted({datetime.fromtimestamp(x, tz=timezone.utc).date().isoformat() for x in (warm_from, world_end)})
+    print(f"replay: {len(replay):,} rows of {datetime.fromtimestamp(warm_from, tz=timezone.utc):%Y-%m-%d %H:%M}.."
+          f"{datetime.fromtimestamp(world_end, tz=timezone.utc):%Y-%m-%d %H:%M} UTC loaded in {time.time() - t:.1f} s; "
+          f"nightly {ds}")
     results = []
     for speed in args.speeds:
         results.append(run_speed(args, env, wh, replay, world_start, speed, loaded))

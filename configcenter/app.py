@@ -46,6 +46,8 @@ nav{margin-bottom:16px}button{margin-right:8px}</style></head><body>
 <form method="post" action="/login"><label>Your name<input type="text" name="who" required></label>
 <label>Operator token<input type="password" name="token" required></label><p><button type="submit">Sign in</button></p>
 </form>{% endblock %}""",
+    "error.html": """{% extends "base.html" %}{% block body %}<h1>{{ title }}</h1>
+<p class="err" id="error">{{ detail }}</p><p><a href="/">Back to the scenes and rules</a></p>{% endblock %}""",
     "index.html": """{% extends "base.html" %}{% block body %}<h1>Scenes and trigger rules</h1>
 <p>config version <code id="version">{{ version }}</code></p>
 <table id="scenes"><tr><th>scene</th><th>name</th><th>trigger</th><th>priority</th><th>feed</th><th>state</th><th></th></tr>
@@ -312,6 +314,19 @@ def create_app(settings: Settings, token: str) -> FastAPI:
                 return JSONResponse({"ok": False, "error": str(e)}, status_code=409)
             return {"ok": True, "audit": record}
         raise HTTPException(404, f"no action {action!r}")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        """The API answers JSON; a page a person opened answers a page that says what went wrong."""
+        from fastapi.exception_handlers import http_exception_handler
+
+        if request.url.path.startswith("/api/") or not 400 <= exc.status_code < 600:
+            return await http_exception_handler(request, exc)
+        titles = {400: "Bad request", 401: "Sign in first", 403: "Refused", 404: "Not found", 409: "Changed meanwhile",
+                  422: "Not valid"}
+        return HTMLResponse(env.get_template("error.html").render(
+            title=titles.get(exc.status_code, f"Error {exc.status_code}"), detail=str(exc.detail),
+            who=None), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(ConfigError)
     def config_error(request: Request, exc: ConfigError):

@@ -95,16 +95,28 @@ def apply_form(doc: dict, form: dict, kind: str = "scenes") -> dict:
     return out
 
 
+def field_of(loc: list[str], fields) -> tuple[str, list[str]]:
+    """The form field a validation error belongs to (the longest field that prefixes its location) and the rest of
+    the location; a location no field holds keeps its own dotted name."""
+    for n in range(len(loc), 0, -1):
+        if ".".join(loc[:n]) in fields:
+            return ".".join(loc[:n]), loc[n:]
+    return ".".join(loc) or "scene", []
+
+
 def validate(conf: Path, scene_id: str, doc: dict, kind: str = "scenes") -> Validation:
     from pydantic import ValidationError
 
     try:
         scene = KINDS[kind][0].model_validate(doc)
     except ValidationError as e:
-        errors = {}
+        errors: dict[str, str] = {}
         for err in e.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "scene"
-            errors[key] = err["msg"].removeprefix("Value error, ")
+            key, rest = field_of([str(p) for p in err["loc"]], KINDS[kind][1])
+            msg = err["msg"].removeprefix("Value error, ")
+            # a list field's item: "unless.0" shows under `unless`, naming the item
+            msg = f"item {int(rest[0]) + 1}: {msg}" if rest and rest[0].isdigit() else msg
+            errors[key] = f"{errors[key]}; {msg}" if key in errors else msg
         return Validation(False, errors, None)
     if scene.id != scene_id:
         return Validation(False, {"id": f"the id cannot change here (was {scene_id!r})"}, None)

@@ -261,9 +261,10 @@ class Engine:
         return flushed, state
 
     def _stream_identity(self) -> str | None:
-        """The stream's first row (its event id): a checkpoint is only valid for the stream it was taken on."""
+        """The stream's first row (its event id and when it was received): a checkpoint is only valid for the stream
+        it was taken on (a new state database replaying the same events has other receipt times)."""
         first = self.stream.read(0, 1)
-        return first[0]["event_id"] if first else None
+        return f"{first[0]['event_id']}@{first[0]['received_at']!r}" if first else None
 
     def _flushed_max_seq(self) -> int:
         """Stream rows of days already handed to raw/ are in the bootstrap: start after the last of them."""

@@ -22,8 +22,9 @@ US = 1_000_000
 STEP_ROWS = 100
 
 
-def day_rows(wh, day: str) -> dict[str, list[dict]]:
-    """The day's raw events and item changes as stream rows (the raw contract's columns, ts in epoch seconds)."""
+def day_rows(wh, day: str, between: tuple[float, float] | None = None) -> dict[str, list[dict]]:
+    """The day's raw events and item changes as stream rows (the raw contract's columns, ts in epoch seconds),
+    optionally only those with between[0] <= ts < between[1] (their event ids are the same either way)."""
     import numpy as np
     import pyarrow.dataset as pads
 
@@ -35,8 +36,12 @@ def day_rows(wh, day: str) -> dict[str, list[dict]]:
         if path.exists():
             df = pads.dataset(str(path), format="parquet").to_table(columns=cols).to_pandas()
             ts = (df["ts"].astype("int64") // (1000 if df["ts"].dtype.unit == "ns" else 1)).to_numpy()
+            pos = np.arange(len(df))
+            if between is not None:
+                keep = (ts >= between[0] * US) & (ts < between[1] * US)
+                df, ts, pos = df[keep], ts[keep], pos[keep]
             df = df.drop(columns="ts").astype(object).where(df.drop(columns="ts").notna(), None)
-            for i, (t, rec) in enumerate(zip(ts, df.to_dict("records"))):
+            for i, t, rec in zip(pos, ts, df.to_dict("records")):
                 rec = {k: (int(v) if isinstance(v, (np.integer, float)) and k != "price" else v) for k, v in rec.items()}
                 rows.append({**rec, "ts": int(t) / US, "event_id": f"{table[0]}-{day}-{i}"})
             rows.sort(key=lambda r: r["ts"])

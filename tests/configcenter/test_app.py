@@ -206,3 +206,22 @@ def test_the_session_expires_in_the_cookie_and_on_the_server(env, monkeypatch):
     who, expires, sig = c.cookies.get("hermes_operator").split(".")
     c.cookies.set("hermes_operator", f"{who}.{int(later) + 999}.{sig}")
     assert c.get("/api/scenes/hot_items").status_code == 401
+
+
+def test_a_bad_list_item_shows_under_its_field_and_a_bad_scene_id_answers_a_page(env):
+    """Issue 22.8: the `unless` error showed as raw `unless.0: ...` under no field; an unknown scene id answered a
+    raw JSON error page."""
+    c = login(env["client"], "ana")
+    path = env["conf"] / "triggers" / "fav_price_drop.yaml"
+    base = __import__("hashlib").sha256(path.read_bytes()).hexdigest()
+    bad = c.post("/triggers/fav_price_drop", data={"unless": "bought, shipped", "action": "validate", "base_sha": base})
+    assert bad.status_code == 422
+    field = bad.text.split('name="unless"', 1)[1].split("<label", 1)[0]
+    assert 'class="err"' in field and "item 2:" in field and "unless.1" not in bad.text
+    for url in ("/scenes/no_such_scene", "/triggers/no_such_rule", "/widgets/x"):
+        r = c.get(url)
+        assert r.status_code == 404 and r.headers["content-type"].startswith("text/html"), url
+        assert "<h1>Not found</h1>" in r.text and '"detail"' not in r.text
+    made = c.post("/scenes/new", data={"new_id": "Bad Id!", "copy_of": "hot_items"})
+    assert made.status_code == 422 and "cannot create scene" in made.text and made.text.startswith("<!doctype html>")
+    assert c.get("/api/scenes/no_such_scene").json()["detail"]          # the API still answers JSON
