@@ -85,6 +85,10 @@ value="{{ shas['t:' ~ t.id] }}"><button type="submit">{{ "Disable" if t.enabled 
 audience <b id="pv-audience">{{ pv.audience }}</b>, eligible <b id="pv-eligible">{{ pv.eligible }}</b>,
 expected opens <b id="pv-opens">{{ pv.expected_opens }}</b><br>suppressed:
 {% for k, v in pv.suppressed.items() %}{{ k }} {{ v }}{% if not loop.last %}, {% endif %}{% endfor %}
+(one reason per user; audience = suppressed + eligible)<br><span id="pv-scored">{% if pv.scene_mean_p_open is none %}
+no user of this scene was scored by the latest nightly: no expected opens yet{% else %}the latest nightly scored
+{{ pv.scored_users }} of the {{ pv.eligible }} eligible users for this scene; the other {{ pv.eligible - pv.scored_users }}
+count at the scene's mean p(open) {{ pv.scene_mean_p_open }}{% endif %}</span>
 {% else %}{{ pv.why }}{% endif %}</div>{% endif %}{% endblock %}""",
 }
 TRIGGER_FIELDS = [("name", "Name", "line"), ("enabled", "State", "bool"),
@@ -190,6 +194,9 @@ def create_app(settings: Settings, token: str) -> FastAPI:
         return page("index.html", title="Scenes", who=who, version=loaded.version, scenes=loaded.config.scenes,
                     triggers=loaded.config.triggers, shas=shas)
 
+    def holdout_of() -> float:
+        return load_config(conf).config.platform.holdout_share
+
     def form_values(doc: dict, kind: str) -> dict:
         """What the form shows: the values with the schema's defaults filled in (a key left out of the
         YAML, like `enabled`, must not show — and then save — as something else)."""
@@ -261,7 +268,7 @@ def create_app(settings: Settings, token: str) -> FastAPI:
             doc, sha = store.current(conf, scene_id, kind)
             return scene_page(scene_id, who, doc, sha, message=f"saved; config version {load_config(conf).version}",
                               ok=True, kind=kind)
-        pv = preview(wh, scene_id, edited["audience"]) if kind == "scenes" else None
+        pv = preview(wh, scene_id, edited["audience"], holdout_of()) if kind == "scenes" else None
         return scene_page(scene_id, who, edited, base, pv=pv, message="valid", ok=True, kind=kind)
 
     @app.post("/{kind}/{scene_id}/toggle")
@@ -306,7 +313,7 @@ def create_app(settings: Settings, token: str) -> FastAPI:
         if action == "validate":
             return {"ok": True}
         if action == "preview":
-            return {"ok": True, "preview": preview(wh, scene_id, edited["audience"])}
+            return {"ok": True, "preview": preview(wh, scene_id, edited["audience"], holdout_of())}
         if action == "save":
             try:
                 record = store.save(conf, scene_id, edited, body.get("base_sha", ""), who, audit)

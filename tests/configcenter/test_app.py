@@ -77,8 +77,31 @@ def test_preview_counts_the_audience_suppression_and_expected_opens(env):
     pv = r.json()["preview"]
     # users 2-6 match; 3 opted out, 4 has no token, 5 was capped last night -> 2 and 6 eligible
     assert pv["audience"] == 5 and pv["eligible"] == 2
-    assert pv["suppressed"] == {"opted_out": 1, "no_device_token": 1, "dead_token": 0, "daily_cap": 1}
+    assert pv["suppressed"] == {"holdout": 0, "opted_out": 1, "no_device_token": 1, "dead_token": 0, "daily_cap": 1}
+    assert sum(pv["suppressed"].values()) + pv["eligible"] == pv["audience"]
     assert pv["expected_opens"] == pytest.approx(0.3 + 0.2) and pv["scored_users"] == 2
+    page = c.post("/scenes/hot_items", data={"audience": "n_app_open_28d >= 1", "action": "preview"}).text
+    assert "scored\n2 of the 2 eligible users" in page
+
+
+def test_preview_counts_each_suppressed_user_once_in_fatigues_order(env):
+    """Issue 22.7: a user with two history reasons counted twice (343 + 66 + 55 = 464 against 460 suppressed), and
+    a held-out user who opted out counted as opted out and again as held out."""
+    wh = Warehouse(env["settings"].warehouse)
+    wh.write_arrow(pa.table({"user_id": pa.array([5, 5, 6, 3], pa.int64()), "scene_id": ["hot_items"] * 4,
+                             "reason": ["scene_cap", "daily_cap", "holdout", "holdout"]}),
+                   "plan/suppressed", "2026-10-30", "cfg-x")
+    from configcenter.preview import preview
+    from features.holdout import in_holdout
+
+    share = 0.5
+    held = {u for u in range(2, 7) if in_holdout(pa.array([u]).to_numpy(), share)[0]}
+    pv = preview(wh, "hot_items", "n_app_open_28d >= 1", share)
+    assert sum(pv["suppressed"].values()) + pv["eligible"] == pv["audience"] == 5
+    assert pv["suppressed"]["holdout"] == len(held)
+    assert pv["suppressed"].get("daily_cap", 0) == (5 not in held)        # daily_cap comes before scene_cap
+    assert "scene_cap" not in pv["suppressed"]
+    assert pv["suppressed"]["opted_out"] == (3 not in held)
 
 
 def test_save_versions_the_file_audits_it_and_refuses_a_stale_edit(env):

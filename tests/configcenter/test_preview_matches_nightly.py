@@ -20,13 +20,18 @@ def test_preview_audience_and_eligible_equal_the_nightly_stages(world, settings,
     wh = Warehouse(settings.warehouse)
     aud = pq.read_table(wh.partition("plan/audiences", ds)).to_pandas()
     eligible = pq.read_table(wh.partition("plan/eligible", ds)).to_pandas()
+    suppressed = pq.read_table(wh.partition("plan/suppressed", ds)).to_pandas()
     checked = 0
     for scene in loaded.config.enabled_scenes:
         if scene.trigger == "real_time":
             continue
-        pv = preview(wh, scene.id, scene.audience)
+        pv = preview(wh, scene.id, scene.audience, loaded.config.platform.holdout_share)
         assert pv["features_ds"] == ds
         assert pv["audience"] == int((aud["scene_id"] == scene.id).sum()), scene.id
         assert pv["eligible"] == int((eligible["scene_id"] == scene.id).sum()), scene.id
+        # the breakdown is the nightly's, reason by reason, and adds up (issue 22.7)
+        nightly = suppressed.loc[suppressed["scene_id"] == scene.id, "reason"].value_counts().to_dict()
+        assert {k: v for k, v in pv["suppressed"].items() if v} == nightly, scene.id
+        assert sum(pv["suppressed"].values()) + pv["eligible"] == pv["audience"], scene.id
         checked += pv["audience"] > 0
     assert checked >= 5
