@@ -79,6 +79,66 @@ def _cmd_plan(args, settings):
     print(json.dumps(batches.run(settings, args.ds, loaded, policy=args.policy), indent=2, default=str))
 
 
+def _day(text: str) -> str:
+    """--ds / --day: an ISO date (a usage error naming the option, not a traceback)."""
+    from datetime import date
+
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date YYYY-MM-DD ({e})") from None
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1-65535)")
+    return int(text)
+
+
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default, when it has one."""
+
+    def _get_help_string(self, action):
+        h = action.help or ""
+        if "%(default)" not in h and action.default not in (None, False, argparse.SUPPRESS) and action.option_strings:
+            h += " (default: %(default)s)"
+        return h
+
+
+def _what_to_fix(e: BaseException, settings: Settings | None) -> str | None:
+    """The one-line cause and fix of an error a person can fix (None: an unexpected error, shown with its
+    traceback). Never prints a secret: URLs are shown without their password."""
+    name = f"{type(e).__module__}.{type(e).__name__}"
+    s = settings
+
+    def safe(url: str) -> str:
+        try:
+            from sqlalchemy.engine import make_url
+
+            return make_url(url).render_as_string(hide_password=True)
+        except Exception:                       # not even a URL: show its scheme only
+            return url.split(":", 1)[0] + ":..."
+
+    if name.startswith("botocore.exceptions.") or name.startswith("boto3.exceptions."):
+        where = s.s3_endpoint if s else "$HERMES_S3_ENDPOINT"
+        return (f"the object store at {where} failed: {e}. Is it running (bash infra/s3.sh start) and are its keys "
+                "the ones in $HERMES_HOME/secrets.env?")
+    if name.startswith("sqlalchemy.exc.") and type(e).__name__ in ("ArgumentError", "NoSuchModuleError"):
+        return (f"HERMES_LEDGER_URL={safe(s.ledger_url) if s else '?'} is not a database URL Hermes can open ({e}); "
+                "use sqlite:////absolute/path.sqlite or postgresql+psycopg://user@127.0.0.1:5432/db")
+    if name.startswith("sqlalchemy.exc.") and type(e).__name__ in ("OperationalError", "InterfaceError"):
+        return (f"the state database {safe(s.ledger_url) if s else '$HERMES_LEDGER_URL'} cannot be used: "
+                f"{str(e).splitlines()[0]}. Is it running and reachable (bash infra/postgres.sh start for the "
+                "production profile)?")
+    if isinstance(e, ConnectionError) or name.startswith(("httpx.", "aiohttp.client_exceptions.")):
+        return f"a server Hermes needs did not answer: {e}. Start it (make ui, or the infra/<server>.sh start scripts)"
+    if isinstance(e, (FileNotFoundError, PermissionError)):
+        return str(e)
+    if type(e).__name__ in ("ConfigError", "StateLocked", "DeliveryBusy"):
+        return str(e)
+    return None
+
+
 def _plan_hour(text: str):
     """--hour: 'all' or a plan hour 0-35 (argparse turns the ValueError into a usage error, not a traceback)."""
     from delivery.batches import PLAN_HOURS
@@ -267,20 +327,20 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("validate-raw", help="validate raw tables for a date (schema + GX suites)")
-    p.add_argument("--ds", required=True)
-    p.add_argument("--table", action="append")
+    p.add_argument("--ds", required=True, type=_day, help="the raw partition date (ds=YYYY-MM-DD) to validate")
+    p.add_argument("--table", action="append", help="only this raw table (repeatable; default: all of them)")
     p.set_defaults(func=_cmd_validate_raw)
 
     p = sub.add_parser("stage", help="run one nightly Spark stage (or all) for a date, outside Airflow")
     p.add_argument("stage", choices=["rollups", "user_features", "material_features", "audiences", "fatigue", "train", "score",
                                       "select", "all"], help="train also runs the promotion gate")
-    p.add_argument("--ds", required=True)
+    p.add_argument("--ds", required=True, type=_day, help="the nightly run date (YYYY-MM-DD)")
     p.add_argument("--config", help="config snapshot JSON (default: validate conf/ now)")
     p.set_defaults(func=_cmd_stage)
 
     p = sub.add_parser("plan", help="send windows for a date's selected plan, the plan report, and (unless "
                                     "--dry-run) the push batches in the object store")
-    p.add_argument("--ds", required=True, help="the nightly date whose plan/selected to schedule (sends on ds+1)")
+    p.add_argument("--ds", required=True, type=_day, help="the nightly date whose plan/selected to schedule (sends on ds+1)")
     p.add_argument("--dry-run", action="store_true", help="windows and report only; write no batches")
     p.add_argument("--no-mlflow", action="store_true", help="do not log the report to MLflow")
     p.add_argument("--policy", choices=["hermes", "baseline"], help="whose plan becomes the batches "
@@ -290,7 +350,7 @@ def main(argv: list[str] | None = None) -> None:
 
     p = sub.add_parser("deliver", help="deliver a send hour's batch to the push gateway (resumable; receipts to "
                                        "push_log)")
-    p.add_argument("--day", required=True, help="the UTC send day (batches/ds=<day>)")
+    p.add_argument("--day", required=True, type=_day, help="the UTC send day (batches/ds=<day>)")
     p.add_argument("--hour", required=True, type=_plan_hour,
                    help="the plan's hour: 0-23 on the send day, 24-35 = 0-11 of the next UTC day (users west of "
                         "UTC); or 'all' (0-35)")
@@ -314,7 +374,7 @@ def main(argv: list[str] | None = None) -> None:
                    "clock reads --replay-from at (default: now); a publisher replaying the events uses the same")
     p.set_defaults(func=_cmd_stream)
     p = sub.add_parser("events-api", help="the live event API producers POST events and item changes to (127.0.0.1)")
-    p.add_argument("--port", type=int, default=int(os.environ.get("HERMES_EVENTS_PORT", "8470")),
+    p.add_argument("--port", type=_port, default=int(os.environ.get("HERMES_EVENTS_PORT", "8470")),
                    help="TCP port on 127.0.0.1 (default $HERMES_EVENTS_PORT or 8470)")
     p.set_defaults(func=_cmd_events_api)
     p = sub.add_parser("stream-status", help="the streaming engine's health: last report, lag, decisions, latency "
@@ -327,20 +387,20 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=_cmd_ui)
 
     p = sub.add_parser("config", help="the Configuration Center")
-    csub = p.add_subparsers(dest="config_command", required=True)
+    csub = p.add_subparsers(dest="config_command", required=True, help="what to do with the configuration")
     v = csub.add_parser("validate", help="validate conf/ and print every problem with file, line and key")
     v.add_argument("--conf", help="folder to validate (default: $HERMES_CONF)")
     v.set_defaults(func=_cmd_config_validate)
 
     p = sub.add_parser("summary", help="summarise a nightly run's outputs")
-    p.add_argument("--ds", required=True)
+    p.add_argument("--ds", required=True, type=_day, help="the nightly run date (YYYY-MM-DD) to summarise")
     p.set_defaults(func=_cmd_summary)
 
     p = sub.add_parser("evaluate", help="Push 1.0 vs Hermes in a closed loop on one simulated world, reported in "
                        "MLflow (needs the object store and gateway: infra/evaluate.sh starts them)")
     p.add_argument("--days", type=int, default=3, help="closed-loop days per policy")
     p.add_argument("--seed", type=int, default=7, help="world seed (a different seed is a different world)")
-    p.add_argument("--users", type=int, default=4000)
+    p.add_argument("--users", type=int, default=4000, help="simulated users in the world")
     p.add_argument("--history-days", type=int, default=28, help="days of Push 1.0 history before the loop")
     p.add_argument("--holdout-share", type=float, default=0.10, help="users who get no push in either arm")
     p.add_argument("--variant", default="base", help="the kind of world (hermes simulate --variant)")
@@ -357,12 +417,13 @@ def main(argv: list[str] | None = None) -> None:
                        "contract's partitions, validated; reports accepted, quarantined (with reasons)")
     p.add_argument("paths", nargs="+", help="one folder with <table>.csv|parquet or <table>/ folders, or with "
                    "--table the files of one table")
-    p.add_argument("--table", choices=["users", "items", "item_changes", "events", "push_log"])
+    p.add_argument("--table", choices=["users", "items", "item_changes", "events", "push_log"],
+                   help="the raw table the given files hold (default: one folder, each table named by its file or folder)")
     p.set_defaults(func=_cmd_import)
 
     p = sub.add_parser("judge", help="score a night's plan under a simulated world's truth: Push 1.0, a random hour, "
                        "an oracle, the share of the oracle's lift, where the gap is lost, calibration")
-    p.add_argument("--ds", required=True, help="the nightly run date whose plan (plan/windows) is judged")
+    p.add_argument("--ds", required=True, type=_day, help="the nightly run date whose plan (plan/windows) is judged")
     p.add_argument("--json", action="store_true", help="print the whole judgement as JSON")
     p.set_defaults(func=_cmd_judge)
 
@@ -370,8 +431,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--table", action="store_true", help="also print the README table of variables")
     p.set_defaults(func=_cmd_settings)
 
+    for p in sub.choices.values():
+        p.formatter_class = _Help
     args = parser.parse_args(argv)
-    args.func(args, Settings.from_env())
+    settings = None
+    try:
+        settings = Settings.from_env()
+        args.func(args, settings)
+    except Exception as e:          # a cause a person can fix: one line naming it; anything else: the traceback
+        fix = None if os.environ.get("HERMES_DEBUG") else _what_to_fix(e, settings)
+        if fix is None:
+            raise
+        sub.choices[args.command].exit(1, f"hermes {args.command}: error: {fix}\n"
+                                          "(HERMES_DEBUG=1 shows the traceback)\n")
 
 
 if __name__ == "__main__":

@@ -13,10 +13,10 @@ from lab.simulator.market import WorldSpec, simulate
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--users", type=int, default=10_000)
+    p.add_argument("--users", type=int, default=10_000, help="simulated users (items: twice as many)")
     p.add_argument("--items", type=int, default=None, help="default: 2 x users")
-    p.add_argument("--days", type=int, default=30)
-    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--days", type=int, default=30, help="simulated days of events")
+    p.add_argument("--seed", type=int, default=7, help="random seed (a different seed is a different world)")
     p.add_argument("--start", type=date.fromisoformat, default=date(2026, 10, 1), help="first simulated UTC day")
     p.add_argument("--variant", default="base", help="the kind of marketplace (lab/simulator/variants.py): base, "
                    "global_dst, night_owls, price_blind, holdout_mix, or random (every knob drawn from the seed)")

@@ -75,7 +75,36 @@ def _read(path: Path, root: Path, problems: list[ConfigProblem]):
     return rel, data, _lines(node) if node is not None else {}
 
 
-def _model_problems(err: ValidationError, rel: str, lines: dict) -> list[ConfigProblem]:
+def _keys_at(model, path: tuple) -> list[str]:
+    """The keys the model accepts at a location (its fields and their aliases), following nested models through
+    lists, tuples, dicts and optionals; [] where the location is not a model."""
+    import typing
+
+    from pydantic import BaseModel
+
+    def models_in(tp):
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            return [tp]
+        return [m for a in typing.get_args(tp) for m in models_in(a)]
+
+    current = [model]
+    for part in path:
+        if isinstance(part, int):
+            continue
+        nxt = []
+        for m in current:
+            f = m.model_fields.get(part) or next((f for f in m.model_fields.values() if f.alias == part), None)
+            if f is not None:
+                nxt += models_in(f.annotation)
+        current = nxt
+        if not current:
+            return []
+    return sorted({k for m in current for n, f in m.model_fields.items() for k in (n, f.alias) if k})
+
+
+def _model_problems(err: ValidationError, rel: str, lines: dict, model=None) -> list[ConfigProblem]:
+    import difflib
+
     out = []
     for e in err.errors():
         loc = tuple(e["loc"])
@@ -86,7 +115,8 @@ def _model_problems(err: ValidationError, rel: str, lines: dict) -> list[ConfigP
                 break
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = "unknown key (misspelt?)"
+            close = difflib.get_close_matches(str(loc[-1]), _keys_at(model, loc[:-1]), n=1, cutoff=0.6) if model else []
+            msg = f"unknown key: did you mean {close[0]!r}?" if close else "unknown key (misspelt?)"
         elif e["type"] == "literal_error" and "expected" in e.get("ctx", {}):
             msg = f"must be one of {e['ctx']['expected']}"
         out.append(ConfigProblem(rel, line, ".".join(str(p) for p in loc), msg))
@@ -113,7 +143,7 @@ def _load_each(files: list[Path], model, kind: str, root: Path, problems: list[C
         try:
             item = model.model_validate(data)
         except ValidationError as e:
-            problems += _model_problems(e, rel, lines)
+            problems += _model_problems(e, rel, lines, model)
             continue
         if item.id != f.stem:
             problems.append(ConfigProblem(rel, lines.get(("id",)), "id",
@@ -142,7 +172,7 @@ def load_config(conf_dir: Path | str = DEFAULT_CONF) -> LoadedConfig:
         try:
             platform = Platform.model_validate(data)
         except ValidationError as e:
-            problems += _model_problems(e, rel, lines)
+            problems += _model_problems(e, rel, lines, Platform)
 
     scenes = _load_each(scene_files, Scene, "scene", root, problems)
     seen = {s.id for s, _, _ in scenes}

@@ -16,7 +16,7 @@ FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "broken_conf"
 
 # case -> fragments the error must contain: file:line, key, what is allowed / wrong.
 EXPECTED = {
-    "misspelt_key": ["conf/scenes/guess_you_like.yaml:5", "feedsize", "unknown key"],
+    "misspelt_key": ["conf/scenes/guess_you_like.yaml:5", "feedsize", "unknown key: did you mean 'feed_size'?"],
     "feed_too_big": ["conf/scenes/guess_you_like.yaml:5", "feed_size", "less than or equal to 6"],
     "audience_unknown_feature": ["conf/scenes/hot_items.yaml:6", "audience", "unknown feature 'income'"],
     "audience_sql": ["conf/scenes/hot_items.yaml:6", "audience", "statement separators"],
@@ -34,7 +34,7 @@ EXPECTED = {
     "rule_unknown_scene": ["conf/triggers/fav_price_drop.yaml:5", "then.scene", "'price_drop_favs' is not a scene"],
     "rule_bad_event": ["conf/triggers/fav_price_drop.yaml:3", "when.event", "must be one of 'price_drop'"],
     "rule_sql_condition": ["conf/triggers/fav_price_drop.yaml:4", "if", "statement separators"],
-    "rule_misspelt_key": ["conf/triggers/fav_price_drop.yaml:8", "regap_hour", "unknown key"],
+    "rule_misspelt_key": ["conf/triggers/fav_price_drop.yaml:8", "regap_hour", "did you mean 'regap_hours'?"],
 }
 
 
