@@ -24,6 +24,8 @@ import pendulum
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 from airflow.timetables.trigger import CronTriggerTimetable
 
+from core.alerts import HermesNotifier
+
 BATCHES = Asset(name="hermes_push_batches", uri="s3://hermes/batches")
 
 
@@ -45,7 +47,10 @@ BATCHES = Asset(name="hermes_push_batches", uri="s3://hermes/batches")
                                   "0-35 alone (24-35 = 00-11 of the next UTC day)"),
         "ramp": Param(True, type="boolean", description="spread the batch over gateway.ramp_minutes"),
     },
-    default_args={"owner": "hermes", "retries": 2, "retry_delay": timedelta(minutes=1),
+    # every failed task (after its retries) and every failed run is an alert (core/alerts.py, $HERMES_ALERT_WEBHOOK)
+    on_failure_callback=HermesNotifier("run_failed"),
+    default_args={"owner": "hermes", "on_failure_callback": HermesNotifier("task_failed"),
+                  "retries": 2, "retry_delay": timedelta(minutes=1),
                   "execution_timeout": timedelta(minutes=58)},
 )
 def hermes_hourly():
@@ -62,8 +67,10 @@ def hermes_hourly():
             return deliver_hour(p["send_day"], int(p["hour"]), ramp=ramp)
         day = p.get("send_day") or when.strftime("%Y-%m-%d")
         hour = when.hour if p.get("hour") is None else int(p["hour"])
+        # a scheduled run of its own hour is late when it starts long after the hour began (an alert)
+        own = p.get("send_day") is None and p.get("hour") is None and ctx["dag_run"].run_type == "scheduled"
         # the UTC hour: the send day's own hour, and for 00-11 the previous plan's hour 24-35 (west of UTC)
-        return deliver_utc_hour(day, hour, ramp=ramp)
+        return deliver_utc_hour(day, hour, ramp=ramp, scheduled_at=when.timestamp() if own else None)
 
     deliver()
 

@@ -42,6 +42,8 @@ import pendulum
 from airflow.sdk import Asset, Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
+from core.alerts import HermesNotifier
+
 DIMENSIONS = ["users", "items"]
 FACTS = ["item_changes", "events", "push_log"]
 RAW_TABLES = DIMENSIONS + FACTS
@@ -71,7 +73,10 @@ MODEL = Asset(name="hermes_ctr_model", uri="file:///hermes/mlflow/models/hermes-
                         description="whose plan becomes the push batches (default: windows.policy in conf)"),
         "dry_run": Param(False, type="boolean", description="stop at the plan report: no batches written"),
     },
-    default_args={"owner": "hermes", "retries": 2, "retry_delay": timedelta(minutes=2),
+    # every failed task (after its retries) and every failed run is an alert (core/alerts.py, $HERMES_ALERT_WEBHOOK)
+    on_failure_callback=HermesNotifier("run_failed"),
+    default_args={"owner": "hermes", "on_failure_callback": HermesNotifier("task_failed"),
+                  "retries": 2, "retry_delay": timedelta(minutes=2),
                   "retry_exponential_backoff": True},
 )
 def hermes_nightly():

@@ -23,6 +23,8 @@ import pendulum
 from airflow.sdk import Asset, dag, get_current_context, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
+from core.alerts import HermesNotifier
+
 EVENTS = Asset(name="hermes_raw_events", uri="file:///hermes/warehouse/raw/events")
 
 
@@ -36,7 +38,10 @@ EVENTS = Asset(name="hermes_raw_events", uri="file:///hermes/warehouse/raw/event
     max_active_runs=1,
     tags=["hermes", "triggers", "delivery"],
     doc_md=__doc__,
-    default_args={"owner": "hermes", "retries": 2, "retry_delay": timedelta(seconds=30),
+    # every failed task (after its retries) and every failed run is an alert (core/alerts.py, $HERMES_ALERT_WEBHOOK)
+    on_failure_callback=HermesNotifier("run_failed"),
+    default_args={"owner": "hermes", "on_failure_callback": HermesNotifier("task_failed"),
+                  "retries": 2, "retry_delay": timedelta(seconds=30),
                   "execution_timeout": timedelta(minutes=14)},
 )
 def hermes_triggers():

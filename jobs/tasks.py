@@ -112,15 +112,26 @@ def deliver_hour(send_day: str, hour: int, ramp: bool = True) -> dict:
     return run(settings, send_day, hour, loaded, ramp=ramp)
 
 
-def deliver_utc_hour(utc_day: str, hour: int, ramp: bool = True) -> dict:
+def deliver_utc_hour(utc_day: str, hour: int, ramp: bool = True, scheduled_at: float | None = None) -> dict:
     """hermes_hourly: everything due in one UTC hour — the send day's own hour, and for hours 0-11 the previous
-    send day's plan hour 24 + hour (users west of UTC). Both are tried; a failure of either fails the task."""
+    send day's plan hour 24 + hour (users west of UTC). Both are tried; a failure of either fails the task.
+    Alerts (core/alerts.py): the send day's plan missing (`deadline_missed`, once per day), a scheduled run starting
+    `alerts.delivery_late_minutes` after its hour (scheduled_at) or an hour left incomplete (`delivery_behind`)."""
+    import time
     from datetime import date, timedelta
 
+    from core.alerts import send_alert
+    from core.config.loader import load_config
     from delivery.batches import PLAN_HOURS, NoBatch
     from delivery.ledger import DeliveryBusy
     from jobs.deliver import DeliveryIncomplete
 
+    if scheduled_at is not None:
+        late = (time.time() - scheduled_at) / 60
+        if late >= load_config(Settings.from_env().conf_dir).config.platform.alerts.delivery_late_minutes:
+            send_alert("delivery_behind", f"hermes_hourly of {utc_day} {hour:02d}:00 UTC started {late:.0f} min after "
+                       "its hour began: the hourly schedule is behind (pushes of the hour go out late)",
+                       dedupe=f"late|{utc_day}|{hour}", send_day=utc_day, hour=hour, minutes_late=round(late, 1))
     due = [(utc_day, hour)]
     if hour + 24 < PLAN_HOURS:
         due.append(((date.fromisoformat(utc_day) - timedelta(days=1)).isoformat(), hour + 24))
@@ -130,11 +141,19 @@ def deliver_utc_hour(utc_day: str, hour: int, ramp: bool = True) -> dict:
             out[f"{day}/h{plan_hour:02d}"] = deliver_hour(day, plan_hour, ramp=ramp)
         except NoBatch as e:                    # the previous day has no plan, or none with these hours (a first night)
             if (day, plan_hour) == due[0]:
+                if "no manifest" in str(e):
+                    plan_ds = (date.fromisoformat(day) - timedelta(days=1)).isoformat()
+                    send_alert("deadline_missed", f"the nightly plan of {plan_ds} (send day {day}) is not done at "
+                               f"{hour:02d}:00 UTC, a send hour of its day: its pushes are not going out. See "
+                               f"hermes_nightly's run of {plan_ds}", dedupe=f"plan|{day}", plan_ds=plan_ds,
+                               send_day=day, hour=hour)
                 raise
             out[f"{day}/h{plan_hour:02d}"] = {"skipped": str(e)}
         except (DeliveryIncomplete, DeliveryBusy) as e:
             failed.append(str(e))
     if failed:
+        send_alert("delivery_behind", f"hermes_hourly of {utc_day} {hour:02d}:00 UTC is not delivered in full: "
+                   + "; ".join(failed)[:800], dedupe=f"incomplete|{utc_day}|{hour}", send_day=utc_day, hour=hour)
         raise DeliveryIncomplete("; ".join(failed))
     return out
 

@@ -242,6 +242,12 @@ class Validation(_Strict):
         return self.max_bad_share_per_table.get(table, self.max_bad_share)
 
 
+class Alerts(_Strict):
+    """What raises an alert beyond failures (core/alerts.py; the receiver is $HERMES_ALERT_WEBHOOK)."""
+    delivery_late_minutes: int = Field(20, ge=1, le=59, description="an hour's delivery that starts this long after "
+                                       "its hour began (the schedule is behind) raises `delivery_behind`")
+
+
 class Platform(_Strict):
     quiet_hours: QuietHours = QuietHours()
     fatigue: Fatigue = Fatigue()
@@ -262,6 +268,7 @@ class Platform(_Strict):
     trigger_run: TriggerRun = TriggerRun()
     stream: Stream = Stream()
     validation: Validation = Validation()
+    alerts: Alerts = Alerts()
 
     @field_validator("platform_quotas")
     @classmethod

@@ -69,8 +69,16 @@ def test_team_rules_hold_for_every_dag(dagbag):
         assert dag.tags and "hermes" in dag.tags, dag_id
         assert dag.doc_md and len(dag.doc_md) > 200, f"{dag_id}: explain the DAG in doc_md"
         assert dag.catchup is False, dag_id
+        assert any(type(c).__name__ == "HermesNotifier" for c in _callbacks(dag.on_failure_callback)), dag_id
         for task in dag.tasks:
             assert task.retries >= 2, f"{dag_id}.{task.task_id} has retries={task.retries}"
+            # every failure is an alert (issue 22: failure callbacks on every DAG)
+            assert any(type(c).__name__ == "HermesNotifier" for c in _callbacks(task.on_failure_callback)), \
+                f"{dag_id}.{task.task_id} raises no alert when it fails"
+
+
+def _callbacks(cb) -> list:
+    return [] if cb is None else list(cb) if isinstance(cb, (list, tuple)) else [cb]
 
 
 def test_nightly_stages_run_in_order_behind_config_and_raw_validation(dagbag):

@@ -116,11 +116,20 @@ def test_nightly_dag_runs_to_success_and_writes_its_partition(world, settings, s
 def test_a_date_without_data_fails_fast_in_validation_it_does_not_succeed_with_no_task(world, settings, tmp_path):
     """A logical date long before the DAG's old start date (MovieLens-era) runs its tasks, and a snapshot whose users
     all registered after that date is a table-level failure that retrying cannot fix: it fails once, at once."""
+    from tests.core.receiver import Receiver
+
     home = tmp_path / "home"
-    env = {**os.environ, "HERMES_HOME": str(home), "HERMES_WAREHOUSE": str(settings.warehouse),
-           "AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path}/a.db"}
-    result = run_nightly(env, "1998-04-22")
+    with Receiver() as hook:
+        env = {**os.environ, "HERMES_HOME": str(home), "HERMES_WAREHOUSE": str(settings.warehouse),
+               "AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path}/a.db",
+               "HERMES_ALERT_WEBHOOK": hook.url}
+        result = run_nightly(env, "1998-04-22")
     assert result["state"].endswith("failed"), result
+    # each failed task and the failed run reached the on-call receiver, through Airflow's failure callbacks
+    failed = {(a["kind"], a["details"].get("task_id")) for a in hook.got}
+    assert ("task_failed", "validate_dimensions") in failed and all(a["details"]["dag_id"] == "hermes_nightly"
+                                                                     for a in hook.got), hook.got
+    assert any("registered_at" in (a["details"].get("error") or "") for a in hook.got), hook.got
     states = result["tasks"]
     assert states["validate_config[-1]"].endswith("success")
     dims = {t: s for t, s in states.items() if t.startswith("validate_dimensions[")}
