@@ -51,7 +51,9 @@ def run(spark, settings: Settings, ds: str, loaded, force_kind: str | None = Non
         log.warning("train %s: too little push history to train (%s): the prior policy plans", ds, short)
         result = register_prior(ts, ds, loaded.version, cfg.prior_open_rate, short)
     else:
-        result = train_and_register(ts, ds, loaded.version, truth, force_kind=force_kind) | {"policy": TRAINED}
+        keys = ("train_days", "holdout_days", "promotion_margin", "max_examples", "min_train_opens", "min_holdout_opens")
+        result = train_and_register(ts, ds, loaded.version, truth, force_kind=force_kind,
+                                    training_config={k: getattr(cfg, k) for k in keys if hasattr(cfg, k)}) | {"policy": TRAINED}
     out = wh.report("training", ds, "train")
     out.parent.mkdir(parents=True, exist_ok=True)
     ts.holdout.to_parquet(holdout_path(wh, ds), index=False)

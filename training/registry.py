@@ -38,7 +38,38 @@ def configure_mlflow(tracking_uri: str, artifact_root: Path, experiment: str = E
     else:
         experiment_id = exp.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
+    _describe(experiment_id, exp.tags if exp is not None else {})
     return experiment_id
+
+
+EXPERIMENT_NOTE = """**Hermes CTR model**: one run per nightly (`ctr-<ds>`), trained on the push history's pushed materials
+(user x scene x item) with their opens as labels; it scores every candidate pair of the next night's plan.
+
+- *Params*: the training window and holdout (`training.*` of conf/platform.yaml), the winner's and the losing
+  candidate's hyperparameters (`winner.*`, `candidate.<kind>.*`), the data's size.
+- *Metrics*: holdout AUC / log loss / calibration of the winner and each candidate; on simulated worlds the oracle
+  AUC (the truth's) and the attainable one; the gate's decision (`gate_*`).
+- *Datasets*: the training and holdout examples (their schema and digest).
+- *Artifacts*: ROC (AUC in the legend), calibration, feature importance, the data summary, the gate's decision.
+- *Registry*: model `hermes_ctr`; `@champion` plans, `@challenger` waits; each version's description and tags carry
+  its AUC and the gate's decision.
+"""
+MODEL_NOTE = ("The CTR model the Hermes nightly plans with: p(open) of a push of one scene and item feed to one user at "
+              "one hour. `@champion` is the version the nightly plans and the streaming engine decides with; a new "
+              "version is promoted only if it beats the champion's holdout AUC by `training.promotion_margin` on the "
+              "same holdout. Each version's description says what it was trained on and how the gate decided.")
+
+
+def _describe(experiment_id: str, tags: dict) -> None:
+    """The experiment's kind (a model-training experiment: the UI opens on its runs, not on GenAI traces) and its
+    description; a description someone edited in the UI is kept."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    if tags.get("mlflow.experimentKind") != "custom_model_development":
+        client.set_experiment_tag(experiment_id, "mlflow.experimentKind", "custom_model_development")
+    if not tags.get("mlflow.note.content"):
+        client.set_experiment_tag(experiment_id, "mlflow.note.content", EXPERIMENT_NOTE)
 
 
 @dataclass
@@ -138,6 +169,15 @@ def log_decision(run_id: str, decision: GateDecision) -> None:
     client = mlflow.MlflowClient()
     client.set_tag(run_id, "gate.decision", decision.decision)
     client.set_tag(run_id, "gate.reason", decision.reason)
+    # on the version too: the registry's page says how each version fared without opening its run
+    v = decision.candidate_version
+    client.set_model_version_tag(MODEL_NAME, v, "gate.decision", decision.decision)
+    client.set_model_version_tag(MODEL_NAME, v, "gate.alias", decision.alias)
+    if decision.candidate_auc is not None:
+        client.set_model_version_tag(MODEL_NAME, v, "holdout_auc", f"{decision.candidate_auc:.4f}")
+    before = client.get_model_version(MODEL_NAME, v).description or ""
+    client.update_model_version(MODEL_NAME, v, description=(before.split("\n\nGate:")[0] + f"\n\nGate: "
+                                                           f"{decision.decision} as @{decision.alias}: {decision.reason}"))
     if decision.candidate_auc is not None:
         client.log_metric(run_id, "gate_candidate_auc", decision.candidate_auc)
     if decision.champion_auc is not None:

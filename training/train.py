@@ -31,11 +31,13 @@ def _plots(folder: Path, y: np.ndarray, p: np.ndarray, p_oracle: np.ndarray | No
     from sklearn.metrics import roc_curve
 
     fig, ax = plt.subplots(figsize=(5, 5))
+    from sklearn.metrics import roc_auc_score
+
     for label, scores in (("model", p), ("oracle (true P)", p_oracle),
                           ("attainable oracle (user bias learnt)", p_attainable)):
         if scores is not None:
             fpr, tpr, _ = roc_curve(y, scores)
-            ax.plot(fpr, tpr, label=label)
+            ax.plot(fpr, tpr, label=f"{label}, AUC {roc_auc_score(y, scores):.3f}")
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC on holdout")
     ax.legend()
@@ -105,8 +107,20 @@ def timing_elasticity(est, Xh: np.ndarray) -> float:
     return float(np.mean(logit(est.predict_proba(hi)[:, 1]) - logit(est.predict_proba(lo)[:, 1])))
 
 
+NOISE = {"verbose", "warm_start", "n_jobs", "copy", "memory", "steps", "categorical_features", "monotonic_cst",
+         "interaction_cst", "class_weight", "scoring", "tol", "validation_fraction", "n_iter_no_change", "dual",
+         "intercept_scaling", "multi_class", "fit_intercept", "solver", "l1_ratio"}
+
+
+def hyperparameters(est) -> dict:
+    """The estimator's own hyperparameters (the last step of a pipeline), without sklearn's plumbing."""
+    last = est.steps[-1][1] if hasattr(est, "steps") else est
+    return {k: v for k, v in last.get_params(deep=False).items()
+            if k not in NOISE and isinstance(v, (int, float, str, bool)) and len(str(v)) < 100}
+
+
 def train_and_register(ts: TrainingSet, ds: str, config_version: str, truth=None,
-                       kinds=("logreg", "hgb"), force_kind: str | None = None) -> dict:
+                       kinds=("logreg", "hgb"), force_kind: str | None = None, training_config: dict | None = None) -> dict:
     """Fit the candidates, keep the best by holdout log loss, log it to MLflow and register a version.
     Promotion is the gate's decision (training.registry.gate), taken on the same holdout."""
     import mlflow
@@ -133,8 +147,12 @@ def train_and_register(ts: TrainingSet, ds: str, config_version: str, truth=None
                            "holdout_first_day": ts.split_day, "last_day": ts.last_day,
                            "train_rows": len(ts.train), "holdout_rows": len(ts.holdout),
                            "train_sample_rate": ts.sample_rate, "examples_before_sample": ts.examples_before_sample,
-                           **{f"est_{k}": v for k, v in est.get_params().items()
-                              if isinstance(v, (int, float, str, bool)) and len(str(v)) < 200}})
+                           "candidates": ",".join(fitted),
+                           **{f"training.{k}": v for k, v in (training_config or {}).items()},
+                           **{f"winner.{k}": v for k, v in hyperparameters(est).items()},
+                           **{f"candidate.{kind}.{k}": v for kind, (e, _, _) in fitted.items() if kind != best
+                              for k, v in hyperparameters(e).items()}})
+        _log_datasets(ts, ds)
         elasticity = timing_elasticity(est, Xh)
         mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items()}
                            | {"fit_seconds": fit_seconds, TIMING_TAG: elasticity})
@@ -163,11 +181,41 @@ def train_and_register(ts: TrainingSet, ds: str, config_version: str, truth=None
         mlflow.log_metrics({"recalibration_a": recal.a, "recalibration_b": recal.b})
         version = mlflow.register_model(info.model_uri, MODEL_NAME, tags={"ds": ds, "config_version": config_version,
                                                                           TIMING_TAG: f"{elasticity:.6f}",
+                                                                          "model_kind": best,
+                                                                          "holdout_auc": f"{metrics['auc']:.4f}",
                                                                           **_recal_tags(recal)})
+        _describe_version(str(version.version), best, ts, metrics, oracle, fitted)
     return {"run_id": run.info.run_id, "version": str(version.version), "model_kind": best, "holdout": metrics,
             "oracle_auc": oracle, "oracle_auc_attainable": attainable, TIMING_TAG: elasticity,
             "recalibration": recal.as_dict(),
             "candidates": {k: v[1] for k, v in fitted.items()}, "training": ts.summary()}
+
+
+def _log_datasets(ts: TrainingSet, ds: str) -> None:
+    """The training and holdout examples as the run's dataset inputs (MLflow keeps their schema, size and digest)."""
+    import mlflow
+
+    cols = [c for c in (*FEATURES, "label") if c in ts.train.columns]
+    for context, df, first, last in (("training", ts.train, ts.first_day, ts.split_day),
+                                     ("holdout", ts.holdout, ts.split_day, ts.last_day)):
+        data = mlflow.data.from_pandas(df[cols], targets="label", name=f"pushed_materials_{first}_{last}")
+        mlflow.log_input(data, context=context)
+
+
+def _describe_version(version: str, best: str, ts: TrainingSet, metrics: dict, oracle, fitted: dict) -> None:
+    import mlflow
+
+    from training.registry import MODEL_NAME, MODEL_NOTE
+
+    client = mlflow.MlflowClient()
+    if not (client.get_registered_model(MODEL_NAME).description or ""):
+        client.update_registered_model(MODEL_NAME, description=MODEL_NOTE)
+    losers = ", ".join(f"{k} AUC {m['auc']:.3f}" for k, (_, m, _) in fitted.items() if k != best)
+    text = (f"{best} trained on {len(ts.train):,} pushed materials {ts.first_day}..{ts.split_day} (sample rate "
+            f"{ts.sample_rate:.3g}); holdout {ts.split_day}..{ts.last_day}: AUC {metrics['auc']:.3f}, log loss "
+            f"{metrics['log_loss']:.4f}" + (f", oracle AUC {oracle:.3f}" if oracle is not None else "")
+            + (f". Lost: {losers}." if losers else "."))
+    client.update_model_version(MODEL_NAME, version, description=text)
 
 
 def history_shortfall(ts: TrainingSet, min_train_opens: int, min_holdout_opens: int) -> str | None:

@@ -63,6 +63,9 @@ def test_train_registers_and_the_gate_promotes_better_and_holds_worse(world, set
     loaded = LoadedConfig(config=base.config.model_copy(update={"platform": p.model_copy(update={"training": training})}),
                           version=base.version, files=base.files)
     margin = loaded.config.platform.training.promotion_margin
+    from jobs import rollups
+
+    rollups.run(spark, settings, ds, loaded)            # training reads the rollups (up to date: a no-op)
     trained = run(spark, settings, ds, loaded, force_kind="logreg")
     assert trained["policy"] == "trained" and trained["model_kind"] == "logreg"
     holdout = pd.read_parquet(holdout_path(Warehouse(settings.warehouse), ds))
@@ -136,3 +139,20 @@ def test_train_registers_and_the_gate_promotes_better_and_holds_worse(world, set
             "scene_codes.json", "gate_decision.json"} <= artifacts
     info = mlflow.models.get_model_info(f"models:/{MODEL_NAME}/{trained['version']}")
     assert info.signature is not None and info.saved_input_example_info is not None
+
+    # The model card (issue 22): the experiment's kind and description, the training config as params (not
+    # sklearn's plumbing), the datasets, and the AUC and gate decision on the version.
+    exp = client.get_experiment(experiment_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "Hermes CTR model" in exp.tags["mlflow.note.content"]
+    assert data.params["training.train_days"] == str(cfg.train_days)
+    assert data.params["training.promotion_margin"] == str(margin)
+    assert data.params["winner.C"] and not any(k.startswith(("est_", "winner.verbose")) for k in data.params)
+    inputs = client.get_run(trained["run_id"]).inputs.dataset_inputs
+    assert sorted(t.value for d in inputs for t in d.tags if t.key == "mlflow.data.context") == ["holdout", "training"]
+    v = client.get_model_version(MODEL_NAME, trained["version"])
+    assert v.tags["gate.decision"] == "promoted" and v.tags["model_kind"] == "logreg"
+    assert float(v.tags["holdout_auc"]) == pytest.approx(trained["holdout"]["auc"], abs=1e-4)
+    assert v.description.startswith("logreg trained on") and "Gate: promoted as @champion" in v.description
+    assert client.get_registered_model(MODEL_NAME).description.startswith("The CTR model")
+    assert client.get_model_version(MODEL_NAME, w2_version).tags["gate.decision"] == "held"
