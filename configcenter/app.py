@@ -39,7 +39,9 @@ td,th{border:1px solid #ddd;padding:4px 8px;text-align:left}th{background:#f4f4f
 label{display:block;margin-top:10px;font-weight:600}input[type=text],textarea{width:100%;max-width:640px}
 .ok{color:#1a7f37}.box{border:1px solid #ccc;padding:8px 12px;margin:12px 0;background:#fafafa}
 nav{margin-bottom:16px}button{margin-right:8px}</style></head><body>
-<nav><a href="/">Scenes and rules</a>{% if who %} · signed in as <b>{{ who }}</b>{% endif %}</nav>
+<nav><a href="/">Scenes and rules</a>{% if who %} · signed in as <b>{{ who }}</b>
+<form method="post" action="/logout" style="display:inline"><button type="submit" id="sign-out">Sign out</button></form>
+{% endif %}</nav>
 {% block body %}{% endblock %}</body></html>""",
     "login.html": """{% extends "base.html" %}{% block body %}<h1>Hermes Configuration Center</h1>
 {% if error %}<p class="err" id="login-error">{{ error }}</p>{% endif %}
@@ -48,21 +50,38 @@ nav{margin-bottom:16px}button{margin-right:8px}</style></head><body>
 </form>{% endblock %}""",
     "error.html": """{% extends "base.html" %}{% block body %}<h1>{{ title }}</h1>
 <p class="err" id="error">{{ detail }}</p><p><a href="/">Back to the scenes and rules</a></p>{% endblock %}""",
-    "index.html": """{% extends "base.html" %}{% block body %}<h1>Scenes and trigger rules</h1>
+    "toggle.html": """{% macro toggle(kind, id, enabled, sha, rules) %}<form method="post"
+action="/{{ kind }}/{{ id }}/toggle" style="display:inline" {% if enabled %}onsubmit="return confirm('Disable {{ id }}?
+{%- if rules %} Trigger rules {{ rules|join(', ') }} push it and will send nothing.{% endif %}')"{% endif %}>
+<input type="hidden" name="base_sha" value="{{ sha }}">{% if enabled %}<input type="text" name="reason"
+placeholder="why disable?" required size="14" aria-label="reason for disabling {{ id }}">{% endif %}
+<button type="submit">{{ "Disable" if enabled else "Enable" }}</button></form>{% endmacro %}""",
+    "history.html": """{% extends "base.html" %}{% block body %}<h1>History of {{ label }} <code>{{ scene_id }}</code></h1>
+<p><a href="/{{ kind }}/{{ scene_id }}">back to the form</a></p>
+{% if message %}<p class="{{ 'ok' if ok else 'err' }}" id="message">{{ message }}</p>{% endif %}
+{% if not versions %}<p id="no-history">No earlier version: it was never changed here.</p>{% endif %}
+{% for v in versions %}<div class="box version" id="v-{{ loop.index }}"><b>{{ v.at }}</b> (sha {{ v.sha }}){% for a in v.audit %}
+· {{ a.action }} by <b>{{ a.who }}</b>{% if a.reason %}: {{ a.reason }}{% endif %}{% endfor %}
+<pre class="diff">{{ v.diff or "(the same as now)" }}</pre>
+<form method="post" action="/{{ kind }}/{{ scene_id }}/rollback"><input type="hidden" name="version" value="{{ v.name }}">
+<input type="hidden" name="base_sha" value="{{ base_sha }}"><input type="text" name="reason" placeholder="why roll back?" required>
+<button type="submit" onclick="return confirm('Roll {{ scene_id }} back to {{ v.at }}?')">Roll back to this version</button></form></div>
+{% endfor %}{% endblock %}""",
+    "index.html": """{% extends "base.html" %}{% from "toggle.html" import toggle %}{% block body %}<h1>Scenes and trigger rules</h1>
 <p>config version <code id="version">{{ version }}</code></p>
 <table id="scenes"><tr><th>scene</th><th>name</th><th>trigger</th><th>priority</th><th>feed</th><th>state</th><th></th></tr>
 {% for s in scenes %}<tr><td><a href="/scenes/{{ s.id }}">{{ s.id }}</a></td><td>{{ s.name }}</td><td>{{ s.trigger }}</td>
 <td>{{ s.priority }}</td><td>{{ s.feed_size }}</td><td>{{ "enabled" if s.enabled else "disabled" }}</td>
-<td><form method="post" action="/scenes/{{ s.id }}/toggle"><input type="hidden" name="base_sha" value="{{ shas[s.id] }}">
-<button type="submit">{{ "Disable" if s.enabled else "Enable" }}</button></form></td></tr>{% endfor %}</table>
+<td>{{ toggle("scenes", s.id, s.enabled, shas[s.id], targets.get(s.id, [])) }} <a href="/scenes/{{ s.id }}/history">history</a></td>
+</tr>{% endfor %}</table>
 <h2>Trigger rules</h2>
 <table id="triggers"><tr><th>rule</th><th>when</th><th>if</th><th>then</th><th>delay</th><th>unless</th><th>state</th></tr>
 {% for t in triggers %}<tr>
 <td><a href="/triggers/{{ t.id }}">{{ t.id }}</a></td><td>{{ t.when.event }}</td><td>{{ t.condition or "" }}</td><td>{{ t.then.scene }}</td>
 <td>{{ t.delay_minutes }} min</td><td>{{ t.unless|join(", ") }}</td>
-<td>{{ "enabled" if t.enabled else "disabled" }}
-<form method="post" action="/triggers/{{ t.id }}/toggle" style="display:inline"><input type="hidden" name="base_sha"
-value="{{ shas['t:' ~ t.id] }}"><button type="submit">{{ "Disable" if t.enabled else "Enable" }}</button></form></td>
+<td>{{ "enabled" if t.enabled else "disabled" }}{% if t.enabled and t.then.scene in disabled %}
+<div class="err" id="warn-{{ t.id }}">targets the disabled scene {{ t.then.scene }}: it sends nothing</div>{% endif %}
+{{ toggle("triggers", t.id, t.enabled, shas['t:' ~ t.id], []) }} <a href="/triggers/{{ t.id }}/history">history</a></td>
 </tr>{% endfor %}</table>
 <h2>New scene</h2><form method="post" action="/scenes/new" id="new-scene"><label>Id (lower_snake_case)
 <input type="text" name="new_id" required></label><label>Start from <select name="copy_of">{% for s in scenes %}
@@ -70,6 +89,8 @@ value="{{ shas['t:' ~ t.id] }}"><button type="submit">{{ "Disable" if t.enabled 
 <p><button type="submit">Create (disabled until you enable it)</button></p></form>
 {% endblock %}""",
     "scene.html": """{% extends "base.html" %}{% block body %}<h1>{{ label }} <code>{{ scene_id }}</code></h1>
+<p><a href="/{{ kind }}/{{ scene_id }}/history" id="history-link">history and rollback</a></p>
+{% if warning %}<p class="err" id="warning">{{ warning }}</p>{% endif %}
 {% if message %}<p class="{{ 'ok' if ok else 'err' }}" id="message">{{ message }}</p>{% endif %}
 <form method="post" action="/{{ kind }}/{{ scene_id }}"><input type="hidden" name="base_sha" value="{{ base_sha }}">
 {% for f, label, kind in fields %}<label for="{{ f }}">{{ label }}</label>
@@ -148,6 +169,8 @@ def create_app(settings: Settings, token: str) -> FastAPI:
     env = Environment(loader=DictLoader(PAGES), autoescape=select_autoescape(["html"]))
     app = FastAPI(title="Hermes Configuration Center", docs_url=None, redoc_url=None)
 
+    revoked: set[str] = set()            # sessions signed out before they expire
+
     def page(name: str, **kw) -> HTMLResponse:
         return HTMLResponse(env.get_template(name).render(**kw))
 
@@ -161,6 +184,8 @@ def create_app(settings: Settings, token: str) -> FastAPI:
         import time
 
         raw = request.cookies.get(COOKIE, "")
+        if raw in revoked:
+            raw = ""
         rest, _, sig = raw.rpartition(".")
         who, _, expires = rest.rpartition(".")
         if (who and expires.isdigit() and int(expires) > time.time()
@@ -191,8 +216,13 @@ def create_app(settings: Settings, token: str) -> FastAPI:
         loaded = load_config(conf)
         shas = {s.id: store.file_sha(store.scene_path(conf, s.id)) for s in loaded.config.scenes}
         shas |= {f"t:{t.id}": store.file_sha(store.scene_path(conf, t.id, "triggers")) for t in loaded.config.triggers}
+        disabled = {sc.id for sc in loaded.config.scenes if not sc.enabled}
+        targets: dict[str, list[str]] = {}
+        for t in loaded.config.triggers:
+            if t.enabled:
+                targets.setdefault(t.then.scene, []).append(t.id)
         return page("index.html", title="Scenes", who=who, version=loaded.version, scenes=loaded.config.scenes,
-                    triggers=loaded.config.triggers, shas=shas)
+                    triggers=loaded.config.triggers, shas=shas, disabled=disabled, targets=targets)
 
     def holdout_of() -> float:
         return load_config(conf).config.platform.holdout_share
@@ -212,10 +242,23 @@ def create_app(settings: Settings, token: str) -> FastAPI:
             values["if"] = values["if"] or ""
         return values
 
+    def warning_for(kind: str, doc: dict) -> str | None:
+        """A rule that would push a disabled scene sends nothing; a scene that enabled rules push, when disabled."""
+        scenes = {sc.id: sc for sc in load_config(conf).config.scenes}
+        if kind == "triggers":
+            target = (doc.get("then") or {}).get("scene")
+            if doc.get("enabled", True) and target in scenes and not scenes[target].enabled:
+                return f"this rule pushes the scene {target}, which is disabled: it sends nothing until the scene is enabled"
+        elif doc.get("enabled", True) is False:
+            rules = [t.id for t in load_config(conf).config.triggers if t.enabled and t.then.scene == doc.get("id")]
+            if rules:
+                return f"disabled, while the trigger rules {', '.join(rules)} push it: they send nothing"
+        return None
+
     def scene_page(scene_id, who, doc, base_sha, errors=None, pv=None, message=None, ok=False, status=200,
                    kind="scenes"):
         fields = FIELDS_OF[kind]
-        return HTMLResponse(env.get_template("scene.html").render(
+        return HTMLResponse(env.get_template("scene.html").render(warning=warning_for(kind, doc),
             title=scene_id, who=who, scene_id=scene_id, kind=kind, label="Scene" if kind == "scenes" else "Trigger rule",
             values=form_values(doc, kind), base_sha=base_sha, fields=fields, field_names={f for f, _, _ in fields},
             errors=errors or {}, pv=pv, message=message, ok=ok), status_code=status)
@@ -279,14 +322,81 @@ def create_app(settings: Settings, token: str) -> FastAPI:
             doc, _ = store.current(conf, scene_id, kind)
         except KeyError as e:
             raise HTTPException(404, e.args[0]) from None
-        doc = {**doc, "enabled": not doc.get("enabled", True)}
+        enable = not doc.get("enabled", True)
+        reason = str(form.get("reason", "")).strip()
+        if not enable and not reason:
+            raise HTTPException(422, f"say why you disable {scene_id} (the reason goes to the audit log)")
+        doc = {**doc, "enabled": enable}
         try:
-            store.save(conf, scene_id, doc, form.get("base_sha", ""), who, audit, kind)
+            store.save(conf, scene_id, doc, form.get("base_sha", ""), who, audit, kind, reason=reason or None,
+                       action="enable" if enable else "disable")
         except store.StaleEdit as e:
             raise HTTPException(409, str(e)) from None
         except ValueError as e:
             raise HTTPException(422, str(e)) from None
         return RedirectResponse("/", status_code=303)
+
+    @app.get("/{kind}/{scene_id}/history", response_class=HTMLResponse)
+    def history_page(kind: str, scene_id: str, who: str = Depends(operator), message: str | None = None,
+                     ok: bool = False, status: int = 200):
+        import difflib
+        import json as _json
+
+        kind = kind_of(kind)
+        try:
+            store.scene_path(conf, scene_id, kind)
+        except KeyError as e:
+            raise HTTPException(404, e.args[0]) from None
+        path = store.scene_path(conf, scene_id, kind)
+        now = path.read_text()
+        audits: dict[str, list] = {}
+        if audit.exists():
+            for line in audit.read_text().splitlines():
+                a = _json.loads(line)
+                if a.get("previous"):
+                    audits.setdefault(Path(a["previous"]).name, []).append(a)
+        versions = []
+        for v in store.history(conf, scene_id, kind):
+            diff = "".join(difflib.unified_diff(v["text"].splitlines(True), now.splitlines(True),
+                                                f"{scene_id}.yaml@{v['at']}", f"{scene_id}.yaml (now)"))
+            # the audit of the change that replaced this version: who, what, why
+            versions.append({**v, "diff": diff, "audit": audits.get(v["name"], [])})
+        return HTMLResponse(env.get_template("history.html").render(
+            title=f"history of {scene_id}", who=who, kind=kind, scene_id=scene_id, versions=versions,
+            base_sha=store.file_sha(path), label="scene" if kind == "scenes" else "trigger rule", message=message,
+            ok=ok), status_code=status)
+
+    @app.post("/{kind}/{scene_id}/rollback", response_class=HTMLResponse)
+    async def rollback(kind: str, scene_id: str, request: Request, who: str = Depends(operator)):
+        import yaml
+
+        kind = kind_of(kind)
+        form = dict(await request.form())
+        versions = {v["name"]: v for v in store.history(conf, scene_id, kind)}
+        v = versions.get(str(form.get("version", "")))
+        if v is None:
+            raise HTTPException(404, f"{scene_id} has no version {form.get('version')!r}")
+        reason = str(form.get("reason", "")).strip()
+        if not reason:
+            raise HTTPException(422, "say why you roll back (the reason goes to the audit log)")
+        try:
+            store.save(conf, scene_id, yaml.safe_load(v["text"]), form.get("base_sha", ""), who, audit, kind,
+                       reason=reason, action=f"rollback to {v['at']}", text=v["text"])
+        except store.StaleEdit as e:
+            return history_page(kind, scene_id, who, message=str(e), status=409)
+        except ValueError as e:
+            return history_page(kind, scene_id, who, message=f"that version is not valid today: {e}", status=422)
+        return history_page(kind, scene_id, who, message=f"rolled back to {v['at']}; config version "
+                            f"{load_config(conf).version}", ok=True)
+
+    @app.post("/logout")
+    def logout(request: Request):
+        raw = request.cookies.get(COOKIE, "")
+        if raw:
+            revoked.add(raw)            # the cookie is refused from now on, even if a copy of it survives
+        r = RedirectResponse("/login", status_code=303)
+        r.delete_cookie(COOKIE)
+        return r
 
     # ---- JSON API (scripts, tests) ------------------------------------------------------------------
     @app.get("/api/scenes/{scene_id}")

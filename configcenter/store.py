@@ -132,10 +132,51 @@ def validate(conf: Path, scene_id: str, doc: dict, kind: str = "scenes") -> Vali
     return Validation(True, {}, scene)
 
 
+def _round_trip(old_text: str, doc: dict) -> str:
+    """`doc` written over the file's own text: the keys that changed are set, the ones it no longer has removed, and
+    everything else - comments, key order, quoting, blank lines - stays as the file had it (ruamel.yaml's round
+    trip; PyYAML would rewrite the whole file and drop every comment)."""
+    import io
+
+    from ruamel.yaml import YAML
+
+    rt = YAML(typ="rt")
+    rt.preserve_quotes = True
+    rt.width = 4096
+    node = rt.load(old_text) if old_text.strip() else None
+    if not isinstance(node, dict):
+        return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+
+    def merge(target, new: dict) -> None:
+        for k in [k for k in target if k not in new]:
+            del target[k]
+        for k, v in new.items():
+            if isinstance(v, dict) and isinstance(target.get(k), dict):
+                merge(target[k], v)
+            elif k not in target or target[k] != v:
+                target[k] = v
+
+    merge(node, doc)
+    out = io.StringIO()
+    rt.dump(node, out)
+    return out.getvalue()
+
+
+def history(conf: Path, scene_id: str, kind: str = "scenes") -> list[dict]:
+    """The file's earlier versions, newest first: [{"name", "at", "sha", "text"}] (written by every save)."""
+    folder = conf / ".history" / (scene_id if kind == "scenes" else f"{kind}-{scene_id}")
+    out = []
+    for f in sorted(folder.glob("*.yaml"), reverse=True):
+        stamp, _, sha = f.stem.partition("-")
+        out.append({"name": f.name, "at": stamp, "sha": sha, "text": f.read_text()})
+    return out
+
+
 def save(conf: Path, scene_id: str, doc: dict, base_sha: str, who: str, audit_log: Path, kind: str = "scenes",
-         create: bool = False) -> dict:
+         create: bool = False, reason: str | None = None, action: str = "edit", text: str | None = None) -> dict:
     """Validate and write; StaleEdit if the file changed since `base_sha` (or, creating, if it exists);
-    returns the audit record."""
+    returns the audit record. The file keeps its formatting and comments (only what changed is rewritten);
+    `text` (a rollback) is written as it is."""
     path = scene_path(conf, scene_id, kind, must_exist=not create)
     check = validate(conf, scene_id, doc, kind)
     if not check.ok:
@@ -152,7 +193,7 @@ def save(conf: Path, scene_id: str, doc: dict, base_sha: str, who: str, audit_lo
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     if not create:
         (history / f"{stamp}-{base_sha[:12]}.yaml").write_text(old_text)
-    new_text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+    new_text = text if text is not None else _round_trip(old_text, doc)
     tmp = path.with_suffix(".yaml.tmp")
     tmp.write_text(new_text)
     os.replace(tmp, path)
@@ -161,7 +202,8 @@ def save(conf: Path, scene_id: str, doc: dict, base_sha: str, who: str, audit_lo
     changes = {f: {"from": _get(old_doc, f), "to": _get(doc, f)} for f in KINDS[kind][1]
                if _get(old_doc, f) != _get(doc, f)}
     record = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "who": who, "kind": kind[:-1],
-              "created": create, "scene" if kind == "scenes" else "trigger": scene_id,
+              "created": create, "action": "create" if create else action, "reason": reason,
+              "scene" if kind == "scenes" else "trigger": scene_id,
               "changes": changes, "config_version": {"from": before, "to": after},
               "previous": None if create else str(history / f"{stamp}-{base_sha[:12]}.yaml"),
               "diff": "".join(difflib.unified_diff(old_text.splitlines(True), new_text.splitlines(True),

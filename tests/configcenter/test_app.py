@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -140,10 +141,15 @@ def test_the_list_shows_scenes_and_rules_and_enable_disable_toggles(env):
     page = c.get("/")
     assert "hot_items" in page.text and "fav_price_drop" in page.text and load_config(env["conf"]).version in page.text
     sha = c.get("/api/scenes/hot_items").json()["base_sha"]
-    r = c.post("/scenes/hot_items/toggle", data={"base_sha": sha}, follow_redirects=False)
+    no_reason = c.post("/scenes/hot_items/toggle", data={"base_sha": sha}, follow_redirects=False)
+    assert no_reason.status_code == 422 and "say why you disable hot_items" in no_reason.text
+    r = c.post("/scenes/hot_items/toggle", data={"base_sha": sha, "reason": "stock-out week"}, follow_redirects=False)
     assert r.status_code == 303
     assert yaml.safe_load((env["conf"] / "scenes" / "hot_items.yaml").read_text())["enabled"] is False
-    assert Path(env["settings"].home / "audit" / "config.log").exists()
+    line = json.loads(Path(env["settings"].home / "audit" / "config.log").read_text().splitlines()[-1])
+    assert (line["action"], line["reason"]) == ("disable", "stock-out week")
+    sha = c.get("/api/scenes/hot_items").json()["base_sha"]          # enabling needs no reason
+    assert c.post("/scenes/hot_items/toggle", data={"base_sha": sha}, follow_redirects=False).status_code == 303
 
 
 def test_the_form_shows_defaults_for_keys_the_yaml_leaves_out(env):
@@ -167,7 +173,8 @@ def test_trigger_rules_are_edited_validated_and_toggled_like_scenes(env):
     assert saved["delay_minutes"] == 15 and saved["unless"] == ["bought", "item_sold"] and "if" not in saved
     assert load_config(env["conf"]).config.triggers[1].delay_minutes == 15
     sha = __import__("hashlib").sha256(path.read_bytes()).hexdigest()
-    assert c.post("/triggers/fav_price_drop/toggle", data={"base_sha": sha}, follow_redirects=False).status_code == 303
+    assert c.post("/triggers/fav_price_drop/toggle", data={"base_sha": sha, "reason": "a test"},
+                  follow_redirects=False).status_code == 303
     assert yaml.safe_load(path.read_text())["enabled"] is False
 
 
@@ -248,3 +255,47 @@ def test_a_bad_list_item_shows_under_its_field_and_a_bad_scene_id_answers_a_page
     made = c.post("/scenes/new", data={"new_id": "Bad Id!", "copy_of": "hot_items"})
     assert made.status_code == 422 and "cannot create scene" in made.text and made.text.startswith("<!doctype html>")
     assert c.get("/api/scenes/no_such_scene").json()["detail"]          # the API still answers JSON
+
+
+def test_the_team_tool_history_diff_rollback_warnings_formatting_and_sign_out(env):
+    """Issue 22: a history page with diff and one-click rollback, a reason on disable, a warning when a rule pushes a
+    disabled scene, saves that keep the file's formatting, sign-out."""
+    c = login(env["client"], "ana")
+    path = env["conf"] / "scenes" / "price_drop_fav.yaml"
+    original = path.read_text()
+    path.write_text("# owned by the growth team: ask #growth before you change the feed\n" + original)
+    base = __import__("hashlib").sha256(path.read_bytes()).hexdigest()
+    saved = c.post("/scenes/price_drop_fav", data={"priority": "33", "action": "save", "base_sha": base})
+    assert saved.status_code == 200 and "saved; config version" in saved.text
+    # only the changed line differs: the comment, the order, the quoting and the other lines stay as they were
+    assert "priority: 90" in original
+    assert path.read_text() == ("# owned by the growth team: ask #growth before you change the feed\n"
+                                + original.replace("priority: 90", "priority: 33"))
+    # disabling the scene a rule pushes: the rule's row and the rule's page warn
+    sha = __import__("hashlib").sha256(path.read_bytes()).hexdigest()
+    assert c.post("/scenes/price_drop_fav/toggle", data={"base_sha": sha, "reason": "legal review"},
+                  follow_redirects=False).status_code == 303
+    index = c.get("/").text
+    assert 'id="warn-fav_price_drop"' in index and "targets the disabled scene price_drop_fav" in index
+    assert "which is disabled: it sends nothing" in c.get("/triggers/fav_price_drop").text
+    assert "the trigger rules fav_price_drop push it" in c.get("/scenes/price_drop_fav").text
+    # the history: two earlier versions, newest first, each with its diff to now and who changed it why
+    hist = c.get("/scenes/price_drop_fav/history").text
+    assert hist.count('class="box version"') == 2 and "legal review" in hist and "-enabled: true" not in hist
+    assert "+enabled: false" in hist and "+priority: 33" in hist
+    name = re.findall(r'name="version" value="([^"]+)"', hist)[-1]          # the oldest: before both changes
+    now_sha = re.search(r'name="base_sha" value="([0-9a-f]{64})"', hist).group(1)
+    assert c.post("/scenes/price_drop_fav/rollback", data={"version": name, "base_sha": now_sha}).status_code == 422
+    back = c.post("/scenes/price_drop_fav/rollback", data={"version": name, "base_sha": now_sha,
+                                                            "reason": "the review is over"})
+    assert back.status_code == 200 and "rolled back to" in back.text
+    assert path.read_text() == "# owned by the growth team: ask #growth before you change the feed\n" + original
+    line = json.loads(Path(env["settings"].home / "audit" / "config.log").read_text().splitlines()[-1])
+    assert line["action"].startswith("rollback to") and line["reason"] == "the review is over" and line["who"] == "ana"
+    stale = c.post("/scenes/price_drop_fav/rollback", data={"version": name, "base_sha": now_sha, "reason": "again"})
+    assert stale.status_code == 409                                       # the file changed since that page
+    # sign-out: the cookie is refused afterwards, even a copy of it
+    cookie = c.cookies.get("hermes_operator")
+    assert c.post("/logout", follow_redirects=False).status_code == 303
+    c.cookies.set("hermes_operator", cookie)
+    assert c.get("/api/scenes/hot_items").status_code == 401
