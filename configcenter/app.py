@@ -24,7 +24,7 @@ from fastapi import Depends, FastAPI, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from jinja2 import DictLoader, Environment, select_autoescape
 
-from configcenter import store
+from configcenter import operators, store
 from configcenter.preview import preview
 from core.config.loader import ConfigError, load_config
 from core.settings import Settings
@@ -45,8 +45,8 @@ nav{margin-bottom:16px}button{margin-right:8px}</style></head><body>
 {% block body %}{% endblock %}</body></html>""",
     "login.html": """{% extends "base.html" %}{% block body %}<h1>Hermes Configuration Center</h1>
 {% if error %}<p class="err" id="login-error">{{ error }}</p>{% endif %}
-<form method="post" action="/login"><label>Your name<input type="text" name="who" required></label>
-<label>Operator token<input type="password" name="token" required></label><p><button type="submit">Sign in</button></p>
+<form method="post" action="/login"><label>Your operator token<input type="password" name="token" required></label>
+<p><button type="submit">Sign in</button></p><p>No token? Ask an admin: <code>hermes ui-operator add &lt;your name&gt;</code></p>
 </form>{% endblock %}""",
     "error.html": """{% extends "base.html" %}{% block body %}<h1>{{ title }}</h1>
 <p class="err" id="error">{{ detail }}</p><p><a href="/">Back to the scenes and rules</a></p>{% endblock %}""",
@@ -168,6 +168,7 @@ def create_app(settings: Settings, token: str) -> FastAPI:
     wh = Warehouse(settings.warehouse)
     env = Environment(loader=DictLoader(PAGES), autoescape=select_autoescape(["html"]))
     app = FastAPI(title="Hermes Configuration Center", docs_url=None, redoc_url=None)
+    app.state.settings = settings
 
     revoked: set[str] = set()            # sessions signed out before they expire
 
@@ -189,7 +190,7 @@ def create_app(settings: Settings, token: str) -> FastAPI:
         rest, _, sig = raw.rpartition(".")
         who, _, expires = rest.rpartition(".")
         if (who and expires.isdigit() and int(expires) > time.time()
-                and hmac.compare_digest(sig, _sign(token, who + "|" + expires))):
+                and hmac.compare_digest(sig, _sign(token, who + "|" + expires)) and operators.active(settings.home, who)):
             return who
         if request.url.path.startswith("/api/"):
             raise HTTPException(401, "sign in first (POST /login)")
@@ -200,11 +201,11 @@ def create_app(settings: Settings, token: str) -> FastAPI:
         return page("login.html", title="Sign in", who=None)
 
     @app.post("/login")
-    def login(who: str = Form(...), token_: str = Form(..., alias="token")):
-        who = who.strip()
-        if not who or len(who) > 40 or not who.isprintable() or not hmac.compare_digest(token_, token):
+    def login(token_: str = Form(..., alias="token")):
+        who = operators.who(settings.home, token_, token)
+        if who is None:
             return HTMLResponse(env.get_template("login.html").render(title="Sign in", who=None,
-                                                                       error="wrong name or token"), status_code=401)
+                                                                       error="unknown token"), status_code=401)
         r = RedirectResponse("/", status_code=303)
         import time
 

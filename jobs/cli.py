@@ -200,6 +200,31 @@ def _cmd_ui(args, settings):
     main()
 
 
+def _cmd_ui_operator(args, settings):
+    from configcenter import operators
+
+    if args.action == "list":
+        for name in operators.names(settings.home):
+            print(name)
+        return
+    if not args.name:
+        raise SystemExit(f"hermes ui-operator {args.action}: name the operator")
+    if args.action == "add":
+        try:
+            token = operators.add(settings.home, args.name)
+        except ValueError as e:
+            raise SystemExit(f"hermes ui-operator add: {e}") from None
+        # the only time the token is shown: hand it to the operator, it is not kept
+        print(f"operator {args.name}: token {token}")
+        print("(shown once; only its SHA-256 is kept. `hermes ui-operator add` again replaces it)", file=sys.stderr)
+    else:
+        try:
+            operators.remove(settings.home, args.name)
+        except KeyError as e:
+            raise SystemExit(f"hermes ui-operator remove: {e.args[0]}") from None
+        print(f"operator {args.name} removed: their token and sessions no longer work")
+
+
 def _cmd_config_validate(args, settings):
     from core.config.loader import ConfigError, load_config
 
@@ -385,6 +410,11 @@ def main(argv: list[str] | None = None) -> None:
 
     p = sub.add_parser("ui", help="the Configuration Center web UI on 127.0.0.1:$HERMES_UI_PORT (default 8090)")
     p.set_defaults(func=_cmd_ui)
+
+    p = sub.add_parser("ui-operator", help="the Configuration Center's operators, each with a token of their own")
+    p.add_argument("action", choices=["add", "remove", "list"], help="add (prints a new token once), remove, list")
+    p.add_argument("name", nargs="?", help="the operator's name (a-z, 0-9, _ . -), as the audit log shows it")
+    p.set_defaults(func=_cmd_ui_operator)
 
     p = sub.add_parser("config", help="the Configuration Center")
     csub = p.add_subparsers(dest="config_command", required=True, help="what to do with the configuration")

@@ -48,7 +48,11 @@ def env(tmp_path):
 
 
 def login(client, who="ana"):
-    r = client.post("/login", data={"who": who, "token": TOKEN}, follow_redirects=False)
+    """Signs in as `who` with a token of their own (admin: the deployment's HERMES_UI_TOKEN)."""
+    from configcenter import operators
+
+    tok = TOKEN if who == "admin" else operators.add(client.app.state.settings.home, who)
+    r = client.post("/login", data={"token": tok}, follow_redirects=False)
     assert r.status_code == 303
     return client
 
@@ -299,3 +303,32 @@ def test_the_team_tool_history_diff_rollback_warnings_formatting_and_sign_out(en
     assert c.post("/logout", follow_redirects=False).status_code == 303
     c.cookies.set("hermes_operator", cookie)
     assert c.get("/api/scenes/hot_items").status_code == 401
+
+
+def test_each_operator_signs_in_with_their_own_token_and_is_named_by_it(env, tmp_path):
+    """Issue 22: operators were named by a typed name behind one shared token."""
+    import subprocess
+    import sys
+
+    from configcenter import operators
+
+    home = env["settings"].home
+    out = subprocess.run([sys.executable, "-m", "jobs.cli", "ui-operator", "add", "bo"], capture_output=True,
+                         text=True, env={**__import__("os").environ, "HERMES_HOME": str(home)}, timeout=60)
+    assert out.returncode == 0, out.stderr
+    bo_token = out.stdout.split("token ")[1].strip()
+    assert bo_token not in operators.path(home).read_text()                       # only its hash is kept
+    assert oct(operators.path(home).stat().st_mode & 0o777) == "0o600"
+    c = env["client"]
+    assert c.post("/login", data={"token": "not-a-token"}).status_code == 401
+    assert c.post("/login", data={"who": "ana", "token": "x" * 30}).status_code == 401   # a typed name is no key
+    assert c.post("/login", data={"token": bo_token}, follow_redirects=False).status_code == 303
+    assert "signed in as <b>bo</b>" in c.get("/").text
+    sha = c.get("/api/scenes/hot_items").json()["base_sha"]
+    c.post("/scenes/hot_items/toggle", data={"base_sha": sha, "reason": "bo's test"}, follow_redirects=False)
+    line = json.loads((home / "audit" / "config.log").read_text().splitlines()[-1])
+    assert line["who"] == "bo"
+    operators.remove(home, "bo")                                                   # removed: the session ends
+    assert c.get("/api/scenes/hot_items").status_code == 401
+    assert c.post("/login", data={"token": TOKEN}, follow_redirects=False).status_code == 303
+    assert "signed in as <b>admin</b>" in c.get("/").text
