@@ -31,6 +31,7 @@ class ValidationReport:
     examples: dict[str, list[str]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     older_partitions: dict[str, dict] = field(default_factory=dict)   # earlier raw partitions validated this run
+    results: list[dict] = field(default_factory=list)          # every expectation: {"rule", "success", "detail"}
 
     @property
     def success(self) -> bool:
@@ -133,8 +134,11 @@ def validate(frame, table: str, expectations: list, failing_rows: dict | None = 
                 failing_rows[rule_label(r.expectation_config)] = list((r.result or {}).get("unexpected_index_list")
                                                                       or [])
     failures = [f"{table}.{_describe(r)}" for r in result.results if not r.success]
+    results = [{"rule": rule_label(r.expectation_config), "success": bool(r.success), "detail": _describe(r)}
+               for r in result.results]
     rows = frame.count() if is_spark else len(frame)
-    return ValidationReport(table=table, rows=int(rows), checked=len(expectations), failures=failures)
+    return ValidationReport(table=table, rows=int(rows), checked=len(expectations), failures=failures,
+                            results=results)
 
 
 # Expectations whose verdict on a table is the AND of their verdicts on any split of its rows (with mostly=1).
@@ -188,7 +192,7 @@ def validate_dataset(dataset, table: str, expectations: list, columns: list[str]
     part_of[pc.is_null(col).to_numpy(zero_copy_only=False)] = len(edges) + 1      # rows without a key: own part
     del values, present
     bounds = [None, *edges.tolist(), None]
-    failures, seen = [], 0
+    failures, seen, results = [], 0, {}
     for i in range(len(edges) + 2):
         part = data.filter(pa.array(part_of == i))
         if part.num_rows == 0:
@@ -199,8 +203,13 @@ def validate_dataset(dataset, table: str, expectations: list, columns: list[str]
                  f"{bounds[i + 1] if bounds[i + 1] is not None else 'inf'})")
         report = validate(part.to_pandas(), table, expectations)
         failures += [f"{f} [part {where}]" for f in report.failures]
+        for r in report.results:                # an expectation holds on the table when it holds on every part
+            seen_r = results.setdefault(r["rule"], {"rule": r["rule"], "success": True, "detail": r["detail"]})
+            if not r["success"]:
+                seen_r["success"], seen_r["detail"] = False, f"{r['detail']} [part {where}]"
         del part, report
     if seen != rows:
         failures.append(f"{table}.{key}: rule=parts_cover_table: validated {seen} rows in parts, table has {rows}")
     logging.getLogger(__name__).info("%s: %d rows validated in %d parts by %s", table, rows, len(edges) + 1, key)
-    return ValidationReport(table=table, rows=rows, checked=len(expectations), failures=failures)
+    return ValidationReport(table=table, rows=rows, checked=len(expectations), failures=failures,
+                            results=list(results.values()))

@@ -34,6 +34,7 @@ class RowVerdict:
     by_rule: dict[str, int] = field(default_factory=dict)     # rows breaking each rule (a row may break several)
     examples: dict[str, list[str]] = field(default_factory=dict)
     checked: int = 0                                          # rules evaluated
+    rules: list[str] = field(default_factory=list)            # every rule evaluated (the validation docs list them)
 
     @property
     def bad(self) -> np.ndarray:
@@ -153,5 +154,9 @@ def row_verdict(table: pa.Table, name: str, expectations: list, contract_columns
 
         hit = pc.fill_null(pc.is_in(table[column], value_set=keys), False).to_numpy(zero_copy_only=False)
         mark(taken_key_rule(column), np.flatnonzero(hit))
-    return RowVerdict(rows=n, reason=reason, by_rule=by_rule, examples=examples,
-                      checked=1 + len(expectations) + len(dimensions or {}) + len(taken or {}))
+    from expectations.gate import rule_label
+
+    rules = ([DUPLICATE_ROW] + [rule_label(e.configuration) for e in expectations]
+             + [unknown_id_rule(c, d) for c, (d, _) in (dimensions or {}).items()]
+             + [taken_key_rule(c) for c in (taken or {})])
+    return RowVerdict(rows=n, reason=reason, by_rule=by_rule, examples=examples, checked=len(rules), rules=rules)

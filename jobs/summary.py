@@ -104,7 +104,9 @@ def summary(settings: Settings, ds: str) -> list[str]:
         lines += [f"push batches: {bt['messages']:,} messages in {sum(1 for n in bt['hours'] if n)} hourly objects, "
                   f"manifest {bt['manifest']} (run {bt['run_id']})"]
     lines += _delivery_lines(settings, ds)
-    lines += ["", f"validation reports: {wh.report('validation', ds, 'x').parent}"]
+    docs = wh.report('validation', ds, 'x').parent / "index.html"
+    lines += ["", f"validation reports: {wh.report('validation', ds, 'x').parent}"
+              + (f" (every table and rule, passed or failed: {docs})" if docs.exists() else "")]
     return lines
 
 

@@ -109,9 +109,12 @@ def _taken_keys(wh: Warehouse, table: str, pds: str | None) -> dict:
 
 
 def _write_report(wh: Warehouse, ds: str, table: str, body: dict) -> None:
+    from jobs.validation_docs import render
+
     out = wh.report("validation", ds, f"raw_{table}")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"table": f"raw/{table}", "ds": ds} | body, indent=2, default=str))
+    render(wh, ds)
 
 
 class _Stop(Exception):
@@ -184,7 +187,7 @@ def _validate_partition(warehouse: Warehouse, table: str, pds: str | None, run_d
     limit = rules.threshold(table)
     counts = {"rows_in": rows_in, "rows_kept": data.num_rows - verdict.n_bad, "rows_quarantined": quarantined,
               "bad_share": share, "max_bad_share": limit, "quarantined_by_rule": by_rule, "examples": examples,
-              "expectations": verdict.checked}
+              "expectations": verdict.checked, "rules": verdict.rules}
     if share > limit:
         detail = "; ".join(f"{r} {n} (e.g. {', '.join(examples.get(r, []))})" for r, n in by_rule.items())
         raise _Stop([f"(table): rule=max_bad_share{where}: {quarantined} of {rows_in} rows ({100 * share:.3f} %) "

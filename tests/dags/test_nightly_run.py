@@ -87,6 +87,10 @@ def test_nightly_dag_runs_to_success_and_writes_its_partition(world, settings, s
         assert report["success"] and report["rows"] > 0, table
         if table.startswith("raw_"):    # nothing to quarantine in the simulated world, and the counts add up
             assert report["rows_in"] == report["rows_kept"] == report["rows"] and report["rows_quarantined"] == 0
+        else:                           # every expectation with its verdict (the validation docs show them)
+            assert len(report["results"]) == report["expectations"] and all(r["success"] for r in report["results"])
+    docs = (wh.report("validation", ds, "x").parent / "index.html").read_text()
+    assert f"{5 + len(DERIVED_TABLES)} tables: {5 + len(DERIVED_TABLES)} passed" in docs and "FAILED" not in docs
 
     # send windows: every selected user has a slot or a reason, capacity holds in every hour
     windows = pq.read_table(wh.partition("plan/windows", ds)).to_pandas()

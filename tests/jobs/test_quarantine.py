@@ -268,3 +268,25 @@ def test_a_receipt_another_partition_already_holds_is_quarantined_the_first_copy
     assert set(first["push_id"].to_pylist()) <= set(kept_earlier)                # the first copy stays where it was
     ids = pq.read_table(wh.raw("push_log"), columns=["push_id"])["push_id"].to_pylist()
     assert len(ids) == len(set(ids))
+
+
+def test_the_validation_docs_list_every_rule_passed_or_failed_and_a_missing_partition(copy):
+    """Issue 22 (browsable validation): an HTML page per night with every table and every rule checked, passed or
+    failed, its quarantine examples escaped, and a page for a partition that is missing too."""
+    import re
+
+    wh, ds, change = copy
+    change("events", lambda t: _set(t, "event_type", 1, "<script>x</script>"))
+    report = validate_raw_table(wh, "events", ds, LENIENT)
+    page = (wh.report("validation", ds, "x").parent / "index.html").read_text()
+    rows = re.findall(r"<tr><td><code>([^<]+)</code></td><td>(.*?)</td>", page)
+    verdicts = {rule: "FAILED" in v for rule, v in rows}
+    assert verdicts["event_type: expect_column_values_to_be_in_set"] is True
+    assert verdicts["user_id: expect_column_values_to_not_be_null"] is False
+    assert len(verdicts) == report.checked >= 5                             # every rule, not only the failed ones
+    assert "&lt;script&gt;x&lt;/script&gt;" in page and "<script>" not in page
+    shutil.rmtree(wh.raw_partition("item_changes", ds))                    # a missing partition: a page all the same
+    with pytest.raises(DataQualityError):
+        validate_raw_table(wh, "item_changes", ds, Validation(allow_empty=[]))
+    page = (wh.report("validation", ds, "x").parent / "index.html").read_text()
+    assert "raw/item_changes <span class=\"bad\">FAILED</span>" in page and "2 tables: 1 passed" in page
