@@ -37,8 +37,11 @@ _SPEC: list[tuple[str, str, str | None, str]] = [
     ("receipt_time", "HERMES_RECEIPT_TIME", "accepted",
      "sent_at written to push_log: `accepted` (gateway acceptance, wall clock) or `planned` (the slot's "
      "planned release time: for replaying a simulated world)"),
+    ("alert_webhook", "HERMES_ALERT_WEBHOOK", None,
+     "where alerts are POSTed as JSON (failures of every DAG and task, a late nightly plan, a delivery behind; "
+     "core/alerts.py); unset: $HERMES_HOME/alerts/alerts.jsonl and the log only (never logged: it holds a secret)"),
 ]
-_SECRET = {"s3_secret_key", "gateway_token", "s3_access_key"}
+_SECRET = {"s3_secret_key", "gateway_token", "s3_access_key", "alert_webhook"}
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class Settings:
     gateway_token: str | None = field(repr=False)
     ledger_url: str
     receipt_time: str
+    alert_webhook: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
