@@ -17,6 +17,7 @@ the next local day (`plan_date = ds + 1` in each user's time zone).
 | `check_plan` (×3) | GX suites of the plan tables + the reconciliation | reports |
 | `train` | point-in-time training set from `push_log` (features as of each push's send day), logistic regression vs gradient boosting on a time-based holdout, logged to MLflow experiment `hermes-ctr` (metrics incl. oracle AUC, ROC/calibration/importance plots, signature), registered as `hermes-ctr` | MLflow, `reports/training/` |
 | `gate` | the new version becomes `@champion` only if it beats the champion's AUC on the same holdout by the configured margin, else `@challenger`; decision and numbers logged on the run | MLflow aliases |
+| `publish_model` | emits the `hermes_ctr_model` asset event (extra: ds, version, holdout AUC, the version it replaced) only when the gate promoted a version; skipped when it was held | Airflow asset |
 | `score` | recall per scene materials source for every eligible pair, the shortlist (each user x scene x category's best by an item-level estimate, plus Push 1.0's draw), pair features, bulk scoring with `@champion` through a scalar Arrow UDF (`arrow_udf`), model version on every row | `plan/candidates`, `plan/item_scores`, `plan/scored` |
 | `select` | feeds (top-k with one item per seller and a per-category cap) and one scene per user by expected opens then priority; the Push 1.0 baseline (one global best-CTR scene, one item) beside it | `plan/selected`, `plan/baseline` |
 | `check_selection` (×3) | GX suites of the selection tables | reports |
@@ -104,13 +105,26 @@ def hermes_nightly():
         except DataQualityError as e:  # the data as delivered does not change by retrying: fail now, once
             raise AirflowFailException(str(e)) from None
 
+    def announce(outlets, result: dict, ds: str | None, **extra) -> None:
+        """The asset events this task emits carry what a consumer needs: the night, the rows, the versions."""
+        from airflow.sdk import get_current_context
+
+        events = get_current_context()["outlet_events"]
+        rows = sum(t.get("rows") or 0 for t in (result.get("tables") or {}).values() if isinstance(t, dict))
+        for asset in outlets:
+            events[asset].extra = {"ds": ds, "rows": rows, "config_version": result.get("config_version"),
+                                   **{k: v for k, v in extra.items() if v is not None}}
+
     def stage(name: str, outlets=()):
         """A task running the Spark stage `jobs.<name>` for ds under the run's frozen config."""
         @task(task_id=name, outlets=list(outlets))
         def run_stage(config: dict, ds: str | None = None) -> dict:
             from jobs.tasks import run_stage as run
 
-            return run(name, ds, config)
+            result = run(name, ds, config)
+            if outlets:
+                announce(outlets, result, ds, model_policy=result.get("model_policy"))
+            return result
 
         return run_stage
 
@@ -134,13 +148,31 @@ def hermes_nightly():
         params = get_current_context()["params"]
         if params.get("dry_run"):
             raise AirflowSkipException("dry run: the plan report is the result; no batches written")
-        return write_batches(ds, config, params.get("policy"))
+        result = write_batches(ds, config, params.get("policy"))
+        get_current_context()["outlet_events"][BATCHES].extra = {
+            "ds": ds, "send_day": result.get("send_day"), "messages": result.get("messages"),
+            "policy": result.get("policy"), "config_version": result.get("config_version")}
+        return result
 
     @task
     def gate(config: dict, ds: str | None = None) -> dict:
         from jobs.tasks import gate as run
 
         return run(ds, config)
+
+    @task(outlets=[MODEL])
+    def publish_model(decision: dict, ds: str | None = None) -> dict:
+        """The model asset changes only when a version is promoted (@champion): a held one emits nothing."""
+        from airflow.sdk import get_current_context
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        if decision.get("decision") != "promoted":
+            raise AirflowSkipException(f"version {decision.get('candidate_version')} was held as "
+                                       f"@{decision.get('alias')}: the @champion is unchanged")
+        get_current_context()["outlet_events"][MODEL].extra = {
+            "ds": ds, "version": decision.get("candidate_version"), "alias": decision.get("alias"),
+            "holdout_auc": decision.get("candidate_auc"), "replaced": decision.get("champion_version")}
+        return decision
 
     @task(map_index_template="{{ task.op_kwargs['table'] }}")
     def check_output(table: str, config: dict, ds: str | None = None) -> dict:
@@ -161,7 +193,7 @@ def hermes_nightly():
     aud = stage("audiences")(config)
     fat = stage("fatigue")(config)
     check_plan = check_output.override(task_id="check_plan").partial(config=config).expand(table=PLAN_TABLES)
-    model = stage("train", [MODEL])(config)
+    model = stage("train")(config)
     scored = stage("score")(config)
     chosen = stage("select", [PLAN])(config)
     check_selection = check_output.override(task_id="check_selection").partial(config=config).expand(
@@ -170,6 +202,7 @@ def hermes_nightly():
     raw >> rollups >> [user_feats, model]
     decided = gate(config)
     raw >> model >> decided
+    publish_model(decided)
     [check_plan, decided] >> scored >> chosen >> check_selection
     check_windows = check_output.override(task_id="check_windows")(table="plan/windows", config=config)
     check_selection >> local_stage("windows")(config) >> check_windows >> local_stage("plan_report")(config) \

@@ -85,7 +85,7 @@ def test_nightly_stages_run_in_order_behind_config_and_raw_validation(dagbag):
     dag = dagbag.dags["hermes_nightly"]
     assert set(dag.task_ids) == {"validate_config", "validate_dimensions", "validate_facts", "rollups", "user_features",
                                  "material_features",
-                                 "check_features", "audiences", "fatigue", "check_plan", "train", "gate", "score",
+                                 "check_features", "audiences", "fatigue", "check_plan", "train", "gate", "publish_model", "score",
                                  "select", "check_selection", "windows", "check_windows", "plan_report", "batches"}
     up = lambda t: dag.get_task(t).upstream_task_ids  # noqa: E731
     assert up("validate_dimensions") == {"validate_config"}
@@ -141,7 +141,23 @@ def test_the_nightly_bench_runs_every_dag_task_after_its_upstreams(dagbag):
     position = {t: i for i, t in enumerate(order)}
     for task in dag.tasks:
         assert all(position[u] < position[task.task_id] for u in task.upstream_task_ids), task.task_id
-        assert bench.calls_for(task.task_id, tables)            # raises for a task the bench does not know
+        # raises for a task the bench does not know; only the model's announcement calls nothing
+        assert bench.calls_for(task.task_id, tables) or task.task_id == "publish_model"
     assert [a for _, a in bench.calls_for("check_selection", tables)] == [[t] for t in tables["check_selection"]]
     with pytest.raises(RuntimeError, match="does not know the DAG task 'new_task'"):
         bench.calls_for("new_task", tables)
+
+
+def test_assets_mean_something(dagbag):
+    """Issue 22: the model asset changes only when a version is promoted (publish_model, after the gate, skips when
+    the version is held); the plan and the batches are announced by the tasks that write them."""
+    nightly = dagbag.dags["hermes_nightly"]
+
+    def outlets(task_id: str) -> set[str]:
+        return {a.name for a in nightly.get_task(task_id).outlets}
+
+    assert outlets("publish_model") == {"hermes_ctr_model"} and outlets("train") == set()
+    assert nightly.get_task("publish_model").upstream_task_ids == {"gate"}
+    assert outlets("select") == {"hermes_selected_plan"} and outlets("batches") == {"hermes_push_batches"}
+    owners = [t.task_id for t in nightly.tasks if "hermes_ctr_model" in {a.name for a in t.outlets}]
+    assert owners == ["publish_model"]

@@ -55,8 +55,9 @@ def test_nightly_dag_runs_to_success_and_writes_its_partition(world, settings, s
     result = run_nightly(env, ds)
     assert result["state"].endswith("success"), result
     # config 1 + dimensions 2 + facts 3 + rollups 1 + features 2 + checks 4 + audiences 1 + fatigue 1 + checks 3
-    # + train 1 + gate 1 + score 1 + select 1 + checks 3 + windows 1 + check 1 + plan_report 1 + batches 1
-    assert len(result["tasks"]) == 29 and all(s.endswith("success") for s in result["tasks"].values()), result
+    # + train 1 + gate 1 + publish_model 1 + score 1 + select 1 + checks 3 + windows 1 + check 1 + plan_report 1
+    # + batches 1
+    assert len(result["tasks"]) == 30 and all(s.endswith("success") for s in result["tasks"].values()), result
 
     wh = Warehouse(settings.warehouse)
     # every raw events partition of the world has a fresh rollup (the features read nothing stale)
