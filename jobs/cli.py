@@ -341,7 +341,10 @@ def _cmd_settings(args, settings):
 
 
 def main(argv: list[str] | None = None) -> None:
+    from core.quiet import quiet_third_party
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_third_party()
     parser = argparse.ArgumentParser(prog="hermes", description="Hermes batch push platform")
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 import importlib
 import logging
 
+from core.quiet import quiet_third_party
 from core.settings import Settings
 
+quiet_third_party()
 log = logging.getLogger(__name__)
 STAGES = ("rollups", "user_features", "material_features", "audiences", "fatigue", "train", "score", "select")
 
