@@ -133,15 +133,22 @@ def run_speed(args, env: dict, wh, replay: list, world_start: float, speed: floa
     wall_start = time.time() + args.start_seconds + published / 5000
     start("engine", ["stream", "--replay-from", datetime.fromtimestamp(world_start, tz=timezone.utc).isoformat(),
                      "--speed", str(speed), "--replay-wall-start", str(wall_start)])
-    for _ in range(600):                                   # the engine reports once it has loaded the nightly
+    t_start = time.time()
+    while True:                                           # the engine reports once it has loaded the nightly
         if procs["engine"].poll() is not None:
             sys.exit(f"the engine exited while starting; see {state / 'engine.log'}")
         probe = EventStream(env["HERMES_LEDGER_URL"])
         ready = probe.offset("stream") is not None
         probe.dispose()
         if ready:
+            print(f"  x{speed:g}: the engine is up after {time.time() - t_start:.0f} s (nightly loaded, rule state "
+                  f"bootstrapped: see {state / 'engine.log'})", flush=True)
             break
-        time.sleep(0.1)
+        if time.time() > wall_start:
+            print(f"  x{speed:g}: the engine is still starting when its clock starts: the first minutes lag",
+                  flush=True)
+            break
+        time.sleep(0.2)
     stream = EventStream(env["HERMES_LEDGER_URL"])
     while time.time() < wall_start:                     # the engine takes the warm-up in before the clock starts
         time.sleep(0.05)

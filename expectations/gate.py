@@ -63,12 +63,20 @@ def _quiet_gx() -> None:
 def rule_label(cfg) -> str:
     """`column: rule[ where condition]` of an expectation configuration: a quarantined row's reason."""
     kw = cfg.kwargs
-    column = kw.get("column") or f"{kw.get('column_A')}/{kw.get('column_B')}"
+    column = _columns(kw)
     cond = kw.get("row_condition")
     if isinstance(cond, dict):      # GX 1.24 keeps a pandas condition as {"pass_through_filter": ..., ...}
         cond = cond.get("pass_through_filter", cond)
     where = f" where {cond}" if cond else ""
     return f"{column}: {cfg.type}{where}"
+
+
+def _columns(kw: dict) -> str:
+    if kw.get("column"):
+        return kw["column"]
+    if kw.get("column_list"):
+        return "+".join(kw["column_list"])
+    return f"{kw.get('column_A')}/{kw.get('column_B')}"
 
 
 def show(value) -> str:
@@ -86,7 +94,7 @@ def show(value) -> str:
 def _describe(result) -> str:
     cfg = result.expectation_config
     kw = cfg.kwargs
-    column = kw.get("column") or f"{kw.get('column_A')}/{kw.get('column_B')}"
+    column = _columns(kw)
     rule = cfg.type
     where = f" where {kw['row_condition']}" if kw.get("row_condition") else ""
     limits = {k: kw[k] for k in ("value_set", "min_value", "max_value") if kw.get(k) is not None}
@@ -98,7 +106,8 @@ def _describe(result) -> str:
         detail = f"could not be evaluated: {exc}"
     elif r.get("unexpected_count") is not None:
         examples = [show(v) for v in (r.get("partial_unexpected_list") or [])[:5]]
-        detail = f"{r['unexpected_count']} of {r.get('element_count')} rows break it (e.g. {', '.join(examples)})"
+        detail = f"{r['unexpected_count']} of {r.get('element_count')} rows break it" + (
+            f" (e.g. {', '.join(examples)})" if examples else "")
     else:
         detail = f"observed {r.get('observed_value')!r}"
     return f"{column}: rule={rule}{where} {limits if limits else ''}: {detail}".replace("  ", " ")
