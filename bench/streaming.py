@@ -129,24 +129,22 @@ def run_speed(args, env: dict, wh, replay: list, world_start: float, speed: floa
     for table, rows in warm.items():
         for k in range(0, len(rows), 5000):
             published += post(args.port, token, table, rows[k:k + 5000])["accepted"]
-    # the engine loads the nightly (~30 s at 10k users, longer at 1M) and bootstraps, then takes the warm-up in
-    wall_start = time.time() + args.start_seconds + published / 5000
+    # the engine loads the nightly and bootstraps the rule state (seconds at 10k users, minutes at 1M); its clock
+    # starts a while after it is ready (it takes the warm-up in meanwhile) and it reports when
+    settle = args.start_seconds + published / 5000
     start("engine", ["stream", "--replay-from", datetime.fromtimestamp(world_start, tz=timezone.utc).isoformat(),
-                     "--speed", str(speed), "--replay-wall-start", str(wall_start)])
+                     "--speed", str(speed), "--replay-wall-start", str(-settle)])
     t_start = time.time()
-    while True:                                           # the engine reports once it has loaded the nightly
+    while True:
         if procs["engine"].poll() is not None:
             sys.exit(f"the engine exited while starting; see {state / 'engine.log'}")
         probe = EventStream(env["HERMES_LEDGER_URL"])
-        ready = probe.offset("stream") is not None
+        o = probe.offset("stream")
         probe.dispose()
-        if ready:
+        if o is not None and o["status"].get("replay_wall_start"):
+            wall_start = float(o["status"]["replay_wall_start"])
             print(f"  x{speed:g}: the engine is up after {time.time() - t_start:.0f} s (nightly loaded, rule state "
-                  f"bootstrapped: see {state / 'engine.log'})", flush=True)
-            break
-        if time.time() > wall_start:
-            print(f"  x{speed:g}: the engine is still starting when its clock starts: the first minutes lag",
-                  flush=True)
+                  f"bootstrapped: see {state / 'engine.log'}); its clock starts {settle:.0f} s later", flush=True)
             break
         time.sleep(0.2)
     stream = EventStream(env["HERMES_LEDGER_URL"])
@@ -271,8 +269,8 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=int(os.environ.get("HERMES_EVENTS_PORT", "8470")) + 1)
     ap.add_argument("--warmup-minutes", type=float, help="publish only this much of the day before the busiest hour "
                     "(default: all of it; the rule state is bootstrapped from raw/ up to the day's start either way)")
-    ap.add_argument("--start-seconds", type=float, default=40, help="wall time the engine gets to load the nightly "
-                    "and bootstrap before its clock starts (plus 1 s per 5,000 warm-up rows)")
+    ap.add_argument("--start-seconds", type=float, default=20, help="wall time between the engine being ready and "
+                    "its clock starting, to take the warm-up in (plus 1 s per 5,000 warm-up rows)")
     args = ap.parse_args()
     from core.config.loader import load_config
     from core.settings import Settings

@@ -304,7 +304,7 @@ def _cmd_stream(args, settings):
         from datetime import datetime
 
         world = datetime.fromisoformat(args.replay_from.replace("Z", "+00:00")).timestamp()
-        replay = (world, args.replay_wall_start or time.time(), args.speed)
+        replay = (world, time.time() if args.replay_wall_start is None else args.replay_wall_start, args.speed)
     stream.main(settings, load_config(settings.conf_dir), replay)
 
 
@@ -399,7 +399,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--speed", type=float, default=1.0, help="with --replay-from: the clock runs this many times faster "
                    "than the wall clock (default 1)")
     p.add_argument("--replay-wall-start", type=float, help="with --replay-from: the wall time (epoch seconds) the "
-                   "clock reads --replay-from at (default: now); a publisher replaying the events uses the same")
+                   "clock reads --replay-from at (default: now; -N: N seconds after the engine is ready, reported as "
+                   "replay_wall_start in its status); a publisher replaying the events uses the same")
     p.set_defaults(func=_cmd_stream)
     p = sub.add_parser("events-api", help="the live event API producers POST events and item changes to (127.0.0.1)")
     p.add_argument("--port", type=_port, default=int(os.environ.get("HERMES_EVENTS_PORT", "8470")),

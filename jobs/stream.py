@@ -201,6 +201,7 @@ class Engine:
         self.to_wall = to_wall or (lambda t: t)
         # a replay of history already in raw/ writes nothing back there (no receipts, no day hand-over)
         self.replaying = replaying
+        self.replay_wall_start: float | None = None       # a replay's wall start (benchmarks read it from the status)
         self.cfg = loaded.config
         self.sc = self.cfg.platform.stream
         self.rules = {t.id: t for t in self.cfg.triggers if t.enabled}
@@ -573,7 +574,8 @@ class Engine:
                   "latency_p50_s": round(float(np.median(lat)), 3) if lat.size else None,
                   "latency_p95_s": round(float(np.percentile(lat, 95)), 3) if lat.size else None,
                   "timers": len(self.state.pending), "deferred": len(self.deferred), "nightly": self.ctx.ds,
-                  "model_version": self.ctx.model.version, "rss_mb": _rss_mb()}
+                  "model_version": self.ctx.model.version, "rss_mb": _rss_mb(),
+                  **({"replay_wall_start": self.replay_wall_start} if self.replay_wall_start else {})}
         self.stream.commit_offset(CONSUMER, self.offset, status)
         log.info("stream: %.1f events/s, lag %d events, decided %s, sent %d, latency p50 %s s p95 %s s, timers %d, "
                  "rss %d MB", status["events_per_s"], status["lag_events"], status["decided"], status["sent"],
@@ -614,9 +616,11 @@ def health(settings: Settings, max_silence_s: float = 30.0) -> dict:
 
 
 def replay_clock(world_start: float, wall_start: float, speed: float):
-    """(clock, to_wall) of a replay: the clock reads world_start at wall_start and runs `speed` times faster."""
-    return (lambda: world_start + (time.time() - wall_start) * speed,
-            lambda t: wall_start + (t - world_start) / speed)
+    """(clock, to_wall, holder) of a replay: the clock reads world_start until the wall time holder["wall"], then runs
+    `speed` times faster. wall_start <= 0: not known yet (holder["wall"] is set once the engine is ready)."""
+    holder = {"wall": wall_start if wall_start > 0 else float("inf")}
+    return (lambda: world_start + max(0.0, time.time() - holder["wall"]) * speed,
+            lambda t: holder["wall"] + (t - world_start) / speed, holder)
 
 
 def main(settings: Settings, loaded, replay: tuple[float, float, float] | None = None) -> None:
@@ -630,8 +634,13 @@ def main(settings: Settings, loaded, replay: tuple[float, float, float] | None =
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         if replay:
-            clock, to_wall = replay_clock(*replay)
+            clock, to_wall, holder = replay_clock(*replay)
             engine = Engine(settings, loaded, clock=clock, to_wall=to_wall, replaying=True)
+            if replay[1] <= 0:          # the clock starts -wall_start seconds after the engine is ready
+                holder["wall"] = time.time() - replay[1]
+            engine.replay_wall_start = holder["wall"]
+            log.info("stream: replay clock reads %s at wall time %.3f, x%g", datetime.fromtimestamp(
+                replay[0], tz=timezone.utc).isoformat(), holder["wall"], replay[2])
         else:
             engine = Engine(settings, loaded)
         log.info("stream: started (nightly %s, model version %s, %d rules, offset %d)", engine.ctx.ds,
