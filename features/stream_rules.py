@@ -31,6 +31,7 @@ Times are int64 microseconds since the epoch (UTC).
 from __future__ import annotations
 
 import heapq
+import os
 import pickle
 import sqlite3
 from dataclasses import dataclass
@@ -86,11 +87,16 @@ class StateLocked(RuntimeError):
 
 class RuleState:
     def __init__(self, rules: dict, item_sellers: dict[int, int] | None = None, path: Path | str | None = None,
-                 lock_timeout_s: float = 30.0):
+                 lock_timeout_s: float = 30.0, bulk: bool = False):
+        """bulk: a file being built from scratch (the bootstrap): no journal and no syncs while it loads - a crash
+        leaves a file without a checkpoint, which is rebuilt - then `moved_to` puts it in place in WAL mode."""
         self.path = str(path) if path is not None else ":memory:"
         self.db = sqlite3.connect(self.path, isolation_level=None, timeout=lock_timeout_s, check_same_thread=False)
         self.db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-        if path is not None:
+        if path is not None and bulk:
+            self.db.execute("PRAGMA journal_mode=OFF")
+            self.db.execute("PRAGMA synchronous=OFF")
+        elif path is not None:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA + TIME_INDEXES)
@@ -133,6 +139,22 @@ class RuleState:
                         (pickle.dumps(doc, protocol=pickle.HIGHEST_PROTOCOL),))
         self.db.execute("COMMIT")
         self.db.execute("BEGIN IMMEDIATE")
+
+    def moved_to(self, path: Path, meta: dict) -> RuleState:
+        """A bulk-built store committed with `meta`, synced, renamed to `path` (atomic) and opened there."""
+        self.commit(meta)
+        self.db.execute("COMMIT")
+        self.db.execute("PRAGMA journal_mode=WAL")        # the mode is kept in the file: it opens as WAL
+        self.db.close()
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.remove(path)
+        os.replace(self.path, path)
+        state, _ = RuleState.open(path, self.rules)
+        return state
 
     def close(self) -> None:
         """Without a commit: what changed since the last checkpoint is rolled back (as a crash would)."""

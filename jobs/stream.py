@@ -150,7 +150,9 @@ def bootstrap_rules(wh: Warehouse, rules: dict, until_us: int, items: pd.DataFra
     from features.stream_rules import KIND, TIME_INDEXES, RuleState
     from features.triggers import US_DAY
 
-    state = RuleState(rules, path=path)
+    if path is not None:
+        RuleState.remove(path)
+    state = RuleState(rules, path=path, bulk=path is not None)
     # the time indexes are built after the load (one sort instead of a B-tree insert per row)
     for name in ("gone_ts", "interest_ts", "follows_ts", "views_ts", "first_view_ts"):
         state.db.execute(f"DROP INDEX IF EXISTS {name}")
@@ -254,9 +256,12 @@ class Engine:
         until = (datetime.fromisoformat(min(days)).replace(tzinfo=timezone.utc) if days
                  else datetime.fromtimestamp(self.clock(), tz=timezone.utc))
         t0 = time.time()
-        state = bootstrap_rules(self.wh, self.rules, int(until.timestamp() * US), self.ctx.items, p)
+        # built beside its place without a journal, then moved in (a crash meanwhile leaves no state: rebuilt)
+        building = p.with_name(p.name + ".bootstrap")
+        state = bootstrap_rules(self.wh, self.rules, int(until.timestamp() * US), self.ctx.items, building)
         flushed = self._flushed_max_seq()
-        state.commit(self._checkpoint_meta(flushed))
+        state = state.moved_to(p, self._checkpoint_meta(flushed))
+        _trim_heap()                    # the bootstrap's frames are garbage now: give their pages back
         log.info("stream: rule state bootstrapped from raw/ up to %s in %.1f s (%s); stream from seq %d", until.isoformat(),
                  time.time() - t0, state.size(), flushed)
         return flushed, state
@@ -580,6 +585,18 @@ class Engine:
         log.info("stream: %.1f events/s, lag %d events, decided %s, sent %d, latency p50 %s s p95 %s s, timers %d, "
                  "rss %d MB", status["events_per_s"], status["lag_events"], status["decided"], status["sent"],
                  status["latency_p50_s"], status["latency_p95_s"], status["timers"], status["rss_mb"])
+
+
+def _trim_heap() -> None:
+    """Return freed heap to the OS (glibc keeps it otherwise: the RSS would stay at the bootstrap's peak)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:                     # not glibc
+        pass
 
 
 def _or_nan(row: tuple, k: int) -> float:
