@@ -169,14 +169,20 @@ class RuleState:
             Path(f"{path}{suffix}").unlink(missing_ok=True)
 
     # ---- bulk loads (the bootstrap) ------------------------------------------------------------------------------
-    def load_items(self, items, sellers=None, prices=None) -> None:
+    def load_items(self, items, sellers=None, prices=None, categories=None, listed_at=None) -> None:
+        """Items' seller, price, category and listing time (None/NaN: left as the store has it)."""
         n = len(items)
-        sellers = [None] * n if sellers is None else sellers
-        prices = [None] * n if prices is None else prices
-        self.db.executemany("INSERT INTO items (item, seller, price) VALUES (?, ?, ?) ON CONFLICT (item) DO UPDATE "
-                            "SET seller = coalesce(excluded.seller, seller), price = coalesce(excluded.price, price)",
-                            zip(map(int, items), (None if s is None else int(s) for s in sellers),
-                                (None if p is None else float(p) for p in prices)))
+
+        def col(values, cast):
+            if values is None:
+                return [None] * n
+            return [None if v is None or v != v else cast(v) for v in values]
+
+        self.db.executemany(
+            "INSERT INTO items (item, seller, price, category, listed_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (item) "
+            "DO UPDATE SET seller = coalesce(excluded.seller, seller), price = coalesce(excluded.price, price), "
+            "category = coalesce(excluded.category, category), listed_at = coalesce(excluded.listed_at, listed_at)",
+            zip(map(int, items), col(sellers, int), col(prices, float), col(categories, int), col(listed_at, int)))
 
     def load(self, table: str, rows) -> None:
         """Rows already reduced to the table's key (interest: item, user, kind, last ts; follows: seller, user, ts;

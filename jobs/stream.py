@@ -142,7 +142,8 @@ def load_context(settings: Settings, loaded, on_or_before: str) -> Context:
 
 def bootstrap_rules(wh: Warehouse, rules: dict, until_us: int, items: pd.DataFrame, path: Path | None = None):
     """The rule state as of `until_us`, from the raw partitions (one read, at the engine's first start only): who
-    favourited, carted, followed and viewed what within the rules' lookback, and each item's price and seller, bulk
+    favourited, carted, followed and viewed what within the rules' lookback, each item's seller and category (the
+    snapshot) and its price as of until_us (its last listed/price_drop change within the lookback), bulk
     loaded into the state store at `path` (reduced to the store's keys first, in pyarrow/pandas: no row-by-row
     Python). Items that drew their crowd already are not pushed again."""
     import pyarrow.dataset as pads
@@ -156,8 +157,17 @@ def bootstrap_rules(wh: Warehouse, rules: dict, until_us: int, items: pd.DataFra
     # the time indexes are built after the load (one sort instead of a B-tree insert per row)
     for name in ("gone_ts", "interest_ts", "follows_ts", "views_ts", "first_view_ts"):
         state.db.execute(f"DROP INDEX IF EXISTS {name}")
-    state.load_items(items.index.to_numpy(), sellers=items["seller_id"].to_numpy(), prices=items["price"].to_numpy())
     lookback = max([r.when.lookback_days for r in rules.values()] + [1]) * US_DAY
+    # the price a drop is measured from is the item's last listed/price_drop price before it, as the batch rules
+    # take it (features/triggers.py): the items snapshot holds today's price, after every drop still to be replayed
+    chg = wh.read_raw_between("item_changes", "ts", until_us - lookback, until_us, ["item_id", "ts", "change", "price"],
+                              where=pads.field("change").isin(["listed", "price_drop"]))
+    last = chg.sort_values("ts", kind="stable").groupby("item_id").last()
+    listed = chg[chg["change"] == "listed"].groupby("item_id")["ts"].max()
+    state.load_items(items.index.to_numpy(), sellers=items["seller_id"].to_numpy(),
+                     categories=items["category_id"].to_numpy() if "category_id" in items else None)
+    state.load_items(last.index.to_numpy(), prices=last["price"].to_numpy(),
+                     listed_at=listed.reindex(last.index).to_numpy())
     kinds = ["fav", "cart", "follow_seller"]
     ev = wh.read_raw_between("events", "ts", until_us - lookback, until_us,
                              ["ts", "user_id", "event_type", "item_id", "seller_id"],

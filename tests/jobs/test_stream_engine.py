@@ -167,3 +167,44 @@ def test_a_checkpoint_of_another_stream_is_not_resumed(setup, tmp_path):
     fresh = EventStream(settings.ledger_url)
     publish(fresh, NOW, events=[{"user_id": 4, "event_type": "app_open"}])
     assert engine().offset == 0
+
+
+def test_the_bootstrap_measures_a_drop_from_the_price_before_it_not_the_snapshots(tmp_path):
+    """Found replaying the 1M world: the items snapshot holds today's price, after every drop still to come, so a
+    bootstrap that took it saw every replayed drop as 0 % and pushed no price drop at all. The price a drop is
+    measured from is the item's last listed/price_drop price before the bootstrap's instant (as the batch rules
+    take it)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from core.contract import RAW_SCHEMAS
+    from core.warehouse import Warehouse
+    from features.stream_rules import RuleState
+    from jobs.stream import bootstrap_rules
+    from tests.features.test_stream_rules import ch, rule
+
+    wh = Warehouse(tmp_path / "wh")
+    day = datetime(2026, 10, 27, tzinfo=timezone.utc)
+    until = int(datetime(2026, 10, 28, tzinfo=timezone.utc).timestamp() * 1e6)
+
+    def write(table, ds, rows):
+        folder = wh.raw_partition(table, ds)
+        folder.mkdir(parents=True)
+        pq.write_table(pa.Table.from_pylist(rows, schema=RAW_SCHEMAS[table]), folder / "part-0.parquet")
+
+    write("item_changes", "2026-10-27", [
+        {"item_id": 1, "ts": day.replace(hour=1), "change": "listed", "price": 100.0},
+        {"item_id": 1, "ts": day.replace(hour=5), "change": "price_drop", "price": 80.0}])
+    write("events", "2026-10-27", [{"ts": day.replace(hour=2), "user_id": 7, "event_type": "fav", "item_id": 1,
+                                    "seller_id": 50, "category_id": 3}])
+    items = pd.DataFrame({"item_id": [1, 2], "seller_id": [50, 51], "category_id": [3, 4], "title": ["a", "b"],
+                          "price": [50.0, 20.0]}).set_index("item_id")     # the snapshot: after tomorrow's drop
+    r = rule("price_drop", when={"min_drop_pct": 10, "lookback_days": 7})
+    state = bootstrap_rules(wh, {r.id: r}, until, items, tmp_path / "state.sqlite")
+    info = state.item_info([1, 2])
+    assert info[1] == (80.0, 3, int(day.replace(hour=1).timestamp() * 1e6))
+    assert info[2] == (None, 4, None)                   # no change in the lookback: no price to measure from
+    state.on_event(ch(until + 3_600_000_000, 1, "price_drop", 50.0))          # -37.5 % from 80
+    assert [(c.user_id, c.detail) for c in state.pop_due(until + 3_600_000_000)] == [(7, "drop 38%")]
+    state.close()
+    RuleState.remove(tmp_path / "state.sqlite")
