@@ -269,6 +269,8 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=int(os.environ.get("HERMES_EVENTS_PORT", "8470")) + 1)
     ap.add_argument("--warmup-minutes", type=float, help="publish only this much of the day before the busiest hour "
                     "(default: all of it; the rule state is bootstrapped from raw/ up to the day's start either way)")
+    ap.add_argument("--no-open-rates", action="store_true", help="skip the ground truth's open rates (at 1M users "
+                    "they take ~16 GB for a few minutes)")
     ap.add_argument("--start-seconds", type=float, default=20, help="wall time between the engine being ready and "
                     "its clock starting, to take the warm-up in (plus 1 s per 5,000 warm-up rows)")
     args = ap.parse_args()
@@ -318,6 +320,8 @@ def main() -> None:
         print(f"  {r['speed']:>5g}x {rate:>9.1f} {r['sent']:>6} {str(d0.get('p50')) + '/' + str(d0.get('p95')):>16} "
               f"{str(dl.get('p50')) + '/' + str(dl.get('p95')):>16} {lag:>8} {rss:>15} {cpu:>10.0f}%  "
               f"{r['decided']} {r['reasons']}")
+    if args.no_open_rates:
+        return
     print("\nground truth's open rate (mean true P(open) at the send time, with the relevance/timeliness context):")
     pushes = pd.concat([r["pushes"] for r in results if len(r["pushes"])]) if any(len(r["pushes"]) for r in results) \
         else pd.DataFrame(columns=["user_id", "scene_id", "item_id", "send_at"])
