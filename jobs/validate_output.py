@@ -42,7 +42,7 @@ def validate_output_table(wh: Warehouse, name: str, ds: str, loaded) -> Validati
     out.write_text(json.dumps({"table": name, "ds": ds, "rows": report.rows, "expectations": report.checked,
                                "success": report.success, "failures": report.failures,
                                "results": report.results, "config_version": loaded.version}, indent=2))
-    from jobs.validation_docs import render
+    from expectations.docs import render
 
     render(wh, ds)
     log.info("%s ds=%s: %d rows, %d expectations, %d failed", name, ds, report.rows, report.checked,

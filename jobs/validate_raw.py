@@ -109,7 +109,7 @@ def _taken_keys(wh: Warehouse, table: str, pds: str | None) -> dict:
 
 
 def _write_report(wh: Warehouse, ds: str, table: str, body: dict) -> None:
-    from jobs.validation_docs import render
+    from expectations.docs import render
 
     out = wh.report("validation", ds, f"raw_{table}")
     out.parent.mkdir(parents=True, exist_ok=True)

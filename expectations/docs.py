@@ -1,7 +1,7 @@
 """Browsable validation: one HTML page per nightly date with every table the night validated and every rule it
 checked, passed or failed (the role of Great Expectations' Data Docs, built from Hermes' own reports).
 
-    reports/validation/ds=<ds>/index.html      (rewritten after each table's report; `hermes validation-docs --ds`)
+    reports/validation/ds=<ds>/index.html      (rewritten after each table's report by jobs/validate_raw.py and jobs/validate_output.py)
 
 A raw table shows rows in / kept / quarantined, each row rule with the rows it quarantined and examples (0: passed),
 its table-level failures (a missing partition, too many bad rows, counts that do not add up) and warnings, and the
