@@ -42,8 +42,9 @@ def _redact(url: str) -> str:
 
 
 def alert_file() -> Path:
-    home = Path(os.environ.get("HERMES_HOME") or Path(__file__).resolve().parents[1] / "var")
-    return home / "alerts" / "alerts.jsonl"
+    from core.settings import Settings
+
+    return Settings.from_env().home / "alerts" / "alerts.jsonl"
 
 
 def send_alert(kind: str, summary: str, source: str = "hermes", dedupe: str | None = None, **details) -> dict:
