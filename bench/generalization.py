@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import itertools
 import json
 import logging
 import sys
 import time
 from dataclasses import replace
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -56,6 +57,8 @@ def one_world(spark, base: Settings, loaded, home: Path, variant: str, seed: int
     q = loaded.config.platform.quiet_hours
     r = judge(Warehouse(s.warehouse), ds, (q.start_hour, q.end_hour))
     r["model_policy"] = json.loads(Path(w["report"]).read_text()).get("model_policy")
+    day = date.fromisoformat(windows.send_day(ds))
+    r["send_day_label"] = f"{day.isoformat()} {day.strftime('%a')}"
     r["seconds"] = round(time.monotonic() - t0, 1)
     return r
 
@@ -69,7 +72,8 @@ def main(argv=None) -> None:
     log.setLevel(logging.INFO)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--users", type=int, default=10_000)
-    p.add_argument("--days", type=int, default=29, help="simulated days; the plan is for the day after the last")
+    p.add_argument("--days", type=int, nargs="+", default=[29], help="simulated days; the plan is for the day after "
+                   "the last (29: a Friday; 30: a Saturday, a day off; one world per value)")
     p.add_argument("--variants", nargs="+", default=[*TUNING_VARIANTS, *HELD_OUT_VARIANTS])
     p.add_argument("--seeds", nargs="+", type=int, default=[7])
     p.add_argument("--cold-start", action="store_true", help="empty push_log: the prior policy plans")
@@ -80,33 +84,33 @@ def main(argv=None) -> None:
     loaded = load_config(base.conf_dir)
     rows = []
     with spark_session(base, "bench-generalization") as spark:
-        for variant in args.variants:
-            for seed in args.seeds:
-                held = variant in HELD_OUT_VARIANTS or seed >= HELD_OUT_SEED_FROM
-                r = one_world(spark, base, loaded, out / f"{variant}-{seed}{'-cold' if args.cold_start else ''}",
-                              variant, seed, args.users, args.days, args.cold_start)
-                r.update(variant=variant, seed=seed, held_out=held, cold_start=args.cold_start)
-                rows.append(r)
-                o = r["open_rate"]
-                log.info("%s seed %d%s: plan %.2f %% / Push 1.0 %.2f %% / oracle %.2f %%, lift share %.0f %%, "
-                         "timing %.2f, expected/true %.2f (%s policy, %.0f s)", variant, seed,
-                         " (held out)" if held else "", 100 * o["plan"], 100 * o["push_1_0"], 100 * o["oracle"],
-                         100 * r["oracle_lift_share"], r["timing"]["activity_ratio_chosen_vs_best"],
-                         r["calibration"]["expected_over_true"], r["model_policy"], r["seconds"])
+        for variant, seed, days in itertools.product(args.variants, args.seeds, args.days):
+            held = variant in HELD_OUT_VARIANTS or seed >= HELD_OUT_SEED_FROM
+            r = one_world(spark, base, loaded, out / f"{variant}-{seed}-{days}d{'-cold' if args.cold_start else ''}",
+                          variant, seed, args.users, days, args.cold_start)
+            r.update(variant=variant, seed=seed, days=days, held_out=held, cold_start=args.cold_start)
+            rows.append(r)
+            o = r["open_rate"]
+            log.info("%s seed %d, send day %s%s: plan %.2f %% / Push 1.0 %.2f %% / oracle %.2f %%, lift share %.0f %%, "
+                     "timing %.2f, expected/true %.2f (%s policy, %.0f s)", variant, seed, r["send_day_label"],
+                     " (held out)" if held else "", 100 * o["plan"], 100 * o["push_1_0"], 100 * o["oracle"],
+                     100 * r["oracle_lift_share"], r["timing"]["activity_ratio_chosen_vs_best"],
+                     r["calibration"]["expected_over_true"], r["model_policy"], r["seconds"])
     out.mkdir(parents=True, exist_ok=True)
     name = "generalization-cold.json" if args.cold_start else "generalization.json"
     (out / name).write_text(json.dumps(rows, indent=2, default=float))
-    print(f"\n{args.users:,} users per world, {args.days} simulated days{', empty push_log' if args.cold_start else ''}"
+    print(f"\n{args.users:,} users per world, {'/'.join(map(str, args.days))} simulated days{', empty push_log' if args.cold_start else ''}"
           f"; held-out rows marked *\n")
-    print("| world | policy | Push 1.0 | plan | oracle | plan / Push 1.0 | share of oracle lift | timing ratio | "
-          "expected / true | gap: timing / matching / quality (pp) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| world | send day | policy | Push 1.0 | plan | oracle | plan / Push 1.0 | share of oracle lift | timing ratio | "
+          "expected / true | (without context terms) | gap: timing / matching / quality (pp) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         o, g = r["open_rate"], r["gap_to_oracle"]
-        print(f"| {r['variant']} seed {r['seed']}{' *' if r['held_out'] else ''} | {r['model_policy']} | "
+        print(f"| {r['variant']} seed {r['seed']}{' *' if r['held_out'] else ''} | {r['send_day_label']} | {r['model_policy']} | "
               f"{100 * o['push_1_0']:.2f} % | {100 * o['plan']:.2f} % | {100 * o['oracle']:.2f} % | "
               f"{r['ratio_vs_push_1_0']:.2f}x | {100 * r['oracle_lift_share']:.0f} % | "
               f"{r['timing']['activity_ratio_chosen_vs_best']:.2f} | {r['calibration']['expected_over_true']:.2f} | "
+              f"{r['calibration']['expected_over_true_without_context']:.2f} | "
               f"{100 * g['timing']:.1f} / {100 * g['matching']:.1f} / {100 * g['item_quality']:.1f} |")
     print(f"\nwritten to {out / name}")
 

@@ -118,15 +118,22 @@ class Warehouse:
         return final
 
     # ---- Arrow access, for the single-process stages (send windows, batches, reports) -------------
-    def read_arrow(self, name: str, ds: str, columns: list[str] | None = None):
-        """One ds partition of a derived table as a pyarrow Table (Spark's part files, any number)."""
+    def _derived(self, name: str, ds: str):
         import pyarrow.dataset as pads
 
         path = self.partition(name, ds)
         if not path.exists():
             raise FileNotFoundError(f"{name} has no partition ds={ds} at {path}: the stage that writes it has not run for this "
                                     f"ds, or failed (see its task log)")
-        return pads.dataset(str(path), format="parquet", exclude_invalid_files=True).to_table(columns=columns)
+        return pads.dataset(str(path), format="parquet", exclude_invalid_files=True)
+
+    def read_arrow(self, name: str, ds: str, columns: list[str] | None = None):
+        """One ds partition of a derived table as a pyarrow Table (Spark's part files, any number)."""
+        return self._derived(name, ds).to_table(columns=columns)
+
+    def schema(self, name: str, ds: str):
+        """The pyarrow schema of one ds partition of a derived table (its columns, without reading rows)."""
+        return self._derived(name, ds).schema
 
     def read_raw_between(self, table: str, time_column: str, first_us: int, end_us: int, columns: list[str],
                          user_ids: list[int] | None = None, where=None):

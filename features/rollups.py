@@ -110,7 +110,9 @@ def activity_of(events: DataFrame | Activity) -> Activity:
 
 
 def opens_by_local_hour(slots: DataFrame, users: DataFrame) -> DataFrame:
-    """open_slots + each user's local hour of the slot (users: user_id, tz); users without a row drop out,
-    as the events' join to the users did."""
+    """open_slots + each user's local hour of the slot and its local ISO weekday (1 = Monday .. 7 = Sunday) (users:
+    user_id, tz); users without a row drop out, as the events' join to the users did."""
+    local = F.from_utc_timestamp(F.col("slot"), F.col("tz"))
     return (slots.join(users.select("user_id", "tz"), "user_id")
-            .withColumn("local_hour", F.hour(F.from_utc_timestamp(F.col("slot"), F.col("tz")))))
+            .withColumn("local_hour", F.hour(local))
+            .withColumn("local_weekday", ((F.dayofweek(local) + 5) % 7 + 1).cast("int")))

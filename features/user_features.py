@@ -17,15 +17,17 @@ WINDOWS_DAYS = (1, 7, 28)
 LOOKBACK_DAYS = max(WINDOWS_DAYS)
 TOP_CATEGORIES = 3
 HOUR_PRIOR = 1.0  # pseudo-count per hour: users with few events fall back to a flat profile
+WEEKEND_DAYS = (6, 7)  # ISO weekdays off (Saturday, Sunday): platform.windows.weekend_days
 
 
 def within_days(ts: Column, as_of: datetime, days: int) -> Column:
     return (ts < F.lit(as_of)) & (ts >= F.lit(as_of) - F.expr(f"INTERVAL {days} DAYS"))
 
 
-def activity(act: Activity, users: DataFrame, as_of: datetime) -> DataFrame:
+def activity(act: Activity, users: DataFrame, as_of: datetime, weekend_days: tuple[int, ...] = WEEKEND_DAYS) -> DataFrame:
     """n_<event_type>_<w>d for every type and window, the last app open, and the share of app opens per hour
-    of the user's *local* day (24 values, smoothed, sums to 1).
+    of the user's *local* day (24 values, smoothed, sums to 1); the app opens per local hour, all days and on the
+    market's weekend days only (`weekend_days`, ISO weekdays in the user's local time): habits on days off differ.
 
     From the daily rollups (features/rollups.py): the counts are sums of the user's days, and only the app
     opens' 15-minute slots travel to the users' time zones for the hour profile."""
@@ -34,17 +36,21 @@ def activity(act: Activity, users: DataFrame, as_of: datetime) -> DataFrame:
     counts = [F.sum(F.when(in_days(end, w), F.col(f"n_{et}")).otherwise(0)).alias(f"n_{et}_{w}d")
               for et in EVENT_TYPES for w in WINDOWS_DAYS]
     by_type = recent.groupBy("user_id").agg(*counts, F.max("last_open_at").alias("last_open_at"))
+    off = F.col("local_weekday").isin(*[int(d) for d in weekend_days]) if weekend_days else F.lit(False)
     by_hour = (opens_by_local_hour(act.open_slots.where(in_days(end, LOOKBACK_DAYS)), users)
                .groupBy("user_id").agg(*[F.sum(F.when(F.col("local_hour") == h, F.col("n")).otherwise(0))
-                                         .alias(f"_h{h}") for h in range(24)]))
+                                         .alias(f"_h{h}") for h in range(24)],
+                                       *[F.sum(F.when(off & (F.col("local_hour") == h), F.col("n")).otherwise(0))
+                                         .alias(f"_w{h}") for h in range(24)]))
     # rows of user ids the users table does not know are dropped by user_features' join from the users
-    agg = by_type.join(by_hour, "user_id", "left").na.fill(0, [f"_h{h}" for h in range(24)])
+    agg = by_type.join(by_hour, "user_id", "left").na.fill(0, [f"_{k}{h}" for k in "hw" for h in range(24)])
     hour_cols = [F.col(f"_h{h}") for h in range(24)]
     total = sum(hour_cols) + F.lit(24 * HOUR_PRIOR)
     return agg.select(
         "user_id", *[f"n_{et}_{w}d" for et in EVENT_TYPES for w in WINDOWS_DAYS], "last_open_at",
         F.array(*[((c + F.lit(HOUR_PRIOR)) / total).cast("double") for c in hour_cols]).alias("open_hour_profile"),
         F.array(*hour_cols).cast("array<int>").alias("app_open_hours"),
+        F.array(*[F.col(f"_w{h}") for h in range(24)]).cast("array<int>").alias("app_open_hours_weekend"),
         F.when(F.greatest(*hour_cols) > 0,
                F.array_position(F.array(*hour_cols), F.greatest(*hour_cols)).cast("int") - 1)
         .alias("peak_local_hour"),
@@ -107,10 +113,11 @@ def push_open_hours(push_log: DataFrame, users: DataFrame, as_of: datetime) -> D
 
 
 def user_features(users: DataFrame, events: DataFrame | Activity, push_log: DataFrame, as_of: datetime,
-                  items_on_sale: DataFrame | None = None) -> DataFrame:
+                  items_on_sale: DataFrame | None = None, weekend_days: tuple[int, ...] = WEEKEND_DAYS) -> DataFrame:
     """One row per user registered before `as_of` (a UTC midnight), every feature filled (zeros / flat profile
     when no data). events: the daily rollups (jobs/rollups.py), or raw events, rolled up here.
-    `items_on_sale` (item_id, seller_id) as of `as_of` gives the seller-side features."""
+    `items_on_sale` (item_id, seller_id) as of `as_of` gives the seller-side features; `weekend_days` (ISO
+    weekdays) which local days `app_open_hours_weekend` counts."""
     act = activity_of(events)
     base = users.where(F.col("registered_at") < F.lit(as_of)).select(
         "user_id", "tz", "platform", "opt_in",
@@ -118,7 +125,7 @@ def user_features(users: DataFrame, events: DataFrame | Activity, push_log: Data
         F.floor((F.unix_timestamp(F.lit(as_of)) - F.unix_timestamp("registered_at")) / 86400)
         .cast("int").alias("tenure_days"),
     )
-    joined = (base.join(activity(act, users, as_of), "user_id", "left")
+    joined = (base.join(activity(act, users, as_of, weekend_days), "user_id", "left")
               .join(category_affinity(act, as_of), "user_id", "left")
               .join(push_history(push_log, as_of), "user_id", "left")
               .join(push_open_hours(push_log, users, as_of), "user_id", "left"))
@@ -136,6 +143,7 @@ def user_features(users: DataFrame, events: DataFrame | Activity, push_log: Data
         F.coalesce("open_hour_profile", flat).alias("open_hour_profile"),
         "peak_local_hour",
         F.coalesce("app_open_hours", zeros).alias("app_open_hours"),
+        F.coalesce("app_open_hours_weekend", zeros).alias("app_open_hours_weekend"),
         F.coalesce("push_open_hours", zeros).alias("push_open_hours"),
         F.coalesce("top_categories", F.array().cast("array<int>")).alias("top_categories"),
         F.coalesce("top_category_shares", F.array().cast("array<double>")).alias("top_category_shares"),

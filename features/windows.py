@@ -44,17 +44,63 @@ def hour_profiles(app_open_hours: np.ndarray, push_open_hours: np.ndarray, push_
     neighbouring hours by the model's HOUR_KERNEL (a Gaussian of sd 1 h, wrapping at midnight; habits are bumps,
     not single hours), as features/pairs.py does for `hour_share_log`: on the world variants this takes the
     activity at each user's most likely allowed hour from 0.79-0.89 of their true best to 0.84-0.94."""
-    from features.pairs import HOUR_KERNEL
-
-    raw = app_open_hours.astype(np.float64) + push_open_weight * push_open_hours.astype(np.float64)
-    counts = np.zeros_like(raw)
-    for shift, weight in HOUR_KERNEL:
-        counts += weight * np.roll(raw, shift, axis=1)
+    counts = _spread(app_open_hours.astype(np.float64) + push_open_weight * push_open_hours.astype(np.float64))
     total = counts.sum(axis=0)
     prior = total / total.sum() if total.sum() > 0 else np.full(24, 1 / 24)
     prior = 0.99 * prior + 0.01 / 24          # never exactly zero: log shares stay finite
     q = (counts + prior_strength * prior) / (counts.sum(axis=1, keepdims=True) + prior_strength)
     return q, prior
+
+
+def _spread(raw: np.ndarray) -> np.ndarray:
+    from features.pairs import HOUR_KERNEL
+
+    counts = np.zeros_like(raw)
+    for shift, weight in HOUR_KERNEL:
+        counts += weight * np.roll(raw, shift, axis=1)
+    return counts
+
+
+def day_type_profiles(q_all: np.ndarray, day_type_opens: np.ndarray, strength: float) -> np.ndarray:
+    """Each user's hour profile for one type of day (the send day's: a day off or not) [n, 24]: their app opens on
+    days of that type, kernel-spread like the all-days profile, smoothed toward their all-days profile `q_all` with
+    `strength` pseudo-opens — (spread_u + k q_all_u) / (n_u + k). A user whose days off look like their other days
+    gets their usual profile back; one whose weekend runs three hours later gets the later hours once a few weekend
+    opens show it, and the population's timing never enters twice."""
+    counts = _spread(day_type_opens.astype(np.float64))
+    return (counts + strength * q_all) / (counts.sum(axis=1, keepdims=True) + strength)
+
+
+STRENGTH_GRID = (0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0, 96.0, 128.0, 256.0, 1024.0)
+
+
+def fit_day_type_strength(day_type_opens: np.ndarray, q_other: np.ndarray, grid=STRENGTH_GRID) -> tuple[float, dict]:
+    """How far the population's users' hours on one type of day stray from their hours on the other days, as the
+    `strength` of day_type_profiles: empirical Bayes, the k of the grid maximising the marginal likelihood of each
+    user's opens on days of that type (a Dirichlet-multinomial around their other days' profile q_other, concentration
+    k) summed over users with any. Small k: day types differ, a few opens on the day type outweigh the usual hours;
+    large k: they do not, and the all-days profile stays (a world whose weekends are its weekdays loses nothing)."""
+    from scipy.special import gammaln
+
+    c = day_type_opens.astype(np.float64)
+    n = c.sum(axis=1)
+    keep = n > 0
+    c, n, base = c[keep], n[keep], np.clip(q_other[keep], 1e-9, None)
+    if not keep.any():
+        return float(grid[-1]), {"users": 0, "strength": float(grid[-1]), "why": "no opens on this type of day"}
+    const = (gammaln(n + 1) - gammaln(c + 1).sum(axis=1)).sum()
+    ll = np.array([const + (gammaln(k) - gammaln(k + n) + (gammaln(k * base + c) - gammaln(k * base)).sum(axis=1)).sum()
+                   for k in grid])
+    best = int(np.argmax(ll))
+    return float(grid[best]), {"users": int(keep.sum()), "opens": int(n.sum()), "strength": float(grid[best]),
+                               "log_lik_per_open_gain_vs_same_hours": float((ll[best] - ll[-1]) / n.sum())}
+
+
+def is_day_off(send_day: str, weekend_days) -> bool:
+    """The send day is one of the market's days off (ISO weekdays): every user's local plan day has its date."""
+    from datetime import date
+
+    return date.fromisoformat(send_day).isoweekday() in set(int(d) for d in weekend_days)
 
 
 @dataclass
@@ -136,12 +182,14 @@ def allowed_slots(starts: list[datetime], local_hour: np.ndarray, earliest_us: n
 
 
 def slot_values(p_ref: np.ndarray, q: np.ndarray, ref_hour: np.ndarray, local_hour: np.ndarray,
-                allowed: np.ndarray, elasticity: float) -> np.ndarray:
-    """value[u, s] = sigmoid(logit(p_ref_u) + elasticity * (log q_u[h(s)] - log q_u[ref_u])), NaN where not
-    allowed. float32 to keep 1M x 24 at 96 MB."""
+                allowed: np.ndarray, elasticity: float, ref_share: np.ndarray | None = None) -> np.ndarray:
+    """value[u, s] = sigmoid(logit(p_ref_u) + elasticity * (log q_u[h(s)] - log ref_share_u)), NaN where not
+    allowed. ref_share: the activity share scoring assumed at the reference hour (the all-days profile's, when q
+    is the send day's type's; default q_u[ref_u]). float32 to keep 1M x 24 at 96 MB."""
     rows = np.arange(len(p_ref))
     p = np.clip(p_ref.astype(np.float64), 1e-6, 1 - 1e-6)
-    logit_ref = np.log(p / (1 - p)) - elasticity * np.log(q[rows, ref_hour])
+    ref = q[rows, ref_hour] if ref_share is None else ref_share
+    logit_ref = np.log(p / (1 - p)) - elasticity * np.log(ref)
     z = logit_ref[:, None] + elasticity * np.log(np.take_along_axis(q, local_hour.astype(np.int64), axis=1))
     v = (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
     v[~allowed] = np.nan

@@ -29,7 +29,8 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     pushes = wh.read_raw(spark, "push_log", first, ds)
     on_sale = (items_as_of(wh.read_raw(spark, "items"), wh.read_raw(spark, "item_changes", last_ds=ds), as_of)
                .where("status = 'on_sale'").select("item_id", "seller_id"))
-    out = wh.write_tables(spark, {TABLE: user_features(users, events, pushes, as_of, on_sale),
+    weekend = tuple(loaded.config.platform.windows.weekend_days)
+    out = wh.write_tables(spark, {TABLE: user_features(users, events, pushes, as_of, on_sale, weekend),
                                   HISTORY: scene_history(pushes, as_of)}, ds, loaded.version)
     log.info("ds=%s: %s", ds, out)
     return {"ds": ds, "config_version": loaded.version, "tables": out}

@@ -21,6 +21,7 @@ from core.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 WINDOWS = "plan/windows"
+FIT_USERS = 200_000    # users the day-type strength is fitted on (a fixed hash sample of the planned ones)
 
 
 def send_day(ds: str) -> str:
@@ -54,24 +55,47 @@ def _people(wh: Warehouse, ds: str, users: np.ndarray, scenes: np.ndarray):
     return out
 
 
-def _profiles(wh: Warehouse, ds: str, users: np.ndarray, w):
+def _hours(table, column: str) -> np.ndarray:
+    return np.asarray(table[column].combine_chunks().flatten().to_numpy(), dtype=np.int32).reshape(-1, 24)
+
+
+def _profiles(wh: Warehouse, ds: str, users: np.ndarray, w) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """Per planned user: the hour profile of the send day's type [n, 24], the all-days profile [n, 24] (what
+    scoring's reference hour assumed), the peak local hour, and which profile times the day (said in the report)."""
     import pandas as pd
 
-    from features.windows import hour_profiles
+    from features.windows import day_type_profiles, fit_day_type_strength, hour_profiles, is_day_off, user_hash
     from jobs.score import DEFAULT_LOCAL_HOUR
 
-    uf = wh.read_arrow("features/user_features", ds, ["user_id", "app_open_hours", "push_open_hours",
-                                                      "peak_local_hour"])
+    cols = ["user_id", "app_open_hours", "push_open_hours", "peak_local_hour"]
+    by_day = bool(w.weekend_days) and "app_open_hours_weekend" in wh.schema("features/user_features", ds).names
+    uf = wh.read_arrow("features/user_features", ds, cols + (["app_open_hours_weekend"] if by_day else []))
     pos = pd.Index(uf["user_id"].to_numpy()).get_indexer(users)
     if (pos < 0).any():
         raise ValueError(f"plan/windows: {(pos < 0).sum()} planned users have no row in features/user_features "
                          f"ds={ds}")
-    app = np.asarray(uf["app_open_hours"].combine_chunks().flatten().to_numpy(), dtype=np.int32).reshape(-1, 24)
-    push = np.asarray(uf["push_open_hours"].combine_chunks().flatten().to_numpy(), dtype=np.int32).reshape(-1, 24)
-    q_all, prior = hour_profiles(app, push, w.push_open_weight, w.prior_strength)
+    app = _hours(uf, "app_open_hours")[pos]
+    q_all, _ = hour_profiles(app, _hours(uf, "push_open_hours")[pos], w.push_open_weight, w.prior_strength)
     peak = uf["peak_local_hour"].to_numpy(zero_copy_only=False)
     peak = np.where(pd.isna(peak), DEFAULT_LOCAL_HOUR, peak).astype(np.int64)
-    return q_all[pos], peak[pos], prior
+    if not by_day:
+        why = ("one profile for all days (platform.windows.weekend_days is empty)" if not w.weekend_days else
+               f"one profile for all days (features/user_features ds={ds} predates app_open_hours_weekend)")
+        return q_all, q_all, peak[pos], why
+    weekend = _hours(uf, "app_open_hours_weekend")[pos]
+    off = is_day_off(send_day(ds), w.weekend_days)
+    day_type = weekend if off else app - weekend
+    strength, fit = w.day_type_strength, None
+    if strength is None:            # fitted on a fixed sample of the planned users: seconds at 1M
+        sample = np.argsort(user_hash(users, "hermes-day-type"), kind="stable")[:FIT_USERS]
+        q_other, _ = hour_profiles(app[sample] - day_type[sample], _hours(uf, "push_open_hours")[pos][sample],
+                                   w.push_open_weight, w.prior_strength)
+        strength, fit = fit_day_type_strength(day_type[sample], q_other)
+    q_day = day_type_profiles(q_all, day_type, strength)
+    how = "fitted on the users' opens (empirical Bayes: " + json.dumps(fit) + ")" if fit else "platform.windows.day_type_strength"
+    return q_day, q_all, peak[pos], ("the users' days-off hours" if off else "the users' working-day hours") + \
+        f" (send day {send_day(ds)}; weekend days {list(w.weekend_days)}), pulled toward their all-days hours with " \
+        f"{strength:g} pseudo-opens, {how}"
 
 
 def carried_load(wh: Warehouse, ds: str, policy: str, slots: int) -> np.ndarray:
@@ -117,7 +141,7 @@ def plan_policy(policy: str, table, wh: Warehouse, ds: str, config, elasticity: 
     users = table["user_id"].to_numpy()
     scenes = table["scene_id"].to_numpy(zero_copy_only=False).astype(object)
     people = _people(wh, ds, users, scenes)
-    q, ref_hour, _ = _profiles(wh, ds, users, w)
+    q, q_all, ref_hour, timed_by = _profiles(wh, ds, users, w)
     starts = slot_starts(day)
     lh = local_hours(starts, people["tz"].to_numpy())
     allowed = allowed_slots(starts, lh, people["earliest"].to_numpy(), people["end"].to_numpy(),
@@ -133,7 +157,9 @@ def plan_policy(policy: str, table, wh: Warehouse, ds: str, config, elasticity: 
             allowed[rows] &= off < w.scheduled_window_hours
             ref_hour[rows] = hour           # jobs/score.py scored these pushes at their own hour
     p_ref = table["expected_open"].to_numpy(zero_copy_only=False).astype(np.float64)
-    raw_value = slot_values(p_ref, q, ref_hour, lh, allowed, elasticity)
+    raw_value = slot_values(p_ref, q, ref_hour, lh, allowed, elasticity,
+                            ref_share=q_all[np.arange(len(users)), ref_hour])
+    del q_all
     # the model version's recalibration (training fitted it on its holdout's pushes; identity without enough of them):
     # it is the model's calibration, so both policies' estimates get it and the plan report compares like with like
     value = recal.apply(raw_value) if recal is not None else raw_value
@@ -159,7 +185,7 @@ def plan_policy(policy: str, table, wh: Warehouse, ds: str, config, elasticity: 
         "explored": a.explored, "hour_propensity": a.propensity, "reason": a.reason,
         "platform": people["platform"].to_numpy(), "tz": people["tz"].to_numpy(),
     }
-    stats = a.stats | {"load": a.load.tolist(), "capacity": capacity.tolist()}
+    stats = a.stats | {"load": a.load.tolist(), "capacity": capacity.tolist(), "timed_by": timed_by}
     return cols, stats
 
 
@@ -213,9 +239,9 @@ def run(settings: Settings, ds: str, loaded) -> dict:
         parts.append(to_arrow(cols, table))
         stats[policy] = st
         log.info("%s: %d users, %d assigned, %d explored, no window %d, no capacity %d, expected opens %.1f "
-                 "(unconstrained %.1f), peak hour load %d / capacity %d", policy, st["users"], st["assigned"],
-                 st["explored"], st["no_window"], st["no_capacity"], st["expected_opens"],
-                 st.get("expected_opens_unconstrained", float("nan")), max(st["load"]), st["capacity"][0])
+                 "(unconstrained %.1f), peak hour load %d / capacity %d; timed by %s", policy, st["users"],
+                 st["assigned"], st["explored"], st["no_window"], st["no_capacity"], st["expected_opens"],
+                 st.get("expected_opens_unconstrained", float("nan")), max(st["load"]), st["capacity"][0], st["timed_by"])
     out = pa.concat_tables(parts)
     path = wh.write_arrow(out, WINDOWS, ds, loaded.version)
     report = {"ds": ds, "send_day": send_day(ds), "config_version": loaded.version,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import string
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -191,6 +191,15 @@ class Windows(_Strict):
                                                                  "(lead time for the nightly run to finish)")
     scheduled_window_hours: int = Field(3, ge=1, le=12, description="scheduled scenes may land this many hours "
                                                                      "from their hour on, when capacity is short")
+    weekend_days: list[Annotated[int, Field(ge=1, le=7)]] = Field(
+        [6, 7], max_length=6, description="the market's days off as ISO weekdays (1 = Monday .. 7 = Sunday), in each "
+        "user's local time: a send day that is one of them is timed by the user's opens on those days, any other by "
+        "their opens on the other days (e.g. [5, 6] for a Friday-Saturday weekend; [] for one profile for all days)")
+    day_type_strength: float | None = Field(
+        None, gt=0, le=10_000, description="pseudo-opens pulling a user's profile for the send day's type (weekend or "
+        "not) toward their all-days profile: a user with few opens on that day type keeps their usual hours. null "
+        "(default): fitted each night from the users' opens (empirical Bayes: how far their hours on that type of day "
+        "stray from their other days'); large when the market's day types look alike")
 
 
 class TriggerRun(_Strict):

@@ -69,13 +69,15 @@ class Truth:
         self.gt = GroundTruth.load(wh.ground_truth)
         self.hist_users, self.hist_at = _recent_pushes(wh, send_day)
 
-    def p_open(self, p: Pushes) -> np.ndarray:
+    def p_open(self, p: Pushes, context: bool = True) -> np.ndarray:
+        """context=False leaves out the relevance and timeliness terms, which the simulator's own Push 1.0 history
+        was drawn without (a diagnostic of calibration: what no model trained on that history could have seen)."""
         from lab.evaluation.outcomes import _count_before
         from lab.simulator.ground_truth import push_context
 
         p24 = _count_before(p.users, p.send_at, self.hist_users, self.hist_at, 24 * US_PER_HOUR)
         p7 = _count_before(p.users, p.send_at, self.hist_users, self.hist_at, 7 * US_PER_DAY)
-        ctx = push_context(self.wh.root, p.users, p.offsets, p.items, p.send_at)
+        ctx = push_context(self.wh.root, p.users, p.offsets, p.items, p.send_at) if context else None
         return self.gt.open_probability(p.users, p.scenes, p.offsets, p.items, p.send_at, pushes_24h=p24,
                                         pushes_7d=p7, context=ctx)
 
@@ -145,6 +147,7 @@ def judge(wh: Warehouse, ds: str, quiet_hours: tuple[int, int] = (22, 8), seed: 
     plan_all = Pushes(h["user_id"].to_numpy(np.int64), h["scene_id"].to_numpy(object), h_off, h_items,
                       h["send_us"].to_numpy(np.int64))
     p_plan_all = truth.p_open(plan_all)
+    true_no_context = float(truth.p_open(plan_all, context=False).sum())
     expected_all = float(h["p_open"].sum())
 
     common = np.intersect1d(h["user_id"].to_numpy(), b["user_id"].to_numpy())
@@ -227,7 +230,10 @@ def judge(wh: Warehouse, ds: str, quiet_hours: tuple[int, int] = (22, 8), seed: 
         "quality": {"shown_mean": float(gt.item_quality[gt.item_index(items)].mean()),
                     "live_mean": float(live_q.mean()) if len(live_q) else float("nan")},
         "calibration": {"expected_opens": expected_all, "true_opens": float(p_plan_all.sum()),
-                        "expected_over_true": expected_all / float(p_plan_all.sum()) if p_plan_all.sum() else float("nan")},
+                        "expected_over_true": expected_all / float(p_plan_all.sum()) if p_plan_all.sum() else float("nan"),
+                        "true_opens_without_context": true_no_context,
+                        "expected_over_true_without_context":
+                            expected_all / true_no_context if true_no_context else float("nan")},
         "scene_share": scene_share,
     }
 
@@ -270,7 +276,8 @@ def lines(r: dict) -> list[str]:
             f"{m['affinity_top_category']:.2f}; top category shown to {100 * m['share_top_category_shown']:.0f} %",
             f"  quality: shown items {q['shown_mean']:+.2f} vs live average {q['live_mean']:+.2f} (latent, sd 1)",
             f"  calibration: expected opens {c['expected_opens']:,.1f} vs true {c['true_opens']:,.1f} "
-            f"(x{c['expected_over_true']:.2f})",
+            f"(x{c['expected_over_true']:.2f}); x{c['expected_over_true_without_context']:.2f} against a truth "
+            "without the relevance / timeliness terms the simulated Push 1.0 history was drawn without",
             f"  scenes: {json.dumps(r['scene_share'])}"]
     return out
 

@@ -90,6 +90,27 @@ def test_hour_profile_is_in_local_time_and_sums_to_one(features):
     assert u1["open_hour_profile"][20] == max(u1["open_hour_profile"])
 
 
+def test_weekend_hours_count_the_users_local_days_off(spark, users, push_log):
+    """Friday 17:00 UTC is Saturday 01:00 in Shanghai (a day off there); Sunday 20:00 UTC is Sunday in Los Angeles
+    but Monday 04:00 in Shanghai; with a Friday-Saturday weekend the Shanghai Friday evening counts instead."""
+    friday = datetime(2026, 10, 23, 17, tzinfo=timezone.utc)
+    sunday = datetime(2026, 10, 25, 20, tzinfo=timezone.utc)
+    wednesday = datetime(2026, 10, 28, 12, tzinfo=timezone.utc)
+    opens = frame(spark, "events", [ev(friday, 1, "app_open"), ev(sunday, 1, "app_open"),
+                                    ev(wednesday, 1, "app_open"), ev(sunday, 2, "app_open")])
+    sat_sun = {r.user_id: r for r in user_features(users, opens, push_log, AS_OF).collect()}
+    u1, u2 = sat_sun[1], sat_sun[2]
+    assert u1["app_open_hours"][1] == 1 and u1["app_open_hours"][4] == 1 and u1["app_open_hours"][20] == 1
+    assert [h for h, n in enumerate(u1["app_open_hours_weekend"]) if n] == [1]
+    assert u2["app_open_hours_weekend"][20] == 1 and sum(u2["app_open_hours_weekend"]) == 1   # GMT from Oct 25
+    assert sum(sat_sun[3]["app_open_hours_weekend"]) == 0
+    fri_sat = {r.user_id: r for r in user_features(users, opens, push_log, AS_OF, weekend_days=(5, 6)).collect()}
+    assert [h for h, n in enumerate(fri_sat[1]["app_open_hours_weekend"]) if n] == [1]   # Saturday 01:00 local
+    assert sum(fri_sat[2]["app_open_hours_weekend"]) == 0                               # Sunday is a working day
+    none = {r.user_id: r for r in user_features(users, opens, push_log, AS_OF, weekend_days=()).collect()}
+    assert sum(none[1]["app_open_hours_weekend"]) == 0 and sum(none[1]["app_open_hours"]) == 3
+
+
 def test_category_affinity_weights_strong_signals(features):
     u1 = features[1]
     assert u1["top_categories"][0] == 7

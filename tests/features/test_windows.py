@@ -11,9 +11,12 @@ from features.windows import (
     NO_WINDOW,
     allowed_slots,
     assign,
+    day_type_profiles,
     explorers,
+    fit_day_type_strength,
     fixed_hour,
     hour_profiles,
+    is_day_off,
     local_hours,
     slot_starts,
     slot_values,
@@ -134,6 +137,62 @@ def test_hour_profiles_fall_back_to_the_population_and_follow_rich_history():
     assert q[1].argmax() == 20 and q[1, 19:22].sum() > 0.85   # lots of history: their own (spread over 19-21)
     assert q[1, 19] == q[1, 21] > q[1, 17]       # the habit is a bump around 20:00
     assert q[2, 9] > prior[9] and q[2, 9] < 0.5  # a little history: in between
+
+
+def test_a_day_off_is_timed_by_the_users_days_off_once_they_show_them():
+    """Weekday evenings at 19:00, weekends three hours later: on a day off the profile follows the weekend opens;
+    a user with no weekend opens keeps their all-days profile; the scoring reference stays the all-days share."""
+    app = np.zeros((3, 24), dtype=np.int32)
+    weekend = np.zeros((3, 24), dtype=np.int32)
+    app[0, 19], app[0, 22], weekend[0, 22] = 40, 16, 16       # user 0: 40 weekday opens at 19, 16 weekend ones at 22
+    app[1, 19] = 40                                          # user 1: never opened on a weekend
+    app[2, 19], app[2, 22], weekend[2, 22] = 40, 2, 2        # user 2: two weekend opens only
+    q_all, _ = hour_profiles(app, np.zeros_like(app), 0.0, 6.0)
+    assert (q_all.argmax(axis=1) == 19).all()
+    off = day_type_profiles(q_all, weekend, 6.0)
+    work = day_type_profiles(q_all, app - weekend, 6.0)
+    assert np.allclose(off.sum(axis=1), 1.0) and np.allclose(work.sum(axis=1), 1.0)
+    assert off[0].argmax() == 22 and work[0].argmax() == 19 and work[0, 22] < q_all[0, 22]
+    assert np.allclose(off[1], q_all[1])                     # nothing to learn a weekend from
+    assert off[2].argmax() == 19 and off[2, 22] > q_all[2, 22]   # two opens move it, not over 40
+    assert is_day_off("2026-10-31", [6, 7]) and not is_day_off("2026-10-30", [6, 7])
+    assert is_day_off("2026-10-30", [5, 6]) and not is_day_off("2026-10-31", [])
+    lh = np.arange(24, dtype=np.int8)[None, :].repeat(3, axis=0)
+    ok = np.ones((3, 24), dtype=bool)
+    ref = np.full(3, 19)
+    v = slot_values(np.full(3, 0.2), off, ref, lh, ok, 1.0, ref_share=q_all[np.arange(3), ref])
+    assert v[1, 19] == pytest.approx(0.2, rel=1e-5)          # unchanged profile: the scored p at the scored hour
+    assert v[0, 22] > 0.2 > v[0, 19]                         # the day off's peak, from the all-days reference
+
+
+def test_the_day_type_strength_is_fitted_from_how_far_the_day_types_stray():
+    """Empirical Bayes on two populations of 400 users with peaks anywhere in 9..20: one whose weekend opens fall at
+    their weekday hours, one whose weekends run three hours later. The first gets a larger strength (its weekends
+    keep the usual peak), the second a small one (its weekend opens move the peak)."""
+    rng = np.random.default_rng(3)
+    n = 400
+    peak = rng.integers(9, 21, n)
+
+    def opens(centre, count):
+        hours = (centre[:, None] + np.rint(rng.normal(0, 1, (n, count))).astype(int)) % 24
+        out = np.zeros((n, 24), dtype=np.int32)
+        np.add.at(out, (np.repeat(np.arange(n), count), hours.ravel()), 1)
+        return out
+
+    weekday = opens(peak, 20)
+    fitted = {}
+    for shift in (0, 3):
+        weekend = opens(peak + shift, 8)
+        q_other, _ = hour_profiles(weekday, np.zeros_like(weekday), 0.0, 6.0)
+        k, info = fit_day_type_strength(weekend, q_other)
+        assert info["users"] == n and info["opens"] == 8 * n
+        q_all, _ = hour_profiles(weekday + weekend, np.zeros_like(weekday), 0.0, 6.0)
+        on_peak = np.abs(day_type_profiles(q_all, weekend, k).argmax(axis=1) - (peak + shift) % 24) <= 1
+        assert on_peak.mean() > 0.9, (shift, k, on_peak.mean())
+        fitted[shift] = k
+    assert fitted[0] >= 3 * fitted[3], fitted
+    none, info = fit_day_type_strength(np.zeros((3, 24)), np.full((3, 24), 1 / 24))
+    assert info["users"] == 0 and none == 1024.0
 
 
 def test_allowed_slots_respect_quiet_hours_spacing_and_the_local_day():
