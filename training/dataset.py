@@ -40,7 +40,7 @@ def push_keys(push_log: DataFrame, users: DataFrame, first_day: str, last_day: s
     """Pushes sent in [first_day, last_day], one row per shown material, labelled with opens seen by as_of."""
     return (push_log.where((F.to_date("sent_at") >= first_day) & (F.to_date("sent_at") <= last_day))
             .join(users.select("user_id", "tz"), "user_id")
-            .select("push_id", "user_id", "scene_id", "sent_at", F.explode("item_ids").alias("item_id"),
+            .select("push_id", "user_id", "scene_id", "sent_at", "policy", F.explode("item_ids").alias("item_id"),
                     day_num("sent_at").alias("day"),
                     F.hour(F.from_utc_timestamp("sent_at", F.col("tz"))).alias("local_hour"),
                     (F.col("opened_at").isNotNull() & (F.col("opened_at") < F.lit(as_of))).cast("int").alias("label")))
@@ -83,7 +83,7 @@ def build_training_set(spark_tables: dict[str, DataFrame], ds: str, as_of, train
             keys, events, pushes, item_events = keys.where(sampled), events.for_users(sampled), pushes.where(sampled), events
     feats = pair_features(keys, t["users"], events, pushes, t["item_changes"], t["items"], codes,
                           item_events=item_events)
-    examples = feats.select("push_id", "user_id", "item_id", "scene_id", "sent_at", "day", "label", *FEATURES)
+    examples = feats.select("push_id", "user_id", "item_id", "scene_id", "sent_at", "policy", "day", "label", *FEATURES)
     pdf = materialise(examples) if materialise else examples.toPandas()
     pdf = pdf.sort_values(["sent_at", "push_id"], kind="stable").reset_index(drop=True)
     split_day = (split - date(1970, 1, 1)).days

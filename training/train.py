@@ -73,20 +73,35 @@ TIMING_TAG = "timing_elasticity"
 RECAL_TAGS = ("recalibration_a", "recalibration_b")
 
 
+OWN_PLANS = "hermes"          # push_log.policy of the pushes Hermes' nightly plans sent (jobs/batches.py)
+RECAL_MIN_PUSHES, RECAL_MIN_OPENS = 500, 50
+
+
 def feed_recalibration(est, holdout: pd.DataFrame):
     """Platt scaling of this model's feed-level estimate (the max over a push's items, what the plan's expected_open
-    is) on the holdout's pushes: once Hermes has pushed, those are its own recent plans with their multi-item
-    feeds, hours and scenes — the extrapolations the model is asked for. features.windows.Recalibration; identity
-    when the holdout is too small."""
+    is) on the holdout's pushes: once Hermes has pushed, on its own plans' pushes alone (push_log.policy 'hermes')
+    as soon as the holdout holds enough of them — their multi-item feeds, hours and scenes are the extrapolations
+    the model is asked for. features.windows.Recalibration; identity when the holdout is too small."""
     from features.windows import Recalibration, fit_recalibration
 
     if holdout.empty:
         return Recalibration()
     p = est.predict_proba(feature_matrix(holdout))[:, 1]
-    g = pd.DataFrame({"push_id": holdout["push_id"].to_numpy(), "p": p, "y": holdout["label"].to_numpy()}) \
-        .groupby("push_id").agg(p=("p", "max"), y=("y", "max"))
+    own = (holdout["policy"] == OWN_PLANS).to_numpy() if "policy" in holdout else np.zeros(len(holdout), dtype=bool)
+    g = pd.DataFrame({"push_id": holdout["push_id"].to_numpy(), "p": p, "y": holdout["label"].to_numpy(), "own": own,
+                      "day": holdout["day"].to_numpy()}) \
+        .groupby("push_id").agg(p=("p", "max"), y=("y", "max"), own=("own", "max"), day=("day", "first"))
+    mine = g[g["own"]]
+    if len(mine) >= RECAL_MIN_PUSHES and mine["y"].sum() >= RECAL_MIN_OPENS:
+        # Hermes' own plans are what the model will be asked to extrapolate to (its feeds, hours and scenes): when
+        # the holdout holds enough of them, they alone set the calibration; the older policy's pushes would pull it
+        # toward a format the plan no longer sends
+        r = fit_recalibration(mine["p"].to_numpy(), mine["y"].to_numpy().astype(bool), nights=int(mine["day"].nunique()),
+                              min_opens=RECAL_MIN_OPENS, min_pushes=RECAL_MIN_PUSHES)
+        r.reason += f" planned by Hermes ({len(g) - len(mine)} pushes of other policies in the holdout left out)"
+        return r
     return fit_recalibration(g["p"].to_numpy(), g["y"].to_numpy().astype(bool), nights=int(holdout["day"].nunique()),
-                             min_opens=50, min_pushes=500)
+                             min_opens=RECAL_MIN_OPENS, min_pushes=RECAL_MIN_PUSHES)
 
 
 def _recal_tags(recal) -> dict:

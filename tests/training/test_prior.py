@@ -122,3 +122,35 @@ def test_the_feed_recalibration_is_fitted_on_the_holdouts_pushes_at_the_feeds_le
     assert abs(r.a - 0.7) < 0.15 and abs(r.b - 1.0) < 0.15
     assert abs(r.apply(lead).mean() - opened.mean()) < 0.01 < abs(lead.mean() - opened.mean())
     assert feed_recalibration(Fixed(), holdout.iloc[:0]).b == 1.0
+
+
+def test_once_enough_of_hermes_own_pushes_are_in_the_holdout_they_alone_set_the_calibration():
+    """The older policy's one-item pushes open as the model says; Hermes' own feeds open more (odds x e^0.7). With
+    600+ of its own pushes in the holdout the recalibration is theirs, not a blend; with too few it is everyone's."""
+    from training.train import RECAL_MIN_PUSHES, feed_recalibration
+
+    class Fixed:
+        def predict_proba(self, X):
+            return np.column_stack([1 - X[:, 0], X[:, 0]])
+
+    rng = np.random.default_rng(5)
+
+    def pushes(n, lift, policy, first):
+        p = rng.uniform(0.05, 0.3, n)
+        y = rng.random(n) < 1 / (1 + np.exp(-(lift + np.log(p / (1 - p)))))
+        return pd.DataFrame({"push_id": [f"{policy}{first + i}" for i in range(n)], "day": 20, "label": y.astype(int),
+                             "x": p, "policy": policy})
+
+    old, mine = pushes(4000, 0.0, "baseline", 0), pushes(3000, 0.7, "hermes", 0)
+    fitted = {}
+    for n_mine in (3000, RECAL_MIN_PUSHES - 1):
+        holdout = pd.concat([old, mine.iloc[:n_mine]], ignore_index=True)
+        for f in FEATURES:
+            holdout[f] = holdout["x"] if f == FEATURES[0] else 0.0
+        fitted[n_mine] = feed_recalibration(Fixed(), holdout)
+    own, blend = fitted[3000], fitted[RECAL_MIN_PUSHES - 1]
+    assert own.pushes == 3000 and "planned by Hermes (4000 pushes of other policies" in own.reason
+    assert abs(own.a - 0.7) < 0.2 and abs(own.b - 1.0) < 0.2
+    assert abs(own.apply(mine["x"].to_numpy()).mean() - mine["label"].mean()) < 0.015
+    assert blend.pushes == 4000 + RECAL_MIN_PUSHES - 1 and "planned by Hermes" not in blend.reason
+    assert blend.apply(mine["x"].to_numpy()).mean() < mine["label"].mean() - 0.03    # the old policy's level
