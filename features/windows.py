@@ -61,14 +61,14 @@ def _spread(raw: np.ndarray) -> np.ndarray:
     return counts
 
 
-def day_type_profiles(q_all: np.ndarray, day_type_opens: np.ndarray, strength: float) -> np.ndarray:
+def day_type_profiles(base: np.ndarray, day_type_opens: np.ndarray, strength: float) -> np.ndarray:
     """Each user's hour profile for one type of day (the send day's: a day off or not) [n, 24]: their app opens on
-    days of that type, kernel-spread like the all-days profile, smoothed toward their all-days profile `q_all` with
-    `strength` pseudo-opens — (spread_u + k q_all_u) / (n_u + k). A user whose days off look like their other days
-    gets their usual profile back; one whose weekend runs three hours later gets the later hours once a few weekend
-    opens show it, and the population's timing never enters twice."""
+    days of that type, kernel-spread like the all-days profile, smoothed toward a `base` profile (their other days'
+    hours moved as the population's move, fit_day_shift) with `strength` pseudo-opens — (spread_u + k base_u) /
+    (n_u + k). A user with many opens of that type gets their own hours; one with few gets their usual hours,
+    moved as everybody's move."""
     counts = _spread(day_type_opens.astype(np.float64))
-    return (counts + strength * q_all) / (counts.sum(axis=1, keepdims=True) + strength)
+    return (counts + strength * base) / (counts.sum(axis=1, keepdims=True) + strength)
 
 
 STRENGTH_GRID = (0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0, 96.0, 128.0, 256.0, 1024.0)
@@ -94,6 +94,46 @@ def fit_day_type_strength(day_type_opens: np.ndarray, q_other: np.ndarray, grid=
     best = int(np.argmax(ll))
     return float(grid[best]), {"users": int(keep.sum()), "opens": int(n.sum()), "strength": float(grid[best]),
                                "log_lik_per_open_gain_vs_same_hours": float((ll[best] - ll[-1]) / n.sum())}
+
+
+MAX_DAY_SHIFT = 4     # hours a type of day's habits may move as a whole, either way
+
+
+def fit_day_shift(day_type_opens: np.ndarray, q_other: np.ndarray, max_shift: int = MAX_DAY_SHIFT,
+                  iters: int = 200) -> tuple[np.ndarray, np.ndarray, dict]:
+    """How the population's hours move from the other days to this type of day: a distribution w over whole-hour
+    shifts d in [-max_shift, max_shift] such that a user's opens on this type of day fall as sum_d w_d q_other[h - d]
+    (their other days' profile, moved). Maximum likelihood by EM over the users with opens of that type: "weekends run
+    two hours later" is w concentrated on +2; no difference, on 0; half the people later, a mixture. Few parameters,
+    so thin users borrow the population's move: a user with two weekend opens gets their own weekday peaks, moved."""
+    keep = day_type_opens.sum(axis=1) > 0
+    shifts = np.arange(-max_shift, max_shift + 1)
+    w = np.zeros(len(shifts))
+    w[max_shift] = 1.0
+    if not keep.any():
+        return shifts, w, {"users": 0, "why": "no opens on this type of day: no move"}
+    c = day_type_opens[keep].astype(np.float32)
+    moved = np.stack([np.roll(q_other[keep].astype(np.float32), d, axis=1) for d in shifts])   # [D, n, 24]
+    w = np.full(len(shifts), 1.0 / len(shifts))
+    for i in range(iters):
+        mix = np.tensordot(w, moved, axes=1).astype(np.float32)
+        new = w * np.einsum("dnh,nh->d", moved, c / np.maximum(mix, 1e-12))
+        new /= new.sum()
+        done = np.abs(new - w).max() < 1e-6
+        w = new
+        if done:
+            break
+    return shifts, w, {"users": int(keep.sum()), "iterations": i + 1,
+                       "shift_hours": {int(d): round(float(x), 3) for d, x in zip(shifts, w) if x >= 0.005}}
+
+
+def moved_profiles(q: np.ndarray, shifts: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """sum_d w_d q[:, h - d]: each user's profile moved by the population's shift distribution."""
+    out = np.zeros_like(q)
+    for d, x in zip(shifts, w):
+        if x > 0:
+            out += x * np.roll(q, int(d), axis=1)
+    return out
 
 
 def is_day_off(send_day: str, weekend_days) -> bool:

@@ -22,6 +22,7 @@ from core.warehouse import Warehouse
 log = logging.getLogger(__name__)
 WINDOWS = "plan/windows"
 FIT_USERS = 200_000    # users the day-type strength is fitted on (a fixed hash sample of the planned ones)
+SHIFT_FIT_USERS = 50_000    # ... and the population's move between day types (9 numbers)
 
 
 def send_day(ds: str) -> str:
@@ -64,7 +65,15 @@ def _profiles(wh: Warehouse, ds: str, users: np.ndarray, w) -> tuple[np.ndarray,
     scoring's reference hour assumed), the peak local hour, and which profile times the day (said in the report)."""
     import pandas as pd
 
-    from features.windows import day_type_profiles, fit_day_type_strength, hour_profiles, is_day_off, user_hash
+    from features.windows import (
+        day_type_profiles,
+        fit_day_shift,
+        fit_day_type_strength,
+        hour_profiles,
+        is_day_off,
+        moved_profiles,
+        user_hash,
+    )
     from jobs.score import DEFAULT_LOCAL_HOUR
 
     cols = ["user_id", "app_open_hours", "push_open_hours", "peak_local_hour"]
@@ -74,8 +83,8 @@ def _profiles(wh: Warehouse, ds: str, users: np.ndarray, w) -> tuple[np.ndarray,
     if (pos < 0).any():
         raise ValueError(f"plan/windows: {(pos < 0).sum()} planned users have no row in features/user_features "
                          f"ds={ds}")
-    app = _hours(uf, "app_open_hours")[pos]
-    q_all, _ = hour_profiles(app, _hours(uf, "push_open_hours")[pos], w.push_open_weight, w.prior_strength)
+    app, push = _hours(uf, "app_open_hours")[pos], _hours(uf, "push_open_hours")[pos]
+    q_all, _ = hour_profiles(app, push, w.push_open_weight, w.prior_strength)
     peak = uf["peak_local_hour"].to_numpy(zero_copy_only=False)
     peak = np.where(pd.isna(peak), DEFAULT_LOCAL_HOUR, peak).astype(np.int64)
     if not by_day:
@@ -85,17 +94,21 @@ def _profiles(wh: Warehouse, ds: str, users: np.ndarray, w) -> tuple[np.ndarray,
     weekend = _hours(uf, "app_open_hours_weekend")[pos]
     off = is_day_off(send_day(ds), w.weekend_days)
     day_type = weekend if off else app - weekend
+    q_other, _ = hour_profiles(app - day_type, push, w.push_open_weight, w.prior_strength)
+    order = np.argsort(user_hash(users, "hermes-day-type"), kind="stable")     # fixed hash samples: seconds at 1M
+    sample, few = np.sort(order[:FIT_USERS]), np.sort(order[:SHIFT_FIT_USERS])
+    shifts, weights, move = fit_day_shift(day_type[few], q_other[few])
+    base = moved_profiles(q_other, shifts, weights)
+    del q_other
     strength, fit = w.day_type_strength, None
-    if strength is None:            # fitted on a fixed sample of the planned users: seconds at 1M
-        sample = np.argsort(user_hash(users, "hermes-day-type"), kind="stable")[:FIT_USERS]
-        q_other, _ = hour_profiles(app[sample] - day_type[sample], _hours(uf, "push_open_hours")[pos][sample],
-                                   w.push_open_weight, w.prior_strength)
-        strength, fit = fit_day_type_strength(day_type[sample], q_other)
-    q_day = day_type_profiles(q_all, day_type, strength)
-    how = "fitted on the users' opens (empirical Bayes: " + json.dumps(fit) + ")" if fit else "platform.windows.day_type_strength"
+    if strength is None:
+        strength, fit = fit_day_type_strength(day_type[sample], base[sample])
+    q_day = day_type_profiles(base, day_type, strength)
+    how = ("fitted on the users' opens (empirical Bayes: " + json.dumps(fit) + ")") if fit else \
+        "platform.windows.day_type_strength"
     return q_day, q_all, peak[pos], ("the users' days-off hours" if off else "the users' working-day hours") + \
-        f" (send day {send_day(ds)}; weekend days {list(w.weekend_days)}), pulled toward their all-days hours with " \
-        f"{strength:g} pseudo-opens, {how}"
+        f" (send day {send_day(ds)}; weekend days {list(w.weekend_days)}): their opens on such days, pulled toward " \
+        f"their other days' hours moved as the population's move {json.dumps(move)}, with {strength:g} pseudo-opens, {how}"
 
 
 def carried_load(wh: Warehouse, ds: str, policy: str, slots: int) -> np.ndarray:

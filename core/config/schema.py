@@ -197,9 +197,8 @@ class Windows(_Strict):
         "their opens on the other days (e.g. [5, 6] for a Friday-Saturday weekend; [] for one profile for all days)")
     day_type_strength: float | None = Field(
         None, gt=0, le=10_000, description="pseudo-opens pulling a user's profile for the send day's type (weekend or "
-        "not) toward their all-days profile: a user with few opens on that day type keeps their usual hours. null "
-        "(default): fitted each night from the users' opens (empirical Bayes: how far their hours on that type of day "
-        "stray from their other days'); large when the market's day types look alike")
+        "not) toward their other days' profile moved as the population's hours move: a user with few opens on that "
+        "day type keeps their usual hours, moved. null (default): fitted each night (empirical Bayes)")
 
 
 class TriggerRun(_Strict):

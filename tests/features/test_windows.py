@@ -13,11 +13,13 @@ from features.windows import (
     assign,
     day_type_profiles,
     explorers,
+    fit_day_shift,
     fit_day_type_strength,
     fixed_hour,
     hour_profiles,
     is_day_off,
     local_hours,
+    moved_profiles,
     slot_starts,
     slot_values,
 )
@@ -193,6 +195,35 @@ def test_the_day_type_strength_is_fitted_from_how_far_the_day_types_stray():
     assert fitted[0] >= 3 * fitted[3], fitted
     none, info = fit_day_type_strength(np.zeros((3, 24)), np.full((3, 24), 1 / 24))
     assert info["users"] == 0 and none == 1024.0
+
+
+def test_the_populations_move_between_day_types_is_learnt_and_thin_users_borrow_it():
+    """400 users with 20 weekday opens around their own peak (9..20); on weekends everyone runs three hours later
+    but shows only two opens. The fitted move is +3 h; a thin user's weekend profile is their weekday peak, moved;
+    with no move in the data the move is 0 and the profile stays where it was."""
+    rng = np.random.default_rng(8)
+    n = 400
+    peak = rng.integers(9, 21, n)
+
+    def opens(centre, count):
+        hours = (centre[:, None] + np.rint(rng.normal(0, 1, (n, count))).astype(int)) % 24
+        out = np.zeros((n, 24), dtype=np.int32)
+        np.add.at(out, (np.repeat(np.arange(n), count), hours.ravel()), 1)
+        return out
+
+    weekday = opens(peak, 20)
+    q_weekday, _ = hour_profiles(weekday, np.zeros_like(weekday), 0.0, 6.0)
+    for shift in (3, 0):
+        weekend = opens(peak + shift, 2)
+        shifts, w, info = fit_day_shift(weekend, q_weekday)
+        assert info["users"] == n and shifts[w.argmax()] == shift and w.max() > 0.8, (shift, info)
+        base = moved_profiles(q_weekday, shifts, w)
+        assert np.allclose(base.sum(axis=1), 1.0)
+        k, _ = fit_day_type_strength(weekend, base)
+        day = day_type_profiles(base, weekend, k)
+        assert np.mean(np.abs(day.argmax(axis=1) - (peak + shift) % 24) <= 1) > 0.9, (shift, k)
+    shifts, w, info = fit_day_shift(np.zeros((2, 24)), np.full((2, 24), 1 / 24))
+    assert info["users"] == 0 and w[shifts == 0] == 1.0
 
 
 def test_allowed_slots_respect_quiet_hours_spacing_and_the_local_day():
