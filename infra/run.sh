@@ -34,12 +34,16 @@ airflow db migrate >"$log/airflow-db.log" 2>&1
 airflow dags reserialize >>"$log/airflow-db.log" 2>&1
 
 step "running hermes_nightly for logical date $DS through Airflow (log: $log/nightly-$DS.log)"
+nightly_started=$(date +%s)
 if ! airflow dags test hermes_nightly "$DS" >"$log/nightly-$DS.log" 2>&1; then
   echo "hermes_nightly FAILED for $DS; the errors:" >&2
   grep -E "ERROR|Error|FAIL|rule=" "$log/nightly-$DS.log" | grep -v "Skipping registering" | tail -30 >&2
   exit 1
 fi
 grep -q "state=success" "$log/nightly-$DS.log" || { echo "hermes_nightly did not report success" >&2; exit 1; }
+# the UI cannot show an in-process run's task logs or true duration: say so on the run and its tasks
+python infra/airflow_note.py hermes_nightly "$DS" "$log/nightly-$DS.log" --seconds $(( $(date +%s) - nightly_started )) \
+  >>"$log/airflow-db.log" 2>&1 || echo "(could not note the run in Airflow; see $log/airflow-db.log)" >&2
 # A run that ran no task also says state=success (a date before the DAG's start): the plan report must be new.
 plan_report=$(python -c "from core.settings import Settings; from core.warehouse import Warehouse
 print(Warehouse(Settings.from_env().warehouse).report('plan', '$DS', 'plan'))")
@@ -61,6 +65,8 @@ if ! airflow dags test hermes_hourly "${SEND_DAY}T$(printf %02d "$busiest"):00:0
   echo "hermes_hourly FAILED; see $log/hourly-$SEND_DAY.log" >&2; grep -E "ERROR|Error" "$log/hourly-$SEND_DAY.log" | tail -20 >&2
   exit 1
 fi
+python infra/airflow_note.py hermes_hourly "${SEND_DAY}T$(printf %02d "$busiest"):00:00+00:00" "$log/hourly-$SEND_DAY.log" \
+  >>"$log/airflow-db.log" 2>&1 || echo "(could not note the run in Airflow; see $log/airflow-db.log)" >&2
 step "catching up the other hours of $SEND_DAY (hermes deliver --hour all: the busiest hour is already acked)"
 hermes deliver --day "$SEND_DAY" --hour all --no-ramp >"$log/deliver-$SEND_DAY.log" 2>&1 || { tail -30 "$log/deliver-$SEND_DAY.log" >&2; exit 1; }
 
