@@ -13,6 +13,8 @@ from pathlib import Path
 
 from core.settings import Settings
 
+LOG4J2 = Path(__file__).with_name("log4j2.properties")
+
 
 def shuffle_partitions(settings: Settings) -> int:
     """Sized for this data and machine, not Spark's 200: 4 x cores; AQE coalesces small ones further."""
@@ -53,6 +55,8 @@ def build_spark(settings: Settings, app_name: str):
         .config("spark.driver.bindAddress", local_ip)
         .config("spark.driver.host", local_ip)
     )
+    if not submitted:               # Spark's log lines to stdout: Airflow logs a task's stderr at ERROR
+        builder = builder.config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={LOG4J2}")
     # py4j logs every connection close at INFO, including from __del__ at interpreter exit.
     logging.getLogger("py4j").setLevel(logging.WARNING)
     spark = builder.getOrCreate()
