@@ -20,6 +20,7 @@ import logging
 import shutil
 from pathlib import Path
 
+from core.progress import Progress
 from core.settings import Settings
 from core.warehouse import Warehouse, file_stats
 from jobs.entry import spark_job_main
@@ -83,12 +84,15 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
             _drop(wh, p)    # and no rows of its old rollup survive where the new one has none (no chats that day)
         events = wh.read_raw(spark, "events").where(F.col("ds").isin(stale))
         rows: dict[str, dict[str, int]] = {p: {} for p in stale}
-        for field, df in roll_up(events, by=("ds",)).frames().items():
+        frames = roll_up(events, by=("ds",)).frames()
+        progress = Progress(f"rollups ds={ds} ({len(stale)} partitions)", len(frames), log)
+        for field, df in frames.items():
             (df.write.mode("overwrite").partitionBy("ds").option("partitionOverwriteMode", "dynamic")
              .parquet(str(wh.table(table_name(field)))))
             written = spark.read.parquet(str(wh.table(table_name(field)))).where(F.col("ds").isin(stale))
             for r in written.groupBy("ds").count().collect():
                 rows[r["ds"]][field] = r["count"]
+            progress.done(field, rows=sum(rows[p].get(field, 0) for p in stale))
         _check_counts(spark, wh, stale)
         for p in stale:
             counts = {field: rows[p].get(field, 0) for field in Activity.names()}

@@ -6,6 +6,7 @@ probabilities on this data (expected calibration error is logged to prove it).
 """
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
@@ -16,7 +17,10 @@ from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from core.progress import Progress
 from features.pairs import FEATURES
+
+log = logging.getLogger(__name__)
 
 SCENE = FEATURES.index("scene_code")
 NUMERIC = [i for i in range(len(FEATURES)) if i != SCENE]
@@ -57,9 +61,11 @@ def fit_candidates(X: np.ndarray, y: np.ndarray, Xh: np.ndarray, yh: np.ndarray,
         raise ValueError(f"training needs opens and non-opens in train and holdout: train {len(y)} rows "
                          f"({int(y.sum())} opens), holdout {len(yh)} rows ({int(yh.sum())} opens)")
     out = {}
+    progress = Progress(f"train: fitting {len(kinds)} candidate(s) on {len(y):,} examples", len(kinds), log)
     for kind in kinds:
         t0 = time.monotonic()
         est = make_estimator(kind).fit(X, y)
         seconds = time.monotonic() - t0
         out[kind] = (est, evaluate(yh, est.predict_proba(Xh)[:, 1]), seconds)
+        progress.done(kind, holdout_auc=round(out[kind][1]["auc"], 4))
     return out
