@@ -136,7 +136,7 @@ def load_context(settings: Settings, loaded, on_or_before: str) -> Context:
         dead = set(zip(d["user_id"], d["token_sha256"]))
     items = pads.dataset(str(wh.raw("items")), format="parquet").to_table(
         columns=["item_id", "seller_id", "category_id", "title", "price"]).to_pandas().set_index("item_id")
-    return Context(ds, users, feats, sides, Model(str(version), est, codes, support, version_recalibration(str(version))),
+    return Context(ds, users, feats, sides, Model(str(version), est, codes, support, version_recalibration(str(version), wh, ds)),
                    plan_mean, dead, items)
 
 

@@ -73,13 +73,19 @@ def gate(settings: Settings, ds: str, loaded) -> dict:
     import pandas as pd
 
     from training.registry import configure_mlflow
-    from training.train import gate_version
+    from training.train import champion_recalibration, gate_version
 
     wh = Warehouse(settings.warehouse)
     trained = json.loads(wh.report("training", ds, "train").read_text())
     configure_mlflow(settings.mlflow_tracking_uri, settings.home / "mlflow" / "artifacts")
-    decision = gate_version(trained["run_id"], trained["version"], pd.read_parquet(holdout_path(wh, ds)),
-                            loaded.config.platform.training.promotion_margin)
+    holdout = pd.read_parquet(holdout_path(wh, ds))
+    decision = gate_version(trained["run_id"], trained["version"], holdout, loaded.config.platform.training.promotion_margin)
+    if decision.get("decision") == "held":
+        # the champion plans on: its calibration is refitted on this night's holdout (jobs/windows reads it from here)
+        refit = champion_recalibration(holdout)
+        if refit is not None:
+            decision["champion_recalibration"] = {"version": refit[0], "ds": ds, **refit[1].as_dict()}
+            log.info("gate %s: champion %s recalibrated on this night's holdout: %s", ds, refit[0], refit[1].reason)
     wh.report("training", ds, "gate").write_text(json.dumps(decision, indent=2))
     return decision
 

@@ -128,13 +128,22 @@ def carried_load(wh: Warehouse, ds: str, policy: str, slots: int) -> np.ndarray:
     return load
 
 
-def version_recalibration(version: str):
-    """The feed-level recalibration training fitted for this model version (identity for a version without it)."""
+def version_recalibration(version: str, wh: Warehouse | None = None, ds: str | None = None):
+    """The feed-level recalibration of this model version: refitted on ds's holdout when the gate of ds kept it as
+    champion (reports/training/ds=<ds>/gate.json), else the one training fitted (its tags; identity without)."""
     import mlflow
 
     from features.windows import Recalibration
     from training.registry import MODEL_NAME
     from training.train import RECAL_TAGS
+
+    if wh is not None and ds is not None and wh.report("training", ds, "gate").exists():
+        refit = json.loads(wh.report("training", ds, "gate").read_text()).get("champion_recalibration")
+        if refit and str(refit["version"]) == str(version):
+            return Recalibration(a=float(refit["a"]), b=float(refit["b"]), pushes=int(refit["pushes"]),
+                                 opens=int(refit["opens"]), nights=int(refit["nights"]),
+                                 reason=f"version {version} kept as champion, refitted on ds={ds}'s holdout: "
+                                        f"{refit['reason']}")
 
     tags = mlflow.MlflowClient().get_model_version(MODEL_NAME, str(version)).tags
     if not all(t in tags for t in RECAL_TAGS):
@@ -243,9 +252,8 @@ def run(settings: Settings, ds: str, loaded) -> dict:
     elasticity = float(version_tag(next(iter(versions)), TIMING_TAG)) if versions else 0.0
     model_policy = version_policy(next(iter(versions))) if versions else None
     explore = config.platform.training.cold_start_explore_share if model_policy == PRIOR else None
-    recal = version_recalibration(next(iter(versions))) if versions else Recalibration()
-    log.info("windows %s: the model version's recalibration (fitted on its holdout's pushes): a=%.3f b=%.3f",
-             ds, recal.a, recal.b)
+    recal = version_recalibration(next(iter(versions)), wh, ds) if versions else Recalibration()
+    log.info("windows %s: the model version's recalibration: a=%.3f b=%.3f (%s)", ds, recal.a, recal.b, recal.reason)
     parts, stats = [], {}
     for policy, table in tables.items():
         cols, st = plan_policy(policy, table, wh, ds, config, elasticity, explore, recal)

@@ -302,6 +302,29 @@ def register_prior(ts: TrainingSet, ds: str, config_version: str, open_rate: flo
             "training": ts.summary()}
 
 
+def champion_recalibration(holdout: pd.DataFrame):
+    """(version, Recalibration) of the current trained @champion refitted on this night's holdout, or None (no
+    champion, a prior, or too few pushes to fit). The gate keeps a champion for its ranking; its calibration must
+    still follow the newest pushes — Hermes' own, once there are enough (feed_recalibration) — or a champion held
+    over a night whose plans changed format stays at the level of the history it was trained on."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from training.prior import POLICY_TAG, PRIOR
+    from training.registry import CHAMPION
+
+    try:
+        champ = mlflow.MlflowClient().get_model_version_by_alias(MODEL_NAME, CHAMPION)
+    except MlflowException:
+        return None
+    if champ.tags.get(POLICY_TAG) == PRIOR or holdout.empty:
+        return None
+    recal = feed_recalibration(mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{champ.version}"), holdout)
+    if recal.a == 0.0 and recal.b == 1.0:
+        return None
+    return str(champ.version), recal
+
+
 def gate_version(run_id: str, version: str, holdout: pd.DataFrame, margin: float) -> dict:
     """The promotion gate for a registered version, on the holdout it was evaluated on."""
     import mlflow

@@ -154,3 +154,23 @@ def test_once_enough_of_hermes_own_pushes_are_in_the_holdout_they_alone_set_the_
     assert abs(own.apply(mine["x"].to_numpy()).mean() - mine["label"].mean()) < 0.015
     assert blend.pushes == 4000 + RECAL_MIN_PUSHES - 1 and "planned by Hermes" not in blend.reason
     assert blend.apply(mine["x"].to_numpy()).mean() < mine["label"].mean() - 0.03    # the old policy's level
+
+
+def test_a_champion_kept_by_the_gate_plans_with_the_calibration_refitted_on_that_nights_holdout(tmp_path):
+    """jobs.train.gate writes the kept champion's refit into the night's gate report; windows (and the stream) use it
+    for that version on that night only."""
+    import json
+
+    from core.warehouse import Warehouse
+    from jobs.windows import version_recalibration
+
+    wh = Warehouse(tmp_path / "warehouse")
+    report = wh.report("training", "2026-10-30", "gate")
+    report.parent.mkdir(parents=True)
+    report.write_text(json.dumps({"decision": "held", "champion_recalibration": {
+        "version": "3", "ds": "2026-10-30", "a": 0.61, "b": 0.93, "pushes": 2400, "opens": 480, "nights": 1,
+        "reason": "fitted on 2400 pushes (480 opens) of the last 1 night(s) planned by Hermes"}}))
+    r = version_recalibration("3", wh, "2026-10-30")
+    assert (r.a, r.b, r.pushes, r.opens) == (0.61, 0.93, 2400, 480)
+    assert r.reason.startswith("version 3 kept as champion, refitted on ds=2026-10-30's holdout")
+    assert r.apply(np.array([0.1]))[0] > 0.1
