@@ -212,8 +212,8 @@ class Stream(_Strict):
     poll_ms: int = Field(200, ge=10, le=5000, description="how often the engine looks for new events when idle")
     checkpoint_seconds: float = Field(30.0, gt=0, le=3600, description="the rule state is checkpointed this often "
                                       "(when events arrived since): a restart replays the events after the checkpoint "
-                                      "from the stream (decisions are never repeated); a checkpoint pickles the whole "
-                                      "state (0.6 s for the 10k world's), so not every second")
+                                      "from the stream (decisions are never repeated); a checkpoint commits the rule "
+                                      "state's open transaction with the offset (features/stream_rules.py)")
     max_lateness_minutes: int = Field(60, ge=1, le=24 * 60, description="a trigger due longer ago than this (an engine "
                                       "that was down, a late event) is logged as `stale`, not pushed")
     min_p_open: float | None = Field(None, gt=0, lt=1, description="a trigger is pushed only if the model's p(open) "

@@ -167,6 +167,17 @@ def test_a_day_off_is_timed_by_the_users_days_off_once_they_show_them():
     assert v[0, 22] > 0.2 > v[0, 19]                         # the day off's peak, from the all-days reference
 
 
+def _habits(rng):
+    """opens(centre [n], count) -> [n, 24] app opens: `count` per user around their centre hour (sd 1 h)."""
+    def opens(centre, count):
+        n = len(centre)
+        hours = (centre[:, None] + np.rint(rng.normal(0, 1, (n, count))).astype(int)) % 24
+        out = np.zeros((n, 24), dtype=np.int32)
+        np.add.at(out, (np.repeat(np.arange(n), count), hours.ravel()), 1)
+        return out
+    return opens
+
+
 def test_the_day_type_strength_is_fitted_from_how_far_the_day_types_stray():
     """Empirical Bayes on two populations of 400 users with peaks anywhere in 9..20: one whose weekend opens fall at
     their weekday hours, one whose weekends run three hours later. The first gets a larger strength (its weekends
@@ -174,12 +185,7 @@ def test_the_day_type_strength_is_fitted_from_how_far_the_day_types_stray():
     rng = np.random.default_rng(3)
     n = 400
     peak = rng.integers(9, 21, n)
-
-    def opens(centre, count):
-        hours = (centre[:, None] + np.rint(rng.normal(0, 1, (n, count))).astype(int)) % 24
-        out = np.zeros((n, 24), dtype=np.int32)
-        np.add.at(out, (np.repeat(np.arange(n), count), hours.ravel()), 1)
-        return out
+    opens = _habits(rng)
 
     weekday = opens(peak, 20)
     fitted = {}
@@ -204,12 +210,7 @@ def test_the_populations_move_between_day_types_is_learnt_and_thin_users_borrow_
     rng = np.random.default_rng(8)
     n = 400
     peak = rng.integers(9, 21, n)
-
-    def opens(centre, count):
-        hours = (centre[:, None] + np.rint(rng.normal(0, 1, (n, count))).astype(int)) % 24
-        out = np.zeros((n, 24), dtype=np.int32)
-        np.add.at(out, (np.repeat(np.arange(n), count), hours.ravel()), 1)
-        return out
+    opens = _habits(rng)
 
     weekday = opens(peak, 20)
     q_weekday, _ = hour_profiles(weekday, np.zeros_like(weekday), 0.0, 6.0)
