@@ -74,8 +74,9 @@ bench-streaming: install
 
 GEN_USERS ?= 10000
 GEN_SEEDS ?= 7 101
+GEN_DAYS ?= 29 30
 bench-generalization: install
-	source infra/env.sh && $(PY) bench/generalization.py --users $(GEN_USERS) --seeds $(GEN_SEEDS)
+	source infra/env.sh && $(PY) bench/generalization.py --users $(GEN_USERS) --seeds $(GEN_SEEDS) --days $(GEN_DAYS)
 	source infra/env.sh && $(PY) bench/generalization.py --users $(GEN_USERS) --seeds $(GEN_SEEDS) --cold-start
 
 bench-delivery: install
