@@ -41,9 +41,6 @@ if ! airflow dags test hermes_nightly "$DS" >"$log/nightly-$DS.log" 2>&1; then
   exit 1
 fi
 grep -q "state=success" "$log/nightly-$DS.log" || { echo "hermes_nightly did not report success" >&2; exit 1; }
-# the UI cannot show an in-process run's task logs or true duration: say so on the run and its tasks
-python infra/airflow_note.py hermes_nightly "$DS" "$log/nightly-$DS.log" --seconds $(( $(date +%s) - nightly_started )) \
-  >>"$log/airflow-db.log" 2>&1 || echo "(could not note the run in Airflow; see $log/airflow-db.log)" >&2
 # A run that ran no task also says state=success (a date before the DAG's start): the plan report must be new.
 plan_report=$(python -c "from core.settings import Settings; from core.warehouse import Warehouse
 print(Warehouse(Settings.from_env().warehouse).report('plan', '$DS', 'plan'))")
@@ -51,6 +48,9 @@ if [ ! "$plan_report" -nt "$log/airflow-db.log" ]; then
   echo "hermes_nightly ran no task for $DS: no new plan report at $plan_report (see $log/nightly-$DS.log)" >&2
   exit 1
 fi
+# the UI cannot show an in-process run's task logs or true duration: say so on the run and its tasks
+python infra/airflow_note.py hermes_nightly "$DS" "$log/nightly-$DS.log" --seconds $(( $(date +%s) - nightly_started )) \
+  >"$log/airflow-notes.log" 2>&1 || echo "(could not note the run in Airflow; see $log/airflow-notes.log)" >&2
 
 SEND_DAY=$(python -c "from jobs.windows import send_day; print(send_day('$DS'))")
 # The simulated world is replayed, not lived: receipts carry the planned send time, not today's clock.
@@ -66,7 +66,7 @@ if ! airflow dags test hermes_hourly "${SEND_DAY}T$(printf %02d "$busiest"):00:0
   exit 1
 fi
 python infra/airflow_note.py hermes_hourly "${SEND_DAY}T$(printf %02d "$busiest"):00:00+00:00" "$log/hourly-$SEND_DAY.log" \
-  >>"$log/airflow-db.log" 2>&1 || echo "(could not note the run in Airflow; see $log/airflow-db.log)" >&2
+  >>"$log/airflow-notes.log" 2>&1 || echo "(could not note the run in Airflow; see $log/airflow-notes.log)" >&2
 step "catching up the other hours of $SEND_DAY (hermes deliver --hour all: the busiest hour is already acked)"
 hermes deliver --day "$SEND_DAY" --hour all --no-ramp >"$log/deliver-$SEND_DAY.log" 2>&1 || { tail -30 "$log/deliver-$SEND_DAY.log" >&2; exit 1; }
 
