@@ -138,9 +138,7 @@ def moved_profiles(q: np.ndarray, shifts: np.ndarray, w: np.ndarray) -> np.ndarr
 
 def is_day_off(send_day: str, weekend_days) -> bool:
     """The send day is one of the market's days off (ISO weekdays): every user's local plan day has its date."""
-    from datetime import date
-
-    return date.fromisoformat(send_day).isoweekday() in set(int(d) for d in weekend_days)
+    return datetime.fromisoformat(send_day).isoweekday() in set(int(d) for d in weekend_days)
 
 
 @dataclass
