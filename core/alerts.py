@@ -13,7 +13,10 @@ Kinds:
 - `task_failed` / `run_failed`: every DAG's `on_failure_callback` (an Airflow notifier, `HermesNotifier`): the DAG,
   task, run, try and the error's last line, and the task log's place.
 - `deadline_missed`: the nightly plan of a send day is not in the object store when the hourly delivery of that
-  day's first hour runs (jobs.tasks.deliver_utc_hour).
+  day's first hour runs (jobs.tasks.deliver_utc_hour), or its batches landed after some of their hours had ended
+  (jobs.preflight).
+- `batches_invalid`: the batches that landed cannot be delivered as planned - a missing or mismatching object, a key
+  in two hours, counts that do not reconcile with the plan (jobs.preflight, on the `hermes_push_batches` asset).
 - `delivery_behind`: an hour delivered late (`platform.alerts.delivery_late_minutes` after its hour began) or left
   incomplete (pending messages, another run holding the lease).
 
@@ -31,7 +34,7 @@ from pathlib import Path
 
 log = logging.getLogger("hermes.alerts")
 SEVERITY = {"task_failed": "warning", "run_failed": "error", "deadline_missed": "critical",
-            "delivery_behind": "error"}
+            "delivery_behind": "error", "batches_invalid": "critical"}
 
 
 def _redact(url: str) -> str:

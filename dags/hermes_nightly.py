@@ -151,6 +151,7 @@ def hermes_nightly():
         result = write_batches(ds, config, params.get("policy"))
         get_current_context()["outlet_events"][BATCHES].extra = {
             "ds": ds, "send_day": result.get("send_day"), "messages": result.get("messages"),
+            "run_id": result.get("run_id"),
             "policy": result.get("policy"), "config_version": result.get("config_version")}
         return result
 

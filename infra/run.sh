@@ -52,6 +52,13 @@ fi
 python infra/airflow_note.py hermes_nightly "$DS" "$log/nightly-$DS.log" --seconds $(( $(date +%s) - nightly_started )) \
   >"$log/airflow-notes.log" 2>&1 || echo "(could not note the run in Airflow; see $log/airflow-notes.log)" >&2
 
+step "checking the batches as the scheduler would when they land (hermes_preflight, on the hermes_push_batches asset)"
+if ! airflow dags test hermes_preflight "$(date -u +%Y-%m-%dT%H:%M:%S+00:00)" >"$log/preflight-$DS.log" 2>&1 \
+    || ! grep -q "state=success" "$log/preflight-$DS.log"; then
+  echo "hermes_preflight FAILED for $DS; the errors:" >&2; grep -E "ERROR|Error" "$log/preflight-$DS.log" | tail -20 >&2
+  exit 1
+fi
+
 SEND_DAY=$(python -c "from jobs.windows import send_day; print(send_day('$DS'))")
 # The simulated world is replayed, not lived: receipts carry the planned send time, not today's clock.
 export HERMES_RECEIPT_TIME=planned

@@ -251,6 +251,19 @@ def _cmd_config_validate(args, settings):
               + (f"  if: {t.condition}" if t.condition else ""))
 
 
+def _cmd_preflight(args, settings):
+    from jobs.preflight import PreflightError, run
+
+    try:
+        r = run(settings, args.ds)
+    except PreflightError as e:
+        raise SystemExit(f"preflight ds={args.ds}: FAILED - {e}") from None
+    print(f"preflight ds={args.ds}: ok - {r['messages']:,} messages for {r['send_day']} in {len(r['hours'])} hours, "
+          f"reconciled with plan/windows ({r['planned']}); "
+          + ("a past day: deliver it with `hermes deliver --hour all`" if r["past_day"]
+             else f"{len(r['late_hours'])} hours already over"))
+
+
 def _cmd_summary(args, settings):
     from jobs.summary import summary
 
@@ -425,6 +438,11 @@ def main(argv: list[str] | None = None) -> None:
     v = csub.add_parser("validate", help="validate conf/ and print every problem with file, line and key")
     v.add_argument("--conf", help="folder to validate (default: $HERMES_CONF)")
     v.set_defaults(func=_cmd_config_validate)
+
+    p = sub.add_parser("preflight", help="read a night's push batches back from the object store and reconcile them "
+                                         "with the plan (what the hermes_preflight DAG runs when they land)")
+    p.add_argument("--ds", required=True, type=_day, help="the nightly run date (YYYY-MM-DD) whose batches to check")
+    p.set_defaults(func=_cmd_preflight)
 
     p = sub.add_parser("summary", help="summarise a nightly run's outputs")
     p.add_argument("--ds", required=True, type=_day, help="the nightly run date (YYYY-MM-DD) to summarise")

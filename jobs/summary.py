@@ -103,6 +103,13 @@ def summary(settings: Settings, ds: str) -> list[str]:
         bt = json.loads(batches.read_text())
         lines += [f"push batches: {bt['messages']:,} messages in {sum(1 for n in bt['hours'] if n)} hourly objects, "
                   f"manifest {bt['manifest']} (run {bt['run_id']})"]
+    preflight = wh.report("preflight", ds, "preflight")
+    if preflight.exists():
+        pf = json.loads(preflight.read_text())
+        lines += ["preflight (hermes_preflight, on the batches asset): " + (
+            f"ok, {pf['messages']:,} messages reconciled with the plan" if pf["ok"]
+            else f"FAILED - {'; '.join(pf['problems'])}") + (
+            f"; {len(pf['late_hours'])} hours were over when the plan landed" if pf.get("late_hours") else "")]
     lines += _delivery_lines(settings, ds)
     docs = wh.report('validation', ds, 'x').parent / "index.html"
     lines += ["", f"validation reports: {wh.report('validation', ds, 'x').parent}"

@@ -200,6 +200,13 @@ def trigger_window(window_end) -> dict:
     return triggers.run(settings, end, loaded, tr.window_minutes, tr.lateness_minutes)
 
 
+def preflight(ds: str, announced: dict | None = None) -> dict:
+    """`hermes_preflight`: the batches of night `ds` read back and reconciled with the plan (jobs/preflight.py)."""
+    from jobs import preflight as job
+
+    return job.run(Settings.from_env(), ds, announced)
+
+
 def write_batches(ds: str, config: dict, policy: str | None = None) -> dict:
     """The nightly `batches` task: the plan of `policy` (default: the config's windows.policy) to S3."""
     from jobs import batches

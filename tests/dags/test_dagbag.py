@@ -23,7 +23,7 @@ def dagbag():
 
 def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert {"hermes_nightly", "hermes_hourly", "hermes_triggers"} <= set(dagbag.dags)
+    assert {"hermes_nightly", "hermes_hourly", "hermes_triggers", "hermes_preflight"} <= set(dagbag.dags)
 
 
 def test_triggers_run_every_window_over_their_data_interval(dagbag):
@@ -161,3 +161,8 @@ def test_assets_mean_something(dagbag):
     assert outlets("select") == {"hermes_selected_plan"} and outlets("batches") == {"hermes_push_batches"}
     owners = [t.task_id for t in nightly.tasks if "hermes_ctr_model" in {a.name for a in t.outlets}]
     assert owners == ["publish_model"]
+    # the batches' consumer is scheduled on the very asset the nightly's batches task emits (name and URI)
+    [batches] = nightly.get_task("batches").outlets
+    preflight = dagbag.dags["hermes_preflight"]
+    assert list(preflight.timetable.asset_condition.objects) == [batches]
+    assert preflight.get_task("preflight").inlets == [batches] and preflight.is_paused_upon_creation is False

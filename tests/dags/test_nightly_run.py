@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import sys
 
 import pyarrow.parquet as pq
@@ -116,6 +117,20 @@ def test_nightly_dag_runs_to_success_and_writes_its_partition(world, settings, s
     plan = json.loads(wh.report("plan", ds, "plan").read_text())
     assert plan["policies"]["hermes"]["pushes"] == len(assigned)
     assert wh.report("plan", ds, "plan").with_suffix(".html").exists()
+
+    # the batches asset event carries the night and queues its consumer, hermes_preflight; run, it checks that event
+    meta = sqlite3.connect(os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///"))
+    [(extra,)] = meta.execute("SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id WHERE "
+                              "a.name = 'hermes_push_batches' ORDER BY e.id DESC LIMIT 1").fetchall()
+    extra = json.loads(extra)
+    assert extra["ds"] == ds and extra["messages"] == len(assigned) and extra["run_id"] == manifest["run_id"]
+    assert meta.execute("SELECT count(*) FROM asset_dag_run_queue WHERE target_dag_id = 'hermes_preflight'"
+                        ).fetchone()[0] == 1
+    checked = run_dag(env, "hermes_preflight", f"{send_day(ds)}T00:00:00")
+    assert checked["state"].endswith("success"), checked
+    preflight = json.loads(wh.report("preflight", ds, "preflight").read_text())
+    assert preflight["ok"] and preflight["announced"]["run_id"] == manifest["run_id"]
+    assert preflight["messages"] == preflight["planned"] == len(assigned)
 
 
 def test_a_date_without_data_fails_fast_in_validation_it_does_not_succeed_with_no_task(world, settings, tmp_path):
