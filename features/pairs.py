@@ -285,9 +285,12 @@ def _population_hours(keys: DataFrame, hour_daily: DataFrame, key_day: int | Non
 
 
 def _hour_shares(sums: DataFrame) -> DataFrame:
-    """(day, local_hour, _h) -> (local_hour, day, pop_share): each hour's share of the day's total, floored."""
-    return sums.select("local_hour", "day", (0.99 * F.col("_h") / F.sum("_h").over(Window.partitionBy("day"))
-                                              + 0.01 / 24).alias("pop_share"))
+    """(day, local_hour, _h) -> (local_hour, day, pop_share): each hour's share of the day's total, floored.
+    A join with the day's total, not a window over `day`: on the one-day path `day` is a literal, Spark drops a
+    constant partition key and warns that it moves the data to a single partition (24 rows: harmless, but noise)."""
+    total = sums.groupBy("day").agg(F.sum("_h").alias("_t"))
+    return sums.join(F.broadcast(total), "day").select(
+        "local_hour", "day", (0.99 * F.col("_h") / F.col("_t") + 0.01 / 24).alias("pop_share"))
 
 
 def scene_codes(scene_ids) -> dict[str, int]:
