@@ -123,7 +123,8 @@ def hermes_nightly():
 
             result = run(name, ds, config)
             if outlets:
-                announce(outlets, result, ds, model_policy=result.get("model_policy"))
+                announce(outlets, result, ds, model_version=result.get("model_version"),
+                         model_policy=result.get("model_policy"))
             return result
 
         return run_stage
@@ -151,7 +152,7 @@ def hermes_nightly():
         result = write_batches(ds, config, params.get("policy"))
         get_current_context()["outlet_events"][BATCHES].extra = {
             "ds": ds, "send_day": result.get("send_day"), "messages": result.get("messages"),
-            "run_id": result.get("run_id"),
+            "run_id": result.get("run_id"), "model_version": result.get("model_version"),
             "policy": result.get("policy"), "config_version": result.get("config_version")}
         return result
 

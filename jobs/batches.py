@@ -49,10 +49,11 @@ def run(settings: Settings, ds: str, loaded, policy: str | None = None) -> dict:
     log.info("policy %s: %d planned, %d in batches, %d without a slot (see plan/windows.reason)", policy,
              windows.num_rows, result.messages, unassigned)
     per_hour = np.array([result.hours[h] for h in sorted(result.hours)])
-    out = {"ds": ds, "send_day": day, "policy": policy, "run_id": result.run_id, "planned": windows.num_rows,
-            "messages": result.messages, "unassigned": unassigned, "hours": per_hour.tolist(),
-            "bucket": settings.s3_bucket, "manifest": f"s3://{settings.s3_bucket}/batches/ds={day}/_manifest.json",
-            "stale_objects_removed": result.deleted_objects}
+    out = {"ds": ds, "send_day": day, "policy": policy, "run_id": result.run_id, "model_version": ",".join(versions),
+           "planned": windows.num_rows, "messages": result.messages, "unassigned": unassigned,
+           "hours": per_hour.tolist(), "bucket": settings.s3_bucket,
+           "manifest": f"s3://{settings.s3_bucket}/batches/ds={day}/_manifest.json",
+           "stale_objects_removed": result.deleted_objects}
     path = wh.report("batches", ds, "batches")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2))

@@ -35,7 +35,7 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     feed_cfg = loaded.config.platform.feed
     feed, support = shrink_to_support(feeds(scored, items, scene_df, feed_cfg.max_per_category), rates,
                                       feed_cfg.support_sends)
-    model_policy = _model_policy(settings, scored)
+    model_version, model_policy = _model_policy(settings, scored)
     explore = (loaded.config.platform.training.cold_start_explore_share if model_policy == PRIOR
                else feed_cfg.explore_share)
     chosen = select_scene(feed, explore, salt=f"hermes-scene-{ds}")
@@ -56,22 +56,23 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     log.info("selected %d users across %d scenes %s; baseline scene %s for %d users; the model's weight per scene "
              "(history support) %s", sum(mix.values()), len(mix), mix, best, n_base,
              {k: round(v, 3) for k, v in sorted(support.items())})
-    return {"ds": ds, "config_version": loaded.version, "model_policy": model_policy, "scene_explore_share": explore,
+    return {"ds": ds, "config_version": loaded.version, "model_version": model_version, "model_policy": model_policy,
+            "scene_explore_share": explore,
             "baseline_scene": best, "scene_mix": dict(sorted(mix.items())),
             "model_weight_by_scene": {k: round(v, 4) for k, v in sorted(support.items())},
             "tables": {SELECTED: {"path": str(s_path), "rows": sum(mix.values())},
                        BASELINE: {"path": str(b_path), "rows": n_base}}}
 
 
-def _model_policy(settings: Settings, scored) -> str | None:
-    """Whether the model that scored the plan is the prior (cold start) or a trained one."""
+def _model_policy(settings: Settings, scored) -> tuple[str | None, str | None]:
+    """The model version that scored the plan, and whether it is the prior (cold start) or a trained one."""
     from training.registry import configure_mlflow, version_policy
 
     row = scored.select("model_version").limit(1).collect()
     if not row:
-        return None
+        return None, None
     configure_mlflow(settings.mlflow_tracking_uri, settings.home / "mlflow" / "artifacts")
-    return version_policy(row[0]["model_version"])
+    return str(row[0]["model_version"]), version_policy(row[0]["model_version"])
 
 
 def main(argv=None) -> None:

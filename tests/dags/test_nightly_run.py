@@ -124,6 +124,12 @@ def test_nightly_dag_runs_to_success_and_writes_its_partition(world, settings, s
                               "a.name = 'hermes_push_batches' ORDER BY e.id DESC LIMIT 1").fetchall()
     extra = json.loads(extra)
     assert extra["ds"] == ds and extra["messages"] == len(assigned) and extra["run_id"] == manifest["run_id"]
+    assert extra["model_version"] == manifest["model_version"] == "1"
+    [(plan_extra,)] = meta.execute("SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id WHERE "
+                                   "a.name = 'hermes_selected_plan' ORDER BY e.id DESC LIMIT 1").fetchall()
+    plan_extra = json.loads(plan_extra)
+    assert (plan_extra["ds"], plan_extra["rows"], plan_extra["model_version"]) == (
+        ds, len(selected) + pq.read_table(wh.partition("plan/baseline", ds)).num_rows, "1")
     assert meta.execute("SELECT count(*) FROM asset_dag_run_queue WHERE target_dag_id = 'hermes_preflight'"
                         ).fetchone()[0] == 1
     checked = run_dag(env, "hermes_preflight", f"{send_day(ds)}T00:00:00")
