@@ -56,7 +56,15 @@ def check_schema(table: str, actual: pa.Schema, expected: pa.Schema) -> list[str
 
 
 def _quiet_gx() -> None:
-    for name in ("great_expectations", "great_expectations._docs_decorators"):
+    """GX's import logs "Skipping registering function ..." (hundreds of lines), and its data_context.types.base
+    module sets its own logger to INFO at import, then logs "Created temporary directory ... for ephemeral docs site"
+    on every validation (a third of a night's log lines): the levels are set before and again after the import."""
+    names = ("great_expectations", "great_expectations._docs_decorators", "great_expectations.data_context.types.base")
+    for name in names:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    import great_expectations.data_context.types.base  # noqa: F401
+
+    for name in names:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
