@@ -143,7 +143,8 @@ def load_context(settings: Settings, loaded, on_or_before: str) -> Context:
 def bootstrap_rules(wh: Warehouse, rules: dict, until_us: int, items: pd.DataFrame, path: Path | None = None):
     """The rule state as of `until_us`, from the raw partitions (one read, at the engine's first start only): who
     favourited, carted, followed and viewed what within the rules' lookback, each item's seller and category (the
-    snapshot) and its price as of until_us (its last listed/price_drop change within the lookback), bulk
+    snapshot) and its price as of until_us (its last listed/price_drop change before it; the snapshot's for an
+    item without one), bulk
     loaded into the state store at `path` (reduced to the store's keys first, in pyarrow/pandas: no row-by-row
     Python). Items that drew their crowd already are not pushed again."""
     import pyarrow.dataset as pads
@@ -159,13 +160,22 @@ def bootstrap_rules(wh: Warehouse, rules: dict, until_us: int, items: pd.DataFra
         state.db.execute(f"DROP INDEX IF EXISTS {name}")
     lookback = max([r.when.lookback_days for r in rules.values()] + [1]) * US_DAY
     # the price a drop is measured from is the item's last listed/price_drop price before it, as the batch rules
-    # take it (features/triggers.py): the items snapshot holds today's price, after every drop still to be replayed
-    chg = wh.read_raw_between("item_changes", "ts", until_us - lookback, until_us, ["item_id", "ts", "change", "price"],
+    # take it (features/triggers.py): the items snapshot holds today's price, after every drop still to be replayed.
+    # The whole history, not the rules' lookback: an item listed (or last cut) long ago still has that price - with
+    # only the lookback, a quiet month left every item unpriced and no drop could fire
+    days = wh.raw_days("item_changes")
+    first_us = int(datetime.fromisoformat(days[0]).replace(tzinfo=timezone.utc).timestamp() * US) if days else until_us
+    chg = wh.read_raw_between("item_changes", "ts", min(first_us, until_us - lookback), until_us,
+                              ["item_id", "ts", "change", "price"],
                               where=pads.field("change").isin(["listed", "price_drop"]))
     last = chg.sort_values("ts", kind="stable").groupby("item_id").last()
     listed = chg[chg["change"] == "listed"].groupby("item_id")["ts"].max()
+    # items without a listed/price_drop change in the history (listed before it began): the snapshot's price
+    unpriced = ~items.index.isin(last.index) if "price" in items else None
     state.load_items(items.index.to_numpy(), sellers=items["seller_id"].to_numpy(),
                      categories=items["category_id"].to_numpy() if "category_id" in items else None)
+    if unpriced is not None and unpriced.any():
+        state.load_items(items.index[unpriced].to_numpy(), prices=items["price"].to_numpy()[unpriced])
     state.load_items(last.index.to_numpy(), prices=last["price"].to_numpy(),
                      listed_at=listed.reindex(last.index).to_numpy())
     kinds = ["fav", "cart", "follow_seller"]

@@ -173,7 +173,9 @@ def test_the_bootstrap_measures_a_drop_from_the_price_before_it_not_the_snapshot
     """Found replaying the 1M world: the items snapshot holds today's price, after every drop still to come, so a
     bootstrap that took it saw every replayed drop as 0 % and pushed no price drop at all. The price a drop is
     measured from is the item's last listed/price_drop price before the bootstrap's instant (as the batch rules
-    take it)."""
+    take it) - over the whole history, not the rules' lookback (an item listed long ago and not changed since has
+    its listing price: with the lookback alone, a world a month old had no priced item and `make run`'s live demo
+    fired nothing); an item without any change in the history has the snapshot's price."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -195,15 +197,19 @@ def test_the_bootstrap_measures_a_drop_from_the_price_before_it_not_the_snapshot
     write("item_changes", "2026-10-27", [
         {"item_id": 1, "ts": day.replace(hour=1), "change": "listed", "price": 100.0},
         {"item_id": 1, "ts": day.replace(hour=5), "change": "price_drop", "price": 80.0}])
+    write("item_changes", "2026-09-15", [                # long before the rule's 7-day lookback
+        {"item_id": 3, "ts": datetime(2026, 9, 15, 9, tzinfo=timezone.utc), "change": "listed", "price": 40.0}])
     write("events", "2026-10-27", [{"ts": day.replace(hour=2), "user_id": 7, "event_type": "fav", "item_id": 1,
                                     "seller_id": 50, "category_id": 3}])
-    items = pd.DataFrame({"item_id": [1, 2], "seller_id": [50, 51], "category_id": [3, 4], "title": ["a", "b"],
-                          "price": [50.0, 20.0]}).set_index("item_id")     # the snapshot: after tomorrow's drop
+    items = pd.DataFrame({"item_id": [1, 2, 3], "seller_id": [50, 51, 52], "category_id": [3, 4, 5],
+                          "title": ["a", "b", "c"], "price": [50.0, 20.0, 30.0]}).set_index("item_id")
+    # the snapshot: after tomorrow's drops
     r = rule("price_drop", when={"min_drop_pct": 10, "lookback_days": 7})
     state = bootstrap_rules(wh, {r.id: r}, until, items, tmp_path / "state.sqlite")
-    info = state.item_info([1, 2])
+    info = state.item_info([1, 2, 3])
     assert info[1] == (80.0, 3, int(day.replace(hour=1).timestamp() * 1e6))
-    assert info[2] == (None, 4, None)                   # no change in the lookback: no price to measure from
+    assert info[2] == (20.0, 4, None)                   # no change in the history at all: the snapshot's price
+    assert info[3] == (40.0, 5, int(datetime(2026, 9, 15, 9, tzinfo=timezone.utc).timestamp() * 1e6))
     state.on_event(ch(until + 3_600_000_000, 1, "price_drop", 50.0))          # -37.5 % from 80
     assert [(c.user_id, c.detail) for c in state.pop_due(until + 3_600_000_000)] == [(7, "drop 38%")]
     state.close()
