@@ -85,7 +85,7 @@ hermes summary --ds "$DS"
 step "live events through the streaming engine (hermes events-api + hermes stream, stopped when this script ends)"
 start_owned stream
 python -m jobs.live_demo
-hermes stream-status | head -20
+hermes stream-status
 
 cat <<TXT
 

@@ -105,6 +105,18 @@ class _Help(argparse.RawDescriptionHelpFormatter):
         return h
 
 
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader has left (poll reports an error on its write end)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _what_to_fix(e: BaseException, settings: Settings | None) -> str | None:
     """The one-line cause and fix of an error a person can fix (None: an unexpected error, shown with its
     traceback). Never prints a secret: URLs are shown without their password."""
@@ -491,6 +503,10 @@ def main(argv: list[str] | None = None) -> None:
         settings = Settings.from_env()
         args.func(args, settings)
     except Exception as e:          # a cause a person can fix: one line naming it; anything else: the traceback
+        if isinstance(e, BrokenPipeError) and _stdout_closed():
+            # the reader of the output left (`hermes ... | head`): not a server down; exit as Unix tools do
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(128 + 13)
         fix = None if os.environ.get("HERMES_DEBUG") else _what_to_fix(e, settings)
         if fix is None:
             raise

@@ -52,3 +52,18 @@ def test_every_option_shows_its_default_in_the_help(tmp_path):
     assert out.returncode == 0
     text = " ".join(out.stdout.split())
     assert "(default: 3)" in text and "(default: 4000)" in text and "(default: base)" in text
+
+
+def test_a_reader_that_leaves_early_is_not_a_server_that_did_not_answer(tmp_path):
+    """`hermes stream-status | head -20` (make run) failed as "a server Hermes needs did not answer: Broken pipe":
+    a closed stdout is the reader's choice, and the CLI exits as Unix tools do (128 + SIGPIPE), silently."""
+    code = ("import sys; from jobs import cli\n"
+            "cli._cmd_settings = lambda args, settings: [print('line', i) for i in range(200_000)]\n"
+            "cli.main(['settings'])\n")
+    e = {k: v for k, v in os.environ.items() if k != "HERMES_DEBUG"}
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO_ROOT,
+                         env={**e, "HERMES_HOME": str(tmp_path)})
+    assert p.stdout.readline() == b"line 0\n"
+    p.stdout.close()                                    # the reader leaves, as `head` does
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 141 and "did not answer" not in err and "Traceback" not in err, err
