@@ -50,6 +50,7 @@ def run(settings: Settings, ds: str, loaded, policy: str | None = None) -> dict:
              windows.num_rows, result.messages, unassigned)
     per_hour = np.array([result.hours[h] for h in sorted(result.hours)])
     out = {"ds": ds, "send_day": day, "policy": policy, "run_id": result.run_id, "model_version": ",".join(versions),
+           "config_version": loaded.version,
            "planned": windows.num_rows, "messages": result.messages, "unassigned": unassigned,
            "hours": per_hour.tolist(), "bucket": settings.s3_bucket,
            "manifest": f"s3://{settings.s3_bucket}/batches/ds={day}/_manifest.json",

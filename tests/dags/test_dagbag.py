@@ -108,14 +108,16 @@ def test_nightly_stages_run_in_order_behind_config_and_raw_validation(dagbag):
 
 @pytest.mark.parametrize("dag_file", DAG_FILES, ids=lambda p: p.name)
 def test_dag_file_parses_fast_without_heavy_imports(dag_file):
-    # A fresh interpreter, Airflow already imported: what is measured is the DAG file alone.
+    # A fresh interpreter, Airflow already imported: what is measured is the DAG file alone - in CPU seconds, the work
+    # parsing costs the DAG processor (wall time also counts whatever else the machine runs: a loaded CI box went
+    # past 2 s on the nightly's file once)
     code = f"""
 import json, sys, time
 from airflow.dag_processing.dagbag import DagBag
 before = set(sys.modules)
-t = time.perf_counter()
+t = time.process_time()
 bag = DagBag(dag_folder={str(dag_file)!r})
-elapsed = time.perf_counter() - t
+elapsed = time.process_time() - t
 new = sorted(m.split('.')[0] for m in set(sys.modules) - before)
 print(json.dumps({{"seconds": elapsed, "errors": list(bag.import_errors), "dags": list(bag.dags), "new": new}}))
 """
@@ -123,7 +125,7 @@ print(json.dumps({{"seconds": elapsed, "errors": list(bag.import_errors), "dags"
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["dags"] and not result["errors"]
-    assert result["seconds"] < 2.0, f"{dag_file.name} took {result['seconds']:.2f}s to parse"
+    assert result["seconds"] < 2.0, f"{dag_file.name} took {result['seconds']:.2f} CPU s to parse"
     heavy = sorted(set(result["new"]) & set(HEAVY))
     assert not heavy, f"{dag_file.name} imports {heavy} at parse time"
 

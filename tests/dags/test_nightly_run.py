@@ -124,7 +124,7 @@ def test_nightly_dag_runs_to_success_and_writes_its_partition(world, settings, s
                               "a.name = 'hermes_push_batches' ORDER BY e.id DESC LIMIT 1").fetchall()
     extra = json.loads(extra)
     assert extra["ds"] == ds and extra["messages"] == len(assigned) and extra["run_id"] == manifest["run_id"]
-    assert extra["model_version"] == manifest["model_version"] == "1"
+    assert extra["model_version"] == manifest["model_version"] == "1" and extra["config_version"] == version
     [(plan_extra,)] = meta.execute("SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id WHERE "
                                    "a.name = 'hermes_selected_plan' ORDER BY e.id DESC LIMIT 1").fetchall()
     plan_extra = json.loads(plan_extra)
