@@ -1,7 +1,7 @@
 """The object store push batches live in: any S3 endpoint through boto3 (SeaweedFS on 127.0.0.1 by default).
 
-`python -m delivery.objectstore ensure-bucket` creates the configured bucket if it is missing (infra/s3.sh
-runs it after starting the local server).
+`python -m delivery.objectstore ensure-bucket` creates the configured bucket if it is missing and checks that the
+store takes a write (infra/s3.sh runs it after starting the local server).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ class ObjectStoreError(RuntimeError):
     pass
 
 
-def client(settings: Settings):
+def client(settings: Settings, attempts: int = 5, read_timeout: float = 60):
     import boto3
     from botocore.config import Config
 
@@ -24,12 +24,19 @@ def client(settings: Settings):
     return boto3.client(
         "s3", endpoint_url=settings.s3_endpoint, aws_access_key_id=settings.s3_access_key,
         aws_secret_access_key=settings.s3_secret_key, region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5, "mode": "standard"},
-                      connect_timeout=5, read_timeout=60))
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": attempts, "mode": "standard"},
+                      connect_timeout=5, read_timeout=read_timeout))
 
 
-def ensure_bucket(settings: Settings) -> str:
-    from botocore.exceptions import ClientError
+def ensure_bucket(settings: Settings, probe_seconds: float = 60.0) -> str:
+    """Create the bucket if it is missing, then write, read back and delete a small object: a store that answers
+    but cannot write (SeaweedFS on a nearly full disk has no volume to put data in) fails here, once, with its
+    reason, not in every later write after five retries. `probe_seconds` bounds the wait for a store that has
+    just started (its volume server registers with its master a moment after the S3 port answers)."""
+    import time
+    import uuid
+
+    from botocore.exceptions import BotoCoreError, ClientError
 
     s3 = client(settings)
     try:
@@ -39,7 +46,25 @@ def ensure_bucket(settings: Settings) -> str:
             raise ObjectStoreError(f"cannot reach bucket {settings.s3_bucket!r} at {settings.s3_endpoint}: {e}") \
                 from None
         s3.create_bucket(Bucket=settings.s3_bucket)
-    return settings.s3_bucket
+    s3 = client(settings, attempts=1, read_timeout=10)  # the probe's own loop retries, and says why it gave up
+    key, body = f"_hermes/probe/{uuid.uuid4().hex}", b"hermes write probe"
+    deadline = time.monotonic() + probe_seconds
+    while True:
+        try:
+            s3.put_object(Bucket=settings.s3_bucket, Key=key, Body=body)
+            if s3.get_object(Bucket=settings.s3_bucket, Key=key)["Body"].read() != body:
+                raise ObjectStoreError(f"bucket {settings.s3_bucket!r} at {settings.s3_endpoint} returned other "
+                                       f"bytes than were written to {key}")
+            s3.delete_object(Bucket=settings.s3_bucket, Key=key)
+            return settings.s3_bucket
+        except (ClientError, BotoCoreError) as e:
+            if time.monotonic() >= deadline:
+                raise ObjectStoreError(
+                    f"bucket {settings.s3_bucket!r} at {settings.s3_endpoint} takes no writes after "
+                    f"{probe_seconds:.0f} s: {e} (a local SeaweedFS refuses writes when its disk has less than "
+                    f"HERMES_S3_MIN_FREE free; its log is "
+                    f"{settings.home / 'logs' / 's3.log'})") from None
+            time.sleep(1.0)  # polls the store until it takes the write or the deadline passes
 
 
 def list_keys(s3, bucket: str, prefix: str) -> list[str]:
@@ -51,10 +76,15 @@ def list_keys(s3, bucket: str, prefix: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if argv != ["ensure-bucket"]:
-        sys.exit("usage: python -m delivery.objectstore ensure-bucket")
+    if not argv or argv[0] != "ensure-bucket" or len(argv) not in (1, 3) or (len(argv) == 3 and (
+            argv[1] != "--probe-seconds" or not argv[2].replace(".", "", 1).isdigit())):
+        sys.exit("usage: python -m delivery.objectstore ensure-bucket [--probe-seconds SECONDS]")
+    probe_seconds = float(argv[2]) if len(argv) == 3 else 60.0
     settings = Settings.from_env()
-    print(f"bucket {ensure_bucket(settings)} ready at {settings.s3_endpoint}")
+    try:
+        print(f"bucket {ensure_bucket(settings, probe_seconds)} ready at {settings.s3_endpoint} (a write read back)")
+    except ObjectStoreError as e:
+        sys.exit(f"object store: {e}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 run_dir="$HERMES_HOME/run"; log_dir="$HERMES_HOME/logs"; mkdir -p "$run_dir" "$log_dir"
 
 running() {  # running NAME: true when NAME's PID file points at a live process
-  [ -f "$run_dir/$1.pid" ] && kill -0 "$(cat "$run_dir/$1.pid")" 2>/dev/null
+  [ -f "$run_dir/$1.pid" ] && alive "$(cat "$run_dir/$1.pid")"
 }
 
 port_taken() {  # port_taken PORT: true when something accepts connections on 127.0.0.1:PORT
@@ -26,14 +26,24 @@ start_bg() {  # start_bg NAME CMD...: setsid CMD in the background, log to logs/
   echo $! >"$run_dir/$name.pid"
 }
 
-stop_one() {  # stop_one NAME: TERM the process group, wait, then KILL what is left
-  local name=$1 pidf="$run_dir/$1.pid"
+alive() {  # alive PID: the process exists and is not a corpse. A script that started a server and stops it again is
+  # its parent and never reaps it: kill -0 alone would wait out the whole grace period on a zombie. A killed
+  # multi-threaded leader shows Z while its other threads still exit, holding its sockets: those count as alive.
+  kill -0 "$1" 2>/dev/null || return 1
+  [ "$(sed -E 's/^.*\) (.).*/\1/' "/proc/$1/stat" 2>/dev/null)" != Z ] && return 0
+  local tasks=("/proc/$1/task/"*)
+  [ "${#tasks[@]}" -gt 1 ]
+}
+
+stop_one() {  # stop_one NAME [GRACE_SECONDS]: TERM the process group, wait (30 s), then KILL what is left
+  local name=$1 pidf="$run_dir/$1.pid" grace=${2:-30}
   [ -f "$pidf" ] || return 0
   local pid; pid=$(cat "$pidf")
-  if kill -0 "$pid" 2>/dev/null; then
+  if alive "$pid"; then
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    for _ in $(seq 1 $((grace * 2))); do alive "$pid" || break; sleep 0.5; done
     kill -KILL -- "-$pid" 2>/dev/null || true
+    for _ in $(seq 1 20); do alive "$pid" || break; sleep 0.25; done  # SIGKILL is delivered, not yet done
     echo "stopped $name (pid group $pid)"
   fi
   rm -f "$pidf"

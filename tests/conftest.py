@@ -83,7 +83,7 @@ def s3_server(tmp_path_factory):
            "AWS_ACCESS_KEY_ID": "hermestest", "AWS_SECRET_ACCESS_KEY": "hermes-test-secret-0123456789",
            "HERMES_S3_BUCKET": "hermes-test"}
     out = subprocess.run(["bash", str(REPO / "infra" / "s3.sh"), "start"], env=env, capture_output=True, text=True,
-                         timeout=120)
+                         timeout=240)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     yield {k: env[k] for k in ("HERMES_HOME", "HERMES_S3_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                                "HERMES_S3_BUCKET")}

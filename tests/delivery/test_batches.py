@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 
 import pyarrow as pa
 import pytest
@@ -105,3 +107,26 @@ def test_wrong_credentials_are_rejected_by_the_server(s3_server, tmp_path):
     bad = Settings.from_env({**s3_server, "HERMES_HOME": str(tmp_path), "AWS_SECRET_ACCESS_KEY": "wrong-secret-xx"})
     with pytest.raises(ClientError):
         client(bad).list_objects_v2(Bucket=bad.s3_bucket)
+
+
+def test_a_store_that_cannot_write_fails_its_start_with_the_reason_and_is_stopped(tmp_path):
+    """SeaweedFS on a disk below its free-space floor answers, creates the bucket and then refuses every write (the
+    CI of stop 31: 2.4 GB free of a 252 GB disk was under weed mini's 1 % floor, and every S3 test failed slowly).
+    infra/s3.sh start now proves a write; here the floor is set above any disk's size."""
+    import subprocess
+
+    from tests.conftest import REPO, free_port_block
+
+    port = free_port_block()
+    env = {**os.environ, "HERMES_HOME": str(tmp_path), "HERMES_S3_ENDPOINT": f"http://127.0.0.1:{port}",
+           "AWS_ACCESS_KEY_ID": "hermestest", "AWS_SECRET_ACCESS_KEY": "hermes-test-secret-0123456789",
+           "HERMES_S3_MIN_FREE": "1000TiB", "HERMES_S3_PROBE_SECONDS": "1"}
+    out = subprocess.run(["bash", str(REPO / "infra" / "s3.sh"), "start"], env=env, capture_output=True, text=True,
+                         timeout=240)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "bucket 'hermes' at http://127.0.0.1:" in out.stderr and "takes no writes" in out.stderr, out.stderr
+    assert str(tmp_path / "logs" / "s3.log") in out.stderr
+    assert not (tmp_path / "run" / "s3.pid").exists()  # stopped: nothing left holding the port
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the closed connections' TIME_WAIT is no listener
+        s.bind(("127.0.0.1", port))
