@@ -15,8 +15,9 @@ case "${1:-start}" in
     # disk (2.4 GB free of 252 GB) it started, created the bucket and then refused every write ("no volume server
     # capacity"). Here the floor is an absolute amount (HERMES_S3_MIN_FREE) and the volume count is fixed; volumes
     # are not preallocated, so they take only what is written.
-    # Every port derives from the S3 port so several instances (tests) never collide; gRPC ports are each + 10000.
-    start_bg s3 weed server -dir="$HERMES_HOME/s3" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+    # -logtostderr: into logs/s3.log, not glog files in /tmp. Every port derives from the S3 port so several
+    # instances (tests) never collide; gRPC ports are each + 10000.
+    start_bg s3 weed -logtostderr server -dir="$HERMES_HOME/s3" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
       -s3 -s3.port="$port" -master.port=$((port + 1)) -volume.port=$((port + 2)) -filer -filer.port=$((port + 3)) \
       -s3.port.iceberg=0 -s3.port.lance=0 -master.volumeSizeLimitMB=256 -volume.max=64 -volume.preStopSeconds=0 \
       -volume.minFreeSpace="${HERMES_S3_MIN_FREE:-256MiB}"
