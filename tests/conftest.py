@@ -16,8 +16,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def pytest_configure(config):
     """Airflow reads its configuration at import: point it at a throw-away home before any test imports it,
-    so tests never touch the developer's var/airflow."""
+    so tests never touch the developer's var/airflow. Removed when the session ends (pytest_unconfigure)."""
     home = Path(tempfile.mkdtemp(prefix="hermes-test-airflow-"))
+    config._hermes_airflow_home = home
     os.environ.update({
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
@@ -26,6 +27,14 @@ def pytest_configure(config):
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
     })
+
+
+def pytest_unconfigure(config):
+    import shutil
+
+    home = getattr(config, "_hermes_airflow_home", None)
+    if home is not None:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 SMALL_WORLD = WorldSpec(users=400, items=800, days=10, seed=3, start=date(2026, 10, 1))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import tempfile
@@ -66,3 +67,4 @@ def test_hourly_run_triggered_through_the_scheduler_on_postgresql(s3_server):
         stop_gateway(gw)
     assert state == "success"
     assert receipts == n
+    shutil.rmtree(home, ignore_errors=True)  # ~50 MB; kept when an assertion fails, for its logs

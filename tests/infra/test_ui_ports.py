@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import time
@@ -91,3 +92,4 @@ def test_make_ui_on_moved_ports_runs_tasks_and_binds_only_localhost(s3_server):
     ours = {addr.rsplit(":", 1)[1] for addr, _ in listening}
     assert set(ports.values()) <= ours                                  # the moved ports, and they are what we found
     assert [(a, p) for a, p in listening if not a.startswith("127.0.0.1:")] == []
+    shutil.rmtree(home, ignore_errors=True)  # ~50 MB; kept when an assertion fails, for its logs
