@@ -75,14 +75,15 @@ def list_keys(s3, bucket: str, prefix: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] != "ensure-bucket" or len(argv) not in (1, 3) or (len(argv) == 3 and (
-            argv[1] != "--probe-seconds" or not argv[2].replace(".", "", 1).isdigit())):
-        sys.exit("usage: python -m delivery.objectstore ensure-bucket [--probe-seconds SECONDS]")
-    probe_seconds = float(argv[2]) if len(argv) == 3 else 60.0
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m delivery.objectstore")
+    p.add_argument("command", choices=["ensure-bucket"])
+    p.add_argument("--probe-seconds", type=float, default=60.0, help="how long a just-started store may take to write")
+    args = p.parse_args(argv)
     settings = Settings.from_env()
     try:
-        print(f"bucket {ensure_bucket(settings, probe_seconds)} ready at {settings.s3_endpoint} (a write read back)")
+        print(f"bucket {ensure_bucket(settings, args.probe_seconds)} ready at {settings.s3_endpoint} (a write read back)")
     except ObjectStoreError as e:
         sys.exit(f"object store: {e}")
 

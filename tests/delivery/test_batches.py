@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 
 import pyarrow as pa
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from core.settings import Settings
 from delivery.batches import BatchError, day_prefix, idempotency_key, manifest_key, read_batch, read_manifest, write_day
 from delivery.objectstore import client, list_keys
+from tests.conftest import REPO, free_port_block
 
 pytestmark = pytest.mark.slow
 META = {"plan_ds": "2026-10-30", "policy": "hermes", "model_version": "3", "config_version": "cfg-test"}
@@ -113,10 +115,6 @@ def test_a_store_that_cannot_write_fails_its_start_with_the_reason_and_is_stoppe
     """SeaweedFS on a disk below its free-space floor answers, creates the bucket and then refuses every write (the
     CI of stop 31: 2.4 GB free of a 252 GB disk was under weed mini's 1 % floor, and every S3 test failed slowly).
     infra/s3.sh start now proves a write; here the floor is set above any disk's size."""
-    import subprocess
-
-    from tests.conftest import REPO, free_port_block
-
     port = free_port_block()
     env = {**os.environ, "HERMES_HOME": str(tmp_path), "HERMES_S3_ENDPOINT": f"http://127.0.0.1:{port}",
            "AWS_ACCESS_KEY_ID": "hermestest", "AWS_SECRET_ACCESS_KEY": "hermes-test-secret-0123456789",
