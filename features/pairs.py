@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from features.rollups import CATEGORY_WEIGHTS, Activity, activity_of, day_num, opens_by_local_hour
+from features.rollups import Activity, activity_of, day_num, opens_by_local_hour
 
 FEATURES = ("u_opens_7d", "u_opens_28d", "u_views_7d", "u_favs_28d", "u_pushes_1d", "u_pushes_7d",
             "u_push_open_rate", "aff_share", "hour_share_log", "i_drop_pct", "i_age_log", "i_views_7d_log",
-            "i_favs_7d_log", "i_engage_log", "i_price_rel", "scene_code")
+            "i_favs_7d_log", "i_fav_rate", "i_price_rel", "scene_code")
 LOOKBACK = 28
 PUSH_PRIOR_SENDS = 5.0
 PUSH_PRIOR_RATE = 0.05
@@ -84,41 +84,8 @@ def _category_daily(act: Activity) -> tuple[DataFrame, DataFrame]:
     return cat_daily, cat_daily.groupBy("user_id", "day").agg(F.sum("w").alias("w_all"))
 
 
-# An item's appeal as behaviour shows it (i_engage_log): what the views of it led to — favourites, chats, carts and
-# purchases weighted as they weigh for interest (CATEGORY_WEIGHTS) — per view, over the LOOKBACK days, shrunk toward
-# the marketplace's own rate by ENGAGE_PRIOR_VIEWS pseudo-views and taken relative to it (log; 0 = an average item,
-# or one nobody viewed). Not popularity: on the simulated worlds views correlate negatively with item quality
-# (Spearman with the true item score -0.32 on price_blind's items viewed in 28 days), favourites per view +0.53,
-# chats per view +0.40, this +0.66. It replaced the 7-day favourites per view (i_fav_rate): lift share on
-# price_blind 59 -> 63 %, night_owls 51 -> 52 %, the held-out holdout_mix 46 -> 46 % (bench/generalization.py).
-ENGAGE_EVENTS = ("fav", "chat", "cart", "buy")
-ENGAGE_PRIOR_VIEWS = 20.0
-ITEM_WINDOWS = {"iv": 7, "if_": 7, "iv_l": LOOKBACK, "ie": LOOKBACK}
-
-
-def _engagement():
-    """The weighted engagement events of an item_day row."""
-    return sum(F.col(f"n_{et}") * F.lit(CATEGORY_WEIGHTS[et]) for et in ENGAGE_EVENTS)
-
-
 def _item_daily(all_act: Activity) -> DataFrame:
-    """(item_id, day) -> views and favourites (7-day windows), views and weighted engagement (LOOKBACK windows)."""
-    return all_act.item_day.select("item_id", "day", F.col("n_view").alias("iv"), F.col("n_fav").alias("if_"),
-                                   F.col("n_view").alias("iv_l"), _engagement().alias("ie"))
-
-
-def _engagement_rate(all_act: Activity, first_key_day: int) -> DataFrame:
-    """One row, engage_rate: the marketplace's weighted engagement per view over the LOOKBACK days before
-    first_key_day (the prior every item's own rate is shrunk toward; lightly smoothed so an empty window is finite).
-    The general path takes it before the earliest key day for every key: point-in-time, one rate for a training set."""
-    d = all_act.item_day.where((F.col("day") >= first_key_day - LOOKBACK) & (F.col("day") < first_key_day))
-    return d.agg(((F.coalesce(F.sum(_engagement()), F.lit(0.0)) + 1.0)
-                  / (F.coalesce(F.sum("n_view"), F.lit(0)) + 10.0)).alias("engage_rate"))
-
-
-def _item_pop(keys: DataFrame | None, all_act: Activity, first_key_day: int, key_day: int | None = None) -> DataFrame:
-    return (_as_of_sums(keys, _item_daily(all_act), ["item_id"], ITEM_WINDOWS, key_day)
-            .crossJoin(F.broadcast(_engagement_rate(all_act, first_key_day))))
+    return all_act.item_day.select("item_id", "day", F.col("n_view").alias("iv"), F.col("n_fav").alias("if_"))
 
 
 def _item_state(key_items: DataFrame, item_changes: DataFrame, items: DataFrame, first_key_day: int) -> DataFrame:
@@ -173,8 +140,8 @@ def pair_features(keys: DataFrame, users: DataFrame, events: DataFrame | Activit
     hour_daily = _hour_daily(ev, users)
     hours = _as_of_sums(keys, hour_daily, ["user_id", "local_hour"], {"h": LOOKBACK})
     population = _population_hours(keys, _hour_daily(all_ev, users, by_user=False), None)
+    item_pop = _as_of_sums(keys, _item_daily(all_ev), ["item_id"], {"iv": 7, "if_": 7})
     first_key_day = keys.agg(F.min("day")).collect()[0][0]
-    item_pop = _item_pop(keys, all_ev, first_key_day)
     item_state = _item_state(keys.select("item_id", "day").distinct(), item_changes, items, first_key_day)
     out = (keyed.join(u, ["user_id", "day"], "left").join(aff, ["user_id", "category_id", "day"], "left")
            .join(tot, ["user_id", "day"], "left").join(hours, ["user_id", "local_hour", "day"], "left")
@@ -189,8 +156,7 @@ class OneDay:
     computed once, it serves any set of (user, item) keys of that day (one_day_features)."""
     day: int
     user_side: DataFrame     # user_id, the windows' sums, _w_by_category, _h_by_hour (maps)
-    item_side: DataFrame     # item_id, category_id, i_price_rel, i_drop_pct, i_age_log, iv_7d, if__7d, iv_l_28d,
-    #                          ie_28d, engage_rate, the prices
+    item_side: DataFrame     # item_id, category_id, i_price_rel, i_drop_pct, i_age_log, iv_7d, if__7d, the prices
     population: DataFrame    # local_hour, day, pop_share (24 rows)
 
     def persist(self) -> "OneDay":
@@ -233,7 +199,7 @@ def one_day_sides(users: DataFrame, events: DataFrame | Activity, push_log: Data
     user_side = (u.drop("day").join(tot.drop("day"), "user_id", "left").join(by_category, "user_id", "left")
                  .join(by_hour, "user_id", "left"))
     key_items = key_items.select("item_id").distinct().withColumn("day", F.lit(key_day))
-    item_pop = _item_pop(None, ev, key_day, key_day)
+    item_pop = _as_of_sums(None, _item_daily(ev), ["item_id"], {"iv": 7, "if_": 7}, key_day)
     item_side = (_item_state(key_items, item_changes, items, key_day).drop("day")
                  .join(item_pop.drop("day"), "item_id", "left")
                  .join(items.select("item_id", "category_id"), "item_id", "left"))
@@ -268,7 +234,7 @@ def _feature_columns(out: DataFrame, key_columns: list[str], scene_codes: dict[s
     """The FEATURES (and category_id) from the joined sums: zeros where an entity had no activity."""
     out = out.na.fill(0, ["opens_7d", "views_7d", "favs_28d", "pushes_7d", "push_opens_seen_28d", "pushes_recent_1d",
                           "opens_long_28d", "pushes_long_28d", "w_28d", "w_all_28d", "h_28d", "iv_7d", "if__7d",
-                          "iv_l_28d", "ie_28d", "i_drop_pct", "i_age_log", "i_price_rel"])
+                          "i_drop_pct", "i_age_log", "i_price_rel"])
     codes = F.create_map(*[x for k, v in sorted(scene_codes.items()) for x in (F.lit(k), F.lit(v))])
     return out.select(
         *key_columns, "category_id",
@@ -285,11 +251,7 @@ def _feature_columns(out: DataFrame, key_columns: list[str], scene_codes: dict[s
               / (F.col("opens_long_28d") + HOUR_PRIOR_OPENS)).alias("hour_share_log"),
         F.col("i_drop_pct").cast("double"), F.col("i_age_log").cast("double"),
         F.log1p(F.col("iv_7d")).alias("i_views_7d_log"), F.log1p(F.col("if__7d")).alias("i_favs_7d_log"),
-        # items without a row on the item side (never viewed, no rate): the formula's own value at 0 views, 0
-        F.coalesce(F.log((F.col("ie_28d") + ENGAGE_PRIOR_VIEWS * F.col("engage_rate"))
-                         / ((F.col("iv_l_28d") + ENGAGE_PRIOR_VIEWS) * F.col("engage_rate"))),
-                   F.lit(0.0)).alias("i_engage_log"),
-        F.col("i_price_rel").cast("double"),
+        ((F.col("if__7d") + 1.0) / (F.col("iv_7d") + 10.0)).alias("i_fav_rate"), F.col("i_price_rel").cast("double"),
         F.coalesce(codes[F.col("scene_id")], F.lit(-1)).cast("double").alias("scene_code"),
     )
 

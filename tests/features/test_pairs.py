@@ -1,7 +1,6 @@
 """Pair features are point-in-time: nothing from the push's own day or later leaks into them."""
 from __future__ import annotations
 
-import math
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -106,21 +105,3 @@ def test_the_send_hour_share_spreads_opens_to_neighbouring_hours(spark, inputs):
         opens = [(t(-d).replace(hour=utc_hour), 1, "app_open", None, None, None) for d in (2, 3, 4)]
         share[name] = features(spark, (users, items, changes, others + opens, pushes))["hour_share_log"]
     assert share["at_20"] > share["at_19"] > 0 > share["at_08"]
-
-
-def test_item_engagement_is_what_views_led_to_against_the_marketplace(spark, inputs):
-    """i_engage_log: (weighted engagement + 20 x market rate) / ((views + 20) x market rate), logged. Over the 28
-    days: item 10 a view and a favourite (weight 3), item 11 one view; the market's rate (3 + 1) / (2 + 10) = 1/3.
-    An item nobody viewed is the market's average (0); the same on the one-day path."""
-    users, items, changes, events, pushes = inputs
-    items = items.unionByName(frame(spark, "items", [(12, 6, 9, 20.0, t(-3), "on_sale", "C")]))
-    changes = changes.unionByName(frame(spark, "item_changes", [(12, t(-3), "listed", 20.0)]))
-    keys = spark.createDataFrame([(1, i, "guess_you_like", DAY, 20) for i in (10, 11, 12)],
-                                 "user_id long, item_id long, scene_id string, day int, local_hour int")
-    ev, pl = frame(spark, "events", events), frame(spark, "push_log", pushes)
-    expected = {10: math.log((3 + 20 / 3) / (21 / 3)), 11: math.log((20 / 3) / (21 / 3)), 12: 0.0}
-    for key_day in (None, DAY):
-        got = {r.item_id: r.i_engage_log for r in pair_features(keys, users, ev, pl, changes, items,
-                                                                {"guess_you_like": 0}, key_day=key_day).collect()}
-        assert got == pytest.approx(expected), key_day
-    assert expected[10] > 0 > expected[11]
