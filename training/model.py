@@ -1,7 +1,8 @@
 """The CTR model: candidate scikit-learn estimators, fitted and compared on the same time-based holdout.
 
 Logistic regression on standardised pair features (scene one-hot) against histogram gradient boosting
-(scene as a native categorical); the one with the lower holdout log loss wins. Both give calibrated
+(scene as a native categorical); the regression is kept unless the trees are clearly better on the holdout
+(choose_kind). Both give calibrated
 probabilities on this data (expected calibration error is logged to prove it).
 """
 from __future__ import annotations
@@ -53,6 +54,48 @@ def evaluate(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     return {"auc": float(roc_auc_score(y, p)), "log_loss": float(log_loss(y, p)),
             "brier": float(brier_score_loss(y, p)), "calibration_error": expected_calibration_error(y, p),
             "mean_predicted": float(p.mean()), "observed_rate": float(y.mean())}
+
+
+# The plan asks the model about pushes its history never held (personal hours, feeds, other items): the logistic
+# regression extrapolates along its coefficients, the boosted trees flat beyond their last split. So the trees are
+# kept only when they are clearly better on the holdout — their per-push log loss lower than the regression's by more
+# than CHOICE_Z paired standard errors — not on a difference inside the holdout's noise, which would flip the kind
+# (and the plan) from night to night. Seen on the simulated world `base` with an experimental feature set: the trees
+# won by 0.00003 log loss (0.24380 against 0.24383; AUC 0.7116 against 0.7128) and their plan took 60 % of the
+# oracle's lift, the regression's 61 % (bench/generalization.py). On the shipped features the regression won every
+# world of the bench outright, so this rule changes no figure there.
+SIMPLEST = "logreg"
+CHOICE_Z = 2.0
+EPS = 1e-12
+
+
+def choose_kind(y: np.ndarray, predictions: dict[str, np.ndarray], simplest: str = SIMPLEST,
+                z: float = CHOICE_Z) -> tuple[str, str]:
+    """The candidate to keep, and why: `simplest` unless another's holdout log loss is lower by more than z paired
+    standard errors (then the lowest of those). predictions: kind -> holdout probabilities."""
+    if simplest not in predictions:
+        best = min(predictions, key=lambda k: log_loss(y, np.clip(predictions[k], EPS, 1 - EPS), labels=[0, 1]))
+        return best, f"lowest holdout log loss ({simplest} not fitted)"
+
+    def losses(p):
+        p = np.clip(p, EPS, 1 - EPS)
+        return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+    base = losses(predictions[simplest])
+    better = {}
+    for kind, p in predictions.items():
+        if kind == simplest:
+            continue
+        d = losses(p) - base
+        se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else np.inf
+        if d.mean() + z * se < 0:
+            better[kind] = d.mean()
+    if not better:
+        others = ", ".join(f"{k} {np.mean(losses(p) - base):+.5f}" for k, p in predictions.items() if k != simplest)
+        return simplest, (f"{simplest}: no other candidate's holdout log loss is lower by {z:g} paired standard "
+                          f"errors ({others or 'no other candidate'})")
+    best = min(better, key=better.get)
+    return best, f"{best}: holdout log loss {better[best]:+.5f} per push against {simplest}, beyond {z:g} paired standard errors"
 
 
 def fit_candidates(X: np.ndarray, y: np.ndarray, Xh: np.ndarray, yh: np.ndarray, kinds=("logreg", "hgb")):

@@ -15,7 +15,7 @@ import pandas as pd
 
 from features.pairs import FEATURES
 from training.dataset import TrainingSet, feature_matrix
-from training.model import evaluate, fit_candidates
+from training.model import choose_kind, evaluate, fit_candidates
 from training.oracle import attainable_probabilities, true_probabilities
 from training.registry import MODEL_NAME, SKOPS_TRUSTED, gate, log_decision
 
@@ -136,7 +136,8 @@ def hyperparameters(est) -> dict:
 
 def train_and_register(ts: TrainingSet, ds: str, config_version: str, truth=None,
                        kinds=("logreg", "hgb"), force_kind: str | None = None, training_config: dict | None = None) -> dict:
-    """Fit the candidates, keep the best by holdout log loss, log it to MLflow and register a version.
+    """Fit the candidates, keep one (training.model.choose_kind: the regression unless another is clearly better on
+    the holdout), log it to MLflow and register a version.
     Promotion is the gate's decision (training.registry.gate), taken on the same holdout."""
     import mlflow
     from mlflow.models import infer_signature
@@ -144,7 +145,8 @@ def train_and_register(ts: TrainingSet, ds: str, config_version: str, truth=None
     X, y = feature_matrix(ts.train), ts.train["label"].to_numpy()
     Xh, yh = feature_matrix(ts.holdout), ts.holdout["label"].to_numpy()
     fitted = fit_candidates(X, y, Xh, yh, kinds=(force_kind,) if force_kind else kinds)
-    best = min(fitted, key=lambda k: fitted[k][1]["log_loss"])
+    best, why_kind = choose_kind(yh, {k: e.predict_proba(Xh)[:, 1] for k, (e, _, _) in fitted.items()})
+    log.info("train: keeping %s", why_kind)
     est, metrics, fit_seconds = fitted[best]
     from sklearn.metrics import roc_auc_score
 
@@ -157,7 +159,7 @@ def train_and_register(ts: TrainingSet, ds: str, config_version: str, truth=None
     attainable = float(roc_auc_score(yh, p_attainable)) if p_attainable is not None else None
 
     with mlflow.start_run(run_name=f"ctr-{ds}") as run:
-        mlflow.set_tags({"ds": ds, "config_version": config_version, "model_kind": best})
+        mlflow.set_tags({"ds": ds, "config_version": config_version, "model_kind": best, "model_kind_reason": why_kind})
         mlflow.log_params({"model_kind": best, "features": ",".join(FEATURES), "train_first_day": ts.first_day,
                            "holdout_first_day": ts.split_day, "last_day": ts.last_day,
                            "train_rows": len(ts.train), "holdout_rows": len(ts.holdout),

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from features.pairs import FEATURES
-from training.model import evaluate, expected_calibration_error, fit_candidates
+from training.model import choose_kind, evaluate, expected_calibration_error, fit_candidates
 
 
 def test_calibration_error_is_zero_for_perfect_calibration_and_large_when_off():
@@ -16,6 +16,23 @@ def test_calibration_error_is_zero_for_perfect_calibration_and_large_when_off():
     assert expected_calibration_error(y, np.clip(p * 2, 0, 1)) > 0.1
     m = evaluate(y, p)
     assert 0.6 < m["auc"] < 0.8 and m["log_loss"] > 0
+
+
+def test_the_regression_is_kept_unless_another_kind_is_clearly_better_on_the_holdout():
+    """A tie (or a win inside the noise) keeps the regression, which extrapolates; a clear win switches."""
+    rng = np.random.default_rng(3)
+    truth = rng.uniform(0.02, 0.4, 20_000)
+    y = (rng.uniform(size=truth.size) < truth).astype(int)
+    flat = np.full(truth.size, y.mean())                          # knows nothing
+    noisy = np.clip(truth + rng.normal(0, 0.002, truth.size), 0.01, 0.99)
+    kind, why = choose_kind(y, {"logreg": truth, "hgb": noisy})
+    assert kind == "logreg" and "paired standard errors" in why
+    kind, why = choose_kind(y, {"logreg": flat, "hgb": truth})
+    assert kind == "hgb" and why.startswith("hgb: holdout log loss -")
+    # the trees' tiny mean advantage alone is not enough: base's 0.00003 per push
+    worse_by_a_hair = np.clip(truth * 1.01, 0.01, 0.99)
+    assert choose_kind(y, {"logreg": worse_by_a_hair, "hgb": truth})[0] == "logreg"
+    assert choose_kind(y, {"hgb": truth})[0] == "hgb"              # a forced kind is kept
 
 
 def test_training_needs_both_classes():
