@@ -18,7 +18,10 @@ The **share of the oracle's lift** is (plan - Push 1.0) / (oracle - Push 1.0). T
 "best category - plan" and "best quality - plan" say how much timing, matching and item quality each leave on the
 table. Diagnostics: the true activity at the chosen hour against the user's best allowed hour (users with >= 5 app
 opens in the 28 days before), the true affinity of the best shown item's category against the user's top one, the
-latent quality of the shown items, and calibration: the plan's own expected opens against the truth's.
+latent quality of the shown items, and calibration: the plan's own expected opens against the truth's, overall and
+per scene, next to the truth of each push holding only its first item (a feed is estimated by its best item, from a
+history of one-item pushes: where the truth values a long feed above its lead item, the estimate cannot see it, and
+the scene choice, which compares the estimates, sends users to short feeds).
 
 Lives in the lab: it needs a simulated world's ground truth (raw/_ground_truth).
 """
@@ -149,6 +152,13 @@ def judge(wh: Warehouse, ds: str, quiet_hours: tuple[int, int] = (22, 8), seed: 
     p_plan_all = truth.p_open(plan_all)
     true_no_context = float(truth.p_open(plan_all, context=False).sum())
     expected_all = float(h["p_open"].sum())
+    # the same pushes holding only their first item: what the estimate of a feed (its best item's) is the estimate of
+    lead_only = truth.p_open(plan_all.with_(offsets=np.arange(len(h) + 1, dtype=np.int64), items=h_items[h_off[:-1]]))
+    by_scene = (pd.DataFrame({"scene_id": h["scene_id"].to_numpy(object), "expected": h["p_open"].to_numpy(float),
+                              "true": p_plan_all, "lead_item_alone": lead_only, "items": np.diff(h_off)})
+                .groupby("scene_id").agg(pushes=("true", "size"), items_per_feed=("items", "mean"),
+                                         expected=("expected", "mean"), true=("true", "mean"),
+                                         lead_item_alone=("lead_item_alone", "mean")))
 
     common = np.intersect1d(h["user_id"].to_numpy(), b["user_id"].to_numpy())
     hc = h.set_index("user_id").loc[common].reset_index()
@@ -233,7 +243,9 @@ def judge(wh: Warehouse, ds: str, quiet_hours: tuple[int, int] = (22, 8), seed: 
                         "expected_over_true": expected_all / float(p_plan_all.sum()) if p_plan_all.sum() else float("nan"),
                         "true_opens_without_context": true_no_context,
                         "expected_over_true_without_context":
-                            expected_all / true_no_context if true_no_context else float("nan")},
+                            expected_all / true_no_context if true_no_context else float("nan"),
+                        "true_opens_lead_item_alone": float(lead_only.sum()),
+                        "by_scene": {sc: {k: float(v) for k, v in row.items()} for sc, row in by_scene.iterrows()}},
         "scene_share": scene_share,
     }
 
@@ -279,6 +291,14 @@ def lines(r: dict) -> list[str]:
             f"(x{c['expected_over_true']:.2f}); x{c['expected_over_true_without_context']:.2f} against a truth "
             "without the relevance / timeliness terms the simulated Push 1.0 history was drawn without",
             f"  scenes: {json.dumps(r['scene_share'])}"]
+    by_scene = c.get("by_scene", {})
+    if by_scene:
+        out += ["", "  calibration by scene (per push; 'lead item alone': the truth of the push holding only its first "
+                "item, what a feed's estimate — its best item's — is an estimate of)",
+                f"  {'scene':<22}{'pushes':>8}{'items':>7}{'expected':>10}{'true':>8}{'lead item alone':>17}"]
+        out += [f"  {sc:<22}{int(v['pushes']):>8,}{v['items_per_feed']:>7.1f}{v['expected']:>10.3f}{v['true']:>8.3f}"
+                f"{v['lead_item_alone']:>17.3f}"
+                for sc, v in sorted(by_scene.items(), key=lambda kv: -kv[1]["pushes"])]
     return out
 
 

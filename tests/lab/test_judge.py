@@ -98,6 +98,31 @@ def test_the_judge_finds_the_timing_and_the_matching_gap_where_they_were_put(tmp
     assert np.isclose(r["timing"]["activity_ratio_chosen_vs_best"], (act[0, 10] + act[1, 12]) / (act[0, 10] + act[1, 18]))
     assert r["matching"]["share_top_category_shown"] == 0.5
     assert np.isclose(r["calibration"]["expected_over_true"], 0.10 / plan.sum())
+    # per scene: one-item feeds, so the lead item alone is the push itself
+    sc = r["calibration"]["by_scene"]
+    assert set(sc) == {"guess_you_like"} and sc["guess_you_like"]["pushes"] == 2
+    assert np.isclose(sc["guess_you_like"]["expected"], 0.05) and np.isclose(sc["guess_you_like"]["true"], plan.mean())
+    assert np.isclose(sc["guess_you_like"]["lead_item_alone"], plan.mean())
+
+
+def test_the_lead_item_alone_is_the_first_item_of_each_feed(tmp_path):
+    """A two-item feed whose second item is the best: the truth of the feed is above its lead item's alone."""
+    from lab.evaluation.judge import judge, lines
+
+    wh, gt = _crafted(tmp_path)
+    w = wh.read_arrow("plan/windows", DS).to_pandas()
+    w["item_ids"] = [[3, 1], [1], [2], [2]]
+    for c in ("config_version", "ds"):
+        w = w.drop(columns=c, errors="ignore")
+    wh.write_arrow(pa.Table.from_pandas(w, preserve_index=False), "plan/windows", DS, "cfg-test")
+    r = judge(wh, DS, quiet_hours=(22, 8))
+    lead = gt.open_probability(np.array([1, 2]), np.array(["guess_you_like"] * 2), np.arange(3), np.array([3, 1]),
+                               np.array([_us(SEND_DAY, 10), _us(SEND_DAY, 12)]), pushes_24h=np.zeros(2),
+                               pushes_7d=np.zeros(2))
+    sc = r["calibration"]["by_scene"]["guess_you_like"]
+    assert sc["items_per_feed"] == 1.5
+    assert np.isclose(sc["lead_item_alone"], lead.mean()) and sc["true"] > sc["lead_item_alone"]
+    assert any("lead item alone" in line for line in lines(r))
 
 
 def test_a_world_without_any_push_history_has_no_fatigue_to_count(tmp_path):
