@@ -73,13 +73,13 @@ def choose_kind(y: np.ndarray, predictions: dict[str, np.ndarray], simplest: str
                 z: float = CHOICE_Z) -> tuple[str, str]:
     """The candidate to keep, and why: `simplest` unless another's holdout log loss is lower by more than z paired
     standard errors (then the lowest of those). predictions: kind -> holdout probabilities."""
-    if simplest not in predictions:
-        best = min(predictions, key=lambda k: log_loss(y, np.clip(predictions[k], EPS, 1 - EPS), labels=[0, 1]))
-        return best, f"lowest holdout log loss ({simplest} not fitted)"
-
     def losses(p):
         p = np.clip(p, EPS, 1 - EPS)
         return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+    if simplest not in predictions:
+        best = min(predictions, key=lambda k: losses(predictions[k]).mean())
+        return best, f"lowest holdout log loss ({simplest} not fitted)"
 
     base = losses(predictions[simplest])
     better = {}
