@@ -5,7 +5,10 @@ one item per seller and `max_per_category` per category — and the feed's expec
 max_i p_i. A push is opened once, whatever its feed: P(open) is driven by the feed's most attractive item
 (the model scores each item as the push's lead), so the best item's probability is the feed's estimate.
 Treating items as independent chances (1 - prod(1 - p_i)) would count one open several times and favour
-scenes with long feeds. Scene: per user, the feed with the highest expected opens; ties go to priority.
+scenes with long feeds. What a longer feed does add over its lead item is learnt from Hermes' own pushes, not
+assumed: the model version's recalibration (features.windows.Recalibration, its term c log(items)), 0 until those
+pushes show feeds of several lengths. Scene: per user, the feed with the highest expected opens, that term
+included; ties go to priority.
 
 Support: a scene the push history barely shows (or never showed: a config's new scene, a history of other
 scene ids) is one whose scene code the model extrapolates. Its feeds keep only w = sends / (sends +
@@ -13,9 +16,10 @@ scene ids) is one whose scene code the model extrapolates. Its feeds keep only w
 code, `shrink_to_support`): with no history of the scene it has none, with plenty it keeps the model's; what the
 features say about the match (interest, item quality, the hour) is the model's either way.
 Exploration: a deterministic `explore_share` of users (a hash of
-user and day) get a uniformly drawn scene of theirs instead of the best; every row logs its
-scene_propensity, (1 - e)[best] + e / (the user's scenes), so the history these pushes become can be
-re-weighted and unseen scenes get data.
+user and day) get a uniformly drawn scene of theirs instead of the best, its feed cut to a uniformly drawn length
+(the first items, the lead item kept); every row logs its scene_propensity, P(scene and feed | policy) =
+(1 - e)[best, whole feed] + e / (the user's scenes) / (the feed's length), so the history these pushes become can be
+re-weighted, unseen scenes get data and feeds of every length are seen.
 """
 from __future__ import annotations
 
@@ -109,23 +113,39 @@ def _unit_hash(col, salt: str):
     return F.pmod(F.xxhash64(col, F.lit(salt)), F.lit(1 << 31).cast("bigint")).cast("double") / F.lit(float(1 << 31))
 
 
-def select_scene(feed: DataFrame, explore_share: float = 0.0, salt: str = "") -> DataFrame:
+def select_scene(feed: DataFrame, explore_share: float = 0.0, salt: str = "", breadth: float = 0.0) -> DataFrame:
     """One row per user: the feed with the highest expected opens (then priority, then scene id), or for an
     explore_share of users (by a salted hash) a uniformly drawn one of their scenes; scene_propensity logs
-    P(this scene | the policy)."""
-    w = Window.partitionBy("user_id").orderBy(F.col("expected_open").desc(), F.col("priority").desc(),
-                                              F.col("scene_id"))
+    P(this scene | the policy). breadth: the model version's feed-length term c (features.windows.Recalibration:
+    log-odds per unit of log(items), learnt from Hermes' own pushes; 0 until they show it): feeds are compared on
+    logit(expected_open) + c log(items). The recalibration's a and b move every feed alike (b > 0), so they do
+    not change the order; expected_open itself stays the model's (jobs/windows.py recalibrates it once)."""
+    if breadth:
+        p = F.least(F.greatest(F.col("expected_open"), F.lit(1e-6)), F.lit(1 - 1e-6))
+        merit = F.log(p / (1 - p)) + F.lit(float(breadth)) * F.log(F.greatest(F.size("item_ids"), F.lit(1)))
+    else:
+        merit = F.col("expected_open")
+    w = Window.partitionBy("user_id").orderBy(merit.desc(), F.col("priority").desc(), F.col("scene_id"))
     e = float(explore_share)
     ranked = (feed.withColumn("_rank", F.row_number().over(w))
               .withColumn("_n", F.count(F.lit(1)).over(Window.partitionBy("user_id"))))
     explorer = _unit_hash(F.col("user_id"), f"{salt}-explore") < F.lit(e)
     drawn = (F.floor(_unit_hash(F.col("user_id"), f"{salt}-scene") * F.col("_n")) + 1).cast("int")
     target = F.when(explorer, drawn).otherwise(F.lit(1))
+    # explorers also get a uniformly drawn length 1..k of their feed (its first items: the lead item stays, so
+    # expected_open is unchanged): feeds of every length, whatever the scene, are what tells the recalibration what a
+    # longer feed adds (its term c) apart from what a scene adds
+    k = F.greatest(F.size("item_ids"), F.lit(1))
+    length = F.when(explorer, (F.floor(_unit_hash(F.col("user_id"), f"{salt}-length") * k) + 1).cast("int")).otherwise(k)
     return (ranked.where(F.col("_rank") == target)
+            .withColumn("_k", k).withColumn("_len", length)        # before item_ids is cut (k reads its size)
             .withColumn("policy", F.lit("hermes"))
-            .withColumn("scene_propensity", F.lit(1 - e) * (F.col("_rank") == 1).cast("double")
-                        + F.lit(e) / F.col("_n"))
-            .drop("_rank", "_n"))
+            # P(this scene and this feed | the policy): the best scene's whole feed, or a drawn scene and length
+            .withColumn("scene_propensity", F.lit(1 - e) * ((F.col("_rank") == 1) & (F.col("_len") == F.col("_k")))
+                        .cast("double") + F.lit(e) / F.col("_n") / F.col("_k"))
+            .withColumn("item_ids", F.slice("item_ids", 1, F.col("_len")))
+            .withColumn("item_p_open", F.slice("item_p_open", 1, F.col("_len")))
+            .drop("_rank", "_n", "_k", "_len"))
 
 
 def baseline_scene(scene_rates: DataFrame, allowed: list[str], min_sends: int = 100,

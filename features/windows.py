@@ -143,39 +143,58 @@ def is_day_off(send_day: str, weekend_days) -> bool:
 
 @dataclass
 class Recalibration:
-    """A model version's feed-level calibration: logit(p') = a + b logit(p), fitted by training on its holdout's
-    pushes (the estimate of each push's feed -> opened or not; training.train.feed_recalibration). Identity until
-    there are enough."""
+    """A model version's feed-level calibration: logit(p') = a + b logit(p) + c log(n), p the feed's estimate (its
+    best item's p_open) and n the items it shows, fitted by training on its holdout's pushes (the estimate of each
+    push's feed -> opened or not; training.train.feed_recalibration). Identity until there are enough; c stays 0
+    until Hermes' own pushes show feeds of several lengths (a one-item history says nothing of what a longer feed is
+    worth, so the lead item's estimate stands for the feed)."""
     a: float = 0.0
     b: float = 1.0
     pushes: int = 0
     opens: int = 0
     nights: int = 0
     reason: str = "no pushes of Hermes' own plans with outcomes yet"
+    c: float = 0.0             # log-odds per unit of log(items in the feed): what a longer feed adds to its lead item
 
-    def apply(self, p: np.ndarray) -> np.ndarray:
-        if self.a == 0.0 and self.b == 1.0:
+    @property
+    def identity(self) -> bool:
+        return self.a == 0.0 and self.b == 1.0 and self.c == 0.0
+
+    def apply(self, p: np.ndarray, n_items: np.ndarray | None = None) -> np.ndarray:
+        """p: the feeds' estimates (any shape); n_items: the items of each feed, broadcastable to p (None: one)."""
+        breadth = self.c != 0.0 and n_items is not None
+        if self.a == 0.0 and self.b == 1.0 and not breadth:
             return p
         q = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
-        return 1 / (1 + np.exp(-(self.a + self.b * np.log(q / (1 - q)))))
+        z = self.a + self.b * np.log(q / (1 - q))
+        if breadth:
+            z = z + self.c * np.log(np.maximum(np.asarray(n_items, dtype=np.float64), 1.0))
+        return 1 / (1 + np.exp(-z))
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
 
 
 SLOPE_PRIOR_SD = 0.5     # Platt slope's prior: N(1, 0.5^2) - the model's ranking is trusted until the data says not
+BREADTH_PRIOR_SD = 0.5   # the feed-length term's prior: N(0, 0.5^2) - a feed is worth its lead item until shown not
+BREADTH_LIMITS = (-1.0, 1.0)
+BREADTH_MIN_SPREAD = 0.1  # sd of log(items) below which the lengths are too alike to tell a length's worth
 
 
 def fit_recalibration(p: np.ndarray, opened: np.ndarray, nights: int, min_opens: int = 100,
-                      min_pushes: int = 1000) -> Recalibration:
+                      min_pushes: int = 1000, n_items: np.ndarray | None = None) -> Recalibration:
     """Platt scaling of a model's estimates on pushes and their outcomes; nights: how many days the pushes span
-    (reported).
+    (reported); n_items: the items each push showed — with feeds of different lengths among them, a term
+    c log(n) is fitted too (else c = 0).
 
-    The slope has a prior N(1, SLOPE_PRIOR_SD^2) (a maximum a posteriori fit) and is kept within [0.25, 4]; the
-    intercept is always the best one for the slope kept, so the recalibrated estimates add up to the opens seen.
-    Hermes' own pushes are its best-scored items: their estimates span a narrow range, where the slope is barely
-    identified - fitted freely it swung to 0.25 or 4 on a few hundred opens, and the intercept fitted with the
-    unclipped slope then put the plan's level off by a third (or at 1.0)."""
+    The slope has a prior N(1, SLOPE_PRIOR_SD^2) and c one of N(0, BREADTH_PRIOR_SD^2) (a maximum a posteriori fit);
+    they are kept within [0.25, 4] and BREADTH_LIMITS, and the intercept is always the best one for the slopes kept,
+    so the recalibrated estimates add up to the opens seen. Hermes' own pushes are its best-scored items: their
+    estimates span a narrow range, where the slope is barely identified - fitted freely it swung to 0.25 or 4 on a
+    few hundred opens, and the intercept fitted with the unclipped slope then put the plan's level off by a third
+    (or at 1.0). Why c: a feed is estimated by its best item (features/selection.py), the only thing a one-item
+    history can speak of; once Hermes' own pushes show what a longer feed adds over its lead item, the plan's
+    estimates — and the scene choice, which compares a user's feeds of different lengths (jobs/select.py) — carry it."""
     p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
     y = np.asarray(opened, dtype=bool)
     n, k = len(y), int(y.sum())
@@ -183,27 +202,41 @@ def fit_recalibration(p: np.ndarray, opened: np.ndarray, nights: int, min_opens:
         return Recalibration(pushes=n, opens=k, nights=nights,
                              reason=f"{n} pushes, {k} opens: below {min_pushes} pushes / {min_opens} opens")
     z = np.log(p / (1 - p))
-    prec = 1.0 / SLOPE_PRIOR_SD ** 2
-    a, b = 0.0, 1.0
-    for _ in range(100):                      # Newton's method on the log posterior (logistic likelihood + prior)
-        q = 1 / (1 + np.exp(-(a + b * z)))
-        g = np.array([(y - q).sum(), ((y - q) * z).sum() - prec * (b - 1.0)])
-        w = q * (1 - q)
-        h = np.array([[w.sum(), (w * z).sum()], [(w * z).sum(), (w * z * z).sum() + prec]]) + 1e-9 * np.eye(2)
-        step = np.linalg.solve(h, g)
-        a, b = a + step[0], b + step[1]
+    lengths = np.log(np.maximum(np.asarray(n_items, dtype=np.float64), 1.0)) if n_items is not None else np.zeros(n)
+    breadth = bool(lengths.std() >= BREADTH_MIN_SPREAD)
+    x = np.column_stack([np.ones(n), z] + ([lengths] if breadth else []))
+    prior_mean = np.array([0.0, 1.0] + ([0.0] if breadth else []))
+    prior_prec = np.array([0.0, 1.0 / SLOPE_PRIOR_SD ** 2] + ([1.0 / BREADTH_PRIOR_SD ** 2] if breadth else []))
+    limits = [(-np.inf, np.inf), (0.25, 4.0)] + ([BREADTH_LIMITS] if breadth else [])
+    fixed = np.zeros(len(prior_mean), dtype=bool)
+    theta = _map_logistic(x, y, prior_mean.copy(), prior_mean, prior_prec, fixed)
+    for j in range(1, len(theta)):            # a slope beyond its limits is held at the limit, the rest refitted
+        lo, hi = limits[j]
+        if not lo <= theta[j] <= hi:
+            theta[j], fixed[j] = float(np.clip(theta[j], lo, hi)), True
+    if fixed.any():
+        theta = _map_logistic(x, y, theta, prior_mean, prior_prec, fixed)
+    c = float(theta[2]) if breadth else 0.0
+    extra = f", c={c:.3f} per log item over feeds of {np.exp(lengths.min()):.0f}-{np.exp(lengths.max()):.0f}" if breadth else ""
+    return Recalibration(a=float(theta[0]), b=float(theta[1]), c=c, pushes=n, opens=k, nights=nights,
+                         reason=f"fitted on {n} pushes ({k} opens) of the last {nights} night(s){extra}")
+
+
+def _map_logistic(x: np.ndarray, y: np.ndarray, theta: np.ndarray, prior_mean: np.ndarray, prior_prec: np.ndarray,
+                  fixed: np.ndarray) -> np.ndarray:
+    """Newton's method on a logistic log posterior with independent normal priors (precision 0: flat); the
+    coordinates in `fixed` stay where they are."""
+    free = ~fixed
+    theta = theta.astype(np.float64).copy()
+    for _ in range(100):
+        q = 1 / (1 + np.exp(-(x @ theta)))
+        g = x.T @ (y - q) - prior_prec * (theta - prior_mean)
+        h = (x * (q * (1 - q))[:, None]).T @ x + np.diag(prior_prec) + 1e-9 * np.eye(len(theta))
+        step = np.linalg.solve(h[np.ix_(free, free)], g[free])
+        theta[free] += step
         if np.abs(step).max() < 1e-8:
             break
-    kept = float(np.clip(b, 0.25, 4.0))
-    if kept != b:                             # the intercept that goes with the slope kept
-        for _ in range(100):
-            q = 1 / (1 + np.exp(-(a + kept * z)))
-            step = (y - q).sum() / max((q * (1 - q)).sum(), 1e-12)
-            a += step
-            if abs(step) < 1e-10:
-                break
-    return Recalibration(a=float(a), b=kept, pushes=n, opens=k, nights=nights,
-                         reason=f"fitted on {n} pushes ({k} opens) of the last {nights} night(s)")
+    return theta
 
 
 def local_hours(slot_starts: list[datetime], tz_names: np.ndarray) -> np.ndarray:

@@ -38,7 +38,9 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     model_version, model_policy = _model_policy(settings, scored)
     explore = (loaded.config.platform.training.cold_start_explore_share if model_policy == PRIOR
                else feed_cfg.explore_share)
-    chosen = select_scene(feed, explore, salt=f"hermes-scene-{ds}")
+    # what a longer feed adds over its lead item, as Hermes' own pushes have shown it (0 until they have)
+    breadth = _breadth(settings, wh, ds, model_version)
+    chosen = select_scene(feed, explore, salt=f"hermes-scene-{ds}", breadth=breadth)
     s_path = wh.write_partition(chosen, SELECTED, ds, loaded.version)
 
     reach = {r["scene_id"]: r["users"] for r in
@@ -57,11 +59,23 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
              "(history support) %s", sum(mix.values()), len(mix), mix, best, n_base,
              {k: round(v, 3) for k, v in sorted(support.items())})
     return {"ds": ds, "config_version": loaded.version, "model_version": model_version, "model_policy": model_policy,
-            "scene_explore_share": explore,
+            "scene_explore_share": explore, "feed_breadth": breadth,
             "baseline_scene": best, "scene_mix": dict(sorted(mix.items())),
             "model_weight_by_scene": {k: round(v, 4) for k, v in sorted(support.items())},
             "tables": {SELECTED: {"path": str(s_path), "rows": sum(mix.values())},
                        BASELINE: {"path": str(b_path), "rows": n_base}}}
+
+
+def _breadth(settings: Settings, wh: Warehouse, ds: str, model_version: str | None) -> float:
+    """The model version's feed-length term (its recalibration's c; jobs/windows.py applies the same one)."""
+    if model_version is None:
+        return 0.0
+    from jobs.windows import version_recalibration
+
+    recal = version_recalibration(model_version, wh, ds)
+    if recal.c:
+        log.info("select %s: feeds compared with %+.3f log-odds per log item (%s)", ds, recal.c, recal.reason)
+    return recal.c
 
 
 def _model_policy(settings: Settings, scored) -> tuple[str | None, str | None]:

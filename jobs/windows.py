@@ -135,12 +135,13 @@ def version_recalibration(version: str, wh: Warehouse | None = None, ds: str | N
 
     from features.windows import Recalibration
     from training.registry import MODEL_NAME
-    from training.train import RECAL_TAGS
+    from training.train import BREADTH_TAG, RECAL_TAGS
 
     if wh is not None and ds is not None and wh.report("training", ds, "gate").exists():
         refit = json.loads(wh.report("training", ds, "gate").read_text()).get("champion_recalibration")
         if refit and str(refit["version"]) == str(version):
-            return Recalibration(a=float(refit["a"]), b=float(refit["b"]), pushes=int(refit["pushes"]),
+            return Recalibration(a=float(refit["a"]), b=float(refit["b"]), c=float(refit.get("c", 0.0)),
+                                 pushes=int(refit["pushes"]),
                                  opens=int(refit["opens"]), nights=int(refit["nights"]),
                                  reason=f"version {version} kept as champion, refitted on ds={ds}'s holdout: "
                                         f"{refit['reason']}")
@@ -148,7 +149,8 @@ def version_recalibration(version: str, wh: Warehouse | None = None, ds: str | N
     tags = mlflow.MlflowClient().get_model_version(MODEL_NAME, str(version)).tags
     if not all(t in tags for t in RECAL_TAGS):
         return Recalibration(reason=f"version {version} has no recalibration tags")
-    return Recalibration(a=float(tags[RECAL_TAGS[0]]), b=float(tags[RECAL_TAGS[1]]), reason=f"version {version}'s holdout")
+    return Recalibration(a=float(tags[RECAL_TAGS[0]]), b=float(tags[RECAL_TAGS[1]]), c=float(tags.get(BREADTH_TAG, 0.0)),
+                         reason=f"version {version}'s holdout")
 
 
 def plan_policy(policy: str, table, wh: Warehouse, ds: str, config, elasticity: float,
@@ -184,7 +186,10 @@ def plan_policy(policy: str, table, wh: Warehouse, ds: str, config, elasticity: 
     del q_all
     # the model version's recalibration (training fitted it on its holdout's pushes; identity without enough of them):
     # it is the model's calibration, so both policies' estimates get it and the plan report compares like with like
-    value = recal.apply(raw_value) if recal is not None else raw_value
+    import pyarrow.compute as pc
+
+    n_items = pc.fill_null(pc.list_value_length(table["item_ids"]), 1).to_numpy().astype(np.float64)[:, None]
+    value = recal.apply(raw_value, n_items) if recal is not None else raw_value
     capacity = np.maximum(np.full(len(starts), p.gateway.max_per_hour, dtype=np.int64)
                           - carried_load(wh, ds, w.policy, len(starts)), 0)
     if policy == "hermes":
@@ -253,7 +258,8 @@ def run(settings: Settings, ds: str, loaded) -> dict:
     model_policy = version_policy(next(iter(versions))) if versions else None
     explore = config.platform.training.cold_start_explore_share if model_policy == PRIOR else None
     recal = version_recalibration(next(iter(versions)), wh, ds) if versions else Recalibration()
-    log.info("windows %s: the model version's recalibration: a=%.3f b=%.3f (%s)", ds, recal.a, recal.b, recal.reason)
+    log.info("windows %s: the model version's recalibration: a=%.3f b=%.3f c=%.3f (%s)", ds, recal.a, recal.b, recal.c,
+             recal.reason)
     parts, stats = [], {}
     for policy, table in tables.items():
         cols, st = plan_policy(policy, table, wh, ds, config, elasticity, explore, recal)

@@ -71,6 +71,7 @@ def _importance(est, Xh: np.ndarray, yh: np.ndarray) -> pd.Series:
 
 TIMING_TAG = "timing_elasticity"
 RECAL_TAGS = ("recalibration_a", "recalibration_b")
+BREADTH_TAG = "recalibration_c"    # the feed-length term; versions registered before it have none (read as 0)
 
 
 OWN_PLANS = "hermes"          # push_log.policy of the pushes Hermes' nightly plans sent (jobs/batches.py)
@@ -90,14 +91,16 @@ def feed_recalibration(est, holdout: pd.DataFrame):
     own = (holdout["policy"] == OWN_PLANS).to_numpy() if "policy" in holdout else np.zeros(len(holdout), dtype=bool)
     g = pd.DataFrame({"push_id": holdout["push_id"].to_numpy(), "p": p, "y": holdout["label"].to_numpy(), "own": own,
                       "day": holdout["day"].to_numpy()}) \
-        .groupby("push_id").agg(p=("p", "max"), y=("y", "max"), own=("own", "max"), day=("day", "first"))
+        .groupby("push_id").agg(p=("p", "max"), y=("y", "max"), own=("own", "max"), day=("day", "first"),
+                                n=("p", "size"))         # one holdout row per item the push showed
     mine = g[g["own"]]
     if len(mine) >= RECAL_MIN_PUSHES and mine["y"].sum() >= RECAL_MIN_OPENS:
         # Hermes' own plans are what the model will be asked to extrapolate to (its feeds, hours and scenes): when
         # the holdout holds enough of them, they alone set the calibration; the older policy's pushes would pull it
-        # toward a format the plan no longer sends
+        # toward a format the plan no longer sends. Their feeds' lengths vary, so they also say what a longer feed
+        # adds to its lead item (the term c log n; the one-item pushes of Push 1.0 cannot)
         r = fit_recalibration(mine["p"].to_numpy(), mine["y"].to_numpy().astype(bool), nights=int(mine["day"].nunique()),
-                              min_opens=RECAL_MIN_OPENS, min_pushes=RECAL_MIN_PUSHES)
+                              min_opens=RECAL_MIN_OPENS, min_pushes=RECAL_MIN_PUSHES, n_items=mine["n"].to_numpy())
         r.reason += f" planned by Hermes ({len(g) - len(mine)} pushes of other policies in the holdout left out)"
         return r
     return fit_recalibration(g["p"].to_numpy(), g["y"].to_numpy().astype(bool), nights=int(holdout["day"].nunique()),
@@ -105,7 +108,7 @@ def feed_recalibration(est, holdout: pd.DataFrame):
 
 
 def _recal_tags(recal) -> dict:
-    return {RECAL_TAGS[0]: f"{recal.a:.6f}", RECAL_TAGS[1]: f"{recal.b:.6f}"}
+    return {RECAL_TAGS[0]: f"{recal.a:.6f}", RECAL_TAGS[1]: f"{recal.b:.6f}", BREADTH_TAG: f"{recal.c:.6f}"}
 
 
 def timing_elasticity(est, Xh: np.ndarray) -> float:
@@ -195,7 +198,7 @@ def train_and_register(ts: TrainingSet, ds: str, config_version: str, truth=None
             est, name="model", signature=infer_signature(example, p[:5]), input_example=example,
             skops_trusted_types=SKOPS_TRUSTED if best == "hgb" else None)
         recal = feed_recalibration(est, ts.holdout)
-        mlflow.log_metrics({"recalibration_a": recal.a, "recalibration_b": recal.b})
+        mlflow.log_metrics({"recalibration_a": recal.a, "recalibration_b": recal.b, "recalibration_c": recal.c})
         version = mlflow.register_model(info.model_uri, MODEL_NAME, tags={"ds": ds, "config_version": config_version,
                                                                           TIMING_TAG: f"{elasticity:.6f}",
                                                                           "model_kind": best,
@@ -322,7 +325,7 @@ def champion_recalibration(holdout: pd.DataFrame):
     if champ.tags.get(POLICY_TAG) == PRIOR or holdout.empty:
         return None
     recal = feed_recalibration(mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{champ.version}"), holdout)
-    if recal.a == 0.0 and recal.b == 1.0:
+    if recal.identity:
         return None
     return str(champ.version), recal
 

@@ -183,6 +183,37 @@ def test_with_the_neutral_score_only_the_models_scene_effect_is_weighed_by_suppo
     assert {r.user_id: r.scene_id for r in select_scene(out).collect()} == {1: "a", 2: "b"}
 
 
+def test_a_learnt_feed_length_term_lets_a_longer_feed_win_and_explorers_see_every_length(spark):
+    """Feeds are compared on their lead item's estimate plus the model version's feed-length term c log(items)
+    (0 until Hermes' own pushes show one); explorers get a drawn scene and a drawn length of its feed, lead item
+    kept, with P(scene and feed) logged."""
+    rows = [(u, "short", 1, [10], [0.14], 0.14) for u in range(1, 2001)] + \
+           [(u, "long", 1, [20, 21, 22, 23, 24], [0.11, 0.10, 0.09, 0.08, 0.07], 0.11) for u in range(1, 2001)]
+    feed = spark.createDataFrame([(u, s, p, "7", i, q, e) for u, s, p, i, q, e in rows],
+                                 "user_id long, scene_id string, priority int, model_version string, "
+                                 "item_ids array<long>, item_p_open array<double>, expected_open double")
+    assert {r.scene_id for r in select_scene(feed).collect()} == {"short"}          # the lead items alone
+    # logit(.11) + c log 5 > logit(.14) once c > 0.16; c = 0.1 is not enough
+    assert {r.scene_id for r in select_scene(feed, breadth=0.1).collect()} == {"short"}
+    chosen = select_scene(feed, breadth=0.3).collect()
+    assert {r.scene_id for r in chosen} == {"long"} and {len(r.item_ids) for r in chosen} == {5}
+    assert {r.expected_open for r in chosen} == {0.11} and {r.scene_propensity for r in chosen} == {1.0}
+    e = 0.5
+    got = select_scene(feed, e, salt="d1", breadth=0.3).collect()
+    assert len(got) == 2000 and len({r.user_id for r in got}) == 2000
+    assert {len(r.item_ids) for r in got if r.scene_id == "long"} == {1, 2, 3, 4, 5}   # every length is seen
+    # explorers (e), half of them on the long scene, 4 of its 5 lengths cut: 2000 x 0.5 x 0.5 x 0.8 = 400 (sd ~ 17)
+    assert 330 < sum(r.scene_id == "long" and len(r.item_ids) < 5 for r in got) < 470
+    for r in got:
+        k = len(r.item_ids)
+        assert r.item_ids[0] in (10, 20) and len(r.item_p_open) == k and r.expected_open == r.item_p_open[0]
+        whole_best = r.scene_id == "long" and k == 5
+        want = (1 - e) * whole_best + e / 2 / (5 if r.scene_id == "long" else 1)
+        assert r.scene_propensity == pytest.approx(want), r
+    # inverse-propensity weights still add back to one per user and (scene, length) option: 6 options
+    assert sum(1 / r.scene_propensity for r in got) == pytest.approx(6 * 2000, rel=0.15)
+
+
 def test_a_share_of_users_explore_a_drawn_scene_with_its_propensity_logged(spark):
     n, e = 3000, 0.1
     feed = _feed(spark, [(u, s, 50, p) for u in range(1, n + 1) for s, p in (("a", 0.3), ("b", 0.2), ("c", 0.1))])

@@ -357,6 +357,36 @@ def test_recalibration_fits_what_hermes_own_plans_turned_out_and_stays_identity_
 
 
 
+def test_recalibration_learns_what_a_longer_feed_adds_only_from_feeds_of_several_lengths():
+    """A feed is estimated by its lead item; when pushes of several feed lengths show that longer feeds open more
+    than their lead item's estimate, the recalibration carries a term c log(items). One-item pushes (a Push 1.0
+    history) say nothing of it: c stays 0."""
+    from features.windows import fit_recalibration
+
+    rng = np.random.default_rng(11)
+    n = 30_000
+    p = rng.uniform(0.03, 0.3, n)
+    z = np.log(p / (1 - p))
+    items = rng.integers(1, 7, n)                              # feeds of 1-6 items
+    opened = rng.random(n) < 1 / (1 + np.exp(-(z + 0.4 * np.log(items))))
+    r = fit_recalibration(p, opened, nights=2, n_items=items)
+    assert abs(r.c - 0.4) < 0.1 and abs(r.b - 1.0) < 0.1 and abs(r.a) < 0.1, r
+    assert "per log item over feeds of 1-6" in r.reason
+    # the plan at each length adds up to the opens seen at that length; the lead item alone under-predicts long feeds
+    for k in (1, 6):
+        at = items == k
+        assert abs(r.apply(p[at], items[at]).mean() - opened[at].mean()) < 0.01 < opened[at].mean() - p[at].mean() \
+            if k == 6 else abs(r.apply(p[at], items[at]).mean() - opened[at].mean()) < 0.01
+    assert (r.apply(p) == r.apply(p, np.ones(n))).all()       # no lengths given: one item
+    # the same opens from one-item pushes: no length term (and none from feeds all of one length)
+    one = fit_recalibration(p, opened, nights=2, n_items=np.ones(n))
+    same = fit_recalibration(p, opened, nights=2, n_items=np.full(n, 4))
+    assert one.c == 0.0 and same.c == 0.0 and "per log item" not in one.reason
+    # a longer feed that adds nothing: c is about 0 (the prior's centre), not the spread of the lengths
+    flat = fit_recalibration(p, rng.random(n) < p, nights=2, n_items=items)
+    assert abs(flat.c) < 0.08, flat
+
+
 def test_recalibration_on_a_narrow_range_of_estimates_keeps_the_level_of_the_opens_seen():
     """Hermes' own pushes are its best-scored items: a narrow range of estimates, where a free Platt slope swings to
     its bounds. The slope is shrunk toward 1 and the intercept goes with the slope kept, so the recalibrated plan adds
