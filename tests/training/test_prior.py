@@ -156,6 +156,32 @@ def test_once_enough_of_hermes_own_pushes_are_in_the_holdout_they_alone_set_the_
     assert blend.apply(mine["x"].to_numpy()).mean() < mine["label"].mean() - 0.03    # the old policy's level
 
 
+def test_hermes_own_feeds_of_several_lengths_teach_the_recalibration_what_a_longer_feed_adds():
+    """The holdout holds one row per item a push showed: Hermes' own feeds of 1-5 items, which open more the longer
+    they are (+0.5 log-odds per log item over their lead item), give the recalibration that term; the one-item
+    pushes of the older policy alone give none."""
+    from training.train import feed_recalibration
+
+    class Fixed:
+        def predict_proba(self, X):
+            return np.column_stack([1 - X[:, 0], X[:, 0]])
+
+    rng = np.random.default_rng(8)
+    n = 8000
+    lead, k = rng.uniform(0.05, 0.3, n), rng.integers(1, 6, n)
+    opened = rng.random(n) < 1 / (1 + np.exp(-(np.log(lead / (1 - lead)) + 0.5 * np.log(k))))
+    rows = [{"push_id": f"h{i}", "day": 20, "label": int(opened[i]), "x": lead[i] / (j + 1), "policy": "hermes"}
+            for i in range(n) for j in range(k[i])]
+    old = [{"push_id": f"b{i}", "day": 20, "label": int(rng.random() < 0.1), "x": 0.1, "policy": "baseline"}
+           for i in range(3000)]
+    for frame, want in ((pd.DataFrame(rows + old), 0.5), (pd.DataFrame(old), 0.0)):
+        for f in FEATURES:
+            frame[f] = frame["x"] if f == FEATURES[0] else 0.0
+        r = feed_recalibration(Fixed(), frame)
+        assert abs(r.c - want) < 0.1 and (r.c == 0.0) == (want == 0.0), r
+    assert r.pushes == 3000 and "per log item" not in r.reason
+
+
 def test_a_champion_kept_by_the_gate_plans_with_the_calibration_refitted_on_that_nights_holdout(tmp_path):
     """jobs.train.gate writes the kept champion's refit into the night's gate report; windows (and the stream) use it
     for that version on that night only."""
@@ -171,6 +197,13 @@ def test_a_champion_kept_by_the_gate_plans_with_the_calibration_refitted_on_that
         "version": "3", "ds": "2026-10-30", "a": 0.61, "b": 0.93, "pushes": 2400, "opens": 480, "nights": 1,
         "reason": "fitted on 2400 pushes (480 opens) of the last 1 night(s) planned by Hermes"}}))
     r = version_recalibration("3", wh, "2026-10-30")
-    assert (r.a, r.b, r.pushes, r.opens) == (0.61, 0.93, 2400, 480)
+    assert (r.a, r.b, r.c, r.pushes, r.opens) == (0.61, 0.93, 0.0, 2400, 480)      # a report from before c: none
     assert r.reason.startswith("version 3 kept as champion, refitted on ds=2026-10-30's holdout")
     assert r.apply(np.array([0.1]))[0] > 0.1
+    # with the feed-length term: a four-item feed's estimate moves by c log 4 more than a one-item one
+    report.write_text(json.dumps({"decision": "held", "champion_recalibration": {
+        "version": "3", "ds": "2026-10-30", "a": 0.0, "b": 1.0, "c": 0.4, "pushes": 2400, "opens": 480, "nights": 1,
+        "reason": "fitted"}}))
+    r = version_recalibration("3", wh, "2026-10-30")
+    one, four = r.apply(np.array([0.1]), np.array([1]))[0], r.apply(np.array([0.1]), np.array([4]))[0]
+    assert r.c == 0.4 and one == pytest.approx(0.1) and np.log(four / (1 - four)) - np.log(1 / 9) == pytest.approx(0.4 * np.log(4))
