@@ -25,7 +25,8 @@ def build(wh: Warehouse, ds: str, loaded) -> dict:
 
     from jobs.windows import WINDOWS, send_day
 
-    win = wh.read_arrow(WINDOWS, ds, ["user_id", "policy", "scene_id", "slot", "p_open", "explored", "reason"])
+    win = wh.read_arrow(WINDOWS, ds, ["user_id", "policy", "scene_id", "item_ids", "slot", "p_open", "explored",
+                                      "reason"])
     stats = json.loads(wh.report("windows", ds, "windows").read_text())
     sup = wh.read_arrow("plan/suppressed", ds, ["reason"])["reason"].to_pylist()
     n_aud = wh.read_arrow("plan/audiences", ds, ["user_id"]).num_rows
@@ -35,6 +36,7 @@ def build(wh: Warehouse, ds: str, loaded) -> dict:
         t = win.filter(pc.equal(win["policy"], policy))
         d = {c: t[c].to_numpy(zero_copy_only=False) for c in ("user_id", "scene_id", "slot", "p_open", "explored")}
         d["reason"] = t["reason"].to_pylist()
+        d["items"] = pc.fill_null(pc.list_value_length(t["item_ids"]), 0).to_numpy()
         pol[policy] = d
     scenes = {}
     h = pol["hermes"]
@@ -42,7 +44,8 @@ def build(wh: Warehouse, ds: str, loaded) -> dict:
     for sid in sorted(set(h["scene_id"].tolist())):
         m = (h["scene_id"] == sid) & got
         scenes[sid] = {"pushes": int(m.sum()), "expected_opens": float(h["p_open"][m].sum()),
-                       "expected_open_rate": float(h["p_open"][m].mean()) if m.any() else 0.0}
+                       "expected_open_rate": float(h["p_open"][m].mean()) if m.any() else 0.0,
+                       "items_per_feed": float(h["items"][m].mean()) if m.any() else 0.0}
     # the same users: those both policies would push
     b = pol["baseline"]
     hb = {u: p for u, p, s in zip(h["user_id"].tolist(), h["p_open"].tolist(), h["slot"].tolist()) if s >= 0}
@@ -69,6 +72,8 @@ def build(wh: Warehouse, ds: str, loaded) -> dict:
             "model_version": stats.get("model_version"), "active_policy": stats.get("active_policy"),
             "timing_elasticity": stats.get("timing_elasticity"), "model_policy": stats.get("model_policy"),
             "hour_explore_share": stats.get("hour_explore_share"), "why_this_policy": _why(wh, ds),
+            # the model version's feed-level recalibration the windows applied (its c: what a longer feed adds)
+            "recalibration": stats.get("recalibration"),
             "funnel": {"audience_pairs": n_aud, "eligible_pairs": n_el, "suppressed_pairs": len(sup),
                        "planned_users": per_policy["hermes"]["planned"], "pushes": per_policy["hermes"]["pushes"]},
             "suppressed_by_reason": dict(sorted(Counter(sup).items(), key=lambda kv: -kv[1])),
@@ -148,6 +153,13 @@ def _fmt(v) -> str:
     return "" if v is None else str(v)
 
 
+def _recalibration(rc: dict | None) -> str:
+    if not rc:
+        return ""
+    return (f"<p>expected opens recalibrated: logit p' = {rc['a']:.3f} + {rc['b']:.3f} logit p + {rc.get('c', 0.0):.3f} "
+            f"log(items) ({html.escape(str(rc.get('reason')))})</p>")
+
+
 def render_html(r: dict) -> str:
     h, b, same = r["policies"]["hermes"], r["policies"]["baseline"], r["same_users"]
     ratio = f"{same['ratio']:.2f}×" if same["ratio"] else "n/a"
@@ -167,6 +179,7 @@ def render_html(r: dict) -> str:
         f"</b> · timing elasticity {r['timing_elasticity']:.3f}</p>",
         f"<p>planned by the <b>{html.escape(str(r.get('model_policy')))}</b> policy "
         f"({html.escape(str(r.get('why_this_policy')))})</p>",
+        _recalibration(r.get("recalibration")),
         f"<div class='kpi'>pushes (Hermes)<b>{h['pushes']:,}</b></div>"
         f"<div class='kpi'>expected opens<b>{h['expected_opens']:,.0f}</b></div>"
         f"<div class='kpi'>expected open rate<b>{100 * h['expected_open_rate']:.2f}%</b></div>"
@@ -189,8 +202,8 @@ def render_html(r: dict) -> str:
         f"{100 * (h['loss_vs_unconstrained'] or 0):.2f}%; at most {100 * (h['gap_to_upper_bound'] or 0):.3f}% "
         "below the optimum under capacity (LP dual bound).</p>",
         "<h2>Volume and expected open rate per scene (Hermes)</h2>",
-        _table(["scene", "pushes", "expected opens", "expected open rate"],
-               [[s, v["pushes"], v["expected_opens"], v["expected_open_rate"]] for s, v in
+        _table(["scene", "pushes", "expected opens", "expected open rate", "items per feed"],
+               [[s, v["pushes"], v["expected_opens"], v["expected_open_rate"], v.get("items_per_feed", "")] for s, v in
                 sorted(r["scenes"].items(), key=lambda kv: -kv[1]["pushes"])]),
         "<h2>Inputs: rows quarantined by raw validation</h2>",
         _table(["raw table", "rows in", "kept", "quarantined"],

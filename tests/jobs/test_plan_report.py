@@ -26,11 +26,14 @@ def report(capacity: int = 900) -> dict:
         "gap_to_upper_bound": 0.0004}
     return {"ds": "2026-10-30", "send_day": "2026-10-31", "config_version": "cfg-abc", "model_version": "4",
             "active_policy": "hermes", "timing_elasticity": 0.67,
+            "recalibration": {"a": -1.17, "b": 0.606, "c": 0.417, "pushes": 1742, "opens": 223, "nights": 1,
+                              "reason": "fitted on 1742 pushes (223 opens) of the last 1 night(s)"},
             "funnel": {"audience_pairs": 5000, "eligible_pairs": 4200, "suppressed_pairs": 800, "planned_users": 2000,
                        "pushes": 2000},
             "suppressed_by_reason": {"opted_out": 700, "no_device_token": 100},
             "scenes": {"price_drop_fav": {"pushes": 1200, "expected_opens": 300.0, "expected_open_rate": 0.25},
-                       "guess_you_like": {"pushes": 800, "expected_opens": 120.0, "expected_open_rate": 0.15}},
+                       "guess_you_like": {"pushes": 800, "expected_opens": 120.0, "expected_open_rate": 0.15,
+                                          "items_per_feed": 3.8}},
             "policies": {"hermes": pol(load_h, 2000, 420.0, 2, 100), "baseline": pol(load_b, 1950, 160.0, 1, 0)},
             "same_users": {"users": 1950, "hermes_expected_opens": 410.0, "baseline_expected_opens": 160.0,
                            "ratio": 410 / 160}}
@@ -52,6 +55,8 @@ def test_the_report_renders_in_headless_chromium_with_its_figures_and_chart(tmp_
     assert "Hermes plan for 2026-10-31" in text
     assert "2.56×" in text                                           # Hermes vs baseline on the same users
     assert re.search(r"<td>price_drop_fav</td><td>1,200</td>", text)  # volume per scene
+    assert re.search(r"<td>guess_you_like</td><td>800</td>.*?<td>3\.8000</td>", text)   # its feeds' length
+    assert "+ 0.417 log(items) (fitted on 1742 pushes" in text       # the recalibration the windows applied
     assert "<td>opted_out</td><td>700</td>" in text                  # suppression by reason
     assert text.count("<rect") == 48                                  # 24 hours x 2 policies
     assert "stroke-dasharray" in text                                 # capacity on the chart's scale
