@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from features.selection import baseline, baseline_scene, cap_item_exposure, feeds, select_scene
+from features.selection import baseline, baseline_scene, feeds, select_scene
 
 
 @pytest.fixture
@@ -33,25 +33,6 @@ def test_feed_takes_one_item_per_seller_and_caps_categories(spark, items, scenes
     assert a.item_p_open == [0.9, 0.7, 0.5]
     assert a.expected_open == pytest.approx(0.9)  # the best item's, not 1 - prod(1 - p): one push, one open
     assert a.model_version == "7"
-
-
-def test_one_unique_item_goes_to_the_users_it_suits_best_and_the_others_get_their_next_best(spark, scenes):
-    """Item 1 is everyone's best (in both scenes); with a cap of 100 users it stays in the feeds of the 100 users with
-    its highest p_open only, and the other 200 lead with their next-best item: every user keeps a feed."""
-    n = 300
-    rows = [(u, s, 1, 0.5 + u / 10_000) for u in range(n) for s in ("a", "b")] + \
-           [(u, "a", 1000 + u, 0.3) for u in range(n)] + [(u, "b", 2000 + u, 0.2) for u in range(n)]
-    own = spark.createDataFrame([(1, 10, 7)] + [(k + u, k + u, 9) for u in range(n) for k in (1000, 2000)],
-                                "item_id long, seller_id long, category_id int")
-    capped = cap_item_exposure(scored(spark, rows), 100)
-    with_1 = {r.user_id for r in capped.where("item_id = 1").select("user_id").distinct().collect()}
-    assert with_1 == set(range(200, 300))                           # the users it suits best, in both their scenes
-    assert capped.count() == len(rows) - 2 * 200                     # nothing else is cut
-    chosen = {r.user_id: r for r in select_scene(feeds(capped, own, scenes, 2)).collect()}
-    assert len(chosen) == n
-    assert {chosen[u].item_ids[0] for u in range(200, 300)} == {1}
-    assert all(chosen[u].item_ids[0] == 1000 + u for u in range(200))   # scene a's own item (0.3) beats b's (0.2)
-    assert cap_item_exposure(scored(spark, rows), None).count() == len(rows)
 
 
 def test_each_user_gets_the_scene_with_most_expected_opens_then_priority(spark, items, scenes):
