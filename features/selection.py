@@ -33,19 +33,6 @@ def recent_pairs(push_log: DataFrame, since) -> DataFrame:
             .select("user_id", F.explode("item_ids").alias("item_id")).distinct())
 
 
-def cap_item_exposure(scored: DataFrame, max_users: int | None) -> DataFrame:
-    """scored without the pairs that would show one item to more than `max_users` users tonight: each item keeps
-    the users with its highest p_open (their best over scenes; ties by user id). Every item of a second-hand market
-    is unique — one buyer can have it — so a push of it to a thousand users is a push of a sold item to most of
-    them by the time they open it; the users cut get their next-best items in their feeds. None: no cap."""
-    if max_users is None:
-        return scored
-    best = scored.groupBy("item_id", "user_id").agg(F.max("p_open").alias("_p"))
-    w = Window.partitionBy("item_id").orderBy(F.col("_p").desc(), F.col("user_id"))
-    keep = best.withColumn("_r", F.row_number().over(w)).where(F.col("_r") <= max_users).select("item_id", "user_id")
-    return scored.join(keep, ["item_id", "user_id"], "left_semi")
-
-
 def feeds(scored: DataFrame, items: DataFrame, scenes: DataFrame, max_per_category: int) -> DataFrame:
     """scored: user_id, scene_id, item_id, p_open, model_version. items: item_id, seller_id, category_id.
     scenes: scene_id, feed_size, priority."""

@@ -19,16 +19,7 @@ BASELINE = "plan/baseline"
 def run(spark, settings: Settings, ds: str, loaded) -> dict:
     from pyspark.sql import functions as F
 
-    from features.selection import (
-        baseline,
-        baseline_salt,
-        baseline_scene,
-        cap_item_exposure,
-        feeds,
-        mark_preferred,
-        select_scene,
-        shrink_to_support,
-    )
+    from features.selection import baseline, baseline_salt, baseline_scene, feeds, mark_preferred, select_scene, shrink_to_support
     from jobs.audiences import NIGHTLY_TRIGGERS
     from training.prior import PRIOR
 
@@ -42,10 +33,8 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     items = wh.read_partition(spark, "features/material_features", ds)
     rates = wh.read_partition(spark, "features/material_rates", ds)
     feed_cfg = loaded.config.platform.feed
-    # Hermes' feeds spread each unique item over at most max_users_per_item users; Push 1.0 (below) draws from
-    # every candidate, as it did
-    feed, support = shrink_to_support(feeds(cap_item_exposure(scored, feed_cfg.max_users_per_item), items, scene_df,
-                                            feed_cfg.max_per_category), rates, feed_cfg.support_sends)
+    feed, support = shrink_to_support(feeds(scored, items, scene_df, feed_cfg.max_per_category), rates,
+                                      feed_cfg.support_sends)
     model_version, model_policy = _model_policy(settings, scored)
     explore = (loaded.config.platform.training.cold_start_explore_share if model_policy == PRIOR
                else feed_cfg.explore_share)

@@ -160,10 +160,6 @@ class Feed(_Strict):
     support_sends: float = Field(500.0, ge=0, le=1e7, description="pseudo-sends pulling a scene's feed estimate "
                                  "toward the push history's pooled open rate: a scene the history never showed "
                                  "gets the pooled rate, one with many more sends than this keeps the model's")
-    max_users_per_item: int | None = Field(
-        100, ge=1, le=10_000_000, description="a night pushes one item to at most this many users, those it suits "
-        "best (every item is unique: one buyer can have it, and the rest would open a push for a sold item); null: "
-        "no cap")
     explore_share: float = Field(0.05, ge=0, le=0.5, description="users (a hash of user and day) who get a "
                                  "uniformly drawn scene of theirs instead of the best, propensity logged: how "
                                  "scenes the history lacks get data")
