@@ -39,7 +39,7 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     explore = (loaded.config.platform.training.cold_start_explore_share if model_policy == PRIOR
                else feed_cfg.explore_share)
     # what a longer feed adds over its lead item, as Hermes' own pushes have shown it (0 until they have)
-    breadth = _breadth(settings, wh, ds, model_version)
+    breadth = _breadth(wh, ds, model_version)
     chosen = select_scene(feed, explore, salt=f"hermes-scene-{ds}", breadth=breadth)
     s_path = wh.write_partition(chosen, SELECTED, ds, loaded.version)
 
@@ -66,7 +66,7 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
                        BASELINE: {"path": str(b_path), "rows": n_base}}}
 
 
-def _breadth(settings: Settings, wh: Warehouse, ds: str, model_version: str | None) -> float:
+def _breadth(wh: Warehouse, ds: str, model_version: str | None) -> float:
     """The model version's feed-length term (its recalibration's c; jobs/windows.py applies the same one)."""
     if model_version is None:
         return 0.0

@@ -157,6 +157,8 @@ def plan_policy(policy: str, table, wh: Warehouse, ds: str, config, elasticity: 
                 explore_share: float | None = None, recal=None) -> tuple[dict, dict]:
     """Arrays of one policy's windows (column name -> array) and its stats. explore_share: users sent at a random
     allowed hour (default windows.exploration_share; larger while the prior policy plans)."""
+    import pyarrow.compute as pc
+
     from features.windows import allowed_slots, assign, explorers, fixed_hour, local_hours, slot_starts, slot_values, user_hash
 
     p = config.platform
@@ -186,8 +188,6 @@ def plan_policy(policy: str, table, wh: Warehouse, ds: str, config, elasticity: 
     del q_all
     # the model version's recalibration (training fitted it on its holdout's pushes; identity without enough of them):
     # it is the model's calibration, so both policies' estimates get it and the plan report compares like with like
-    import pyarrow.compute as pc
-
     n_items = pc.fill_null(pc.list_value_length(table["item_ids"]), 1).to_numpy().astype(np.float64)[:, None]
     value = recal.apply(raw_value, n_items) if recal is not None else raw_value
     capacity = np.maximum(np.full(len(starts), p.gateway.max_per_hour, dtype=np.int64)
