@@ -62,6 +62,24 @@ def utc_offset_minutes(tz: str, day: int) -> int:
     return int(at.utcoffset().total_seconds() // 60)
 
 
+@lru_cache(maxsize=1 << 17)
+def utc_offset_minutes_at_hour(tz: str, hour: int) -> int:
+    """Offset of `tz` during UTC hour `hour` (hours since the epoch). Exact for every zone whose clocks change on a
+    whole UTC hour (all the worlds' zones): DST starts and ends at its local hour, not at a UTC midnight."""
+    at = datetime.fromtimestamp(hour * 3600, tz=timezone.utc).astimezone(ZoneInfo(tz))
+    return int(at.utcoffset().total_seconds() // 60)
+
+
+def local_minutes(timezones, tz_idx: np.ndarray, at_us: np.ndarray) -> np.ndarray:
+    """Minutes since the epoch on each user's local clock at the UTC instants `at_us` (tz_idx indexes timezones)."""
+    at_us = np.asarray(at_us, dtype=np.int64)
+    key = np.asarray(tz_idx, dtype=np.int64) * 100_000_000 + at_us // US_PER_HOUR
+    uniq, inv = np.unique(key, return_inverse=True)
+    offs = np.array([utc_offset_minutes_at_hour(timezones[k // 100_000_000], int(k % 100_000_000)) for k in uniq],
+                    dtype=np.int64)
+    return (at_us // 60_000_000) + offs[inv]
+
+
 @dataclass
 class GroundTruth:
     """Latent state of a simulated world. Times are int64 microseconds since the epoch (UTC)."""
@@ -94,14 +112,7 @@ class GroundTruth:
 
     # ---- time ---------------------------------------------------------------------------------
     def _local_minute(self, user_idx: np.ndarray, at_us: np.ndarray) -> np.ndarray:
-        at_us = np.asarray(at_us, dtype=np.int64)
-        day = at_us // US_PER_DAY
-        tz = self.user_tz[user_idx].astype(np.int64)
-        key = tz * 1_000_000 + day
-        uniq, inv = np.unique(key, return_inverse=True)
-        offs = np.array([utc_offset_minutes(self.timezones[k // 1_000_000], int(k % 1_000_000)) for k in uniq],
-                        dtype=np.int64)
-        return (at_us // 60_000_000) + offs[inv]
+        return local_minutes(self.timezones, self.user_tz[user_idx], at_us)
 
     def local_hour(self, user_idx: np.ndarray, at_us: np.ndarray) -> np.ndarray:
         """Hour of day in each user's own time zone at the given UTC instants."""

@@ -20,7 +20,14 @@ import pyarrow.parquet as pq
 
 from core.contract import EVENT_TYPES, PLATFORMS, RAW_SCHEMAS
 from core.warehouse import Warehouse
-from lab.simulator.ground_truth import US_PER_DAY, US_PER_HOUR, GroundTruth, ResponseParams, utc_offset_minutes
+from lab.simulator.ground_truth import (
+    US_PER_DAY,
+    US_PER_HOUR,
+    GroundTruth,
+    ResponseParams,
+    local_minutes,
+    utc_offset_minutes,
+)
 from lab.simulator.variants import Variant, variant
 
 log = logging.getLogger(__name__)
@@ -224,10 +231,18 @@ class _CategoryIndex:
 
 
 def _utc_from_local(truth: GroundTruth, user_idx, day_us: int, local_minute: np.ndarray) -> np.ndarray:
-    """UTC instant within day `day_us` whose local minute-of-day is `local_minute` for each user."""
-    offs = np.array([utc_offset_minutes(z, day_us // US_PER_DAY) for z in truth.timezones])[truth.user_tz[user_idx]]
-    minute_utc = (local_minute - offs) % 1440
-    return day_us + minute_utc.astype(np.int64) * 60_000_000
+    """UTC instant within day `day_us` whose local minute-of-day is `local_minute` for each user: placed with the
+    zone's offset at noon, then once more with the offset at the instant placed (the clocks may change that day)."""
+    tz = truth.user_tz[user_idx]
+    offs = np.array([utc_offset_minutes(z, day_us // US_PER_DAY) for z in truth.timezones])[tz]
+    at = day_us + ((local_minute - offs) % 1440).astype(np.int64) * 60_000_000
+    exact = local_minutes(truth.timezones, tz, at) - at // 60_000_000
+    return day_us + ((local_minute - exact) % 1440).astype(np.int64) * 60_000_000
+
+
+def _local_weekend(truth: GroundTruth, user_idx, at_us: np.ndarray) -> np.ndarray:
+    """The instants fall on a Saturday or Sunday of each user's own calendar (epoch day 0 was a Thursday)."""
+    return ((local_minutes(truth.timezones, truth.user_tz[user_idx], at_us) // 1440) + 3) % 7 >= 5
 
 
 def _events(ts, user, etype, item=None, seller=None, cat=None) -> dict:
@@ -276,10 +291,13 @@ class Simulation:
         # Local hour from the user's own profile, minute uniform.
         cdf = np.cumsum(t.user_hour_profile[su], axis=1)
         hour = (cdf < rng.random(len(su))[:, None] * cdf[:, -1:]).sum(axis=1)
-        if weekend and t.params.weekend_hour_shift:       # weekends run later (by the UTC day: close enough)
-            hour = (hour + t.params.weekend_hour_shift) % 24
-        local_minute = hour * 60 + rng.integers(0, 60, size=len(su))
-        start = _utc_from_local(t, su, day_us, local_minute) + rng.integers(0, 60_000_000, size=len(su))
+        minute = rng.integers(0, 60, size=len(su))
+        start = _utc_from_local(t, su, day_us, hour * 60 + minute)
+        if t.params.weekend_hour_shift:      # weekends run later: on the user's own Saturday and Sunday
+            late = _local_weekend(t, su, start)
+            start[late] = _utc_from_local(t, su[late], day_us,
+                                          ((hour[late] + t.params.weekend_hour_shift) % 24) * 60 + minute[late])
+        start = start + rng.integers(0, 60_000_000, size=len(su))
         out = [_events(start, w.user_ids[su], "app_open")]
         self.last_open = np.maximum(self.last_open, self._max_by(su, start, n))
 

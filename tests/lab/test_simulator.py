@@ -193,3 +193,30 @@ def test_relevant_fresh_items_make_a_push_more_attractive_in_the_ground_truth(wo
     assert with_ctx[0] > plain[0] and with_ctx[1] == plain[1]                 # only the relevant push gains
     fresher = truth.open_probability(*args, context=(relevant, np.zeros(2)))
     assert fresher[0] > with_ctx[0]                                           # and more when the news is fresh
+
+
+def test_the_worlds_clocks_change_at_the_local_hour_and_weekends_follow_the_users_own_calendar():
+    """A user in Chicago lives on Chicago's clock: summer time ends at 02:00 local on 2026-11-01, not at a UTC
+    midnight, and their Saturday evening (already Sunday in UTC) is still their Saturday. The judge's truth and the
+    history's app opens read the same clock."""
+    from datetime import datetime, timezone
+
+    from lab.simulator.ground_truth import local_minutes
+    from lab.simulator.market import _local_weekend, _utc_from_local
+
+    us = lambda iso: int(datetime.fromisoformat(iso).replace(tzinfo=timezone.utc).timestamp() * 1_000_000)  # noqa: E731
+    at = np.array([us("2026-11-01T02:00"), us("2026-11-01T06:30"), us("2026-11-01T07:30"), us("2026-10-31T12:00")])
+    local = local_minutes(("America/Chicago",), np.zeros(4, dtype=np.int64), at)
+    as_text = [datetime.fromtimestamp(m * 60, tz=timezone.utc).strftime("%a %d %H:%M") for m in local]
+    assert as_text == ["Sat 31 21:00", "Sun 01 01:30", "Sun 01 01:30", "Sat 31 07:00"]
+
+    class Clock:              # what _utc_from_local and _local_weekend read of a GroundTruth
+        timezones = ("America/Chicago", "Asia/Shanghai")
+        user_tz = np.array([0, 1], dtype=np.int8)
+
+    # 20:00 local, asked on UTC day 2026-11-01: Chicago's is 01:00 UTC (still summer time), Shanghai's 12:00 UTC
+    placed = _utc_from_local(Clock, np.array([0, 1]), us("2026-11-01T00:00"), np.array([20 * 60, 20 * 60]))
+    assert placed.tolist() == [us("2026-11-01T01:00"), us("2026-11-01T12:00")]
+    # that Chicago evening is a Saturday; Friday evening (Saturday in UTC) is not a weekend there, it is in Shanghai
+    assert _local_weekend(Clock, np.array([0, 0, 1]), np.array(
+        [us("2026-11-01T01:00"), us("2026-10-31T01:00"), us("2026-10-31T01:00")])).tolist() == [True, False, True]
