@@ -80,6 +80,11 @@ def local_minutes(timezones, tz_idx: np.ndarray, at_us: np.ndarray) -> np.ndarra
     return (at_us // 60_000_000) + offs[inv]
 
 
+def is_weekend(local_minute: np.ndarray) -> np.ndarray:
+    """Local minutes since the epoch (local_minutes) that fall on a Saturday or Sunday (epoch day 0 was a Thursday)."""
+    return ((np.asarray(local_minute) // 1440) + 3) % 7 >= 5
+
+
 @dataclass
 class GroundTruth:
     """Latent state of a simulated world. Times are int64 microseconds since the epoch (UTC)."""
@@ -125,7 +130,7 @@ class GroundTruth:
         hour = (minute // 60) % 24
         shift = self.params.weekend_hour_shift
         if shift:
-            weekend = ((minute // 1440) + 3) % 7 >= 5          # epoch day 0 was a Thursday
+            weekend = is_weekend(minute)
             hour = np.where(weekend, (hour - shift) % 24, hour)
         return hour.astype(np.int64)
 

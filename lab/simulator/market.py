@@ -25,6 +25,7 @@ from lab.simulator.ground_truth import (
     US_PER_HOUR,
     GroundTruth,
     ResponseParams,
+    is_weekend,
     local_minutes,
     utc_offset_minutes,
 )
@@ -241,8 +242,8 @@ def _utc_from_local(truth: GroundTruth, user_idx, day_us: int, local_minute: np.
 
 
 def _local_weekend(truth: GroundTruth, user_idx, at_us: np.ndarray) -> np.ndarray:
-    """The instants fall on a Saturday or Sunday of each user's own calendar (epoch day 0 was a Thursday)."""
-    return ((local_minutes(truth.timezones, truth.user_tz[user_idx], at_us) // 1440) + 3) % 7 >= 5
+    """The instants fall on a Saturday or Sunday of each user's own calendar."""
+    return is_weekend(local_minutes(truth.timezones, truth.user_tz[user_idx], at_us))
 
 
 def _events(ts, user, etype, item=None, seller=None, cat=None) -> dict:
