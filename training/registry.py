@@ -23,6 +23,28 @@ SKOPS_TRUSTED = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredict
 
 log = logging.getLogger(__name__)
 
+# Each version is tagged with the pair features it reads, in order (the estimator takes a bare matrix: a version fed
+# another feature set would read one feature as another without an error). Versions registered before the tag read
+# LEGACY_FEATURES, the set until 2026-12-05 (then `i_fav_rate` became `i_interest_rate`).
+FEATURES_TAG = "features"
+LEGACY_FEATURES = ("u_opens_7d,u_opens_28d,u_views_7d,u_favs_28d,u_pushes_1d,u_pushes_7d,u_push_open_rate,aff_share,"
+                   "hour_share_log,i_drop_pct,i_age_log,i_views_7d_log,i_favs_7d_log,i_fav_rate,i_price_rel,scene_code")
+
+
+def current_features() -> str:
+    from features.pairs import FEATURES
+
+    return ",".join(FEATURES)
+
+
+def version_features(model_version) -> str:
+    """The feature set a registered version (an MLflow ModelVersion) reads."""
+    return model_version.tags.get(FEATURES_TAG, LEGACY_FEATURES)
+
+
+def reads_current_features(model_version) -> bool:
+    return version_features(model_version) == current_features()
+
 
 def configure_mlflow(tracking_uri: str, artifact_root: Path, experiment: str = EXPERIMENT) -> str:
     """Point MLflow at the tracking/registry store, make sure the experiment exists with its artifacts under
@@ -102,6 +124,11 @@ def gate(candidate_version: str, candidate_auc: float, X_holdout: np.ndarray, y_
     if champ is None:
         decision = GateDecision(candidate_version, "promoted", CHAMPION, candidate_auc, None, None, margin,
                                 "no champion yet")
+    elif not reads_current_features(champ):
+        decision = GateDecision(candidate_version, "promoted", CHAMPION, candidate_auc, str(champ.version), None,
+                                margin, f"champion {champ.version} reads another feature set "
+                                f"({version_features(champ)}) than this version ({current_features()}): it cannot "
+                                "be scored on this holdout")
     else:
         model = mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{champ.version}")
         champ_auc = float(roc_auc_score(y_holdout, model.predict_proba(X_holdout)[:, 1]))
@@ -151,8 +178,10 @@ def gate_prior(version: str) -> GateDecision:
     if champ is None:
         decision = GateDecision(version, "promoted", CHAMPION, None, None, None, 0.0,
                                 "no champion yet: the prior policy plans until a trained model beats it on a holdout")
-    elif policy == PRIOR:
+    elif policy == PRIOR or not _champion_reads_current_features():
         decision = GateDecision(version, "promoted", CHAMPION, None, champ, None, 0.0,
+                                f"replaces version {champ}, which reads another feature set than this code computes"
+                                if policy != PRIOR else
                                 f"replaces prior version {champ}: still too little push history to train; this prior "
                                 "is calibrated on the history there is")
     else:
@@ -161,6 +190,13 @@ def gate_prior(version: str) -> GateDecision:
     mlflow.MlflowClient().set_registered_model_alias(MODEL_NAME, decision.alias, version)
     log.info("gate: prior version %s %s (%s)", version, decision.decision, decision.reason)
     return decision
+
+
+def _champion_reads_current_features() -> bool:
+    import mlflow
+
+    champ = mlflow.MlflowClient().get_model_version_by_alias(MODEL_NAME, CHAMPION)
+    return reads_current_features(champ)
 
 
 def log_decision(run_id: str, decision: GateDecision) -> None:
@@ -202,6 +238,10 @@ def resolve_champion() -> tuple[str, str]:
         v = mlflow.MlflowClient().get_model_version_by_alias(MODEL_NAME, CHAMPION)
     except MlflowException:
         raise LookupError(f"registered model {MODEL_NAME!r} has no @{CHAMPION}: run the training task first") from None
+    if not reads_current_features(v):
+        raise LookupError(f"registered model {MODEL_NAME!r} @{CHAMPION} (version {v.version}) reads the pair features "
+                          f"{version_features(v)}; this Hermes computes {current_features()}: run the training task "
+                          "(train and gate) so a version of this feature set plans")
     return v.version, v.run_id
 
 

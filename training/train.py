@@ -17,7 +17,7 @@ from features.pairs import FEATURES
 from training.dataset import TrainingSet, feature_matrix
 from training.model import choose_kind, evaluate, fit_candidates
 from training.oracle import attainable_probabilities, true_probabilities
-from training.registry import MODEL_NAME, SKOPS_TRUSTED, gate, log_decision
+from training.registry import FEATURES_TAG, MODEL_NAME, SKOPS_TRUSTED, gate, log_decision, reads_current_features
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +203,7 @@ def train_and_register(ts: TrainingSet, ds: str, config_version: str, truth=None
                                                                           TIMING_TAG: f"{elasticity:.6f}",
                                                                           "model_kind": best,
                                                                           "holdout_auc": f"{metrics['auc']:.4f}",
+                                                                          FEATURES_TAG: ",".join(FEATURES),
                                                                           **_recal_tags(recal)})
         _describe_version(str(version.version), best, ts, metrics, oracle, fitted)
     return {"run_id": run.info.run_id, "version": str(version.version), "model_kind": best, "holdout": metrics,
@@ -299,7 +300,7 @@ def register_prior(ts: TrainingSet, ds: str, config_version: str, open_rate: flo
             mlflow.log_artifacts(tmp)
         version = mlflow.register_model(info.model_uri, MODEL_NAME, tags={
             "ds": ds, "config_version": config_version, TIMING_TAG: f"{elasticity:.6f}", POLICY_TAG: PRIOR,
-            **_recal_tags(recal)})
+            FEATURES_TAG: ",".join(FEATURES), **_recal_tags(recal)})
     log.info("prior policy registered as %s version %s: %s", MODEL_NAME, version.version, reason)
     return {"run_id": run.info.run_id, "version": str(version.version), "model_kind": "prior", "policy": PRIOR,
             "reason": reason, "holdout": metrics, "oracle_auc": None, TIMING_TAG: elasticity,
@@ -322,7 +323,7 @@ def champion_recalibration(holdout: pd.DataFrame):
         champ = mlflow.MlflowClient().get_model_version_by_alias(MODEL_NAME, CHAMPION)
     except MlflowException:
         return None
-    if champ.tags.get(POLICY_TAG) == PRIOR or holdout.empty:
+    if champ.tags.get(POLICY_TAG) == PRIOR or holdout.empty or not reads_current_features(champ):
         return None
     recal = feed_recalibration(mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{champ.version}"), holdout)
     if recal.identity:

@@ -43,20 +43,22 @@ def test_training_needs_both_classes():
         fit_candidates(X, np.zeros(10), X, np.zeros(10))
 
 
-def _register_shuffled(holdout, seed, experiment_id):
-    """A deliberately worse model: fitted on the holdout's features with its labels shuffled."""
+def _register_shuffled(holdout, seed, experiment_id, features=None):
+    """A deliberately worse model: fitted on the holdout's features with its labels shuffled, tagged as reading
+    `features` (default: the current set)."""
     import mlflow
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
 
     from training.dataset import feature_matrix
-    from training.registry import MODEL_NAME
+    from training.registry import FEATURES_TAG, MODEL_NAME
 
     X, y = feature_matrix(holdout), holdout["label"].to_numpy()
     model = LogisticRegression(max_iter=300).fit(X, np.random.default_rng(seed).permutation(y))
     with mlflow.start_run(run_name=f"shuffled-{seed}", experiment_id=experiment_id) as run:
         info = mlflow.sklearn.log_model(model, name="model")
-    version = mlflow.register_model(info.model_uri, MODEL_NAME).version
+    version = mlflow.register_model(info.model_uri, MODEL_NAME,
+                                    tags={FEATURES_TAG: features or ",".join(FEATURES)}).version
     return run.info.run_id, str(version), float(roc_auc_score(y, model.predict_proba(X)[:, 1]))
 
 
@@ -175,3 +177,20 @@ def test_train_registers_and_the_gate_promotes_better_and_holds_worse(world, set
     assert v.description.startswith("logreg trained on") and "Gate: promoted as @champion" in v.description
     assert client.get_registered_model(MODEL_NAME).description.startswith("The CTR model")
     assert client.get_model_version(MODEL_NAME, w2_version).tags["gate.decision"] == "held"
+
+    # 4. A champion that reads another feature set (registered before a feature changed) is never fed this code's
+    # features: scoring refuses it by name, and the next version replaces it without a comparison on the holdout,
+    # even a worse one.
+    from training.registry import LEGACY_FEATURES, resolve_champion
+
+    assert LEGACY_FEATURES != ",".join(FEATURES)
+    old_run, old_version, _ = _register_shuffled(holdout, seed=3, experiment_id=experiment_id, features=LEGACY_FEATURES)
+    client.set_registered_model_alias(MODEL_NAME, CHAMPION, old_version)
+    with pytest.raises(LookupError, match=rf"version {old_version}\) reads the pair features .*i_fav_rate.*run the "
+                                          "training task"):
+        resolve_champion()
+    new_run, new_version, _ = _register_shuffled(holdout, seed=4, experiment_id=experiment_id)
+    replaced = gate_version(new_run, new_version, holdout, margin)
+    assert replaced["decision"] == "promoted" and replaced["champion_auc"] is None
+    assert f"champion {old_version} reads another feature set" in replaced["reason"]
+    assert str(resolve_champion()[0]) == new_version
