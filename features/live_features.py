@@ -15,25 +15,23 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from features.pairs import FEATURES, HOUR_PRIOR_OPENS, INTEREST_PRIOR_VIEWS, PUSH_PRIOR_RATE, PUSH_PRIOR_SENDS
+from features.pairs import FEATURES, HOUR_PRIOR_OPENS, PUSH_PRIOR_RATE, PUSH_PRIOR_SENDS
 
 USER_SUMS = ("opens_7d", "views_7d", "favs_28d", "pushes_7d", "push_opens_seen_28d", "pushes_recent_1d",
              "opens_long_28d", "pushes_long_28d", "w_all_28d")
-ITEM_COLUMNS = ("category_id", "i_price_rel", "i_drop_pct", "i_age_log", "iv_7d", "if__7d", "iv_long_28d", "ie_28d",
-                "i_interest_prior", "listing_price", "cat_median")
+ITEM_COLUMNS = ("category_id", "i_price_rel", "i_drop_pct", "i_age_log", "iv_7d", "if__7d", "listing_price",
+                "cat_median")
 
 
 @dataclass
 class Sides:
     """One plan day's sides, indexed for lookups: users (USER_SUMS + `_w_by_category`, `_h_by_hour` dicts),
-    items (ITEM_COLUMNS), the population's share of opens per local hour, the category price medians, the
-    catalogue's interest per view (an item the sides do not hold draws it)."""
+    items (ITEM_COLUMNS), the population's share of opens per local hour, the category price medians."""
     ds: str
     users: pd.DataFrame
     items: pd.DataFrame
     pop_share: np.ndarray
     cat_median: dict = field(default_factory=dict)
-    interest_prior: float = 0.0
 
     @classmethod
     def from_arrow(cls, ds: str, users, items, hours) -> "Sides":
@@ -42,18 +40,12 @@ class Sides:
         frame = pd.DataFrame(cols).set_index("user_id")
         for m in ("_w_by_category", "_h_by_hour"):
             frame[m] = [dict(x) if x is not None else {} for x in u.column(m).to_pylist()]
-        missing = [c for c in ITEM_COLUMNS if c not in items.column_names]
-        if missing:
-            raise ValueError(f"features/sides_item of {ds} has no column {', '.join(missing)}: it was written by an "
-                             "older Hermes; re-run the score stage of that day")
         it = items.select(["item_id", *ITEM_COLUMNS]).to_pandas().drop_duplicates("item_id").set_index("item_id")
         pop = np.full(24, 0.01 / 24)
         h = hours.to_pandas()
         pop[h["local_hour"].astype(int).to_numpy()] = h["pop_share"].to_numpy()
         med = it.dropna(subset=["category_id", "cat_median"]).groupby("category_id")["cat_median"].first()
-        prior = it["i_interest_prior"].dropna()
-        return cls(ds, frame, it, pop, {int(k): float(v) for k, v in med.items()},
-                   float(prior.iloc[0]) if len(prior) else 0.0)
+        return cls(ds, frame, it, pop, {int(k): float(v) for k, v in med.items()})
 
 
 def live_features(pairs: pd.DataFrame, sides: Sides, scene_codes: dict[str, int]) -> pd.DataFrame:
@@ -93,7 +85,6 @@ def live_features(pairs: pd.DataFrame, sides: Sides, scene_codes: dict[str, int]
         a = pairs["age_hours"].to_numpy(dtype=np.float64)
         age = np.where(np.isnan(a), age, np.log1p(np.maximum(a, 0.0)))
     iv, if_ = col(it, "iv_7d"), col(it, "if__7d")
-    prior = sides.interest_prior       # one value per plan day: the catalogue's, for items the sides lack too
     out = pd.DataFrame({
         "u_opens_7d": col(u, "opens_7d"), "u_opens_28d": opens_long, "u_views_7d": col(u, "views_7d"),
         "u_favs_28d": col(u, "favs_28d"), "u_pushes_1d": col(u, "pushes_recent_1d"), "u_pushes_7d": col(u, "pushes_7d"),
@@ -102,8 +93,7 @@ def live_features(pairs: pd.DataFrame, sides: Sides, scene_codes: dict[str, int]
         "aff_share": np.where(w_all > 0, w / np.where(w_all > 0, w_all, 1.0), 0.0),
         "hour_share_log": np.log(24.0 * (h + HOUR_PRIOR_OPENS * sides.pop_share[hour]) / (opens_long + HOUR_PRIOR_OPENS)),
         "i_drop_pct": drop, "i_age_log": age, "i_views_7d_log": np.log1p(iv), "i_favs_7d_log": np.log1p(if_),
-        "i_interest_rate": (col(it, "ie_28d") + INTEREST_PRIOR_VIEWS * prior) / (col(it, "iv_long_28d") + INTEREST_PRIOR_VIEWS),
-        "i_price_rel": price_rel,
+        "i_fav_rate": (if_ + 1.0) / (iv + 10.0), "i_price_rel": price_rel,
         "scene_code": pairs["scene_id"].map(lambda s: scene_codes.get(s, -1)).to_numpy(dtype=np.float64),
     }, index=pairs.index)
     return out[list(FEATURES)]

@@ -16,7 +16,7 @@ from features.rollups import Activity, activity_of, day_num, opens_by_local_hour
 
 FEATURES = ("u_opens_7d", "u_opens_28d", "u_views_7d", "u_favs_28d", "u_pushes_1d", "u_pushes_7d",
             "u_push_open_rate", "aff_share", "hour_share_log", "i_drop_pct", "i_age_log", "i_views_7d_log",
-            "i_favs_7d_log", "i_interest_rate", "i_price_rel", "scene_code")
+            "i_favs_7d_log", "i_fav_rate", "i_price_rel", "scene_code")
 LOOKBACK = 28
 PUSH_PRIOR_SENDS = 5.0
 PUSH_PRIOR_RATE = 0.05
@@ -28,16 +28,6 @@ PUSH_PRIOR_RATE = 0.05
 HOUR_KERNEL = tuple((k, math.exp(-0.5 * k * k) / sum(math.exp(-0.5 * j * j) for j in range(-2, 3)))
                     for k in range(-2, 3))
 HOUR_PRIOR_OPENS = 6.0
-# An item's quality as behaviour shows it: the interest it draws per view — favourites and chats (a buyer writing to
-# the seller) over its views in the last INTEREST_DAYS days — pulled toward the catalogue's own rate over the same
-# days by INTEREST_PRIOR_VIEWS pseudo-views (an item seen a handful of times says little about itself). On the
-# tuning worlds (price_blind, night_owls seed 7, the items on sale the night of 2026-10-30) its correlation with
-# the latent quality is 0.68 / 0.54, against 0.58 / 0.41 for the favourites per view of 7 days with a fixed prior
-# (the feature before it, `i_fav_rate`): a month holds several times the views of a week, and interest is not only
-# favourites. Views alone correlate negatively (-0.28 / -0.24): in a second-hand catalogue the good items sell and
-# the leftovers gather the views.
-INTEREST_DAYS = 28
-INTEREST_PRIOR_VIEWS = 20.0
 
 
 def _as_of_sums(keys: DataFrame, daily: DataFrame, entity: list[str], values: dict[str, int],
@@ -94,22 +84,8 @@ def _category_daily(act: Activity) -> tuple[DataFrame, DataFrame]:
     return cat_daily, cat_daily.groupBy("user_id", "day").agg(F.sum("w").alias("w_all"))
 
 
-ITEM_WINDOWS = {"iv": 7, "if_": 7, "iv_long": INTEREST_DAYS, "ie": INTEREST_DAYS}
-
-
 def _item_daily(all_act: Activity) -> DataFrame:
-    """(item_id, day) -> views, favourites, views again (for the longer window) and interest (favourites + chats)."""
-    return all_act.item_day.select("item_id", "day", F.col("n_view").alias("iv"), F.col("n_fav").alias("if_"),
-                                   F.col("n_view").alias("iv_long"), (F.col("n_fav") + F.col("n_chat")).alias("ie"))
-
-
-def _catalogue_interest(item_daily: DataFrame, days: DataFrame) -> DataFrame:
-    """(day, i_interest_prior) per key day of `days` (a column `day`): the catalogue's interest per view over the
-    INTEREST_DAYS days before it (every item's), 0 when nothing was viewed. Tiny: one row per key day."""
-    daily = item_daily.groupBy(F.col("day").alias("_d")).agg(F.sum("ie").alias("_e"), F.sum("iv_long").alias("_v"))
-    inside = (F.col("_d") >= F.col("day") - INTEREST_DAYS) & (F.col("_d") < F.col("day"))
-    return (F.broadcast(days.select("day").distinct()).join(daily, inside, "left").groupBy("day")
-            .agg(F.coalesce(F.sum("_e") / F.sum("_v"), F.lit(0.0)).alias("i_interest_prior")))
+    return all_act.item_day.select("item_id", "day", F.col("n_view").alias("iv"), F.col("n_fav").alias("if_"))
 
 
 def _item_state(key_items: DataFrame, item_changes: DataFrame, items: DataFrame, first_key_day: int) -> DataFrame:
@@ -164,15 +140,12 @@ def pair_features(keys: DataFrame, users: DataFrame, events: DataFrame | Activit
     hour_daily = _hour_daily(ev, users)
     hours = _as_of_sums(keys, hour_daily, ["user_id", "local_hour"], {"h": LOOKBACK})
     population = _population_hours(keys, _hour_daily(all_ev, users, by_user=False), None)
-    item_daily = _item_daily(all_ev)
-    item_pop = _as_of_sums(keys, item_daily, ["item_id"], ITEM_WINDOWS)
-    interest_prior = _catalogue_interest(item_daily, keys)
+    item_pop = _as_of_sums(keys, _item_daily(all_ev), ["item_id"], {"iv": 7, "if_": 7})
     first_key_day = keys.agg(F.min("day")).collect()[0][0]
     item_state = _item_state(keys.select("item_id", "day").distinct(), item_changes, items, first_key_day)
     out = (keyed.join(u, ["user_id", "day"], "left").join(aff, ["user_id", "category_id", "day"], "left")
            .join(tot, ["user_id", "day"], "left").join(hours, ["user_id", "local_hour", "day"], "left")
            .join(item_pop, ["item_id", "day"], "left").join(item_state, ["item_id", "day"], "left")
-           .join(F.broadcast(interest_prior), "day", "left")
            .join(F.broadcast(population), ["local_hour", "day"], "left"))
     return _feature_columns(out, keys.columns, scene_codes)
 
@@ -183,8 +156,7 @@ class OneDay:
     computed once, it serves any set of (user, item) keys of that day (one_day_features)."""
     day: int
     user_side: DataFrame     # user_id, the windows' sums, _w_by_category, _h_by_hour (maps)
-    item_side: DataFrame     # item_id, category_id, i_price_rel, i_drop_pct, i_age_log, the windows' sums
-                             # (iv_7d, if__7d, iv_long_28d, ie_28d), i_interest_prior, the prices
+    item_side: DataFrame     # item_id, category_id, i_price_rel, i_drop_pct, i_age_log, iv_7d, if__7d, the prices
     population: DataFrame    # local_hour, day, pop_share (24 rows)
 
     def persist(self) -> "OneDay":
@@ -227,14 +199,10 @@ def one_day_sides(users: DataFrame, events: DataFrame | Activity, push_log: Data
     user_side = (u.drop("day").join(tot.drop("day"), "user_id", "left").join(by_category, "user_id", "left")
                  .join(by_hour, "user_id", "left"))
     key_items = key_items.select("item_id").distinct().withColumn("day", F.lit(key_day))
-    item_daily = _item_daily(ev)
-    item_pop = _as_of_sums(None, item_daily, ["item_id"], ITEM_WINDOWS, key_day)
-    interest_prior = _catalogue_interest(item_daily, key_items.sparkSession.range(1).select(
-        F.lit(key_day).alias("day")))
+    item_pop = _as_of_sums(None, _item_daily(ev), ["item_id"], {"iv": 7, "if_": 7}, key_day)
     item_side = (_item_state(key_items, item_changes, items, key_day).drop("day")
                  .join(item_pop.drop("day"), "item_id", "left")
-                 .join(items.select("item_id", "category_id"), "item_id", "left")
-                 .crossJoin(F.broadcast(interest_prior.drop("day"))))
+                 .join(items.select("item_id", "category_id"), "item_id", "left"))
     return OneDay(key_day, user_side, item_side, population)
 
 
@@ -266,7 +234,7 @@ def _feature_columns(out: DataFrame, key_columns: list[str], scene_codes: dict[s
     """The FEATURES (and category_id) from the joined sums: zeros where an entity had no activity."""
     out = out.na.fill(0, ["opens_7d", "views_7d", "favs_28d", "pushes_7d", "push_opens_seen_28d", "pushes_recent_1d",
                           "opens_long_28d", "pushes_long_28d", "w_28d", "w_all_28d", "h_28d", "iv_7d", "if__7d",
-                          "iv_long_28d", "ie_28d", "i_interest_prior", "i_drop_pct", "i_age_log", "i_price_rel"])
+                          "i_drop_pct", "i_age_log", "i_price_rel"])
     codes = F.create_map(*[x for k, v in sorted(scene_codes.items()) for x in (F.lit(k), F.lit(v))])
     return out.select(
         *key_columns, "category_id",
@@ -283,9 +251,7 @@ def _feature_columns(out: DataFrame, key_columns: list[str], scene_codes: dict[s
               / (F.col("opens_long_28d") + HOUR_PRIOR_OPENS)).alias("hour_share_log"),
         F.col("i_drop_pct").cast("double"), F.col("i_age_log").cast("double"),
         F.log1p(F.col("iv_7d")).alias("i_views_7d_log"), F.log1p(F.col("if__7d")).alias("i_favs_7d_log"),
-        ((F.col("ie_28d") + INTEREST_PRIOR_VIEWS * F.col("i_interest_prior"))
-         / (F.col("iv_long_28d") + INTEREST_PRIOR_VIEWS)).alias("i_interest_rate"),
-        F.col("i_price_rel").cast("double"),
+        ((F.col("if__7d") + 1.0) / (F.col("iv_7d") + 10.0)).alias("i_fav_rate"), F.col("i_price_rel").cast("double"),
         F.coalesce(codes[F.col("scene_id")], F.lit(-1)).cast("double").alias("scene_code"),
     )
 

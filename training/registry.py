@@ -24,8 +24,8 @@ SKOPS_TRUSTED = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredict
 log = logging.getLogger(__name__)
 
 # Each version is tagged with the pair features it reads, in order (the estimator takes a bare matrix: a version fed
-# another feature set would read one feature as another without an error). Versions registered before the tag read
-# LEGACY_FEATURES, the set until 2026-12-05 (then `i_fav_rate` became `i_interest_rate`).
+# another feature set would read one feature as another without an error). Versions registered before the tag
+# (2026-12-05) read LEGACY_FEATURES, the set of that day.
 FEATURES_TAG = "features"
 LEGACY_FEATURES = ("u_opens_7d,u_opens_28d,u_views_7d,u_favs_28d,u_pushes_1d,u_pushes_7d,u_push_open_rate,aff_share,"
                    "hour_share_log,i_drop_pct,i_age_log,i_views_7d_log,i_favs_7d_log,i_fav_rate,i_price_rel,scene_code")

@@ -36,8 +36,7 @@ def context() -> Context:
     sides_users["_w_by_category"] = [{} for _ in range(4)]
     sides_users["_h_by_hour"] = [{} for _ in range(4)]
     items = pd.DataFrame({"item_id": [10, 11], "category_id": [1, 1], "i_price_rel": 0.0, "i_drop_pct": 0.0,
-                          "i_age_log": 1.0, "iv_7d": 0.0, "if__7d": 0.0, "iv_long_28d": 0.0, "ie_28d": 0.0, "i_interest_prior": 0.1,
-                       "listing_price": 100.0,
+                          "i_age_log": 1.0, "iv_7d": 0.0, "if__7d": 0.0, "listing_price": 100.0,
                           "cat_median": 100.0}).set_index("item_id")[list(ITEM_COLUMNS)]
     sides = Sides("2026-11-01", sides_users, items, np.full(24, 1 / 24))
     catalogue = pd.DataFrame({"item_id": [10, 11], "seller_id": [90, 91], "category_id": [1, 1],

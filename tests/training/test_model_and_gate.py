@@ -178,15 +178,15 @@ def test_train_registers_and_the_gate_promotes_better_and_holds_worse(world, set
     assert client.get_registered_model(MODEL_NAME).description.startswith("The CTR model")
     assert client.get_model_version(MODEL_NAME, w2_version).tags["gate.decision"] == "held"
 
-    # 4. A champion that reads another feature set (registered before a feature changed) is never fed this code's
-    # features: scoring refuses it by name, and the next version replaces it without a comparison on the holdout,
-    # even a worse one.
-    from training.registry import LEGACY_FEATURES, resolve_champion
+    # 4. A champion that reads another feature set (one registered before a feature changed) is never fed this
+    # code's features: scoring refuses it by name, and the next version replaces it without a comparison on the
+    # holdout, even a worse one.
+    from training.registry import resolve_champion
 
-    assert LEGACY_FEATURES != ",".join(FEATURES)
-    old_run, old_version, _ = _register_shuffled(holdout, seed=3, experiment_id=experiment_id, features=LEGACY_FEATURES)
+    older = ",".join(f if f != "i_fav_rate" else "i_fav_share" for f in FEATURES)
+    old_run, old_version, _ = _register_shuffled(holdout, seed=3, experiment_id=experiment_id, features=older)
     client.set_registered_model_alias(MODEL_NAME, CHAMPION, old_version)
-    with pytest.raises(LookupError, match=rf"version {old_version}\) reads the pair features .*i_fav_rate.*run the "
+    with pytest.raises(LookupError, match=rf"version {old_version}\) reads the pair features .*i_fav_share.*run the "
                                           "training task"):
         resolve_champion()
     new_run, new_version, _ = _register_shuffled(holdout, seed=4, experiment_id=experiment_id)
