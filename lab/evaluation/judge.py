@@ -154,11 +154,16 @@ def judge(wh: Warehouse, ds: str, quiet_hours: tuple[int, int] = (22, 8), seed: 
     expected_all = float(h["p_open"].sum())
     # the same pushes holding only their first item: what the estimate of a feed (its best item's) is the estimate of
     lead_only = truth.p_open(plan_all.with_(offsets=np.arange(len(h) + 1, dtype=np.int64), items=h_items[h_off[:-1]]))
+    # unique second-hand items sell between the night's plan and the send: a sold lead leaves the feed to its others
+    lead_idx = gt.item_index(h_items[h_off[:-1]])
+    lead_on_sale = ((gt.item_listed_at[lead_idx] <= plan_all.send_at) & (plan_all.send_at < gt.item_end_at[lead_idx]))
     by_scene = (pd.DataFrame({"scene_id": h["scene_id"].to_numpy(object), "expected": h["p_open"].to_numpy(float),
-                              "true": p_plan_all, "lead_item_alone": lead_only, "items": np.diff(h_off)})
+                              "true": p_plan_all, "lead_item_alone": lead_only, "items": np.diff(h_off),
+                              "lead_on_sale": lead_on_sale.astype(float)})
                 .groupby("scene_id").agg(pushes=("true", "size"), items_per_feed=("items", "mean"),
                                          expected=("expected", "mean"), true=("true", "mean"),
-                                         lead_item_alone=("lead_item_alone", "mean")))
+                                         lead_item_alone=("lead_item_alone", "mean"),
+                                         lead_on_sale=("lead_on_sale", "mean")))
 
     common = np.intersect1d(h["user_id"].to_numpy(), b["user_id"].to_numpy())
     hc = h.set_index("user_id").loc[common].reset_index()
@@ -245,6 +250,7 @@ def judge(wh: Warehouse, ds: str, quiet_hours: tuple[int, int] = (22, 8), seed: 
                         "expected_over_true_without_context":
                             expected_all / true_no_context if true_no_context else float("nan"),
                         "true_opens_lead_item_alone": float(lead_only.sum()),
+                        "lead_on_sale_at_send": float(lead_on_sale.mean()),
                         "by_scene": {sc: {k: float(v) for k, v in row.items()} for sc, row in by_scene.iterrows()}},
         "scene_share": scene_share,
     }
@@ -294,10 +300,12 @@ def lines(r: dict) -> list[str]:
     by_scene = c.get("by_scene", {})
     if by_scene:
         out += ["", "  calibration by scene (per push; 'lead item alone': the truth of the push holding only its first "
-                "item, what a feed's estimate — its best item's — is an estimate of)",
-                f"  {'scene':<22}{'pushes':>8}{'items':>7}{'expected':>10}{'true':>8}{'lead item alone':>17}"]
+                "item, what a feed's estimate — its best item's — is an estimate of; 'lead on sale': the share of "
+                "first items not sold or removed by the send)",
+                f"  {'scene':<22}{'pushes':>8}{'items':>7}{'expected':>10}{'true':>8}{'lead item alone':>17}"
+                f"{'lead on sale':>14}"]
         out += [f"  {sc:<22}{int(v['pushes']):>8,}{v['items_per_feed']:>7.1f}{v['expected']:>10.3f}{v['true']:>8.3f}"
-                f"{v['lead_item_alone']:>17.3f}"
+                f"{v['lead_item_alone']:>17.3f}{100 * v.get('lead_on_sale', float('nan')):>13.0f}%"
                 for sc, v in sorted(by_scene.items(), key=lambda kv: -kv[1]["pushes"])]
     return out
 

@@ -103,13 +103,17 @@ def test_the_judge_finds_the_timing_and_the_matching_gap_where_they_were_put(tmp
     assert set(sc) == {"guess_you_like"} and sc["guess_you_like"]["pushes"] == 2
     assert np.isclose(sc["guess_you_like"]["expected"], 0.05) and np.isclose(sc["guess_you_like"]["true"], plan.mean())
     assert np.isclose(sc["guess_you_like"]["lead_item_alone"], plan.mean())
+    assert sc["guess_you_like"]["lead_on_sale"] == 1.0      # nothing in the crafted world sells
 
 
 def test_the_lead_item_alone_is_the_first_item_of_each_feed(tmp_path):
-    """A two-item feed whose second item is the best: the truth of the feed is above its lead item's alone."""
+    """A two-item feed whose second item is the best: the truth of the feed is above its lead item's alone. Its lead
+    item sold an hour before the send: half the scene's leads were on sale."""
     from lab.evaluation.judge import judge, lines
 
     wh, gt = _crafted(tmp_path)
+    gt.item_end_at[2] = _us(SEND_DAY, 9)          # item 3, user 1's lead, sold at 09:00; the push goes at 10:00
+    gt.save(wh.ground_truth, {"crafted": True})
     w = wh.read_arrow("plan/windows", DS).to_pandas()
     w["item_ids"] = [[3, 1], [1], [2], [2]]
     for c in ("config_version", "ds"):
@@ -122,7 +126,9 @@ def test_the_lead_item_alone_is_the_first_item_of_each_feed(tmp_path):
     sc = r["calibration"]["by_scene"]["guess_you_like"]
     assert sc["items_per_feed"] == 1.5
     assert np.isclose(sc["lead_item_alone"], lead.mean()) and sc["true"] > sc["lead_item_alone"]
-    assert any("lead item alone" in line for line in lines(r))
+    assert sc["lead_on_sale"] == 0.5 and r["calibration"]["lead_on_sale_at_send"] == 0.5
+    assert any("lead item alone" in line and "lead on sale" in line for line in lines(r))
+    assert any(line.startswith("  guess_you_like") and line.endswith("50%") for line in lines(r))
 
 
 def test_a_world_without_any_push_history_has_no_fatigue_to_count(tmp_path):
