@@ -178,12 +178,14 @@ def gate_prior(version: str) -> GateDecision:
     if champ is None:
         decision = GateDecision(version, "promoted", CHAMPION, None, None, None, 0.0,
                                 "no champion yet: the prior policy plans until a trained model beats it on a holdout")
-    elif policy == PRIOR or not _champion_reads_current_features():
+    elif policy == PRIOR:
         decision = GateDecision(version, "promoted", CHAMPION, None, champ, None, 0.0,
-                                f"replaces version {champ}, which reads another feature set than this code computes"
-                                if policy != PRIOR else
                                 f"replaces prior version {champ}: still too little push history to train; this prior "
                                 "is calibrated on the history there is")
+    elif not _champion_reads_current_features():
+        decision = GateDecision(version, "promoted", CHAMPION, None, champ, None, 0.0,
+                                f"replaces trained version {champ}, which reads another feature set than this code "
+                                "computes: too little push history to train one that reads it")
     else:
         decision = GateDecision(version, "held", CHALLENGER, None, champ, None, 0.0,
                                 f"trained champion {champ} keeps planning: tonight's history is too thin to train")

@@ -64,7 +64,7 @@ def test_the_gate_lets_a_prior_plan_only_until_a_trained_model_beats_it(tmp_path
     from sklearn.linear_model import LogisticRegression
 
     from training.prior import POLICY_TAG, PRIOR, prior_estimator
-    from training.registry import CHAMPION, MODEL_NAME, champion_policy, configure_mlflow, gate, gate_prior
+    from training.registry import CHAMPION, FEATURES_TAG, MODEL_NAME, champion_policy, configure_mlflow, gate, gate_prior
 
     configure_mlflow(f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "artifacts")
     client = mlflow.MlflowClient()
@@ -94,6 +94,12 @@ def test_the_gate_lets_a_prior_plan_only_until_a_trained_model_beats_it(tmp_path
     v4 = register(prior_estimator(0.05), PRIOR)
     d = gate_prior(v4)
     assert d.decision == "held" and str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == v3
+    # ... unless that champion reads another feature set than this code computes: it cannot plan, the prior does
+    client.set_model_version_tag(MODEL_NAME, v3, FEATURES_TAG, "u_opens_7d,scene_code")
+    v5 = register(prior_estimator(0.05), PRIOR)
+    d = gate_prior(v5)
+    assert d.decision == "promoted" and f"replaces trained version {v3}, which reads another feature set" in d.reason
+    assert champion_policy() == (v5, PRIOR)
 
 
 def test_the_feed_recalibration_is_fitted_on_the_holdouts_pushes_at_the_feeds_level():
