@@ -183,10 +183,10 @@ def test_train_registers_and_the_gate_promotes_better_and_holds_worse(world, set
     # holdout, even a worse one.
     from training.registry import resolve_champion
 
-    older = ",".join(f if f != "i_fav_rate" else "i_fav_share" for f in FEATURES)
+    older = ",".join(FEATURES) + ",i_retired"          # another set, whatever FEATURES holds
     old_run, old_version, _ = _register_shuffled(holdout, seed=3, experiment_id=experiment_id, features=older)
     client.set_registered_model_alias(MODEL_NAME, CHAMPION, old_version)
-    with pytest.raises(LookupError, match=rf"version {old_version}\) reads the pair features .*i_fav_share.*run the "
+    with pytest.raises(LookupError, match=rf"version {old_version}\) reads the pair features .*i_retired.*run the "
                                           "training task"):
         resolve_champion()
     new_run, new_version, _ = _register_shuffled(holdout, seed=4, experiment_id=experiment_id)
