@@ -292,6 +292,24 @@ class Ledger:
             c.execute(sa.update(t).where((t.c.idempotency_key == sa.bindparam("k")) & (t.c.state == PENDING))
                       .values(state=DEAD, reason=sa.bindparam("r"), updated_at=now), replanned)
 
+    def settle_availability(self, withdrawn: list[dict], revised: list[dict]) -> None:
+        """In one transaction: file the withdrawn messages `dead_letter` with their `withdrawn_reason`, and store the
+        revised ones' remaining items (the receipts list what was sent). Only keys still pending are changed."""
+        import sqlalchemy as sa
+
+        if not withdrawn and not revised:
+            return
+        t, now = self.t, time.time()
+        pending = (t.c.idempotency_key == sa.bindparam("k")) & (t.c.state == PENDING)
+        with self.engine.begin() as c:
+            if withdrawn:
+                c.execute(sa.update(t).where(pending).values(state=DEAD, reason=sa.bindparam("r"), updated_at=now),
+                          [{"k": m["idempotency_key"], "r": m["withdrawn_reason"][:200]} for m in withdrawn])
+            if revised:
+                c.execute(sa.update(t).where(pending).values(item_ids=sa.bindparam("i"), updated_at=now),
+                          [{"k": m["idempotency_key"], "i": json.dumps([int(i) for i in m["item_ids"]])}
+                           for m in revised])
+
     def count(self) -> int:
         import sqlalchemy as sa
 
@@ -377,7 +395,8 @@ class Ledger:
         return out
 
     def dead_letter_reasons(self, send_day: str) -> Counter:
-        """Dead letters of a day by reason (the reason's first word: unregistered, rejected, retries, next)."""
+        """Dead letters of a day by reason (the reason's first word: unregistered, rejected, retries, next,
+        superseded, replanned, items_gone)."""
         import sqlalchemy as sa
 
         t = self.t

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from delivery.batches import NIGHTLY_WINDOW, idempotency_key
 
+# The item fields a template may read (template_fields), carried per feed item in the nightly batches.
+FEED_FIELDS = ("item_id", "title", "price", "listing_price", "price_drop_pct", "category_id", "seller_id")
+
 
 def render(template: str, fields: dict) -> str:
     return template.format(**fields)
@@ -33,7 +36,7 @@ def nightly_messages(windows, users, items, config, send_day: str, config_versio
     out: dict[str, list] = {k: [] for k in (
         "idempotency_key", "user_id", "device_token", "platform", "tz", "scene_id", "title", "body", "item_ids",
         "send_at", "hour", "local_hour", "p_open", "policy", "propensity", "explored", "model_version",
-        "config_version", "window")}
+        "config_version", "window", "title_template", "body_template", "feed")}
     missing_tokens = 0
     for r in rows:
         token = tokens.get(r["user_id"])
@@ -50,6 +53,10 @@ def nightly_messages(windows, users, items, config, send_day: str, config_versio
             out[k].append(r[k])
         out["title"].append(render(scene.template.title, fields))
         out["body"].append(render(scene.template.body, fields))
+        # what delivery needs to re-render the push when items sold before the send (delivery/availability.py)
+        out["title_template"].append(scene.template.title)
+        out["body_template"].append(scene.template.body)
+        out["feed"].append([{k: item_rows[i][k] for k in FEED_FIELDS} for i in r["item_ids"] if i in item_rows])
         out["hour"].append(int(r["slot"]))
         # P(this scene and this hour | the policy): the baseline explores scenes, Hermes explores hours
         out["propensity"].append(float(r["scene_propensity"]) * float(r["hour_propensity"]))
@@ -65,7 +72,11 @@ def nightly_messages(windows, users, items, config, send_day: str, config_versio
                         ("send_at", pa.timestamp("us", tz="UTC")), ("hour", pa.int8()), ("local_hour", pa.int8()),
                         ("p_open", pa.float64()), ("policy", pa.string()), ("propensity", pa.float64()),
                         ("explored", pa.bool_()), ("model_version", pa.string()), ("config_version", pa.string()),
-                        ("window", pa.string())])
+                        ("window", pa.string()), ("title_template", pa.string()), ("body_template", pa.string()),
+                        ("feed", pa.list_(pa.struct([("item_id", pa.int64()), ("title", pa.string()),
+                                                     ("price", pa.float64()), ("listing_price", pa.float64()),
+                                                     ("price_drop_pct", pa.float64()), ("category_id", pa.int32()),
+                                                     ("seller_id", pa.int64())])))])
     return pa.table(out, schema=schema)
 
 

@@ -4,6 +4,8 @@
 
 1. Reads batches/ds=<day>/hour=<HH> through its manifest (a missing or mismatching batch is refused).
 2. Registers every message in the delivery ledger (keys already there keep their state).
+   Items sold or removed since the plan leave their feeds; a feed left empty is withdrawn (`dead_letter`,
+   `items_gone`), one whose lead went is re-rendered from its first remaining item (delivery/availability.py).
 3. Sends what is still pending (delivery/sender.py): rate limit, concurrency, ramp, retries, deadline.
 4. Writes the hour's receipts — every acknowledged message — to raw/push_log (the raw contract; one file
    per send hour, rewritten whole on a re-run, so never duplicated) and the tokens the gateway reported
@@ -98,12 +100,18 @@ class DeliveryIncomplete(RuntimeError):
 
 
 def send_rows(settings: Settings, gw, rows: list[dict], send_day: str, hour: int, batch_run: str,
-              ramp: bool, scope: str | None = None) -> dict:
-    """Register `rows` (messages with planned_at) in the ledger under (send_day, hour), send what is pending,
-    write the hour's receipts; return the counts. Shared by the hourly delivery and the trigger runs.
+              ramp: bool, scope: str | None = None, now: float | None = None) -> dict:
+    """Register `rows` (messages with planned_at) in the ledger under (send_day, hour), withdraw or trim the
+    pending ones whose items are gone (delivery/availability.py), send what is pending, write the hour's receipts;
+    return the counts. Shared by the hourly delivery and the trigger runs.
 
-    The run holds the lease of `scope` (default: the nightly send hour) throughout: a second run of the same
-    scope raises DeliveryBusy before it loads or sends anything."""
+    now: the run's clock (epoch seconds) for what it may know of sold items; the wall clock unless a replay of
+    simulated days passes its own. The run holds the lease of `scope` (default: the nightly send hour)
+    throughout: a second run of the same scope raises DeliveryBusy before it loads or sends anything."""
+    import time
+    from datetime import date, timedelta
+
+    from delivery.availability import gone_items, prune
     from delivery.gateway import gateway_client
     from delivery.ledger import PENDING, SENDING, Ledger
     from delivery.ratelimit import TokenBucket
@@ -123,8 +131,17 @@ def send_rows(settings: Settings, gw, rows: list[dict], send_day: str, hour: int
         pending = ledger.pending_keys(send_day, hour)
         todo = [r for r in rows if r["idempotency_key"] in pending]
         in_doubt = ledger.in_doubt([r["idempotency_key"] for r in todo])
-        log.info("ds=%s hour=%02d (run %s, %s): %d messages, %d new in the ledger, %d to send", send_day, hour,
-                 batch_run, run_id, len(rows), new, len(todo))
+        # items sold or removed since the plan: only keys never claimed are changed (one in doubt may have gone out)
+        fresh = [r for r in todo if r["idempotency_key"] not in in_doubt]
+        first_day = (date.fromisoformat(send_day) - timedelta(days=1)).isoformat()
+        gone = gone_items(wh, settings.ledger_url, (i for r in fresh for i in r["item_ids"] or ()), first_day,
+                          time.time() if now is None else now)
+        fresh, withdrawn, revised = prune(fresh, gone)
+        ledger.settle_availability(withdrawn, revised)
+        todo = [r for r in todo if r["idempotency_key"] in in_doubt] + fresh
+        log.info("ds=%s hour=%02d (run %s, %s): %d messages, %d new in the ledger, %d to send, %d withdrawn and %d "
+                 "trimmed for items sold or removed since the plan", send_day, hour, batch_run, run_id, len(rows), new,
+                 len(todo), len(withdrawn), len(revised))
         if in_doubt:
             log.warning("ds=%s hour=%02d: %d messages were claimed by a run that died before recording them; they are "
                         "sent again (a gateway that ignores idempotency keys may deliver them twice)", send_day, hour,
@@ -157,11 +174,12 @@ def send_rows(settings: Settings, gw, rows: list[dict], send_day: str, hour: int
                                  f"{len(set(keys))} messages are still pending after this run ({states}; `sending` ones "
                                  f"are held by another run); re-run `hermes deliver --day {send_day} --hour {hour}` "
                                  f"(acked messages are never sent again)")
-    return {"batch": len(rows), "sent_this_run": len(todo), "in_doubt_resent": len(in_doubt), "states": states,
+    return {"batch": len(rows), "sent_this_run": len(todo), "in_doubt_resent": len(in_doubt),
+            "withdrawn_items_gone": len(withdrawn), "trimmed_items_gone": len(revised), "states": states,
             "run": report.as_dict() if report else None, **receipts}
 
 
-def run(settings: Settings, send_day: str, hour: int, loaded, ramp: bool = True) -> dict:
+def run(settings: Settings, send_day: str, hour: int, loaded, ramp: bool = True, now: float | None = None) -> dict:
     from delivery.batches import read_batch
     from delivery.sender import RetryPolicy
 
@@ -171,6 +189,7 @@ def run(settings: Settings, send_day: str, hour: int, loaded, ramp: bool = True)
         log.info("batches ds=%s hour=%02d: the manifest lists no messages for this hour", send_day, hour)
         return {"send_day": send_day, "hour": hour, "batch": 0, "states": {}}
     rows = _messages(table, send_day, hour, RetryPolicy.from_config(gw, ramp=ramp).ramp_s)
-    out = {"send_day": send_day, "hour": hour, **send_rows(settings, gw, rows, send_day, hour, manifest["run_id"], ramp)}
+    out = {"send_day": send_day, "hour": hour, **send_rows(settings, gw, rows, send_day, hour, manifest["run_id"], ramp,
+                                                                 now=now)}
     log.info("delivered ds=%s hour=%02d: %s", send_day, hour, out["states"])
     return out

@@ -242,7 +242,7 @@ def run(settings: Settings, window_end: datetime, loaded, window_minutes: int = 
         r["send_day"] = day
         r["planned_at"] = r["send_at_us"] / US
     sent = send_rows(settings, loaded.config.platform.gateway, rows, day, hour, f"trigger-{label}", ramp=False,
-                     scope=f"trigger/{day}/{label}")
+                     scope=f"trigger/{day}/{label}", now=min(time.time(), window_end.timestamp()))
     out["delivery"] = sent
     out["latency_s"] = latency(settings, rows)
     log.info("trigger window ending %s: %s; due %d, delivered %s, latency %s", window_end.isoformat(),

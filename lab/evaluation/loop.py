@@ -29,7 +29,7 @@ import importlib
 import json
 import logging
 import time
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 from core.settings import Settings
@@ -72,8 +72,10 @@ def live_day(spark, arm: Arm, send_day: str, spec: EvalSpec) -> dict:
     states: dict[str, int] = {}
     from delivery.batches import PLAN_HOURS
 
+    slot0 = datetime.fromisoformat(send_day).replace(tzinfo=timezone.utc).timestamp()
     for hour in range(PLAN_HOURS):       # 24-35: the next UTC day's first hours, for users west of UTC
-        r = deliver.run(s, send_day, hour, loaded, ramp=False)
+        # each hour's run knows the item changes up to its start, as an hourly run on time would
+        r = deliver.run(s, send_day, hour, loaded, ramp=False, now=slot0 + 3600 * hour)
         for k, v in r.get("states", {}).items():
             states[k] = states.get(k, 0) + v
     times["deliver"] = round(time.monotonic() - t, 1)

@@ -77,7 +77,8 @@ def stream_day(arm: Arm, send_day: str) -> dict:
         for m in msgs:
             by_hour.setdefault((m["send_day"], int(m["hour"])), []).append(m)
         for (day, hour), group in sorted(by_hour.items()):
-            r = send_rows(s, gw, group, day, hour, f"stream-{send_day}", ramp=False, scope=f"stream/{day}/h{hour:02d}")
+            r = send_rows(s, gw, group, day, hour, f"stream-{send_day}", ramp=False, scope=f"stream/{day}/h{hour:02d}",
+                          now=clock["t"])
             sent[(day, hour)] = sent.get((day, hour), 0) + len(group)
             for k, v in r["states"].items():
                 states[k] = states.get(k, 0) + v

@@ -1,0 +1,122 @@
+"""Items sold or removed between the plan and the send leave their feeds: an empty feed is withdrawn, a trimmed one is
+re-rendered from its first remaining item, and the counts still add up (delivery/availability.py)."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from core.contract import RAW_SCHEMAS
+from core.settings import Settings
+from core.warehouse import Warehouse
+from delivery.availability import gone_items, prune
+from delivery.batches import idempotency_key, write_day
+from delivery.ledger import Ledger
+from delivery.stream import EventStream
+from jobs import deliver
+
+DAY = "2026-10-31"
+T0 = datetime(2026, 10, 31, 9, tzinfo=timezone.utc).timestamp()      # the 09:00 UTC run's clock
+TITLE, BODY = "New in {category}", "{item_title} for {item_price} and {n_more} more picked for you."
+
+
+def feed_item(i: int) -> dict:
+    return {"item_id": i, "title": f"lamp {i}", "price": 10.0 * i, "listing_price": 10.0 * i, "price_drop_pct": 0.0,
+            "category_id": 3, "seller_id": 90 + i}
+
+
+def message(user: int, items: list[int]) -> dict:
+    return {"idempotency_key": idempotency_key(user, "guess_you_like", DAY, "nightly"), "user_id": user,
+            "item_ids": items, "title": "New in category 3", "body": f"lamp {items[0]} and {len(items) - 1} more",
+            "title_template": TITLE, "body_template": BODY, "feed": [feed_item(i) for i in items]}
+
+
+def write_changes(wh: Warehouse, day: str, rows: list[tuple[int, float, str]]) -> None:
+    folder = wh.raw_partition("item_changes", day)
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"item_id": pa.array([r[0] for r in rows], pa.int64()),
+                             "ts": pa.array([datetime.fromtimestamp(r[1], tz=timezone.utc) for r in rows],
+                                            pa.timestamp("us", tz="UTC")),
+                             "change": [r[2] for r in rows], "price": [1.0] * len(rows)},
+                            schema=RAW_SCHEMAS["item_changes"]), folder / "part-00000.parquet")
+
+
+def test_prune_withdraws_empty_feeds_and_rerenders_a_feed_whose_lead_went():
+    a, b, c = message(1, [11, 12, 13]), message(2, [21]), message(3, [31, 32])
+    keep, withdrawn, revised = prune([a, b, c], gone={11, 21, 99})
+    assert [m["user_id"] for m in keep] == [1, 3] and [m["user_id"] for m in withdrawn] == [2]
+    assert withdrawn[0]["withdrawn_reason"] == "items_gone: all 1 item(s) of the feed were sold or removed before the send"
+    assert revised == [a] and a["item_ids"] == [12, 13]
+    assert a["title"] == "New in category 3" and a["body"] == "lamp 12 for ¥120 and 1 more picked for you."
+    assert c["item_ids"] == [31, 32] and c["body"] == "lamp 31 and 1 more"        # untouched
+    # a message without its templates (a batch from before they were carried) keeps its text, loses the items
+    old = message(4, [41, 42])
+    del old["title_template"], old["feed"]
+    keep, withdrawn, revised = prune([old], gone={41})
+    assert keep == revised == [old] and old["item_ids"] == [42] and old["body"] == "lamp 41 and 1 more"
+
+
+def test_gone_items_reads_the_flushed_days_and_the_live_stream_up_to_now(tmp_path):
+    wh = Warehouse(tmp_path / "wh")
+    write_changes(wh, "2026-10-29", [(1, T0 - 2 * 86400, "sold")])                 # before the plan's night
+    write_changes(wh, "2026-10-30", [(2, T0 - 86400, "sold"), (3, T0 - 86400, "price_drop"),
+                                     (4, T0 - 3600, "removed")])
+    write_changes(wh, DAY, [(5, T0 - 60, "sold"), (6, T0 + 60, "sold")])            # 6: after the run's clock
+    url = f"sqlite:///{tmp_path}/state.sqlite"
+    assert gone_items(wh, url, [1, 2, 3, 4, 5, 6, 7, 8], "2026-10-30", T0) == {2, 4, 5}   # no stream yet
+    stream = EventStream(url)
+    out = stream.publish("item_changes", [
+        {"item_id": 7, "ts": T0 - 30, "change": "sold", "price": 1.0},
+        {"item_id": 8, "ts": T0 + 30, "change": "removed", "price": 1.0},
+        {"item_id": 9, "ts": T0 - 30, "change": "sold", "price": 1.0}], now=T0 + 60)
+    assert out["accepted"] == 3
+    stream.dispose()
+    assert gone_items(wh, url, [1, 2, 3, 4, 5, 6, 7, 8], "2026-10-30", T0) == {2, 4, 5, 7}
+    assert gone_items(wh, url, [6, 8], "2026-10-30", T0 + 120) == {6, 8}
+    assert gone_items(wh, url, [], "2026-10-30", T0) == set()
+
+
+@pytest.mark.slow
+def test_delivery_sends_the_remaining_items_withdraws_empty_feeds_and_never_sends_twice(s3_server, tmp_path):
+    from tests.conftest import start_gateway, stop_gateway
+    from tests.delivery.test_delivery import gateway_counts, loaded_with
+
+    hour = 9
+    rows = [message(1, [11, 12]), message(2, [21]), message(3, [31])]
+    n = len(rows)
+    table = pa.table({
+        "idempotency_key": [r["idempotency_key"] for r in rows], "user_id": pa.array([1, 2, 3], pa.int64()),
+        "device_token": [f"device-token-{u:08d}" for u in (1, 2, 3)], "platform": ["ios"] * n,
+        "tz": ["Asia/Shanghai"] * n, "scene_id": ["guess_you_like"] * n, "title": [r["title"] for r in rows],
+        "body": [r["body"] for r in rows], "item_ids": pa.array([r["item_ids"] for r in rows], pa.list_(pa.int64())),
+        "hour": pa.array([hour] * n, pa.int8()), "policy": ["hermes"] * n, "propensity": [0.95] * n,
+        "window": ["nightly"] * n, "title_template": [TITLE] * n, "body_template": [BODY] * n,
+        "feed": [r["feed"] for r in rows]})
+    gw = start_gateway(tmp_path / "gw")
+    try:
+        settings = Settings.from_env({**s3_server, **gw, "HERMES_HOME": str(tmp_path / "home"),
+                                      "HERMES_LEDGER_URL": f"sqlite:///{tmp_path}/ledger.sqlite"})
+        wh = Warehouse(settings.warehouse)
+        # 11 (user 1's lead) and 21 (user 2's only item) sold before 09:00; 31 sells at 09:30, after the run's start
+        write_changes(wh, DAY, [(11, T0 - 600, "sold"), (21, T0 - 300, "removed"), (31, T0 + 1800, "sold")])
+        write_day(settings, DAY, table, {"plan_ds": "2026-10-30", "policy": "hermes"})
+        out = deliver.run(settings, DAY, hour, loaded_with(concurrency=4), ramp=False, now=T0)
+        assert out["states"] == {"acked": 2, "dead_letter": 1}, out
+        assert out["withdrawn_items_gone"] == 1 and out["trimmed_items_gone"] == 1 and out["sent_this_run"] == 2
+        ledger = Ledger(settings.ledger_url)
+        dead = ledger.rows(DAY, hour, "dead_letter")
+        assert [r["user_id"] for r in dead] == [2] and dead[0]["reason"].startswith("items_gone: all 1 item(s)")
+        receipts = pq.read_table(wh.raw("push_log")).to_pandas().set_index("user_id")
+        assert sorted(receipts.index) == [1, 3]
+        assert list(receipts.loc[1, "item_ids"]) == [12] and list(receipts.loc[3, "item_ids"]) == [31]
+        # a re-run after the 09:30 sale sends nothing again and changes nothing already settled
+        again = deliver.run(settings, DAY, hour, loaded_with(concurrency=4), ramp=False, now=T0 + 3600)
+        assert again["sent_this_run"] == 0 and again["states"] == {"acked": 2, "dead_letter": 1}
+        counts = gateway_counts(gw["db"])
+        assert sorted(counts["deliveries"]) == sorted([rows[0]["idempotency_key"], rows[2]["idempotency_key"]])
+        assert set(counts["deliveries"].values()) == {1}
+        ledger.dispose()
+    finally:
+        stop_gateway(gw)
