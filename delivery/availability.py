@@ -94,7 +94,8 @@ def prune(rows: list[dict], gone: set[int]) -> tuple[list[dict], list[dict], lis
             withdrawn.append(m)
             continue
         m["item_ids"] = live
-        feed = {f["item_id"]: f for f in m.get("feed") or []}
+        feed = m.get("feed")
+        feed = {f["item_id"]: f for f in (feed.as_py() if hasattr(feed, "as_py") else feed) or []}
         if m.get("title_template") and feed.get(live[0]) is not None:
             fields = template_fields(feed[live[0]], len(live))
             m["title"], m["body"] = render(m["title_template"], fields), render(m["body_template"], fields)

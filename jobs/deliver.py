@@ -25,13 +25,28 @@ log = logging.getLogger(__name__)
 
 
 def _messages(table, send_day: str, hour: int, ramp_s: float) -> list[dict]:
-    rows = table.to_pylist()
+    # each feed's item fields stay Arrow scalars: only a feed that lost items is read (delivery/availability.py)
+    feed = table.column("feed") if "feed" in table.column_names else None
+    rows = (table.drop_columns(["feed"]) if feed is not None else table).to_pylist()
     n = max(len(rows), 1)
     slot = datetime.fromisoformat(send_day).replace(tzinfo=timezone.utc).timestamp() + hour * 3600
     for i, r in enumerate(rows):
         r["send_day"] = send_day
         r["planned_at"] = slot + ramp_s * i / n      # the planned release time on the ramp
+        if feed is not None:
+            r["feed"] = _FeedRef(feed, i)
     return rows
+
+
+class _FeedRef:
+    """A message's feed item fields, read from the batch's column only when asked (as_py)."""
+    __slots__ = ("column", "row")
+
+    def __init__(self, column, row: int):
+        self.column, self.row = column, row
+
+    def as_py(self) -> list[dict]:
+        return self.column[self.row].as_py()
 
 
 def write_receipts(wh: Warehouse, ledger, send_day: str, hour: int, receipt_time: str, stream: bool = False) -> dict:
