@@ -50,6 +50,7 @@ def markdown(result: dict, spec: EvalSpec, seconds: float) -> str:
               f"Hermes chose the same scene, SNIPS open rate {_fmt(o['snips_open_rate'], True)} (ESS "
               f"{o['effective_sample_size']:.0f}) vs closed-loop Hermes {_fmt(o['closed_loop_hermes_open_rate'], True)} "
               f"and Push 1.0 logged {_fmt(o['baseline_logged_open_rate'], True)}.",
+              *_withdrawn(result.get("days", {})),
               *_judged_nights(result.get("days", {}).get("hermes", [])),
               *_realtime(result),
               "", f"Scene mix: Push 1.0 {result['arms']['baseline']['scene_mix']}; Hermes "
@@ -83,6 +84,19 @@ def _realtime(result: dict) -> list[str]:
     else:
         lines += ["", "Triggered pushes: none were sent."]
     return lines
+
+
+def _withdrawn(days: dict) -> list[str]:
+    """Planned nightly pushes not sent because every item sold or was removed before their hour."""
+    parts = []
+    for arm in ("baseline", "hermes"):
+        rows = [d for d in days.get(arm, []) if d.get("planned") is not None]
+        planned = sum(d["planned"] for d in rows)
+        gone = sum(d.get("withdrawn_items_gone", 0) for d in rows)
+        if planned:
+            parts.append(f"{LABELS[arm]} {gone:,} of {planned:,} ({100 * gone / planned:.1f} %)")
+    return ["", "Planned pushes withdrawn at the send because every item had sold or been removed: "
+            + "; ".join(parts) + "."] if parts else []
 
 
 def _judged_nights(days: list[dict]) -> list[str]:

@@ -41,6 +41,7 @@ def test_closed_loop_evaluation_of_both_policies(s3_server, spark, tmp_path):
         reasons = ledger.dead_letter_reasons(day)
         ledger.dispose()
         assert sum(reasons.values()) == d["states"].get("dead_letter", 0) and set(reasons) <= {"items_gone"}, reasons
+        assert d["planned"] == d["sent"] + d["withdrawn_items_gone"] == sum(d["states"].values()), d
         wh = out / arm / "warehouse" / "raw"
         # the day's receipts: its hours 24-35 (users west of UTC) are in the next day's partition
         log = pa.concat_tables(read_receipts(Warehouse(out / arm / "warehouse"), day)[1]).to_pandas()
@@ -87,6 +88,9 @@ def test_closed_loop_evaluation_of_both_policies(s3_server, spark, tmp_path):
     assert rt_log.groupby("user_id").size().max() <= 2
     report_md = (out / "report.md").read_text()
     assert "## Hermes + real-time" in report_md and "Triggered pushes:" in report_md
+    b, h = result["days"]["baseline"][0], result["days"]["hermes"][0]
+    assert (f"withdrawn at the send because every item had sold or been removed: Push 1.0 {b['withdrawn_items_gone']:,} "
+            f"of {b['planned']:,}") in report_md and f"Hermes {h['withdrawn_items_gone']:,} of {h['planned']:,}" in report_md
     assert result["arms"]["hermes_rt"]["triggered"]["pushes"] == rt["realtime"]["messages"]
 
     t = result["table"]
