@@ -19,10 +19,7 @@ revised (a key left in doubt by a dead run keeps the content it may already have
 """
 from __future__ import annotations
 
-import logging
 from datetime import date, datetime, timedelta, timezone
-
-log = logging.getLogger(__name__)
 
 GONE = ("sold", "removed")
 ITEMS_GONE = "items_gone"
@@ -68,17 +65,19 @@ def _gone_in_stream(ledger_url: str, wanted: set[int], first_day: str, now_us: i
         if not sa.inspect(engine).has_table("stream_events"):
             return set()
         q = sa.text("SELECT DISTINCT item_id FROM stream_events WHERE table_name = 'item_changes' "
-                    "AND kind IN ('sold', 'removed') AND day >= :d AND ts <= :t")
+                    "AND kind IN :kinds AND day >= :d AND ts <= :t").bindparams(sa.bindparam("kinds", expanding=True))
         with engine.connect() as c:
-            return {int(i) for i in c.execute(q, {"d": first_day, "t": now_us}).scalars() if i in wanted}
+            rows = c.execute(q, {"kinds": list(GONE), "d": first_day, "t": now_us}).scalars()
+            return {int(i) for i in rows if i in wanted}
     finally:
         engine.dispose()
 
 
 def prune(rows: list[dict], gone: set[int]) -> tuple[list[dict], list[dict], list[dict]]:
-    """Split messages against the gone items: (to send, withdrawn, revised — also among those to send). A withdrawn message lost every
-    item; a revised one keeps its remaining items in order and, when it carries its template and item fields, is
-    re-rendered from its first remaining item. Messages are changed in place; none is dropped silently."""
+    """Split messages against the gone items: (to send, withdrawn, revised — the revised are among those to send).
+    A withdrawn message lost every item; a revised one keeps its remaining items in order and, when it carries its
+    template and item fields, is re-rendered from its first remaining item. Messages are changed in place; none is
+    dropped silently."""
     from delivery.messages import render, template_fields
 
     keep, withdrawn, revised = [], [], []

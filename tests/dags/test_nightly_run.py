@@ -114,6 +114,10 @@ def test_nightly_dag_runs_to_success_and_writes_its_partition(world, settings, s
     keys = [k for t in sent for k in t["idempotency_key"].to_pylist()]
     assert len(keys) == len(set(keys)) == len(assigned)
     assert sorted(u for t in sent for u in t["user_id"].to_pylist()) == sorted(assigned.user_id)
+    # each message carries what delivery re-renders it from when items sell: the scene's templates, each item's fields
+    rows = [r for t in sent for r in t.to_pylist()]
+    assert all(r["title_template"] and r["body_template"] for r in rows)
+    assert all([f["item_id"] for f in r["feed"]] == r["item_ids"] and all(f["title"] for f in r["feed"]) for r in rows)
     plan = json.loads(wh.report("plan", ds, "plan").read_text())
     assert plan["policies"]["hermes"]["pushes"] == len(assigned)
     assert wh.report("plan", ds, "plan").with_suffix(".html").exists()
