@@ -5,11 +5,13 @@ its seller) it is gone. A push that names a sold item is a broken promise, and o
 push spent on nothing (the user's daily budget, the gateway's capacity). So before a delivery run sends an hour's
 messages, it drops from each feed every item whose `sold` or `removed` change is known by then:
 
-- a feed left with no item is not sent: its key is filed `dead_letter`, reason `items_gone` (counts still add up:
-  batch = acked + dead-lettered + pending);
-- a feed that lost items goes out with the rest, in the plan's order, and is re-rendered from its first remaining
-  item with the template and item fields the batch carries (`title_template`, `body_template`, `feed`), so the
-  title never names a sold item; the ledger records the items actually sent, and the receipts carry them.
+- a feed that lost items goes out with the rest, in the plan's order, topped up from its reserves (`reserve_ids`:
+  the scene's next candidates, written by the plan, best first) with those still on sale, up to its planned
+  length, and is re-rendered from its first item with the template and item fields the batch carries
+  (`title_template`, `body_template`, `feed`), so the title never names a sold item; the ledger records the items
+  actually sent, and the receipts carry them;
+- a feed left with no item and no reserve on sale is not sent: its key is filed `dead_letter`, reason
+  `items_gone` (counts still add up: batch = acked + dead-lettered + pending).
 
 "Known by then" is every change with `ts <= now` in raw/item_changes from the day before the send day (the plan's
 night) to now's day — the days the stream has handed over — and in the live stream's table (the days it has not).
@@ -75,9 +77,10 @@ def _gone_in_stream(ledger_url: str, wanted: set[int], first_day: str, now_us: i
 
 def prune(rows: list[dict], gone: set[int]) -> tuple[list[dict], list[dict], list[dict]]:
     """Split messages against the gone items: (to send, withdrawn, revised — the revised are among those to send).
-    A withdrawn message lost every item; a revised one keeps its remaining items in order and, when it carries its
-    template and item fields, is re-rendered from its first remaining item. Messages are changed in place; none is
-    dropped silently."""
+    A revised message keeps its remaining items in order, then takes the first of its `reserve_ids` still on sale
+    in place of those it lost (up to its planned length; `refilled` counts them) and, when it carries its template
+    and item fields, is re-rendered from its first item. A withdrawn message lost every item and had no reserve
+    left. Messages are changed in place; none is dropped silently."""
     from delivery.messages import render, template_fields
 
     keep, withdrawn, revised = [], [], []
@@ -87,16 +90,20 @@ def prune(rows: list[dict], gone: set[int]) -> tuple[list[dict], list[dict], lis
         if len(live) == len(items):
             keep.append(m)
             continue
-        if not live:
-            m["withdrawn_reason"] = (f"{ITEMS_GONE}: all {len(items)} item(s) of the feed were sold or removed "
-                                     f"before the send")
+        reserves = [int(i) for i in m.get("reserve_ids") or []]
+        fill = [i for i in reserves if i not in gone and i not in live][:len(items) - len(live)]
+        if not live and not fill:
+            m["withdrawn_reason"] = (f"{ITEMS_GONE}: all {len(items)} item(s) of the feed"
+                                     f"{f' and its {len(reserves)} reserve(s)' if reserves else ''} were sold or "
+                                     f"removed before the send")
             withdrawn.append(m)
             continue
-        m["item_ids"] = live
+        m["item_ids"], m["refilled"] = live + fill, len(fill)
+        sent = m["item_ids"]
         feed = m.get("feed")
         feed = {f["item_id"]: f for f in (feed.as_py() if hasattr(feed, "as_py") else feed) or []}
-        if m.get("title_template") and feed.get(live[0]) is not None:
-            fields = template_fields(feed[live[0]], len(live))
+        if m.get("title_template") and feed.get(sent[0]) is not None:
+            fields = template_fields(feed[sent[0]], len(sent))
             m["title"], m["body"] = render(m["title_template"], fields), render(m["body_template"], fields)
         revised.append(m)
         keep.append(m)

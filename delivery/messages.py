@@ -36,7 +36,7 @@ def nightly_messages(windows, users, items, config, send_day: str, config_versio
     out: dict[str, list] = {k: [] for k in (
         "idempotency_key", "user_id", "device_token", "platform", "tz", "scene_id", "title", "body", "item_ids",
         "send_at", "hour", "local_hour", "p_open", "policy", "propensity", "explored", "model_version",
-        "config_version", "window", "title_template", "body_template", "feed")}
+        "config_version", "window", "title_template", "body_template", "reserve_ids", "feed")}
     missing_tokens = 0
     for r in rows:
         token = tokens.get(r["user_id"])
@@ -56,7 +56,11 @@ def nightly_messages(windows, users, items, config, send_day: str, config_versio
         # what delivery needs to re-render the push when items sold before the send (delivery/availability.py)
         out["title_template"].append(scene.template.title)
         out["body_template"].append(scene.template.body)
-        out["feed"].append([{k: item_rows[i][k] for k in FEED_FIELDS} for i in r["item_ids"] if i in item_rows])
+        # the feed's items, then the reserves that replace any of them sold by the send
+        reserves = [i for i in r.get("reserve_ids") or [] if i in item_rows]
+        out["reserve_ids"].append(reserves)
+        out["feed"].append([{k: item_rows[i][k] for k in FEED_FIELDS} for i in [*r["item_ids"], *reserves]
+                            if i in item_rows])
         out["hour"].append(int(r["slot"]))
         # P(this scene and this hour | the policy): the baseline explores scenes, Hermes explores hours
         out["propensity"].append(float(r["scene_propensity"]) * float(r["hour_propensity"]))
@@ -73,6 +77,7 @@ def nightly_messages(windows, users, items, config, send_day: str, config_versio
                         ("p_open", pa.float64()), ("policy", pa.string()), ("propensity", pa.float64()),
                         ("explored", pa.bool_()), ("model_version", pa.string()), ("config_version", pa.string()),
                         ("window", pa.string()), ("title_template", pa.string()), ("body_template", pa.string()),
+                        ("reserve_ids", pa.list_(pa.int64())),
                         ("feed", pa.list_(pa.struct([("item_id", pa.int64()), ("title", pa.string()),
                                                      ("price", pa.float64()), ("listing_price", pa.float64()),
                                                      ("price_drop_pct", pa.float64()), ("category_id", pa.int32()),

@@ -33,9 +33,14 @@ def recent_pairs(push_log: DataFrame, since) -> DataFrame:
             .select("user_id", F.explode("item_ids").alias("item_id")).distinct())
 
 
-def feeds(scored: DataFrame, items: DataFrame, scenes: DataFrame, max_per_category: int) -> DataFrame:
+def feeds(scored: DataFrame, items: DataFrame, scenes: DataFrame, max_per_category: int, reserves: int = 0) -> DataFrame:
     """scored: user_id, scene_id, item_id, p_open, model_version. items: item_id, seller_id, category_id.
-    scenes: scene_id, feed_size, priority."""
+    scenes: scene_id, feed_size, priority.
+
+    reserves: each feed also carries the scene's next this many candidates (same diversity rules, best first) as
+    `reserve_ids`: second-hand items are unique, and one that sells between the night's plan and the send is
+    replaced at the send by the first reserve still on sale (delivery/availability.py) instead of leaving the feed
+    short, or a one-item push empty. They are not part of the feed's estimate."""
     # Hash-partitioned by user once: every window below (user, scene, seller / category / -), the feed's group-by
     # and select_scene's window are clustered within it, so none of them shuffles the pairs again.
     x = scored.join(items.select("item_id", "seller_id", "category_id"), "item_id").repartition("user_id")
@@ -45,14 +50,19 @@ def feeds(scored: DataFrame, items: DataFrame, scenes: DataFrame, max_per_catego
     x = x.withColumn("_cat_rank", F.row_number().over(by("category_id"))).where(
         F.col("_cat_rank") <= max_per_category)
     x = (x.join(F.broadcast(scenes), "scene_id").withColumn("position", F.row_number().over(by()))
-         .where(F.col("position") <= F.col("feed_size")))
+         .where(F.col("position") <= F.col("feed_size") + F.lit(int(reserves))))
+    in_feed = F.col("position") <= F.col("feed_size")
+
+    def ordered(col, rows):
+        return F.transform(F.sort_array(F.collect_list(F.when(rows, F.struct("position", col)))), lambda s: s[col])
+
     return x.groupBy("user_id", "scene_id", "priority", "model_version").agg(
-        F.transform(F.sort_array(F.collect_list(F.struct("position", "item_id"))), lambda s: s["item_id"])
-        .alias("item_ids"),
-        F.transform(F.sort_array(F.collect_list(F.struct("position", "p_open"))), lambda s: s["p_open"])
-        .alias("item_p_open"),
-        F.max("p_open").alias("expected_open"),
-        *([F.max_by("p_neutral", "p_open").alias("expected_open_neutral")] if "p_neutral" in scored.columns else []),
+        ordered("item_id", in_feed).alias("item_ids"),
+        ordered("p_open", in_feed).alias("item_p_open"),
+        F.max(F.when(in_feed, F.col("p_open"))).alias("expected_open"),
+        *([F.max_by(F.when(in_feed, F.col("p_neutral")), F.when(in_feed, F.col("p_open"))).alias("expected_open_neutral")]
+          if "p_neutral" in scored.columns else []),
+        ordered("item_id", ~in_feed).alias("reserve_ids"),
     )
 
 
@@ -137,15 +147,18 @@ def select_scene(feed: DataFrame, explore_share: float = 0.0, salt: str = "", br
     # longer feed adds (its term c) apart from what a scene adds
     k = F.greatest(F.size("item_ids"), F.lit(1))
     length = F.when(explorer, (F.floor(_unit_hash(F.col("user_id"), f"{salt}-length") * k) + 1).cast("int")).otherwise(k)
-    return (ranked.where(F.col("_rank") == target)
-            .withColumn("_k", k).withColumn("_len", length)        # before item_ids is cut (k reads its size)
-            .withColumn("policy", F.lit("hermes"))
-            # P(this scene and this feed | the policy): the best scene's whole feed, or a drawn scene and length
-            .withColumn("scene_propensity", F.lit(1 - e) * ((F.col("_rank") == 1) & (F.col("_len") == F.col("_k")))
-                        .cast("double") + F.lit(e) / F.col("_n") / F.col("_k"))
-            .withColumn("item_ids", F.slice("item_ids", 1, F.col("_len")))
-            .withColumn("item_p_open", F.slice("item_p_open", 1, F.col("_len")))
-            .drop("_rank", "_n", "_k", "_len"))
+    out = (ranked.where(F.col("_rank") == target)
+           .withColumn("_k", k).withColumn("_len", length)        # before item_ids is cut (k reads its size)
+           .withColumn("policy", F.lit("hermes"))
+           # P(this scene and this feed | the policy): the best scene's whole feed, or a drawn scene and length
+           .withColumn("scene_propensity", F.lit(1 - e) * ((F.col("_rank") == 1) & (F.col("_len") == F.col("_k")))
+                       .cast("double") + F.lit(e) / F.col("_n") / F.col("_k")))
+    if "reserve_ids" in feed.columns:
+        # an explorer's items past its drawn length are its first reserves (delivery refills up to that length)
+        out = out.withColumn("reserve_ids", F.concat(F.slice("item_ids", F.col("_len") + 1, F.col("_k")), "reserve_ids"))
+    return (out.withColumn("item_ids", F.slice("item_ids", 1, F.col("_len")))
+               .withColumn("item_p_open", F.slice("item_p_open", 1, F.col("_len")))
+               .drop("_rank", "_n", "_k", "_len"))
 
 
 def baseline_scene(scene_rates: DataFrame, allowed: list[str], min_sends: int = 100,
@@ -220,5 +233,7 @@ def baseline(candidates: DataFrame, eligible: DataFrame, scene_id: str, explore_
          .withColumn("scene_propensity", (1 - eps) * is_best.cast("double") + eps / F.col("_k")))
     scored = ([F.array("p_open").alias("item_p_open"), F.col("p_open").alias("expected_open"), "model_version"]
               if "p_open" in cols else [])
+    # Push 1.0 as it was: one item, nothing held in reserve
     return x.select("user_id", "scene_id", F.array("item_id").alias("item_ids"), *scored,
-                    F.lit("baseline").alias("policy"), "scene_propensity")
+                    F.lit("baseline").alias("policy"), "scene_propensity",
+                    F.array().cast("array<bigint>").alias("reserve_ids"))

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 
 def run(settings: Settings, ds: str, loaded, policy: str | None = None) -> dict:
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.dataset as pads
 
@@ -35,7 +36,8 @@ def run(settings: Settings, ds: str, loaded, policy: str | None = None) -> dict:
     assigned = windows.filter(pc.greater_equal(windows["slot"], 0))
     unassigned = windows.num_rows - assigned.num_rows
     users = pads.dataset(str(wh.raw("users")), format="parquet").to_table(columns=["user_id", "device_token"])
-    wanted = pc.unique(pc.list_flatten(assigned["item_ids"]))
+    wanted = pc.unique(pa.concat_arrays([pc.list_flatten(assigned[c]).combine_chunks()
+                                         for c in ("item_ids", "reserve_ids") if c in assigned.column_names]))
     items = wh.read_arrow("features/material_features", ds,
                           ["item_id", "seller_id", "category_id", "title", "price", "listing_price", "price_drop_pct"])
     items = items.filter(pc.is_in(items["item_id"], wanted))

@@ -4,8 +4,9 @@
 
 1. Reads batches/ds=<day>/hour=<HH> through its manifest (a missing or mismatching batch is refused).
 2. Registers every message in the delivery ledger (keys already there keep their state).
-   Items sold or removed since the plan leave their feeds; a feed left empty is withdrawn (`dead_letter`,
-   `items_gone`), one whose lead went is re-rendered from its first remaining item (delivery/availability.py).
+   Items sold or removed since the plan leave their feeds and are replaced by the feed's reserves still on sale; a
+   feed left empty is withdrawn (`dead_letter`, `items_gone`), a changed one is re-rendered from its first item
+   (delivery/availability.py).
 3. Sends what is still pending (delivery/sender.py): rate limit, concurrency, ramp, retries, deadline.
 4. Writes the hour's receipts — every acknowledged message — to raw/push_log (the raw contract; one file
    per send hour, rewritten whole on a re-run, so never duplicated) and the tokens the gateway reported
@@ -149,14 +150,16 @@ def send_rows(settings: Settings, gw, rows: list[dict], send_day: str, hour: int
         # items sold or removed since the plan: only keys never claimed are changed (one in doubt may have gone out)
         fresh = [r for r in todo if r["idempotency_key"] not in in_doubt]
         first_day = (date.fromisoformat(send_day) - timedelta(days=1)).isoformat()
-        gone = gone_items(wh, settings.ledger_url, (i for r in fresh for i in r["item_ids"] or ()), first_day,
-                          time.time() if now is None else now)
+        gone = gone_items(wh, settings.ledger_url,
+                          (i for r in fresh for i in [*(r["item_ids"] or ()), *(r.get("reserve_ids") or ())]),
+                          first_day, time.time() if now is None else now)
         fresh, withdrawn, revised = prune(fresh, gone)
         ledger.settle_availability(withdrawn, revised)
         todo = [r for r in todo if r["idempotency_key"] in in_doubt] + fresh
-        log.info("ds=%s hour=%02d (run %s, %s): %d messages, %d new in the ledger, %d to send, %d withdrawn and %d "
-                 "trimmed for items sold or removed since the plan", send_day, hour, batch_run, run_id, len(rows), new,
-                 len(todo), len(withdrawn), len(revised))
+        refilled = sum(m["refilled"] for m in revised)
+        log.info("ds=%s hour=%02d (run %s, %s): %d messages, %d new in the ledger, %d to send; for items sold or removed "
+                 "since the plan %d withdrawn and %d revised (%d items replaced by reserves)", send_day, hour, batch_run,
+                 run_id, len(rows), new, len(todo), len(withdrawn), len(revised), refilled)
         if in_doubt:
             log.warning("ds=%s hour=%02d: %d messages were claimed by a run that died before recording them; they are "
                         "sent again (a gateway that ignores idempotency keys may deliver them twice)", send_day, hour,
@@ -190,7 +193,8 @@ def send_rows(settings: Settings, gw, rows: list[dict], send_day: str, hour: int
                                  f"are held by another run); re-run `hermes deliver --day {send_day} --hour {hour}` "
                                  f"(acked messages are never sent again)")
     return {"batch": len(rows), "sent_this_run": len(todo), "in_doubt_resent": len(in_doubt),
-            "withdrawn_items_gone": len(withdrawn), "trimmed_items_gone": len(revised), "states": states,
+            "withdrawn_items_gone": len(withdrawn), "trimmed_items_gone": len(revised),
+            "reserve_items_sent": refilled, "states": states,
             "run": report.as_dict() if report else None, **receipts}
 
 

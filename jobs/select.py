@@ -33,7 +33,7 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     items = wh.read_partition(spark, "features/material_features", ds)
     rates = wh.read_partition(spark, "features/material_rates", ds)
     feed_cfg = loaded.config.platform.feed
-    feed, support = shrink_to_support(feeds(scored, items, scene_df, feed_cfg.max_per_category), rates,
+    feed, support = shrink_to_support(feeds(scored, items, scene_df, feed_cfg.max_per_category, feed_cfg.reserves), rates,
                                       feed_cfg.support_sends)
     model_version, model_policy = _model_policy(settings, scored)
     explore = (loaded.config.platform.training.cold_start_explore_share if model_policy == PRIOR

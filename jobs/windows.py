@@ -224,6 +224,9 @@ def to_arrow(cols: dict, table):
         "user_id": pa.array(cols["user_id"], pa.int64()), "policy": pa.array(cols["policy"], pa.string()),
         "scene_id": pa.array(cols["scene_id"], pa.string()),
         "item_ids": table["item_ids"], "item_p_open": table["item_p_open"],
+        # a plan selected before feeds held reserves has none (delivery then only trims)
+        "reserve_ids": (table["reserve_ids"] if "reserve_ids" in table.column_names
+                        else pa.array([[]] * table.num_rows, pa.list_(pa.int64()))),
         "model_version": table["model_version"].cast(pa.string()),
         "slot": pa.array(cols["slot"], pa.int16()), "send_at": send_at,
         "local_hour": pa.array(cols["local_hour"], pa.int16()),
@@ -248,7 +251,8 @@ def run(settings: Settings, ds: str, loaded) -> dict:
     wh = Warehouse(settings.warehouse)
     config = loaded.config
     need = ["user_id", "scene_id", "item_ids", "item_p_open", "expected_open", "model_version", "scene_propensity"]
-    tables = {"hermes": wh.read_arrow("plan/selected", ds, need), "baseline": wh.read_arrow("plan/baseline", ds, need)}
+    tables = {p: wh.read_arrow(t, ds, need + [c for c in ("reserve_ids",) if c in wh.schema(t, ds).names])
+              for p, t in (("hermes", "plan/selected"), ("baseline", "plan/baseline"))}
     versions = set(tables["hermes"]["model_version"].unique().to_pylist())
     if len(versions) > 1:
         raise ValueError(f"plan/selected ds={ds}: rows from several model versions {sorted(versions)} "

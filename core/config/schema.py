@@ -163,6 +163,9 @@ class Feed(_Strict):
     explore_share: float = Field(0.05, ge=0, le=0.5, description="users (a hash of user and day) who get a "
                                  "uniformly drawn scene of theirs instead of the best, propensity logged: how "
                                  "scenes the history lacks get data")
+    reserves: int = Field(3, ge=0, le=20, description="per feed, the scene's next this many candidates held in "
+                          "reserve: an item that sold between the plan and the send is replaced by the first reserve "
+                          "still on sale (0: a feed only loses items)")
     shortlist_per_category: int | None = Field(
         5, ge=1, le=500, description="score only each (user, scene, category)'s this many best candidates by the "
         "model's item-level estimate (the scene's mean p(open) over a sample of users); null scores every candidate")

@@ -70,7 +70,7 @@ def live_day(spark, arm: Arm, send_day: str, spec: EvalSpec) -> dict:
     times["windows+batches"] = round(time.monotonic() - t, 1)
     t = time.monotonic()
     states: dict[str, int] = {}
-    withdrawn = 0
+    withdrawn = refilled = 0
     from delivery.batches import PLAN_HOURS
 
     slot0 = datetime.fromisoformat(send_day).replace(tzinfo=timezone.utc).timestamp()
@@ -80,6 +80,7 @@ def live_day(spark, arm: Arm, send_day: str, spec: EvalSpec) -> dict:
         for k, v in r.get("states", {}).items():
             states[k] = states.get(k, 0) + v
         withdrawn += r.get("withdrawn_items_gone", 0)
+        refilled += r.get("reserve_items_sent", 0)
     times["deliver"] = round(time.monotonic() - t, 1)
     realtime = None
     if arm.name == REALTIME:         # the day's events through the streaming engine, before the outcomes are drawn
@@ -99,7 +100,7 @@ def live_day(spark, arm: Arm, send_day: str, spec: EvalSpec) -> dict:
     log.info("%s %s: planned %s, delivered %s, opens %d / %d in %.0f s %s", arm.name, send_day,
              planned.get("messages"), states, outcome["opened"], outcome["sent"], time.monotonic() - t0, times)
     return {"send_day": send_day, "states": states, "planned": planned.get("messages"),
-            "withdrawn_items_gone": withdrawn, **outcome, "seconds": times,
+            "withdrawn_items_gone": withdrawn, "reserve_items_sent": refilled, **outcome, "seconds": times,
             **({"judge": judged} if judged else {}), **({"realtime": realtime} if realtime else {})}
 
 

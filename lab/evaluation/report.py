@@ -88,15 +88,17 @@ def _realtime(result: dict) -> list[str]:
 
 def _withdrawn(days: dict) -> list[str]:
     """Planned nightly pushes not sent because every item sold or was removed before their hour."""
-    parts = []
+    parts, reserves = [], []
     for arm in ("baseline", "hermes"):
         rows = [d for d in days.get(arm, []) if d.get("planned") is not None]
         planned = sum(d["planned"] for d in rows)
         gone = sum(d.get("withdrawn_items_gone", 0) for d in rows)
         if planned:
             parts.append(f"{LABELS[arm]} {gone:,} of {planned:,} ({100 * gone / planned:.1f} %)")
-    return ["", "Planned pushes withdrawn at the send because every item had sold or been removed: "
-            + "; ".join(parts) + "."] if parts else []
+            reserves.append(f"{LABELS[arm]} {sum(d.get('reserve_items_sent', 0) for d in rows):,}")
+    return ["", "Planned pushes withdrawn at the send because every item (and every reserve) had sold or been removed: "
+            + "; ".join(parts) + ". Sold items replaced by their feed's reserves: " + "; ".join(reserves) + "."
+            ] if parts else []
 
 
 def _judged_nights(days: list[dict]) -> list[str]:

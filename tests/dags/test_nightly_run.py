@@ -117,7 +117,11 @@ def test_nightly_dag_runs_to_success_and_writes_its_partition(world, settings, s
     # each message carries what delivery re-renders it from when items sell: the scene's templates, each item's fields
     rows = [r for t in sent for r in t.to_pylist()]
     assert all(r["title_template"] and r["body_template"] for r in rows)
-    assert all([f["item_id"] for f in r["feed"]] == r["item_ids"] and all(f["title"] for f in r["feed"]) for r in rows)
+    assert all([f["item_id"] for f in r["feed"]] == r["item_ids"] + r["reserve_ids"] and all(f["title"] for f in r["feed"])
+               for r in rows)
+    # and the feed's reserves (platform.feed.reserves: 3), the scene's next candidates, none of them in the feed
+    assert sum(len(r["reserve_ids"]) for r in rows) > 0 and all(len(r["reserve_ids"]) <= 3 + 5 for r in rows)
+    assert all(not set(r["reserve_ids"]) & set(r["item_ids"]) for r in rows)
     plan = json.loads(wh.report("plan", ds, "plan").read_text())
     assert plan["policies"]["hermes"]["pushes"] == len(assigned)
     assert wh.report("plan", ds, "plan").with_suffix(".html").exists()

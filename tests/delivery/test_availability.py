@@ -1,5 +1,6 @@
-"""Items sold or removed between the plan and the send leave their feeds: an empty feed is withdrawn, a trimmed one is
-re-rendered from its first remaining item, and the counts still add up (delivery/availability.py)."""
+"""Items sold or removed between the plan and the send leave their feeds and their reserves take their place: a feed
+with nothing left on sale is withdrawn, a changed one is re-rendered from its first item, and the counts still add up
+(delivery/availability.py)."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -27,10 +28,11 @@ def feed_item(i: int) -> dict:
             "category_id": 3, "seller_id": 90 + i}
 
 
-def message(user: int, items: list[int]) -> dict:
+def message(user: int, items: list[int], reserves: list[int] | None = None) -> dict:
     return {"idempotency_key": idempotency_key(user, "guess_you_like", DAY, "nightly"), "user_id": user,
             "item_ids": items, "title": "New in category 3", "body": f"lamp {items[0]} and {len(items) - 1} more",
-            "title_template": TITLE, "body_template": BODY, "feed": [feed_item(i) for i in items]}
+            "title_template": TITLE, "body_template": BODY, "reserve_ids": reserves or [],
+            "feed": [feed_item(i) for i in [*items, *(reserves or [])]]}
 
 
 def write_changes(wh: Warehouse, day: str, rows: list[tuple[int, float, str]]) -> None:
@@ -56,6 +58,26 @@ def test_prune_withdraws_empty_feeds_and_rerenders_a_feed_whose_lead_went():
     del old["title_template"], old["feed"]
     keep, withdrawn, revised = prune([old], gone={41})
     assert keep == revised == [old] and old["item_ids"] == [42] and old["body"] == "lamp 41 and 1 more"
+
+
+def test_prune_replaces_sold_items_with_the_first_reserves_still_on_sale():
+    a = message(1, [11, 12, 13], reserves=[14, 15, 16])
+    b = message(2, [21], reserves=[22, 23])
+    c = message(3, [31], reserves=[32])
+    d = message(4, [41, 42], reserves=[43])
+    keep, withdrawn, revised = prune([a, b, c, d], gone={11, 13, 14, 21, 22, 31, 32, 41})
+    # a lost its lead and its third item: 12 moves up, then 15 and 16 (14 sold too); re-rendered from 12
+    assert a["item_ids"] == [12, 15, 16] and a["refilled"] == 2
+    assert a["body"] == "lamp 12 for ¥120 and 2 more picked for you."
+    # b's only item sold: its second reserve goes out in its place, named in the title
+    assert b["item_ids"] == [23] and b["refilled"] == 1 and b["body"] == "lamp 23 for ¥230 and 0 more picked for you."
+    # c: the item and its reserve sold: withdrawn, and the reason says the reserves went too
+    assert [m["user_id"] for m in withdrawn] == [3]
+    assert c["withdrawn_reason"] == ("items_gone: all 1 item(s) of the feed and its 1 reserve(s) were sold or removed "
+                                     "before the send")
+    # d: never longer than planned, never an item twice
+    assert d["item_ids"] == [42, 43] and d["refilled"] == 1
+    assert [m["user_id"] for m in keep] == [1, 2, 4] and revised == [a, b, d]
 
 
 def test_gone_items_reads_the_flushed_days_and_the_live_stream_up_to_now(tmp_path):
@@ -84,38 +106,42 @@ def test_delivery_sends_the_remaining_items_withdraws_empty_feeds_and_never_send
     from tests.delivery.test_delivery import gateway_counts, loaded_with
 
     hour = 9
-    rows = [message(1, [11, 12]), message(2, [21]), message(3, [31])]
+    rows = [message(1, [11, 12]), message(2, [21], reserves=[25]), message(3, [31]), message(4, [41], reserves=[44])]
     n = len(rows)
     table = pa.table({
-        "idempotency_key": [r["idempotency_key"] for r in rows], "user_id": pa.array([1, 2, 3], pa.int64()),
-        "device_token": [f"device-token-{u:08d}" for u in (1, 2, 3)], "platform": ["ios"] * n,
+        "idempotency_key": [r["idempotency_key"] for r in rows], "user_id": pa.array([1, 2, 3, 4], pa.int64()),
+        "device_token": [f"device-token-{u:08d}" for u in (1, 2, 3, 4)], "platform": ["ios"] * n,
         "tz": ["Asia/Shanghai"] * n, "scene_id": ["guess_you_like"] * n, "title": [r["title"] for r in rows],
         "body": [r["body"] for r in rows], "item_ids": pa.array([r["item_ids"] for r in rows], pa.list_(pa.int64())),
         "hour": pa.array([hour] * n, pa.int8()), "policy": ["hermes"] * n, "propensity": [0.95] * n,
         "window": ["nightly"] * n, "title_template": [TITLE] * n, "body_template": [BODY] * n,
-        "feed": [r["feed"] for r in rows]})
+        "reserve_ids": pa.array([r["reserve_ids"] for r in rows], pa.list_(pa.int64())), "feed": [r["feed"] for r in rows]})
     gw = start_gateway(tmp_path / "gw")
     try:
         settings = Settings.from_env({**s3_server, **gw, "HERMES_HOME": str(tmp_path / "home"),
                                       "HERMES_LEDGER_URL": f"sqlite:///{tmp_path}/ledger.sqlite"})
         wh = Warehouse(settings.warehouse)
-        # 11 (user 1's lead) and 21 (user 2's only item) sold before 09:00; 31 sells at 09:30, after the run's start
-        write_changes(wh, DAY, [(11, T0 - 600, "sold"), (21, T0 - 300, "removed"), (31, T0 + 1800, "sold")])
+        # 11 (user 1's lead) and 21 (user 2's only item) sold before 09:00, and user 2's reserve 25 too; user 4's
+        # 41 sold, its reserve 44 did not; 31 sells at 09:30, after the run's start
+        write_changes(wh, DAY, [(11, T0 - 600, "sold"), (21, T0 - 300, "removed"), (25, T0 - 200, "sold"),
+                                (41, T0 - 100, "sold"), (31, T0 + 1800, "sold")])
         write_day(settings, DAY, table, {"plan_ds": "2026-10-30", "policy": "hermes"})
         out = deliver.run(settings, DAY, hour, loaded_with(concurrency=4), ramp=False, now=T0)
-        assert out["states"] == {"acked": 2, "dead_letter": 1}, out
-        assert out["withdrawn_items_gone"] == 1 and out["trimmed_items_gone"] == 1 and out["sent_this_run"] == 2
+        assert out["states"] == {"acked": 3, "dead_letter": 1}, out
+        assert out["withdrawn_items_gone"] == 1 and out["trimmed_items_gone"] == 2 and out["sent_this_run"] == 3
+        assert out["reserve_items_sent"] == 1
         ledger = Ledger(settings.ledger_url)
         dead = ledger.rows(DAY, hour, "dead_letter")
         assert [r["user_id"] for r in dead] == [2] and dead[0]["reason"].startswith("items_gone: all 1 item(s)")
         receipts = pq.read_table(wh.raw("push_log")).to_pandas().set_index("user_id")
-        assert sorted(receipts.index) == [1, 3]
+        assert sorted(receipts.index) == [1, 3, 4]
         assert list(receipts.loc[1, "item_ids"]) == [12] and list(receipts.loc[3, "item_ids"]) == [31]
+        assert list(receipts.loc[4, "item_ids"]) == [44]                     # the reserve went out in 41's place
         # a re-run after the 09:30 sale sends nothing again and changes nothing already settled
         again = deliver.run(settings, DAY, hour, loaded_with(concurrency=4), ramp=False, now=T0 + 3600)
-        assert again["sent_this_run"] == 0 and again["states"] == {"acked": 2, "dead_letter": 1}
+        assert again["sent_this_run"] == 0 and again["states"] == {"acked": 3, "dead_letter": 1}
         counts = gateway_counts(gw["db"])
-        assert sorted(counts["deliveries"]) == sorted([rows[0]["idempotency_key"], rows[2]["idempotency_key"]])
+        assert sorted(counts["deliveries"]) == sorted([rows[i]["idempotency_key"] for i in (0, 2, 3)])
         assert set(counts["deliveries"].values()) == {1}
         ledger.dispose()
     finally:

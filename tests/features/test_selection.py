@@ -33,6 +33,27 @@ def test_feed_takes_one_item_per_seller_and_caps_categories(spark, items, scenes
     assert a.item_p_open == [0.9, 0.7, 0.5]
     assert a.expected_open == pytest.approx(0.9)  # the best item's, not 1 - prod(1 - p): one push, one open
     assert a.model_version == "7"
+    assert a.reserve_ids == []                     # no reserves asked for
+
+
+def test_feed_holds_the_scenes_next_candidates_in_reserve_under_the_same_rules(spark, items, scenes):
+    rows = [(1, "a", i, p) for i, p in [(1, 0.9), (2, 0.8), (3, 0.7), (4, 0.6), (5, 0.5), (6, 0.4)]]
+    rows += [(1, "b", 4, 0.95), (1, "b", 6, 0.3)]
+    feed = {r.scene_id: r for r in feeds(scored(spark, rows), items, scenes, max_per_category=2, reserves=2).collect()}
+    # feed as before; the next under the same seller/category rules: 6 (category 9's second); 2 and 4 stay out
+    # (seller 10 again, category 7's third)
+    assert feed["a"].item_ids == [1, 3, 5] and feed["a"].reserve_ids == [6]
+    assert feed["a"].item_p_open == [0.9, 0.7, 0.5] and feed["a"].expected_open == pytest.approx(0.9)
+    # a reserve never raises the feed's estimate: b's feed is its one item, 6 waits behind it
+    assert feed["b"].item_ids == [4] and feed["b"].reserve_ids == [6] and feed["b"].expected_open == pytest.approx(0.95)
+    # an explorer's feed cut to a drawn length keeps what it loses as its first reserves
+    chosen = select_scene(feeds(scored(spark, rows), items, scenes, 2, reserves=2), explore_share=1.0,
+                          salt="t").collect()[0]
+    if chosen.scene_id == "a":
+        k = len(chosen.item_ids)
+        assert chosen.item_ids == [1, 3, 5][:k] and chosen.reserve_ids == [1, 3, 5][k:] + [6]
+    else:
+        assert chosen.item_ids == [4] and chosen.reserve_ids == [6]
 
 
 def test_each_user_gets_the_scene_with_most_expected_opens_then_priority(spark, items, scenes):

@@ -89,8 +89,12 @@ def test_closed_loop_evaluation_of_both_policies(s3_server, spark, tmp_path):
     report_md = (out / "report.md").read_text()
     assert "## Hermes + real-time" in report_md and "Triggered pushes:" in report_md
     b, h = result["days"]["baseline"][0], result["days"]["hermes"][0]
-    assert (f"withdrawn at the send because every item had sold or been removed: Push 1.0 {b['withdrawn_items_gone']:,} "
-            f"of {b['planned']:,}") in report_md and f"Hermes {h['withdrawn_items_gone']:,} of {h['planned']:,}" in report_md
+    assert (f"withdrawn at the send because every item (and every reserve) had sold or been removed: Push 1.0 "
+            f"{b['withdrawn_items_gone']:,} of {b['planned']:,}") in report_md
+    assert f"Hermes {h['withdrawn_items_gone']:,} of {h['planned']:,}" in report_md
+    # Push 1.0 holds no reserves; Hermes' feeds do, and the report counts what they replaced
+    assert b["reserve_items_sent"] == 0
+    assert f"replaced by their feed's reserves: Push 1.0 0; Hermes {h['reserve_items_sent']:,}" in report_md
     assert result["arms"]["hermes_rt"]["triggered"]["pushes"] == rt["realtime"]["messages"]
 
     t = result["table"]
