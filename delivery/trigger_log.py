@@ -72,6 +72,18 @@ class TriggerState:
         with self.engine.begin() as c:
             c.execute(insert_ignore(self.engine, self.log), rows)
 
+    def cancel_emitted(self, reasons: dict[str, str]) -> None:
+        """Emitted pushes not sent after all (key -> reason): the item sold while quiet hours held them."""
+        import sqlalchemy as sa
+
+        if not reasons:
+            return
+        t = self.log
+        with self.engine.begin() as c:
+            c.execute(sa.update(t).where((t.c.trigger_key == sa.bindparam("k")) & (t.c.state == EMITTED))
+                      .values(state=CANCELLED, reason=sa.bindparam("r"), decided_at=time.time()),
+                      [{"k": k, "r": r[:64]} for k, r in reasons.items()])
+
     def emitted_for(self, user_ids: list[int] | None, since_us: int) -> pd.DataFrame:
         """Emitted decisions sent since since_us, of these users (None: of every user)."""
         import sqlalchemy as sa

@@ -210,6 +210,16 @@ class RuleState:
             out.update({r[0]: r[1:] for r in self.db.execute(q, part)})
         return out
 
+    def gone(self, items, until_us: int) -> dict[int, str]:
+        """item -> item_sold / item_removed, for those of `items` that left the market at or before until_us."""
+        ids = sorted({int(i) for i in items})
+        out = {}
+        for k in range(0, len(ids), 500):
+            part = ids[k:k + 500]
+            q = f"SELECT item, name FROM gone WHERE ts <= ? AND item IN ({', '.join('?' * len(part))})"
+            out.update({r[0]: r[1] for r in self.db.execute(q, [until_us, *part])})
+        return out
+
     def _one(self, sql: str, *args):
         row = self.db.execute(sql, args).fetchone()
         return None if row is None else row[0]

@@ -463,6 +463,18 @@ class Engine:
         t = self.log.log
         with self.log.engine.connect() as c:
             due = pd.DataFrame([dict(r._mapping) for r in c.execute(sa.select(t).where(t.c.trigger_key.in_(keys)))])
+        # a push quiet hours held is checked again at its release: its item may have sold (or been removed) since,
+        # and the rule's `unless` then cancels it as it would have a pending one
+        gone = self.state.gone(due["item_id"], now) if len(due) else {}
+        if gone:
+            why = {k: gone[int(i)] for k, i, r in zip(due["trigger_key"], due["item_id"], due["rule_id"])
+                   if int(i) in gone and r in self.rules and gone[int(i)] in self.rules[r].unless}
+            if why:
+                self.log.cancel_emitted(why)
+                self.stats["decided"]["released_cancelled"] = self.stats["decided"].get("released_cancelled", 0) + len(why)
+                log.info("stream: %d pushes held by quiet hours cancelled at their release: their item left the market "
+                         "meanwhile", len(why))
+                due = due[~due["trigger_key"].isin(why)]
         return self.messages(due)
 
     def messages(self, due: pd.DataFrame) -> list[dict]:

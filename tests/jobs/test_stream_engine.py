@@ -100,6 +100,25 @@ def test_the_model_decides_and_quiet_hours_defer(setup):
     assert [m["user_id"] for m in e.step()[1]] == [4]
 
 
+def test_a_push_held_by_quiet_hours_is_cancelled_at_its_release_when_its_item_sold_meanwhile(setup):
+    settings, stream, clock, engine = setup
+    e = engine()
+    publish(stream, NOW - 60, events=[{"user_id": u, "event_type": "fav", "item_id": i} for u, i in ((4, 10), (4, 11))])
+    publish(stream, NOW - 30, changes=[{"item_id": i, "change": "listed", "price": 100.0} for i in (10, 11)])
+    publish(stream, NOW, changes=[{"item_id": i, "change": "price_drop", "price": 50.0} for i in (10, 11)])
+    assert e.step()[1] == []                                        # Sydney is at 23:00: both held
+    d = decisions(settings)
+    assert {d[(4, i)]["reason"] for i in (10, 11)} == {"quiet_hours"}
+    publish(stream, NOW + 3600, changes=[{"item_id": 10, "change": "sold", "price": 50.0}])   # 00:00 in Sydney
+    clock["t"] = max(d[(4, i)]["send_at"] for i in (10, 11)) / 1e6
+    sent = e.step()[1]
+    # 11 goes out at its release; 10 sold overnight: cancelled by the rule's `unless`, never sent
+    assert [(m["user_id"], m["item_ids"]) for m in sent] == [(4, [11])]
+    d = decisions(settings)
+    assert (d[(4, 10)]["state"], d[(4, 10)]["reason"]) == ("cancelled", "item_sold")
+    assert d[(4, 11)]["state"] == "emitted" and e.stats["decided"]["released_cancelled"] == 1
+
+
 def test_the_shared_budget_the_gap_and_a_restart(setup):
     settings, stream, clock, engine = setup
     # the nightly plan of 2026-11-01 gives user 3 two pushes on 2026-11-02 (Tokyo): the daily cap is 2
