@@ -102,8 +102,9 @@ def main(argv=None) -> None:
     print(f"\n{args.users:,} users per world, {'/'.join(map(str, args.days))} simulated days{', empty push_log' if args.cold_start else ''}"
           f"; held-out rows marked *\n")
     print("| world | send day | policy | Push 1.0 | plan | oracle | plan / Push 1.0 | share of oracle lift | timing ratio | "
-          "expected / true | (without context terms) | gap: timing / matching / quality (pp) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "expected / true | (without context terms) | gap: timing / matching / quality (pp) | "
+          "as delivered: plan / without reserves / Push 1.0 (withdrawn) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         o, g = r["open_rate"], r["gap_to_oracle"]
         print(f"| {r['variant']} seed {r['seed']}{' *' if r['held_out'] else ''} | {r['send_day_label']} | {r['model_policy']} | "
@@ -111,8 +112,17 @@ def main(argv=None) -> None:
               f"{r['ratio_vs_push_1_0']:.2f}x | {100 * r['oracle_lift_share']:.0f} % | "
               f"{r['timing']['activity_ratio_chosen_vs_best']:.2f} | {r['calibration']['expected_over_true']:.2f} | "
               f"{r['calibration']['expected_over_true_without_context']:.2f} | "
-              f"{100 * g['timing']:.1f} / {100 * g['matching']:.1f} / {100 * g['item_quality']:.1f} |")
+              f"{100 * g['timing']:.1f} / {100 * g['matching']:.1f} / {100 * g['item_quality']:.1f} | "
+              f"{_delivered(r.get('as_delivered'))} |")
     print(f"\nwritten to {out / name}")
+
+
+def _delivered(d: dict | None) -> str:
+    """The judge's as-delivered rates (a plan from before reserves existed has no such entry)."""
+    if not d:
+        return "-"
+    return " / ".join(f"{100 * d[k]['open_rate']:.2f} % ({100 * d[k]['withdrawn_share']:.1f} %)"
+                      for k in ("plan", "plan_without_reserves", "push_1_0"))
 
 
 if __name__ == "__main__":

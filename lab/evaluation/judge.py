@@ -23,6 +23,10 @@ per scene, next to the truth of each push holding only its first item (a feed is
 history of one-item pushes: where the truth values a long feed above its lead item, the estimate cannot see it, and
 the scene choice, which compares the estimates, sends users to short feeds).
 
+As delivered (`as_delivered`): the same pushes as the delivery runs would send them — each send hour drops the items
+sold or removed by its start, tops a feed up from its reserves and withdraws a feed left empty — for the plan, the
+plan without its reserves, and Push 1.0: what the check for sold items and the reserves are worth under the truth.
+
 Lives in the lab: it needs a simulated world's ground truth (raw/_ground_truth).
 """
 from __future__ import annotations
@@ -135,8 +139,9 @@ def judge(wh: Warehouse, ds: str, quiet_hours: tuple[int, int] = (22, 8), seed: 
     from jobs.windows import send_day as send_day_of
 
     day = send_day_of(ds)
-    w = wh.read_arrow("plan/windows", ds, ["user_id", "policy", "scene_id", "item_ids", "send_at", "slot",
-                                           "p_open", "explored"]).to_pandas()
+    cols = ["user_id", "policy", "scene_id", "item_ids", "send_at", "slot", "p_open", "explored"]
+    cols += [c for c in ("reserve_ids",) if c in wh.schema("plan/windows", ds).names]
+    w = wh.read_arrow("plan/windows", ds, cols).to_pandas()
     w = w[w["slot"] >= 0].copy()
     w["send_us"] = pd.to_datetime(w["send_at"], utc=True).dt.as_unit("us").astype("int64")
     h, b = w[w["policy"] == "hermes"], w[w["policy"] == "baseline"]
@@ -210,6 +215,9 @@ def judge(wh: Warehouse, ds: str, quiet_hours: tuple[int, int] = (22, 8), seed: 
     p["oracle"] = np.maximum(truth.p_open(plan.with_(offsets=cat_off, items=cat_items, send_at=at_best)),
                              p["best_hour"])
     rates = {k: float(v.mean()) for k, v in p.items()}
+    delivered = {"push_1_0": _as_delivered(truth, bc, push1, reserves=False),
+                 "plan_without_reserves": _as_delivered(truth, hc, plan, reserves=False),
+                 "plan": _as_delivered(truth, hc, plan, reserves=True)}
     lift = rates["oracle"] - rates["push_1_0"]
     share = (rates["plan"] - rates["push_1_0"]) / lift if lift > 0 else float("nan")
 
@@ -253,7 +261,35 @@ def judge(wh: Warehouse, ds: str, quiet_hours: tuple[int, int] = (22, 8), seed: 
                         "lead_on_sale_at_send": float(lead_on_sale.mean()),
                         "by_scene": {sc: {k: float(v) for k, v in row.items()} for sc, row in by_scene.iterrows()}},
         "scene_share": scene_share,
+        "as_delivered": delivered,
     }
+
+
+def _as_delivered(truth: Truth, rows, pushes: Pushes, reserves: bool) -> dict:
+    """The pushes as delivery sends them (delivery/availability.py): each send hour's run drops the items sold or
+    removed by the hour's start, tops a feed up from its reserves still on sale (reserves=True) and withdraws a feed
+    left empty. Returns the true open rate over all planned pushes (a withdrawn one opens nothing), the withdrawn
+    share and the reserve items sent."""
+    from delivery.availability import prune
+
+    gt = truth.gt
+    hour_start = pushes.send_at - pushes.send_at % US_PER_HOUR
+    msgs = [{"item_ids": list(pushes.items[pushes.offsets[i]:pushes.offsets[i + 1]]),
+             "reserve_ids": list(r) if reserves and r is not None else []}
+            for i, r in enumerate(rows["reserve_ids"] if "reserve_ids" in rows else [None] * len(rows))]
+    for at in np.unique(hour_start):
+        on = np.flatnonzero(hour_start == at)
+        ids = np.array(sorted({int(i) for k in on for i in [*msgs[k]["item_ids"], *msgs[k]["reserve_ids"]]}), np.int64)
+        gone = set(ids[gt.item_end_at[gt.item_index(ids)] <= at].tolist()) if len(ids) else set()
+        prune([msgs[k] for k in on], gone)
+    sent = np.array(["withdrawn_reason" not in m for m in msgs])
+    p = np.zeros(len(msgs))
+    if sent.any():
+        off, items = _flat([msgs[k]["item_ids"] for k in np.flatnonzero(sent)])
+        k = np.flatnonzero(sent)
+        p[k] = truth.p_open(Pushes(pushes.users[k], pushes.scenes[k], off, items, pushes.send_at[k]))
+    return {"open_rate": float(p.mean()) if len(p) else float("nan"), "withdrawn_share": float(1 - sent.mean()),
+            "reserve_items_sent": int(sum(m.get("refilled", 0) for m in msgs))}
 
 
 def _app_opens(wh: Warehouse, ds: str, users: np.ndarray) -> np.ndarray:
@@ -297,6 +333,14 @@ def lines(r: dict) -> list[str]:
             f"(x{c['expected_over_true']:.2f}); x{c['expected_over_true_without_context']:.2f} against a truth "
             "without the relevance / timeliness terms the simulated Push 1.0 history was drawn without",
             f"  scenes: {json.dumps(r['scene_share'])}"]
+    d = r.get("as_delivered")
+    if d:
+        out += [f"  as delivered (items sold by the send hour dropped, feeds topped up from their reserves, empty ones "
+                f"withdrawn): plan {100 * d['plan']['open_rate']:.2f} % ({100 * d['plan']['withdrawn_share']:.1f} % "
+                f"withdrawn, {d['plan']['reserve_items_sent']:,} reserve items sent), without reserves "
+                f"{100 * d['plan_without_reserves']['open_rate']:.2f} % "
+                f"({100 * d['plan_without_reserves']['withdrawn_share']:.1f} % withdrawn), Push 1.0 "
+                f"{100 * d['push_1_0']['open_rate']:.2f} % ({100 * d['push_1_0']['withdrawn_share']:.1f} % withdrawn)"]
     by_scene = c.get("by_scene", {})
     if by_scene:
         out += ["", "  calibration by scene (per push; 'lead item alone': the truth of the push holding only its first "

@@ -131,6 +131,32 @@ def test_the_lead_item_alone_is_the_first_item_of_each_feed(tmp_path):
     assert any(line.startswith("  guess_you_like") and line.endswith("50%") for line in lines(r))
 
 
+def test_as_delivered_a_sold_lead_is_replaced_by_its_reserve_or_the_push_withdrawn(tmp_path):
+    """User 1's one-item feed is item 3, sold at 09:00 for a 10:00 send, with item 1 in reserve: delivered with
+    reserves, it goes out as [1]; without, it is withdrawn and opens nothing. Push 1.0's item never sells."""
+    from lab.evaluation.judge import judge, lines
+
+    wh, gt = _crafted(tmp_path)
+    gt.item_end_at[2] = _us(SEND_DAY, 9)
+    gt.save(wh.ground_truth, {"crafted": True})
+    w = wh.read_arrow("plan/windows", DS).to_pandas()
+    w["reserve_ids"] = [[1], [], [], []]
+    for c in ("config_version", "ds"):
+        w = w.drop(columns=c, errors="ignore")
+    wh.write_arrow(pa.Table.from_pandas(w, preserve_index=False), "plan/windows", DS, "cfg-test")
+    r = judge(wh, DS, quiet_hours=(22, 8))
+    p = gt.open_probability(np.array([1, 2]), np.array(["guess_you_like"] * 2), np.arange(3), np.array([1, 1]),
+                            np.array([_us(SEND_DAY, 10), _us(SEND_DAY, 12)]), pushes_24h=np.zeros(2),
+                            pushes_7d=np.zeros(2))
+    d = r["as_delivered"]
+    assert np.isclose(d["plan"]["open_rate"], p.mean()) and d["plan"]["withdrawn_share"] == 0
+    assert d["plan"]["reserve_items_sent"] == 1
+    assert np.isclose(d["plan_without_reserves"]["open_rate"], p[1] / 2)
+    assert d["plan_without_reserves"]["withdrawn_share"] == 0.5 and d["plan_without_reserves"]["reserve_items_sent"] == 0
+    assert d["push_1_0"]["withdrawn_share"] == 0 and np.isclose(d["push_1_0"]["open_rate"], r["open_rate"]["push_1_0"])
+    assert any(line.startswith("  as delivered") and "50.0 % withdrawn" in line for line in lines(r))
+
+
 def test_a_world_without_any_push_history_has_no_fatigue_to_count(tmp_path):
     """Cold start (`hermes evaluate --cold-start`): no push_log folder at all is an empty history, not an error."""
     from lab.evaluation.outcomes import _recent_pushes
