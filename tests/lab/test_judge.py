@@ -106,23 +106,34 @@ def test_the_judge_finds_the_timing_and_the_matching_gap_where_they_were_put(tmp
     assert sc["guess_you_like"]["lead_on_sale"] == 1.0      # nothing in the crafted world sells
 
 
+def _lead_sold_at_nine(root, **columns):
+    """The crafted world with item 3 (user 1's lead, sent at 10:00) sold at 09:00, and these plan/windows columns."""
+    wh, gt = _crafted(root)
+    gt.item_end_at[2] = _us(SEND_DAY, 9)
+    gt.save(wh.ground_truth, {"crafted": True})
+    w = wh.read_arrow("plan/windows", DS).to_pandas().drop(columns=["config_version", "ds"], errors="ignore")
+    for name, values in columns.items():
+        w[name] = values
+    wh.write_arrow(pa.Table.from_pandas(w, preserve_index=False), "plan/windows", DS, "cfg-test")
+    return wh, gt
+
+
+def _one_item_truth(gt, items: list[int]) -> np.ndarray:
+    """The true open probability of users 1 and 2 pushed one item each, at 10:00 and 12:00, without fatigue."""
+    return gt.open_probability(np.array([1, 2]), np.array(["guess_you_like"] * 2), np.arange(3), np.array(items),
+                               np.array([_us(SEND_DAY, 10), _us(SEND_DAY, 12)]), pushes_24h=np.zeros(2),
+                               pushes_7d=np.zeros(2))
+
+
 def test_the_lead_item_alone_is_the_first_item_of_each_feed(tmp_path):
     """A two-item feed whose second item is the best: the truth of the feed is above its lead item's alone. Its lead
     item sold an hour before the send: half the scene's leads were on sale."""
     from lab.evaluation.judge import judge, lines
 
-    wh, gt = _crafted(tmp_path)
-    gt.item_end_at[2] = _us(SEND_DAY, 9)          # item 3, user 1's lead, sold at 09:00; the push goes at 10:00
-    gt.save(wh.ground_truth, {"crafted": True})
-    w = wh.read_arrow("plan/windows", DS).to_pandas()
-    w["item_ids"] = [[3, 1], [1], [2], [2]]
-    for c in ("config_version", "ds"):
-        w = w.drop(columns=c, errors="ignore")
-    wh.write_arrow(pa.Table.from_pandas(w, preserve_index=False), "plan/windows", DS, "cfg-test")
+    # item 3, user 1's lead, sold at 09:00; the push goes at 10:00
+    wh, gt = _lead_sold_at_nine(tmp_path, item_ids=[[3, 1], [1], [2], [2]])
     r = judge(wh, DS, quiet_hours=(22, 8))
-    lead = gt.open_probability(np.array([1, 2]), np.array(["guess_you_like"] * 2), np.arange(3), np.array([3, 1]),
-                               np.array([_us(SEND_DAY, 10), _us(SEND_DAY, 12)]), pushes_24h=np.zeros(2),
-                               pushes_7d=np.zeros(2))
+    lead = _one_item_truth(gt, [3, 1])
     sc = r["calibration"]["by_scene"]["guess_you_like"]
     assert sc["items_per_feed"] == 1.5
     assert np.isclose(sc["lead_item_alone"], lead.mean()) and sc["true"] > sc["lead_item_alone"]
@@ -136,18 +147,9 @@ def test_as_delivered_a_sold_lead_is_replaced_by_its_reserve_or_the_push_withdra
     reserves, it goes out as [1]; without, it is withdrawn and opens nothing. Push 1.0's item never sells."""
     from lab.evaluation.judge import judge, lines
 
-    wh, gt = _crafted(tmp_path)
-    gt.item_end_at[2] = _us(SEND_DAY, 9)
-    gt.save(wh.ground_truth, {"crafted": True})
-    w = wh.read_arrow("plan/windows", DS).to_pandas()
-    w["reserve_ids"] = [[1], [], [], []]
-    for c in ("config_version", "ds"):
-        w = w.drop(columns=c, errors="ignore")
-    wh.write_arrow(pa.Table.from_pandas(w, preserve_index=False), "plan/windows", DS, "cfg-test")
+    wh, gt = _lead_sold_at_nine(tmp_path, reserve_ids=[[1], [], [], []])
     r = judge(wh, DS, quiet_hours=(22, 8))
-    p = gt.open_probability(np.array([1, 2]), np.array(["guess_you_like"] * 2), np.arange(3), np.array([1, 1]),
-                            np.array([_us(SEND_DAY, 10), _us(SEND_DAY, 12)]), pushes_24h=np.zeros(2),
-                            pushes_7d=np.zeros(2))
+    p = _one_item_truth(gt, [1, 1])
     d = r["as_delivered"]
     assert np.isclose(d["plan"]["open_rate"], p.mean()) and d["plan"]["withdrawn_share"] == 0
     assert d["plan"]["reserve_items_sent"] == 1
