@@ -202,23 +202,20 @@ class RuleState:
     # ---- reads the engine needs ----------------------------------------------------------------------------------
     def item_info(self, items) -> dict[int, tuple]:
         """item -> (price, category, listed_at) for the items the store knows."""
-        ids = sorted({int(i) for i in items})
-        out = {}
-        for k in range(0, len(ids), 500):
-            part = ids[k:k + 500]
-            q = f"SELECT item, price, category, listed_at FROM items WHERE item IN ({', '.join('?' * len(part))})"
-            out.update({r[0]: r[1:] for r in self.db.execute(q, part)})
-        return out
+        return {r[0]: r[1:] for r in self._for_items("SELECT item, price, category, listed_at FROM items WHERE", items)}
 
     def gone(self, items, until_us: int) -> dict[int, str]:
         """item -> item_sold / item_removed, for those of `items` that left the market at or before until_us."""
+        return {r[0]: r[1] for r in self._for_items("SELECT item, name FROM gone WHERE ts <= ? AND", items, until_us)}
+
+    def _for_items(self, select: str, items, *args) -> list[tuple]:
+        """Rows of `select ... item IN (...)` for the distinct items, in chunks of 500 (SQLite's variable limit)."""
         ids = sorted({int(i) for i in items})
-        out = {}
+        rows = []
         for k in range(0, len(ids), 500):
             part = ids[k:k + 500]
-            q = f"SELECT item, name FROM gone WHERE ts <= ? AND item IN ({', '.join('?' * len(part))})"
-            out.update({r[0]: r[1] for r in self.db.execute(q, [until_us, *part])})
-        return out
+            rows += self.db.execute(f"{select} item IN ({', '.join('?' * len(part))})", [*args, *part]).fetchall()
+        return rows
 
     def _one(self, sql: str, *args):
         row = self.db.execute(sql, args).fetchone()

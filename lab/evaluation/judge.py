@@ -284,9 +284,9 @@ def _as_delivered(truth: Truth, rows, pushes: Pushes, reserves: bool) -> dict:
         prune([msgs[k] for k in on], gone)
     sent = np.array(["withdrawn_reason" not in m for m in msgs])
     p = np.zeros(len(msgs))
-    if sent.any():
-        off, items = _flat([msgs[k]["item_ids"] for k in np.flatnonzero(sent)])
-        k = np.flatnonzero(sent)
+    k = np.flatnonzero(sent)
+    if len(k):
+        off, items = _flat([msgs[i]["item_ids"] for i in k])
         p[k] = truth.p_open(Pushes(pushes.users[k], pushes.scenes[k], off, items, pushes.send_at[k]))
     return {"open_rate": float(p.mean()) if len(p) else float("nan"), "withdrawn_share": float(1 - sent.mean()),
             "reserve_items_sent": int(sum(m.get("refilled", 0) for m in msgs))}
