@@ -8,9 +8,10 @@ USERS ?= 10000
 DAYS ?= 30
 SEED ?= 7
 DS ?= 2026-10-30
-# two workers, one test file each at a time (module fixtures stay shared); most of the suite waits on servers and
-# subprocesses, so two overlap well on 2 cores. PYTEST_ARGS=--durations=25 runs it serially.
-PYTEST_ARGS ?= --durations=25 -n 2 --dist loadfile
+# two workers, one test file each at a time (module fixtures stay shared), the longest files first
+# (tests/conftest.py: LONG_POLES); most of the suite waits on servers and subprocesses, so two overlap well on
+# 2 cores. PYTEST_ARGS=--durations=25 runs it serially.
+PYTEST_ARGS ?= --durations=25 -n 2 --dist loadfile --no-loadscope-reorder
 
 .PHONY: run test test-fast ui ui-stop install lock bench bench-nightly bench-triggers bench-streaming bench-delivery bench-generalization evaluate clean help
 

@@ -25,6 +25,9 @@ _SPEC: list[tuple[str, str, str | None, str]] = [
     ("spark_driver_memory", "HERMES_SPARK_DRIVER_MEMORY", "6g", "driver memory (in local mode the executors live in the driver)"),
     ("spark_shuffle_partitions", "HERMES_SPARK_SHUFFLE_PARTITIONS", "0",
      "shuffle partitions; 0 = 4 x cores (AQE coalesces further)"),
+    ("spark_driver_java_options", "HERMES_SPARK_DRIVER_JAVA_OPTIONS", "",
+     "extra JVM options of the Spark driver (in local mode the whole of Spark), e.g. `-XX:TieredStopAtLevel=1` "
+     "for many short jobs on little data (the test suite sets it): the JVM skips its slow optimising compiler"),
     ("mlflow_tracking_uri", "MLFLOW_TRACKING_URI", "sqlite:///$HERMES_HOME/mlflow/mlflow.db", "MLflow tracking + registry"),
     ("s3_endpoint", "HERMES_S3_ENDPOINT", "http://127.0.0.1:8333", "S3 endpoint for push batches"),
     ("s3_bucket", "HERMES_S3_BUCKET", "hermes", "bucket for push batches"),
@@ -53,6 +56,7 @@ class Settings:
     spark_submit_conn: str
     spark_driver_memory: str
     spark_shuffle_partitions: int
+    spark_driver_java_options: str
     mlflow_tracking_uri: str
     s3_endpoint: str
     s3_bucket: str

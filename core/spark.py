@@ -56,7 +56,8 @@ def build_spark(settings: Settings, app_name: str):
         .config("spark.driver.host", local_ip)
     )
     if not submitted:               # Spark's log lines to stdout: Airflow logs a task's stderr at ERROR
-        builder = builder.config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={LOG4J2}")
+        builder = builder.config("spark.driver.extraJavaOptions",
+                                 f"-Dlog4j2.configurationFile={LOG4J2} {settings.spark_driver_java_options}".strip())
     # py4j logs every connection close at INFO, including from __del__ at interpreter exit.
     logging.getLogger("py4j").setLevel(logging.WARNING)
     spark = builder.getOrCreate()

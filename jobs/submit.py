@@ -29,7 +29,9 @@ def submit_command(settings: Settings, stage: str, ds: str, snapshot: str, resul
         name=f"hermes-{stage}-{ds}",
         py_files=str(code_zip(settings.home / "spark-py")),
         driver_memory=settings.spark_driver_memory,
-        conf={"spark.sql.shuffle.partitions": str(shuffle_partitions(settings))},
+        conf={"spark.sql.shuffle.partitions": str(shuffle_partitions(settings)),
+              **({"spark.driver.extraJavaOptions": settings.spark_driver_java_options}
+                 if settings.spark_driver_java_options else {})},
         application_args=[stage, "--ds", ds, "--config", str(snapshot), "--result", str(result)],
     )
 

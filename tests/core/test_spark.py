@@ -14,6 +14,30 @@ def test_the_spark_driver_and_its_jvm_listen_on_loopback_only(spark):
     assert spark.conf.get("spark.driver.bindAddress") == "127.0.0.1"
 
 
+def test_the_drivers_jvm_runs_with_the_configured_options_beside_the_log_config(spark, settings):
+    """HERMES_SPARK_DRIVER_JAVA_OPTIONS reaches the JVM's command line; the log4j2 file the factory sets stays."""
+    import os
+
+    options = os.environ["HERMES_SPARK_DRIVER_JAVA_OPTIONS"].split()   # the suite's (tests/conftest.py)
+    assert options and settings.spark_driver_java_options.split() == options
+    args = list(spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments())
+    assert set(options) <= set(args), args
+    assert any(a.startswith("-Dlog4j2.configurationFile=") and a.endswith("log4j2.properties") for a in args), args
+
+
+def test_a_submitted_stage_passes_the_driver_options_only_when_set(tmp_path):
+    from core.settings import Settings
+    from jobs.submit import submit_command
+
+    def conf(env):
+        hook = submit_command(Settings.from_env({"HERMES_HOME": str(tmp_path), "HERMES_SPARK_SUBMIT_CONN": "spark_default",
+                                                 **env}), "score", "2026-10-30", "snap.json", tmp_path / "r.json")
+        return hook._conf
+
+    assert conf({"HERMES_SPARK_DRIVER_JAVA_OPTIONS": "-XX:TieredStopAtLevel=1"})["spark.driver.extraJavaOptions"] == \
+        "-XX:TieredStopAtLevel=1"
+    assert "spark.driver.extraJavaOptions" not in conf({})
+
 
 def test_spark_log_lines_go_to_stdout_not_to_stderr(settings, tmp_path):
     """Airflow 3 logs a task's stderr at ERROR: Spark's own WARN lines must reach stdout (core/log4j2.properties).
