@@ -471,11 +471,21 @@ class Engine:
                    if int(i) in gone and r in self.rules and gone[int(i)] in self.rules[r].unless}
             if why:
                 self.log.cancel_emitted(why)
+                self._release_budget(due[due["trigger_key"].isin(why)])
                 self.stats["decided"]["released_cancelled"] = self.stats["decided"].get("released_cancelled", 0) + len(why)
                 log.info("stream: %d pushes held by quiet hours cancelled at their release: their item left the market "
                          "meanwhile", len(why))
                 due = due[~due["trigger_key"].isin(why)]
         return self.messages(due)
+
+    def _release_budget(self, cancelled: pd.DataFrame) -> None:
+        """Pushes cancelled after they were emitted give back what they took of the budget: the user's slot of their
+        local day and the user x item gap (a rebuild of the history, which reads only emitted pushes, agrees)."""
+        for r in cancelled.itertuples(index=False):
+            self.history["day_keys"].get((int(r.user_id), r.local_day), set()).discard(r.trigger_key)
+            sent = self.history["pairs"].get((int(r.user_id), int(r.item_id)), [])
+            if int(r.send_at) in sent:
+                sent.remove(int(r.send_at))
 
     def messages(self, due: pd.DataFrame) -> list[dict]:
         from delivery.ledger import STREAM

@@ -35,12 +35,12 @@ def context() -> Context:
     sides_users = pd.DataFrame({"user_id": [1, 2, 3, 4], **{c: 1.0 for c in USER_SUMS}}).set_index("user_id")
     sides_users["_w_by_category"] = [{} for _ in range(4)]
     sides_users["_h_by_hour"] = [{} for _ in range(4)]
-    items = pd.DataFrame({"item_id": [10, 11], "category_id": [1, 1], "i_price_rel": 0.0, "i_drop_pct": 0.0,
+    items = pd.DataFrame({"item_id": [10, 11, 12], "category_id": [1, 1, 1], "i_price_rel": 0.0, "i_drop_pct": 0.0,
                           "i_age_log": 1.0, "iv_7d": 0.0, "if__7d": 0.0, "listing_price": 100.0,
                           "cat_median": 100.0}).set_index("item_id")[list(ITEM_COLUMNS)]
     sides = Sides("2026-11-01", sides_users, items, np.full(24, 1 / 24))
-    catalogue = pd.DataFrame({"item_id": [10, 11], "seller_id": [90, 91], "category_id": [1, 1],
-                              "title": ["lamp", "chair"], "price": [100.0, 100.0]}).set_index("item_id")
+    catalogue = pd.DataFrame({"item_id": [10, 11, 12], "seller_id": [90, 91, 92], "category_id": [1, 1, 1],
+                              "title": ["lamp", "chair", "desk"], "price": [100.0, 100.0, 100.0]}).set_index("item_id")
     return Context("2026-11-01", users, pd.DataFrame({"n_app_open_28d": [5, 5, 5, 5]}, index=[1, 2, 3, 4]), sides,
                    Model("7", DropModel(), {"price_drop_fav": 3}), plan_mean_p=0.10, dead=set(), items=catalogue)
 
@@ -117,6 +117,15 @@ def test_a_push_held_by_quiet_hours_is_cancelled_at_its_release_when_its_item_so
     d = decisions(settings)
     assert (d[(4, 10)]["state"], d[(4, 10)]["reason"]) == ("cancelled", "item_sold")
     assert d[(4, 11)]["state"] == "emitted" and e.stats["decided"]["released_cancelled"] == 1
+    # the cancelled push gave its slot of the user's day back (daily cap 2: 10 and 11 had used both): a drop of
+    # another favourite that morning is pushed, not refused by the cap
+    t = clock["t"]
+    publish(stream, t - 60, events=[{"user_id": 4, "event_type": "fav", "item_id": 12}])
+    publish(stream, t - 30, changes=[{"item_id": 12, "change": "listed", "price": 100.0}])
+    publish(stream, t, changes=[{"item_id": 12, "change": "price_drop", "price": 50.0}])
+    assert [(m["user_id"], m["item_ids"]) for m in e.step()[1]] == [(4, [12])]
+    d = decisions(settings)
+    assert (d[(4, 12)]["state"], d[(4, 12)]["local_day"]) == ("emitted", d[(4, 11)]["local_day"])
 
 
 def test_the_shared_budget_the_gap_and_a_restart(setup):
