@@ -74,10 +74,34 @@ def build(wh: Warehouse, ds: str, loaded) -> dict:
             "hour_explore_share": stats.get("hour_explore_share"), "why_this_policy": _why(wh, ds),
             # the model version's feed-level recalibration the windows applied (its c: what a longer feed adds)
             "recalibration": stats.get("recalibration"),
+            "feed_estimate": feed_estimate(h["items"][got], stats.get("recalibration")),
             "funnel": {"audience_pairs": n_aud, "eligible_pairs": n_el, "suppressed_pairs": len(sup),
                        "planned_users": per_policy["hermes"]["planned"], "pushes": per_policy["hermes"]["pushes"]},
             "suppressed_by_reason": dict(sorted(Counter(sup).items(), key=lambda kv: -kv[1])),
             "scenes": scenes, "policies": per_policy, "same_users": same, "inputs": _inputs(wh, ds)}
+
+
+def feed_estimate(items, recalibration: dict | None) -> dict:
+    """What the expected opens say of feeds of several items. items: the items of each Hermes push with a slot.
+
+    A feed is estimated by its best item, recalibrated with c log(items) once Hermes' own pushes show what a longer
+    feed adds (features.windows.Recalibration). Until then (a history of one-item pushes, a fresh deployment) c is 0
+    and the estimate of a longer feed is its best item's alone: a floor, not a forecast, and the report says so."""
+    import numpy as np
+
+    items = np.asarray(items)
+    c = float((recalibration or {}).get("c") or 0.0)
+    multi = float((items > 1).mean()) if len(items) else 0.0
+    floor = c == 0.0 and multi > 0
+    if floor:
+        note = (f"{multi:.0%} of Hermes' pushes show several items, but no push history yet shows what a longer feed "
+                "adds to its best item (the recalibration's length term c is 0): those feeds are estimated by their "
+                "best item alone, so the expected opens are a floor")
+    elif multi:
+        note = f"feeds are estimated by their best item plus c = {c:.3f} per log item, learnt from Hermes' own pushes"
+    else:
+        note = "every push shows one item: its estimate is the push's"
+    return {"multi_item_share": round(multi, 4), "length_term": c, "expected_is_floor": floor, "note": note}
 
 
 def _why(wh: Warehouse, ds: str) -> str | None:
@@ -180,6 +204,7 @@ def render_html(r: dict) -> str:
         f"<p>planned by the <b>{html.escape(str(r.get('model_policy')))}</b> policy "
         f"({html.escape(str(r.get('why_this_policy')))})</p>",
         _recalibration(r.get("recalibration")),
+        f"<p>{html.escape(r['feed_estimate']['note'])}</p>" if r.get("feed_estimate") else "",
         f"<div class='kpi'>pushes (Hermes)<b>{h['pushes']:,}</b></div>"
         f"<div class='kpi'>expected opens<b>{h['expected_opens']:,.0f}</b></div>"
         f"<div class='kpi'>expected open rate<b>{100 * h['expected_open_rate']:.2f}%</b></div>"

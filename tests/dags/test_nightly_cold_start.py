@@ -70,3 +70,5 @@ def test_a_fresh_deployment_without_push_history_plans_with_the_prior(settings, 
 
     text = "\n".join(summary(Settings.from_env({**s3_server, "HERMES_HOME": str(home)}), ds))
     assert "is the PRIOR policy" in text and "planned by: hermes-ctr v1, the prior policy" in text
+    # no push history at all: what a feed of several items adds is unknown, and the summary says the estimate is a floor
+    assert plan["feed_estimate"]["expected_is_floor"] and f"expected opens of feeds: {plan['feed_estimate']['note']}" in text

@@ -124,6 +124,10 @@ def test_nightly_dag_runs_to_success_and_writes_its_partition(world, settings, s
     assert all(not set(r["reserve_ids"]) & set(r["item_ids"]) for r in rows)
     plan = json.loads(wh.report("plan", ds, "plan").read_text())
     assert plan["policies"]["hermes"]["pushes"] == len(assigned)
+    # a history of one-item pushes says nothing of what a longer feed adds: the report calls its estimate a floor
+    multi = float((assigned.item_ids.map(len) > 1).mean())
+    assert multi > 0 and plan["feed_estimate"] == {**plan["feed_estimate"], "expected_is_floor": True,
+                                                   "multi_item_share": round(multi, 4), "length_term": 0.0}
     assert wh.report("plan", ds, "plan").with_suffix(".html").exists()
 
     # the batches asset event carries the night and queues its consumer, hermes_preflight; run, it checks that event

@@ -70,6 +70,25 @@ def test_a_capacity_far_above_the_load_is_noted_instead_of_flattening_the_bars()
     assert "capacity 100,000/h is above this axis" in html and "stroke-dasharray" not in html
 
 
+def test_the_expected_opens_of_longer_feeds_are_called_a_floor_until_a_length_term_is_learnt():
+    import numpy as np
+
+    from jobs.plan_report import feed_estimate
+
+    items = np.array([1, 4, 6, 1])
+    night_one = feed_estimate(items, {"a": 0.0, "b": 1.0, "c": 0.0, "reason": "no pushes of Hermes' own plans"})
+    assert night_one["expected_is_floor"] and night_one["multi_item_share"] == 0.5
+    assert night_one["note"].startswith("50% of Hermes' pushes show several items") and "floor" in night_one["note"]
+    assert feed_estimate(items, None)["expected_is_floor"]                     # no recalibration at all: the same
+    learnt = feed_estimate(items, {"a": -0.2, "b": 0.9, "c": 0.417})
+    assert not learnt["expected_is_floor"] and "c = 0.417" in learnt["note"]
+    single = feed_estimate(np.array([1, 1]), None)
+    assert not single["expected_is_floor"] and single["multi_item_share"] == 0.0
+    r = report()
+    r["feed_estimate"] = night_one
+    assert "so the expected opens are a floor" in render_html(r)
+
+
 def test_report_text_is_escaped():
     r = report()
     r["scenes"] = {"<script>alert(1)</script>": r["scenes"]["guess_you_like"]}
