@@ -8,10 +8,11 @@ The model can only rank items on what behaviour shows of them. For every kept wo
 (averaged over categories) between the world's true item score (quality and price attractiveness under its own
 coefficients) and:
 
-- `fav_rate`: the model's `i_fav_rate` until 2026-12-05, (favourites in 7 d + 1) / (views in 7 d + 10);
+- `fav_rate`: the model's `i_fav_rate`, (favourites in 7 d + 1) / (views in 7 d + 10);
 - `eng_rate`: favourites, carts and chats per view, the same prior;
 - `fav_eb`, `eng_eb`: the same rates shrunk by 10 pseudo-views toward the market's own rate that week
-  (empirical Bayes: no constant that belongs to one market); `eng_eb` is the model's `i_eng_rate` since 2026-12-05;
+  (empirical Bayes: no constant that belongs to one market; tried as the model's feature on 2026-12-05 and not
+  kept: README, "where the first night's estimates miss");
 - `views`: log views in 7 d;
 - `model:<scene>`: the plan's item-level estimate (plan/item_scores, the shortlist's ranking) per scene.
 

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from features.pairs import ENG_FALLBACK_RATE, ENG_PRIOR_VIEWS, FEATURES, HOUR_PRIOR_OPENS, PUSH_PRIOR_RATE, PUSH_PRIOR_SENDS
+from features.pairs import FEATURES, HOUR_PRIOR_OPENS, PUSH_PRIOR_RATE, PUSH_PRIOR_SENDS
 
 USER_SUMS = ("opens_7d", "views_7d", "favs_28d", "pushes_7d", "push_opens_seen_28d", "pushes_recent_1d",
              "opens_long_28d", "pushes_long_28d", "w_all_28d")
-ITEM_COLUMNS = ("category_id", "i_price_rel", "i_drop_pct", "i_age_log", "iv_7d", "if__7d", "ie_7d", "eng_mean",
-                "listing_price", "cat_median")
+ITEM_COLUMNS = ("category_id", "i_price_rel", "i_drop_pct", "i_age_log", "iv_7d", "if__7d", "listing_price",
+                "cat_median")
 
 
 @dataclass
@@ -40,9 +40,7 @@ class Sides:
         frame = pd.DataFrame(cols).set_index("user_id")
         for m in ("_w_by_category", "_h_by_hour"):
             frame[m] = [dict(x) if x is not None else {} for x in u.column(m).to_pylist()]
-        # sides written before a column existed lack it: its feature then reads 0 (the market rate's fallback)
-        it = (items.select(["item_id", *[c for c in ITEM_COLUMNS if c in items.column_names]]).to_pandas()
-              .drop_duplicates("item_id").set_index("item_id"))
+        it = items.select(["item_id", *ITEM_COLUMNS]).to_pandas().drop_duplicates("item_id").set_index("item_id")
         pop = np.full(24, 0.01 / 24)
         h = hours.to_pandas()
         pop[h["local_hour"].astype(int).to_numpy()] = h["pop_share"].to_numpy()
@@ -86,10 +84,7 @@ def live_features(pairs: pd.DataFrame, sides: Sides, scene_codes: dict[str, int]
     if "age_hours" in pairs:
         a = pairs["age_hours"].to_numpy(dtype=np.float64)
         age = np.where(np.isnan(a), age, np.log1p(np.maximum(a, 0.0)))
-    iv, if_, eng = col(it, "iv_7d"), col(it, "if__7d"), col(it, "ie_7d")
-    # the market's rate is one number for the day (on every item row): an item the sides do not hold gets it too
-    rates = sides.items["eng_mean"].dropna() if "eng_mean" in sides.items else pd.Series(dtype=float)
-    market = float(rates.iloc[0]) if len(rates) and rates.iloc[0] > 0 else ENG_FALLBACK_RATE
+    iv, if_ = col(it, "iv_7d"), col(it, "if__7d")
     out = pd.DataFrame({
         "u_opens_7d": col(u, "opens_7d"), "u_opens_28d": opens_long, "u_views_7d": col(u, "views_7d"),
         "u_favs_28d": col(u, "favs_28d"), "u_pushes_1d": col(u, "pushes_recent_1d"), "u_pushes_7d": col(u, "pushes_7d"),
@@ -98,7 +93,7 @@ def live_features(pairs: pd.DataFrame, sides: Sides, scene_codes: dict[str, int]
         "aff_share": np.where(w_all > 0, w / np.where(w_all > 0, w_all, 1.0), 0.0),
         "hour_share_log": np.log(24.0 * (h + HOUR_PRIOR_OPENS * sides.pop_share[hour]) / (opens_long + HOUR_PRIOR_OPENS)),
         "i_drop_pct": drop, "i_age_log": age, "i_views_7d_log": np.log1p(iv), "i_favs_7d_log": np.log1p(if_),
-        "i_eng_rate": (eng + ENG_PRIOR_VIEWS * market) / (iv + ENG_PRIOR_VIEWS), "i_price_rel": price_rel,
+        "i_fav_rate": (if_ + 1.0) / (iv + 10.0), "i_price_rel": price_rel,
         "scene_code": pairs["scene_id"].map(lambda s: scene_codes.get(s, -1)).to_numpy(dtype=np.float64),
     }, index=pairs.index)
     return out[list(FEATURES)]

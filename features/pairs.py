@@ -16,7 +16,7 @@ from features.rollups import Activity, activity_of, day_num, opens_by_local_hour
 
 FEATURES = ("u_opens_7d", "u_opens_28d", "u_views_7d", "u_favs_28d", "u_pushes_1d", "u_pushes_7d",
             "u_push_open_rate", "aff_share", "hour_share_log", "i_drop_pct", "i_age_log", "i_views_7d_log",
-            "i_favs_7d_log", "i_eng_rate", "i_price_rel", "scene_code")
+            "i_favs_7d_log", "i_fav_rate", "i_price_rel", "scene_code")
 LOOKBACK = 28
 PUSH_PRIOR_SENDS = 5.0
 PUSH_PRIOR_RATE = 0.05
@@ -28,14 +28,6 @@ PUSH_PRIOR_RATE = 0.05
 HOUR_KERNEL = tuple((k, math.exp(-0.5 * k * k) / sum(math.exp(-0.5 * j * j) for j in range(-2, 3)))
                     for k in range(-2, 3))
 HOUR_PRIOR_OPENS = 6.0
-# An item's engagements (favourites, carts, chats) per view over the 7 days before the day, pulled toward the
-# market's own rate those days by ENG_PRIOR_VIEWS pseudo-views (empirical Bayes: no rate that belongs to one
-# market; ENG_FALLBACK_RATE only when the market had no views at all). Within a category it ranks the items on
-# sale by their true attractiveness better than favourites per view toward a fixed 0.1 did, on every world of
-# the family: Spearman 0.32-0.65 -> 0.40-0.70 on the tuning worlds (bench/item_signals.py).
-ENG_PRIOR_VIEWS = 10.0
-ENG_FALLBACK_RATE = 0.1
-ENG_WINDOW = 7
 
 
 def _as_of_sums(keys: DataFrame, daily: DataFrame, entity: list[str], values: dict[str, int],
@@ -93,20 +85,7 @@ def _category_daily(act: Activity) -> tuple[DataFrame, DataFrame]:
 
 
 def _item_daily(all_act: Activity) -> DataFrame:
-    d = all_act.item_day
-    # a rollup without carts (stored before ROLLUP_VERSION 2 is recomputed; raw events always have it)
-    carts = F.col("n_cart") if "n_cart" in d.columns else F.lit(0)
-    return d.select("item_id", "day", F.col("n_view").alias("iv"), F.col("n_fav").alias("if_"),
-                    (F.col("n_fav") + carts + F.col("n_chat")).alias("ie"))
-
-
-def _market_engagement(days: DataFrame, item_daily: DataFrame) -> DataFrame:
-    """(day, eng_mean) for each day of `days`: the market's engagements per view in the ENG_WINDOW days before it
-    (null when it had no views; the features then use ENG_FALLBACK_RATE)."""
-    m = item_daily.groupBy(F.col("day").alias("_mday")).agg(F.sum("iv").alias("_v"), F.sum("ie").alias("_e"))
-    within = (F.col("_mday") >= F.col("day") - ENG_WINDOW) & (F.col("_mday") <= F.col("day") - 1)
-    return (days.select("day").distinct().join(F.broadcast(m), within, "left").groupBy("day")
-            .agg(F.when(F.sum("_v") > 0, F.sum("_e") / F.sum("_v")).alias("eng_mean")))
+    return all_act.item_day.select("item_id", "day", F.col("n_view").alias("iv"), F.col("n_fav").alias("if_"))
 
 
 def _item_state(key_items: DataFrame, item_changes: DataFrame, items: DataFrame, first_key_day: int) -> DataFrame:
@@ -161,15 +140,12 @@ def pair_features(keys: DataFrame, users: DataFrame, events: DataFrame | Activit
     hour_daily = _hour_daily(ev, users)
     hours = _as_of_sums(keys, hour_daily, ["user_id", "local_hour"], {"h": LOOKBACK})
     population = _population_hours(keys, _hour_daily(all_ev, users, by_user=False), None)
-    item_daily = _item_daily(all_ev)
-    item_pop = _as_of_sums(keys, item_daily, ["item_id"], {"iv": 7, "if_": 7, "ie": ENG_WINDOW})
-    market = _market_engagement(keys, item_daily)
+    item_pop = _as_of_sums(keys, _item_daily(all_ev), ["item_id"], {"iv": 7, "if_": 7})
     first_key_day = keys.agg(F.min("day")).collect()[0][0]
     item_state = _item_state(keys.select("item_id", "day").distinct(), item_changes, items, first_key_day)
     out = (keyed.join(u, ["user_id", "day"], "left").join(aff, ["user_id", "category_id", "day"], "left")
            .join(tot, ["user_id", "day"], "left").join(hours, ["user_id", "local_hour", "day"], "left")
            .join(item_pop, ["item_id", "day"], "left").join(item_state, ["item_id", "day"], "left")
-           .join(F.broadcast(market), "day", "left")
            .join(F.broadcast(population), ["local_hour", "day"], "left"))
     return _feature_columns(out, keys.columns, scene_codes)
 
@@ -180,8 +156,7 @@ class OneDay:
     computed once, it serves any set of (user, item) keys of that day (one_day_features)."""
     day: int
     user_side: DataFrame     # user_id, the windows' sums, _w_by_category, _h_by_hour (maps)
-    item_side: DataFrame     # item_id, category_id, i_price_rel, i_drop_pct, i_age_log, iv_7d, if__7d, ie_7d,
-    #                          eng_mean (the market's, on every row), the prices
+    item_side: DataFrame     # item_id, category_id, i_price_rel, i_drop_pct, i_age_log, iv_7d, if__7d, the prices
     population: DataFrame    # local_hour, day, pop_share (24 rows)
 
     def persist(self) -> "OneDay":
@@ -224,11 +199,8 @@ def one_day_sides(users: DataFrame, events: DataFrame | Activity, push_log: Data
     user_side = (u.drop("day").join(tot.drop("day"), "user_id", "left").join(by_category, "user_id", "left")
                  .join(by_hour, "user_id", "left"))
     key_items = key_items.select("item_id").distinct().withColumn("day", F.lit(key_day))
-    item_daily = _item_daily(ev)
-    item_pop = _as_of_sums(None, item_daily, ["item_id"], {"iv": 7, "if_": 7, "ie": ENG_WINDOW}, key_day)
-    market = _market_engagement(key_items.select(F.lit(key_day).alias("day")).limit(1), item_daily)
-    item_side = (_item_state(key_items, item_changes, items, key_day)
-                 .join(F.broadcast(market), "day", "left").drop("day")
+    item_pop = _as_of_sums(None, _item_daily(ev), ["item_id"], {"iv": 7, "if_": 7}, key_day)
+    item_side = (_item_state(key_items, item_changes, items, key_day).drop("day")
                  .join(item_pop.drop("day"), "item_id", "left")
                  .join(items.select("item_id", "category_id"), "item_id", "left"))
     return OneDay(key_day, user_side, item_side, population)
@@ -261,7 +233,7 @@ def one_day_features(keys: DataFrame, sides: OneDay, scene_codes: dict[str, int]
 def _feature_columns(out: DataFrame, key_columns: list[str], scene_codes: dict[str, int]) -> DataFrame:
     """The FEATURES (and category_id) from the joined sums: zeros where an entity had no activity."""
     out = out.na.fill(0, ["opens_7d", "views_7d", "favs_28d", "pushes_7d", "push_opens_seen_28d", "pushes_recent_1d",
-                          "opens_long_28d", "pushes_long_28d", "w_28d", "w_all_28d", "h_28d", "iv_7d", "if__7d", "ie_7d",
+                          "opens_long_28d", "pushes_long_28d", "w_28d", "w_all_28d", "h_28d", "iv_7d", "if__7d",
                           "i_drop_pct", "i_age_log", "i_price_rel"])
     codes = F.create_map(*[x for k, v in sorted(scene_codes.items()) for x in (F.lit(k), F.lit(v))])
     return out.select(
@@ -279,8 +251,7 @@ def _feature_columns(out: DataFrame, key_columns: list[str], scene_codes: dict[s
               / (F.col("opens_long_28d") + HOUR_PRIOR_OPENS)).alias("hour_share_log"),
         F.col("i_drop_pct").cast("double"), F.col("i_age_log").cast("double"),
         F.log1p(F.col("iv_7d")).alias("i_views_7d_log"), F.log1p(F.col("if__7d")).alias("i_favs_7d_log"),
-        ((F.col("ie_7d") + ENG_PRIOR_VIEWS * F.coalesce("eng_mean", F.lit(ENG_FALLBACK_RATE)))
-         / (F.col("iv_7d") + ENG_PRIOR_VIEWS)).alias("i_eng_rate"), F.col("i_price_rel").cast("double"),
+        ((F.col("if__7d") + 1.0) / (F.col("iv_7d") + 10.0)).alias("i_fav_rate"), F.col("i_price_rel").cast("double"),
         F.coalesce(codes[F.col("scene_id")], F.lit(-1)).cast("double").alias("scene_code"),
     )
 

@@ -32,7 +32,7 @@ from core.contract import EVENT_TYPES
 CATEGORY_WEIGHTS = {"view": 1.0, "search": 1.0, "fav": 3.0, "chat": 3.0, "cart": 4.0, "buy": 5.0}
 SLOT_SECONDS = 15 * 60
 # The rollups' definition: stored partitions rolled up under another version are recomputed (jobs/rollups.py).
-ROLLUP_VERSION = 2          # 2: item_day counts carts too (the items' engagement rate, features.pairs)
+ROLLUP_VERSION = 1
 EPOCH_DAY = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -64,7 +64,7 @@ class Activity:
     user_day: DataFrame           # user_id, day, n_<event type> for every EVENT_TYPE (long), last_open_at
     user_category_day: DataFrame  # user_id, category_id, day, w (sum of CATEGORY_WEIGHTS; rows with w > 0)
     open_slots: DataFrame         # user_id, day, slot (start of a 15-minute UTC slot), n: app opens
-    item_day: DataFrame           # item_id, day, n_view, n_fav, n_cart, n_chat
+    item_day: DataFrame           # item_id, day, n_view, n_fav, n_chat
     seller_day: DataFrame         # seller_id, day, n_chat: chats about the seller's items
 
     @staticmethod
@@ -98,7 +98,7 @@ def roll_up(events: DataFrame, by: tuple[str, ...] = ()) -> Activity:
     open_slots = (ev.where(is_open).groupBy(*by, "user_id", "day", slot.alias("slot"))
                   .agg(F.count("*").alias("n")))
     item_day = ev.where(F.col("item_id").isNotNull()).groupBy(*by, "item_id", "day").agg(
-        *[F.sum((F.col("event_type") == et).cast("long")).alias(f"n_{et}") for et in ("view", "fav", "cart", "chat")])
+        *[F.sum((F.col("event_type") == et).cast("long")).alias(f"n_{et}") for et in ("view", "fav", "chat")])
     seller_day = (ev.where((F.col("event_type") == "chat") & F.col("seller_id").isNotNull())
                   .groupBy(*by, "seller_id", "day").agg(F.count("*").alias("n_chat")))
     return Activity(user_day, user_category_day, open_slots, item_day, seller_day)

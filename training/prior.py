@@ -8,7 +8,7 @@ rather than fitted: what interaction logs show about a push without any push his
 |---|---|---|
 | `aff_share` (the user's share of interest in the item's category) | +2.0 | a push about what the user browses |
 | `hour_share_log` (log 24 x the user's share of app opens in the hour) | +0.5 | sent when the user is usually in the app |
-| `i_eng_rate` (favourites, carts and chats per view, smoothed toward the market's rate) | +2.2 | quality as behaviour shows it |
+| `i_fav_rate` (favourites per view of the item, smoothed) | +4.0 | quality as behaviour shows it |
 | `i_views_7d_log` | +0.10 | popularity |
 | `i_age_log` (log hours since listing) | -0.15 | freshness |
 | `i_drop_pct` | +1.0 | a price drop is news |
@@ -30,11 +30,11 @@ import numpy as np
 
 from features.pairs import FEATURES
 
-COEFFICIENTS = {"aff_share": 2.0, "hour_share_log": 0.5, "i_eng_rate": 2.2, "i_views_7d_log": 0.10,
+COEFFICIENTS = {"aff_share": 2.0, "hour_share_log": 0.5, "i_fav_rate": 4.0, "i_views_7d_log": 0.10,
                 "i_age_log": -0.15, "i_drop_pct": 1.0, "u_opens_7d": 0.02, "u_push_open_rate": 4.0,
                 "u_pushes_1d": -0.4, "u_pushes_7d": -0.1}
 # a typical pair's features: the intercept puts it at the prior open rate
-TYPICAL = {"aff_share": 0.3, "hour_share_log": 0.5, "i_eng_rate": 0.18, "i_views_7d_log": 1.5, "i_age_log": 4.0,
+TYPICAL = {"aff_share": 0.3, "hour_share_log": 0.5, "i_fav_rate": 0.1, "i_views_7d_log": 1.5, "i_age_log": 4.0,
            "i_drop_pct": 0.05, "u_opens_7d": 7.0, "u_push_open_rate": 0.05, "u_pushes_1d": 0.3, "u_pushes_7d": 1.5}
 POLICY_TAG = "policy"            # registered versions: "prior" or "trained"
 PRIOR, TRAINED = "prior", "trained"
