@@ -110,8 +110,12 @@ def test_sigkill_mid_batch_then_rerun_loses_nothing_and_duplicates_nothing(env, 
         write_day(settings, DAY, batch(n, hour), {"plan_ds": "2026-10-30", "policy": "hermes"})
         cmd = [sys.executable, "-m", "jobs.cli", "deliver", "--day", DAY, "--hour", str(hour), "--no-ramp"]
         rng = random.Random(11)
-        killed = 0
-        for _ in range(4):
+        killed, ended = 0, []
+        # three runs killed mid-batch; a run may also end by itself first (e.g. refused while the killed run's lease
+        # has not expired on a loaded machine): those are kept for the message and another run is started, up to 8
+        for _ in range(8):
+            if killed == 3:
+                break
             before = gateway_counts(gw["db"])["receipts"][0]
             proc = subprocess.Popen(cmd, env=run_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             # kill once the gateway has taken some more deliveries from this run (progress, not a fixed sleep)
@@ -121,16 +125,19 @@ def test_sigkill_mid_batch_then_rerun_loses_nothing_and_duplicates_nothing(env, 
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGKILL)
                 killed += 1
-            proc.wait()
+                proc.wait()
+            else:
+                ended.append((proc.returncode, proc.stderr.read()[-300:]))
         final = subprocess.run(cmd, env=run_env, capture_output=True, text=True, timeout=300)
         assert final.returncode == 0, final.stderr[-3000:]
         g = gateway_counts(gw["db"])
     finally:
         stop_gateway(gw)
-    print(f"\nSIGKILL: {killed} of 4 runs killed mid-batch; after the final run {g['receipts'][0]} receipts for {n} "
+    print(f"\nSIGKILL: {killed} runs killed mid-batch, {len(ended)} ended by themselves {ended}; "
+          f"after the final run {g['receipts'][0]} receipts for {n} "
           f"messages, {len(g['deliveries'])} keys delivered, deliveries per key {sorted(set(g['deliveries'].values()))}, "
           f"gateway answered {g['statuses'].get(200)} x 200 (the extra ones acknowledged resent keys)")
-    assert killed >= 3
+    assert killed == 3, ended
     assert g["receipts"] == (n, n) and len(g["deliveries"]) == n and set(g["deliveries"].values()) == {1}
     ledger = Ledger(env["HERMES_LEDGER_URL"])
     assert dict(ledger.states(DAY, hour)) == {"acked": n}
