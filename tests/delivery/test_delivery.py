@@ -111,8 +111,8 @@ def test_sigkill_mid_batch_then_rerun_loses_nothing_and_duplicates_nothing(env, 
         cmd = [sys.executable, "-m", "jobs.cli", "deliver", "--day", DAY, "--hour", str(hour), "--no-ramp"]
         rng = random.Random(11)
         killed, ended = 0, []
-        # three runs killed mid-batch; a run may also end by itself first (e.g. refused while the killed run's lease
-        # has not expired on a loaded machine): those are kept for the message and another run is started, up to 8
+        # three runs killed mid-batch; a run may also end by itself before its kill point (seen once on a loaded
+        # machine: 2 of 4 runs killed): its exit code and stderr are kept for the message and another run starts, up to 8
         for _ in range(8):
             if killed == 3:
                 break
