@@ -58,7 +58,7 @@ def signals(world: Path) -> dict:
     start_us = int(pd.Timestamp(send_day, tz="UTC").value // 1000)
     live = np.flatnonzero((gt.item_listed_at <= start_us) & (gt.item_end_at > start_us))
     ids = live + 1                                                   # the simulator's item ids are 1-based
-    truth = pd.Series(gt.params.quality * gt.item_quality[live] + gt.params.value * gt.item_value[live], index=ids)
+    truth = pd.Series(gt.item_appeal(live), index=ids)
     category = pd.Series(gt.item_category[live], index=ids)
     first = (send_day - timedelta(days=WINDOW_DAYS)).isoformat()
     ev = pds.dataset(wh / "raw" / "events", partitioning="hive")

@@ -107,10 +107,9 @@ def _best_items(gt, day_start_us: int, k: int):
     """[n_categories + 1, k]: per category, its k live items (listed before the send day, on sale through it) with
     the best true item score (quality and price attractiveness under the world's own coefficients), best first;
     -1 where the category has fewer."""
-    p = gt.params
     live = (gt.item_listed_at <= day_start_us) & (gt.item_end_at > day_start_us + 2 * US_PER_DAY)
     idx = np.flatnonzero(live)
-    score = p.quality * gt.item_quality[idx] + p.value * gt.item_value[idx]
+    score = gt.item_appeal(idx)
     cat = gt.item_category[idx]
     order = np.lexsort((-score, cat))
     cat, idx = cat[order], idx[order]

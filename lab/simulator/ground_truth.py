@@ -142,6 +142,12 @@ class GroundTruth:
         cats = self.user_pref_cats[user_idx]
         return ((cats == category[:, None]) * self.user_pref_weights[user_idx]).sum(axis=1)
 
+    def item_appeal(self, item_idx: np.ndarray) -> np.ndarray:
+        """The user-independent part of an item's score: its quality and price attractiveness under this world's
+        coefficients (what the judge's best items and bench/item_signals.py rank by)."""
+        p = self.params
+        return p.quality * self.item_quality[item_idx] + p.value * self.item_value[item_idx]
+
     def _item_scores(self, user_idx, scene_ids, feed_offsets, feed_items, send_at):
         p = self.params
         lengths = np.diff(feed_offsets)
@@ -149,7 +155,7 @@ class GroundTruth:
         it = self.item_index(feed_items)
         aff = self.affinity(user_idx[row], self.item_category[it])
         live = (self.item_listed_at[it] <= send_at[row]) & (send_at[row] < self.item_end_at[it])
-        score = p.affinity * aff + p.quality * self.item_quality[it] + p.value * self.item_value[it]
+        score = p.affinity * aff + self.item_appeal(it)
         return row, it, aff, live, score
 
     def open_logit(self, user_ids, scene_ids, feed_offsets, feed_items, send_at,
