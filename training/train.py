@@ -175,7 +175,9 @@ def train_and_register(ts: TrainingSet, ds: str, config_version: str, truth=None
         _log_datasets(ts, ds)
         elasticity = timing_elasticity(est, Xh)
         mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items()}
-                           | {"fit_seconds": fit_seconds, TIMING_TAG: elasticity})
+                           | {"fit_seconds": fit_seconds, TIMING_TAG: elasticity,
+                              # what centring the scene effects moved into the intercept (training.model)
+                              "scene_effects_centred_by": getattr(est, "scene_effects_centred_by_", 0.0)})
         for kind, (_, m, secs) in fitted.items():
             mlflow.log_metrics({f"candidate_{kind}_auc": m["auc"], f"candidate_{kind}_log_loss": m["log_loss"],
                                 f"candidate_{kind}_calibration_error": m["calibration_error"],

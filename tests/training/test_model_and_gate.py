@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from features.pairs import FEATURES
-from training.model import choose_kind, evaluate, expected_calibration_error, fit_candidates
+from training.model import SCENE, choose_kind, evaluate, expected_calibration_error, fit_candidates, make_estimator
 
 
 def test_calibration_error_is_zero_for_perfect_calibration_and_large_when_off():
@@ -41,6 +41,32 @@ def test_training_needs_both_classes():
     X = np.zeros((10, len(FEATURES)))
     with pytest.raises(ValueError, match="needs opens and non-opens"):
         fit_candidates(X, np.zeros(10), X, np.zeros(10))
+
+
+def test_a_scene_the_history_never_showed_is_estimated_as_its_average_push_not_at_the_solvers_whim():
+    """Two scenes in the history (codes 0 and 1, 80/20) with true effects -0.5 and -1.5 around an intercept of -2;
+    the plan asks about code 2, never seen. Centring leaves the seen scenes' estimates as fitted and puts the
+    unseen one at the push-weighted mean of the seen effects (-0.7) - not where the solver happened to leave 0."""
+    rng = np.random.default_rng(11)
+    n = 60_000
+    X = rng.normal(size=(n, len(FEATURES)))
+    X[:, SCENE] = (rng.random(n) < 0.2).astype(float)
+    z = -2.0 + np.where(X[:, SCENE] == 0, -0.5, -1.5) + 0.8 * X[:, 0]
+    y = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(int)
+    raw = make_estimator("logreg").fit(X, y)
+    fitted = fit_candidates(X, y, X, y, kinds=("logreg",))
+    est = fitted["logreg"][0]
+    probe = np.zeros((3, len(FEATURES)))
+    probe[:, SCENE] = [0, 1, 2]
+    logit = est.decision_function(probe)
+    np.testing.assert_allclose(logit[:2], raw.decision_function(probe[:2]), atol=1e-9)   # seen scenes: as fitted
+    weighted_mean = 0.8 * logit[0] + 0.2 * logit[1]
+    assert logit[2] == pytest.approx(weighted_mean, abs=0.03)
+    assert logit[2] == pytest.approx(-2.0 + (0.8 * -0.5 + 0.2 * -1.5), abs=0.1)              # the truth's average
+    shift = est.scene_effects_centred_by_
+    # uncentred, the unseen scene sat at the raw intercept: off the average by exactly the shift moved
+    assert raw.decision_function(probe[2:])[0] - logit[2] == pytest.approx(-shift, abs=1e-9)
+    assert abs(shift) > 0.05
 
 
 def _register_shuffled(holdout, seed, experiment_id, features=None):
