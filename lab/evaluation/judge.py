@@ -257,6 +257,10 @@ def judge(wh: Warehouse, ds: str, quiet_hours: tuple[int, int] = (22, 8), seed: 
                         "expected_over_true_without_context":
                             expected_all / true_no_context if true_no_context else float("nan"),
                         "true_opens_lead_item_alone": float(lead_only.sum()),
+                        # what the estimate claims to estimate: a feed is estimated by its lead item until the
+                        # recalibration knows what a longer feed adds (features/windows.py: Recalibration)
+                        "expected_over_lead_item_truth":
+                            expected_all / float(lead_only.sum()) if lead_only.sum() else float("nan"),
                         "lead_on_sale_at_send": float(lead_on_sale.mean()),
                         "by_scene": {sc: {k: float(v) for k, v in row.items()} for sc, row in by_scene.iterrows()}},
         "scene_share": scene_share,
@@ -330,7 +334,8 @@ def lines(r: dict) -> list[str]:
             f"  quality: shown items {q['shown_mean']:+.2f} vs live average {q['live_mean']:+.2f} (latent, sd 1)",
             f"  calibration: expected opens {c['expected_opens']:,.1f} vs true {c['true_opens']:,.1f} "
             f"(x{c['expected_over_true']:.2f}); x{c['expected_over_true_without_context']:.2f} against a truth "
-            "without the relevance / timeliness terms the simulated Push 1.0 history was drawn without",
+            "without the relevance / timeliness terms the simulated Push 1.0 history was drawn without; "
+            f"x{c['expected_over_lead_item_truth']:.2f} against the truth of the lead items alone",
             f"  scenes: {json.dumps(r['scene_share'])}"]
     d = r.get("as_delivered")
     if d:

@@ -107,15 +107,21 @@ def _judged_nights(days: list[dict]) -> list[str]:
     if not rows:
         return []
     out = ["", "| night (send day) | planned by | Hermes open rate (realised) | judged: plan / Push 1.0 / oracle | "
-               "share of oracle lift | timing ratio | expected / true opens |", "|---|---|---|---|---|---|---|"]
+               "share of oracle lift | timing ratio | expected / true opens (/ their lead items' truth) |", "|---|---|---|---|---|---|---|"]
     for d in rows:
         j = d["judge"]
         o = j["open_rate"]
         out.append(f"| {d['send_day']} | {j.get('model_policy')} | {100 * d['opened'] / max(d['sent'], 1):.2f} % | "
                    f"{100 * o['plan']:.2f} / {100 * o['push_1_0']:.2f} / {100 * o['oracle']:.2f} % | "
                    f"{100 * j['oracle_lift_share']:.0f} % | {j['timing']['activity_ratio_chosen_vs_best']:.2f} | "
-                   f"{j['calibration']['expected_over_true']:.2f} |")
+                   f"{j['calibration']['expected_over_true']:.2f}{_lead(j['calibration'])} |")
     return out
+
+
+def _lead(calibration: dict) -> str:
+    """' (x)': the expected opens over the truth of the pushes' lead items alone, what a feed's estimate estimates."""
+    v = calibration.get("expected_over_lead_item_truth")
+    return f" ({v:.2f})" if v is not None else ""
 
 
 def plots(result: dict, folder: Path) -> list[Path]:

@@ -138,6 +138,12 @@ def test_the_lead_item_alone_is_the_first_item_of_each_feed(tmp_path):
     assert sc["items_per_feed"] == 1.5
     assert np.isclose(sc["lead_item_alone"], lead.mean()) and sc["true"] > sc["lead_item_alone"]
     assert sc["lead_on_sale"] == 0.5 and r["calibration"]["lead_on_sale_at_send"] == 0.5
+    # the plan's expected opens against the truth of what they estimate (the lead items) and of the feeds
+    c = r["calibration"]
+    assert np.isclose(c["expected_over_lead_item_truth"], c["expected_opens"] / lead.sum())
+    assert c["expected_over_lead_item_truth"] > c["expected_over_true"]
+    assert any(f"x{c['expected_over_lead_item_truth']:.2f} against the truth of the lead items alone" in line
+               for line in lines(r))
     assert any("lead item alone" in line and "lead on sale" in line for line in lines(r))
     assert any(line.startswith("  guess_you_like") and line.endswith("50%") for line in lines(r))
 
@@ -165,3 +171,20 @@ def test_a_world_without_any_push_history_has_no_fatigue_to_count(tmp_path):
 
     users, at = _recent_pushes(Warehouse(tmp_path), SEND_DAY)
     assert users.dtype == np.int64 and len(users) == len(at) == 0
+
+
+def test_the_closed_loops_nightly_table_shows_calibration_against_the_feeds_and_their_lead_items():
+    """The per-night table of `hermes evaluate`: expected / true opens, then (in brackets) over the lead items' truth;
+    a night judged before that figure existed shows the first alone."""
+    from lab.evaluation.report import _judged_nights
+
+    judge = {"model_policy": "trained", "open_rate": {"plan": 0.2, "push_1_0": 0.05, "oracle": 0.3},
+             "oracle_lift_share": 0.6, "timing": {"activity_ratio_chosen_vs_best": 0.85},
+             "calibration": {"expected_over_true": 0.61, "expected_over_lead_item_truth": 1.04}}
+    old = judge | {"calibration": {"expected_over_true": 0.7}}
+    rows = _judged_nights([{"send_day": "2026-10-31", "opened": 20, "sent": 100, "judge": judge},
+                           {"send_day": "2026-11-01", "opened": 10, "sent": 100, "judge": old},
+                           {"send_day": "2026-11-02", "opened": 0, "sent": 0}])
+    assert rows[1].endswith("expected / true opens (/ their lead items' truth) |")
+    assert rows[3].startswith("| 2026-10-31 | trained | 20.00 % |") and rows[3].endswith("| 0.61 (1.04) |")
+    assert rows[4].endswith("| 0.70 |") and len(rows) == 5
