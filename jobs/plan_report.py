@@ -75,6 +75,7 @@ def build(wh: Warehouse, ds: str, loaded) -> dict:
             # the model version's feed-level recalibration the windows applied (its c: what a longer feed adds)
             "recalibration": stats.get("recalibration"),
             "feed_estimate": feed_estimate(h["items"][got], stats.get("recalibration")),
+            "scene_estimate": scene_estimate(scenes, stats.get("history_scenes"), stats.get("model_policy")),
             "funnel": {"audience_pairs": n_aud, "eligible_pairs": n_el, "suppressed_pairs": len(sup),
                        "planned_users": per_policy["hermes"]["planned"], "pushes": per_policy["hermes"]["pushes"]},
             "suppressed_by_reason": dict(sorted(Counter(sup).items(), key=lambda kv: -kv[1])),
@@ -102,6 +103,36 @@ def feed_estimate(items, recalibration: dict | None) -> dict:
     else:
         note = "every push shows one item: its estimate is the push's"
     return {"multi_item_share": round(multi, 4), "length_term": c, "expected_is_floor": floor, "note": note}
+
+
+def scene_estimate(scenes: dict, history_scenes: dict | None, model_policy: str | None) -> dict:
+    """Which planned scenes the model version's fit never saw. scenes: this report's per-scene rows (their pushes);
+    history_scenes: {scene_id: training pushes} from the version's tag (None: a version registered before it).
+
+    A trained regression scores a scene its history never held at the history's average scene level
+    (training.model.centre_scene_effects): an estimate without that scene's own effect, which its first pushes
+    (explored ones too) teach the next night's model. The prior policy gives no scene an effect of its own."""
+    from training.prior import PRIOR
+    from training.train import HISTORY_SCENES_MAX
+
+    pushes = {s: int(v["pushes"]) for s, v in scenes.items() if v["pushes"]}
+    total = sum(pushes.values())
+    if model_policy == PRIOR:
+        return {"unseen_scenes": None, "unseen_share": None,
+                "note": "the prior policy gives no scene an effect of its own: every scene is estimated alike"}
+    if history_scenes is None:
+        return {"unseen_scenes": None, "unseen_share": None,
+                "note": "the model version does not record the scenes its fit saw (registered before Hermes tagged them)"}
+    unseen = sorted(s for s in pushes if s not in history_scenes)
+    share = sum(pushes[s] for s in unseen) / total if total else 0.0
+    of = f" (of its {HISTORY_SCENES_MAX} most pushed)" if len(history_scenes) >= HISTORY_SCENES_MAX else ""
+    if unseen:
+        note = (f"{share:.0%} of Hermes' pushes are of scenes the model's history never showed{of}: "
+                f"{', '.join(unseen)}. They are estimated at the history's average scene level, without an effect "
+                "of their own, which these pushes teach the next night's model")
+    else:
+        note = "every planned scene was in the model's history"
+    return {"unseen_scenes": unseen, "unseen_share": round(share, 4), "note": note}
 
 
 def _why(wh: Warehouse, ds: str) -> str | None:
@@ -205,6 +236,7 @@ def render_html(r: dict) -> str:
         f"({html.escape(str(r.get('why_this_policy')))})</p>",
         _recalibration(r.get("recalibration")),
         f"<p>{html.escape(r['feed_estimate']['note'])}</p>" if r.get("feed_estimate") else "",
+        f"<p>{html.escape(r['scene_estimate']['note'])}</p>" if r.get("scene_estimate") else "",
         f"<div class='kpi'>pushes (Hermes)<b>{h['pushes']:,}</b></div>"
         f"<div class='kpi'>expected opens<b>{h['expected_opens']:,.0f}</b></div>"
         f"<div class='kpi'>expected open rate<b>{100 * h['expected_open_rate']:.2f}%</b></div>"

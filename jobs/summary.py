@@ -95,6 +95,7 @@ def summary(settings: Settings, ds: str) -> list[str]:
                   f"({100 * b['expected_open_rate']:.2f}%), peak {b['peak_load']:,}/h",
                   *([f"  expected opens of feeds: {r['feed_estimate']['note']}"]
                     if r.get("feed_estimate", {}).get("expected_is_floor") else []),
+                  *([f"  scenes: {r['scene_estimate']['note']}"] if r.get("scene_estimate", {}).get("unseen_scenes") else []),
                   f"  same {same['users']:,} users: Hermes/baseline expected opens = "
                   f"{same['ratio']:.2f}x" if same["ratio"] else "  no common users",
                   f"  optimiser: {100 * (h['loss_vs_unconstrained'] or 0):.2f}% below each user's best hour "

@@ -153,6 +153,17 @@ def version_recalibration(version: str, wh: Warehouse | None = None, ds: str | N
                          reason=f"version {version}'s holdout")
 
 
+def version_history_scenes(version: str) -> dict[str, int] | None:
+    """{scene_id: training pushes} the model version's fit saw (its tag; None for a version registered before it)."""
+    import mlflow
+
+    from training.registry import MODEL_NAME
+    from training.train import HISTORY_SCENES_TAG
+
+    tags = mlflow.MlflowClient().get_model_version(MODEL_NAME, str(version)).tags
+    return json.loads(tags[HISTORY_SCENES_TAG]) if HISTORY_SCENES_TAG in tags else None
+
+
 def plan_policy(policy: str, table, wh: Warehouse, ds: str, config, elasticity: float,
                 explore_share: float | None = None, recal=None) -> tuple[dict, dict]:
     """Arrays of one policy's windows (column name -> array) and its stats. explore_share: users sent at a random
@@ -262,6 +273,7 @@ def run(settings: Settings, ds: str, loaded) -> dict:
     model_policy = version_policy(next(iter(versions))) if versions else None
     explore = config.platform.training.cold_start_explore_share if model_policy == PRIOR else None
     recal = version_recalibration(next(iter(versions)), wh, ds) if versions else Recalibration()
+    history_scenes = version_history_scenes(next(iter(versions))) if versions else None
     log.info("windows %s: the model version's recalibration: a=%.3f b=%.3f c=%.3f (%s)", ds, recal.a, recal.b, recal.c,
              recal.reason)
     parts, stats = [], {}
@@ -277,7 +289,7 @@ def run(settings: Settings, ds: str, loaded) -> dict:
     path = wh.write_arrow(out, WINDOWS, ds, loaded.version)
     report = {"ds": ds, "send_day": send_day(ds), "config_version": loaded.version,
               "model_version": next(iter(versions)) if versions else None, "timing_elasticity": elasticity,
-              "model_policy": model_policy, "recalibration": recal.as_dict(),
+              "model_policy": model_policy, "recalibration": recal.as_dict(), "history_scenes": history_scenes,
               "hour_explore_share": config.platform.windows.exploration_share if explore is None else explore,
               "active_policy": config.platform.windows.policy, "policies": stats}
     rpath = wh.report("windows", ds, "windows")

@@ -72,6 +72,18 @@ def _importance(est, Xh: np.ndarray, yh: np.ndarray) -> pd.Series:
 TIMING_TAG = "timing_elasticity"
 RECAL_TAGS = ("recalibration_a", "recalibration_b")
 BREADTH_TAG = "recalibration_c"    # the feed-length term; versions registered before it have none (read as 0)
+# the scenes a version's fit saw, with their training pushes (JSON): the plan report names the planned scenes the
+# model never saw, which it scores at the history's average scene level (training.model.centre_scene_effects)
+HISTORY_SCENES_TAG = "history_scenes"
+HISTORY_SCENES_MAX = 40            # the most pushed scene ids kept in the tag (MLflow caps a tag's value at 5000 chars)
+
+
+def history_scenes_tag(train: pd.DataFrame) -> str:
+    """{scene_id: training pushes} of the HISTORY_SCENES_MAX most pushed scenes, as the version's tag value."""
+    if not len(train) or "scene_id" not in train.columns:
+        return "{}"
+    pushes = (train.drop_duplicates("push_id") if "push_id" in train.columns else train)["scene_id"].value_counts()
+    return json.dumps({str(k): int(v) for k, v in pushes.head(HISTORY_SCENES_MAX).items()}, separators=(",", ":"))
 
 
 OWN_PLANS = "hermes"          # push_log.policy of the pushes Hermes' nightly plans sent (jobs/batches.py)
@@ -206,6 +218,7 @@ def train_and_register(ts: TrainingSet, ds: str, config_version: str, truth=None
                                                                           "model_kind": best,
                                                                           "holdout_auc": f"{metrics['auc']:.4f}",
                                                                           FEATURES_TAG: ",".join(FEATURES),
+                                                                          HISTORY_SCENES_TAG: history_scenes_tag(ts.train),
                                                                           **_recal_tags(recal)})
         _describe_version(str(version.version), best, ts, metrics, oracle, fitted)
     return {"run_id": run.info.run_id, "version": str(version.version), "model_kind": best, "holdout": metrics,
@@ -302,7 +315,7 @@ def register_prior(ts: TrainingSet, ds: str, config_version: str, open_rate: flo
             mlflow.log_artifacts(tmp)
         version = mlflow.register_model(info.model_uri, MODEL_NAME, tags={
             "ds": ds, "config_version": config_version, TIMING_TAG: f"{elasticity:.6f}", POLICY_TAG: PRIOR,
-            FEATURES_TAG: ",".join(FEATURES), **_recal_tags(recal)})
+            FEATURES_TAG: ",".join(FEATURES), HISTORY_SCENES_TAG: history_scenes_tag(history), **_recal_tags(recal)})
     log.info("prior policy registered as %s version %s: %s", MODEL_NAME, version.version, reason)
     return {"run_id": run.info.run_id, "version": str(version.version), "model_kind": "prior", "policy": PRIOR,
             "reason": reason, "holdout": metrics, "oracle_auc": None, TIMING_TAG: elasticity,

@@ -72,3 +72,6 @@ def test_a_fresh_deployment_without_push_history_plans_with_the_prior(settings, 
     assert "is the PRIOR policy" in text and "planned by: hermes-ctr v1, the prior policy" in text
     # no push history at all: what a feed of several items adds is unknown, and the summary says the estimate is a floor
     assert plan["feed_estimate"]["expected_is_floor"] and f"expected opens of feeds: {plan['feed_estimate']['note']}" in text
+    # the prior gives no scene an effect of its own, whatever the history held (here: nothing)
+    assert plan["scene_estimate"] == {"unseen_scenes": None, "unseen_share": None, "note": "the prior policy gives no "
+                                      "scene an effect of its own: every scene is estimated alike"}

@@ -128,6 +128,19 @@ def test_nightly_dag_runs_to_success_and_writes_its_partition(world, settings, s
     multi = float((assigned.item_ids.map(len) > 1).mean())
     assert multi > 0 and plan["feed_estimate"] == {**plan["feed_estimate"], "expected_is_floor": True,
                                                    "multi_item_share": round(multi, 4), "length_term": 0.0}
+    # the scenes the trained model's fit saw (the version's tag, through the windows' report) are the simulated
+    # history's; the planned scenes outside them are named, with their share of the pushes
+    seen = json.loads(wh.report("windows", ds, "windows").read_text())["history_scenes"]
+    history = set(pq.read_table(wh.raw("push_log"), columns=["scene_id"]).column("scene_id").to_pylist())
+    planned = {sc: v["pushes"] for sc, v in plan["scenes"].items() if v["pushes"]}
+    unseen = sorted(set(planned) - set(seen))
+    assert seen and set(seen) <= history and all(n > 0 for n in seen.values()) and unseen
+    assert plan["scene_estimate"]["unseen_scenes"] == unseen
+    assert plan["scene_estimate"]["unseen_share"] == round(sum(planned[sc] for sc in unseen) / sum(planned.values()), 4)
+    assert plan["scene_estimate"]["note"].startswith(f"{plan['scene_estimate']['unseen_share']:.0%} of Hermes' pushes")
+    from jobs.summary import summary
+
+    assert f"  scenes: {plan['scene_estimate']['note']}" in summary(s3, ds)
     assert wh.report("plan", ds, "plan").with_suffix(".html").exists()
 
     # the batches asset event carries the night and queues its consumer, hermes_preflight; run, it checks that event

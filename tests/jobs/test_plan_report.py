@@ -89,6 +89,41 @@ def test_the_expected_opens_of_longer_feeds_are_called_a_floor_until_a_length_te
     assert "so the expected opens are a floor" in render_html(r)
 
 
+def test_the_planned_scenes_the_models_history_never_showed_are_named_with_their_share():
+    from jobs.plan_report import scene_estimate
+
+    scenes = {"guess_you_like": {"pushes": 60}, "price_drop_fav": {"pushes": 30}, "hot_items": {"pushes": 10},
+              "seller_stats": {"pushes": 0}}
+    r = scene_estimate(scenes, {"guess_you_like": 900, "hot_items": 50, "daily_picks": 4000}, "trained")
+    assert r["unseen_scenes"] == ["price_drop_fav"] and r["unseen_share"] == 0.3     # seller_stats planned no push
+    assert r["note"].startswith("30% of Hermes' pushes are of scenes the model's history never showed: price_drop_fav.")
+    assert scene_estimate(scenes, {"guess_you_like": 1, "price_drop_fav": 1, "hot_items": 1}, "trained") == {
+        "unseen_scenes": [], "unseen_share": 0.0, "note": "every planned scene was in the model's history"}
+    many = {f"s{i}": 1 for i in range(40)}
+    assert "(of its 40 most pushed)" in scene_estimate(scenes, many, "trained")["note"]
+    assert scene_estimate(scenes, None, "trained")["unseen_scenes"] is None           # a version without the tag
+    assert "no scene an effect" in scene_estimate(scenes, many, "prior")["note"]
+    rep = report()
+    rep["scene_estimate"] = r
+    assert "price_drop_fav. They are estimated at the history&#x27;s average scene level" in render_html(rep)
+
+
+def test_the_history_scenes_tag_counts_pushes_not_their_items_and_keeps_the_most_pushed():
+    import json
+
+    import pandas as pd
+
+    from training.train import HISTORY_SCENES_MAX, history_scenes_tag
+
+    train = pd.DataFrame({"push_id": ["a", "a", "a", "b", "c"], "scene_id": ["gyl", "gyl", "gyl", "hot", "hot"]})
+    assert json.loads(history_scenes_tag(train)) == {"hot": 2, "gyl": 1}
+    wide = pd.DataFrame({"push_id": [f"p{i}" for i in range(100)], "scene_id": [f"s{i % 50}" for i in range(100)]})
+    assert len(json.loads(history_scenes_tag(wide))) == HISTORY_SCENES_MAX
+    assert len(history_scenes_tag(pd.DataFrame({"push_id": [f"p{i}" for i in range(10**4)],
+                                                "scene_id": [f"{'x' * 60}{i}" for i in range(10**4)]}))) < 5000
+    assert history_scenes_tag(train.iloc[:0]) == "{}"
+
+
 def test_report_text_is_escaped():
     r = report()
     r["scenes"] = {"<script>alert(1)</script>": r["scenes"]["guess_you_like"]}
