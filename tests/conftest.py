@@ -12,7 +12,10 @@ from core.settings import Settings
 from lab.simulator.market import WorldSpec, simulate
 
 REPO = Path(__file__).resolve().parents[1]
-JAVA_OPTIONS = "-XX:TieredStopAtLevel=1"
+# C1 only (TieredStopAtLevel=1) also shrinks the JVM's default code cache from 240 MB to 48 MB: the nightly DAG's
+# dag.test() runs every task's Spark work in one driver, which filled it ("Out of space in CodeCache for method handle
+# intrinsic", user_features failed, 2026-12-05); the cache is given back its tiered size.
+JAVA_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m"
 
 
 def pytest_configure(config):

@@ -27,4 +27,8 @@ print("RESULT " + json.dumps({{"state": str(run.state), "tasks": states, "xcom":
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900)
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
     assert lines, (out.stdout[-3000:], out.stderr[-3000:])
-    return json.loads(lines[-1][len("RESULT "):])
+    result = json.loads(lines[-1][len("RESULT "):])
+    if not str(result["state"]).endswith("success"):
+        # dag.test() runs the tasks in this subprocess: their logs are its output, shown by a failed assertion
+        result["log_tail"] = out.stderr[-6000:]
+    return result
