@@ -131,10 +131,8 @@ def carried_load(wh: Warehouse, ds: str, policy: str, slots: int) -> np.ndarray:
 def version_recalibration(version: str, wh: Warehouse | None = None, ds: str | None = None):
     """The feed-level recalibration of this model version: refitted on ds's holdout when the gate of ds kept it as
     champion (reports/training/ds=<ds>/gate.json), else the one training fitted (its tags; identity without)."""
-    import mlflow
-
     from features.windows import Recalibration
-    from training.registry import MODEL_NAME
+    from training.registry import version_tags
     from training.train import BREADTH_TAG, RECAL_TAGS
 
     if wh is not None and ds is not None and wh.report("training", ds, "gate").exists():
@@ -146,7 +144,7 @@ def version_recalibration(version: str, wh: Warehouse | None = None, ds: str | N
                                  reason=f"version {version} kept as champion, refitted on ds={ds}'s holdout: "
                                         f"{refit['reason']}")
 
-    tags = mlflow.MlflowClient().get_model_version(MODEL_NAME, str(version)).tags
+    tags = version_tags(version)
     if not all(t in tags for t in RECAL_TAGS):
         return Recalibration(reason=f"version {version} has no recalibration tags")
     return Recalibration(a=float(tags[RECAL_TAGS[0]]), b=float(tags[RECAL_TAGS[1]]), c=float(tags.get(BREADTH_TAG, 0.0)),
@@ -155,12 +153,10 @@ def version_recalibration(version: str, wh: Warehouse | None = None, ds: str | N
 
 def version_history_scenes(version: str) -> dict[str, int] | None:
     """{scene_id: training pushes} the model version's fit saw (its tag; None for a version registered before it)."""
-    import mlflow
-
-    from training.registry import MODEL_NAME
+    from training.registry import version_tags
     from training.train import HISTORY_SCENES_TAG
 
-    tags = mlflow.MlflowClient().get_model_version(MODEL_NAME, str(version)).tags
+    tags = version_tags(version)
     return json.loads(tags[HISTORY_SCENES_TAG]) if HISTORY_SCENES_TAG in tags else None
 
 

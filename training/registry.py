@@ -159,11 +159,9 @@ def champion_policy() -> tuple[str | None, str | None]:
 
 def version_policy(version: str) -> str:
     """"prior" or "trained": which policy a registered version of the CTR model is (untagged: trained)."""
-    import mlflow
-
     from training.prior import POLICY_TAG, TRAINED
 
-    return mlflow.MlflowClient().get_model_version(MODEL_NAME, str(version)).tags.get(POLICY_TAG, TRAINED)
+    return version_tags(version).get(POLICY_TAG, TRAINED)
 
 
 def gate_prior(version: str) -> GateDecision:
@@ -247,12 +245,17 @@ def resolve_champion() -> tuple[str, str]:
     return v.version, v.run_id
 
 
-def version_tag(version: str, tag: str) -> str:
-    """A tag of a registered version of the CTR model; a clear error naming both when it is missing."""
+def version_tags(version: str) -> dict[str, str]:
+    """Every tag of a registered version of the CTR model."""
     import mlflow
 
-    v = mlflow.MlflowClient().get_model_version(MODEL_NAME, str(version))
-    if tag not in v.tags:
+    return mlflow.MlflowClient().get_model_version(MODEL_NAME, str(version)).tags
+
+
+def version_tag(version: str, tag: str) -> str:
+    """A tag of a registered version of the CTR model; a clear error naming both when it is missing."""
+    tags = version_tags(version)
+    if tag not in tags:
         raise LookupError(f"registered model {MODEL_NAME!r} version {version} has no tag {tag!r}: it was trained "
                           "before Hermes recorded it; re-run the train and gate tasks")
-    return v.tags[tag]
+    return tags[tag]

@@ -108,22 +108,6 @@ def test_the_planned_scenes_the_models_history_never_showed_are_named_with_their
     assert "price_drop_fav. They are estimated at the history&#x27;s average scene level" in render_html(rep)
 
 
-def test_the_history_scenes_tag_counts_pushes_not_their_items_and_keeps_the_most_pushed():
-    import json
-
-    import pandas as pd
-
-    from training.train import HISTORY_SCENES_MAX, history_scenes_tag
-
-    train = pd.DataFrame({"push_id": ["a", "a", "a", "b", "c"], "scene_id": ["gyl", "gyl", "gyl", "hot", "hot"]})
-    assert json.loads(history_scenes_tag(train)) == {"hot": 2, "gyl": 1}
-    wide = pd.DataFrame({"push_id": [f"p{i}" for i in range(100)], "scene_id": [f"s{i % 50}" for i in range(100)]})
-    assert len(json.loads(history_scenes_tag(wide))) == HISTORY_SCENES_MAX
-    assert len(history_scenes_tag(pd.DataFrame({"push_id": [f"p{i}" for i in range(10**4)],
-                                                "scene_id": [f"{'x' * 60}{i}" for i in range(10**4)]}))) < 5000
-    assert history_scenes_tag(train.iloc[:0]) == "{}"
-
-
 def test_report_text_is_escaped():
     r = report()
     r["scenes"] = {"<script>alert(1)</script>": r["scenes"]["guess_you_like"]}

@@ -69,6 +69,22 @@ def test_a_scene_the_history_never_showed_is_estimated_as_its_average_push_not_a
     assert abs(shift) > 0.05
 
 
+def test_the_history_scenes_tag_counts_pushes_not_their_items_and_keeps_the_most_pushed():
+    import json
+
+    import pandas as pd
+
+    from training.train import HISTORY_SCENES_MAX, history_scenes_tag
+
+    train = pd.DataFrame({"push_id": ["a", "a", "a", "b", "c"], "scene_id": ["gyl", "gyl", "gyl", "hot", "hot"]})
+    assert json.loads(history_scenes_tag(train)) == {"hot": 2, "gyl": 1}
+    wide = pd.DataFrame({"push_id": [f"p{i}" for i in range(100)], "scene_id": [f"s{i % 50}" for i in range(100)]})
+    assert len(json.loads(history_scenes_tag(wide))) == HISTORY_SCENES_MAX
+    assert len(history_scenes_tag(pd.DataFrame({"push_id": [f"p{i}" for i in range(10**4)],
+                                                "scene_id": [f"{'x' * 60}{i}" for i in range(10**4)]}))) < 5000
+    assert history_scenes_tag(train.iloc[:0]) == "{}"
+
+
 def _register_shuffled(holdout, seed, experiment_id, features=None):
     """A deliberately worse model: fitted on the holdout's features with its labels shuffled, tagged as reading
     `features` (default: the current set)."""
