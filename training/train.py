@@ -179,6 +179,8 @@ def train_and_register(ts: TrainingSet, ds: str, config_version: str, truth=None
                            "holdout_first_day": ts.split_day, "last_day": ts.last_day,
                            "train_rows": len(ts.train), "holdout_rows": len(ts.holdout),
                            "train_sample_rate": ts.sample_rate, "examples_before_sample": ts.examples_before_sample,
+                           # pushes too recent for their label to be final are not in the set (training.dataset)
+                           "open_window_hours": ts.open_window_hours, "immature_pushes_left_out": ts.immature_pushes,
                            "candidates": ",".join(fitted),
                            **{f"training.{k}": v for k, v in (training_config or {}).items()},
                            **{f"winner.{k}": v for k, v in hyperparameters(est).items()},

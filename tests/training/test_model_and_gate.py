@@ -151,6 +151,18 @@ def test_train_registers_and_the_gate_promotes_better_and_holds_worse(world, set
     assert trained["training"]["train_rows"] == len(direct.train) > 0
     assert wh.read_arrow(EXAMPLES, ds).num_rows == len(direct.train) + len(direct.holdout)
     assert direct.sample_rate == 1.0 and trained["training"]["sample_rate"] == 1.0
+    # only pushes whose opens have had time to happen (training.dataset.OpenWindow), and the count of the others
+    from datetime import timedelta
+
+    from pyspark.sql import functions as F
+
+    mature = as_of_end(ds) - timedelta(hours=direct.open_window_hours)
+    assert direct.open_window_hours >= 1.0 and "open delays" in direct.open_window_reason
+    both = pd.concat([direct.train, direct.holdout])
+    assert both["sent_at"].max() < pd.Timestamp(mature).tz_convert("UTC").tz_localize(None)
+    assert direct.immature_pushes == tables["push_log"].where(
+        (F.col("sent_at") >= F.lit(mature)) & (F.to_date("sent_at") <= ds)).count()
+    assert trained["training"]["open_window_hours"] == direct.open_window_hours
 
     # Above training.max_examples, a hash sample of whole users is kept, each with every one of their pushes and
     # exactly the features the full set gives them (the windows only skip the history of users outside it).
