@@ -306,6 +306,7 @@ def register_prior(ts: TrainingSet, ds: str, config_version: str, open_rate: flo
         mlflow.log_params({"model_kind": "prior", "features": ",".join(FEATURES), "history_rows": len(history),
                            "history_opens": int(y.sum()), "prior_open_rate": open_rate,
                            "intercept": round(float(est.intercept_[0]), 6),
+                           "open_window_hours": ts.open_window_hours, "immature_pushes_left_out": ts.immature_pushes,
                            **{f"coef_{k}": v for k, v in COEFFICIENTS.items()}})
         mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items()} | {TIMING_TAG: elasticity})
         example = pd.DataFrame(np.zeros((1, len(FEATURES))), columns=list(FEATURES))

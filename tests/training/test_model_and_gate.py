@@ -222,6 +222,8 @@ def test_train_registers_and_the_gate_promotes_better_and_holds_worse(world, set
     assert "Hermes CTR model" in exp.tags["mlflow.note.content"]
     assert data.params["training.train_days"] == str(cfg.train_days)
     assert data.params["training.promotion_margin"] == str(margin)
+    assert float(data.params["open_window_hours"]) == direct.open_window_hours
+    assert data.params["immature_pushes_left_out"] == str(direct.immature_pushes)
     assert data.params["winner.C"] and not any(k.startswith(("est_", "winner.verbose")) for k in data.params)
     inputs = client.get_run(trained["run_id"]).inputs.dataset_inputs
     assert sorted(t.value for d in inputs for t in d.tags if t.key == "mlflow.data.context") == ["holdout", "training"]
