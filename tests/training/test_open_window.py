@@ -32,9 +32,12 @@ def test_open_window_is_the_99th_percentile_of_the_delays_seen_clamped(spark):
     slow = [(f"s{i}", day, day + timedelta(hours=16 if i < 190 else 20)) for i in range(200)]
     w = open_window(_push_log(spark, slow), "2026-10-01", AS_OF)
     assert w.hours == pytest.approx(20.0) and "99th percentile of 200" in w.reason
-    # an open seen after as_of is not known yet; pushes before first_day are not the window's
-    late = slow + [("x", day, AS_OF + timedelta(hours=1)), ("old", datetime(2026, 9, 1), datetime(2026, 9, 3))]
-    assert open_window(_push_log(spark, late), "2026-10-01", AS_OF).hours == pytest.approx(20.0)
+    # an open seen after as_of is not known yet, and pushes before first_day are not the window's: either would
+    # make the longest delay 48 h here
+    late = [("a", day, day + timedelta(hours=5)), ("x", day, AS_OF + timedelta(hours=1)),
+            ("old", datetime(2026, 9, 1), datetime(2026, 9, 3))]
+    w = open_window(_push_log(spark, late), "2026-10-01", AS_OF)
+    assert w.hours == pytest.approx(5.0) and w.delays_seen == 1
     # opens days later are clamped, so the holdout days keep mature pushes
     days = [(f"d{i}", day - timedelta(days=3), day) for i in range(150)]
     assert open_window(_push_log(spark, days), "2026-09-20", AS_OF).hours == MAX_OPEN_WINDOW_H
