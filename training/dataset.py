@@ -82,11 +82,15 @@ def open_window(push_log: DataFrame, first_day: str, as_of) -> OpenWindow:
     return OpenWindow(hours, n, f"{what}: {q:.2f} h" + ("" if hours == q else f", clamped to {hours:g} h"))
 
 
+def _sent_between(first_day: str, last_day: str) -> F.Column:
+    return (F.to_date("sent_at") >= first_day) & (F.to_date("sent_at") <= last_day)
+
+
 def push_keys(push_log: DataFrame, users: DataFrame, first_day: str, last_day: str, as_of,
               mature_before=None) -> DataFrame:
     """Pushes sent in [first_day, last_day] (and, with `mature_before`, before it: see OpenWindow), one row per shown
     material, labelled with opens seen by as_of."""
-    sent = (F.to_date("sent_at") >= first_day) & (F.to_date("sent_at") <= last_day)
+    sent = _sent_between(first_day, last_day)
     if mature_before is not None:
         sent = sent & (F.col("sent_at") < F.lit(mature_before))
     return (push_log.where(sent)
@@ -123,7 +127,7 @@ def build_training_set(spark_tables: dict[str, DataFrame], ds: str, as_of, train
     codes = scene_codes(list(known_scenes) + [r[0] for r in t["push_log"].select("scene_id").distinct().collect()])
     window = open_window(t["push_log"], first.isoformat(), as_of)
     mature = window.mature_before(as_of)
-    immature = t["push_log"].where((F.to_date("sent_at") >= first.isoformat()) & (F.to_date("sent_at") <= last.isoformat())
+    immature = t["push_log"].where(_sent_between(first.isoformat(), last.isoformat())
                                    & (F.col("sent_at") >= F.lit(mature))).count()
     keys = push_keys(t["push_log"], t["users"], first.isoformat(), last.isoformat(), as_of, mature_before=mature)
     rate, total = 1.0, None
@@ -146,7 +150,7 @@ def build_training_set(spark_tables: dict[str, DataFrame], ds: str, as_of, train
     return TrainingSet(train=pdf[~is_holdout].reset_index(drop=True), holdout=pdf[is_holdout].reset_index(drop=True),
                        scene_codes=codes, first_day=first.isoformat(), split_day=split.isoformat(),
                        last_day=last.isoformat(), sample_rate=rate, examples_before_sample=total,
-                       open_window_hours=round(window.hours, 3), immature_pushes=int(immature),
+                       open_window_hours=window.hours, immature_pushes=int(immature),
                        open_window_reason=window.reason)
 
 
