@@ -91,10 +91,12 @@ def main(argv=None) -> None:
             r.update(variant=variant, seed=seed, days=days, held_out=held, cold_start=args.cold_start)
             rows.append(r)
             o = r["open_rate"]
-            log.info("%s seed %d, send day %s%s: plan %.2f %% / Push 1.0 %.2f %% / oracle %.2f %%, lift share %.0f %%, "
-                     "timing %.2f, expected/true %.2f (lead items %.2f) (%s policy, %.0f s)", variant, seed, r["send_day_label"],
+            log.info("%s seed %d, send day %s%s: plan %.2f %% / Push 1.0 %.2f %% / oracle %.2f %%, lift share %.0f %% "
+                     "(of the visible oracle's %.0f %%), timing %.2f, expected/true %.2f (lead items %.2f) (%s policy, %.0f s)",
+                     variant, seed, r["send_day_label"],
                      " (held out)" if held else "", 100 * o["plan"], 100 * o["push_1_0"], 100 * o["oracle"],
-                     100 * r["oracle_lift_share"], r["timing"]["activity_ratio_chosen_vs_best"],
+                     100 * r["oracle_lift_share"], 100 * r["visible_oracle_lift_share"],
+                     r["timing"]["activity_ratio_chosen_vs_best"],
                      r["calibration"]["expected_over_true"], r["calibration"]["expected_over_lead_item_truth"],
                      r["model_policy"], r["seconds"])
     out.mkdir(parents=True, exist_ok=True)
@@ -102,20 +104,22 @@ def main(argv=None) -> None:
     (out / name).write_text(json.dumps(rows, indent=2, default=float))
     print(f"\n{args.users:,} users per world, {'/'.join(map(str, args.days))} simulated days{', empty push_log' if args.cold_start else ''}"
           f"; held-out rows marked *\n")
-    print("| world | send day | policy | Push 1.0 | plan | oracle | plan / Push 1.0 | share of oracle lift | timing ratio | "
-          "expected / true | (without context terms) | (the lead items alone) | gap: timing / matching / quality (pp) | "
+    print("| world | send day | policy | Push 1.0 | plan | oracle | plan / Push 1.0 | share of oracle lift | "
+          "(of the visible oracle's) | timing ratio | expected / true | (without context terms) | (the lead items alone) | "
+          "gap: timing / matching / quality (pp) | (quality behaviour shows) | "
           "as delivered: plan / without reserves / Push 1.0 (withdrawn) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         o, g = r["open_rate"], r["gap_to_oracle"]
         print(f"| {r['variant']} seed {r['seed']}{' *' if r['held_out'] else ''} | {r['send_day_label']} | {r['model_policy']} | "
               f"{100 * o['push_1_0']:.2f} % | {100 * o['plan']:.2f} % | {100 * o['oracle']:.2f} % | "
               f"{r['ratio_vs_push_1_0']:.2f}x | {100 * r['oracle_lift_share']:.0f} % | "
+              f"{100 * r['visible_oracle_lift_share']:.0f} % | "
               f"{r['timing']['activity_ratio_chosen_vs_best']:.2f} | {r['calibration']['expected_over_true']:.2f} | "
               f"{r['calibration']['expected_over_true_without_context']:.2f} | "
               f"{r['calibration']['expected_over_lead_item_truth']:.2f} | "
               f"{100 * g['timing']:.1f} / {100 * g['matching']:.1f} / {100 * g['item_quality']:.1f} | "
-              f"{_delivered(r.get('as_delivered'))} |")
+              f"{100 * g['item_quality_visible']:.1f} | {_delivered(r.get('as_delivered'))} |")
     print(f"\nwritten to {out / name}")
 
 

@@ -13,15 +13,19 @@ true response model, fatigue and context, so only what differs between two rows 
 | best category | Hermes' | as many items as Hermes shows: the best live ones of the user's top true category | Hermes' |
 | best quality | Hermes' | per shown item, the best live item of its category (2nd best for a second one, ...) | Hermes' |
 | oracle | Hermes' | the better of "best category" and Hermes' own feed | the user's true best allowed hour |
+| ... *visible* | best category, best quality, oracle: the same, items ranked by the quality behaviour shows | | |
 
-The **share of the oracle's lift** is (plan - Push 1.0) / (oracle - Push 1.0). The gaps "best hour - plan",
-"best category - plan" and "best quality - plan" say how much timing, matching and item quality each leave on the
-table. Diagnostics: the true activity at the chosen hour against the user's best allowed hour (users with >= 5 app
-opens in the 28 days before), the true affinity of the best shown item's category against the user's top one, the
-latent quality of the shown items, and calibration: the plan's own expected opens against the truth's, overall and
-per scene, next to the truth of each push holding only its first item (a feed is estimated by its best item, from a
-history of one-item pushes: where the truth values a long feed above its lead item, the estimate cannot see it, and
-the scene choice, which compares the estimates, sends users to short feeds).
+The **share of the oracle's lift** is (plan - Push 1.0) / (oracle - Push 1.0). The gaps "best hour - plan", "best
+category - plan" and "best quality - plan" say how much timing, matching and item quality each leave on the table.
+The oracle picks items by their latent quality, which a listing a day or two old has barely shown: the *visible*
+rows pick them by the best estimate the events allow (`visible_appeal`, which knows the simulator's laws), so "the
+share of the visible oracle's lift" and the visible item-quality gap say what is left to find in the data, the rest
+being quality no behaviour had shown yet. Diagnostics: the true activity at the chosen hour against the user's best
+allowed hour (users with >= 5 app opens in the 28 days before), the true affinity of the best shown item's category
+against the user's top one, the latent quality of the shown items, and calibration: the plan's own expected opens
+against the truth's, overall and per scene, next to the truth of each push holding only its first item (a feed is
+estimated by its best item, from a history of one-item pushes: where the truth values a long feed above its lead
+item, the estimate cannot see it, and the scene choice, which compares the estimates, sends users to short feeds).
 
 As delivered (`as_delivered`): the same pushes as the delivery runs would send them — each send hour drops the items
 sold or removed by its start, tops a feed up from its reserves and withdraws a feed left empty — for the plan, the
@@ -103,13 +107,16 @@ def _hour_choices(gt, users: np.ndarray, send_at: np.ndarray, quiet: tuple[int, 
     return ks * US_PER_HOUR, allowed, act
 
 
-def _best_items(gt, day_start_us: int, k: int):
-    """[n_categories + 1, k]: per category, its k live items (listed before the send day, on sale through it) with
-    the best true item score (quality and price attractiveness under the world's own coefficients), best first;
-    -1 where the category has fewer."""
-    live = (gt.item_listed_at <= day_start_us) & (gt.item_end_at > day_start_us + 2 * US_PER_DAY)
+def _best_items(gt, day_start_us: int, k: int, appeal: np.ndarray | None = None):
+    """[n_categories + 1, k]: per category, its k live items with the best item score, best first; -1 where the
+    category has fewer. By default the score is the true one (quality and price attractiveness under the world's own
+    coefficients) among the items listed before the send day and on sale through it (the oracle knows which sell);
+    with `appeal` (per item, indexed like gt.item_quality) it is that, among the items on sale when the day starts
+    (what a plan can know: some of them sell before the send)."""
+    live = (gt.item_listed_at <= day_start_us) & (gt.item_end_at > day_start_us + (2 * US_PER_DAY if appeal is None
+                                                                                    else 0))
     idx = np.flatnonzero(live)
-    score = gt.item_appeal(idx)
+    score = gt.item_appeal(idx) if appeal is None else appeal[idx]
     cat = gt.item_category[idx]
     order = np.lexsort((-score, cat))
     cat, idx = cat[order], idx[order]
@@ -119,6 +126,54 @@ def _best_items(gt, day_start_us: int, k: int):
     keep = rank < k
     best[cat[keep], rank[keep]] = idx[keep] + 1
     return best
+
+
+QUALITY_GRID = np.linspace(-5.0, 5.0, 201)
+
+
+def visible_appeal(wh: Warehouse, gt, before_us: int, chunk: int = 20_000) -> np.ndarray:
+    """Per item (indexed like gt.item_quality): its true price attractiveness, plus its quality as well as behaviour
+    before `before_us` can show it — the posterior mean of the latent quality (prior N(0, 1), the world's) given the
+    item's views, the favs, carts and chats that followed them, and that it has not sold yet, under the simulator's
+    own laws (lab.simulator.market: ENGAGEMENT, SELL_DAYS, ...) and the viewers' true affinities.
+
+    No platform can estimate quality better from these events, so "the best items behaviour shows" bounds what any
+    behavioural quality signal can find: the oracle's best items are picked by latent quality, which a listing a day
+    or two old has barely shown (a handful of views, about one fav)."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    from lab.simulator.market import ENGAGEMENT, ENGAGEMENT_QUALITY, SELL_DAYS, SELL_QUALITY, SELL_VALUE
+
+    base = {name: rate for name, rate, _ in ENGAGEMENT}
+    data = pads.dataset(str(wh.raw("events")), format="parquet", partitioning="hive")
+    t = data.to_table(columns=["ts", "user_id", "event_type", "item_id"],
+                      filter=pc.field("event_type").isin(["view", *base]) & pc.field("item_id").is_valid())
+    ts = t["ts"].cast("int64").to_numpy()
+    if getattr(t["ts"].type, "unit", "us") == "ns":
+        ts = ts // 1000
+    keep = ts < before_us
+    etype = t["event_type"].to_numpy(zero_copy_only=False)[keep]
+    item = gt.item_index(t["item_id"].to_numpy()[keep])
+    n = len(gt.item_quality)
+    view = etype == "view"
+    users = gt.user_index(t["user_id"].to_numpy()[keep][view])
+    # engagement expected of each view at quality 0, and what each item got
+    per_view = sum(base.values()) * (0.5 + 2 * gt.affinity(users, gt.item_category[item[view]]))
+    expected0 = np.bincount(item[view], weights=per_view, minlength=n)
+    engaged = np.bincount(item[~view], minlength=n).astype(np.float64)
+    age_days = np.maximum(before_us - gt.item_listed_at, 0) / US_PER_DAY
+    q = QUALITY_GRID[None, :]
+    log_prior = -0.5 * QUALITY_GRID ** 2
+    out = np.zeros(n)
+    for lo in range(0, n, chunk):
+        sl = slice(lo, min(lo + chunk, n))
+        rate = expected0[sl, None] * np.maximum(1 + ENGAGEMENT_QUALITY * q, 1e-3)
+        unsold = age_days[sl, None] / (SELL_DAYS * np.exp(-SELL_QUALITY * q - SELL_VALUE * gt.item_value[sl, None]))
+        log_post = engaged[sl, None] * np.log(np.maximum(rate, 1e-300)) - rate - unsold + log_prior
+        w = np.exp(log_post - log_post.max(axis=1, keepdims=True))
+        out[sl] = (w * q).sum(axis=1) / w.sum(axis=1)
+    return gt.params.quality * out + gt.params.value * gt.item_value.astype(np.float64)
 
 
 def _feeds(best: np.ndarray, cats: np.ndarray, sizes: np.ndarray, fallback_off, fallback_items):
@@ -199,6 +254,10 @@ def judge(wh: Warehouse, ds: str, quiet_hours: tuple[int, int] = (22, 8), seed: 
                           dtype=np.int64)
     swap = best[shown_cat, np.minimum(nth_in_cat, best.shape[1] - 1)]
     quality_items = np.where(swap > 0, swap, items)
+    # the same picks by the quality behaviour shows (visible_appeal): what is left when only that is known
+    seen = _best_items(gt, day_start, int(max(sizes.max(), 1)), visible_appeal(wh, gt, day_start))
+    seen_off, seen_items = _feeds(seen, top_cat, sizes, off, items)
+    seen_swap = seen[shown_cat, np.minimum(nth_in_cat, seen.shape[1] - 1)]
 
     rows = {
         "push_1_0": push1,
@@ -207,18 +266,24 @@ def judge(wh: Warehouse, ds: str, quiet_hours: tuple[int, int] = (22, 8), seed: 
         "best_hour": plan.with_(send_at=at_best),
         "best_category": plan.with_(offsets=cat_off, items=cat_items),
         "best_quality": plan.with_(items=quality_items),
+        "best_category_visible": plan.with_(offsets=seen_off, items=seen_items),
+        "best_quality_visible": plan.with_(items=np.where(seen_swap > 0, seen_swap, items)),
     }
     p = {k: truth.p_open(v) for k, v in rows.items()}
     # the oracle: at the user's best hour, the better of the top category's best items and Hermes' own feed (which
     # may hold what the user favourited, or a seller they follow: worth more than any generic good item)
     p["oracle"] = np.maximum(truth.p_open(plan.with_(offsets=cat_off, items=cat_items, send_at=at_best)),
                              p["best_hour"])
+    p["oracle_visible"] = np.maximum(truth.p_open(plan.with_(offsets=seen_off, items=seen_items, send_at=at_best)),
+                                     p["best_hour"])
     rates = {k: float(v.mean()) for k, v in p.items()}
     delivered = {"push_1_0": _as_delivered(truth, bc, push1, reserves=False),
                  "plan_without_reserves": _as_delivered(truth, hc, plan, reserves=False),
                  "plan": _as_delivered(truth, hc, plan, reserves=True)}
     lift = rates["oracle"] - rates["push_1_0"]
     share = (rates["plan"] - rates["push_1_0"]) / lift if lift > 0 else float("nan")
+    lift_visible = rates["oracle_visible"] - rates["push_1_0"]
+    share_visible = (rates["plan"] - rates["push_1_0"]) / lift_visible if lift_visible > 0 else float("nan")
 
     # diagnostics
     opens28 = _app_opens(wh, ds, users)
@@ -236,10 +301,14 @@ def judge(wh: Warehouse, ds: str, quiet_hours: tuple[int, int] = (22, 8), seed: 
         "open_rate": rates,
         "ratio_vs_push_1_0": rates["plan"] / rates["push_1_0"] if rates["push_1_0"] > 0 else float("nan"),
         "oracle_lift_share": share,
+        # against an oracle that knows item quality only as well as behaviour shows it (visible_appeal)
+        "visible_oracle_lift_share": share_visible,
         "gap_to_oracle": {"timing": rates["best_hour"] - rates["plan"],
                           "matching": rates["best_category"] - rates["plan"],
                           "item_quality": rates["best_quality"] - rates["plan"],
-                          "total": rates["oracle"] - rates["plan"]},
+                          "item_quality_visible": rates["best_quality_visible"] - rates["plan"],
+                          "total": rates["oracle"] - rates["plan"],
+                          "total_visible": rates["oracle_visible"] - rates["plan"]},
         "timing": {"users_with_5_opens": int(active.sum()),
                    "activity_ratio_chosen_vs_best": float(chosen_act[active].mean() / best_act[active].mean())
                    if active.any() else float("nan"),
@@ -319,13 +388,18 @@ def lines(r: dict) -> list[str]:
     names = {"push_1_0": "Push 1.0 (global scene, fixed hour)", "random_hour": "Hermes' items, random hour",
              "plan": "Hermes' plan", "best_hour": "Hermes' items, best hour",
              "best_category": "best category, Hermes' hours", "best_quality": "best items of Hermes' categories",
-             "oracle": "oracle (best items+hour)"}
-    out += [f"  {names[k]:<34}{100 * o[k]:>15.2f}%" for k in names]
+             "oracle": "oracle (best items+hour)",
+             "best_quality_visible": "best items behaviour shows",
+             "oracle_visible": "oracle of what behaviour shows"}
+    out += [f"  {names[k]:<34}{100 * o[k]:>15.2f}%" for k in names if k in o]
     g, t, m, q, c = r["gap_to_oracle"], r["timing"], r["matching"], r["quality"], r["calibration"]
     out += ["", f"  share of the oracle's lift over Push 1.0: {100 * r['oracle_lift_share']:.1f} %   "
                 f"(plan / Push 1.0 = {r['ratio_vs_push_1_0']:.2f}x)",
             f"  gap to oracle {100 * g['total']:.2f} pp: timing {100 * g['timing']:.2f}, matching "
             f"{100 * g['matching']:.2f}, item quality {100 * g['item_quality']:.2f} (pp each, alone)",
+            *([f"  of what behaviour shows of item quality: share of that oracle's lift "
+               f"{100 * r['visible_oracle_lift_share']:.1f} %, item quality gap {100 * g['item_quality_visible']:.2f} pp "
+               "(the rest is quality no events had shown yet)"] if "visible_oracle_lift_share" in r else []),
             f"  timing: activity at the chosen hour / at the best allowed hour = {t['activity_ratio_chosen_vs_best']:.2f} "
             f"({t['users_with_5_opens']:,} users with >= 5 opens); x uniform: chosen {t['activity_vs_uniform_chosen']:.2f}, "
             f"best {t['activity_vs_uniform_best']:.2f}, Push 1.0 {t['activity_vs_uniform_push_1_0']:.2f}",

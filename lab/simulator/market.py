@@ -49,6 +49,14 @@ BASELINE_EPSILON = 0.10         # share of pushes whose scene is drawn uniformly
 EVENT_CODE = {name: i for i, name in enumerate(EVENT_TYPES)}
 NEVER = np.iinfo(np.int64).max
 PRE_DAYS = 7
+# How an item's latent quality shows in behaviour (the judge's `visible_appeal` reads the same laws):
+# each view of it is followed by each of these events with P = base x (0.5 + 2 x the viewer's affinity for its
+# category) x (1 + ENGAGEMENT_QUALITY x quality), `lag` seconds later ...
+ENGAGEMENT = (("fav", 0.10, 8), ("cart", 0.03, 20), ("chat", 0.04, 30))
+ENGAGEMENT_QUALITY = 0.3
+# ... and it sells after an exponential time of mean SELL_DAYS x exp(-SELL_QUALITY x quality - SELL_VALUE x value)
+# days: good and cheap items go fast.
+SELL_DAYS, SELL_QUALITY, SELL_VALUE = 5.0, 0.5, 0.5
 
 
 @dataclass(frozen=True)
@@ -179,7 +187,7 @@ def build_world(spec: WorldSpec) -> World:
     value = np.clip(-np.log(price / cat_median[item_cat]), -2, 2).astype(np.float32)
     listed = spec.start_us - 20 * US_PER_DAY + (rng.random(m) * (spec.days + 20) * US_PER_DAY).astype(np.int64)
     # Unique inventory sells out: good and cheap items go fast.
-    sell_scale = 5.0 * np.exp(-0.5 * quality - 0.5 * value)
+    sell_scale = SELL_DAYS * np.exp(-SELL_QUALITY * quality - SELL_VALUE * value)
     sold = listed + (rng.exponential(sell_scale) * US_PER_DAY).astype(np.int64)
     removed = np.where(rng.random(m) < 0.06, listed + (rng.exponential(8.0, size=m) * US_PER_DAY).astype(np.int64),
                        NEVER)
@@ -325,8 +333,8 @@ class Simulation:
                                         minlength=n * (self.ncat + 1)).reshape(n, -1).astype(np.int32)
         out.append(_events(vt, w.user_ids[vu], "view", iid, seller, icat))
         aff = t.affinity(vu, icat)
-        for etype, base, lag in (("fav", 0.10, 8), ("cart", 0.03, 20), ("chat", 0.04, 30)):
-            hit = rng.random(len(vu)) < base * (0.5 + 2 * aff) * (1 + 0.3 * t.item_quality[item])
+        for etype, base, lag in ENGAGEMENT:
+            hit = rng.random(len(vu)) < base * (0.5 + 2 * aff) * (1 + ENGAGEMENT_QUALITY * t.item_quality[item])
             out.append(_events(np.minimum(vt[hit] + lag * 1_000_000, day_end), w.user_ids[vu[hit]], etype, iid[hit], seller[hit],
                                icat[hit]))
         follow = rng.random(len(vu)) < 0.012 * (0.5 + 2 * aff)

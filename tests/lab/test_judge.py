@@ -106,6 +106,68 @@ def test_the_judge_finds_the_timing_and_the_matching_gap_where_they_were_put(tmp
     assert sc["guess_you_like"]["lead_on_sale"] == 1.0      # nothing in the crafted world sells
 
 
+def _with_behaviour(wh: Warehouse, views: dict[int, int], chats: dict[int, int]) -> None:
+    """Add views and chats of user 1 on items (item -> count) on 2026-10-06: what behaviour shows of their quality
+    (chats, unlike favs and carts, make no item relevant to the user's pushes)."""
+    rows = [(item, "view") for item, n in views.items() for _ in range(n)]
+    rows += [(item, "chat") for item, n in chats.items() for _ in range(n)]
+    ts = pa.array([_us("2026-10-06", 11) + k for k in range(len(rows))], pa.int64()).cast(RAW_SCHEMAS["events"].field("ts").type)
+    cats = {1: 1, 2: 1, 3: 2}
+    events = pa.table({"ts": ts, "user_id": pa.array([1] * len(rows), pa.int64()),
+                       "event_type": pa.array([e for _, e in rows]), "item_id": pa.array([i for i, _ in rows], pa.int64()),
+                       "seller_id": pa.array([9] * len(rows), pa.int64()),
+                       "category_id": pa.array([cats[i] for i, _ in rows], pa.int32())}, schema=RAW_SCHEMAS["events"])
+    folder = wh.raw_partition("events", "2026-10-06")
+    folder.mkdir(parents=True)
+    pq.write_table(events, folder / "part-0.parquet")
+
+
+def test_visible_quality_rises_with_engagement_per_view_and_falls_with_time_unsold(tmp_path):
+    """visible_appeal: the same views, more chats -> a better estimate; no views -> the prior, lowered by every day the
+    item has gone unsold (good and cheap items sell fast); price attractiveness counts as it is."""
+    from lab.evaluation.judge import visible_appeal
+
+    wh, gt = _crafted(tmp_path)
+    _with_behaviour(wh, views={1: 30, 2: 30}, chats={2: 20})
+    before = _us(SEND_DAY, 0)
+    vis = visible_appeal(wh, gt, before)
+    assert vis[1] > 0 > vis[0]                         # item 2: 20 chats in 30 views, item 1: none
+    assert vis[0] < vis[2] < 0                         # item 3: never viewed, unsold for 10 days
+    gt.item_listed_at[2] = before - H
+    hour_old = visible_appeal(wh, gt, before)[2]
+    assert abs(hour_old) < 0.01 < hour_old - vis[2]                # an hour old: the prior, 0
+    gt.item_value[2] = 1.0                                          # cheap for its category
+    assert np.isclose(visible_appeal(wh, gt, before)[2] - hour_old, gt.params.value, atol=0.01)
+
+
+def test_the_visible_oracle_picks_what_behaviour_shows_even_where_the_latent_truth_differs(tmp_path):
+    """Item 1 is the latent best of category 1 (quality 2), but behaviour shows item 2 as the better one: the visible
+    rows swap user 2's item 1 for item 2 (a loss), and the visible oracle takes the better of that and the plan's own
+    feed at the best hour."""
+    from lab.evaluation.judge import judge, lines
+
+    wh, gt = _crafted(tmp_path)
+    _with_behaviour(wh, views={1: 30, 2: 30}, chats={2: 20})
+    r = judge(wh, DS, quiet_hours=(22, 8))
+
+    def p(items, hours):
+        return gt.open_probability(np.array([1, 2]), np.array(["guess_you_like"] * 2), np.arange(3), np.array(items),
+                                   np.array([_us(SEND_DAY, h) for h in hours]), pushes_24h=np.zeros(2),
+                                   pushes_7d=np.zeros(2))
+
+    o, g = r["open_rate"], r["gap_to_oracle"]
+    plan = p([3, 1], [10, 12])
+    assert np.isclose(o["best_quality_visible"], p([3, 2], [10, 12]).mean())     # item 3 is alone in category 2
+    assert g["item_quality_visible"] < 0 == g["item_quality"]
+    assert np.isclose(o["best_category_visible"], p([2, 2], [10, 12]).mean())
+    visible = np.maximum(p([2, 2], [10, 18]), p([3, 1], [10, 18]))
+    assert np.isclose(o["oracle_visible"], visible.mean()) and o["oracle_visible"] < o["oracle"]
+    push1 = o["push_1_0"]
+    assert np.isclose(r["visible_oracle_lift_share"], (plan.mean() - push1) / (visible.mean() - push1))
+    assert any(line.startswith("  of what behaviour shows of item quality: share of that oracle's lift "
+                               f"{100 * r['visible_oracle_lift_share']:.1f} %") for line in lines(r))
+
+
 def _lead_sold_at_nine(root, **columns):
     """The crafted world with item 3 (user 1's lead, sent at 10:00) sold at 09:00, and these plan/windows columns."""
     wh, gt = _crafted(root)
