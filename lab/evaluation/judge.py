@@ -18,9 +18,11 @@ true response model, fatigue and context, so only what differs between two rows 
 The **share of the oracle's lift** is (plan - Push 1.0) / (oracle - Push 1.0). The gaps "best hour - plan", "best
 category - plan" and "best quality - plan" say how much timing, matching and item quality each leave on the table.
 The oracle picks items by their latent quality, which a listing a day or two old has barely shown: the *visible*
-rows pick them by the best estimate the events allow (`visible_appeal`, which knows the simulator's laws), so "the
-share of the visible oracle's lift" and the visible item-quality gap say what is left to find in the data, the rest
-being quality no behaviour had shown yet. Diagnostics: the true activity at the chosen hour against the user's best
+rows pick them (among the same items, with the same true category, hour and knowledge of which stay on sale) by the
+best estimate the events allow (`visible_appeal`, which knows the simulator's laws), so "the share of the visible
+oracle's lift" and the visible item-quality gap say what is left to find in the data, the rest being quality no
+behaviour had shown yet. A visible gap below 0: Hermes' items are truly better than the best that behaviour points
+to. Diagnostics: the true activity at the chosen hour against the user's best
 allowed hour (users with >= 5 app opens in the 28 days before), the true affinity of the best shown item's category
 against the user's top one, the latent quality of the shown items, and calibration: the plan's own expected opens
 against the truth's, overall and per scene, next to the truth of each push holding only its first item (a feed is
@@ -108,13 +110,11 @@ def _hour_choices(gt, users: np.ndarray, send_at: np.ndarray, quiet: tuple[int, 
 
 
 def _best_items(gt, day_start_us: int, k: int, appeal: np.ndarray | None = None):
-    """[n_categories + 1, k]: per category, its k live items with the best item score, best first; -1 where the
-    category has fewer. By default the score is the true one (quality and price attractiveness under the world's own
-    coefficients) among the items listed before the send day and on sale through it (the oracle knows which sell);
-    with `appeal` (per item, indexed like gt.item_quality) it is that, among the items on sale when the day starts
-    (what a plan can know: some of them sell before the send)."""
-    live = (gt.item_listed_at <= day_start_us) & (gt.item_end_at > day_start_us + (2 * US_PER_DAY if appeal is None
-                                                                                    else 0))
+    """[n_categories + 1, k]: per category, its k live items (listed before the send day, on sale through it: the
+    oracle knows which sell) with the best item score, best first; -1 where the category has fewer. The score is
+    `appeal` (per item, indexed like gt.item_quality), by default the true one (quality and price attractiveness under
+    the world's own coefficients)."""
+    live = (gt.item_listed_at <= day_start_us) & (gt.item_end_at > day_start_us + 2 * US_PER_DAY)
     idx = np.flatnonzero(live)
     score = gt.item_appeal(idx) if appeal is None else appeal[idx]
     cat = gt.item_category[idx]
@@ -254,7 +254,7 @@ def judge(wh: Warehouse, ds: str, quiet_hours: tuple[int, int] = (22, 8), seed: 
                           dtype=np.int64)
     swap = best[shown_cat, np.minimum(nth_in_cat, best.shape[1] - 1)]
     quality_items = np.where(swap > 0, swap, items)
-    # the same picks by the quality behaviour shows (visible_appeal): what is left when only that is known
+    # the same picks (among the same items, which the oracle knows stay on sale) by the quality behaviour shows
     seen = _best_items(gt, day_start, int(max(sizes.max(), 1)), visible_appeal(wh, gt, day_start))
     seen_off, seen_items = _feeds(seen, top_cat, sizes, off, items)
     seen_swap = seen[shown_cat, np.minimum(nth_in_cat, seen.shape[1] - 1)]
