@@ -107,15 +107,22 @@ def _judged_nights(days: list[dict]) -> list[str]:
     if not rows:
         return []
     out = ["", "| night (send day) | planned by | Hermes open rate (realised) | judged: plan / Push 1.0 / oracle | "
-               "share of oracle lift | timing ratio | expected / true opens (/ their lead items' truth) |", "|---|---|---|---|---|---|---|"]
+               "share of oracle lift (of the visible oracle's) | timing ratio | "
+               "expected / true opens (/ their lead items' truth) |", "|---|---|---|---|---|---|---|"]
     for d in rows:
         j = d["judge"]
         o = j["open_rate"]
         out.append(f"| {d['send_day']} | {j.get('model_policy')} | {100 * d['opened'] / max(d['sent'], 1):.2f} % | "
                    f"{100 * o['plan']:.2f} / {100 * o['push_1_0']:.2f} / {100 * o['oracle']:.2f} % | "
-                   f"{100 * j['oracle_lift_share']:.0f} % | {j['timing']['activity_ratio_chosen_vs_best']:.2f} | "
+                   f"{100 * j['oracle_lift_share']:.0f} %{_visible(j)} | {j['timing']['activity_ratio_chosen_vs_best']:.2f} | "
                    f"{j['calibration']['expected_over_true']:.2f}{_lead(j['calibration'])} |")
     return out
+
+
+def _visible(judge: dict) -> str:
+    """' (x %)': the share of the lift of the oracle that knows item quality only as behaviour shows it."""
+    v = judge.get("visible_oracle_lift_share")
+    return f" ({100 * v:.0f} %)" if v is not None else ""
 
 
 def _lead(calibration: dict) -> str:

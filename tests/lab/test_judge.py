@@ -241,12 +241,14 @@ def test_the_closed_loops_nightly_table_shows_calibration_against_the_feeds_and_
     from lab.evaluation.report import _judged_nights
 
     judge = {"model_policy": "trained", "open_rate": {"plan": 0.2, "push_1_0": 0.05, "oracle": 0.3},
-             "oracle_lift_share": 0.6, "timing": {"activity_ratio_chosen_vs_best": 0.85},
+             "oracle_lift_share": 0.6, "visible_oracle_lift_share": 0.7, "timing": {"activity_ratio_chosen_vs_best": 0.85},
              "calibration": {"expected_over_true": 0.61, "expected_over_lead_item_truth": 1.04}}
-    old = judge | {"calibration": {"expected_over_true": 0.7}}
+    old = {k: v for k, v in judge.items() if k != "visible_oracle_lift_share"} | {"calibration": {"expected_over_true": 0.7}}
     rows = _judged_nights([{"send_day": "2026-10-31", "opened": 20, "sent": 100, "judge": judge},
                            {"send_day": "2026-11-01", "opened": 10, "sent": 100, "judge": old},
                            {"send_day": "2026-11-02", "opened": 0, "sent": 0}])
     assert rows[1].endswith("expected / true opens (/ their lead items' truth) |")
+    assert "| share of oracle lift (of the visible oracle's) |" in rows[1]
     assert rows[3].startswith("| 2026-10-31 | trained | 20.00 % |") and rows[3].endswith("| 0.61 (1.04) |")
-    assert rows[4].endswith("| 0.70 |") and len(rows) == 5
+    assert "| 60 % (70 %) | 0.85 |" in rows[3]
+    assert rows[4].endswith("| 0.70 |") and "| 60 % | 0.85 |" in rows[4] and len(rows) == 5
