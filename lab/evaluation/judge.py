@@ -22,12 +22,12 @@ rows pick them (among the same items, with the same true category, hour and know
 best estimate the events allow (`visible_appeal`, which knows the simulator's laws), so "the share of the visible
 oracle's lift" and the visible item-quality gap say what is left to find in the data, the rest being quality no
 behaviour had shown yet. A visible gap below 0: Hermes' items are truly better than the best that behaviour points
-to. Diagnostics: the true activity at the chosen hour against the user's best
-allowed hour (users with >= 5 app opens in the 28 days before), the true affinity of the best shown item's category
-against the user's top one, the latent quality of the shown items, and calibration: the plan's own expected opens
-against the truth's, overall and per scene, next to the truth of each push holding only its first item (a feed is
-estimated by its best item, from a history of one-item pushes: where the truth values a long feed above its lead
-item, the estimate cannot see it, and the scene choice, which compares the estimates, sends users to short feeds).
+to. Diagnostics: the true activity at the chosen hour against the user's best allowed hour (users with >= 5 app
+opens in the 28 days before), the true affinity of the best shown item's category against the user's top one, the
+latent quality of the shown items, and calibration: the plan's own expected opens against the truth's, overall and
+per scene, next to the truth of each push holding only its first item (a feed is estimated by its best item, from a
+history of one-item pushes: where the truth values a long feed above its lead item, the estimate cannot see it, and
+the scene choice, which compares the estimates, sends users to short feeds).
 
 As delivered (`as_delivered`): the same pushes as the delivery runs would send them — each send hour drops the items
 sold or removed by its start, tops a feed up from its reserves and withdraws a feed left empty — for the plan, the
