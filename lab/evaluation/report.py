@@ -21,14 +21,21 @@ def _fmt(v, pct=False):
     return f"{100 * v:.2f} %" if pct else f"{v:.3f}"
 
 
+def title(spec: EvalSpec) -> str:
+    """The report's first line: the world, and the history the loop started from (none, for a cold start)."""
+    history = (f"{spec.history_days} days of organic events and no push history: a cold start" if spec.cold_start
+               else f"{spec.history_days} days of Push 1.0 history")
+    return (f"# Hermes vs Push 1.0 — seed {spec.seed}, {spec.users:,} users, {spec.days} days closed loop "
+            f"({history}), holdout {spec.holdout_share:.0%}")
+
+
 def markdown(result: dict, spec: EvalSpec, seconds: float) -> str:
     t = result["table"]
     pct = {"open_rate", "user_coverage", "disturbance_share", "activation", "activation_holdout",
            "incremental_activation"}
     # a ratio of two small differences means nothing: those rows show Hermes - Push 1.0 instead
     as_diff = {"activation_holdout", "incremental_activation"}
-    lines = [f"# Hermes vs Push 1.0 — seed {spec.seed}, {spec.users:,} users, {spec.days} days closed loop "
-             f"({spec.history_days} days of Push 1.0 history), holdout {spec.holdout_share:.0%}", "",
+    lines = [title(spec), "",
              "| metric | Push 1.0 | Hermes | Hermes / Push 1.0 (95 % CI) |", "|---|---|---|---|"]
     for m, row in t.items():
         if m == "scene_coverage":

@@ -30,3 +30,28 @@ def test_scoring_gives_the_estimators_probabilities_with_and_without_the_scene_c
     plain = score_pairs(df, model_payload(spark, est), "3", ["id"]).toPandas().sort_values("id")
     assert list(plain.columns) == ["id", "p_open", "model_version"]
     np.testing.assert_allclose(plain.p_open, out.p_open, rtol=1e-12)
+
+
+def test_two_models_with_the_same_version_number_in_one_session_each_score_with_their_own(spark):
+    """A version number is unique only within one registry, and one Spark session can score for several: the closed
+    loop's two arms (each with its own registry: both have a version 2 from the second night), the benchmark's worlds,
+    the tests. The Python workers' model cache must not hand the second its predecessor's model."""
+    from sklearn.linear_model import LogisticRegression
+
+    from features.scoring import model_payload, score_pairs
+
+    rng = np.random.default_rng(5)
+    X = rng.random((2000, len(FEATURES)))
+    first = LogisticRegression(max_iter=500).fit(X, (X[:, 0] > 0.5).astype(int))
+    second = LogisticRegression(max_iter=500).fit(X, (X[:, 1] > 0.3).astype(int))
+    rows = [(i, *map(float, X[i])) for i in range(2000)]
+    df = spark.createDataFrame(rows, "id long, " + ", ".join(f"{f} double" for f in FEATURES)).repartition(2).cache()
+    assert df.count() == 2000          # materialised: each scoring pass below is a job of Python UDF tasks alone
+    try:
+        for est in (first, second, first):
+            for neutral in (False, True):
+                out = score_pairs(df, model_payload(spark, est), "2", ["id"], neutral).toPandas().sort_values("id")
+                np.testing.assert_allclose(out.p_open, est.predict_proba(X[out.id.to_numpy()])[:, 1], rtol=1e-12)
+                assert (out.model_version == "2").all()
+    finally:
+        df.unpersist()

@@ -252,3 +252,14 @@ def test_the_closed_loops_nightly_table_shows_calibration_against_the_feeds_and_
     assert rows[3].startswith("| 2026-10-31 | trained | 20.00 % |") and rows[3].endswith("| 0.61 (1.04) |")
     assert "| 60 % (70 %) | 0.85 |" in rows[3]
     assert rows[4].endswith("| 0.70 |") and "| 60 % | 0.85 |" in rows[4] and len(rows) == 5
+
+
+def test_the_closed_loops_report_says_when_it_started_from_no_push_history():
+    """`hermes evaluate --cold-start` simulates the history days without any push: the title must not claim them."""
+    from lab.evaluation.arms import EvalSpec
+    from lab.evaluation.report import title
+
+    assert title(EvalSpec(users=3000, days=4, seed=101, history_days=28)).endswith(
+        "(28 days of Push 1.0 history), holdout 10%")
+    cold = title(EvalSpec(users=3000, days=4, seed=101, history_days=28, cold_start=True))
+    assert "Push 1.0 history" not in cold and "28 days of organic events and no push history: a cold start" in cold
