@@ -143,15 +143,14 @@ def visible_appeal(wh: Warehouse, gt, before_us: int, chunk: int = 20_000) -> np
     import pyarrow.compute as pc
     import pyarrow.dataset as pads
 
+    from core.contract import TS
     from lab.simulator.market import ENGAGEMENT, ENGAGEMENT_QUALITY, SELL_DAYS, SELL_QUALITY, SELL_VALUE
 
     base = {name: rate for name, rate, _ in ENGAGEMENT}
     data = pads.dataset(str(wh.raw("events")), format="parquet", partitioning="hive")
     t = data.to_table(columns=["ts", "user_id", "event_type", "item_id"],
                       filter=pc.field("event_type").isin(["view", *base]) & pc.field("item_id").is_valid())
-    ts = t["ts"].cast("int64").to_numpy()
-    if getattr(t["ts"].type, "unit", "us") == "ns":
-        ts = ts // 1000
+    ts = t["ts"].cast(TS).cast("int64").to_numpy()          # microseconds, whatever unit the files hold
     keep = ts < before_us
     etype = t["event_type"].to_numpy(zero_copy_only=False)[keep]
     item = gt.item_index(t["item_id"].to_numpy()[keep])
