@@ -74,12 +74,13 @@ def _flat(lists) -> tuple[np.ndarray, np.ndarray]:
 class Truth:
     """The world's true open probability of any set of pushes, with the users' real fatigue and context."""
 
-    def __init__(self, wh: Warehouse, send_day: str):
+    def __init__(self, wh: Warehouse, send_day: str, gt=None):
+        """gt: the world's GroundTruth when already loaded (another warehouse of the same world)."""
         from lab.evaluation.outcomes import _recent_pushes
         from lab.simulator.ground_truth import GroundTruth
 
         self.wh, self.send_day = wh, send_day
-        self.gt = GroundTruth.load(wh.ground_truth)
+        self.gt = gt if gt is not None else GroundTruth.load(wh.ground_truth)
         self.hist_users, self.hist_at = _recent_pushes(wh, send_day)
 
     def p_open(self, p: Pushes, context: bool = True) -> np.ndarray:
@@ -185,24 +186,37 @@ def _feeds(best: np.ndarray, cats: np.ndarray, sizes: np.ndarray, fallback_off, 
     return _flat(lists)
 
 
-def judge(wh: Warehouse, ds: str, quiet_hours: tuple[int, int] = (22, 8), seed: int = 0) -> dict:
-    """The judgement of the plan for ds (plan/windows of both policies) under the world's truth."""
+def _assigned(wh: Warehouse, ds: str, policy: str):
+    """The plan's pushes of one policy that got a send slot (plan/windows), with send_us (int64 us)."""
+    import pandas as pd
+
+    cols = ["user_id", "policy", "scene_id", "item_ids", "send_at", "slot", "p_open", "explored"]
+    cols += [c for c in ("reserve_ids",) if c in wh.schema("plan/windows", ds).names]
+    w = wh.read_arrow("plan/windows", ds, cols).to_pandas()
+    w = w[(w["slot"] >= 0) & (w["policy"] == policy)].copy()
+    if w.empty:
+        raise ValueError(f"plan/windows ds={ds} in {wh.root}: no assigned pushes for {policy}: nothing to judge")
+    w["send_us"] = pd.to_datetime(w["send_at"], utc=True).dt.as_unit("us").astype("int64")
+    return w
+
+
+def judge(wh: Warehouse, ds: str, quiet_hours: tuple[int, int] = (22, 8), seed: int = 0,
+          baseline_wh: Warehouse | None = None) -> dict:
+    """The judgement of the plan for ds (plan/windows of both policies) under the world's truth.
+
+    baseline_wh: a warehouse of the same world whose Push 1.0 plan is the baseline, judged on its own push history
+    (the closed loop's Push 1.0 arm: from the second night, Push 1.0 re-planned on Hermes' history picks its one
+    global scene from Hermes' logged opens and is no longer the Push 1.0 the other arm sends). Default: wh's own."""
     import pandas as pd
 
     from jobs.windows import send_day as send_day_of
 
     day = send_day_of(ds)
-    cols = ["user_id", "policy", "scene_id", "item_ids", "send_at", "slot", "p_open", "explored"]
-    cols += [c for c in ("reserve_ids",) if c in wh.schema("plan/windows", ds).names]
-    w = wh.read_arrow("plan/windows", ds, cols).to_pandas()
-    w = w[w["slot"] >= 0].copy()
-    w["send_us"] = pd.to_datetime(w["send_at"], utc=True).dt.as_unit("us").astype("int64")
-    h, b = w[w["policy"] == "hermes"], w[w["policy"] == "baseline"]
-    if h.empty or b.empty:
-        raise ValueError(f"plan/windows ds={ds}: no assigned pushes for {'hermes' if h.empty else 'baseline'}: "
-                         "nothing to judge")
+    h = _assigned(wh, ds, "hermes")
+    b = _assigned(baseline_wh if baseline_wh is not None else wh, ds, "baseline")
     truth = Truth(wh, day)
     gt = truth.gt
+    truth_b = Truth(baseline_wh, day, gt) if baseline_wh is not None else truth
     # the plan's calibration, on every Hermes push
     h_off, h_items = _flat(h["item_ids"].tolist())
     plan_all = Pushes(h["user_id"].to_numpy(np.int64), h["scene_id"].to_numpy(object), h_off, h_items,
@@ -268,7 +282,7 @@ def judge(wh: Warehouse, ds: str, quiet_hours: tuple[int, int] = (22, 8), seed: 
         "best_category_visible": plan.with_(offsets=seen_off, items=seen_items),
         "best_quality_visible": plan.with_(items=np.where(seen_swap > 0, seen_swap, items)),
     }
-    p = {k: truth.p_open(v) for k, v in rows.items()}
+    p = {k: (truth_b if k == "push_1_0" else truth).p_open(v) for k, v in rows.items()}
     # the oracle: at the user's best hour, the better of the top category's best items and Hermes' own feed (which
     # may hold what the user favourited, or a seller they follow: worth more than any generic good item)
     p["oracle"] = np.maximum(truth.p_open(plan.with_(offsets=cat_off, items=cat_items, send_at=at_best)),
@@ -276,7 +290,7 @@ def judge(wh: Warehouse, ds: str, quiet_hours: tuple[int, int] = (22, 8), seed: 
     p["oracle_visible"] = np.maximum(truth.p_open(plan.with_(offsets=seen_off, items=seen_items, send_at=at_best)),
                                      p["best_hour"])
     rates = {k: float(v.mean()) for k, v in p.items()}
-    delivered = {"push_1_0": _as_delivered(truth, bc, push1, reserves=False),
+    delivered = {"push_1_0": _as_delivered(truth_b, bc, push1, reserves=False),
                  "plan_without_reserves": _as_delivered(truth, hc, plan, reserves=False),
                  "plan": _as_delivered(truth, hc, plan, reserves=True)}
     lift = rates["oracle"] - rates["push_1_0"]
@@ -297,6 +311,7 @@ def judge(wh: Warehouse, ds: str, quiet_hours: tuple[int, int] = (22, 8), seed: 
     scene_share = hc["scene_id"].value_counts(normalize=True).round(4).to_dict()
     return {
         "ds": ds, "send_day": day, "users_judged": int(len(users)), "hermes_pushes": int(len(h)),
+        "push_1_0_from": "this warehouse's plan" if baseline_wh is None else f"{baseline_wh.root}",
         "open_rate": rates,
         "ratio_vs_push_1_0": rates["plan"] / rates["push_1_0"] if rates["push_1_0"] > 0 else float("nan"),
         "oracle_lift_share": share,

@@ -40,8 +40,9 @@ from lab.evaluation.report import report
 log = logging.getLogger(__name__)
 
 
-def live_day(spark, arm: Arm, send_day: str, spec: EvalSpec) -> dict:
-    """Plan send_day from the night before, deliver it through the gateway, draw its outcomes."""
+def live_day(spark, arm: Arm, send_day: str, spec: EvalSpec, baseline: Arm | None = None) -> dict:
+    """Plan send_day from the night before, deliver it through the gateway, draw its outcomes. baseline: the Push 1.0
+    arm, when it has planned the night already: the Hermes arm's plan is judged against the plan that arm sends."""
     from jobs import batches, deliver, windows
     from jobs.tasks import STAGES
     from jobs.train import gate
@@ -63,7 +64,7 @@ def live_day(spark, arm: Arm, send_day: str, spec: EvalSpec) -> dict:
         from lab.evaluation.judge import judge, lines
 
         q = loaded.config.platform.quiet_hours
-        judged = judge(arm.wh, ds, (q.start_hour, q.end_hour))
+        judged = judge(arm.wh, ds, (q.start_hour, q.end_hour), baseline_wh=baseline.wh if baseline else None)
         judged["model_policy"] = json.loads(Path(planned_windows["report"]).read_text()).get("model_policy")
         log.info("\n".join(lines(judged)))
     planned = batches.run(s, ds, loaded, policy=policy_of(arm.name))
@@ -121,6 +122,6 @@ def run(base: Settings, spec: EvalSpec, out: Path | None = None, spark=None) -> 
     days = {name: [] for name in arms}
     with (nullcontext(spark) if spark is not None else spark_session(base, f"hermes-evaluate-{spec.seed}")) as spark:
         for d in send_days:
-            for name, arm in arms.items():
-                days[name].append(live_day(spark, arm, d, spec))
+            for name, arm in arms.items():      # the Push 1.0 arm first: the Hermes arm's judge reads its plan
+                days[name].append(live_day(spark, arm, d, spec, arms["baseline"] if name == "hermes" else None))
     return report(base, spec, out, days, time.monotonic() - t0)

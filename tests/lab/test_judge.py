@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from core.contract import RAW_SCHEMAS
 from core.warehouse import Warehouse
@@ -251,7 +252,51 @@ def test_the_closed_loops_nightly_table_shows_calibration_against_the_feeds_and_
     assert "| share of oracle lift (of the visible oracle's) |" in rows[1]
     assert rows[3].startswith("| 2026-10-31 | trained | 20.00 % |") and rows[3].endswith("| 0.61 (1.04) |")
     assert "| 60 % (70 %) | 0.85 |" in rows[3]
-    assert rows[4].endswith("| 0.70 |") and "| 60 % | 0.85 |" in rows[4] and len(rows) == 5
+    assert rows[4].endswith("| 0.70 |") and "| 60 % | 0.85 |" in rows[4] and len(rows) == 7
+    # neither night says where its Push 1.0 came from: both were the policy re-planned on Hermes' own history
+    assert rows[6].startswith("Judged Push 1.0: the plan the Push 1.0 arm sends") and \
+        "except on 2026-10-31, 2026-11-01: Push 1.0's policy re-planned on Hermes' history" in rows[6]
+    armed = _judged_nights([{"send_day": "2026-10-31", "opened": 20, "sent": 100,
+                             "judge": judge | {"push_1_0_from": "/eval/baseline/warehouse"}}])
+    assert armed[-1] == "Judged Push 1.0: the plan the Push 1.0 arm sends, under its own push history."
+
+
+def test_the_judge_takes_push_1_0_from_the_other_arms_plan_under_that_arms_push_history(tmp_path):
+    """The closed loop judges the Hermes arm's plan against the plan the Push 1.0 arm sends, with that arm's fatigue:
+    Hermes' rows are unchanged, Push 1.0's are the other warehouse's pushes under the other warehouse's history."""
+    import pyarrow.compute as pc
+
+    from lab.evaluation.judge import judge
+
+    wh, gt = _crafted(tmp_path / "hermes")
+    other, _ = _crafted(tmp_path / "push1")
+    plan = other.read_arrow("plan/windows", DS)
+    plan = plan.drop_columns([c for c in plan.column_names if c in ("ds", "config_version")])     # write_arrow adds
+    # the Push 1.0 arm pushes both users the best item at their own best hour, and pushed user 2 the evening before
+    is_base = pc.equal(plan["policy"], "baseline")
+    ts_t = plan.schema.field("send_at").type
+    send = pa.array([_us(SEND_DAY, h) for h in (10, 12, 10, 18)], pa.int64()).cast(ts_t)
+    plan = plan.set_column(plan.schema.get_field_index("item_ids"), "item_ids",
+                           pc.if_else(is_base, pa.array([[1]] * 4, pa.list_(pa.int64())), plan["item_ids"]))
+    plan = plan.set_column(plan.schema.get_field_index("send_at"), "send_at", send)
+    other.write_arrow(plan, "plan/windows", DS, "cfg-test")
+    pq.write_table(pa.table({"push_id": ["p1"], "user_id": pa.array([2], pa.int64()), "scene_id": ["hot_items"],
+                             "item_ids": pa.array([[2]], pa.list_(pa.int64())),
+                             "sent_at": pa.array([_us(DS, 20)], pa.int64()).cast(RAW_SCHEMAS["push_log"].field("sent_at").type),
+                             "opened_at": pa.nulls(1, RAW_SCHEMAS["push_log"].field("opened_at").type),
+                             "clicked_item_id": pa.nulls(1, pa.int64()), "policy": ["baseline"],
+                             "propensity": [1.0]}, schema=RAW_SCHEMAS["push_log"]),
+                   other.raw_partition("push_log", DS) / "part-0.parquet")       # in place of the empty day
+
+    own, armed = judge(wh, DS, quiet_hours=(22, 8)), judge(wh, DS, quiet_hours=(22, 8), baseline_wh=other)
+    expected = gt.open_probability(np.array([1, 2]), np.array(["guess_you_like"] * 2), np.arange(3), np.array([1, 1]),
+                                   np.array([_us(SEND_DAY, 10), _us(SEND_DAY, 18)]), pushes_24h=np.array([0, 1]),
+                                   pushes_7d=np.array([0, 1]))
+    assert armed["open_rate"]["push_1_0"] == pytest.approx(expected.mean(), rel=1e-9)
+    assert armed["open_rate"]["push_1_0"] > 2 * own["open_rate"]["push_1_0"]
+    assert armed["open_rate"]["plan"] == own["open_rate"]["plan"]
+    assert armed["open_rate"]["oracle"] == own["open_rate"]["oracle"]
+    assert own["push_1_0_from"] == "this warehouse's plan" and armed["push_1_0_from"] == str(other.root)
 
 
 def test_the_closed_loops_report_says_when_it_started_from_no_push_history():
