@@ -111,8 +111,9 @@ def _hour_choices(gt, users: np.ndarray, send_at: np.ndarray, quiet: tuple[int, 
 
 
 def _best_items(gt, day_start_us: int, k: int, appeal: np.ndarray | None = None):
-    """[n_categories + 1, k]: per category, its k live items (listed before the send day, on sale through it: the
-    oracle knows which sell) with the best item score, best first; -1 where the category has fewer. The score is
+    """[n_categories + 1, k]: per category, its k live items (listed before the send day and still on sale at the
+    end of the day after it, so at any hour the oracle may choose: up to 11 h after a send late in the send day;
+    the oracle knows which sell) with the best item score, best first; -1 where the category has fewer. The score is
     `appeal` (per item, indexed like gt.item_quality), by default the true one (quality and price attractiveness under
     the world's own coefficients)."""
     live = (gt.item_listed_at <= day_start_us) & (gt.item_end_at > day_start_us + 2 * US_PER_DAY)
