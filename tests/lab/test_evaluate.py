@@ -116,3 +116,6 @@ def test_closed_loop_evaluation_of_both_policies(s3_server, spark, tmp_path):
     judged = [d["judge"] for d in result["days"]["hermes"]]
     assert all(j["users_judged"] > 50 and 0 < j["open_rate"]["push_1_0"] < j["open_rate"]["oracle"] for j in judged)
     assert "| night (send day) | planned by |" in (out / "report.md").read_text()
+    # ... against the plan the Push 1.0 arm sent, not Push 1.0 re-planned on Hermes' own history
+    assert all(j["push_1_0_from"] == str(out / "baseline" / "warehouse") for j in judged), judged[0]["push_1_0_from"]
+    assert "Judged Push 1.0: the plan the Push 1.0 arm sends, under its own push history." in (out / "report.md").read_text()
