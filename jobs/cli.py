@@ -8,6 +8,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 from core.settings import Settings, settings_table
 
@@ -315,7 +316,7 @@ def _cmd_judge(args, settings):
     from core.config.loader import load_config
     from lab.evaluation.judge import lines, run
 
-    r = run(settings, args.ds, load_config(settings.conf_dir))
+    r = run(settings, args.ds, load_config(settings.conf_dir), args.baseline_warehouse)
     print(json.dumps(r, indent=2, default=float) if args.json else "\n".join(lines(r) + ["", f"report: {r['report']}"]))
 
 
@@ -489,6 +490,9 @@ def main(argv: list[str] | None = None) -> None:
                        "an oracle, the share of the oracle's lift, where the gap is lost, calibration")
     p.add_argument("--ds", required=True, type=_day, help="the nightly run date whose plan (plan/windows) is judged")
     p.add_argument("--json", action="store_true", help="print the whole judgement as JSON")
+    p.add_argument("--baseline-warehouse", type=Path, default=None, metavar="PATH",
+                   help="judge against the Push 1.0 plan of another warehouse of the same world, under its own push "
+                        "history (a closed loop's Push 1.0 arm: <evaluation>/baseline/warehouse); default: this one's")
     p.set_defaults(func=_cmd_judge)
 
     p = sub.add_parser("settings", help="print the effective settings (secrets masked)")

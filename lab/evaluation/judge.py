@@ -41,6 +41,7 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import date, timedelta
+from pathlib import Path
 
 import numpy as np
 
@@ -187,6 +188,9 @@ def _feeds(best: np.ndarray, cats: np.ndarray, sizes: np.ndarray, fallback_off, 
     return _flat(lists)
 
 
+OWN_PLAN = "this warehouse's plan"       # judge()'s push_1_0_from when Push 1.0 is the judged warehouse's own plan
+
+
 def _assigned(wh: Warehouse, ds: str, policy: str):
     """The plan's pushes of one policy that got a send slot (plan/windows), with send_us (int64 us)."""
     import pandas as pd
@@ -312,7 +316,7 @@ def judge(wh: Warehouse, ds: str, quiet_hours: tuple[int, int] = (22, 8), seed: 
     scene_share = hc["scene_id"].value_counts(normalize=True).round(4).to_dict()
     return {
         "ds": ds, "send_day": day, "users_judged": int(len(users)), "hermes_pushes": int(len(h)),
-        "push_1_0_from": "this warehouse's plan" if baseline_wh is None else f"{baseline_wh.root}",
+        "push_1_0_from": OWN_PLAN if baseline_wh is None else str(baseline_wh.root),
         "open_rate": rates,
         "ratio_vs_push_1_0": rates["plan"] / rates["push_1_0"] if rates["push_1_0"] > 0 else float("nan"),
         "oracle_lift_share": share,
@@ -398,8 +402,10 @@ def lines(r: dict) -> list[str]:
     """The judgement as the table `hermes judge` prints."""
     o = r["open_rate"]
     out = [f"judge: plan of ds={r['ds']} (send day {r['send_day']}), {r['users_judged']:,} users pushed by both "
-           "Hermes and Push 1.0, scored under the world's true response model", "",
-           f"  {'row':<34}{'true open rate':>16}"]
+           "Hermes and Push 1.0, scored under the world's true response model"]
+    src = r.get("push_1_0_from", OWN_PLAN)
+    out += ["Push 1.0: " + (src if src == OWN_PLAN else f"the plan in {src}, under that warehouse's push history"),
+            "", f"  {'row':<34}{'true open rate':>16}"]
     names = {"push_1_0": "Push 1.0 (global scene, fixed hour)", "random_hour": "Hermes' items, random hour",
              "plan": "Hermes' plan", "best_hour": "Hermes' items, best hour",
              "best_category": "best category, Hermes' hours", "best_quality": "best items of Hermes' categories",
@@ -447,13 +453,21 @@ def lines(r: dict) -> list[str]:
     return out
 
 
-def run(settings, ds: str, loaded) -> dict:
+def run(settings, ds: str, loaded, baseline_warehouse: Path | None = None) -> dict:
+    """baseline_warehouse: another warehouse of the same world whose Push 1.0 plan is the baseline (a closed loop's
+    Push 1.0 arm, <evaluation>/baseline/warehouse)."""
     wh = Warehouse(settings.warehouse)
     if not (wh.ground_truth / "latent.npz").exists():
         raise FileNotFoundError(f"{wh.ground_truth}: no ground truth. `hermes judge` scores a plan under a simulated "
                                 "world's truth (hermes simulate); real data has none")
+    other = None
+    if baseline_warehouse is not None:
+        other = Warehouse(baseline_warehouse)
+        if not other.partition("plan/windows", ds).exists():
+            raise FileNotFoundError(f"--baseline-warehouse {baseline_warehouse}: no plan/windows ds={ds} there "
+                                    "(a closed loop's Push 1.0 arm keeps it under <evaluation>/baseline/warehouse)")
     q = loaded.config.platform.quiet_hours
-    r = judge(wh, ds, (q.start_hour, q.end_hour))
+    r = judge(wh, ds, (q.start_hour, q.end_hour), baseline_wh=other)
     path = wh.report("judge", ds, "judge")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(r, indent=2, default=float))

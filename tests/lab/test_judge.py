@@ -308,3 +308,30 @@ def test_the_closed_loops_report_says_when_it_started_from_no_push_history():
         "(28 days of Push 1.0 history), holdout 10%")
     cold = title(EvalSpec(users=3000, days=4, seed=101, history_days=28, cold_start=True))
     assert "Push 1.0 history" not in cold and "28 days of organic events and no push history: a cold start" in cold
+
+
+def test_hermes_judge_takes_the_baseline_warehouse_and_names_a_missing_one(tmp_path):
+    """`hermes judge --baseline-warehouse PATH` prints where its Push 1.0 came from; a path without the night's plan
+    is one line naming the option and what is missing."""
+    import os
+    import subprocess
+    import sys
+
+    from core.settings import REPO_ROOT
+
+    wh, _ = _crafted(tmp_path / "hermes")
+    other, _ = _crafted(tmp_path / "push1")
+    env = {k: v for k, v in os.environ.items() if k != "HERMES_DEBUG"} | {
+        "HERMES_HOME": str(tmp_path / "home"), "HERMES_WAREHOUSE": str(wh.root)}
+
+    def hermes(*args):
+        return subprocess.run([sys.executable, "-m", "jobs.cli", "judge", "--ds", DS, *args], capture_output=True,
+                              text=True, env=env, cwd=REPO_ROOT, timeout=120)
+
+    own, armed = hermes(), hermes("--baseline-warehouse", str(other.root))
+    assert own.returncode == 0 and "Push 1.0: this warehouse's plan" in own.stdout, own.stderr
+    assert armed.returncode == 0, armed.stderr
+    assert f"Push 1.0: the plan in {other.root}, under that warehouse's push history" in armed.stdout
+    missing = hermes("--baseline-warehouse", str(tmp_path / "nowhere"))
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert f"--baseline-warehouse {tmp_path / 'nowhere'}: no plan/windows ds={DS} there" in missing.stderr
