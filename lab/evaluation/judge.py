@@ -243,6 +243,9 @@ def judge(wh: Warehouse, ds: str, quiet_hours: tuple[int, int] = (22, 8), seed: 
                                          lead_on_sale=("lead_on_sale", "mean")))
 
     common = np.intersect1d(h["user_id"].to_numpy(), b["user_id"].to_numpy())
+    if not len(common):
+        raise ValueError(f"plan/windows ds={ds}: no user is pushed by both Hermes ({len(h):,} pushes) and Push 1.0 "
+                         f"({len(b):,}): nothing to compare")
     hc = h.set_index("user_id").loc[common].reset_index()
     bc = b.set_index("user_id").loc[common].reset_index()
     users = common.astype(np.int64)

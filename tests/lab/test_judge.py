@@ -335,3 +335,16 @@ def test_hermes_judge_takes_the_baseline_warehouse_and_names_a_missing_one(tmp_p
     missing = hermes("--baseline-warehouse", str(tmp_path / "nowhere"))
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
     assert f"--baseline-warehouse {tmp_path / 'nowhere'}: no plan/windows ds={DS} there" in missing.stderr
+
+
+def test_a_baseline_plan_that_pushes_none_of_hermes_users_is_a_clear_error(tmp_path):
+    from lab.evaluation.judge import judge
+
+    wh, _ = _crafted(tmp_path / "hermes")
+    other, _ = _crafted(tmp_path / "push1")
+    plan = other.read_arrow("plan/windows", DS)
+    plan = plan.drop_columns([c for c in plan.column_names if c in ("ds", "config_version")])
+    plan = plan.set_column(0, "user_id", pa.array([1, 2, 3, 4], pa.int64()))    # Push 1.0 pushed users 3 and 4
+    other.write_arrow(plan.filter(pa.array([False, False, True, True])), "plan/windows", DS, "cfg-test")
+    with pytest.raises(ValueError, match=r"no user is pushed by both Hermes \(2 pushes\) and Push 1.0 \(2\)"):
+        judge(wh, DS, quiet_hours=(22, 8), baseline_wh=other)
