@@ -123,8 +123,9 @@ def _judged_nights(days: list[dict]) -> list[str]:
                    f"{100 * o['plan']:.2f} / {100 * o['push_1_0']:.2f} / {100 * o['oracle']:.2f} % | "
                    f"{100 * j['oracle_lift_share']:.0f} %{_visible(j)} | {j['timing']['activity_ratio_chosen_vs_best']:.2f} | "
                    f"{j['calibration']['expected_over_true']:.2f}{_lead(j['calibration'])} |")
-    own = [d["send_day"] for d in rows if d["judge"].get("push_1_0_from", "this warehouse's plan") ==
-           "this warehouse's plan"]
+    from lab.evaluation.judge import OWN_PLAN
+
+    own = [d["send_day"] for d in rows if d["judge"].get("push_1_0_from", OWN_PLAN) == OWN_PLAN]
     out += ["", "Judged Push 1.0: the plan the Push 1.0 arm sends, under its own push history"
             + (f", except on {', '.join(own)}: Push 1.0's policy re-planned on Hermes' history (from the second night "
                "it picks its global scene from Hermes' logged opens: not the Push 1.0 the other arm sends)."

@@ -67,6 +67,13 @@ def _crafted(root) -> tuple[Warehouse, object]:
     return wh, gt
 
 
+def _replace_plan(wh: Warehouse, change) -> None:
+    """Rewrite the crafted plan/windows partition through `change` (a pyarrow Table -> Table)."""
+    plan = wh.read_arrow("plan/windows", DS)
+    plan = plan.drop_columns([c for c in plan.column_names if c in ("ds", "config_version")])     # write_arrow adds
+    wh.write_arrow(change(plan), "plan/windows", DS, "cfg-test")
+
+
 def test_the_judge_finds_the_timing_and_the_matching_gap_where_they_were_put(tmp_path):
     from lab.evaluation.judge import judge
 
@@ -270,16 +277,17 @@ def test_the_judge_takes_push_1_0_from_the_other_arms_plan_under_that_arms_push_
 
     wh, gt = _crafted(tmp_path / "hermes")
     other, _ = _crafted(tmp_path / "push1")
-    plan = other.read_arrow("plan/windows", DS)
-    plan = plan.drop_columns([c for c in plan.column_names if c in ("ds", "config_version")])     # write_arrow adds
-    # the Push 1.0 arm pushes both users the best item at their own best hour, and pushed user 2 the evening before
-    is_base = pc.equal(plan["policy"], "baseline")
-    ts_t = plan.schema.field("send_at").type
-    send = pa.array([_us(SEND_DAY, h) for h in (10, 12, 10, 18)], pa.int64()).cast(ts_t)
-    plan = plan.set_column(plan.schema.get_field_index("item_ids"), "item_ids",
-                           pc.if_else(is_base, pa.array([[1]] * 4, pa.list_(pa.int64())), plan["item_ids"]))
-    plan = plan.set_column(plan.schema.get_field_index("send_at"), "send_at", send)
-    other.write_arrow(plan, "plan/windows", DS, "cfg-test")
+
+    def best_item_at_best_hour(plan):
+        """the Push 1.0 arm pushes both users the best item at their own best hour"""
+        is_base = pc.equal(plan["policy"], "baseline")
+        send = pa.array([_us(SEND_DAY, h) for h in (10, 12, 10, 18)], pa.int64()).cast(plan.schema.field("send_at").type)
+        plan = plan.set_column(plan.schema.get_field_index("item_ids"), "item_ids",
+                               pc.if_else(is_base, pa.array([[1]] * 4, pa.list_(pa.int64())), plan["item_ids"]))
+        return plan.set_column(plan.schema.get_field_index("send_at"), "send_at", send)
+
+    _replace_plan(other, best_item_at_best_hour)
+    # ... and pushed user 2 the evening before
     pq.write_table(pa.table({"push_id": ["p1"], "user_id": pa.array([2], pa.int64()), "scene_id": ["hot_items"],
                              "item_ids": pa.array([[2]], pa.list_(pa.int64())),
                              "sent_at": pa.array([_us(DS, 20)], pa.int64()).cast(RAW_SCHEMAS["push_log"].field("sent_at").type),
@@ -342,9 +350,8 @@ def test_a_baseline_plan_that_pushes_none_of_hermes_users_is_a_clear_error(tmp_p
 
     wh, _ = _crafted(tmp_path / "hermes")
     other, _ = _crafted(tmp_path / "push1")
-    plan = other.read_arrow("plan/windows", DS)
-    plan = plan.drop_columns([c for c in plan.column_names if c in ("ds", "config_version")])
-    plan = plan.set_column(0, "user_id", pa.array([1, 2, 3, 4], pa.int64()))    # Push 1.0 pushed users 3 and 4
-    other.write_arrow(plan.filter(pa.array([False, False, True, True])), "plan/windows", DS, "cfg-test")
+    # Push 1.0 pushes users 3 and 4 only
+    _replace_plan(other, lambda plan: plan.set_column(0, "user_id", pa.array([1, 2, 3, 4], pa.int64()))
+                  .filter(pa.array([False, False, True, True])))
     with pytest.raises(ValueError, match=r"no user is pushed by both Hermes \(2 pushes\) and Push 1.0 \(2\)"):
         judge(wh, DS, quiet_hours=(22, 8), baseline_wh=other)
