@@ -12,7 +12,7 @@ coefficients) and:
 - `eng_rate`: favourites, carts and chats per view, the same prior;
 - `fav_eb`, `eng_eb`: the same rates shrunk by 10 pseudo-views toward the market's own rate that week
   (empirical Bayes: no constant that belongs to one market; tried as the model's feature on 2026-12-05 and not
-  kept: README, "where the first night's estimates miss");
+  kept: docs/generalization.md, "Where the first night's estimates miss");
 - `views`: log views in 7 d;
 - `model:<scene>`: the plan's item-level estimate (plan/item_scores, the shortlist's ranking) per scene.
 
