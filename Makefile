@@ -78,9 +78,10 @@ bench-streaming: install
 GEN_USERS ?= 10000
 GEN_SEEDS ?= 7 101
 GEN_DAYS ?= 29 30
+GEN_VARIANTS ?= base global_dst night_owls price_blind holdout_mix
 bench-generalization: install
-	source infra/env.sh && $(PY) bench/generalization.py --users $(GEN_USERS) --seeds $(GEN_SEEDS) --days $(GEN_DAYS)
-	source infra/env.sh && $(PY) bench/generalization.py --users $(GEN_USERS) --seeds $(GEN_SEEDS) --cold-start
+	source infra/env.sh && $(PY) bench/generalization.py --users $(GEN_USERS) --variants $(GEN_VARIANTS) --seeds $(GEN_SEEDS) --days $(GEN_DAYS)
+	source infra/env.sh && $(PY) bench/generalization.py --users $(GEN_USERS) --variants $(GEN_VARIANTS) --seeds $(GEN_SEEDS) --cold-start
 
 bench-delivery: install
 	source infra/env.sh && $(PY) bench/delivery.py

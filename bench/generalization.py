@@ -120,7 +120,26 @@ def main(argv=None) -> None:
               f"{r['calibration']['expected_over_lead_item_truth']:.2f} | "
               f"{100 * g['timing']:.1f} / {100 * g['matching']:.1f} / {100 * g['item_quality']:.1f} | "
               f"{100 * g['item_quality_visible']:.1f} | {_delivered(r.get('as_delivered'))} |")
+    for line in targets(rows):
+        print(line)
     print(f"\nwritten to {out / name}")
+
+
+TARGETS = (("share of the oracle's lift >= 50 %", lambda r: r["oracle_lift_share"] >= 0.5),
+           ("timing ratio >= 0.8", lambda r: r["timing"]["activity_ratio_chosen_vs_best"] >= 0.8),
+           ("expected / true within 1 +- 0.1", lambda r: 0.9 <= r["calibration"]["expected_over_true"] <= 1.1))
+
+
+def targets(rows: list[dict]) -> list[str]:
+    """Issue #20's night-1 targets: how many rows meet each, all and held out, and which rows miss."""
+    out = ["", "targets (issue #20):"]
+    held = [r for r in rows if r["held_out"]]
+    for name, ok in TARGETS:
+        miss = [f"{r['variant']} {r['seed']}{'*' if r['held_out'] else ''}" for r in rows if not ok(r)]
+        out.append(f"  {name}: {len(rows) - len(miss)}/{len(rows)} rows "
+                   f"({sum(ok(r) for r in held)}/{len(held)} held out)"
+                   + (f"; missed by {', '.join(miss)}" if miss else ""))
+    return out
 
 
 def _delivered(d: dict | None) -> str:
