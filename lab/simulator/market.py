@@ -208,7 +208,7 @@ def build_world(spec: WorldSpec) -> World:
         user_push_bias=rng.normal(0, 0.5, size=n).astype(np.float32),
         item_category=(item_cat + 1).astype(np.int32), item_quality=quality, item_value=value,
         item_listed_at=listed, item_end_at=end,
-        params=ResponseParams(quality=v.quality_coef, value=v.value_coef, weekend_hour_shift=v.weekend_hour_shift),
+        params=ResponseParams(**v.response()),
     )
     return World(spec=spec, truth=truth, user_ids=user_ids, user_platform=platform, user_opt_in=opt_in,
                  user_token=token, user_registered_at=registered, user_rate=rate,

@@ -3,7 +3,9 @@
 `hermes simulate --variant NAME` (and `WorldSpec(variant=NAME)`) builds one of them. Each variant changes how
 the world is made — when users are active, where they live, how many categories there are and how concentrated,
 who sells, whether price says anything about quality, what the push history did — never how Hermes reads it.
-`random` draws every knob from the seed, so each seed is a different world.
+`random` draws every knob from the seed, so each seed is a different world — the true response too: how much the
+hour matters, how fast users tire, what a longer feed or a relevant item adds, which scenes are liked (the named
+variants keep the simulator's documented ResponseParams).
 
 Tuning uses `base`, `global_dst`, `night_owls` and `price_blind` on seeds below 100. `holdout_mix` and seeds
 >= 100 are kept out of all tuning: the generalization benchmark (bench/generalization.py) reports them apart.
@@ -35,9 +37,29 @@ class Variant:
     value_coef: float = 0.3              # ... and on price attractiveness within the category
     history_hour_utc: int | None = 12    # Push 1.0's send hour (UTC); None: a random local hour 09-21 per push
     history_scenes: tuple[str, ...] = ("hot_items", "guess_you_like", "new_listings", "price_drop")
+    # the true response beyond item quality and value (lab.simulator.ground_truth.ResponseParams; defaults: its own)
+    hour_coef: float = 0.5               # x log(24 * P(active at the send hour)): how much the hour matters
+    fatigue_24h: float = -0.45           # per push in the previous 24 h
+    fatigue_7d: float = -0.12            # per push in the previous 7 days
+    feed_breadth: float = 0.35           # x log(relevant live items shown): what a longer feed adds
+    interest: float = 0.8                # a shown item the user favourited / carted / follows the seller of
+    timely: float = 1.0                  # ... and just listed or dropped in price
+    scene_effect_shift: tuple[tuple[str, float], ...] = ()   # added to ResponseParams' scene effects
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def response(self, **base) -> dict:
+        """Keyword arguments for ResponseParams: this variant's response knobs (and `base`'s)."""
+        from lab.simulator.ground_truth import ResponseParams
+
+        effects = dict(ResponseParams().scene_effect)
+        for scene, shift in self.scene_effect_shift:
+            effects[scene] = effects.get(scene, 0.0) + shift
+        return dict(base, quality=self.quality_coef, value=self.value_coef, hour=self.hour_coef,
+                    fatigue_24h=self.fatigue_24h, fatigue_7d=self.fatigue_7d, feed_breadth=self.feed_breadth,
+                    interest=self.interest, timely=self.timely, scene_effect=effects,
+                    weekend_hour_shift=self.weekend_hour_shift)
 
 
 DST_ZONES = ("Europe/London", "Europe/Berlin", "America/New_York", "America/Chicago", "America/Los_Angeles",
@@ -79,7 +101,19 @@ def variant(name: str, seed: int = 0) -> Variant:
     return VARIANTS[name]
 
 
+RESPONSE_RANGES = {"hour_coef": (0.25, 0.8), "fatigue_24h": (-0.8, -0.15), "fatigue_7d": (-0.2, -0.04),
+                   "feed_breadth": (0.0, 0.6), "interest": (0.2, 1.2), "timely": (0.3, 1.5)}
+SCENE_EFFECT_SD = 0.3
+
+
 def randomised(seed: int) -> Variant:
+    """Every knob drawn from the seed. The response knobs come from a second stream, so the world's structure for a
+    seed is the same as before they were drawn (2026-12-06); its truth is not."""
+    from lab.simulator.ground_truth import ResponseParams
+
+    r2 = np.random.default_rng([seed, 4243])
+    response = {k: float(r2.uniform(lo, hi)) for k, (lo, hi) in RESPONSE_RANGES.items()}
+    shifts = tuple((scene, float(r2.normal(0, SCENE_EFFECT_SD))) for scene in sorted(ResponseParams().scene_effect))
     rng = np.random.default_rng([seed, 4242])
     dst = rng.random() < 0.5
     zones = DST_ZONES if dst else Variant().timezones
@@ -93,4 +127,5 @@ def randomised(seed: int) -> Variant:
                    dormant_share=float(rng.uniform(0.05, 0.35)), quality_coef=float(rng.uniform(0.2, 0.8)),
                    value_coef=float(rng.uniform(0.0, 0.4)),
                    history_hour_utc=None if rng.random() < 0.3 else int(rng.integers(0, 24)),
-                   history_scenes=UNKNOWN_SCENES if rng.random() < 0.5 else Variant().history_scenes)
+                   history_scenes=UNKNOWN_SCENES if rng.random() < 0.5 else Variant().history_scenes,
+                   scene_effect_shift=shifts, **response)
