@@ -37,29 +37,30 @@ class Variant:
     value_coef: float = 0.3              # ... and on price attractiveness within the category
     history_hour_utc: int | None = 12    # Push 1.0's send hour (UTC); None: a random local hour 09-21 per push
     history_scenes: tuple[str, ...] = ("hot_items", "guess_you_like", "new_listings", "price_drop")
-    # the true response beyond item quality and value (lab.simulator.ground_truth.ResponseParams; defaults: its own)
-    hour_coef: float = 0.5               # x log(24 * P(active at the send hour)): how much the hour matters
-    fatigue_24h: float = -0.45           # per push in the previous 24 h
-    fatigue_7d: float = -0.12            # per push in the previous 7 days
-    feed_breadth: float = 0.35           # x log(relevant live items shown): what a longer feed adds
-    interest: float = 0.8                # a shown item the user favourited / carted / follows the seller of
-    timely: float = 1.0                  # ... and just listed or dropped in price
+    # the true response beyond item quality and value (lab.simulator.ground_truth.ResponseParams): None keeps its
+    # documented value
+    hour_coef: float | None = None       # x log(24 * P(active at the send hour)): how much the hour matters
+    fatigue_24h: float | None = None     # per push in the previous 24 h
+    fatigue_7d: float | None = None      # per push in the previous 7 days
+    feed_breadth: float | None = None    # x log(relevant live items shown): what a longer feed adds
+    interest: float | None = None        # a shown item the user favourited / carted / follows the seller of
+    timely: float | None = None          # ... and just listed or dropped in price
     scene_effect_shift: tuple[tuple[str, float], ...] = ()   # added to ResponseParams' scene effects
 
     def as_dict(self) -> dict:
         return asdict(self)
 
-    def response(self, **base) -> dict:
-        """Keyword arguments for ResponseParams: this variant's response knobs (and `base`'s)."""
+    def response(self) -> dict:
+        """Keyword arguments for ResponseParams: this variant's item terms, weekend shift and response knobs."""
         from lab.simulator.ground_truth import ResponseParams
 
         effects = dict(ResponseParams().scene_effect)
         for scene, shift in self.scene_effect_shift:
             effects[scene] = effects.get(scene, 0.0) + shift
-        return dict(base, quality=self.quality_coef, value=self.value_coef, hour=self.hour_coef,
-                    fatigue_24h=self.fatigue_24h, fatigue_7d=self.fatigue_7d, feed_breadth=self.feed_breadth,
-                    interest=self.interest, timely=self.timely, scene_effect=effects,
-                    weekend_hour_shift=self.weekend_hour_shift)
+        knobs = {"hour": self.hour_coef, "fatigue_24h": self.fatigue_24h, "fatigue_7d": self.fatigue_7d,
+                 "feed_breadth": self.feed_breadth, "interest": self.interest, "timely": self.timely}
+        return {"quality": self.quality_coef, "value": self.value_coef, "weekend_hour_shift": self.weekend_hour_shift,
+                "scene_effect": effects, **{k: v for k, v in knobs.items() if v is not None}}
 
 
 DST_ZONES = ("Europe/London", "Europe/Berlin", "America/New_York", "America/Chicago", "America/Los_Angeles",

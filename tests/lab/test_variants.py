@@ -12,8 +12,7 @@ import pytest
 from core.warehouse import Warehouse
 from lab.simulator.ground_truth import GroundTruth, ResponseParams
 from lab.simulator.market import WorldSpec, simulate
-from lab.simulator.variants import (DST_ZONES, RESPONSE_RANGES, UNKNOWN_SCENES, VARIANTS, Variant, randomised,
-                                    variant)
+from lab.simulator.variants import DST_ZONES, RESPONSE_RANGES, UNKNOWN_SCENES, VARIANTS, Variant, randomised, variant
 
 TINY = WorldSpec(users=300, items=600, days=3, seed=5)
 
