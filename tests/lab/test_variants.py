@@ -58,7 +58,8 @@ def test_a_random_world_writes_the_response_it_drew_into_its_ground_truth(tmp_pa
 def test_global_dst_lives_in_dst_zones_and_its_history_is_sent_at_03_utc_under_unknown_scene_ids(tmp_path):
     simulate(replace(TINY, variant="global_dst"), tmp_path)
     truth = GroundTruth.load(Warehouse(tmp_path).ground_truth)
-    assert set(np.asarray(truth.timezones)[truth.user_tz]) <= set(DST_ZONES)
+    assert tuple(truth.timezones) == DST_ZONES
+    assert set(np.asarray(truth.timezones)[truth.user_tz]) == set(DST_ZONES)     # every zone has users
     log = _push_log(tmp_path)
     assert log.num_rows > 0
     assert set(log["scene_id"].to_pylist()) <= set(UNKNOWN_SCENES)
