@@ -123,16 +123,23 @@ def _unit_hash(col, salt: str):
     return F.pmod(F.xxhash64(col, F.lit(salt)), F.lit(1 << 31).cast("bigint")).cast("double") / F.lit(float(1 << 31))
 
 
-def select_scene(feed: DataFrame, explore_share: float = 0.0, salt: str = "", breadth: float = 0.0) -> DataFrame:
+def select_scene(feed: DataFrame, explore_share: float = 0.0, salt: str = "", breadth: float = 0.0,
+                 scene_offsets: dict | None = None) -> DataFrame:
     """One row per user: the feed with the highest expected opens (then priority, then scene id), or for an
     explore_share of users (by a salted hash) a uniformly drawn one of their scenes; scene_propensity logs
-    P(this scene | the policy). breadth: the model version's feed-length term c (features.windows.Recalibration:
-    log-odds per unit of log(items), learnt from Hermes' own pushes; 0 until they show it): feeds are compared on
-    logit(expected_open) + c log(items). The recalibration's a and b move every feed alike (b > 0), so they do
-    not change the order; expected_open itself stays the model's (jobs/windows.py recalibrates it once)."""
-    if breadth:
+    P(this scene | the policy). breadth: the model version's feed-length term c, scene_offsets its scenes' own
+    offsets d[scene] (features.windows.Recalibration: log-odds per unit of log(items), and per scene, learnt from
+    Hermes' own pushes; none until they show it): feeds are compared on logit(expected_open) + c log(items) +
+    d[scene]. The recalibration's a and b move every feed alike (b > 0), so they do not change the order;
+    expected_open itself stays the model's (jobs/windows.py recalibrates it once)."""
+    if breadth or scene_offsets:
         p = F.least(F.greatest(F.col("expected_open"), F.lit(1e-6)), F.lit(1 - 1e-6))
-        merit = F.log(p / (1 - p)) + F.lit(float(breadth)) * F.log(F.greatest(F.size("item_ids"), F.lit(1)))
+        merit = F.log(p / (1 - p))
+        if breadth:
+            merit = merit + F.lit(float(breadth)) * F.log(F.greatest(F.size("item_ids"), F.lit(1)))
+        if scene_offsets:
+            d = F.create_map(*[x for sc, v in sorted(scene_offsets.items()) for x in (F.lit(sc), F.lit(float(v)))])
+            merit = merit + F.coalesce(d[F.col("scene_id")], F.lit(0.0))
     else:
         merit = F.col("expected_open")
     w = Window.partitionBy("user_id").orderBy(merit.desc(), F.col("priority").desc(), F.col("scene_id"))

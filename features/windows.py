@@ -143,11 +143,13 @@ def is_day_off(send_day: str, weekend_days) -> bool:
 
 @dataclass
 class Recalibration:
-    """A model version's feed-level calibration: logit(p') = a + b logit(p) + c log(n), p the feed's estimate (its
-    best item's p_open) and n the items it shows, fitted by training on its holdout's pushes (the estimate of each
-    push's feed -> opened or not; training.train.feed_recalibration). Identity until there are enough; c stays 0
-    until Hermes' own pushes show feeds of several lengths (a one-item history says nothing of what a longer feed is
-    worth, so the lead item's estimate stands for the feed)."""
+    """A model version's feed-level calibration: logit(p') = a + b logit(p) + c log(n) + d[scene], p the feed's
+    estimate (its best item's p_open), n the items it shows and d[scene] its scene's own offset, fitted by training on
+    its holdout's pushes (the estimate of each push's feed -> opened or not; training.train.feed_recalibration).
+    Identity until there are enough; c stays 0 until Hermes' own pushes show feeds of several lengths (a one-item
+    history says nothing of what a longer feed is worth, so the lead item's estimate stands for the feed), and d is
+    empty until they show scenes (what a scene the history never held is worth is the history's average push, until
+    Hermes has pushed it: training.model.centre_scene_effects)."""
     a: float = 0.0
     b: float = 1.0
     pushes: int = 0
@@ -155,46 +157,76 @@ class Recalibration:
     nights: int = 0
     reason: str = "no pushes of Hermes' own plans with outcomes yet"
     c: float = 0.0             # log-odds per unit of log(items in the feed): what a longer feed adds to its lead item
+    scene: dict = field(default_factory=dict)   # scene_id -> log-odds its feeds turned out above or below the rest
 
     @property
     def identity(self) -> bool:
-        return self.a == 0.0 and self.b == 1.0 and self.c == 0.0
+        return self.a == 0.0 and self.b == 1.0 and self.c == 0.0 and not self.scene
 
-    def apply(self, p: np.ndarray, n_items: np.ndarray | None = None) -> np.ndarray:
-        """p: the feeds' estimates (any shape); n_items: the items of each feed, broadcastable to p (None: one)."""
+    def offsets(self, scenes) -> np.ndarray:
+        """d[scene] for an array of scene ids (any shape; 0 for a scene without an offset)."""
+        ids = np.asarray(scenes, dtype=object)
+        uniq, inv = np.unique(ids.astype(str), return_inverse=True)
+        return np.array([self.scene.get(s, 0.0) for s in uniq], dtype=np.float64)[inv].reshape(ids.shape)
+
+    def apply(self, p: np.ndarray, n_items: np.ndarray | None = None, scenes=None) -> np.ndarray:
+        """p: the feeds' estimates (any shape); n_items: the items of each feed, broadcastable to p (None: one);
+        scenes: each feed's scene id, broadcastable to p (None: no scene offset)."""
         breadth = self.c != 0.0 and n_items is not None
-        if self.a == 0.0 and self.b == 1.0 and not breadth:
+        by_scene = bool(self.scene) and scenes is not None
+        if self.a == 0.0 and self.b == 1.0 and not breadth and not by_scene:
             return p
         q = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
         z = self.a + self.b * np.log(q / (1 - q))
         if breadth:
             z = z + self.c * np.log(np.maximum(np.asarray(n_items, dtype=np.float64), 1.0))
+        if by_scene:
+            z = z + self.offsets(scenes)
         return 1 / (1 + np.exp(-z))
 
     def as_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {k: (dict(v) if isinstance(v, dict) else v) for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict, reason: str | None = None) -> "Recalibration":
+        """From as_dict()'s keys (a report's JSON); a dict written before c or the scene offsets has none."""
+        return cls(a=float(d["a"]), b=float(d["b"]), c=float(d.get("c") or 0.0),
+                   scene={str(k): float(v) for k, v in (d.get("scene") or {}).items()},
+                   pushes=int(d.get("pushes", 0)), opens=int(d.get("opens", 0)), nights=int(d.get("nights", 0)),
+                   reason=reason if reason is not None else str(d.get("reason", "")))
 
 
 SLOPE_PRIOR_SD = 0.5     # Platt slope's prior: N(1, 0.5^2) - the model's ranking is trusted until the data says not
 BREADTH_PRIOR_SD = 0.5   # the feed-length term's prior: N(0, 0.5^2) - a feed is worth its lead item until shown not
 BREADTH_LIMITS = (-1.0, 1.0)
 BREADTH_MIN_SPREAD = 0.1  # sd of log(items) below which the lengths are too alike to tell a length's worth
+# a scene's own offset: N(0, 1) - a scene's feeds may turn out a few times above or below what the model extrapolated
+# (a scene the history never held is scored as its average push; one about an item the user favourited opens far
+# more), and a scene with a few dozen pushes stays near the rest until its pushes say otherwise
+SCENE_PRIOR_SD = 1.0
+SCENE_LIMITS = (-3.0, 3.0)
 
 
 def fit_recalibration(p: np.ndarray, opened: np.ndarray, nights: int, min_opens: int = 100,
-                      min_pushes: int = 1000, n_items: np.ndarray | None = None) -> Recalibration:
+                      min_pushes: int = 1000, n_items: np.ndarray | None = None,
+                      scenes: np.ndarray | None = None) -> Recalibration:
     """Platt scaling of a model's estimates on pushes and their outcomes; nights: how many days the pushes span
     (reported); n_items: the items each push showed — with feeds of different lengths among them, a term
-    c log(n) is fitted too (else c = 0).
+    c log(n) is fitted too (else c = 0); scenes: each push's scene — with several scenes among them, each scene gets
+    its own offset d[scene] (else none).
 
-    The slope has a prior N(1, SLOPE_PRIOR_SD^2) and c one of N(0, BREADTH_PRIOR_SD^2) (a maximum a posteriori fit);
-    they are kept within [0.25, 4] and BREADTH_LIMITS, and the intercept is always the best one for the slopes kept,
-    so the recalibrated estimates add up to the opens seen. Hermes' own pushes are its best-scored items: their
-    estimates span a narrow range, where the slope is barely identified - fitted freely it swung to 0.25 or 4 on a
-    few hundred opens, and the intercept fitted with the unclipped slope then put the plan's level off by a third
+    The slope has a prior N(1, SLOPE_PRIOR_SD^2), c one of N(0, BREADTH_PRIOR_SD^2) and each d[scene] one of
+    N(0, SCENE_PRIOR_SD^2) (a maximum a posteriori fit: a scene seen a few times stays near the pooled calibration);
+    they are kept within [0.25, 4], BREADTH_LIMITS and SCENE_LIMITS, and the intercept is always the best one for the
+    slopes kept, so the recalibrated estimates add up to the opens seen. Hermes' own pushes are its best-scored items:
+    their estimates span a narrow range, where the slope is barely identified - fitted freely it swung to 0.25 or 4 on
+    a few hundred opens, and the intercept fitted with the unclipped slope then put the plan's level off by a third
     (or at 1.0). Why c: a feed is estimated by its best item (features/selection.py), the only thing a one-item
     history can speak of; once Hermes' own pushes show what a longer feed adds over its lead item, the plan's
-    estimates — and the scene choice, which compares a user's feeds of different lengths (jobs/select.py) — carry it."""
+    estimates — and the scene choice, which compares a user's feeds of different lengths (jobs/select.py) — carry it.
+    Why d: the model scores a scene the history never held as the history's average push, and one whose pushes are
+    about an item the user favourited or a seller they follow has no history to learn that from; the first nights'
+    pushes show each scene's level, and the scene choice compares feeds with it."""
     p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
     y = np.asarray(opened, dtype=bool)
     n, k = len(y), int(y.sum())
@@ -204,10 +236,16 @@ def fit_recalibration(p: np.ndarray, opened: np.ndarray, nights: int, min_opens:
     z = np.log(p / (1 - p))
     lengths = np.log(np.maximum(np.asarray(n_items, dtype=np.float64), 1.0)) if n_items is not None else np.zeros(n)
     breadth = bool(lengths.std() >= BREADTH_MIN_SPREAD)
-    x = np.column_stack([np.ones(n), z] + ([lengths] if breadth else []))
-    prior_mean = np.array([0.0, 1.0] + ([0.0] if breadth else []))
-    prior_prec = np.array([0.0, 1.0 / SLOPE_PRIOR_SD ** 2] + ([1.0 / BREADTH_PRIOR_SD ** 2] if breadth else []))
-    limits = [(-np.inf, np.inf), (0.25, 4.0)] + ([BREADTH_LIMITS] if breadth else [])
+    names, which = (np.unique(np.asarray(scenes).astype(str), return_inverse=True) if scenes is not None
+                    else (np.array([], dtype=str), np.zeros(n, dtype=np.int64)))
+    if len(names) < 2:
+        names = np.array([], dtype=str)
+    onehot = (which[:, None] == np.arange(len(names))[None, :]).astype(np.float64)
+    x = np.column_stack([np.ones(n), z] + ([lengths] if breadth else []) + [onehot])
+    prior_mean = np.array([0.0, 1.0] + ([0.0] if breadth else []) + [0.0] * len(names))
+    prior_prec = np.array([0.0, 1.0 / SLOPE_PRIOR_SD ** 2] + ([1.0 / BREADTH_PRIOR_SD ** 2] if breadth else [])
+                          + [1.0 / SCENE_PRIOR_SD ** 2] * len(names))
+    limits = [(-np.inf, np.inf), (0.25, 4.0)] + ([BREADTH_LIMITS] if breadth else []) + [SCENE_LIMITS] * len(names)
     fixed = np.zeros(len(prior_mean), dtype=bool)
     theta = _map_logistic(x, y, prior_mean.copy(), prior_mean, prior_prec, fixed)
     for j in range(1, len(theta)):            # a slope beyond its limits is held at the limit, the rest refitted
@@ -217,8 +255,12 @@ def fit_recalibration(p: np.ndarray, opened: np.ndarray, nights: int, min_opens:
     if fixed.any():
         theta = _map_logistic(x, y, theta, prior_mean, prior_prec, fixed)
     c = float(theta[2]) if breadth else 0.0
+    d = {str(s): float(v) for s, v in zip(names, theta[len(theta) - len(names):])}
     extra = f", c={c:.3f} per log item over feeds of {np.exp(lengths.min()):.0f}-{np.exp(lengths.max()):.0f}" if breadth else ""
-    return Recalibration(a=float(theta[0]), b=float(theta[1]), c=c, pushes=n, opens=k, nights=nights,
+    if d:
+        extra += ", scene offsets " + " ".join(f"{s} {v:+.2f} ({int((which == i).sum())})" for i, (s, v) in
+                                              enumerate(d.items()))
+    return Recalibration(a=float(theta[0]), b=float(theta[1]), c=c, scene=d, pushes=n, opens=k, nights=nights,
                          reason=f"fitted on {n} pushes ({k} opens) of the last {nights} night(s){extra}")
 
 

@@ -211,8 +211,11 @@ def _fmt(v) -> str:
 def _recalibration(rc: dict | None) -> str:
     if not rc:
         return ""
+    scene = rc.get("scene") or {}
+    offsets = (" + d[scene] (" + ", ".join(f"{html.escape(str(k))} {v:+.2f}" for k, v in sorted(scene.items())) + ")"
+               if scene else "")
     return (f"<p>expected opens recalibrated: logit p' = {rc['a']:.3f} + {rc['b']:.3f} logit p + {rc.get('c', 0.0):.3f} "
-            f"log(items) ({html.escape(str(rc.get('reason')))})</p>")
+            f"log(items){offsets} ({html.escape(str(rc.get('reason')))})</p>")
 
 
 def render_html(r: dict) -> str:

@@ -39,8 +39,10 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     explore = (loaded.config.platform.training.cold_start_explore_share if model_policy == PRIOR
                else feed_cfg.explore_share)
     # what a longer feed adds over its lead item, as Hermes' own pushes have shown it (0 until they have)
-    breadth = _breadth(wh, ds, model_version)
-    chosen = select_scene(feed, explore, salt=f"hermes-scene-{ds}", breadth=breadth)
+    # and what each scene turned out worth against the model's estimate (none until they have)
+    recal = _recalibration(wh, ds, model_version)
+    breadth = recal.c
+    chosen = select_scene(feed, explore, salt=f"hermes-scene-{ds}", breadth=breadth, scene_offsets=recal.scene)
     s_path = wh.write_partition(chosen, SELECTED, ds, loaded.version)
 
     reach = {r["scene_id"]: r["users"] for r in
@@ -60,22 +62,27 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
              {k: round(v, 3) for k, v in sorted(support.items())})
     return {"ds": ds, "config_version": loaded.version, "model_version": model_version, "model_policy": model_policy,
             "scene_explore_share": explore, "feed_breadth": breadth,
+            "scene_offsets": {k: round(v, 4) for k, v in sorted(recal.scene.items())},
             "baseline_scene": best, "scene_mix": dict(sorted(mix.items())),
             "model_weight_by_scene": {k: round(v, 4) for k, v in sorted(support.items())},
             "tables": {SELECTED: {"path": str(s_path), "rows": sum(mix.values())},
                        BASELINE: {"path": str(b_path), "rows": n_base}}}
 
 
-def _breadth(wh: Warehouse, ds: str, model_version: str | None) -> float:
-    """The model version's feed-length term (its recalibration's c; jobs/windows.py applies the same one)."""
+def _recalibration(wh: Warehouse, ds: str, model_version: str | None):
+    """The model version's recalibration (jobs/windows.py applies the same one): the scene choice compares feeds with
+    its feed-length term c and its scenes' offsets."""
+    from features.windows import Recalibration
+
     if model_version is None:
-        return 0.0
+        return Recalibration()
     from jobs.windows import version_recalibration
 
     recal = version_recalibration(model_version, wh, ds)
-    if recal.c:
-        log.info("select %s: feeds compared with %+.3f log-odds per log item (%s)", ds, recal.c, recal.reason)
-    return recal.c
+    if recal.c or recal.scene:
+        log.info("select %s: feeds compared with %+.3f log-odds per log item and scene offsets %s (%s)", ds, recal.c,
+                 {k: round(v, 3) for k, v in sorted(recal.scene.items())}, recal.reason)
+    return recal
 
 
 def _model_policy(settings: Settings, scored) -> tuple[str | None, str | None]:

@@ -133,21 +133,19 @@ def version_recalibration(version: str, wh: Warehouse | None = None, ds: str | N
     champion (reports/training/ds=<ds>/gate.json), else the one training fitted (its tags; identity without)."""
     from features.windows import Recalibration
     from training.registry import version_tags
-    from training.train import BREADTH_TAG, RECAL_TAGS
+    from training.train import BREADTH_TAG, RECAL_TAGS, SCENE_RECAL_TAG
 
     if wh is not None and ds is not None and wh.report("training", ds, "gate").exists():
         refit = json.loads(wh.report("training", ds, "gate").read_text()).get("champion_recalibration")
         if refit and str(refit["version"]) == str(version):
-            return Recalibration(a=float(refit["a"]), b=float(refit["b"]), c=float(refit.get("c", 0.0)),
-                                 pushes=int(refit["pushes"]),
-                                 opens=int(refit["opens"]), nights=int(refit["nights"]),
-                                 reason=f"version {version} kept as champion, refitted on ds={ds}'s holdout: "
-                                        f"{refit['reason']}")
+            return Recalibration.from_dict(refit, reason=f"version {version} kept as champion, refitted on ds={ds}'s "
+                                                         f"holdout: {refit['reason']}")
 
     tags = version_tags(version)
     if not all(t in tags for t in RECAL_TAGS):
         return Recalibration(reason=f"version {version} has no recalibration tags")
     return Recalibration(a=float(tags[RECAL_TAGS[0]]), b=float(tags[RECAL_TAGS[1]]), c=float(tags.get(BREADTH_TAG, 0.0)),
+                         scene={k: float(v) for k, v in json.loads(tags.get(SCENE_RECAL_TAG) or "{}").items()},
                          reason=f"version {version}'s holdout")
 
 
@@ -196,7 +194,7 @@ def plan_policy(policy: str, table, wh: Warehouse, ds: str, config, elasticity: 
     # the model version's recalibration (training fitted it on its holdout's pushes; identity without enough of them):
     # it is the model's calibration, so both policies' estimates get it and the plan report compares like with like
     n_items = pc.fill_null(pc.list_value_length(table["item_ids"]), 1).to_numpy().astype(np.float64)[:, None]
-    value = recal.apply(raw_value, n_items) if recal is not None else raw_value
+    value = recal.apply(raw_value, n_items, scenes[:, None]) if recal is not None else raw_value
     capacity = np.maximum(np.full(len(starts), p.gateway.max_per_hour, dtype=np.int64)
                           - carried_load(wh, ds, w.policy, len(starts)), 0)
     if policy == "hermes":
@@ -270,8 +268,8 @@ def run(settings: Settings, ds: str, loaded) -> dict:
     explore = config.platform.training.cold_start_explore_share if model_policy == PRIOR else None
     recal = version_recalibration(next(iter(versions)), wh, ds) if versions else Recalibration()
     history_scenes = version_history_scenes(next(iter(versions))) if versions else None
-    log.info("windows %s: the model version's recalibration: a=%.3f b=%.3f c=%.3f (%s)", ds, recal.a, recal.b, recal.c,
-             recal.reason)
+    log.info("windows %s: the model version's recalibration: a=%.3f b=%.3f c=%.3f, %d scene offsets (%s)", ds, recal.a,
+             recal.b, recal.c, len(recal.scene), recal.reason)
     parts, stats = [], {}
     for policy, table in tables.items():
         cols, st = plan_policy(policy, table, wh, ds, config, elasticity, explore, recal)

@@ -72,6 +72,7 @@ def _importance(est, Xh: np.ndarray, yh: np.ndarray) -> pd.Series:
 TIMING_TAG = "timing_elasticity"
 RECAL_TAGS = ("recalibration_a", "recalibration_b")
 BREADTH_TAG = "recalibration_c"    # the feed-length term; versions registered before it have none (read as 0)
+SCENE_RECAL_TAG = "recalibration_scene"   # the scenes' own offsets (JSON {scene: log-odds}); none before it: {}
 # the scenes a version's fit saw, with their training pushes (JSON): the plan report names the planned scenes the
 # model never saw, which it scores at the history's average scene level (training.model.centre_scene_effects)
 HISTORY_SCENES_TAG = "history_scenes"
@@ -101,18 +102,22 @@ def feed_recalibration(est, holdout: pd.DataFrame):
         return Recalibration()
     p = est.predict_proba(feature_matrix(holdout))[:, 1]
     own = (holdout["policy"] == OWN_PLANS).to_numpy() if "policy" in holdout else np.zeros(len(holdout), dtype=bool)
+    scene = holdout["scene_id"].astype(str).to_numpy() if "scene_id" in holdout else np.full(len(holdout), "")
     g = pd.DataFrame({"push_id": holdout["push_id"].to_numpy(), "p": p, "y": holdout["label"].to_numpy(), "own": own,
-                      "day": holdout["day"].to_numpy()}) \
+                      "day": holdout["day"].to_numpy(), "scene": scene}) \
         .groupby("push_id").agg(p=("p", "max"), y=("y", "max"), own=("own", "max"), day=("day", "first"),
-                                n=("p", "size"))         # one holdout row per item the push showed
+                                scene=("scene", "first"), n=("p", "size"))   # one holdout row per item the push showed
     mine = g[g["own"]]
     if len(mine) >= RECAL_MIN_PUSHES and mine["y"].sum() >= RECAL_MIN_OPENS:
         # Hermes' own plans are what the model will be asked to extrapolate to (its feeds, hours and scenes): when
         # the holdout holds enough of them, they alone set the calibration; the older policy's pushes would pull it
         # toward a format the plan no longer sends. Their feeds' lengths vary, so they also say what a longer feed
-        # adds to its lead item (the term c log n; the one-item pushes of Push 1.0 cannot)
+        # adds to its lead item (the term c log n; the one-item pushes of Push 1.0 cannot), and what each of its scenes
+        # is worth against the model's extrapolation (d[scene]: a scene the history never held, or one about an item
+        # the user favourited, which a history of popular items cannot show)
         r = fit_recalibration(mine["p"].to_numpy(), mine["y"].to_numpy().astype(bool), nights=int(mine["day"].nunique()),
-                              min_opens=RECAL_MIN_OPENS, min_pushes=RECAL_MIN_PUSHES, n_items=mine["n"].to_numpy())
+                              min_opens=RECAL_MIN_OPENS, min_pushes=RECAL_MIN_PUSHES, n_items=mine["n"].to_numpy(),
+                              scenes=mine["scene"].to_numpy())
         r.reason += f" planned by Hermes ({len(g) - len(mine)} pushes of other policies in the holdout left out)"
         return r
     return fit_recalibration(g["p"].to_numpy(), g["y"].to_numpy().astype(bool), nights=int(holdout["day"].nunique()),
@@ -120,7 +125,15 @@ def feed_recalibration(est, holdout: pd.DataFrame):
 
 
 def _recal_tags(recal) -> dict:
-    return {RECAL_TAGS[0]: f"{recal.a:.6f}", RECAL_TAGS[1]: f"{recal.b:.6f}", BREADTH_TAG: f"{recal.c:.6f}"}
+    return {RECAL_TAGS[0]: f"{recal.a:.6f}", RECAL_TAGS[1]: f"{recal.b:.6f}", BREADTH_TAG: f"{recal.c:.6f}",
+            SCENE_RECAL_TAG: scene_offsets_tag(recal.scene)}
+
+
+def scene_offsets_tag(scene: dict) -> str:
+    """The recalibration's scene offsets as a tag value: the HISTORY_SCENES_MAX largest in size (MLflow caps a tag's
+    value at 5000 characters; a scene left out is read as 0, the pooled calibration)."""
+    keep = sorted(scene.items(), key=lambda kv: -abs(kv[1]))[:HISTORY_SCENES_MAX]
+    return json.dumps({k: round(float(v), 4) for k, v in sorted(keep)}, separators=(",", ":"))
 
 
 def timing_elasticity(est, Xh: np.ndarray) -> float:
@@ -214,7 +227,8 @@ def train_and_register(ts: TrainingSet, ds: str, config_version: str, truth=None
             est, name="model", signature=infer_signature(example, p[:5]), input_example=example,
             skops_trusted_types=SKOPS_TRUSTED if best == "hgb" else None)
         recal = feed_recalibration(est, ts.holdout)
-        mlflow.log_metrics({"recalibration_a": recal.a, "recalibration_b": recal.b, "recalibration_c": recal.c})
+        mlflow.log_metrics({"recalibration_a": recal.a, "recalibration_b": recal.b, "recalibration_c": recal.c}
+                           | {f"recalibration_scene.{k}": v for k, v in recal.scene.items()})
         version = mlflow.register_model(info.model_uri, MODEL_NAME, tags={"ds": ds, "config_version": config_version,
                                                                           TIMING_TAG: f"{elasticity:.6f}",
                                                                           "model_kind": best,

@@ -218,6 +218,10 @@ def test_a_learnt_feed_length_term_lets_a_longer_feed_win_and_explorers_see_ever
     assert {r.scene_id for r in select_scene(feed, breadth=0.1).collect()} == {"short"}
     chosen = select_scene(feed, breadth=0.3).collect()
     assert {r.scene_id for r in chosen} == {"long"} and {len(r.item_ids) for r in chosen} == {5}
+    # the scenes' own offsets (learnt from Hermes' pushes) weigh in the same comparison: short's feeds turned out
+    # 0.5 log-odds under the model's estimate, which puts logit(.14) - 0.5 below logit(.11)
+    assert {r.scene_id for r in select_scene(feed, scene_offsets={"short": -0.5}).collect()} == {"long"}
+    assert {r.scene_id for r in select_scene(feed, scene_offsets={"short": -0.1, "other": 2.0}).collect()} == {"short"}
     assert {r.expected_open for r in chosen} == {0.11} and {r.scene_propensity for r in chosen} == {1.0}
     e = 0.5
     got = select_scene(feed, e, salt="d1", breadth=0.3).collect()

@@ -26,7 +26,8 @@ def report(capacity: int = 900) -> dict:
         "gap_to_upper_bound": 0.0004}
     return {"ds": "2026-10-30", "send_day": "2026-10-31", "config_version": "cfg-abc", "model_version": "4",
             "active_policy": "hermes", "timing_elasticity": 0.67,
-            "recalibration": {"a": -1.17, "b": 0.606, "c": 0.417, "pushes": 1742, "opens": 223, "nights": 1,
+            "recalibration": {"a": -1.17, "b": 0.606, "c": 0.417, "scene": {"price_drop_fav": 0.83},
+                              "pushes": 1742, "opens": 223, "nights": 1,
                               "reason": "fitted on 1742 pushes (223 opens) of the last 1 night(s)"},
             "funnel": {"audience_pairs": 5000, "eligible_pairs": 4200, "suppressed_pairs": 800, "planned_users": 2000,
                        "pushes": 2000},
@@ -56,7 +57,7 @@ def test_the_report_renders_in_headless_chromium_with_its_figures_and_chart(tmp_
     assert "2.56×" in text                                           # Hermes vs baseline on the same users
     assert re.search(r"<td>price_drop_fav</td><td>1,200</td>", text)  # volume per scene
     assert re.search(r"<td>guess_you_like</td><td>800</td>.*?<td>3\.8000</td>", text)   # its feeds' length
-    assert "+ 0.417 log(items) (fitted on 1742 pushes" in text       # the recalibration the windows applied
+    assert "+ 0.417 log(items) + d[scene] (price_drop_fav +0.83) (fitted on 1742 pushes" in text   # the windows' one
     assert "<td>opted_out</td><td>700</td>" in text                  # suppression by reason
     assert text.count("<rect") == 48                                  # 24 hours x 2 policies
     assert "stroke-dasharray" in text                                 # capacity on the chart's scale

@@ -188,6 +188,33 @@ def test_hermes_own_feeds_of_several_lengths_teach_the_recalibration_what_a_long
     assert r.pushes == 3000 and "per log item" not in r.reason
 
 
+def test_hermes_own_pushes_teach_the_recalibration_each_scenes_level_and_the_version_carries_it():
+    """Hermes' own pushes of a scene the model under-rates (odds x e^1.0) and of one it rates right: the recalibration
+    fitted on the holdout carries the gap as scene offsets, and so does the version's tag (read back by the plan)."""
+    import json
+
+    from training.train import SCENE_RECAL_TAG, _recal_tags, feed_recalibration
+
+    class Fixed:
+        def predict_proba(self, X):
+            return np.column_stack([1 - X[:, 0], X[:, 0]])
+
+    rng = np.random.default_rng(9)
+    n = 6000
+    lead = rng.uniform(0.05, 0.3, n)
+    scene = np.where(np.arange(n) % 4 == 0, "price_drop_fav", "guess_you_like")
+    lift = np.where(scene == "price_drop_fav", 1.0, 0.0)
+    opened = rng.random(n) < 1 / (1 + np.exp(-(np.log(lead / (1 - lead)) + lift)))
+    frame = pd.DataFrame([{"push_id": f"h{i}", "day": 20, "label": int(opened[i]), "x": lead[i] / (j + 1),
+                           "policy": "hermes", "scene_id": scene[i]} for i in range(n) for j in range(2)])
+    for f in FEATURES:
+        frame[f] = frame["x"] if f == FEATURES[0] else 0.0
+    r = feed_recalibration(Fixed(), frame)
+    assert abs(r.scene["price_drop_fav"] - r.scene["guess_you_like"] - 1.0) < 0.2, r
+    tag = json.loads(_recal_tags(r)[SCENE_RECAL_TAG])
+    assert tag == {k: round(v, 4) for k, v in r.scene.items()}
+
+
 def test_a_champion_kept_by_the_gate_plans_with_the_calibration_refitted_on_that_nights_holdout(tmp_path):
     """jobs.train.gate writes the kept champion's refit into the night's gate report; windows (and the stream) use it
     for that version on that night only."""
@@ -213,3 +240,11 @@ def test_a_champion_kept_by_the_gate_plans_with_the_calibration_refitted_on_that
     r = version_recalibration("3", wh, "2026-10-30")
     one, four = r.apply(np.array([0.1]), np.array([1]))[0], r.apply(np.array([0.1]), np.array([4]))[0]
     assert r.c == 0.4 and one == pytest.approx(0.1) and np.log(four / (1 - four)) - np.log(1 / 9) == pytest.approx(0.4 * np.log(4))
+    assert r.scene == {}                                                            # a report from before them: none
+    # with scene offsets: a feed of a scene with one moves by it, another scene's does not
+    report.write_text(json.dumps({"decision": "held", "champion_recalibration": {
+        "version": "3", "ds": "2026-10-30", "a": 0.0, "b": 1.0, "c": 0.0, "scene": {"price_drop_fav": 1.1},
+        "pushes": 2400, "opens": 480, "nights": 1, "reason": "fitted"}}))
+    r = version_recalibration("3", wh, "2026-10-30")
+    fav, other = r.apply(np.array([0.1, 0.1]), scenes=np.array(["price_drop_fav", "guess_you_like"], dtype=object))
+    assert np.log(fav / (1 - fav)) - np.log(1 / 9) == pytest.approx(1.1) and other == pytest.approx(0.1)
