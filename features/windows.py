@@ -246,14 +246,7 @@ def fit_recalibration(p: np.ndarray, opened: np.ndarray, nights: int, min_opens:
     prior_prec = np.array([0.0, 1.0 / SLOPE_PRIOR_SD ** 2] + ([1.0 / BREADTH_PRIOR_SD ** 2] if breadth else [])
                           + [1.0 / SCENE_PRIOR_SD ** 2] * len(names))
     limits = [(-np.inf, np.inf), (0.25, 4.0)] + ([BREADTH_LIMITS] if breadth else []) + [SCENE_LIMITS] * len(names)
-    fixed = np.zeros(len(prior_mean), dtype=bool)
-    theta = _map_logistic(x, y, prior_mean.copy(), prior_mean, prior_prec, fixed)
-    for j in range(1, len(theta)):            # a slope beyond its limits is held at the limit, the rest refitted
-        lo, hi = limits[j]
-        if not lo <= theta[j] <= hi:
-            theta[j], fixed[j] = float(np.clip(theta[j], lo, hi)), True
-    if fixed.any():
-        theta = _map_logistic(x, y, theta, prior_mean, prior_prec, fixed)
+    theta = _map_logistic(x, y, prior_mean, prior_prec, limits)
     c = float(theta[2]) if breadth else 0.0
     d = {str(s): float(v) for s, v in zip(names, theta[len(theta) - len(names):])}
     extra = f", c={c:.3f} per log item over feeds of {np.exp(lengths.min()):.0f}-{np.exp(lengths.max()):.0f}" if breadth else ""
@@ -264,19 +257,35 @@ def fit_recalibration(p: np.ndarray, opened: np.ndarray, nights: int, min_opens:
                          reason=f"fitted on {n} pushes ({k} opens) of the last {nights} night(s){extra}")
 
 
-def _map_logistic(x: np.ndarray, y: np.ndarray, theta: np.ndarray, prior_mean: np.ndarray, prior_prec: np.ndarray,
-                  fixed: np.ndarray) -> np.ndarray:
-    """Newton's method on a logistic log posterior with independent normal priors (precision 0: flat); the
-    coordinates in `fixed` stay where they are."""
-    free = ~fixed
-    theta = theta.astype(np.float64).copy()
-    for _ in range(100):
+def _map_logistic(x: np.ndarray, y: np.ndarray, prior_mean: np.ndarray, prior_prec: np.ndarray,
+                  limits: list[tuple[float, float]]) -> np.ndarray:
+    """The maximum a posteriori of a logistic regression with independent normal priors (precision 0: flat) and each
+    coordinate kept within its limits: L-BFGS-B on the negative log posterior (box constraints are its own; a plain
+    Newton's method with the out-of-bounds coordinates clamped afterwards diverged once a scene with no opens sat
+    beside an intercept its offsets are collinear with), then the intercept (coordinate 0, unbounded) polished by
+    Newton's method alone, so the fitted probabilities add up to the opens seen."""
+    from scipy.optimize import minimize
+
+    yf = y.astype(np.float64)
+
+    def loss(theta):
+        z = x @ theta
+        q = 1 / (1 + np.exp(-z))
+        d = theta - prior_mean
+        return (float(np.sum(np.logaddexp(0.0, z) - yf * z) + 0.5 * np.sum(prior_prec * d * d)),
+                x.T @ (q - yf) + prior_prec * d)
+
+    bounds = [(None if not np.isfinite(lo) else lo, None if not np.isfinite(hi) else hi) for lo, hi in limits]
+    start = np.clip(prior_mean, [lo for lo, _ in limits], [hi for _, hi in limits]).astype(np.float64)
+    start[0] = np.log(max(yf.mean(), 1e-6) / max(1 - yf.mean(), 1e-6)) - float(np.mean(x[:, 1:] @ start[1:]))
+    theta = minimize(loss, start, jac=True, method="L-BFGS-B", bounds=bounds,
+                     options={"maxiter": 2000, "ftol": 1e-13, "gtol": 1e-9}).x
+    for _ in range(50):                      # the intercept alone: a concave 1-D problem from near its optimum
         q = 1 / (1 + np.exp(-(x @ theta)))
-        g = x.T @ (y - q) - prior_prec * (theta - prior_mean)
-        h = (x * (q * (1 - q))[:, None]).T @ x + np.diag(prior_prec) + 1e-9 * np.eye(len(theta))
-        step = np.linalg.solve(h[np.ix_(free, free)], g[free])
-        theta[free] += step
-        if np.abs(step).max() < 1e-8:
+        step = float(np.sum(yf - q) - prior_prec[0] * (theta[0] - prior_mean[0])) / \
+            max(float(np.sum(q * (1 - q))) + prior_prec[0], 1e-12)
+        theta[0] += step
+        if abs(step) < 1e-10:
             break
     return theta
 

@@ -424,6 +424,33 @@ def test_recalibration_learns_each_scenes_own_level_and_shrinks_a_scene_seen_a_f
     assert back.scene == r.scene and back.identity is False and Recalibration(scene={"x": 0.3}).identity is False
 
 
+def test_recalibration_stays_finite_and_in_bounds_beside_scenes_with_no_opens():
+    """The pushes a closed loop's third night was recalibrated on (holdout_mix seed 101, 4k users, 2026-12-06: two
+    nights of Hermes' own pushes, feeds of 1-6 items, nine scenes; two pushed a dozen times with no open, one 115
+    times with 3): the model's estimate of each feed, opened or not, its items and scene. Newton's method with the
+    out-of-bounds terms clamped afterwards ran off to an intercept of -3.5e12 on them and that night's plan opened
+    3.5 % (timing ratio 0.04); the bounded fit keeps every term finite and within its limits, and each well-pushed
+    scene adds up to its own opens."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from features.windows import BREADTH_LIMITS, SCENE_LIMITS, fit_recalibration
+
+    g = pd.read_csv(Path(__file__).parents[1] / "fixtures" / "recalibration" / "holdout_mix_101_night3_pushes.csv.gz")
+    p, opened, items, names = g["p"].to_numpy(), g["y"].to_numpy().astype(bool), g["n"].to_numpy(), g["s"].to_numpy()
+    assert len(g) == 4089 and opened.sum() == 562
+    r = fit_recalibration(p, opened, nights=2, n_items=items, scenes=names, min_opens=50, min_pushes=500)
+    assert np.isfinite([r.a, r.b, r.c, *r.scene.values()]).all() and len(r.scene) == 9, r
+    assert 0.25 <= r.b <= 4 and BREADTH_LIMITS[0] <= r.c <= BREADTH_LIMITS[1]
+    assert all(SCENE_LIMITS[0] <= v <= SCENE_LIMITS[1] for v in r.scene.values())
+    assert r.scene["new_listings"] < 0 and r.scene["seller_stats"] < 0           # no opens: below the rest, bounded
+    assert abs(r.apply(p, items, names).sum() - opened.sum()) < 1e-3                 # the level of the opens seen
+    for s in ("guess_you_like", "similar_to_bought", "followed_seller_new", "price_drop_fav"):
+        at = names == s
+        assert abs(r.apply(p[at], items[at], names[at]).mean() - opened[at].mean()) < 0.02, s
+
+
 def test_recalibration_on_a_narrow_range_of_estimates_keeps_the_level_of_the_opens_seen():
     """Hermes' own pushes are its best-scored items: a narrow range of estimates, where a free Platt slope swings to
     its bounds. The slope is shrunk toward 1 and the intercept goes with the slope kept, so the recalibrated plan adds
