@@ -166,6 +166,10 @@ def output_suite(table: str, config_version: str, scene_ids: list[str]) -> list:
             gxe.ExpectColumnValuesToBeBetween(column="slot", min_value=-1, max_value=35),
             gxe.ExpectColumnValuesToBeBetween(column="local_hour", min_value=-1, max_value=23),
             rate("p_open"), rate("hour_propensity"), rate("scene_propensity"),
+            # a push the plan sends is worth something: an estimate of exactly 0 is a broken recalibration (its
+            # intercept once ran off to -3.5e12 and the whole night's plan was timed on zeros)
+            gxe.ExpectColumnValuesToBeBetween(column="p_open", min_value=0, max_value=1, strict_min=True,
+                                              row_condition='reason.isnull()', condition_parser="pandas"),
             # the model's own estimate at the slot, before recalibration: what the next recalibration is fitted on
             gxe.ExpectColumnValuesToBeBetween(column="p_open_model", min_value=0, max_value=1),
             gxe.ExpectColumnValuesToNotBeNull(column="p_open_model", row_condition='reason.isnull()',

@@ -247,6 +247,10 @@ def fit_recalibration(p: np.ndarray, opened: np.ndarray, nights: int, min_opens:
                           + [1.0 / SCENE_PRIOR_SD ** 2] * len(names))
     limits = [(-np.inf, np.inf), (0.25, 4.0)] + ([BREADTH_LIMITS] if breadth else []) + [SCENE_LIMITS] * len(names)
     theta = _map_logistic(x, y, prior_mean, prior_prec, limits)
+    if not np.isfinite(theta).all():
+        return Recalibration(pushes=n, opens=k, nights=nights,
+                             reason=f"{n} pushes, {k} opens: the fit did not converge ({theta.round(3).tolist()}), "
+                                    "identity kept")
     c = float(theta[2]) if breadth else 0.0
     d = {str(s): float(v) for s, v in zip(names, theta[len(theta) - len(names):])}
     extra = f", c={c:.3f} per log item over feeds of {np.exp(lengths.min()):.0f}-{np.exp(lengths.max()):.0f}" if breadth else ""

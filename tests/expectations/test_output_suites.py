@@ -36,6 +36,7 @@ def test_a_clean_windows_table_passes():
     ("scene_propensity", 2, -0.1, "scene_propensity:expect_column_values_to_be_between"),
     ("reason", 1, "because", "reason:expect_column_values_to_be_in_set"),
     ("p_open_model", 0, float("nan"), "p_open_model:expect_column_values_to_not_be_null"),  # what recalibration learns
+    ("p_open", 0, 0.0, "p_open:expect_column_values_to_be_between"),              # a sent push worth nothing
 ])
 def test_broken_windows_rows_are_caught(column, row, value, rule):
     frame = windows_frame()
