@@ -227,8 +227,10 @@ def train_and_register(ts: TrainingSet, ds: str, config_version: str, truth=None
             est, name="model", signature=infer_signature(example, p[:5]), input_example=example,
             skops_trusted_types=SKOPS_TRUSTED if best == "hgb" else None)
         recal = feed_recalibration(est, ts.holdout)
-        mlflow.log_metrics({"recalibration_a": recal.a, "recalibration_b": recal.b, "recalibration_c": recal.c}
-                           | {f"recalibration_scene.{k}": v for k, v in recal.scene.items()})
+        mlflow.log_metrics({"recalibration_a": recal.a, "recalibration_b": recal.b, "recalibration_c": recal.c,
+                            "recalibration_scenes": len(recal.scene)})
+        # the scenes' offsets by name (scene ids are free text, not all of them valid metric keys)
+        mlflow.log_dict(recal.as_dict(), "recalibration.json")
         version = mlflow.register_model(info.model_uri, MODEL_NAME, tags={"ds": ds, "config_version": config_version,
                                                                           TIMING_TAG: f"{elasticity:.6f}",
                                                                           "model_kind": best,
