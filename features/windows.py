@@ -148,8 +148,8 @@ class Recalibration:
     its holdout's pushes (the estimate of each push's feed -> opened or not; training.train.feed_recalibration).
     Identity until there are enough; c stays 0 until Hermes' own pushes show feeds of several lengths (a one-item
     history says nothing of what a longer feed is worth, so the lead item's estimate stands for the feed), and d is
-    empty until they show scenes (what a scene the history never held is worth is the history's average push, until
-    Hermes has pushed it: training.model.centre_scene_effects)."""
+    empty until they show several scenes (until then a scene the history never held is scored as the history's
+    average push: training.model.centre_scene_effects); a scene without an offset gets 0."""
     a: float = 0.0
     b: float = 1.0
     pushes: int = 0
