@@ -131,7 +131,7 @@ def _recal_tags(recal) -> dict:
 
 def scene_offsets_tag(scene: dict) -> str:
     """The recalibration's scene offsets as a tag value: the HISTORY_SCENES_MAX largest in size (MLflow caps a tag's
-    value at 5000 characters; a scene left out is read as 0, the pooled calibration)."""
+    value at 5000 characters; a scene left out is read as 0: no offset of its own)."""
     keep = sorted(scene.items(), key=lambda kv: -abs(kv[1]))[:HISTORY_SCENES_MAX]
     return json.dumps({k: round(float(v), 4) for k, v in sorted(keep)}, separators=(",", ":"))
 
