@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from types import SimpleNamespace
 
 import pyarrow as pa
@@ -43,6 +44,14 @@ def loaded_with(**gateway) -> SimpleNamespace:
     gw = cfg.platform.gateway.model_copy(update=gateway)
     return SimpleNamespace(config=cfg.model_copy(update={"platform": cfg.platform.model_copy(update={"gateway": gw})}),
                            version="cfg-test")
+
+
+def receipt_count(db: str) -> int:
+    c = sqlite3.connect(db)
+    try:
+        return c.execute("SELECT count(*) FROM receipts").fetchone()[0]
+    finally:
+        c.close()
 
 
 def gateway_counts(db: str) -> dict:
@@ -101,7 +110,10 @@ def test_sigkill_mid_batch_then_rerun_loses_nothing_and_duplicates_nothing(env, 
     conf = tmp_path / "conf"
     shutil.copytree(REPO_ROOT / "conf", conf)
     p = conf / "platform.yaml"
-    p.write_text(p.read_text().replace("rate_per_second: 200", "rate_per_second: 1500")
+    # 600/s: a run needs >= 3 s for what is left after a kill, so each kill point (150-450 receipts past the run's start)
+    # is reached while it still sends. At 1500/s with a full-table poll, a loaded CI machine saw two runs of four finish
+    # between polls.
+    p.write_text(p.read_text().replace("rate_per_second: 200", "rate_per_second: 600")
                  .replace("backoff_base_s: 0.5", "backoff_base_s: 0.05"))
     run_env = {**os.environ, **env, **gw, "HERMES_CONF": str(conf)}
     run_env.pop("db")
@@ -111,17 +123,19 @@ def test_sigkill_mid_batch_then_rerun_loses_nothing_and_duplicates_nothing(env, 
         cmd = [sys.executable, "-m", "jobs.cli", "deliver", "--day", DAY, "--hour", str(hour), "--no-ramp"]
         rng = random.Random(11)
         killed, ended = 0, []
-        # three runs killed mid-batch; a run may also end by itself before its kill point (seen once on a loaded
-        # machine: 2 of 4 runs killed): its exit code and stderr are kept for the message and another run starts, up to 8
+        # three runs killed mid-batch; a run that still ends by itself before its kill point has its exit code and
+        # stderr kept for the message, and another run starts, up to 8
         for _ in range(8):
             if killed == 3:
                 break
-            before = gateway_counts(gw["db"])["receipts"][0]
+            before = receipt_count(gw["db"])
             proc = subprocess.Popen(cmd, env=run_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             # kill once the gateway has taken some more deliveries from this run (progress, not a fixed sleep)
             target = before + rng.randint(150, 450)
-            while proc.poll() is None and gateway_counts(gw["db"])["receipts"][0] < target:
-                pass
+            deadline = time.monotonic() + 180
+            while proc.poll() is None and receipt_count(gw["db"]) < target:
+                assert time.monotonic() < deadline, f"run made no progress to {target} receipts in 180 s"
+                time.sleep(0.002)                       # a poll interval, not a synchronisation: the condition decides
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGKILL)
                 killed += 1
