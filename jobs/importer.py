@@ -78,34 +78,108 @@ _TRUE = {"true", "t", "1", "yes", "y"}
 _FALSE = {"false", "f", "0", "no", "n"}
 
 
-def _parse(typ: pa.DataType, col: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
-    """The column in the contract's type, and a mask of rows whose non-null value could not be parsed."""
+# Timestamps given as numbers (epoch time, as many exports write them): the unit is read off the column's magnitude,
+# one unit per column. From 2001-09-09 to 2286-11-20 the units' ranges do not overlap: seconds < 1e11 <= milliseconds
+# < 1e14 <= microseconds < 1e17 <= nanoseconds. A value whose magnitude is another unit's, or that lands outside
+# EPOCH_YEARS, is unparsable (its row quarantined), never read as a date in 1970.
+EPOCH_UNITS = ((1e11, "s"), (1e14, "ms"), (1e17, "us"), (np.inf, "ns"))
+EPOCH_UNIT_NAMES = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
+EPOCH_YEARS = (1990, 2100)
+
+
+def _epoch_unit(magnitude: float) -> str:
+    return next(unit for bound, unit in EPOCH_UNITS if magnitude < bound)
+
+
+def _epoch_numbers(col: pa.Array, s):
+    """(UTC datetimes, unit) when the column holds numbers — a numeric type, or text whose every value is a number —
+    else None (dates as text: pandas parses them)."""
+    import pandas as pd
+
+    if pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_decimal(col.type):
+        num = pd.to_numeric(s, errors="coerce").astype("float64")
+    elif pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        num = pd.to_numeric(s, errors="coerce").astype("float64")
+        if not s.notna().any() or num[s.notna()].isna().any():
+            return None
+    else:
+        return None
+    mag = num.abs()
+    if not mag.notna().any():
+        return None
+    unit = _epoch_unit(float(mag.median()))
+    own = mag.map(lambda m: m == m and _epoch_unit(m) == unit).astype(bool)
+    scale = {"s": 1e6, "ms": 1e3, "us": 1.0, "ns": 1e-3}[unit]
+    us = (num.where(own) * scale).round()
+    lo, hi = (pd.Timestamp(f"{y}-01-01", tz="UTC").value // 1000 for y in EPOCH_YEARS)
+    us = us.where((us >= lo) & (us < hi))
+    v = pd.to_datetime(us, unit="us", utc=True)
+    return v, unit
+
+
+def _whole(x) -> int:
+    v = int(x)
+    if float(x) != v or not -2 ** 63 <= v < 2 ** 63:
+        raise ValueError(x)
+    return v
+
+
+def _cast_lists(typ: pa.DataType, col: pa.Array):
+    """A list column of another list or element type (list<int32>, large_list<int64>, list<string> of numbers, ...)
+    in the contract's list type; a list holding a value that is not a whole int64 is unparsable."""
+    try:
+        return col.cast(typ), np.zeros(len(col), dtype=bool), ""
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    out, bad = [], np.zeros(len(col), dtype=bool)
+    for i, x in enumerate(col.to_pylist()):
+        try:
+            out.append(None if x is None else [_whole(t) for t in x])
+        except (ValueError, TypeError, OverflowError):
+            out.append(None)
+            bad[i] = True
+    return pa.array(out, typ), bad, ""
+
+
+def _parse(typ: pa.DataType, col: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray, str]:
+    """The column in the contract's type, a mask of rows whose non-null value could not be parsed, and a note on how
+    it was read ("" or, for timestamps given as numbers, the epoch unit read off their magnitude)."""
     import pandas as pd
 
     col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     if col.type == typ:
-        return col, np.zeros(len(col), dtype=bool)
+        return col, np.zeros(len(col), dtype=bool), ""
+    if pa.types.is_list(typ) and (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)
+                                  or pa.types.is_fixed_size_list(col.type)):
+        return _cast_lists(typ, col)
     s = col.to_pandas() if not pa.types.is_string(col.type) else pd.Series(col.to_pylist(), dtype=object)
     present = s.notna().to_numpy()
     if pa.types.is_timestamp(typ):
-        v = pd.to_datetime(s, errors="coerce", utc=True, format="mixed")
+        epoch = _epoch_numbers(col, s)
+        if epoch is not None:
+            v, unit = epoch
+            note = f"epoch {EPOCH_UNIT_NAMES[unit]}"
+        else:
+            v, note = pd.to_datetime(s, errors="coerce", utc=True, format="mixed"), ""
         bad = present & v.isna().to_numpy()
         us = v.dt.as_unit("us").astype("int64").to_numpy()
-        return pa.array(us, pa.int64(), mask=v.isna().to_numpy()).cast(typ), bad
+        return pa.array(us, pa.int64(), mask=v.isna().to_numpy()).cast(typ), bad, note
     if pa.types.is_integer(typ) or pa.types.is_floating(typ):
         v = pd.to_numeric(s, errors="coerce")
         bad = present & v.isna().to_numpy()
         if pa.types.is_integer(typ):
-            frac = v.notna().to_numpy() & (v.fillna(0).to_numpy() != np.round(v.fillna(0).to_numpy()))
-            bad |= frac
+            info = np.iinfo(typ.to_pandas_dtype())
+            x = v.fillna(0).to_numpy(dtype=np.float64)
+            frac = v.notna().to_numpy() & ((x != np.round(x)) | (x < info.min) | (x > info.max))  # not a whole value
+            bad |= frac                                                                         # the column can hold
             v = v.where(~pd.Series(frac, index=v.index))
-            return pa.array(v.astype("Int64"), typ, from_pandas=True), bad
-        return pa.array(v.astype("float64"), typ, from_pandas=True), bad
+            return pa.array(v.astype("Int64"), typ, from_pandas=True), bad, ""
+        return pa.array(v.astype("float64"), typ, from_pandas=True), bad, ""
     if pa.types.is_boolean(typ):
         low = s.map(lambda x: None if x is None or (isinstance(x, float) and np.isnan(x)) else str(x).strip().lower())
         v = low.map(lambda x: True if x in _TRUE else False if x in _FALSE else None)
         bad = present & v.isna().to_numpy()
-        return pa.array(v.tolist(), pa.bool_()), bad
+        return pa.array(v.tolist(), pa.bool_()), bad, ""
     if pa.types.is_list(typ):          # "[1, 2, 3]" or "1|2|3"
         out, bad = [], np.zeros(len(s), dtype=bool)
         for i, x in enumerate(s.tolist()):
@@ -118,12 +192,13 @@ def _parse(typ: pa.DataType, col: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray
             except (ValueError, TypeError):
                 out.append(None)
                 bad[i] = True
-        return pa.array(out, typ), bad
-    return pa.array(s.map(lambda x: None if x is None else str(x)).tolist(), typ), np.zeros(len(s), dtype=bool)
+        return pa.array(out, typ), bad, ""
+    return pa.array(s.map(lambda x: None if x is None else str(x)).tolist(), typ), np.zeros(len(s), dtype=bool), ""
 
 
-def conform(table: str, data: pa.Table) -> tuple[pa.Table, pa.Table, list[str]]:
-    """(clean rows in the contract's schema, unparsable rows with `quarantine_reason`, ignored extra columns)."""
+def conform(table: str, data: pa.Table) -> tuple[pa.Table, pa.Table, list[str], dict[str, str]]:
+    """(clean rows in the contract's schema, unparsable rows with `quarantine_reason`, ignored extra columns, how a
+    column was read where that needed a guess: {column: note}, e.g. {"ts": "epoch milliseconds"})."""
     schema = RAW_SCHEMAS[table]
     missing = [c for c in schema.names if c not in data.column_names]
     if missing:
@@ -131,11 +206,13 @@ def conform(table: str, data: pa.Table) -> tuple[pa.Table, pa.Table, list[str]]:
                            f"{', '.join(missing)} {'are' if len(missing) > 1 else 'is'} missing (found "
                            f"{', '.join(data.column_names) or 'no columns'})")
     extra = [c for c in data.column_names if c not in schema.names]
-    cols, reason = {}, np.full(data.num_rows, None, dtype=object)
+    cols, reason, notes = {}, np.full(data.num_rows, None, dtype=object), {}
     for field in schema:
-        arr, bad = _parse(field.type, data[field.name])
+        arr, bad, note = _parse(field.type, data[field.name])
         reason[bad & (reason == None)] = f"{field.name}: rule=parse_{field.type}"  # noqa: E711
         cols[field.name] = arr
+        if note:
+            notes[field.name] = note
     if table in TIME_COLUMN:
         tc = TIME_COLUMN[table]
         null_time = np.asarray(cols[tc].is_null().to_numpy(zero_copy_only=False))
@@ -145,7 +222,7 @@ def conform(table: str, data: pa.Table) -> tuple[pa.Table, pa.Table, list[str]]:
     bad_rows = data.filter(pa.array(~ok)).cast(pa.schema([(c, pa.string()) for c in data.column_names])) \
         if (~ok).any() else pa.table({c: pa.array([], pa.string()) for c in data.column_names})
     bad_rows = bad_rows.append_column("quarantine_reason", pa.array(reason[~ok].tolist(), pa.string()))
-    return clean.filter(pa.array(ok)), bad_rows, extra
+    return clean.filter(pa.array(ok)), bad_rows, extra, notes
 
 
 def import_tables(settings: Settings, files: dict[str, list[Path]], loaded) -> dict:
@@ -165,12 +242,14 @@ def import_tables(settings: Settings, files: dict[str, list[Path]], loaded) -> d
     for table in [t for t in ORDER if t in files]:
         parts = [_read_file(table, f) for f in files[table]]
         rows_in = sum(p.num_rows for p in parts)
-        clean, bad, extra = [], [], set()
+        clean, bad, extra, read_as = [], [], set(), {}
         for p in parts:
-            c, b, e = conform(table, p)
+            c, b, e, notes = conform(table, p)
             clean.append(c)
             bad.append(b)
             extra.update(e)
+            for col, note in notes.items():
+                read_as.setdefault(col, set()).add(note)
         data = pa.concat_tables(clean) if clean else RAW_SCHEMAS[table].empty_table()
         bad_t = pa.concat_tables(bad, promote_options="permissive") if bad else None
         n_bad = bad_t.num_rows if bad_t is not None else 0
@@ -180,16 +259,16 @@ def import_tables(settings: Settings, files: dict[str, list[Path]], loaded) -> d
             raise ImportError_(f"raw/{table}.(table): rule=max_bad_share: {n_bad} of {rows_in} rows "
                                f"({100 * n_bad / rows_in:.3f} %) cannot be parsed, above validation.max_bad_share "
                                f"{100 * limit:.3f} % for {table}: " + "; ".join(f"{r} {n}" for r, n in rules))
-        prepared[table] = (data, bad_t, n_bad, rows_in, extra)
+        prepared[table] = (data, bad_t, n_bad, rows_in, extra, read_as)
     # every table parsed and within its bad share: now write
-    for table, (data, bad_t, n_bad, rows_in, extra) in prepared.items():
+    for table, (data, bad_t, n_bad, rows_in, extra, read_as) in prepared.items():
         if n_bad:
             q = wh.quarantine(table, None).parent / "import"
             q.mkdir(parents=True, exist_ok=True)
             pq.write_table(bad_t, q / f"{batch}.parquet")
         entry = {"files": [str(f) for f in files[table]], "rows_in": rows_in, "unparsable": n_bad,
                  "unparsable_by_rule": dict(Counter(bad_t["quarantine_reason"].to_pylist())) if n_bad else {},
-                 "ignored_columns": sorted(extra)}
+                 "ignored_columns": sorted(extra), "read_as": {c: sorted(v) for c, v in sorted(read_as.items())}}
         if table in PARTITIONED:
             tc = TIME_COLUMN[table]
             day = pc.strftime(data[tc], format="%Y-%m-%d")
@@ -279,6 +358,8 @@ def lines(report: dict) -> list[str]:
             out.append(f"        quarantined {n:,}: {rule}")
         if e.get("ignored_columns"):
             out.append(f"        ignored columns (not in the contract): {', '.join(e['ignored_columns'])}")
+        for col, how in (e.get("read_as") or {}).items():
+            out.append(f"        {col} read as {' / '.join(how)} (numbers, their unit read off their magnitude)")
         if e.get("empty_days_written"):
             out.append(f"        empty days written: {len(e['empty_days_written'])} ({e['empty_days_written'][0]} ..)")
         if e.get("days_without_rows"):

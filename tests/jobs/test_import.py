@@ -6,6 +6,7 @@ from argparse import Namespace
 from dataclasses import replace
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.csv as pacsv
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
@@ -37,7 +38,11 @@ def export(tmp_path_factory):
     users.to_csv(out / "users.csv", index=False)
     pq.write_table(read("items"), out / "items.parquet")
     (out / "item_changes").mkdir()
-    pq.write_table(read("item_changes"), out / "item_changes" / "part-1.parquet")
+    changes = read("item_changes")                             # times as epoch milliseconds, as many exports give them
+    ms = pa.compute.divide(changes["ts"].cast(pa.timestamp("us")).cast(pa.int64()), 1000)
+    changes = changes.set_column(changes.schema.get_field_index("ts"), "ts", ms)
+    pq.write_table(changes, out / "item_changes" / "part-1.parquet")
+    change_days = sorted(set(pa.compute.strftime(read("item_changes")["ts"], format="%Y-%m-%d").to_pylist()))
     ev = read("events").to_pandas()
     ev["ts"] = ev["ts"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     for c in ("item_id", "seller_id", "category_id"):
@@ -55,7 +60,8 @@ def export(tmp_path_factory):
     pl["item_ids"] = pl["item_ids"].astype(object).map(lambda x: json.dumps([int(i) for i in x]))
     pl.loc[2, "item_ids"] = "[1, two]"                         # unparsable list
     pl.to_csv(out / "push_log.csv", index=False)
-    return {"dir": out, "events": len(ev), "users": len(users), "push_log": len(pl), "spec": spec}
+    return {"dir": out, "events": len(ev), "users": len(users), "push_log": len(pl), "spec": spec,
+            "change_days": change_days}
 
 
 def _settings(tmp_path) -> Settings:
@@ -93,8 +99,12 @@ def test_a_folder_of_flat_files_is_imported_partitioned_validated_and_every_row_
     assert lists.num_rows == t["push_log"]["validation"]["rows_kept"] and lists["item_ids"].type == pa.list_(pa.int64())
     # push history covers the first 3 days only: the days after are explicit empty days
     assert len(wh.raw_days("push_log")) == 5
+    # epoch milliseconds are read as such (a number read as nanoseconds would put every change in 1970)
+    assert t["item_changes"]["read_as"] == {"ts": ["epoch milliseconds"]} and t["item_changes"]["unparsable"] == 0
+    assert sorted(wh.raw_days("item_changes")) == export["change_days"] and export["change_days"][0] > "2020"
     text = "\n".join(lines(report))
     assert "unparsable 1: user_id: rule=parse_int64" in text and "ignored columns" in text
+    assert "ts read as epoch milliseconds" in text
 
 
 def test_a_table_missing_a_contract_column_is_refused_naming_table_column_and_rule(export, tmp_path):
@@ -121,3 +131,56 @@ def test_too_many_unparsable_rows_stop_the_import_before_anything_is_written(exp
                                            r"rule=parse_double 41"):
         import_tables(s, {"items": [f]}, load_config(s.conf_dir))
     assert not (tmp_path / "warehouse").exists()
+
+
+@pytest.mark.parametrize("values, unit, expected", [
+    (pa.array([1_730_000_000, 1_730_000_001], pa.int64()), "seconds", ["2024-10-27 03:33:20", "2024-10-27 03:33:21"]),
+    (pa.array(["1730000000000", None]), "milliseconds", ["2024-10-27 03:33:20", None]),
+    (pa.array([1_730_000_000_000_000], pa.int64()), "microseconds", ["2024-10-27 03:33:20"]),
+    (pa.array([1_730_000_000_000_000_000], pa.int64()), "nanoseconds", ["2024-10-27 03:33:20"]),
+    (pa.array([1_730_000_000.5], pa.float64()), "seconds", ["2024-10-27 03:33:20.500000"]),
+])
+def test_timestamps_given_as_epoch_numbers_are_read_in_the_unit_their_magnitude_says(values, unit, expected):
+    from core.contract import RAW_SCHEMAS
+    from jobs.importer import _parse
+
+    got, bad, note = _parse(RAW_SCHEMAS["events"].field("ts").type, pa.chunked_array([values]))
+    assert note == f"epoch {unit}" and not bad.any()
+    assert [None if x is None else x.strftime("%Y-%m-%d %H:%M:%S.%f").removesuffix(".000000") for x in got.to_pylist()] \
+        == expected
+
+
+def test_an_epoch_number_of_another_magnitude_or_far_from_now_is_unparsable_not_a_date_in_1970():
+    from core.contract import RAW_SCHEMAS
+    from jobs.importer import _parse
+
+    # milliseconds with one value in seconds, one 0, one in 2200
+    col = pa.chunked_array([pa.array([1_730_000_000_000, 1_730_000_000, 0, 7_258_118_400_000], pa.int64())])
+    got, bad, note = _parse(RAW_SCHEMAS["events"].field("ts").type, col)
+    assert note == "epoch milliseconds" and bad.tolist() == [False, True, True, True]
+    assert got.null_count == 3
+    # dates as text are not epoch numbers; a number among them is unparsable
+    got, bad, note = _parse(RAW_SCHEMAS["events"].field("ts").type, pa.chunked_array([pa.array(["2026-10-01", "17"])]))
+    assert note == "" and bad.tolist() == [False, True]
+
+
+def test_parquet_lists_of_another_element_type_are_cast_and_a_list_that_cannot_be_is_unparsable():
+    from core.contract import RAW_SCHEMAS
+    from jobs.importer import _parse
+
+    typ = RAW_SCHEMAS["push_log"].field("item_ids").type
+    got, bad, _ = _parse(typ, pa.chunked_array([pa.array([[1, 2], None, []], pa.list_(pa.int32()))]))
+    assert got.type == typ and got.to_pylist() == [[1, 2], None, []] and not bad.any()
+    got, bad, _ = _parse(typ, pa.chunked_array([pa.array([[3]], pa.large_list(pa.int64()))]))
+    assert got.to_pylist() == [[3]] and not bad.any()
+    got, bad, _ = _parse(typ, pa.chunked_array([pa.array([[1.0, 2.5], [3.0], [2.0 ** 64]], pa.list_(pa.float64()))]))
+    assert got.to_pylist() == [None, [3], None] and bad.tolist() == [True, False, True]
+
+
+def test_an_id_the_contract_column_cannot_hold_is_unparsable():
+    from core.contract import RAW_SCHEMAS
+    from jobs.importer import _parse
+
+    got, bad, _ = _parse(RAW_SCHEMAS["items"].field("category_id").type,
+                         pa.chunked_array([pa.array([3, 3_000_000_000, -1], pa.int64())]))
+    assert got.to_pylist() == [3, None, -1] and bad.tolist() == [False, True, False]
