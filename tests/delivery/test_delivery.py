@@ -54,6 +54,16 @@ def receipt_count(db: str) -> int:
         c.close()
 
 
+def delivery_count(db: str) -> int:
+    """sum(gateway_counts(db)["deliveries"].values()) in one cheap query: what a polling loop should read."""
+    c = sqlite3.connect(db)
+    try:
+        return c.execute("SELECT count(*) FROM requests WHERE status = 200 AND "
+                         "(reason IS NULL OR reason = 'hung')").fetchone()[0]
+    finally:
+        c.close()
+
+
 def gateway_counts(db: str) -> dict:
     c = sqlite3.connect(db)
     deliveries = dict(c.execute("SELECT idempotency_key, count(*) FROM requests WHERE status = 200 AND "

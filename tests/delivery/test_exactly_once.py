@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -23,7 +24,7 @@ from core.settings import REPO_ROOT, Settings
 from delivery.batches import idempotency_key, write_day
 from delivery.ledger import Ledger
 from tests.conftest import fresh_state_db, start_gateway, stop_gateway
-from tests.delivery.test_delivery import DAY, batch, gateway_counts
+from tests.delivery.test_delivery import DAY, batch, delivery_count, gateway_counts
 
 pytestmark = pytest.mark.slow
 NO_DEDUP = {"dedup": False, "seed": 4}
@@ -58,9 +59,13 @@ def counted(g: dict, keys: list[str]) -> tuple[int, int]:
 
 
 def wait_for_deliveries(db: str, proc, target: int) -> None:
-    """Until the gateway has recorded `target` deliveries or the process ended (progress, not a fixed sleep)."""
-    while proc.poll() is None and sum(gateway_counts(db)["deliveries"].values()) < target:
-        pass
+    """Until the gateway has recorded `target` deliveries or the process ended (progress, not a fixed sleep). One
+    count per poll (with a full gateway_counts per poll, a loaded CI machine once let test_delivery.py's SIGKILL test's
+    runs finish between polls)."""
+    deadline = time.monotonic() + 180
+    while proc.poll() is None and delivery_count(db) < target:
+        assert time.monotonic() < deadline, f"no progress to {target} deliveries in 180 s"
+        time.sleep(0.002)                               # a poll interval, not a synchronisation: the condition decides
 
 
 @pytest.fixture()
