@@ -82,39 +82,33 @@ _FALSE = {"false", "f", "0", "no", "n"}
 # one unit per column. From 2001-09-09 to 2286-11-20 the units' ranges do not overlap: seconds < 1e11 <= milliseconds
 # < 1e14 <= microseconds < 1e17 <= nanoseconds. A value whose magnitude is another unit's, or that lands outside
 # EPOCH_YEARS, is unparsable (its row quarantined), never read as a date in 1970.
-EPOCH_UNITS = ((1e11, "s"), (1e14, "ms"), (1e17, "us"), (np.inf, "ns"))
+EPOCH_BOUNDS = (1e11, 1e14, 1e17)                     # seconds | milliseconds | microseconds | nanoseconds
+EPOCH_UNITS = ("s", "ms", "us", "ns")
 EPOCH_UNIT_NAMES = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
+EPOCH_TO_US = {"s": 1e6, "ms": 1e3, "us": 1.0, "ns": 1e-3}
 EPOCH_YEARS = (1990, 2100)
 
 
-def _epoch_unit(magnitude: float) -> str:
-    return next(unit for bound, unit in EPOCH_UNITS if magnitude < bound)
-
-
 def _epoch_numbers(col: pa.Array, s):
-    """(UTC datetimes, unit) when the column holds numbers — a numeric type, or text whose every value is a number —
-    else None (dates as text: pandas parses them)."""
+    """(UTC datetimes, unit) when the column holds numbers — a numeric type, or text most of whose values are numbers
+    (the rest unparsable) — else None (dates as text: pandas parses them)."""
     import pandas as pd
 
-    if pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_decimal(col.type):
-        num = pd.to_numeric(s, errors="coerce").astype("float64")
-    elif pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-        num = pd.to_numeric(s, errors="coerce").astype("float64")
-        if not s.notna().any() or num[s.notna()].isna().any():
+    num = pd.to_numeric(s, errors="coerce").astype("float64")
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        present = s.notna()
+        if not present.any() or num[present].isna().mean() >= 0.5:
             return None
-    else:
+    elif not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_decimal(col.type)):
         return None
-    mag = num.abs()
-    if not mag.notna().any():
+    mag = num.abs().to_numpy()
+    if np.isnan(mag).all():
         return None
-    unit = _epoch_unit(float(mag.median()))
-    own = mag.map(lambda m: m == m and _epoch_unit(m) == unit).astype(bool)
-    scale = {"s": 1e6, "ms": 1e3, "us": 1.0, "ns": 1e-3}[unit]
-    us = (num.where(own) * scale).round()
+    which = np.searchsorted(EPOCH_BOUNDS, mag, side="right")           # the unit each value's magnitude says
+    unit = EPOCH_UNITS[int(np.searchsorted(EPOCH_BOUNDS, np.nanmedian(mag), side="right"))]
+    us = (num.where((which == EPOCH_UNITS.index(unit)) & ~np.isnan(mag)) * EPOCH_TO_US[unit]).round()
     lo, hi = (pd.Timestamp(f"{y}-01-01", tz="UTC").value // 1000 for y in EPOCH_YEARS)
-    us = us.where((us >= lo) & (us < hi))
-    v = pd.to_datetime(us, unit="us", utc=True)
-    return v, unit
+    return pd.to_datetime(us.where((us >= lo) & (us < hi)), unit="us", utc=True), unit
 
 
 def _whole(x) -> int:

@@ -159,9 +159,13 @@ def test_an_epoch_number_of_another_magnitude_or_far_from_now_is_unparsable_not_
     got, bad, note = _parse(RAW_SCHEMAS["events"].field("ts").type, col)
     assert note == "epoch milliseconds" and bad.tolist() == [False, True, True, True]
     assert got.null_count == 3
-    # dates as text are not epoch numbers; a number among them is unparsable
-    got, bad, note = _parse(RAW_SCHEMAS["events"].field("ts").type, pa.chunked_array([pa.array(["2026-10-01", "17"])]))
-    assert note == "" and bad.tolist() == [False, True]
+    # dates as text are not epoch numbers, and a number among them is unparsable; numbers as text are, and a date
+    # among them is
+    ts = RAW_SCHEMAS["events"].field("ts").type
+    got, bad, note = _parse(ts, pa.chunked_array([pa.array(["2026-10-01", "2026-10-02", "17"])]))
+    assert note == "" and bad.tolist() == [False, False, True]
+    got, bad, note = _parse(ts, pa.chunked_array([pa.array(["1730000000", "1730000060", "yesterday"])]))
+    assert note == "epoch seconds" and bad.tolist() == [False, False, True]
 
 
 def test_parquet_lists_of_another_element_type_are_cast_and_a_list_that_cannot_be_is_unparsable():
