@@ -36,7 +36,8 @@ from core.settings import Settings
 from core.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
-SUFFIXES = (".csv", ".parquet", ".pq")
+TEXT_SUFFIXES = (".csv", ".tsv")
+SUFFIXES = (*TEXT_SUFFIXES, ".parquet", ".pq")
 ORDER = ("users", "items", "item_changes", "events", "push_log")      # dimensions first
 
 
@@ -57,21 +58,38 @@ def find_files(root: Path) -> dict[str, list[Path]]:
     return out
 
 
+DELIMITERS = (",", ";", "\t", "|")
+
+
+def _delimiter(header: str, table: str) -> str:
+    """The delimiter that splits the header line into the most of the table's contract columns (',' on a tie):
+    exports come comma-, semicolon- (a spreadsheet in a decimal-comma locale), tab- or pipe-separated."""
+    names = set(RAW_SCHEMAS[table].names)
+    return max(DELIMITERS, key=lambda d: (sum(c.strip() in names for c in next(csv.reader([header], delimiter=d), [])),
+                                          d == ","))
+
+
 def _read_file(table: str, f: Path) -> pa.Table:
+    """A file's rows with its column names stripped of blanks; CSV (any DELIMITERS, a UTF-8 byte order mark
+    skipped) as text, every value parsed later."""
     import pyarrow.csv as pacsv
 
     try:
-        if f.suffix == ".csv":
+        if f.suffix in TEXT_SUFFIXES:
             # every column as text: each value is parsed below, and one bad value costs its row, not the file
-            with open(f, newline="") as fh:
-                header = next(csv.reader(fh), [])
-            return pacsv.read_csv(f, convert_options=pacsv.ConvertOptions(
+            with open(f, newline="", encoding="utf-8-sig") as fh:
+                line = fh.readline()
+            sep = _delimiter(line, table)
+            header = next(csv.reader([line], delimiter=sep), [])
+            t = pacsv.read_csv(f, parse_options=pacsv.ParseOptions(delimiter=sep), convert_options=pacsv.ConvertOptions(
                 column_types={c: pa.string() for c in header}, strings_can_be_null=True,
                 null_values=["", "null", "NULL", "None"]))
-        return pq.read_table(f)
-    except (pa.ArrowInvalid, OSError) as e:
+        else:
+            t = pq.read_table(f)
+    except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as e:
         raise ImportError_(f"raw/{table}.(table): rule=readable_file: {f} cannot be read as "
-                           f"{'CSV' if f.suffix == '.csv' else 'Parquet'} ({str(e)[:200]})") from None
+                           f"{'CSV' if f.suffix in TEXT_SUFFIXES else 'Parquet'} ({str(e)[:200]})") from None
+    return t.rename_columns([c.strip().lstrip("\ufeff") for c in t.column_names])
 
 
 _TRUE = {"true", "t", "1", "yes", "y"}

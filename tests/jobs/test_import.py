@@ -188,3 +188,17 @@ def test_an_id_the_contract_column_cannot_hold_is_unparsable():
     got, bad, _ = _parse(RAW_SCHEMAS["items"].field("category_id").type,
                          pa.chunked_array([pa.array([3, 3_000_000_000, -1], pa.int64())]))
     assert got.to_pylist() == [3, None, -1] and bad.tolist() == [False, True, False]
+
+
+@pytest.mark.parametrize("sep, suffix", [(";", ".csv"), ("\t", ".tsv"), ("|", ".csv")])
+def test_a_semicolon_tab_or_pipe_separated_export_with_a_byte_order_mark_and_padded_names_reads_as_csv(
+        export, tmp_path, sep, suffix):
+    from jobs.importer import _read_file, conform
+
+    users = pacsv.read_csv(export["dir"] / "users.csv").to_pandas()
+    f = tmp_path / f"users{suffix}"
+    users.rename(columns={"user_id": " user_id ", "tz": "tz "}).to_csv(f, sep=sep, index=False, encoding="utf-8-sig")
+    assert f.read_bytes().startswith(b"\xef\xbb\xbf")
+    clean, bad, extra, _ = conform("users", _read_file("users", f))
+    assert clean.num_rows == len(users) and bad.num_rows == 0 and extra == ["marketing_segment"]
+    assert clean["user_id"].to_pylist() == users["user_id"].tolist()
