@@ -153,6 +153,60 @@ def _cast_lists(typ: pa.DataType, col: pa.Array):
     return pa.array(out, typ), bad, ""
 
 
+INT_TEXT = r"\s*[+-]?\d+\s*"
+EXACT_FLOAT = 2.0 ** 53           # beyond it a float is no longer every whole number: an id there is not exact
+
+
+def _parse_int(typ: pa.DataType, col: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """An integer column exactly — never through float64, which rounds a 64-bit id (1800000000000000001 to
+    1800000000000000000) and would merge two users — and a mask of the present values that are not a whole number
+    the contract's type can hold (text of digits; a float or other number only when whole and below 2**53)."""
+    import pandas as pd
+
+    info = np.iinfo(typ.to_pandas_dtype())
+    lo, hi = int(info.min), int(info.max)
+    if pa.types.is_integer(col.type):
+        try:
+            return col.cast(typ), np.zeros(len(col), dtype=bool)       # a safe cast: fails on any value out of range
+        except pa.ArrowInvalid:
+            values = col.to_pylist()
+    elif pa.types.is_floating(col.type):
+        x = col.to_numpy(zero_copy_only=False).astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            ok = np.isfinite(x) & (x == np.round(x)) & (np.abs(x) <= EXACT_FLOAT) & (x >= lo) & (x <= hi)
+        return (pa.array(np.where(ok, x, 0).astype(np.int64), pa.int64(), mask=~ok).cast(typ),
+                ~ok & ~np.isnan(x))
+    elif pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_dictionary(col.type):
+        import pyarrow.compute as pc
+
+        try:                             # every value digits within range (the usual export): Arrow's exact cast
+            return pc.utf8_trim_whitespace(col.cast(pa.string())).cast(pa.int64()).cast(typ), np.zeros(len(col), bool)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+        s = pd.Series(col.cast(pa.string()).to_pylist() if pa.types.is_dictionary(col.type) else col.to_pylist(),
+                      dtype=object)
+        digits = s.str.fullmatch(INT_TEXT).eq(True).to_numpy(dtype=bool)
+        other = pd.to_numeric(s.where(~digits), errors="coerce").to_numpy(dtype=np.float64)
+        values = [int(t) if d else (int(o) if o == o and o == round(o) and abs(o) <= EXACT_FLOAT else t)
+                  for t, d, o in zip(s.tolist(), digits, other)]
+    else:
+        values = col.to_pylist()
+    out, bad = [], np.zeros(len(values), dtype=bool)
+    for i, v in enumerate(values):
+        if v is None:
+            out.append(None)
+            continue
+        try:
+            w = int(v)
+            if w != v or not lo <= w <= hi:
+                raise ValueError(v)
+            out.append(w)
+        except (ValueError, TypeError, OverflowError, ArithmeticError):
+            out.append(None)
+            bad[i] = True
+    return pa.array(out, typ), bad
+
+
 def _parse(typ: pa.DataType, col: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray, str]:
     """The column in the contract's type, a mask of rows whose non-null value could not be parsed, and a note on how
     it was read ("" or, for timestamps given as numbers, the epoch unit read off their magnitude)."""
@@ -164,6 +218,8 @@ def _parse(typ: pa.DataType, col: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray
     if pa.types.is_list(typ) and (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)
                                   or pa.types.is_fixed_size_list(col.type)):
         return _cast_lists(typ, col)
+    if pa.types.is_integer(typ):
+        return (*_parse_int(typ, col), "")
     s = col.to_pandas() if not pa.types.is_string(col.type) else pd.Series(col.to_pylist(), dtype=object)
     present = s.notna().to_numpy()
     if pa.types.is_timestamp(typ):
@@ -176,16 +232,9 @@ def _parse(typ: pa.DataType, col: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray
         bad = present & v.isna().to_numpy()
         us = v.dt.as_unit("us").astype("int64").to_numpy()
         return pa.array(us, pa.int64(), mask=v.isna().to_numpy()).cast(typ), bad, note
-    if pa.types.is_integer(typ) or pa.types.is_floating(typ):
+    if pa.types.is_floating(typ):
         v = pd.to_numeric(s, errors="coerce")
         bad = present & v.isna().to_numpy()
-        if pa.types.is_integer(typ):
-            info = np.iinfo(typ.to_pandas_dtype())
-            x = v.fillna(0).to_numpy(dtype=np.float64)
-            frac = v.notna().to_numpy() & ((x != np.round(x)) | (x < info.min) | (x > info.max))  # not a whole value
-            bad |= frac                                                                         # the column can hold
-            v = v.where(~pd.Series(frac, index=v.index))
-            return pa.array(v.astype("Int64"), typ, from_pandas=True), bad, ""
         return pa.array(v.astype("float64"), typ, from_pandas=True), bad, ""
     if pa.types.is_boolean(typ):
         low = s.map(lambda x: None if x is None or (isinstance(x, float) and np.isnan(x)) else str(x).strip().lower())

@@ -202,3 +202,19 @@ def test_a_semicolon_tab_or_pipe_separated_export_with_a_byte_order_mark_and_pad
     clean, bad, extra, _ = conform("users", _read_file("users", f))
     assert clean.num_rows == len(users) and bad.num_rows == 0 and extra == ["marketing_segment"]
     assert clean["user_id"].to_pylist() == users["user_id"].tolist()
+
+
+def test_64_bit_ids_stay_exact_beside_a_bad_value_or_a_null():
+    """Through float64 a bad value (or a null in an unsigned column) rounded every 64-bit id in its column to the same
+    number: 1800000000000000001 and ...003 both became 1800000000000000000, two users merged into one."""
+    from core.contract import RAW_SCHEMAS
+    from jobs.importer import _parse
+
+    typ = RAW_SCHEMAS["events"].field("user_id").type
+    got, bad, _ = _parse(typ, pa.chunked_array([pa.array(["1800000000000000001", "12x", "1800000000000000003"])]))
+    assert got.to_pylist() == [1800000000000000001, None, 1800000000000000003] and bad.tolist() == [False, True, False]
+    got, bad, _ = _parse(typ, pa.chunked_array([pa.array([1800000000000000001, None, 2 ** 64 - 1], pa.uint64())]))
+    assert got.to_pylist() == [1800000000000000001, None, None] and bad.tolist() == [False, False, True]
+    # a float is an id only while it is exact
+    got, bad, _ = _parse(typ, pa.chunked_array([pa.array([3.0, 2.5, 2.0 ** 60], pa.float64())]))
+    assert got.to_pylist() == [3, None, None] and bad.tolist() == [False, True, True]
