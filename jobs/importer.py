@@ -129,6 +129,36 @@ def _epoch_numbers(col: pa.Array, s):
     return pd.to_datetime(us.where((us >= lo) & (us < hi)), unit="us", utc=True), unit
 
 
+NUMERIC_DATE = r"^\s*(\d{1,2})([/.\-])(\d{1,2})[/.\-]\d{2,4}\b"     # 05/10/2026, 13.10.2026, 10-13-2026
+
+
+def _date_order(s) -> tuple[bool, str, np.ndarray]:
+    """(day first?, note, rows that cannot be read) for dates written with numbers only. One order per column, from
+    the values that tell: a first number above 12 is a day (13/10/2026), a second one above 12 makes the column
+    month-first (10/13/2026). Per value, a parser would read 05/10/2026 as 10 May beside 13/10/2026 as 13 October:
+    a day-first export would be silently half wrong. A column showing both orders has its undecidable values (both
+    numbers 12 or below) unparsable; one showing neither is read day-first when written with dots (05.10.2026: that
+    is how the dotted form is used) and month-first otherwise, and the report says so."""
+    import pandas as pd
+
+    m = s.str.extract(NUMERIC_DATE) if s.map(lambda x: isinstance(x, str)).any() else None
+    none = np.zeros(len(s), dtype=bool)
+    if m is None or m[0].isna().all():
+        return False, "", none
+    first, second = pd.to_numeric(m[0]).to_numpy(), pd.to_numeric(m[2]).to_numpy()
+    with np.errstate(invalid="ignore"):
+        day, month = first > 12, second > 12
+    if day.any() and month.any():
+        return False, "dates in both day-first and month-first order", ~np.isnan(first) & ~day & ~month
+    if day.any():
+        return True, "day-first dates (13/10/2026 is 13 October)", none
+    if month.any():
+        return False, "month-first dates (10/13/2026 is 13 October)", none
+    if (m[1] == ".").all() or (m[1].dropna() == ".").all():
+        return True, "day-first dates (written with dots; no number above 12 to tell)", none
+    return False, "month-first dates (no number above 12 to tell)", none
+
+
 def _whole(x) -> int:
     v = int(x)
     if float(x) != v or not -2 ** 63 <= v < 2 ** 63:
@@ -226,9 +256,10 @@ def _parse(typ: pa.DataType, col: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray
         epoch = _epoch_numbers(col, s)
         if epoch is not None:
             v, unit = epoch
-            note = f"epoch {EPOCH_UNIT_NAMES[unit]}"
+            note = f"epoch {EPOCH_UNIT_NAMES[unit]} (the unit read off the numbers' magnitude)"
         else:
-            v, note = pd.to_datetime(s, errors="coerce", utc=True, format="mixed"), ""
+            dayfirst, note, unsure = _date_order(s)
+            v = pd.to_datetime(s.where(~unsure), errors="coerce", utc=True, format="mixed", dayfirst=dayfirst)
         bad = present & v.isna().to_numpy()
         us = v.dt.as_unit("us").astype("int64").to_numpy()
         return pa.array(us, pa.int64(), mask=v.isna().to_numpy()).cast(typ), bad, note
@@ -420,7 +451,7 @@ def lines(report: dict) -> list[str]:
         if e.get("ignored_columns"):
             out.append(f"        ignored columns (not in the contract): {', '.join(e['ignored_columns'])}")
         for col, how in (e.get("read_as") or {}).items():
-            out.append(f"        {col} read as {' / '.join(how)} (numbers, their unit read off their magnitude)")
+            out.append(f"        {col} read as {' / '.join(how)}")
         if e.get("empty_days_written"):
             out.append(f"        empty days written: {len(e['empty_days_written'])} ({e['empty_days_written'][0]} ..)")
         if e.get("days_without_rows"):
