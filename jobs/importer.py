@@ -3,9 +3,11 @@
     hermes import DIR                      # DIR/<table>.csv|.parquet or DIR/<table>/*.csv|*.parquet, any tables
     hermes import --table events a.csv b.parquet
 
-Per table: every file is read (CSV or Parquet; columns by name, extra columns ignored and reported), each value is
-parsed into the contract's type — a value that cannot be (a price of "abc", a timestamp of "yesterday", an id of
-"12x") sends its row to the quarantine with the reason `<column>: rule=parse_<type>` — fact rows are split into
+Per table: every file is read (CSV — comma, semicolon, tab or pipe separated, found from the header — or Parquet;
+columns by name, extra columns ignored and reported), each value is parsed into the contract's type — a value that
+cannot be (a price of "abc", a timestamp of "yesterday", an id of "12x") sends its row to the quarantine with the
+reason `<column>: rule=parse_<type>`; where reading a column took a decision (epoch numbers' unit, the order of a
+column of numeric dates) the report says which — ids exactly, never through a float — fact rows are split into
 the hive partitions of their time column's UTC day, and dimensions replace the snapshot. Then raw validation runs
 on everything imported (dimensions first: the facts' ids must exist in them): its row rules quarantine more rows
 with their reasons, and a table-level failure (a missing column, a bad share above validation.max_bad_share)
