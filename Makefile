@@ -13,7 +13,7 @@ DS ?= 2026-10-30
 # 2 cores. PYTEST_ARGS=--durations=25 runs it serially.
 PYTEST_ARGS ?= --durations=25 -n 2 --dist loadfile --no-loadscope-reorder
 
-.PHONY: run test test-fast ui ui-stop install lock bench bench-nightly bench-triggers bench-streaming bench-delivery bench-generalization evaluate clean help
+.PHONY: run test test-fast ui ui-stop install lock bench bench-nightly bench-triggers bench-streaming bench-delivery bench-import bench-generalization evaluate clean help
 
 help:
 	@echo "make run    - install if needed, simulate a marketplace, run hermes_nightly through Airflow, print a summary"
@@ -23,6 +23,7 @@ help:
 	@echo "make bench  - benchmarks under bench/"
 	@echo "make bench-nightly - the whole nightly DAG at BENCH_USERS='50000 200000 1000000': time and peak memory per task"
 	@echo "make evaluate - Push 1.0 vs Hermes, closed loop, SEEDS='7 11 23' EVAL_DAYS=3 EVAL_USERS=4000"
+	@echo "make bench-import - how fast hermes import parses ids and timestamps in the forms exports give them"
 
 install: $(VENV)/.installed
 
@@ -85,6 +86,9 @@ bench-generalization: install
 
 bench-delivery: install
 	source infra/env.sh && $(PY) bench/delivery.py
+
+bench-import: install
+	source infra/env.sh && $(PY) bench/import_parse.py --rows 2000000
 
 clean:
 	bash infra/ui.sh stop || true
