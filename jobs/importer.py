@@ -76,6 +76,7 @@ def _read_file(table: str, f: Path) -> pa.Table:
     skipped) as text, every value parsed later."""
     import pyarrow.csv as pacsv
 
+    sep = None
     try:
         if f.suffix in TEXT_SUFFIXES:
             # every column as text: each value is parsed below, and one bad value costs its row, not the file
@@ -91,7 +92,33 @@ def _read_file(table: str, f: Path) -> pa.Table:
     except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as e:
         raise ImportError_(f"raw/{table}.(table): rule=readable_file: {f} cannot be read as "
                            f"{'CSV' if f.suffix in TEXT_SUFFIXES else 'Parquet'} ({str(e)[:200]})") from None
-    return t.rename_columns([c.strip().lstrip("\ufeff") for c in t.column_names])
+    t = t.rename_columns([c.strip().lstrip("\ufeff") for c in t.column_names])
+    return _decimal_commas(table, t) if sep == ";" else t
+
+
+# A semicolon-separated export is a spreadsheet's in a locale whose decimal mark is the comma (that is why it is not
+# comma-separated): its numbers read 12,50 and 1.234,50. Only there is "1,234" 1.234 and not 1234.
+DECIMAL_COMMA = r"\s*[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+),\d+\s*"
+DECIMAL_COMMA_NOTE = b"hermes.decimal_comma"
+
+
+def _decimal_commas(table: str, t: pa.Table) -> pa.Table:
+    """The contract's decimal columns of a semicolon-separated file with their decimal commas as points (12,50 ->
+    12.50, 1.234,50 -> 1234.50); the columns changed are named in the schema's metadata, for the report."""
+    import pandas as pd
+
+    changed = []
+    for field in RAW_SCHEMAS[table]:
+        if not pa.types.is_floating(field.type) or field.name not in t.column_names:
+            continue
+        s = pd.Series(t[field.name].to_pylist(), dtype=object)
+        comma = s.str.fullmatch(DECIMAL_COMMA).eq(True)
+        if not comma.any():
+            continue
+        s[comma] = s[comma].str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
+        t = t.set_column(t.column_names.index(field.name), field.name, pa.array(s.tolist(), pa.string()))
+        changed.append(field.name)
+    return t.replace_schema_metadata({DECIMAL_COMMA_NOTE: ",".join(changed).encode()}) if changed else t
 
 
 _TRUE = {"true", "t", "1", "yes", "y"}
@@ -301,12 +328,15 @@ def conform(table: str, data: pa.Table) -> tuple[pa.Table, pa.Table, list[str], 
                            f"{', '.join(data.column_names) or 'no columns'})")
     extra = [c for c in data.column_names if c not in schema.names]
     cols, reason, notes = {}, np.full(data.num_rows, None, dtype=object), {}
+    for name in ((data.schema.metadata or {}).get(DECIMAL_COMMA_NOTE) or b"").decode().split(","):
+        if name:
+            notes[name] = "decimal commas (12,50 is 12.5: a semicolon-separated file)"
     for field in schema:
         arr, bad, note = _parse(field.type, data[field.name])
         reason[bad & (reason == None)] = f"{field.name}: rule=parse_{field.type}"  # noqa: E711
         cols[field.name] = arr
         if note:
-            notes[field.name] = note
+            notes[field.name] = f"{notes[field.name]}; {note}" if field.name in notes else note
     if table in TIME_COLUMN:
         tc = TIME_COLUMN[table]
         null_time = np.asarray(cols[tc].is_null().to_numpy(zero_copy_only=False))

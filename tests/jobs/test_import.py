@@ -237,3 +237,22 @@ def test_dates_written_with_numbers_are_read_in_one_order_per_column(values, rea
     got, bad, how = _parse(RAW_SCHEMAS["events"].field("ts").type, pa.chunked_array([pa.array(values)]))
     assert [x.strftime("%Y-%m-%d %H:%M") if x else None for x in got.to_pylist()] == read
     assert bad.tolist() == [r is None for r in read] and note in how
+
+
+def test_a_semicolon_separated_export_has_decimal_commas_and_a_comma_separated_one_does_not(export, tmp_path):
+    from jobs.importer import _read_file, conform
+
+    items = pq.read_table(export["dir"] / "items.parquet").to_pandas().head(4)
+    items["price"] = ["12,50", "1.234,50", "7", "-0,5"]
+    f = tmp_path / "items.csv"
+    items.to_csv(f, sep=";", index=False)
+    clean, bad, _, notes = conform("items", _read_file("items", f))
+    assert clean["price"].to_pylist() == [12.5, 1234.5, 7.0, -0.5] and bad.num_rows == 0
+    assert notes["price"].startswith("decimal commas")
+    # comma-separated, "12,50" quoted: a comma there is not a decimal mark to guess at
+    items["price"] = ["12,50", "3.5", "7", "8"]
+    g = tmp_path / "items_comma.csv"
+    items.to_csv(g, index=False)
+    clean, bad, _, notes = conform("items", _read_file("items", g))
+    assert clean["price"].to_pylist() == [3.5, 7.0, 8.0] and bad["quarantine_reason"].to_pylist() == [
+        "price: rule=parse_double"] and "price" not in notes
