@@ -480,8 +480,8 @@ def main(argv: list[str] | None = None) -> None:
 
     p = sub.add_parser("import", help="bring your own data: a marketplace's tables (CSV or Parquet) into the raw "
                        "contract's partitions, validated; reports accepted, quarantined (with reasons)")
-    p.add_argument("paths", nargs="+", help="one folder with <table>.csv|parquet or <table>/ folders, or with "
-                   "--table the files of one table")
+    p.add_argument("paths", nargs="+", help="one folder with <table>.csv|tsv|parquet or <table>/ folders, or with "
+                   "--table the files of one table (CSV separated by commas, semicolons, tabs or pipes)")
     p.add_argument("--table", choices=["users", "items", "item_changes", "events", "push_log"],
                    help="the raw table the given files hold (default: one folder, each table named by its file or folder)")
     p.set_defaults(func=_cmd_import)
