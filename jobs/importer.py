@@ -188,11 +188,13 @@ def _date_order(s) -> tuple[bool, str, np.ndarray]:
     return False, "month-first dates (no number above 12 to tell)", none
 
 
-def _whole(x) -> int:
-    v = int(x)
-    if float(x) != v or not -2 ** 63 <= v < 2 ** 63:
+def _whole(x, lo: int = -2 ** 63, hi: int = 2 ** 63 - 1) -> int:
+    """x as an int when it is a whole number in [lo, hi] (text of digits, an int, a whole float or decimal), compared
+    exactly (never through a float, which would reject 1800000000000000001); else ValueError."""
+    w = int(x.strip()) if isinstance(x, str) else int(x)
+    if (not isinstance(x, str) and w != x) or not lo <= w <= hi:
         raise ValueError(x)
-    return v
+    return w
 
 
 def _cast_lists(typ: pa.DataType, col: pa.Array):
@@ -206,7 +208,7 @@ def _cast_lists(typ: pa.DataType, col: pa.Array):
     for i, x in enumerate(col.to_pylist()):
         try:
             out.append(None if x is None else [_whole(t) for t in x])
-        except (ValueError, TypeError, OverflowError):
+        except (ValueError, TypeError, OverflowError, ArithmeticError):
             out.append(None)
             bad[i] = True
     return pa.array(out, typ), bad, ""
@@ -256,10 +258,7 @@ def _parse_int(typ: pa.DataType, col: pa.Array) -> tuple[pa.Array, np.ndarray]:
             out.append(None)
             continue
         try:
-            w = int(v)
-            if w != v or not lo <= w <= hi:
-                raise ValueError(v)
-            out.append(w)
+            out.append(_whole(v, lo, hi))
         except (ValueError, TypeError, OverflowError, ArithmeticError):
             out.append(None)
             bad[i] = True

@@ -46,22 +46,21 @@ def loaded_with(**gateway) -> SimpleNamespace:
                            version="cfg-test")
 
 
-def receipt_count(db: str) -> int:
+def _count(db: str, sql: str) -> int:
     c = sqlite3.connect(db)
     try:
-        return c.execute("SELECT count(*) FROM receipts").fetchone()[0]
+        return c.execute(sql).fetchone()[0]
     finally:
         c.close()
+
+
+def receipt_count(db: str) -> int:
+    return _count(db, "SELECT count(*) FROM receipts")
 
 
 def delivery_count(db: str) -> int:
     """sum(gateway_counts(db)["deliveries"].values()) in one cheap query: what a polling loop should read."""
-    c = sqlite3.connect(db)
-    try:
-        return c.execute("SELECT count(*) FROM requests WHERE status = 200 AND "
-                         "(reason IS NULL OR reason = 'hung')").fetchone()[0]
-    finally:
-        c.close()
+    return _count(db, "SELECT count(*) FROM requests WHERE status = 200 AND (reason IS NULL OR reason = 'hung')")
 
 
 def gateway_counts(db: str) -> dict:
@@ -145,7 +144,6 @@ def test_sigkill_mid_batch_then_rerun_loses_nothing_and_duplicates_nothing(env, 
             deadline = time.monotonic() + 180
             while proc.poll() is None and receipt_count(gw["db"]) < target:
                 assert time.monotonic() < deadline, f"run made no progress to {target} receipts in 180 s"
-                time.sleep(0.002)                       # a poll interval, not a synchronisation: the condition decides
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGKILL)
                 killed += 1

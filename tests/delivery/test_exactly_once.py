@@ -65,7 +65,6 @@ def wait_for_deliveries(db: str, proc, target: int) -> None:
     deadline = time.monotonic() + 180
     while proc.poll() is None and delivery_count(db) < target:
         assert time.monotonic() < deadline, f"no progress to {target} deliveries in 180 s"
-        time.sleep(0.002)                               # a poll interval, not a synchronisation: the condition decides
 
 
 @pytest.fixture()

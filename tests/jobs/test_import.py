@@ -180,6 +180,9 @@ def test_parquet_lists_of_another_element_type_are_cast_and_a_list_that_cannot_b
     assert got.to_pylist() == [[3]] and not bad.any()
     got, bad, _ = _parse(typ, pa.chunked_array([pa.array([[1.0, 2.5], [3.0], [2.0 ** 64]], pa.list_(pa.float64()))]))
     assert got.to_pylist() == [None, [3], None] and bad.tolist() == [True, False, True]
+    # a 64-bit id beside a value that does not fit keeps every digit
+    got, bad, _ = _parse(typ, pa.chunked_array([pa.array([[1800000000000000001], [2 ** 64 - 1]], pa.list_(pa.uint64()))]))
+    assert got.to_pylist() == [[1800000000000000001], None] and bad.tolist() == [False, True]
 
 
 def test_an_id_the_contract_column_cannot_hold_is_unparsable():
