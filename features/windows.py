@@ -209,7 +209,7 @@ SCENE_LIMITS = (-3.0, 3.0)
 
 def fit_recalibration(p: np.ndarray, opened: np.ndarray, nights: int, min_opens: int = 100,
                       min_pushes: int = 1000, n_items: np.ndarray | None = None,
-                      scenes: np.ndarray | None = None, weights: np.ndarray | None = None) -> Recalibration:
+                      scenes: np.ndarray | None = None) -> Recalibration:
     """Platt scaling of a model's estimates on pushes and their outcomes; nights: how many days the pushes span
     (reported); n_items: the items each push showed — with feeds of different lengths among them, a term
     c log(n) is fitted too (else c = 0); scenes: each push's scene — with several scenes among them, each scene gets
@@ -226,14 +226,10 @@ def fit_recalibration(p: np.ndarray, opened: np.ndarray, nights: int, min_opens:
     estimates — and the scene choice, which compares a user's feeds of different lengths (jobs/select.py) — carry it.
     Why d: the model scores a scene the history never held as the history's average push, and one whose pushes are
     about an item the user favourited or a seller they follow has no history to learn that from; the first nights'
-    pushes show each scene's level, and the scene choice compares feeds with it. weights: each push's weight in the
-    likelihood (None: all 1; recency_weights weighs the latest nights most); the thresholds count pushes unweighted."""
+    pushes show each scene's level, and the scene choice compares feeds with it."""
     p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
     y = np.asarray(opened, dtype=bool)
     n, k = len(y), int(y.sum())
-    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
-    if w.shape != (n,) or not np.isfinite(w).all() or (w < 0).any() or not (w > 0).any():
-        raise ValueError(f"recalibration weights must be {n} finite non-negative numbers, not all 0")
     if n < min_pushes or k < min_opens or k == n:
         return Recalibration(pushes=n, opens=k, nights=nights,
                              reason=f"{n} pushes, {k} opens: below {min_pushes} pushes / {min_opens} opens")
@@ -250,7 +246,7 @@ def fit_recalibration(p: np.ndarray, opened: np.ndarray, nights: int, min_opens:
     prior_prec = np.array([0.0, 1.0 / SLOPE_PRIOR_SD ** 2] + ([1.0 / BREADTH_PRIOR_SD ** 2] if breadth else [])
                           + [1.0 / SCENE_PRIOR_SD ** 2] * len(names))
     limits = [(-np.inf, np.inf), (0.25, 4.0)] + ([BREADTH_LIMITS] if breadth else []) + [SCENE_LIMITS] * len(names)
-    theta = _map_logistic(x, y, prior_mean, prior_prec, limits, w)
+    theta = _map_logistic(x, y, prior_mean, prior_prec, limits)
     if not np.isfinite(theta).all():
         return Recalibration(pushes=n, opens=k, nights=nights,
                              reason=f"{n} pushes, {k} opens: the fit did not converge ({theta.round(3).tolist()}), "
@@ -261,54 +257,37 @@ def fit_recalibration(p: np.ndarray, opened: np.ndarray, nights: int, min_opens:
     if d:
         extra += ", scene offsets " + " ".join(f"{s} {v:+.2f} ({int((which == i).sum())})" for i, (s, v) in
                                               enumerate(d.items()))
-    if weights is not None and np.ptp(w) > 0:
-        extra += f", weighted toward the latest (effective pushes {w.sum() ** 2 / (w * w).sum():.0f})"
     return Recalibration(a=float(theta[0]), b=float(theta[1]), c=c, scene=d, pushes=n, opens=k, nights=nights,
                          reason=f"fitted on {n} pushes ({k} opens) of the last {nights} night(s){extra}")
 
 
-def recency_weights(day: np.ndarray, half_life_nights: float | None) -> np.ndarray | None:
-    """Each push's weight by the age of its day (a day number) against the newest: 0.5 ** (age / half-life); None
-    (every night alike) without a half-life. A night's level is not the next one's: the first night of a new plan
-    meets users rested by the old policy and listings it never pushed, and every later night the ones the nights
-    before left; a calibration fitted on the holdout's nights alike carries the first night's level for as long as it
-    stays in the holdout."""
-    if half_life_nights is None:
-        return None
-    day = np.asarray(day, dtype=np.float64)
-    return np.power(0.5, (day.max() - day) / float(half_life_nights)) if len(day) else np.ones(0)
-
-
 def _map_logistic(x: np.ndarray, y: np.ndarray, prior_mean: np.ndarray, prior_prec: np.ndarray,
-                  limits: list[tuple[float, float]], w: np.ndarray | None = None) -> np.ndarray:
+                  limits: list[tuple[float, float]]) -> np.ndarray:
     """The maximum a posteriori of a logistic regression with independent normal priors (precision 0: flat) and each
     coordinate kept within its limits: L-BFGS-B on the negative log posterior (box constraints are its own; a plain
     Newton's method with the out-of-bounds coordinates clamped afterwards diverged once a scene with no opens sat
     beside an intercept its offsets are collinear with), then the intercept (coordinate 0, unbounded) polished by
-    Newton's method alone, so the fitted probabilities add up to the opens seen (weighted by w: each row's weight in
-    the likelihood, None for all 1)."""
+    Newton's method alone, so the fitted probabilities add up to the opens seen."""
     from scipy.optimize import minimize
 
     yf = y.astype(np.float64)
-    w = np.ones(len(yf)) if w is None else w
 
     def loss(theta):
         z = x @ theta
         q = 1 / (1 + np.exp(-z))
         d = theta - prior_mean
-        return (float(np.sum(w * (np.logaddexp(0.0, z) - yf * z)) + 0.5 * np.sum(prior_prec * d * d)),
-                x.T @ (w * (q - yf)) + prior_prec * d)
+        return (float(np.sum(np.logaddexp(0.0, z) - yf * z) + 0.5 * np.sum(prior_prec * d * d)),
+                x.T @ (q - yf) + prior_prec * d)
 
     bounds = [(None if not np.isfinite(lo) else lo, None if not np.isfinite(hi) else hi) for lo, hi in limits]
     start = np.clip(prior_mean, [lo for lo, _ in limits], [hi for _, hi in limits]).astype(np.float64)
-    rate = float(np.sum(w * yf) / np.sum(w))
-    start[0] = np.log(max(rate, 1e-6) / max(1 - rate, 1e-6)) - float(np.average(x[:, 1:] @ start[1:], weights=w))
+    start[0] = np.log(max(yf.mean(), 1e-6) / max(1 - yf.mean(), 1e-6)) - float(np.mean(x[:, 1:] @ start[1:]))
     theta = minimize(loss, start, jac=True, method="L-BFGS-B", bounds=bounds,
                      options={"maxiter": 2000, "ftol": 1e-13, "gtol": 1e-9}).x
     for _ in range(50):                      # the intercept alone: a concave 1-D problem from near its optimum
         q = 1 / (1 + np.exp(-(x @ theta)))
-        step = float(np.sum(w * (yf - q)) - prior_prec[0] * (theta[0] - prior_mean[0])) / \
-            max(float(np.sum(w * q * (1 - q))) + prior_prec[0], 1e-12)
+        step = float(np.sum(yf - q) - prior_prec[0] * (theta[0] - prior_mean[0])) / \
+            max(float(np.sum(q * (1 - q))) + prior_prec[0], 1e-12)
         theta[0] += step
         if abs(step) < 1e-10:
             break

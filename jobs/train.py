@@ -49,14 +49,11 @@ def run(spark, settings: Settings, ds: str, loaded, force_kind: str | None = Non
         ts, short = young, None
     if short:
         log.warning("train %s: too little push history to train (%s): the prior policy plans", ds, short)
-        result = register_prior(ts, ds, loaded.version, cfg.prior_open_rate, short,
-                                recal_half_life=cfg.recalibration_half_life_nights)
+        result = register_prior(ts, ds, loaded.version, cfg.prior_open_rate, short)
     else:
-        keys = ("train_days", "holdout_days", "promotion_margin", "max_examples", "min_train_opens", "min_holdout_opens",
-                "recalibration_half_life_nights")
+        keys = ("train_days", "holdout_days", "promotion_margin", "max_examples", "min_train_opens", "min_holdout_opens")
         result = train_and_register(ts, ds, loaded.version, truth, force_kind=force_kind,
-                                    training_config={k: getattr(cfg, k) for k in keys if hasattr(cfg, k)},
-                                    recal_half_life=cfg.recalibration_half_life_nights) | {"policy": TRAINED}
+                                    training_config={k: getattr(cfg, k) for k in keys if hasattr(cfg, k)}) | {"policy": TRAINED}
     out = wh.report("training", ds, "train")
     out.parent.mkdir(parents=True, exist_ok=True)
     ts.holdout.to_parquet(holdout_path(wh, ds), index=False)
@@ -85,7 +82,7 @@ def gate(settings: Settings, ds: str, loaded) -> dict:
     decision = gate_version(trained["run_id"], trained["version"], holdout, loaded.config.platform.training.promotion_margin)
     if decision.get("decision") == "held":
         # the champion plans on: its calibration is refitted on this night's holdout (jobs/windows reads it from here)
-        refit = champion_recalibration(holdout, loaded.config.platform.training.recalibration_half_life_nights)
+        refit = champion_recalibration(holdout)
         if refit is not None:
             decision["champion_recalibration"] = {"version": refit[0], "ds": ds, **refit[1].as_dict()}
             log.info("gate %s: champion %s recalibrated on this night's holdout: %s", ds, refit[0], refit[1].reason)

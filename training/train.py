@@ -91,14 +91,12 @@ OWN_PLANS = "hermes"          # push_log.policy of the pushes Hermes' nightly pl
 RECAL_MIN_PUSHES, RECAL_MIN_OPENS = 500, 50
 
 
-def feed_recalibration(est, holdout: pd.DataFrame, half_life_nights: float | None = None):
+def feed_recalibration(est, holdout: pd.DataFrame):
     """Platt scaling of this model's feed-level estimate (the max over a push's items, what the plan's expected_open
     is) on the holdout's pushes: once Hermes has pushed, on its own plans' pushes alone (push_log.policy 'hermes')
     as soon as the holdout holds enough of them — their multi-item feeds, hours and scenes are the extrapolations
-    the model is asked for. features.windows.Recalibration; identity when the holdout is too small. half_life_nights:
-    the pushes of each night weigh half as much per this many nights before the newest (features.windows.
-    recency_weights; None: every night alike; the nightly passes training.recalibration_half_life_nights)."""
-    from features.windows import Recalibration, fit_recalibration, recency_weights
+    the model is asked for. features.windows.Recalibration; identity when the holdout is too small."""
+    from features.windows import Recalibration, fit_recalibration
 
     if holdout.empty:
         return Recalibration()
@@ -119,13 +117,11 @@ def feed_recalibration(est, holdout: pd.DataFrame, half_life_nights: float | Non
         # the user favourited, which a history of popular items cannot show)
         r = fit_recalibration(mine["p"].to_numpy(), mine["y"].to_numpy().astype(bool), nights=int(mine["day"].nunique()),
                               min_opens=RECAL_MIN_OPENS, min_pushes=RECAL_MIN_PUSHES, n_items=mine["n"].to_numpy(),
-                              scenes=mine["scene"].to_numpy(),
-                              weights=recency_weights(mine["day"].to_numpy(), half_life_nights))
+                              scenes=mine["scene"].to_numpy())
         r.reason += f" planned by Hermes ({len(g) - len(mine)} pushes of other policies in the holdout left out)"
         return r
     return fit_recalibration(g["p"].to_numpy(), g["y"].to_numpy().astype(bool), nights=int(holdout["day"].nunique()),
-                             min_opens=RECAL_MIN_OPENS, min_pushes=RECAL_MIN_PUSHES,
-                             weights=recency_weights(g["day"].to_numpy(), half_life_nights))
+                             min_opens=RECAL_MIN_OPENS, min_pushes=RECAL_MIN_PUSHES)
 
 
 def _recal_tags(recal) -> dict:
@@ -167,8 +163,7 @@ def hyperparameters(est) -> dict:
 
 
 def train_and_register(ts: TrainingSet, ds: str, config_version: str, truth=None,
-                       kinds=("logreg", "hgb"), force_kind: str | None = None, training_config: dict | None = None,
-                       recal_half_life: float | None = None) -> dict:
+                       kinds=("logreg", "hgb"), force_kind: str | None = None, training_config: dict | None = None) -> dict:
     """Fit the candidates, keep one (training.model.choose_kind: the regression unless another is clearly better on
     the holdout), log it to MLflow and register a version.
     Promotion is the gate's decision (training.registry.gate), taken on the same holdout."""
@@ -231,7 +226,7 @@ def train_and_register(ts: TrainingSet, ds: str, config_version: str, truth=None
         info = mlflow.sklearn.log_model(
             est, name="model", signature=infer_signature(example, p[:5]), input_example=example,
             skops_trusted_types=SKOPS_TRUSTED if best == "hgb" else None)
-        recal = feed_recalibration(est, ts.holdout, recal_half_life)
+        recal = feed_recalibration(est, ts.holdout)
         mlflow.log_metrics({"recalibration_a": recal.a, "recalibration_b": recal.b, "recalibration_c": recal.c,
                             "recalibration_scenes": len(recal.scene)})
         # the scenes' offsets by name (scene ids are free text, not all of them valid metric keys)
@@ -306,8 +301,7 @@ def young_history_split(ts: TrainingSet) -> TrainingSet | None:
                    split_day=(date(1970, 1, 1) + timedelta(days=last)).isoformat())
 
 
-def register_prior(ts: TrainingSet, ds: str, config_version: str, open_rate: float, reason: str,
-                   recal_half_life: float | None = None) -> dict:
+def register_prior(ts: TrainingSet, ds: str, config_version: str, open_rate: float, reason: str) -> dict:
     """Log and register the prior policy (training/prior.py) as a version of the CTR model, tagged policy=prior,
     with its intercept calibrated on whatever push history there is."""
     import mlflow
@@ -321,7 +315,7 @@ def register_prior(ts: TrainingSet, ds: str, config_version: str, open_rate: flo
     Xh, yh = feature_matrix(ts.holdout), ts.holdout["label"].to_numpy()
     metrics = evaluate(yh, est.predict_proba(Xh)[:, 1]) if len(np.unique(yh)) == 2 else {}
     elasticity = COEFFICIENTS["hour_share_log"]
-    recal = feed_recalibration(est, ts.holdout, recal_half_life)
+    recal = feed_recalibration(est, ts.holdout)
     with mlflow.start_run(run_name=f"prior-{ds}") as run:
         mlflow.set_tags({"ds": ds, "config_version": config_version, "model_kind": "prior", POLICY_TAG: PRIOR,
                          "prior.reason": reason})
@@ -348,7 +342,7 @@ def register_prior(ts: TrainingSet, ds: str, config_version: str, open_rate: flo
             "training": ts.summary()}
 
 
-def champion_recalibration(holdout: pd.DataFrame, half_life_nights: float | None = None):
+def champion_recalibration(holdout: pd.DataFrame):
     """(version, Recalibration) of the current trained @champion refitted on this night's holdout, or None (no
     champion, a prior, or too few pushes to fit). The gate keeps a champion for its ranking; its calibration must
     still follow the newest pushes — Hermes' own, once there are enough (feed_recalibration) — or a champion held
@@ -365,8 +359,7 @@ def champion_recalibration(holdout: pd.DataFrame, half_life_nights: float | None
         return None
     if champ.tags.get(POLICY_TAG) == PRIOR or holdout.empty or not reads_current_features(champ):
         return None
-    recal = feed_recalibration(mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{champ.version}"), holdout,
-                               half_life_nights)
+    recal = feed_recalibration(mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{champ.version}"), holdout)
     if recal.identity:
         return None
     return str(champ.version), recal

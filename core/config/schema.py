@@ -153,10 +153,6 @@ class Training(_Strict):
                                             "users get a uniformly drawn scene, and this share a random allowed "
                                             "hour (propensities logged), instead of feed.explore_share and "
                                             "windows.exploration_share: the history the first model learns from")
-    recalibration_half_life_nights: float | None = Field(
-        1.0, gt=0, le=30, description="the plan's calibration, fitted on Hermes' own pushes in the holdout days, weighs "
-        "each night half as much per this many nights before the newest (null: every night alike): the first nights "
-        "of a new plan are not the later ones' level")
 
 
 class Feed(_Strict):

@@ -465,31 +465,3 @@ def test_recalibration_on_a_narrow_range_of_estimates_keeps_the_level_of_the_ope
         r = fit_recalibration(p, opened, nights=1, min_opens=50, min_pushes=500)
         assert 0.25 <= r.b <= 4.0 and abs(r.apply(p).mean() - opened.mean()) < 1e-6, (slope, r)
         assert r.b < slope + 0.5 if slope > 1 else abs(r.b - 1) < 0.5      # shrunk, never beyond the data
-
-
-def test_recalibration_weighted_toward_the_latest_night_follows_a_level_that_moved():
-    """A plan's first night opens at twice the odds of the nights after it (users rested by the old policy, listings
-    nobody pushed yet): fitted on the nights alike, the calibration carries the first night's level into the next;
-    weighted toward the newest night (half-life one night) it comes close to the newest night's level. Without a
-    half-life the weights are None: the fit is the unweighted one, to the digit."""
-    from features.windows import fit_recalibration, recency_weights
-
-    rng = np.random.default_rng(3)
-    n = 6000
-    day = np.repeat([100, 101, 102], n)
-    p = rng.uniform(0.05, 0.3, 3 * n)
-    z = np.log(p / (1 - p)) + np.where(day == 100, 0.7, 0.0)          # night 1 opens e^0.7 x the odds, then not
-    opened = rng.random(len(p)) < 1 / (1 + np.exp(-z))
-    w = recency_weights(day, 1.0)
-    assert np.allclose(np.unique(w), [0.25, 0.5, 1.0]) and recency_weights(day, None) is None
-    alike = fit_recalibration(p, opened, nights=3)
-    recent = fit_recalibration(p, opened, nights=3, weights=w)
-    newest = day == 102
-    truth = opened[newest].mean()
-    miss_alike, miss_recent = alike.apply(p[newest]).mean() - truth, recent.apply(p[newest]).mean() - truth
-    assert miss_alike > 0.025 and 0 < miss_recent < miss_alike / 2, (miss_alike, miss_recent)   # night 1 weighs 1/7
-    assert "weighted toward the latest (effective pushes 14000)" in recent.reason
-    again = fit_recalibration(p, opened, nights=3, weights=recency_weights(day, None))
-    assert (again.a, again.b) == (alike.a, alike.b) and "weighted" not in alike.reason
-    with pytest.raises(ValueError, match="recalibration weights"):
-        fit_recalibration(p, opened, nights=3, weights=np.zeros(len(p)))
