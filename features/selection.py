@@ -7,10 +7,8 @@ max_i p_i. A push is opened once, whatever its feed: P(open) is driven by the fe
 Treating items as independent chances (1 - prod(1 - p_i)) would count one open several times and favour
 scenes with long feeds. What a longer feed does add over its lead item is learnt from Hermes' own pushes, not
 assumed: the model version's recalibration (features.windows.Recalibration, its term c log(items)), 0 until those
-pushes show feeds of several lengths. Second-hand items are unique: one that sells before the send leaves the
-lead to the feed's next item on sale, so the feed's estimate is the p_i of the first item still on sale at the
-send (features.availability), which is max_i p_i when every item stays. Scene: per user, the feed with the highest
-expected opens, that term included; ties go to priority.
+pushes show feeds of several lengths. Scene: per user, the feed with the highest expected opens, that term
+included; ties go to priority.
 
 Support: a scene the push history barely shows (or never showed: a config's new scene, a history of other
 scene ids) is one whose scene code the model extrapolates. Its feeds keep only w = sends / (sends +
@@ -36,24 +34,16 @@ def recent_pairs(push_log: DataFrame, since) -> DataFrame:
 
 
 def feeds(scored: DataFrame, items: DataFrame, scenes: DataFrame, max_per_category: int, reserves: int = 0) -> DataFrame:
-    """scored: user_id, scene_id, item_id, p_open, model_version. items: item_id, seller_id, category_id (and
-    p_on_sale_1d, features.availability: the chance the item is still on sale at the send; 1 without it).
+    """scored: user_id, scene_id, item_id, p_open, model_version. items: item_id, seller_id, category_id.
     scenes: scene_id, feed_size, priority.
 
     reserves: each feed also carries the scene's next this many candidates (same diversity rules, best first) as
     `reserve_ids`: second-hand items are unique, and one that sells between the night's plan and the send is
     replaced at the send by the first reserve still on sale (delivery/availability.py) instead of leaving the feed
-    short, or a one-item push empty.
-
-    expected_open: the p_open of the first item of the feed, then its reserves, that is still on sale at the send
-    (delivery leads with it): sum_k p_k a_k prod_{j<k} (1 - a_j) in the feed's order (p_open, best first). With
-    every item on sale (a = 1) it is the best item's p_open, `lead_open`; `lead_on_sale` is the lead's a."""
+    short, or a one-item push empty. They are not part of the feed's estimate."""
     # Hash-partitioned by user once: every window below (user, scene, seller / category / -), the feed's group-by
     # and select_scene's window are clustered within it, so none of them shuffles the pairs again.
-    a = (F.coalesce(F.col("p_on_sale_1d").cast("double"), F.lit(1.0)) if "p_on_sale_1d" in items.columns
-         else F.lit(1.0))
-    x = (scored.join(items.select("item_id", "seller_id", "category_id", a.alias("_a")), "item_id")
-         .repartition("user_id"))
+    x = scored.join(items.select("item_id", "seller_id", "category_id"), "item_id").repartition("user_id")
     by = lambda *cols: Window.partitionBy("user_id", "scene_id", *cols).orderBy(  # noqa: E731
         F.col("p_open").desc(), F.col("item_id"))
     x = x.withColumn("_seller_rank", F.row_number().over(by("seller_id"))).where("_seller_rank = 1")
@@ -62,31 +52,18 @@ def feeds(scored: DataFrame, items: DataFrame, scenes: DataFrame, max_per_catego
     x = (x.join(F.broadcast(scenes), "scene_id").withColumn("position", F.row_number().over(by()))
          .where(F.col("position") <= F.col("feed_size") + F.lit(int(reserves))))
     in_feed = F.col("position") <= F.col("feed_size")
-    neutral = "p_neutral" in scored.columns
 
     def ordered(col, rows):
         return F.transform(F.sort_array(F.collect_list(F.when(rows, F.struct("position", col)))), lambda s: s[col])
 
-    # the feed then its reserves, in order: what delivery leads with is the first of them still on sale
-    seq = F.sort_array(F.collect_list(F.struct("position", "p_open", "_a",
-                                               (F.col("p_neutral") if neutral else F.col("p_open")).alias("_pn"))))
-
-    def first_on_sale(col):
-        return F.aggregate(F.col("_seq"), F.struct(F.lit(0.0).alias("v"), F.lit(1.0).alias("s")),
-                           lambda acc, it: F.struct((acc["v"] + it[col] * it["_a"] * acc["s"]).alias("v"),
-                                                    (acc["s"] * (F.lit(1.0) - it["_a"])).alias("s")),
-                           lambda acc: acc["v"])
-
-    return (x.groupBy("user_id", "scene_id", "priority", "model_version").agg(
+    return x.groupBy("user_id", "scene_id", "priority", "model_version").agg(
         ordered("item_id", in_feed).alias("item_ids"),
         ordered("p_open", in_feed).alias("item_p_open"),
+        F.max(F.when(in_feed, F.col("p_open"))).alias("expected_open"),
+        *([F.max_by(F.when(in_feed, F.col("p_neutral")), F.when(in_feed, F.col("p_open"))).alias("expected_open_neutral")]
+          if "p_neutral" in scored.columns else []),
         ordered("item_id", ~in_feed).alias("reserve_ids"),
-        seq.alias("_seq"))
-        .withColumn("expected_open", first_on_sale("p_open"))
-        .withColumns({"expected_open_neutral": first_on_sale("_pn")} if neutral else {})
-        .withColumn("lead_open", F.col("_seq")[0]["p_open"])
-        .withColumn("lead_on_sale", F.col("_seq")[0]["_a"])
-        .drop("_seq"))
+    )
 
 
 def shrink_to_support(feed: DataFrame, scene_rates: DataFrame, support_sends: float) -> tuple[DataFrame, dict]:

@@ -31,10 +31,8 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     # the shortlist, so the shortlist is of what may be sent)
     scored = wh.read_partition(spark, "plan/scored", ds)
     items = wh.read_partition(spark, "features/material_features", ds)
-    feed_cfg = loaded.config.platform.feed
-    survival = _survival(spark, wh, ds, feed_cfg.availability_nights)
-    items = items.withColumn("p_on_sale_1d", survival.column())
     rates = wh.read_partition(spark, "features/material_rates", ds)
+    feed_cfg = loaded.config.platform.feed
     feed, support = shrink_to_support(feeds(scored, items, scene_df, feed_cfg.max_per_category, feed_cfg.reserves), rates,
                                       feed_cfg.support_sends)
     model_version, model_policy = _model_policy(settings, scored)
@@ -59,41 +57,16 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     sel = spark.read.parquet(str(s_path))
     mix = {r["scene_id"]: r["count"] for r in sel.groupBy("scene_id").count().collect()}
     n_base = spark.read.parquet(str(b_path)).count()
-    lead = sel.agg(F.sum("expected_open").alias("e"), F.sum("lead_open").alias("l"),
-                   F.avg("lead_on_sale").alias("a")).collect()[0]
-    availability = {**survival.summary(), "leads_on_sale_1d": None if lead["a"] is None else round(float(lead["a"]), 4),
-                    "expected_opens": round(float(lead["e"] or 0.0), 2),
-                    "expected_opens_if_every_lead_stays": round(float(lead["l"] or 0.0), 2)}
     log.info("selected %d users across %d scenes %s; baseline scene %s for %d users; the model's weight per scene "
-             "(history support) %s; availability at the send %s", sum(mix.values()), len(mix), mix, best, n_base,
-             {k: round(v, 3) for k, v in sorted(support.items())}, availability)
+             "(history support) %s", sum(mix.values()), len(mix), mix, best, n_base,
+             {k: round(v, 3) for k, v in sorted(support.items())})
     return {"ds": ds, "config_version": loaded.version, "model_version": model_version, "model_policy": model_policy,
             "scene_explore_share": explore, "feed_breadth": breadth,
             "scene_offsets": {k: round(v, 4) for k, v in sorted(recal.scene.items())},
-            "baseline_scene": best, "scene_mix": dict(sorted(mix.items())), "availability": availability,
+            "baseline_scene": best, "scene_mix": dict(sorted(mix.items())),
             "model_weight_by_scene": {k: round(v, 4) for k, v in sorted(support.items())},
             "tables": {SELECTED: {"path": str(s_path), "rows": sum(mix.values())},
                        BASELINE: {"path": str(b_path), "rows": n_base}}}
-
-
-def _survival(spark, wh: Warehouse, ds: str, nights: int):
-    """P(an item is still on sale 24 h after the cut), learnt from the last `nights` nights (features.availability)."""
-    from datetime import date, timedelta
-
-    from features.availability import Survival, fit, training_rows
-    from jobs.entry import as_of_end
-    from jobs.rollups import read_activity
-
-    if nights <= 0:
-        return Survival("none")
-    first = (date.fromisoformat(ds) - timedelta(days=nights + 8)).isoformat()
-    act = read_activity(spark, wh, first, ds)
-    rows = training_rows(wh.read_raw(spark, "items"), wh.read_raw(spark, "item_changes", last_ds=ds), act.item_day,
-                         as_of_end(ds), nights).cache()
-    try:
-        return fit(rows)
-    finally:
-        rows.unpersist()
 
 
 def _recalibration(wh: Warehouse, ds: str, model_version: str | None):

@@ -166,9 +166,6 @@ class Feed(_Strict):
     reserves: int = Field(3, ge=0, le=20, description="per feed, the scene's next this many candidates held in "
                           "reserve: an item that sold between the plan and the send is replaced by the first reserve "
                           "still on sale (0: a feed only loses items)")
-    availability_nights: int = Field(14, ge=0, le=60, description="nights of the marketplace's own sales that the "
-                                     "chance an item is still on sale at the send is learnt from "
-                                     "(features.availability); 0: every item is taken to stay on sale")
     shortlist_per_category: int | None = Field(
         5, ge=1, le=500, description="score only each (user, scene, category)'s this many best candidates by the "
         "model's item-level estimate (the scene's mean p(open) over a sample of users); null scores every candidate")
