@@ -168,55 +168,6 @@ def select_scene(feed: DataFrame, explore_share: float = 0.0, salt: str = "", br
                .drop("_rank", "_n", "_k", "_len"))
 
 
-def cap_leads(chosen: DataFrame, max_leads: int | None, rounds: int = 3) -> tuple[DataFrame, dict]:
-    """At most `max_leads` of the night's feeds led by one listing: a second-hand item is unique, and the listing most
-    users would like best is otherwise the lead of thousands of pushes at once, of which one buyer at most gets it
-    (the others open a push whose lead has sold: delivery then leads with the next item) — and the organic sale of
-    that one listing alone, before the send, takes the lead from all of them at once.
-
-    Among the feeds a listing leads, those whose users' p_open of it is highest keep it; the others drop it and
-    are led by their next item (its p_open becomes the lead's: expected_open moves by the difference in log-odds,
-    so the scene's and the version's adjustments stay), `rounds` times, since a next item can be over the cap too.
-    A feed with no other item keeps its lead and counts toward the cap first (the cap is soft there: a one-item
-    push about an item the user favourited, say). Returns the feeds and {feeds_rotated, max_leads_before, max_leads_after}; None: no cap."""
-    if not max_leads:
-        return chosen, {}
-
-    def most_led(df) -> int:
-        r = df.groupBy(F.col("item_ids")[0]).count().agg(F.max("count")).collect()[0][0]
-        return int(r or 0)
-
-    before = most_led(chosen)
-    x = chosen.withColumn("_rotated", F.lit(0))
-    eps = 1e-6
-
-    def logit(col):
-        p = F.least(F.greatest(col, F.lit(eps)), F.lit(1 - eps))
-        return F.log(p / (1 - p))
-
-    for _ in range(rounds):
-        # the feeds that cannot drop their lead count first; then the users who like the listing best
-        w = Window.partitionBy(F.col("item_ids")[0]).orderBy((F.size("item_ids") > 1).asc(),
-                                                             F.col("item_p_open")[0].desc(), F.col("user_id"))
-        over = (F.row_number().over(w) > F.lit(int(max_leads))) & (F.size("item_ids") > 1)
-        x = x.withColumn("_over", over)
-        shift = logit(F.col("item_p_open")[1]) - logit(F.col("item_p_open")[0])
-        x = x.select(
-            *[c for c in x.columns if c not in ("item_ids", "item_p_open", "expected_open", "_rotated", "_over")],
-            F.when(F.col("_over"), F.slice("item_ids", 2, F.size("item_ids") - 1)).otherwise(F.col("item_ids"))
-            .alias("item_ids"),
-            F.when(F.col("_over"), F.slice("item_p_open", 2, F.size("item_p_open") - 1))
-            .otherwise(F.col("item_p_open")).alias("item_p_open"),
-            F.when(F.col("_over"), 1 / (1 + F.exp(-(logit(F.col("expected_open")) + shift))))
-            .otherwise(F.col("expected_open")).alias("expected_open"),
-            (F.col("_rotated") + F.col("_over").cast("int")).alias("_rotated"))
-        x = x.localCheckpoint()              # each round's windows read the last one's result, not its plan again
-    stats = x.agg(F.sum((F.col("_rotated") > 0).cast("long")).alias("n")).collect()[0]
-    out = x.drop("_rotated").select(*chosen.columns)
-    return out, {"max_leads": int(max_leads), "feeds_rotated": int(stats["n"] or 0), "max_leads_before": before,
-                 "max_leads_after": most_led(out)}
-
-
 def baseline_scene(scene_rates: DataFrame, allowed: list[str], min_sends: int = 100,
                    reach: dict[str, int] | None = None) -> str:
     """Push 1.0's scene: the best global historical open rate among `allowed` scenes with enough sends;

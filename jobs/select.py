@@ -19,7 +19,6 @@ BASELINE = "plan/baseline"
 def run(spark, settings: Settings, ds: str, loaded) -> dict:
     from pyspark.sql import functions as F
 
-    from features import selection as sel_
     from features.selection import baseline, baseline_salt, baseline_scene, feeds, mark_preferred, select_scene, shrink_to_support
     from jobs.audiences import NIGHTLY_TRIGGERS
     from training.prior import PRIOR
@@ -43,8 +42,7 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     # and what each scene turned out worth against the model's estimate (none until they have)
     recal = _recalibration(wh, ds, model_version)
     breadth = recal.c
-    chosen, capped = sel_.cap_leads(select_scene(feed, explore, salt=f"hermes-scene-{ds}", breadth=breadth,
-                                            scene_offsets=recal.scene), feed_cfg.max_leads_per_item)
+    chosen = select_scene(feed, explore, salt=f"hermes-scene-{ds}", breadth=breadth, scene_offsets=recal.scene)
     s_path = wh.write_partition(chosen, SELECTED, ds, loaded.version)
 
     reach = {r["scene_id"]: r["users"] for r in
@@ -62,14 +60,10 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     log.info("selected %d users across %d scenes %s; baseline scene %s for %d users; the model's weight per scene "
              "(history support) %s", sum(mix.values()), len(mix), mix, best, n_base,
              {k: round(v, 3) for k, v in sorted(support.items())})
-    if capped:
-        log.info("leads per listing capped at %d: %d feeds led by their next item; the most led listing led %d "
-                 "feeds, now %d", capped["max_leads"], capped["feeds_rotated"], capped["max_leads_before"],
-                 capped["max_leads_after"])
     return {"ds": ds, "config_version": loaded.version, "model_version": model_version, "model_policy": model_policy,
             "scene_explore_share": explore, "feed_breadth": breadth,
             "scene_offsets": {k: round(v, 4) for k, v in sorted(recal.scene.items())},
-            "baseline_scene": best, "scene_mix": dict(sorted(mix.items())), "lead_cap": capped,
+            "baseline_scene": best, "scene_mix": dict(sorted(mix.items())),
             "model_weight_by_scene": {k: round(v, 4) for k, v in sorted(support.items())},
             "tables": {SELECTED: {"path": str(s_path), "rows": sum(mix.values())},
                        BASELINE: {"path": str(b_path), "rows": n_base}}}

@@ -166,9 +166,6 @@ class Feed(_Strict):
     reserves: int = Field(3, ge=0, le=20, description="per feed, the scene's next this many candidates held in "
                           "reserve: an item that sold between the plan and the send is replaced by the first reserve "
                           "still on sale (0: a feed only loses items)")
-    max_leads_per_item: int | None = Field(100, ge=1, le=10_000_000, description="feeds one listing may lead in a "
-                                           "night (those whose users like it best keep it, the others are led by "
-                                           "their next item): a second-hand item sells once; null: no cap")
     shortlist_per_category: int | None = Field(
         5, ge=1, le=500, description="score only each (user, scene, category)'s this many best candidates by the "
         "model's item-level estimate (the scene's mean p(open) over a sample of users); null scores every candidate")

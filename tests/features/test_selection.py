@@ -2,8 +2,6 @@
 baseline is one global scene with one item."""
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from features.selection import baseline, baseline_scene, feeds, select_scene
@@ -256,37 +254,3 @@ def test_a_share_of_users_explore_a_drawn_scene_with_its_propensity_logged(spark
     other_day = {r.user_id: r.scene_id for r in select_scene(feed, e, salt="d2").collect()}
     assert other_day != {u: s for u, (s, _) in first.items()}              # other days explore other users
     assert {r.scene_propensity for r in select_scene(feed).collect()} == {1.0}
-
-
-def test_a_listing_leads_at_most_the_cap_of_feeds_the_users_who_like_it_best_keep_it(spark):
-    from features.selection import cap_leads
-
-    # five users whose best item is 1; user 5 has nothing else; users 1-4 have their own second items
-    rows = [(u, "a", [1, 10 + u], [0.5 - 0.05 * u, 0.2], 0.5 - 0.05 * u, [20 + u]) for u in range(1, 5)]
-    rows += [(5, "a", [1], [0.1], 0.1, [])]
-    chosen = spark.createDataFrame(rows, "user_id long, scene_id string, item_ids array<long>, "
-                                         "item_p_open array<double>, expected_open double, reserve_ids array<long>")
-    same, none = cap_leads(chosen, None)
-    assert none == {} and same is chosen
-    out, stats = cap_leads(chosen, 2)
-    got = {r.user_id: r for r in out.collect()}
-    assert out.columns == chosen.columns
-    # user 5's feed has no other item: it keeps item 1 and takes one of the two places; user 1 likes item 1 best
-    # (0.45) and keeps the other; users 2-4 are led by their next item
-    assert [got[u].item_ids for u in (1, 2, 3, 4, 5)] == [[1, 11], [12], [13], [14], [1]]
-    assert got[3].item_p_open == [0.2] and got[3].reserve_ids == [23]
-    assert got[3].expected_open == pytest.approx(0.2) and got[1].expected_open == pytest.approx(0.45)
-    assert stats == {"max_leads": 2, "feeds_rotated": 3, "max_leads_before": 5, "max_leads_after": 2}
-
-
-def test_a_rotated_feed_keeps_its_estimates_adjustment(spark):
-    from features.selection import cap_leads
-
-    # expected_open 0.6 above its lead's 0.5 (a scene's adjustment): the next item's 0.2 gets the same log-odds shift
-    rows = [(1, "a", [1, 2], [0.7, 0.3], 0.7, []), (2, "a", [1, 3], [0.5, 0.2], 0.6, [])]
-    chosen = spark.createDataFrame(rows, "user_id long, scene_id string, item_ids array<long>, "
-                                         "item_p_open array<double>, expected_open double, reserve_ids array<long>")
-    got = {r.user_id: r for r in cap_leads(chosen, 1)[0].collect()}
-    logit = lambda p: math.log(p / (1 - p))  # noqa: E731
-    assert got[1].item_ids == [1, 2] and got[2].item_ids == [3]
-    assert logit(got[2].expected_open) == pytest.approx(logit(0.6) + logit(0.2) - logit(0.5))
