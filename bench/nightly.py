@@ -20,8 +20,9 @@ dimensions, then every fact partition up to ds - 1, their bad rows quarantined) 
 (jobs/rollups.py, the `rollups` stage for ds - 1) before the DAG, timed apart ("previous nights' validation",
 "previous nights' rollups"), so the DAG's own validate_facts checks the one new partition and its `rollups` task
 rolls up the one new day, as every night after the first does (validating first matters: quarantining rewrites a
-partition, and a rewritten partition's rollup is stale). `--cold` skips that: the DAG's
-`rollups` task then rolls up every day of the lookback, as on the very first night.
+partition, and a rewritten partition's rollup is stale). `--cold` skips both: the DAG's
+validate_facts then checks every partition delivered so far and its `rollups` task rolls up every day of the
+lookback, as on the very first night.
 """
 from __future__ import annotations
 
