@@ -281,7 +281,7 @@ def main() -> None:
     p.add_argument("--users", type=int, nargs="+", default=[50_000, 200_000, 1_000_000])
     p.add_argument("--days", type=int, default=30)
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--cold", action="store_true", help="the first night: no rollups of earlier nights exist")
+    p.add_argument("--cold", action="store_true", help="the first night: no earlier night was validated or rolled up")
     p.add_argument("--table", action="store_true", help="only print the table of the results measured so far")
     p.add_argument("--call", help=argparse.SUPPRESS)
     args = p.parse_args()
