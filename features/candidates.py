@@ -148,11 +148,10 @@ def ranked_recall(source: str, lookback_days: int, *, users: DataFrame, events: 
 
     An item has one category, so a user's top `limit` over their categories is the first `limit` of the merged
     per-category lists (each trimmed to `limit`, _top_per). Each user's row looks its keys up in a literal map
-    (key -> positions in one global order), sorts the positions and keeps the first `limit`; the shortlist sorts
-    them by (category, estimate) — a precomputed order — and keeps an item when the one `per_category` places
-    before it is of another category. No join or window over the candidates, no shuffle: the rows are born in
-    the user's partition. None when the lists are too large to carry in the plan (the caller takes the general
-    path)."""
+    (key -> positions in one global order), sorts the positions and keeps the first `limit`; with a shortlist
+    the lists are worked out once per set of keys users share (_shortlisted). No join or window over the
+    candidates, no shuffle: the rows are born in the user's partition. None when the lists are too large to
+    carry in the plan (the caller takes the general path)."""
     items = on_sale.select("item_id", "category_id", "hours_since_listed", "views_7d")
     if source == "top_category_new":
         items, keys = items.where(F.col("hours_since_listed") <= 24.0 * lookback_days), users
@@ -174,6 +173,8 @@ def ranked_recall(source: str, lookback_days: int, *, users: DataFrame, events: 
     if not lists:
         return users.select("user_id", F.lit(None).cast("long").alias("item_id"), F.lit(1).alias("rank")).where(
             F.lit(False))
+    if shortlist is not None:
+        return _shortlisted(keys, lists, rows, limit, scene_id, shortlist)
     empty = F.array().cast("array<int>")
     ids = _literal([r["item_id"] for r in rows], "bigint")
     item_of = lambda p: F.element_at(ids, p + 1)   # noqa: E731  (positions are 0-based)
@@ -189,37 +190,6 @@ def ranked_recall(source: str, lookback_days: int, *, users: DataFrame, events: 
     x = keys.select("user_id", "_top_categories", F.filter(
         F.transform(merged, lambda p, i: F.shiftleft(i + 1, 21).bitwiseOR(p)),
         lambda c: ~F.coalesce(F.array_contains(F.col("_recent"), item_of(pos_of(c))), F.lit(False))).alias("_c"))
-    if shortlist is not None:
-        # each position's place in (category, estimate desc with unknown first, item_id) order
-        scores = {r["item_id"]: shortlist.item_scores.get((scene_id, r["item_id"])) for r in rows}
-        order = sorted(range(len(rows)), key=lambda p: (rows[p]["category_id"] is None, rows[p]["category_id"] or 0,
-                                                         scores[rows[p]["item_id"]] is not None,
-                                                         -(scores[rows[p]["item_id"]] or 0.0), rows[p]["item_id"]))
-        place = [0] * len(rows)
-        for i, p in enumerate(order):
-            place[p] = i
-        place_of, cat_of = _literal(place, "bigint"), _literal([r["category_id"] for r in rows], "int")
-        k = shortlist.per_category
-        cat = lambda o: F.element_at(cat_of, pos_of(o) + 1)   # noqa: E731
-        x = x.select("*", F.sort_array(F.transform("_c", lambda c: F.shiftleft(
-            F.element_at(place_of, pos_of(c) + 1), 31).bitwiseOR(c.cast("bigint")))).alias("_o"))
-        # In (category, estimate) order an item is among its category's first k when the item k places before
-        # it is of another category: compare with the categories shifted by k (no lambda reads another array —
-        # Spark may inline a projection into the next, and an array read inside a lambda would be recomputed per
-        # element). Null categories compare as -1, the shift pads with a value no category has.
-        cats = F.transform("_o", lambda o: F.coalesce(cat(o), F.lit(-1)))
-        shifted = F.concat(F.array_repeat(F.lit(-(2 ** 31)), k), cats)
-        best = F.filter(F.zip_with("_o", shifted, lambda o, before: F.when(
-            before != F.coalesce(cat(o), F.lit(-1)), o)), lambda o: o.isNotNull())
-        # Push 1.0's draw: preferred (the user's first top category) first, then the hash (baseline_draw's order)
-        draw = F.array_min(F.transform("_c", lambda c: F.struct(
-            (~F.coalesce(cat(c) == F.try_element_at("_top_categories", F.lit(1)), F.lit(False))).alias("other"),
-            F.xxhash64("user_id", item_of(pos_of(c)), F.lit(f"{shortlist.draw_salt}:item")).alias("h"),
-            c.alias("c"))))
-        x = x.select("user_id", "_c", best.alias("_best"), draw["c"].alias("_draw"))
-        x = x.select("user_id", F.when(F.size("_c") == 0, F.col("_c")).otherwise(F.array_union(
-            F.transform("_best", lambda o: o.bitwiseAND(0x7FFFFFFF).cast("int")), F.array(F.col("_draw"))))
-            .alias("_c"))
     return (x.select("user_id", F.explode("_c").alias("_c"))
             .select("user_id", item_of(pos_of("_c")).alias("item_id"), F.shiftright("_c", 21).alias("rank")))
 
@@ -295,3 +265,60 @@ def shortlist_rows(pool: DataFrame, item_scores: DataFrame, per_category: int, k
                       "left")
             .withColumn("_k", F.row_number().over(w)).where((F.col("_k") <= per_category) | keep)
             .drop("_k", "item_score"))
+
+
+MAX_KEY_SETS = 100_000    # distinct key sets (sets of top categories) above which the shortlist takes the general path
+
+
+def _key_set(keys: F.Column) -> F.Column:
+    """A user's keys as one string: the sorted distinct set, all the merged pool depends on."""
+    return F.array_join(F.array_sort(F.array_distinct(F.coalesce(keys, F.array().cast("array<int>"))))
+                        .cast("array<string>"), ",")
+
+
+def _shortlisted(keys: DataFrame, lists: dict, rows: list, limit: int, scene_id: str, shortlist: Shortlist
+                 ) -> DataFrame | None:
+    """ranked_recall's rows with a shortlist: each (user, category)'s `per_category` best by the estimate among
+    the user's first `limit` (without `_recent`), plus Push 1.0's draw from all of them.
+
+    Everything but the gap and the draw's hash depends only on the user's set of keys, and a catalogue's users
+    share few sets (at most C(40, 3) + C(40, 2) + 40 for three of 40 categories). So the driver computes, per
+    set, the pool (the first `limit` item ids in candidate order) and its items grouped by category in estimate
+    order, once; each user's row joins its set's lists (a broadcast) and takes, per category, the first
+    `per_category` of the group's first `per_category + len(_recent)` items without `_recent` (array_except keeps
+    the order; no per-element lambda). Push 1.0's draw hashes only the user's first top category's group (the
+    `preferred` items come first), or the whole pool when none of that group is left. None above MAX_KEY_SETS."""
+    spark = keys.sparkSession
+    x = keys.select("user_id", "_top_categories", F.coalesce("_recent", F.array().cast("array<bigint>"))
+                    .alias("_r"), _key_set(F.col("top_categories")).alias("_k"))
+    sets = [r["_k"] for r in x.select("_k").distinct().limit(MAX_KEY_SETS + 1).collect()]
+    if len(sets) > MAX_KEY_SETS:
+        return None
+    score = {r["item_id"]: shortlist.item_scores.get((scene_id, r["item_id"])) for r in rows}
+    table = []
+    for key_set in sets:
+        ks = [int(v) for v in key_set.split(",")] if key_set else []
+        pool = sorted(p for k in ks for p in lists.get(k, []))[:limit]
+        groups: dict = {}
+        for p in pool:
+            groups.setdefault(rows[p]["category_id"], []).append(rows[p]["item_id"])
+        for items in groups.values():      # estimate order: items without an estimate first, then item_id
+            items.sort(key=lambda i: (score[i] is not None, -(score[i] or 0.0), i))
+        table.append((key_set, [rows[p]["item_id"] for p in pool], list(groups), list(groups.values())))
+    sets_df = spark.createDataFrame(table, "_k string, _pool array<bigint>, _cats array<int>, "
+                                           "_groups array<array<bigint>>")
+    k, r = shortlist.per_category, F.col("_r")
+    x = x.join(F.broadcast(sets_df), "_k")
+    best = F.flatten(F.transform("_groups", lambda g: F.slice(F.array_except(F.slice(g, 1, F.size(r) + k), r), 1, k)))
+    first = F.coalesce(F.array_position("_cats", F.try_element_at("_top_categories", F.lit(1))), F.lit(0))
+    preferred = F.array_except(F.coalesce(F.when(first > 0, F.element_at("_groups", first.cast("int"))),
+                                          F.array().cast("array<bigint>")), r)
+    x = x.select("user_id", "_pool", best.alias("_best"), F.when(F.size(preferred) > 0, preferred)
+                 .otherwise(F.array_except("_pool", r)).alias("_d"))
+    x = x.select("*", F.transform("_d", lambda i: F.xxhash64("user_id", i, F.lit(f"{shortlist.draw_salt}:item")))
+                 .alias("_h"))
+    draw = F.element_at("_d", F.array_position("_h", F.array_min("_h")).cast("int"))
+    x = x.select("user_id", "_pool", F.when(draw.isNull(), F.col("_best"))
+                 .otherwise(F.array_union("_best", F.array(draw))).alias("_i"))
+    return (x.select("user_id", "_pool", F.explode("_i").alias("item_id"))
+            .select("user_id", "item_id", F.array_position("_pool", F.col("item_id")).cast("int").alias("rank")))
