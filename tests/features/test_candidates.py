@@ -52,6 +52,9 @@ def test_trimmed_recall_equals_untrimmed_and_caps_hold(world, settings, spark, m
         assert {tuple(r) for r in fc.candidates(args[0], defaults, *args[2:], recent).collect()} == {
             tuple(r) for r in full.collect()}
         assert {tuple(r) for r in fc.candidates(args[0], defaults, *args[2:], recent, short).collect()} == ranked_short
+    with monkeypatch.context() as m:    # more key sets than the shortlist works out per set: the general path
+        m.setattr(fc, "MAX_KEY_SETS", 0)
+        assert {tuple(r) for r in fc.candidates(args[0], defaults, *args[2:], recent, short).collect()} == ranked_short
     assert recent.count() > 0 and len(ranked_short) < 0.8 * full.count()
     assert {tuple(r) for r in full.collect()} < ranked_default      # the gap removed some
     by_scene = {s for _, s, _, _ in ranked_default}
