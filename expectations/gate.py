@@ -128,7 +128,20 @@ def validate(frame, table: str, expectations: list, failing_rows: dict | None = 
     against ~0.3 s on pandas (STACK-NOTES); pass a Spark DataFrame for tables that do not fit memory.
 
     failing_rows (pandas only): filled with {rule label: index labels of the rows that break it} for every failed
-    row-wise expectation (GX's COMPLETE result format), so the rows can be quarantined with their reason."""
+    row-wise expectation (GX's COMPLETE result format), so the rows can be quarantined with their reason.
+
+    GX's context and batch hold the frame in reference cycles: without a collection here each validated frame
+    stays in memory until the cycle collector's next full pass (a month of 6M-row events partitions, validated
+    one after another, grew one process by ~1 GB per partition, to 19.6 GB at 1M users)."""
+    import gc
+
+    try:
+        return _validate(frame, table, expectations, failing_rows)
+    finally:
+        gc.collect()
+
+
+def _validate(frame, table: str, expectations: list, failing_rows: dict | None) -> ValidationReport:
     _quiet_gx()
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig

@@ -28,3 +28,33 @@ def test_validations_log_hermes_lines_not_great_expectations_bookkeeping():
     assert [ln for ln in lines if ln.startswith("jobs.")] == ["jobs.validate_output: plan/a: failed",
                                                               "jobs.validate_output: plan/b: failed"]
     assert not [ln for ln in lines if ln.startswith("great_expectations")], lines[:5]
+
+
+
+def test_validated_frames_do_not_pile_up():
+    """GX's context and batch hold the frame in reference cycles; validate() collects them, so a month of
+    partitions validated one after another does not keep every one in memory. The automatic collector is off
+    here: only validate()'s own collection frees the frames of the calls before (the frame being validated is
+    still the caller's during its own call)."""
+    import gc
+    import weakref
+
+    import great_expectations as gx
+    import pandas as pd
+
+    from expectations.gate import validate
+
+    alive, reports = [], []
+    gc.disable()
+    try:
+        for day in range(3):
+            frame = pd.DataFrame({"a": [1.0, None, float(day)]})
+            alive.append(weakref.ref(frame))
+            failing: dict = {}
+            reports.append((validate(frame, f"raw/x{day}", [gx.expectations.ExpectColumnValuesToNotBeNull(column="a")],
+                                     failing), failing))
+            del frame
+        assert [ref() is None for ref in alive] == [True, True, False]
+    finally:
+        gc.enable()
+    assert [(r.success, f) for r, f in reports] == [(False, {"a: expect_column_values_to_not_be_null": [1]})] * 3
