@@ -305,8 +305,11 @@ def _shortlisted(keys: DataFrame, lists: dict, rows: list, limit: int, scene_id:
         for items in groups.values():      # estimate order: items without an estimate first, then item_id
             items.sort(key=lambda i: (score[i] is not None, -(score[i] or 0.0), i))
         table.append((key_set, [rows[p]["item_id"] for p in pool], list(groups), list(groups.values())))
-    sets_df = spark.createDataFrame(table, "_k string, _pool array<bigint>, _cats array<int>, "
-                                           "_groups array<array<bigint>>")
+    # in slices of about 512 KB: one task per 1M-user world's 10,701 sets of three of 40 categories (68 MB of ids
+    # for top_picks' 400) would be far above Spark's recommended task size
+    size = sum(16 * len(pool) + 64 for _, pool, _, _ in table)
+    sets_df = spark.createDataFrame(spark.sparkContext.parallelize(table, max(1, -(-size // (512 * 1024)))),
+                                    "_k string, _pool array<bigint>, _cats array<int>, _groups array<array<bigint>>")
     k, r = shortlist.per_category, F.col("_r")
     x = x.join(F.broadcast(sets_df), "_k")
     best = F.flatten(F.transform("_groups", lambda g: F.slice(F.array_except(F.slice(g, 1, F.size(r) + k), r), 1, k)))
