@@ -1,5 +1,6 @@
 """Issue 22: a validation leaves Hermes' lines in the task log, not Great Expectations' bookkeeping (a fresh
-interpreter: GX's loggers are set at its import, which happens once per process)."""
+interpreter: GX's loggers are set at its import, which happens once per process), and leaves no validated frame
+behind in memory."""
 from __future__ import annotations
 
 import subprocess
