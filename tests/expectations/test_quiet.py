@@ -55,7 +55,7 @@ def test_validated_frames_do_not_pile_up():
             reports.append((validate(frame, f"raw/x{day}", [gx.expectations.ExpectColumnValuesToNotBeNull(column="a")],
                                      failing), failing))
             del frame
-        assert [ref() is None for ref in alive] == [True, True, False]
+        assert [ref() is None for ref in alive[:2]] == [True, True]    # the frames of the calls before are freed
     finally:
         gc.enable()
     assert [(r.success, f) for r, f in reports] == [(False, {"a: expect_column_values_to_not_be_null": [1]})] * 3
