@@ -75,12 +75,15 @@ def _gone_in_stream(ledger_url: str, wanted: set[int], first_day: str, now_us: i
         engine.dispose()
 
 
-def prune(rows: list[dict], gone: set[int]) -> tuple[list[dict], list[dict], list[dict]]:
+def prune(rows: list[dict], gone: set[int], max_per_category: int | None = None) -> tuple[list[dict], list[dict], list[dict]]:
     """Split messages against the gone items: (to send, withdrawn, revised — the revised are among those to send).
-    A revised message keeps its remaining items in order, then takes the first of its `reserve_ids` still on sale
+    A revised message keeps its remaining items in order, then takes its `reserve_ids` still on sale, best first,
     in place of those it lost (up to its planned length; `refilled` counts them) and, when it carries its template
-    and item fields, is re-rendered from its first item. A withdrawn message lost every item and had no reserve
-    left. Messages are changed in place; none is dropped silently."""
+    and item fields, is re-rendered from its first item. With `max_per_category` and the items' categories (the
+    message's `feed`), a reserve is taken only while the feed keeps at most that many items of its category (the
+    plan's diversity rule, features/selection.py: a reserve may be a category's next item past the cap, to stand in
+    for a sold item of its own category). A withdrawn message lost every item and had no reserve left. Messages
+    are changed in place; none is dropped silently."""
     from delivery.messages import render, template_fields
 
     keep, withdrawn, revised = [], [], []
@@ -91,7 +94,8 @@ def prune(rows: list[dict], gone: set[int]) -> tuple[list[dict], list[dict], lis
             keep.append(m)
             continue
         reserves = [int(i) for i in m.get("reserve_ids") or []]
-        fill = [i for i in reserves if i not in gone and i not in live][:len(items) - len(live)]
+        fill = _refill(live, [i for i in reserves if i not in gone and i not in live], len(items) - len(live),
+                       _categories(m) if max_per_category else None, max_per_category)
         if not live and not fill:
             m["withdrawn_reason"] = (f"{ITEMS_GONE}: all {len(items)} item(s) of the feed"
                                      f"{f' and its {len(reserves)} reserve(s)' if reserves else ''} were sold or "
@@ -100,11 +104,44 @@ def prune(rows: list[dict], gone: set[int]) -> tuple[list[dict], list[dict], lis
             continue
         m["item_ids"], m["refilled"] = live + fill, len(fill)
         sent = m["item_ids"]
-        feed = m.get("feed")
-        feed = {f["item_id"]: f for f in (feed.as_py() if hasattr(feed, "as_py") else feed) or []}
+        feed = _feed(m)
         if m.get("title_template") and feed.get(sent[0]) is not None:
             fields = template_fields(feed[sent[0]], len(sent))
             m["title"], m["body"] = render(m["title_template"], fields), render(m["body_template"], fields)
         revised.append(m)
         keep.append(m)
     return keep, withdrawn, revised
+
+
+def _feed(m: dict) -> dict:
+    """The message's item fields (`feed`: its items and reserves) by item id."""
+    feed = m.get("feed")
+    return {f["item_id"]: f for f in (feed.as_py() if hasattr(feed, "as_py") else feed) or []}
+
+
+def _categories(m: dict) -> dict[int, int]:
+    return {int(i): f["category_id"] for i, f in _feed(m).items() if f.get("category_id") is not None}
+
+
+def _refill(live: list[int], candidates: list[int], slots: int, categories: dict[int, int] | None,
+            cap: int | None) -> list[int]:
+    """Up to `slots` of the candidates, best first; with categories and a cap, only those that keep the feed (live +
+    taken) within `cap` items of their category (an item of unknown category is taken as before: nothing to hold
+    it to)."""
+    if not categories or not cap:
+        return candidates[:slots]
+    count: dict[int, int] = {}
+    for i in live:
+        if i in categories:
+            count[categories[i]] = count.get(categories[i], 0) + 1
+    fill = []
+    for i in candidates:
+        if len(fill) == slots:
+            break
+        c = categories.get(i)
+        if c is not None and count.get(c, 0) >= cap:
+            continue
+        fill.append(i)
+        if c is not None:
+            count[c] = count.get(c, 0) + 1
+    return fill

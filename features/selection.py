@@ -37,20 +37,32 @@ def feeds(scored: DataFrame, items: DataFrame, scenes: DataFrame, max_per_catego
     """scored: user_id, scene_id, item_id, p_open, model_version. items: item_id, seller_id, category_id.
     scenes: scene_id, feed_size, priority.
 
-    reserves: each feed also carries the scene's next this many candidates (same diversity rules, best first) as
-    `reserve_ids`: second-hand items are unique, and one that sells between the night's plan and the send is
-    replaced at the send by the first reserve still on sale (delivery/availability.py) instead of leaving the feed
-    short, or a one-item push empty. They are not part of the feed's estimate."""
+    reserves: each feed also carries the scene's next this many candidates (best first, one per seller, none of the
+    feed's sellers) as `reserve_ids`: second-hand items are unique, and one that sells between the night's plan and
+    the send is replaced at the send by the first reserve still on sale that keeps the feed within
+    `max_per_category` (delivery/availability.py) instead of leaving the feed short, or a one-item push empty. The
+    category cap is the sent feed's, so a reserve may be a category's next item past the cap: it can only stand in
+    for a sold item of its own category, or of another where the cap leaves room. (Reserves held to the cap among
+    themselves were empty for most feeds: a user of three categories fills a feed of six with two of each.) They
+    are not part of the feed's estimate."""
     # Hash-partitioned by user once: every window below (user, scene, seller / category / -), the feed's group-by
     # and select_scene's window are clustered within it, so none of them shuffles the pairs again.
     x = scored.join(items.select("item_id", "seller_id", "category_id"), "item_id").repartition("user_id")
     by = lambda *cols: Window.partitionBy("user_id", "scene_id", *cols).orderBy(  # noqa: E731
         F.col("p_open").desc(), F.col("item_id"))
     x = x.withColumn("_seller_rank", F.row_number().over(by("seller_id"))).where("_seller_rank = 1")
-    x = x.withColumn("_cat_rank", F.row_number().over(by("category_id"))).where(
-        F.col("_cat_rank") <= max_per_category)
-    x = (x.join(F.broadcast(scenes), "scene_id").withColumn("position", F.row_number().over(by()))
-         .where(F.col("position") <= F.col("feed_size") + F.lit(int(reserves))))
+    x = x.withColumn("_capped", (F.row_number().over(by("category_id")) <= max_per_category).cast("int"))
+    # one pass of one window: the feed is the first feed_size rows within the category cap; every other row's place
+    # among the rows outside the feed (its row number minus the feed rows before it) makes the first `reserves` of
+    # them the reserves
+    running = by().rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    x = (x.join(F.broadcast(scenes), "scene_id")
+         .withColumn("_pos", F.row_number().over(by()))
+         .withColumn("_capped_so_far", F.sum("_capped").over(running)))
+    in_feed = (F.col("_capped") == 1) & (F.col("_capped_so_far") <= F.col("feed_size"))
+    x = x.withColumn("position", F.when(in_feed, F.col("_capped_so_far")).otherwise(
+        F.col("feed_size") + F.col("_pos") - F.least(F.col("_capped_so_far"), F.col("feed_size"))))
+    x = x.where(F.col("position") <= F.col("feed_size") + F.lit(int(reserves)))
     in_feed = F.col("position") <= F.col("feed_size")
 
     def ordered(col, rows):

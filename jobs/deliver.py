@@ -116,14 +116,16 @@ class DeliveryIncomplete(RuntimeError):
 
 
 def send_rows(settings: Settings, gw, rows: list[dict], send_day: str, hour: int, batch_run: str,
-              ramp: bool, scope: str | None = None, now: float | None = None) -> dict:
+              ramp: bool, scope: str | None = None, now: float | None = None,
+              max_per_category: int | None = None) -> dict:
     """Register `rows` (messages with planned_at) in the ledger under (send_day, hour), withdraw or trim the
     pending ones whose items are gone (delivery/availability.py), send what is pending, write the hour's receipts;
     return the counts. Shared by the hourly delivery and the trigger runs.
 
     now: the run's clock (epoch seconds) for what it may know of sold items; the wall clock unless a replay of
     simulated days passes its own. The run holds the lease of `scope` (default: the nightly send hour)
-    throughout: a second run of the same scope raises DeliveryBusy before it loads or sends anything."""
+    throughout: a second run of the same scope raises DeliveryBusy before it loads or sends anything.
+    max_per_category: the feeds' diversity cap, which a reserve standing in for a sold item keeps."""
     import time
     from datetime import date, timedelta
 
@@ -153,7 +155,7 @@ def send_rows(settings: Settings, gw, rows: list[dict], send_day: str, hour: int
         gone = gone_items(wh, settings.ledger_url,
                           (i for r in fresh for i in [*(r["item_ids"] or ()), *(r.get("reserve_ids") or ())]),
                           first_day, time.time() if now is None else now)
-        fresh, withdrawn, revised = prune(fresh, gone)
+        fresh, withdrawn, revised = prune(fresh, gone, max_per_category)
         ledger.settle_availability(withdrawn, revised)
         todo = [r for r in todo if r["idempotency_key"] in in_doubt] + fresh
         refilled = sum(m["refilled"] for m in revised)
@@ -208,7 +210,8 @@ def run(settings: Settings, send_day: str, hour: int, loaded, ramp: bool = True,
         log.info("batches ds=%s hour=%02d: the manifest lists no messages for this hour", send_day, hour)
         return {"send_day": send_day, "hour": hour, "batch": 0, "states": {}}
     rows = _messages(table, send_day, hour, RetryPolicy.from_config(gw, ramp=ramp).ramp_s)
+    cap = loaded.config.platform.feed.max_per_category
     out = {"send_day": send_day, "hour": hour, **send_rows(settings, gw, rows, send_day, hour, manifest["run_id"], ramp,
-                                                                 now=now)}
+                                                                 now=now, max_per_category=cap)}
     log.info("delivered ds=%s hour=%02d: %s", send_day, hour, out["states"])
     return out

@@ -206,12 +206,13 @@ def _assigned(wh: Warehouse, ds: str, policy: str):
 
 
 def judge(wh: Warehouse, ds: str, quiet_hours: tuple[int, int] = (22, 8), seed: int = 0,
-          baseline_wh: Warehouse | None = None) -> dict:
+          baseline_wh: Warehouse | None = None, max_per_category: int | None = None) -> dict:
     """The judgement of the plan for ds (plan/windows of both policies) under the world's truth.
 
     baseline_wh: a warehouse of the same world whose Push 1.0 plan is the baseline, judged on its own push history
     (the closed loop's Push 1.0 arm: from the second night, Push 1.0 re-planned on Hermes' history picks its one
-    global scene from Hermes' logged opens and is no longer the Push 1.0 the other arm sends). Default: wh's own."""
+    global scene from Hermes' logged opens and is no longer the Push 1.0 the other arm sends). Default: wh's own.
+    max_per_category: the feeds' diversity cap, which delivery keeps when a reserve stands in for a sold item."""
     import pandas as pd
 
     from jobs.windows import send_day as send_day_of
@@ -300,7 +301,7 @@ def judge(wh: Warehouse, ds: str, quiet_hours: tuple[int, int] = (22, 8), seed: 
     rates = {k: float(v.mean()) for k, v in p.items()}
     delivered = {"push_1_0": _as_delivered(truth_b, bc, push1, reserves=False),
                  "plan_without_reserves": _as_delivered(truth, hc, plan, reserves=False),
-                 "plan": _as_delivered(truth, hc, plan, reserves=True)}
+                 "plan": _as_delivered(truth, hc, plan, reserves=True, max_per_category=max_per_category)}
     lift = rates["oracle"] - rates["push_1_0"]
     share = (rates["plan"] - rates["push_1_0"]) / lift if lift > 0 else float("nan")
     lift_visible = rates["oracle_visible"] - rates["push_1_0"]
@@ -359,11 +360,11 @@ def judge(wh: Warehouse, ds: str, quiet_hours: tuple[int, int] = (22, 8), seed: 
     }
 
 
-def _as_delivered(truth: Truth, rows, pushes: Pushes, reserves: bool) -> dict:
+def _as_delivered(truth: Truth, rows, pushes: Pushes, reserves: bool, max_per_category: int | None = None) -> dict:
     """The pushes as delivery sends them (delivery/availability.py): each send hour's run drops the items sold or
-    removed by the hour's start, tops a feed up from its reserves still on sale (reserves=True) and withdraws a feed
-    left empty. Returns the true open rate over all planned pushes (a withdrawn one opens nothing), the withdrawn
-    share and the reserve items sent."""
+    removed by the hour's start, tops a feed up from its reserves still on sale (reserves=True; within
+    max_per_category items of a category, as delivery does) and withdraws a feed left empty. Returns the true open
+    rate over all planned pushes (a withdrawn one opens nothing), the withdrawn share and the reserve items sent."""
     from delivery.availability import prune
 
     gt = truth.gt
@@ -371,11 +372,16 @@ def _as_delivered(truth: Truth, rows, pushes: Pushes, reserves: bool) -> dict:
     msgs = [{"item_ids": list(pushes.items[pushes.offsets[i]:pushes.offsets[i + 1]]),
              "reserve_ids": list(r) if reserves and r is not None else []}
             for i, r in enumerate(rows["reserve_ids"] if "reserve_ids" in rows else [None] * len(rows))]
+    if max_per_category:        # the items' categories, which delivery reads from the batch's item fields
+        for m in msgs:
+            ids = np.array([*m["item_ids"], *m["reserve_ids"]], np.int64)
+            m["feed"] = [{"item_id": int(i), "category_id": int(c)}
+                         for i, c in zip(ids, gt.item_category[gt.item_index(ids)])] if len(ids) else []
     for at in np.unique(hour_start):
         on = np.flatnonzero(hour_start == at)
         ids = np.array(sorted({int(i) for k in on for i in [*msgs[k]["item_ids"], *msgs[k]["reserve_ids"]]}), np.int64)
         gone = set(ids[gt.item_end_at[gt.item_index(ids)] <= at].tolist()) if len(ids) else set()
-        prune([msgs[k] for k in on], gone)
+        prune([msgs[k] for k in on], gone, max_per_category)
     sent = np.array(["withdrawn_reason" not in m for m in msgs])
     p = np.zeros(len(msgs))
     k = np.flatnonzero(sent)
@@ -470,7 +476,8 @@ def run(settings, ds: str, loaded, baseline_warehouse: Path | None = None) -> di
             raise FileNotFoundError(f"--baseline-warehouse {baseline_warehouse}: no plan/windows ds={ds} there "
                                     "(a closed loop's Push 1.0 arm keeps it under <evaluation>/baseline/warehouse)")
     q = loaded.config.platform.quiet_hours
-    r = judge(wh, ds, (q.start_hour, q.end_hour), baseline_wh=other)
+    r = judge(wh, ds, (q.start_hour, q.end_hour), baseline_wh=other,
+              max_per_category=loaded.config.platform.feed.max_per_category)
     path = wh.report("judge", ds, "judge")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(r, indent=2, default=float))

@@ -60,6 +60,37 @@ def test_prune_withdraws_empty_feeds_and_rerenders_a_feed_whose_lead_went():
     assert keep == revised == [old] and old["item_ids"] == [42] and old["body"] == "lamp 41 and 1 more"
 
 
+def test_a_reserve_stands_in_only_where_the_category_cap_leaves_room():
+    """Feeds hold at most max_per_category items of a category; a reserve may be a category's next item past the cap
+    (features/selection.py), so it can replace a sold item of its own category, not one of another."""
+    def of(items, reserves, cats):
+        m = message(1, items, reserves)
+        for f in m["feed"]:
+            f["category_id"] = cats[f["item_id"]]
+        return m
+
+    cats = {11: 7, 12: 7, 13: 9, 14: 7, 15: 9, 16: 5}
+    # 13 (category 9) sold: 14 would be category 7's third, so 15 (category 9) stands in
+    a = of([11, 12, 13], [14, 15], cats)
+    prune([a], gone={13}, max_per_category=2)
+    assert a["item_ids"] == [11, 12, 15] and a["refilled"] == 1
+    # 11 (category 7) sold: 14, the best reserve, is category 7's second again
+    b = of([11, 12, 13], [14, 15], cats)
+    prune([b], gone={11}, max_per_category=2)
+    assert b["item_ids"] == [12, 13, 14]
+    # both category 9 items out of reach: a new category fills, and nothing breaks the cap (one slot stays empty)
+    c = of([11, 12, 13], [14, 16], cats)
+    prune([c], gone={13}, max_per_category=1)
+    assert c["item_ids"] == [11, 12, 16] and c["refilled"] == 1
+    d = of([11, 12, 13], [14], cats)
+    prune([d], gone={13}, max_per_category=2)
+    assert d["item_ids"] == [11, 12] and d["refilled"] == 0
+    # without the cap (a caller that does not pass it), the first reserve on sale, as before
+    e = of([11, 12, 13], [14, 15], cats)
+    prune([e], gone={13})
+    assert e["item_ids"] == [11, 12, 14]
+
+
 def test_prune_replaces_sold_items_with_the_first_reserves_still_on_sale():
     a = message(1, [11, 12, 13], reserves=[14, 15, 16])
     b = message(2, [21], reserves=[22, 23])

@@ -36,13 +36,13 @@ def test_feed_takes_one_item_per_seller_and_caps_categories(spark, items, scenes
     assert a.reserve_ids == []                     # no reserves asked for
 
 
-def test_feed_holds_the_scenes_next_candidates_in_reserve_under_the_same_rules(spark, items, scenes):
+def test_feed_holds_the_scenes_next_candidates_of_other_sellers_in_reserve(spark, items, scenes):
     rows = [(1, "a", i, p) for i, p in [(1, 0.9), (2, 0.8), (3, 0.7), (4, 0.6), (5, 0.5), (6, 0.4)]]
     rows += [(1, "b", 4, 0.95), (1, "b", 6, 0.3)]
     feed = {r.scene_id: r for r in feeds(scored(spark, rows), items, scenes, max_per_category=2, reserves=2).collect()}
-    # feed as before; the next under the same seller/category rules: 6 (category 9's second); 2 and 4 stay out
-    # (seller 10 again, category 7's third)
-    assert feed["a"].item_ids == [1, 3, 5] and feed["a"].reserve_ids == [6]
+    # feed as before; then the next candidates of other sellers, best first: 4 (category 7's third: past the feed's
+    # cap, it can stand in for a sold item of category 7, delivery/availability.py) and 6; 2 stays out (seller 10)
+    assert feed["a"].item_ids == [1, 3, 5] and feed["a"].reserve_ids == [4, 6]
     assert feed["a"].item_p_open == [0.9, 0.7, 0.5] and feed["a"].expected_open == pytest.approx(0.9)
     # a reserve never raises the feed's estimate: b's feed is its one item, 6 waits behind it
     assert feed["b"].item_ids == [4] and feed["b"].reserve_ids == [6] and feed["b"].expected_open == pytest.approx(0.95)
@@ -51,7 +51,7 @@ def test_feed_holds_the_scenes_next_candidates_in_reserve_under_the_same_rules(s
                           salt="t").collect()[0]
     if chosen.scene_id == "a":
         k = len(chosen.item_ids)
-        assert chosen.item_ids == [1, 3, 5][:k] and chosen.reserve_ids == [1, 3, 5][k:] + [6]
+        assert chosen.item_ids == [1, 3, 5][:k] and chosen.reserve_ids == [1, 3, 5][k:] + [4, 6]
     else:
         assert chosen.item_ids == [4] and chosen.reserve_ids == [6]
 
