@@ -299,6 +299,10 @@ def judge(wh: Warehouse, ds: str, quiet_hours: tuple[int, int] = (22, 8), seed: 
     p["oracle_visible"] = np.maximum(truth.p_open(plan.with_(offsets=seen_off, items=seen_items, send_at=at_best)),
                                      p["best_hour"])
     rates = {k: float(v.mean()) for k, v in p.items()}
+    # the plan's calibration against what it opens as delivered: the pushes as delivery sends them (sold items
+    # dropped, reserves in their place, empty feeds withdrawn), every Hermes push
+    delivered_all = _as_delivered(truth, h, plan_all, reserves=True, max_per_category=max_per_category)
+    true_delivered = delivered_all["open_rate"] * len(h)
     delivered = {"push_1_0": _as_delivered(truth_b, bc, push1, reserves=False),
                  "plan_without_reserves": _as_delivered(truth, hc, plan, reserves=False),
                  "plan": _as_delivered(truth, hc, plan, reserves=True, max_per_category=max_per_category)}
@@ -354,6 +358,11 @@ def judge(wh: Warehouse, ds: str, quiet_hours: tuple[int, int] = (22, 8), seed: 
                         "expected_over_lead_item_truth":
                             expected_all / float(lead_only.sum()) if lead_only.sum() else float("nan"),
                         "lead_on_sale_at_send": float(lead_on_sale.mean()),
+                        # what the plan does open: its feeds as delivery sends them (the truth above is the planned
+                        # feed at the send, its sold items dead and no reserve in their place)
+                        "true_opens_as_delivered": float(true_delivered),
+                        "expected_over_true_as_delivered":
+                            expected_all / true_delivered if true_delivered else float("nan"),
                         "by_scene": {sc: {k: float(v) for k, v in row.items()} for sc, row in by_scene.iterrows()}},
         "scene_share": scene_share,
         "as_delivered": delivered,
@@ -439,7 +448,9 @@ def lines(r: dict) -> list[str]:
             f"  calibration: expected opens {c['expected_opens']:,.1f} vs true {c['true_opens']:,.1f} "
             f"(x{c['expected_over_true']:.2f}); x{c['expected_over_true_without_context']:.2f} against a truth "
             "without the relevance / timeliness terms the simulated Push 1.0 history was drawn without; "
-            f"x{c['expected_over_lead_item_truth']:.2f} against the truth of the lead items alone",
+            f"x{c['expected_over_lead_item_truth']:.2f} against the truth of the lead items alone"
+            + (f"; x{c['expected_over_true_as_delivered']:.2f} against what the plan opens as delivered (sold items "
+               "replaced by reserves, empty feeds withdrawn)" if "expected_over_true_as_delivered" in c else ""),
             f"  scenes: {json.dumps(r['scene_share'])}"]
     d = r.get("as_delivered")
     if d:

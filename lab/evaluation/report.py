@@ -115,14 +115,16 @@ def _judged_nights(days: list[dict]) -> list[str]:
         return []
     out = ["", "| night (send day) | planned by | Hermes open rate (realised) | judged: plan / Push 1.0 / oracle | "
                "share of oracle lift (of the visible oracle's) | timing ratio | "
-               "expected / true opens (/ their lead items' truth) |", "|---|---|---|---|---|---|---|"]
+               "expected / true opens (/ their lead items' truth) | expected / opens as delivered |",
+               "|---|---|---|---|---|---|---|---|"]
     for d in rows:
         j = d["judge"]
         o = j["open_rate"]
         out.append(f"| {d['send_day']} | {j.get('model_policy')} | {100 * d['opened'] / max(d['sent'], 1):.2f} % | "
                    f"{100 * o['plan']:.2f} / {100 * o['push_1_0']:.2f} / {100 * o['oracle']:.2f} % | "
                    f"{100 * j['oracle_lift_share']:.0f} %{_visible(j)} | {j['timing']['activity_ratio_chosen_vs_best']:.2f} | "
-                   f"{j['calibration']['expected_over_true']:.2f}{_lead(j['calibration'])} |")
+                   f"{j['calibration']['expected_over_true']:.2f}{_lead(j['calibration'])} | "
+                   f"{_ratio(j['calibration'].get('expected_over_true_as_delivered'))} |")
     from lab.evaluation.judge import OWN_PLAN
 
     own = [d["send_day"] for d in rows if d["judge"].get("push_1_0_from", OWN_PLAN) == OWN_PLAN]
@@ -137,6 +139,10 @@ def _visible(judge: dict) -> str:
     """' (x %)': the share of the lift of the oracle that knows item quality only as behaviour shows it."""
     v = judge.get("visible_oracle_lift_share")
     return f" ({100 * v:.0f} %)" if v is not None else ""
+
+
+def _ratio(v) -> str:
+    return f"{v:.2f}" if v is not None else "-"
 
 
 def _lead(calibration: dict) -> str:

@@ -233,6 +233,11 @@ def test_as_delivered_a_sold_lead_is_replaced_by_its_reserve_or_the_push_withdra
     assert d["plan_without_reserves"]["withdrawn_share"] == 0.5 and d["plan_without_reserves"]["reserve_items_sent"] == 0
     assert d["push_1_0"]["withdrawn_share"] == 0 and np.isclose(d["push_1_0"]["open_rate"], r["open_rate"]["push_1_0"])
     assert any(line.startswith("  as delivered") and "50.0 % withdrawn" in line for line in lines(r))
+    # calibration against what the plan opens as delivered: the reserve's truth in the sold lead's place
+    c = r["calibration"]
+    assert np.isclose(c["true_opens_as_delivered"], p.sum())
+    assert np.isclose(c["expected_over_true_as_delivered"], c["expected_opens"] / p.sum())
+    assert c["true_opens_as_delivered"] > c["true_opens"]
 
 
 def test_a_world_without_any_push_history_has_no_fatigue_to_count(tmp_path):
@@ -244,22 +249,23 @@ def test_a_world_without_any_push_history_has_no_fatigue_to_count(tmp_path):
 
 
 def test_the_closed_loops_nightly_table_shows_calibration_against_the_feeds_and_their_lead_items():
-    """The per-night table of `hermes evaluate`: expected / true opens, then (in brackets) over the lead items' truth;
-    a night judged before that figure existed shows the first alone."""
+    """The per-night table of `hermes evaluate`: expected / true opens, then (in brackets) over the lead items' truth,
+    then over what the plan opens as delivered; a night judged before those figures existed shows the first alone."""
     from lab.evaluation.report import _judged_nights
 
     judge = {"model_policy": "trained", "open_rate": {"plan": 0.2, "push_1_0": 0.05, "oracle": 0.3},
              "oracle_lift_share": 0.6, "visible_oracle_lift_share": 0.7, "timing": {"activity_ratio_chosen_vs_best": 0.85},
-             "calibration": {"expected_over_true": 0.61, "expected_over_lead_item_truth": 1.04}}
+             "calibration": {"expected_over_true": 0.61, "expected_over_lead_item_truth": 1.04,
+                             "expected_over_true_as_delivered": 0.57}}
     old = {k: v for k, v in judge.items() if k != "visible_oracle_lift_share"} | {"calibration": {"expected_over_true": 0.7}}
     rows = _judged_nights([{"send_day": "2026-10-31", "opened": 20, "sent": 100, "judge": judge},
                            {"send_day": "2026-11-01", "opened": 10, "sent": 100, "judge": old},
                            {"send_day": "2026-11-02", "opened": 0, "sent": 0}])
-    assert rows[1].endswith("expected / true opens (/ their lead items' truth) |")
+    assert rows[1].endswith("expected / true opens (/ their lead items' truth) | expected / opens as delivered |")
     assert "| share of oracle lift (of the visible oracle's) |" in rows[1]
-    assert rows[3].startswith("| 2026-10-31 | trained | 20.00 % |") and rows[3].endswith("| 0.61 (1.04) |")
+    assert rows[3].startswith("| 2026-10-31 | trained | 20.00 % |") and rows[3].endswith("| 0.61 (1.04) | 0.57 |")
     assert "| 60 % (70 %) | 0.85 |" in rows[3]
-    assert rows[4].endswith("| 0.70 |") and "| 60 % | 0.85 |" in rows[4] and len(rows) == 7
+    assert rows[4].endswith("| 0.70 | - |") and "| 60 % | 0.85 |" in rows[4] and len(rows) == 7
     # neither night says where its Push 1.0 came from: both were the policy re-planned on Hermes' own history
     assert rows[6].startswith("Judged Push 1.0: the plan the Push 1.0 arm sends") and \
         "except on 2026-10-31, 2026-11-01: Push 1.0's policy re-planned on Hermes' history" in rows[6]
