@@ -137,11 +137,13 @@ def test_delivery_sends_the_remaining_items_withdraws_empty_feeds_and_never_send
     from tests.delivery.test_delivery import gateway_counts, loaded_with
 
     hour = 9
-    rows = [message(1, [11, 12]), message(2, [21], reserves=[25]), message(3, [31]), message(4, [41], reserves=[44])]
+    rows = [message(1, [11, 12]), message(2, [21], reserves=[25]), message(3, [31]), message(4, [41], reserves=[44]),
+            message(5, [51, 52, 53], reserves=[54])]
+    rows[4]["feed"][2]["category_id"] = 4          # user 5: 51, 52 and the reserve 54 in category 3, 53 in category 4
     n = len(rows)
     table = pa.table({
-        "idempotency_key": [r["idempotency_key"] for r in rows], "user_id": pa.array([1, 2, 3, 4], pa.int64()),
-        "device_token": [f"device-token-{u:08d}" for u in (1, 2, 3, 4)], "platform": ["ios"] * n,
+        "idempotency_key": [r["idempotency_key"] for r in rows], "user_id": pa.array([1, 2, 3, 4, 5], pa.int64()),
+        "device_token": [f"device-token-{u:08d}" for u in (1, 2, 3, 4, 5)], "platform": ["ios"] * n,
         "tz": ["Asia/Shanghai"] * n, "scene_id": ["guess_you_like"] * n, "title": [r["title"] for r in rows],
         "body": [r["body"] for r in rows], "item_ids": pa.array([r["item_ids"] for r in rows], pa.list_(pa.int64())),
         "hour": pa.array([hour] * n, pa.int8()), "policy": ["hermes"] * n, "propensity": [0.95] * n,
@@ -153,26 +155,28 @@ def test_delivery_sends_the_remaining_items_withdraws_empty_feeds_and_never_send
                                       "HERMES_LEDGER_URL": f"sqlite:///{tmp_path}/ledger.sqlite"})
         wh = Warehouse(settings.warehouse)
         # 11 (user 1's lead) and 21 (user 2's only item) sold before 09:00, and user 2's reserve 25 too; user 4's
-        # 41 sold, its reserve 44 did not; 31 sells at 09:30, after the run's start
+        # 41 sold, its reserve 44 did not; 31 sells at 09:30, after the run's start; user 5's 53 sold, and its reserve
+        # would be category 3's third: the configured feed.max_per_category (2) keeps it out
         write_changes(wh, DAY, [(11, T0 - 600, "sold"), (21, T0 - 300, "removed"), (25, T0 - 200, "sold"),
-                                (41, T0 - 100, "sold"), (31, T0 + 1800, "sold")])
+                                (41, T0 - 100, "sold"), (31, T0 + 1800, "sold"), (53, T0 - 50, "sold")])
         write_day(settings, DAY, table, {"plan_ds": "2026-10-30", "policy": "hermes"})
         out = deliver.run(settings, DAY, hour, loaded_with(concurrency=4), ramp=False, now=T0)
-        assert out["states"] == {"acked": 3, "dead_letter": 1}, out
-        assert out["withdrawn_items_gone"] == 1 and out["trimmed_items_gone"] == 2 and out["sent_this_run"] == 3
+        assert out["states"] == {"acked": 4, "dead_letter": 1}, out
+        assert out["withdrawn_items_gone"] == 1 and out["trimmed_items_gone"] == 3 and out["sent_this_run"] == 4
         assert out["reserve_items_sent"] == 1
         ledger = Ledger(settings.ledger_url)
         dead = ledger.rows(DAY, hour, "dead_letter")
         assert [r["user_id"] for r in dead] == [2] and dead[0]["reason"].startswith("items_gone: all 1 item(s)")
         receipts = pq.read_table(wh.raw("push_log")).to_pandas().set_index("user_id")
-        assert sorted(receipts.index) == [1, 3, 4]
+        assert sorted(receipts.index) == [1, 3, 4, 5]
+        assert list(receipts.loc[5, "item_ids"]) == [51, 52]                 # no third item of category 3
         assert list(receipts.loc[1, "item_ids"]) == [12] and list(receipts.loc[3, "item_ids"]) == [31]
         assert list(receipts.loc[4, "item_ids"]) == [44]                     # the reserve went out in 41's place
         # a re-run after the 09:30 sale sends nothing again and changes nothing already settled
         again = deliver.run(settings, DAY, hour, loaded_with(concurrency=4), ramp=False, now=T0 + 3600)
-        assert again["sent_this_run"] == 0 and again["states"] == {"acked": 3, "dead_letter": 1}
+        assert again["sent_this_run"] == 0 and again["states"] == {"acked": 4, "dead_letter": 1}
         counts = gateway_counts(gw["db"])
-        assert sorted(counts["deliveries"]) == sorted([rows[i]["idempotency_key"] for i in (0, 2, 3)])
+        assert sorted(counts["deliveries"]) == sorted([rows[i]["idempotency_key"] for i in (0, 2, 3, 4)])
         assert set(counts["deliveries"].values()) == {1}
         ledger.dispose()
     finally:
