@@ -94,8 +94,10 @@ def prune(rows: list[dict], gone: set[int], max_per_category: int | None = None)
             keep.append(m)
             continue
         reserves = [int(i) for i in m.get("reserve_ids") or []]
+        feed = _feed(m)
+        categories = {int(i): f["category_id"] for i, f in feed.items() if f.get("category_id") is not None}
         fill = _refill(live, [i for i in reserves if i not in gone and i not in live], len(items) - len(live),
-                       _categories(m) if max_per_category else None, max_per_category)
+                       categories, max_per_category)
         if not live and not fill:
             m["withdrawn_reason"] = (f"{ITEMS_GONE}: all {len(items)} item(s) of the feed"
                                      f"{f' and its {len(reserves)} reserve(s)' if reserves else ''} were sold or "
@@ -104,7 +106,6 @@ def prune(rows: list[dict], gone: set[int], max_per_category: int | None = None)
             continue
         m["item_ids"], m["refilled"] = live + fill, len(fill)
         sent = m["item_ids"]
-        feed = _feed(m)
         if m.get("title_template") and feed.get(sent[0]) is not None:
             fields = template_fields(feed[sent[0]], len(sent))
             m["title"], m["body"] = render(m["title_template"], fields), render(m["body_template"], fields)
@@ -117,10 +118,6 @@ def _feed(m: dict) -> dict:
     """The message's item fields (`feed`: its items and reserves) by item id."""
     feed = m.get("feed")
     return {f["item_id"]: f for f in (feed.as_py() if hasattr(feed, "as_py") else feed) or []}
-
-
-def _categories(m: dict) -> dict[int, int]:
-    return {int(i): f["category_id"] for i, f in _feed(m).items() if f.get("category_id") is not None}
 
 
 def _refill(live: list[int], candidates: list[int], slots: int, categories: dict[int, int] | None,
