@@ -149,7 +149,14 @@ class Recalibration:
     Identity until there are enough; c stays 0 until Hermes' own pushes show feeds of several lengths (a one-item
     history says nothing of what a longer feed is worth, so the lead item's estimate stands for the feed), and d is
     empty until they show several scenes (until then a scene the history never held is scored as the history's
-    average push: training.model.centre_scene_effects); a scene without an offset gets 0."""
+    average push: training.model.centre_scene_effects); a scene without an offset gets 0.
+
+    The slope b corrects the model's ranking among the items, hours and scenes the plan picks (their estimates are the
+    best of many, so too spread); it leaves the model's own fatigue effect at full strength: logit(p') = a +
+    b (logit(p) - f) + f + ..., f = fatigue_1d * (pushes the day before) + fatigue_7d * (pushes in the 7 days before),
+    the model's log-odds per push (training.train.fatigue_elasticities). The plan does not pick a user's push load, so
+    no selection spreads that part of the estimate, and a platform that pushes more than its history did moves it from
+    one night to the next, where a recalibration fitted on the night before cannot follow a shrunken effect."""
     a: float = 0.0
     b: float = 1.0
     pushes: int = 0
@@ -158,6 +165,8 @@ class Recalibration:
     reason: str = "no pushes of Hermes' own plans with outcomes yet"
     c: float = 0.0             # log-odds per unit of log(items in the feed): what a longer feed adds to its lead item
     scene: dict = field(default_factory=dict)   # scene_id -> log-odds its feeds turned out above or below the rest
+    fatigue_1d: float = 0.0    # the model's log-odds per push the day before (<= 0), kept out of the slope
+    fatigue_7d: float = 0.0    # the same per push in the 7 days before
 
     @property
     def identity(self) -> bool:
@@ -169,15 +178,24 @@ class Recalibration:
         uniq, inv = np.unique(ids.astype(str), return_inverse=True)
         return np.array([self.scene.get(s, 0.0) for s in uniq], dtype=np.float64)[inv].reshape(ids.shape)
 
-    def apply(self, p: np.ndarray, n_items: np.ndarray | None = None, scenes=None) -> np.ndarray:
+    def fatigue(self, pushes_1d, pushes_7d) -> np.ndarray:
+        """f: the model's log-odds from a push load (arrays of any broadcastable shape)."""
+        return (self.fatigue_1d * np.asarray(pushes_1d, dtype=np.float64)
+                + self.fatigue_7d * np.asarray(pushes_7d, dtype=np.float64))
+
+    def apply(self, p: np.ndarray, n_items: np.ndarray | None = None, scenes=None, pushes=None) -> np.ndarray:
         """p: the feeds' estimates (any shape); n_items: the items of each feed, broadcastable to p (None: one);
-        scenes: each feed's scene id, broadcastable to p (None: no scene offset)."""
+        scenes: each feed's scene id, broadcastable to p (None: no scene offset); pushes: (pushes the day before,
+        pushes in the 7 days before) of each feed's user, broadcastable to p (None: the slope scales all of p)."""
         breadth = self.c != 0.0 and n_items is not None
         by_scene = bool(self.scene) and scenes is not None
+        load = pushes is not None and self.b != 1.0 and (self.fatigue_1d != 0.0 or self.fatigue_7d != 0.0)
         if self.a == 0.0 and self.b == 1.0 and not breadth and not by_scene:
             return p
         q = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
         z = self.a + self.b * np.log(q / (1 - q))
+        if load:
+            z = z + (1.0 - self.b) * self.fatigue(*pushes)
         if breadth:
             z = z + self.c * np.log(np.maximum(np.asarray(n_items, dtype=np.float64), 1.0))
         if by_scene:
@@ -189,9 +207,11 @@ class Recalibration:
 
     @classmethod
     def from_dict(cls, d: dict, reason: str | None = None) -> "Recalibration":
-        """From as_dict()'s keys (a report's JSON); a dict written before c or the scene offsets has none."""
+        """From as_dict()'s keys (a report's JSON); a dict written before c, the scene offsets or the fatigue terms has
+        none."""
         return cls(a=float(d["a"]), b=float(d["b"]), c=float(d.get("c") or 0.0),
                    scene={str(k): float(v) for k, v in (d.get("scene") or {}).items()},
+                   fatigue_1d=float(d.get("fatigue_1d") or 0.0), fatigue_7d=float(d.get("fatigue_7d") or 0.0),
                    pushes=int(d.get("pushes", 0)), opens=int(d.get("opens", 0)), nights=int(d.get("nights", 0)),
                    reason=reason if reason is not None else str(d.get("reason", "")))
 
@@ -209,7 +229,8 @@ SCENE_LIMITS = (-3.0, 3.0)
 
 def fit_recalibration(p: np.ndarray, opened: np.ndarray, nights: int, min_opens: int = 100,
                       min_pushes: int = 1000, n_items: np.ndarray | None = None,
-                      scenes: np.ndarray | None = None) -> Recalibration:
+                      scenes: np.ndarray | None = None, pushes: tuple | None = None,
+                      fatigue: tuple[float, float] = (0.0, 0.0)) -> Recalibration:
     """Platt scaling of a model's estimates on pushes and their outcomes; nights: how many days the pushes span
     (reported); n_items: the items each push showed — with feeds of different lengths among them, a term
     c log(n) is fitted too (else c = 0); scenes: each push's scene — with several scenes among them, each scene gets
@@ -226,7 +247,10 @@ def fit_recalibration(p: np.ndarray, opened: np.ndarray, nights: int, min_opens:
     estimates — and the scene choice, which compares a user's feeds of different lengths (jobs/select.py) — carry it.
     Why d: the model scores a scene the history never held as the history's average push, and one whose pushes are
     about an item the user favourited or a seller they follow has no history to learn that from; the first nights'
-    pushes show each scene's level, and the scene choice compares feeds with it."""
+    pushes show each scene's level, and the scene choice compares feeds with it.
+    pushes: (pushes the day before, in the 7 days before) of each push's user, and fatigue the model's log-odds per
+    push of each (training.train.fatigue_elasticities): that part of each estimate enters with coefficient 1, outside
+    the slope (Recalibration's docstring says why)."""
     p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
     y = np.asarray(opened, dtype=bool)
     n, k = len(y), int(y.sum())
@@ -234,6 +258,10 @@ def fit_recalibration(p: np.ndarray, opened: np.ndarray, nights: int, min_opens:
         return Recalibration(pushes=n, opens=k, nights=nights,
                              reason=f"{n} pushes, {k} opens: below {min_pushes} pushes / {min_opens} opens")
     z = np.log(p / (1 - p))
+    e1, e7 = (float(min(fatigue[0], 0.0)), float(min(fatigue[1], 0.0))) if pushes is not None else (0.0, 0.0)
+    load = (e1 * np.asarray(pushes[0], dtype=np.float64) + e7 * np.asarray(pushes[1], dtype=np.float64)
+            if pushes is not None else np.zeros(n))
+    z = z - load
     lengths = np.log(np.maximum(np.asarray(n_items, dtype=np.float64), 1.0)) if n_items is not None else np.zeros(n)
     breadth = bool(lengths.std() >= BREADTH_MIN_SPREAD)
     names, which = (np.unique(np.asarray(scenes).astype(str), return_inverse=True) if scenes is not None
@@ -246,7 +274,7 @@ def fit_recalibration(p: np.ndarray, opened: np.ndarray, nights: int, min_opens:
     prior_prec = np.array([0.0, 1.0 / SLOPE_PRIOR_SD ** 2] + ([1.0 / BREADTH_PRIOR_SD ** 2] if breadth else [])
                           + [1.0 / SCENE_PRIOR_SD ** 2] * len(names))
     limits = [(-np.inf, np.inf), (0.25, 4.0)] + ([BREADTH_LIMITS] if breadth else []) + [SCENE_LIMITS] * len(names)
-    theta = _map_logistic(x, y, prior_mean, prior_prec, limits)
+    theta = _map_logistic(x, y, prior_mean, prior_prec, limits, offset=load)
     if not np.isfinite(theta).all():
         return Recalibration(pushes=n, opens=k, nights=nights,
                              reason=f"{n} pushes, {k} opens: the fit did not converge ({theta.round(3).tolist()}), "
@@ -257,23 +285,28 @@ def fit_recalibration(p: np.ndarray, opened: np.ndarray, nights: int, min_opens:
     if d:
         extra += ", scene offsets " + " ".join(f"{s} {v:+.2f} ({int((which == i).sum())})" for i, (s, v) in
                                               enumerate(d.items()))
+    if e1 or e7:
+        extra += f", the model's fatigue ({e1:+.3f} per push the day before, {e7:+.3f} per push in 7 days) unscaled"
     return Recalibration(a=float(theta[0]), b=float(theta[1]), c=c, scene=d, pushes=n, opens=k, nights=nights,
-                         reason=f"fitted on {n} pushes ({k} opens) of the last {nights} night(s){extra}")
+                         reason=f"fitted on {n} pushes ({k} opens) of the last {nights} night(s){extra}",
+                         fatigue_1d=e1, fatigue_7d=e7)
 
 
 def _map_logistic(x: np.ndarray, y: np.ndarray, prior_mean: np.ndarray, prior_prec: np.ndarray,
-                  limits: list[tuple[float, float]]) -> np.ndarray:
+                  limits: list[tuple[float, float]], offset: np.ndarray | None = None) -> np.ndarray:
     """The maximum a posteriori of a logistic regression with independent normal priors (precision 0: flat) and each
     coordinate kept within its limits: L-BFGS-B on the negative log posterior (box constraints are its own; a plain
     Newton's method with the out-of-bounds coordinates clamped afterwards diverged once a scene with no opens sat
     beside an intercept its offsets are collinear with), then the intercept (coordinate 0, unbounded) polished by
-    Newton's method alone, so the fitted probabilities add up to the opens seen."""
+    Newton's method alone, so the fitted probabilities add up to the opens seen. offset: log-odds added to every row
+    with coefficient 1 (none: 0)."""
     from scipy.optimize import minimize
 
     yf = y.astype(np.float64)
+    off = np.zeros(len(yf)) if offset is None else np.asarray(offset, dtype=np.float64)
 
     def loss(theta):
-        z = x @ theta
+        z = x @ theta + off
         q = 1 / (1 + np.exp(-z))
         d = theta - prior_mean
         return (float(np.sum(np.logaddexp(0.0, z) - yf * z) + 0.5 * np.sum(prior_prec * d * d)),
@@ -281,11 +314,11 @@ def _map_logistic(x: np.ndarray, y: np.ndarray, prior_mean: np.ndarray, prior_pr
 
     bounds = [(None if not np.isfinite(lo) else lo, None if not np.isfinite(hi) else hi) for lo, hi in limits]
     start = np.clip(prior_mean, [lo for lo, _ in limits], [hi for _, hi in limits]).astype(np.float64)
-    start[0] = np.log(max(yf.mean(), 1e-6) / max(1 - yf.mean(), 1e-6)) - float(np.mean(x[:, 1:] @ start[1:]))
+    start[0] = np.log(max(yf.mean(), 1e-6) / max(1 - yf.mean(), 1e-6)) - float(np.mean(x[:, 1:] @ start[1:] + off))
     theta = minimize(loss, start, jac=True, method="L-BFGS-B", bounds=bounds,
                      options={"maxiter": 2000, "ftol": 1e-13, "gtol": 1e-9}).x
     for _ in range(50):                      # the intercept alone: a concave 1-D problem from near its optimum
-        q = 1 / (1 + np.exp(-(x @ theta)))
+        q = 1 / (1 + np.exp(-(x @ theta + off)))
         step = float(np.sum(yf - q) - prior_prec[0] * (theta[0] - prior_mean[0])) / \
             max(float(np.sum(q * (1 - q))) + prior_prec[0], 1e-12)
         theta[0] += step

@@ -75,7 +75,8 @@ class Model:
         w = np.array([self.support.get(inv.get(int(c)), 1.0) if self.support else 1.0 for c in A[:, SCENE]])
         q = shrunk(p, pn, w)
         if self.recal is not None:
-            q = self.recal.apply(q, scenes=np.array([inv.get(int(c), "") for c in A[:, SCENE]], dtype=object))
+            q = self.recal.apply(q, scenes=np.array([inv.get(int(c), "") for c in A[:, SCENE]], dtype=object),
+                                 pushes=(X["u_pushes_1d"].to_numpy(np.float64), X["u_pushes_7d"].to_numpy(np.float64)))
         return q, p
 
 

@@ -111,6 +111,23 @@ def _profiles(wh: Warehouse, ds: str, users: np.ndarray, w) -> tuple[np.ndarray,
         f"their other days' hours moved as the population's move {json.dumps(move)}, with {strength:g} pseudo-opens, {how}"
 
 
+def push_load(wh: Warehouse, ds: str, users: np.ndarray, recal) -> tuple[np.ndarray, np.ndarray] | None:
+    """(pushes the day before, pushes in the 7 days before) of each planned user [n, 1], as scoring saw them
+    (features/sides_user: the features u_pushes_1d and u_pushes_7d), for the recalibration's fatigue terms; None when
+    the recalibration has none. A user without a row had no activity: 0."""
+
+    from jobs.score import SIDES_USER
+
+    if recal.fatigue_1d == 0.0 and recal.fatigue_7d == 0.0:
+        return None
+    if not wh.partition(SIDES_USER, ds).exists():
+        raise ValueError(f"plan/windows: {SIDES_USER} ds={ds} is missing (rule: the recalibration's fatigue terms need "
+                         f"each planned user's pushes before the plan day, which the score stage writes)")
+    t = wh.read_arrow(SIDES_USER, ds, ["user_id", "pushes_recent_1d", "pushes_7d"]).to_pandas()
+    t = t.drop_duplicates("user_id").set_index("user_id").reindex(users).fillna(0.0)
+    return (t["pushes_recent_1d"].to_numpy(np.float64)[:, None], t["pushes_7d"].to_numpy(np.float64)[:, None])
+
+
 def carried_load(wh: Warehouse, ds: str, policy: str, slots: int) -> np.ndarray:
     """Pushes per slot that the previous night's plan already holds: its slots 24-35 are this plan's UTC hours
     0-11 (users west of UTC). They go out with this send day's hours, so they use up its capacity first."""
@@ -133,7 +150,7 @@ def version_recalibration(version: str, wh: Warehouse | None = None, ds: str | N
     champion (reports/training/ds=<ds>/gate.json), else the one training fitted (its tags; identity without)."""
     from features.windows import Recalibration
     from training.registry import version_tags
-    from training.train import BREADTH_TAG, RECAL_TAGS, SCENE_RECAL_TAG
+    from training.train import BREADTH_TAG, FATIGUE_TAGS, RECAL_TAGS, SCENE_RECAL_TAG
 
     if wh is not None and ds is not None and wh.report("training", ds, "gate").exists():
         refit = json.loads(wh.report("training", ds, "gate").read_text()).get("champion_recalibration")
@@ -146,6 +163,7 @@ def version_recalibration(version: str, wh: Warehouse | None = None, ds: str | N
         return Recalibration(reason=f"version {version} has no recalibration tags")
     return Recalibration(a=float(tags[RECAL_TAGS[0]]), b=float(tags[RECAL_TAGS[1]]), c=float(tags.get(BREADTH_TAG, 0.0)),
                          scene={k: float(v) for k, v in json.loads(tags.get(SCENE_RECAL_TAG) or "{}").items()},
+                         fatigue_1d=float(tags.get(FATIGUE_TAGS[0], 0.0)), fatigue_7d=float(tags.get(FATIGUE_TAGS[1], 0.0)),
                          reason=f"version {version}'s holdout")
 
 
@@ -194,7 +212,8 @@ def plan_policy(policy: str, table, wh: Warehouse, ds: str, config, elasticity: 
     # the model version's recalibration (training fitted it on its holdout's pushes; identity without enough of them):
     # it is the model's calibration, so both policies' estimates get it and the plan report compares like with like
     n_items = pc.fill_null(pc.list_value_length(table["item_ids"]), 1).to_numpy().astype(np.float64)[:, None]
-    value = recal.apply(raw_value, n_items, scenes[:, None]) if recal is not None else raw_value
+    value = (recal.apply(raw_value, n_items, scenes[:, None], pushes=push_load(wh, ds, users, recal))
+             if recal is not None else raw_value)
     capacity = np.maximum(np.full(len(starts), p.gateway.max_per_hour, dtype=np.int64)
                           - carried_load(wh, ds, w.policy, len(starts)), 0)
     if policy == "hermes":
@@ -268,8 +287,9 @@ def run(settings: Settings, ds: str, loaded) -> dict:
     explore = config.platform.training.cold_start_explore_share if model_policy == PRIOR else None
     recal = version_recalibration(next(iter(versions)), wh, ds) if versions else Recalibration()
     history_scenes = version_history_scenes(next(iter(versions))) if versions else None
-    log.info("windows %s: the model version's recalibration: a=%.3f b=%.3f c=%.3f, %d scene offsets (%s)", ds, recal.a,
-             recal.b, recal.c, len(recal.scene), recal.reason)
+    log.info("windows %s: the model version's recalibration: a=%.3f b=%.3f c=%.3f, %d scene offsets, fatigue outside "
+             "the slope %+.3f / %+.3f per push the day before / in 7 days (%s)", ds, recal.a, recal.b, recal.c,
+             len(recal.scene), recal.fatigue_1d, recal.fatigue_7d, recal.reason)
     parts, stats = [], {}
     for policy, table in tables.items():
         cols, st = plan_policy(policy, table, wh, ds, config, elasticity, explore, recal)

@@ -73,6 +73,11 @@ TIMING_TAG = "timing_elasticity"
 RECAL_TAGS = ("recalibration_a", "recalibration_b")
 BREADTH_TAG = "recalibration_c"    # the feed-length term; versions registered before it have none (read as 0)
 SCENE_RECAL_TAG = "recalibration_scene"   # the scenes' own offsets (JSON {scene: log-odds}); none before it: {}
+# the model's own fatigue effect, kept out of the recalibration's slope (features.windows.Recalibration); read as 0
+# on versions registered before it
+FATIGUE_TAGS = ("recalibration_fatigue_1d", "recalibration_fatigue_7d")
+PUSH_LOAD = ("u_pushes_1d", "u_pushes_7d")
+ELASTICITY_ROWS = 50_000
 # the scenes a version's fit saw, with their training pushes (JSON): the plan report names the planned scenes the
 # model never saw, which it scores at the history's average scene level (training.model.centre_scene_effects)
 HISTORY_SCENES_TAG = "history_scenes"
@@ -100,13 +105,17 @@ def feed_recalibration(est, holdout: pd.DataFrame):
 
     if holdout.empty:
         return Recalibration()
-    p = est.predict_proba(feature_matrix(holdout))[:, 1]
+    X = feature_matrix(holdout)
+    p = est.predict_proba(X)[:, 1]
+    fatigue = fatigue_elasticities(est, X)
     own = (holdout["policy"] == OWN_PLANS).to_numpy() if "policy" in holdout else np.zeros(len(holdout), dtype=bool)
     scene = holdout["scene_id"].astype(str).to_numpy() if "scene_id" in holdout else np.full(len(holdout), "")
     g = pd.DataFrame({"push_id": holdout["push_id"].to_numpy(), "p": p, "y": holdout["label"].to_numpy(), "own": own,
-                      "day": holdout["day"].to_numpy(), "scene": scene}) \
+                      "day": holdout["day"].to_numpy(), "scene": scene,
+                      "p1": X[:, list(FEATURES).index(PUSH_LOAD[0])], "p7": X[:, list(FEATURES).index(PUSH_LOAD[1])]}) \
         .groupby("push_id").agg(p=("p", "max"), y=("y", "max"), own=("own", "max"), day=("day", "first"),
-                                scene=("scene", "first"), n=("p", "size"))   # one holdout row per item the push showed
+                                scene=("scene", "first"), n=("p", "size"), p1=("p1", "first"),
+                                p7=("p7", "first"))   # one holdout row per item the push showed
     mine = g[g["own"]]
     if len(mine) >= RECAL_MIN_PUSHES and mine["y"].sum() >= RECAL_MIN_OPENS:
         # Hermes' own plans are what the model will be asked to extrapolate to (its feeds, hours and scenes): when
@@ -117,16 +126,19 @@ def feed_recalibration(est, holdout: pd.DataFrame):
         # the user favourited, which a history of popular items cannot show)
         r = fit_recalibration(mine["p"].to_numpy(), mine["y"].to_numpy().astype(bool), nights=int(mine["day"].nunique()),
                               min_opens=RECAL_MIN_OPENS, min_pushes=RECAL_MIN_PUSHES, n_items=mine["n"].to_numpy(),
-                              scenes=mine["scene"].to_numpy())
+                              scenes=mine["scene"].to_numpy(), pushes=(mine["p1"].to_numpy(), mine["p7"].to_numpy()),
+                              fatigue=fatigue)
         r.reason += f" planned by Hermes ({len(g) - len(mine)} pushes of other policies in the holdout left out)"
         return r
     return fit_recalibration(g["p"].to_numpy(), g["y"].to_numpy().astype(bool), nights=int(holdout["day"].nunique()),
-                             min_opens=RECAL_MIN_OPENS, min_pushes=RECAL_MIN_PUSHES)
+                             min_opens=RECAL_MIN_OPENS, min_pushes=RECAL_MIN_PUSHES,
+                             pushes=(g["p1"].to_numpy(), g["p7"].to_numpy()), fatigue=fatigue)
 
 
 def _recal_tags(recal) -> dict:
     return {RECAL_TAGS[0]: f"{recal.a:.6f}", RECAL_TAGS[1]: f"{recal.b:.6f}", BREADTH_TAG: f"{recal.c:.6f}",
-            SCENE_RECAL_TAG: scene_offsets_tag(recal.scene)}
+            SCENE_RECAL_TAG: scene_offsets_tag(recal.scene), FATIGUE_TAGS[0]: f"{recal.fatigue_1d:.6f}",
+            FATIGUE_TAGS[1]: f"{recal.fatigue_7d:.6f}"}
 
 
 def scene_offsets_tag(scene: dict) -> str:
@@ -136,18 +148,33 @@ def scene_offsets_tag(scene: dict) -> str:
     return json.dumps({k: round(float(v), 4) for k, v in sorted(keep)}, separators=(",", ":"))
 
 
-def timing_elasticity(est, Xh: np.ndarray) -> float:
-    """How much the model's log-odds move per unit of `hour_share_log` (log of 24 x the share of a user's
-    app opens in the send hour), averaged over the holdout: a finite difference of +-0.5 around each row.
-    The send-window stage uses it to turn a user's hour profile into per-hour open probabilities without
-    re-scoring every pair 24 times. Exact for the logistic model; the average slope for tree models."""
-    j = list(FEATURES).index("hour_share_log")
+def _slope(est, Xh: np.ndarray, feature: str, half: float = 0.5) -> float:
+    """The model's log-odds per unit of one feature, averaged over the rows: a finite difference of +-half around
+    each (exact for the logistic model; the average slope for tree models)."""
+    j = list(FEATURES).index(feature)
     lo, hi = Xh.copy(), Xh.copy()
-    lo[:, j] -= 0.5
-    hi[:, j] += 0.5
+    lo[:, j] -= half
+    hi[:, j] += half
     eps = 1e-6
     logit = lambda p: np.log(np.clip(p, eps, 1 - eps) / np.clip(1 - p, eps, 1))  # noqa: E731
-    return float(np.mean(logit(est.predict_proba(hi)[:, 1]) - logit(est.predict_proba(lo)[:, 1])))
+    return float(np.mean(logit(est.predict_proba(hi)[:, 1]) - logit(est.predict_proba(lo)[:, 1])) / (2 * half))
+
+
+def fatigue_elasticities(est, Xh: np.ndarray) -> tuple[float, float]:
+    """The model's log-odds per push the user had the day before and per push in the 7 days before (u_pushes_1d,
+    u_pushes_7d), averaged over the holdout: the part of an estimate the recalibration's slope leaves unscaled."""
+    if not len(Xh):
+        return 0.0, 0.0
+    if len(Xh) > ELASTICITY_ROWS:        # an average slope: a seeded sample of the rows measures it as well
+        Xh = Xh[np.sort(np.random.default_rng(0).choice(len(Xh), ELASTICITY_ROWS, replace=False))]
+    return _slope(est, Xh, PUSH_LOAD[0]), _slope(est, Xh, PUSH_LOAD[1])
+
+
+def timing_elasticity(est, Xh: np.ndarray) -> float:
+    """How much the model's log-odds move per unit of `hour_share_log` (log of 24 x the share of a user's
+    app opens in the send hour), averaged over the holdout. The send-window stage uses it to turn a user's hour
+    profile into per-hour open probabilities without re-scoring every pair 24 times."""
+    return _slope(est, Xh, "hour_share_log")
 
 
 NOISE = {"verbose", "warm_start", "n_jobs", "copy", "memory", "steps", "categorical_features", "monotonic_cst",

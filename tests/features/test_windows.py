@@ -465,3 +465,42 @@ def test_recalibration_on_a_narrow_range_of_estimates_keeps_the_level_of_the_ope
         r = fit_recalibration(p, opened, nights=1, min_opens=50, min_pushes=500)
         assert 0.25 <= r.b <= 4.0 and abs(r.apply(p).mean() - opened.mean()) < 1e-6, (slope, r)
         assert r.b < slope + 0.5 if slope > 1 else abs(r.b - 1) < 0.5      # shrunk, never beyond the data
+
+
+def test_the_recalibrations_slope_leaves_the_models_fatigue_at_full_strength():
+    """The model's estimates are too spread among the pushes the plan picks (the slope b < 1 corrects that), but its
+    fatigue effect (-0.4 log-odds per push the day before, -0.1 per push in 7 days) is right. Fitted on one night and
+    asked about the next, when every user was pushed the day before and has two more pushes in the week, a slope that
+    shrinks the fatigue too over-estimates the night; one that leaves it at full strength does not."""
+    from features.windows import Recalibration, fit_recalibration
+
+    rng = np.random.default_rng(21)
+    e1, e7 = -0.4, -0.1
+
+    def night(n, p1_share, p7_mean):
+        s = rng.normal(-1.2, 0.9, n)                             # the ranking part of the model's log-odds
+        p1, p7 = (rng.random(n) < p1_share).astype(float), rng.poisson(p7_mean, n).astype(float)
+        f = e1 * p1 + e7 * p7
+        est = 1 / (1 + np.exp(-(s + f)))                        # the model: its fatigue right, its ranking too spread
+        true = 1 / (1 + np.exp(-(-0.4 + 0.5 * s + f)))
+        return est, true, p1, p7
+
+    est, true, p1, p7 = night(60_000, 0.3, 2.0)
+    opened = rng.random(len(true)) < true
+    kept = fit_recalibration(est, opened, nights=1, pushes=(p1, p7), fatigue=(e1, e7))
+    shrunk = fit_recalibration(est, opened, nights=1)
+    assert (kept.fatigue_1d, kept.fatigue_7d) == (e1, e7) and (shrunk.fatigue_1d, shrunk.fatigue_7d) == (0.0, 0.0)
+    assert abs(kept.b - 0.5) < 0.05 and "fatigue (-0.400 per push the day before" in kept.reason
+    est2, true2, p12, p72 = night(60_000, 1.0, 4.0)              # the next night: every user pushed yesterday
+    with_load = kept.apply(est2, pushes=(p12, p72)).sum() / true2.sum()
+    assert abs(with_load - 1.0) < 0.03, with_load
+    assert shrunk.apply(est2).sum() / true2.sum() > 1.08          # the shrunk fatigue: ~1.1x the truth
+    # two users alike but for a push the day before differ by the model's full -0.4, not b x -0.4
+    pair = 1 / (1 + np.exp(-np.array([-1.5, -1.5 + e1])))     # the model's estimates of the two
+    q = kept.apply(pair, pushes=(np.array([0.0, 1.0]), np.zeros(2)))
+    assert abs(np.diff(np.log(q / (1 - q)))[0] - e1) < 1e-9
+    # without the users' push load (pushes=None) the slope scales everything, as before the fatigue terms
+    assert np.allclose(kept.apply(est2), 1 / (1 + np.exp(-(kept.a + kept.b * np.log(est2 / (1 - est2))))))
+    back = Recalibration.from_dict(kept.as_dict())
+    assert (back.fatigue_1d, back.fatigue_7d) == (e1, e7)
+    assert Recalibration.from_dict({"a": 0.1, "b": 0.8}).fatigue_1d == 0.0          # a report from before the terms

@@ -248,3 +248,64 @@ def test_a_champion_kept_by_the_gate_plans_with_the_calibration_refitted_on_that
     r = version_recalibration("3", wh, "2026-10-30")
     fav, other = r.apply(np.array([0.1, 0.1]), scenes=np.array(["price_drop_fav", "guess_you_like"], dtype=object))
     assert np.log(fav / (1 - fav)) - np.log(1 / 9) == pytest.approx(1.1) and other == pytest.approx(0.1)
+
+
+def test_the_recalibration_carries_the_models_own_fatigue_effect_and_the_version_tags_it(tmp_path):
+    """feed_recalibration measures the model's log-odds per push the day before and per push in 7 days (for the
+    logistic model: its coefficients) and fits the slope around them; the version's tags carry both terms, which the
+    plan reads back (jobs.windows.version_recalibration)."""
+    from training.train import FATIGUE_TAGS, _recal_tags, fatigue_elasticities, feed_recalibration
+
+    j1, j7 = FEATURES.index("u_pushes_1d"), FEATURES.index("u_pushes_7d")
+
+    class Logistic:                               # log-odds: 2 x the first feature - 0.5 per push yesterday - 0.08 in 7 d
+        def predict_proba(self, X):
+            z = -2.0 + 2.0 * X[:, 0] - 0.5 * X[:, j1] - 0.08 * X[:, j7]
+            p = 1 / (1 + np.exp(-z))
+            return np.column_stack([1 - p, p])
+
+    rng = np.random.default_rng(12)
+    n = 8000
+    frame = pd.DataFrame({"push_id": [f"h{i}" for i in range(n)], "day": 20, "policy": "hermes",
+                          "scene_id": "guess_you_like"})
+    for f in FEATURES:
+        frame[f] = 0.0
+    frame[FEATURES[0]] = rng.normal(0.0, 1.0, n)
+    frame["u_pushes_1d"] = (rng.random(n) < 0.4).astype(float)
+    frame["u_pushes_7d"] = rng.poisson(2.0, n).astype(float)
+    z = -2.0 + 1.0 * frame[FEATURES[0]] - 0.5 * frame["u_pushes_1d"] - 0.08 * frame["u_pushes_7d"]
+    frame["label"] = (rng.random(n) < 1 / (1 + np.exp(-(z + 0.3)))).astype(int)   # the ranking half as steep
+    e1, e7 = fatigue_elasticities(Logistic(), frame[list(FEATURES)].to_numpy(np.float64))
+    assert abs(e1 + 0.5) < 1e-6 and abs(e7 + 0.08) < 1e-6
+    r = feed_recalibration(Logistic(), frame)
+    assert (round(r.fatigue_1d, 6), round(r.fatigue_7d, 6)) == (-0.5, -0.08) and abs(r.b - 0.5) < 0.1, r
+    tags = _recal_tags(r)
+    assert float(tags[FATIGUE_TAGS[0]]) == round(r.fatigue_1d, 6) and float(tags[FATIGUE_TAGS[1]]) == round(r.fatigue_7d, 6)
+
+
+def test_the_plan_reads_each_users_push_load_for_the_fatigue_terms_from_the_score_stages_sides(tmp_path):
+    """jobs.windows.push_load: the pushes before the plan day scoring saw (features/sides_user), aligned with the
+    planned users (0 for a user without a row); nothing read when the recalibration has no fatigue terms; a clear
+    error naming the table when the sides are missing. A kept champion's refit in the gate report carries the terms."""
+    import json
+
+    import pyarrow as pa
+
+    from core.warehouse import Warehouse
+    from features.windows import Recalibration
+    from jobs.windows import push_load, version_recalibration
+
+    wh = Warehouse(tmp_path / "warehouse")
+    r = Recalibration(a=0.2, b=0.6, fatigue_1d=-0.4, fatigue_7d=-0.1)
+    with pytest.raises(ValueError, match=r"features/sides_user ds=2026-10-30 is missing"):
+        push_load(wh, "2026-10-30", np.array([1, 2]), r)
+    assert push_load(wh, "2026-10-30", np.array([1, 2]), Recalibration(a=0.2, b=0.6)) is None
+    wh.write_arrow(pa.table({"user_id": [7, 5], "pushes_recent_1d": [1, 0], "pushes_7d": [4, 2]}),
+                   "features/sides_user", "2026-10-30", "cfg")
+    p1, p7 = push_load(wh, "2026-10-30", np.array([5, 9, 7]), r)
+    assert p1[:, 0].tolist() == [0.0, 0.0, 1.0] and p7[:, 0].tolist() == [2.0, 0.0, 4.0] and p1.shape == (3, 1)
+    report = wh.report("training", "2026-10-30", "gate")
+    report.parent.mkdir(parents=True)
+    report.write_text(json.dumps({"decision": "held", "champion_recalibration": {"version": "3", **r.as_dict()}}))
+    back = version_recalibration("3", wh, "2026-10-30")
+    assert (back.b, back.fatigue_1d, back.fatigue_7d) == (0.6, -0.4, -0.1)
