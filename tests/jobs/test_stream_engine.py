@@ -242,3 +242,23 @@ def test_the_bootstrap_measures_a_drop_from_the_price_before_it_not_the_snapshot
     assert [(c.user_id, c.detail) for c in state.pop_due(until + 3_600_000_000)] == [(7, "drop 38%")]
     state.close()
     RuleState.remove(tmp_path / "state.sqlite")
+
+
+def test_the_streams_estimate_keeps_the_models_fatigue_outside_the_recalibrations_slope():
+    """Model.p_open applies the version's recalibration with each pair's own push load (u_pushes_1d / u_pushes_7d of
+    the live features): two pairs alike but for a push the day before differ by the model's full fatigue effect."""
+    from features.windows import Recalibration
+
+    class Fatigued:                               # log-odds -1.5 - 0.4 per push the day before
+        def predict_proba(self, X):
+            z = -1.5 - 0.4 * np.asarray(X)[:, FEATURES.index("u_pushes_1d")]
+            p = 1 / (1 + np.exp(-z))
+            return np.column_stack([1 - p, p])
+
+    X = pd.DataFrame(0.0, index=[0, 1], columns=list(FEATURES))
+    X["u_pushes_1d"] = [0.0, 1.0]
+    X["scene_code"] = 3.0
+    model = Model("7", Fatigued(), {"price_drop_fav": 3}, recal=Recalibration(a=0.3, b=0.5, fatigue_1d=-0.4))
+    q, p = model.p_open(X)
+    z = np.log(q / (1 - q))
+    assert z[1] - z[0] == pytest.approx(-0.4) and z[0] == pytest.approx(0.3 + 0.5 * -1.5)
