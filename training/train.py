@@ -255,7 +255,8 @@ def train_and_register(ts: TrainingSet, ds: str, config_version: str, truth=None
             skops_trusted_types=SKOPS_TRUSTED if best == "hgb" else None)
         recal = feed_recalibration(est, ts.holdout)
         mlflow.log_metrics({"recalibration_a": recal.a, "recalibration_b": recal.b, "recalibration_c": recal.c,
-                            "recalibration_scenes": len(recal.scene)})
+                            "recalibration_scenes": len(recal.scene), FATIGUE_TAGS[0]: recal.fatigue_1d,
+                            FATIGUE_TAGS[1]: recal.fatigue_7d})
         # the scenes' offsets by name (scene ids are free text, not all of them valid metric keys)
         mlflow.log_dict(recal.as_dict(), "recalibration.json")
         version = mlflow.register_model(info.model_uri, MODEL_NAME, tags={"ds": ds, "config_version": config_version,
