@@ -115,7 +115,6 @@ def push_load(wh: Warehouse, ds: str, users: np.ndarray, recal) -> tuple[np.ndar
     """(pushes the day before, pushes in the 7 days before) of each planned user [n, 1], as scoring saw them
     (features/sides_user: the features u_pushes_1d and u_pushes_7d), for the recalibration's fatigue terms; None when
     the recalibration has none. A user without a row had no activity: 0."""
-
     from jobs.score import SIDES_USER
 
     if recal.fatigue_1d == 0.0 and recal.fatigue_7d == 0.0:
