@@ -10,6 +10,7 @@ from datetime import datetime
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from features.rollups import push_driven
 from features.user_features import within_days
 
 # Pseudo-sends pulling a child's rate toward its parent's: a material with 20 sends is still mostly
@@ -40,10 +41,14 @@ def items_as_of(items: DataFrame, item_changes: DataFrame, as_of: datetime) -> D
                     .when(F.col("_sold") == 1, F.lit("sold")).otherwise(F.lit("removed")).alias("status")))
 
 
-def material_features(items_now: DataFrame, events: DataFrame, as_of: datetime) -> DataFrame:
-    """One row per item on sale at `as_of`: price, price change, freshness, category, popularity, seller activity."""
+def material_features(items_now: DataFrame, events: DataFrame, as_of: datetime,
+                      push_log: DataFrame | None = None) -> DataFrame:
+    """One row per item on sale at `as_of`: price, price change, freshness, category, popularity, seller activity.
+    Popularity is organic: the views a push led to (push_log's receipts, features.rollups.push_driven) are not
+    the item's draw but the plan's, and would make last night's pushed items tonight's most popular."""
     on_sale = items_now.where(F.col("status") == "on_sale")
-    recent = events.where(within_days(F.col("ts"), as_of, 7) & F.col("item_id").isNotNull())
+    recent = (push_driven(events.where(within_days(F.col("ts"), as_of, 7) & F.col("item_id").isNotNull()), push_log)
+              .where(~F.col("via_push")))
     popularity = recent.groupBy("item_id").agg(
         F.sum((F.col("event_type") == "view").cast("int")).alias("views_7d"),
         F.sum(((F.col("event_type") == "view") & within_days(F.col("ts"), as_of, 1)).cast("int")).alias("views_1d"),

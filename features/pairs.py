@@ -130,7 +130,8 @@ def pair_features(keys: DataFrame, users: DataFrame, events: DataFrame | Activit
             raise ValueError("key_day aggregates every user's events: pass them as `events`, not item_events")
         sides = one_day_sides(users, events, push_log, item_changes, items, key_day, keys.select("item_id"))
         return one_day_features(keys, sides, scene_codes)
-    ev = activity_of(events)
+    ev = activity_of(events, push_log)
+    # raw item_events are rolled up without receipts (push_log holds only the keys' users): pass the Activity
     all_ev = ev if item_events is None else activity_of(item_events)
     u = _as_of_sums(keys, _user_daily(ev, push_log), ["user_id"], U_WINDOWS)
     cat_daily, tot_daily = _category_daily(ev)
@@ -180,7 +181,7 @@ def one_day_sides(users: DataFrame, events: DataFrame | Activity, push_log: Data
     LOOKBACK days before it) and for the items in key_items (item_id; duplicates are fine). Each user's windows
     are one filtered aggregate, affinity by category and opens by local hour folded into maps on the user's
     row, and the population's hour profile is the users' own sums totalled: no second pass over the opens."""
-    ev = activity_of(events)
+    ev = activity_of(events, push_log)
     u = _as_of_sums(None, _user_daily(ev, push_log), ["user_id"], U_WINDOWS, key_day)
     cat_daily, tot_daily = _category_daily(ev)
     aff = _as_of_sums(None, cat_daily, ["user_id", "category_id"], {"w": LOOKBACK}, key_day)

@@ -6,8 +6,8 @@ the training set, though only one day is new. jobs/rollups.py rolls each raw eve
 keeps it; the features then read these rollups instead, each far narrower than the events and together about
 60 % of their rows (at 1M users one day is 5.9M events against 0.55M user-days, 1.7M user-category-days,
 1.2M open slots and 0.25M item-days), and only the grains each feature needs. Tests and ad-hoc callers may
-pass raw events instead: `activity_of` rolls them up on the fly, so there is one code path for the features
-either way.
+pass raw events (and the receipts) instead: `activity_of` rolls them up on the fly, so there is one code path for
+the features either way.
 
 Exactly the same features as from the events:
 - every windowed feature is a sum of whole UTC days (`as_of` is a UTC midnight, `whole_day`), and each
@@ -17,6 +17,17 @@ Exactly the same features as from the events:
   (every IANA zone in use), so the rollups do not depend on the users table and never go stale when a
   user's time zone changes;
 - the category weights are sums of small integers (CATEGORY_WEIGHTS), exact in any order.
+
+Push-driven events are kept out of what describes the users' and the items' own behaviour. A push that is opened
+is logged twice: as its receipt (`push_log.opened_at`, `clicked_item_id`) and as the app's own events — the app
+open and the views of the pushed items that follow. Counted as behaviour, they feed the plan back into itself: an
+item pushed to a thousand users is the most viewed listing the next night (so the most popular candidate, with the
+model's popularity features at their highest), and the hour and the category a user was pushed at become more of
+their habit. What a push does is learnt from push_log; the features of habit and popularity are organic:
+`push_driven` marks an app open within PUSH_OPEN_MATCH_S of a receipt's opened_at and a view of one of the push's
+items within PUSH_VIEW_WINDOW_S after it, by the push's user, and `open_slots`, `user_category_day` and `item_day`
+leave them out. `user_day` counts every event (engagement is engagement, and the counts add up to the raw rows)
+and counts the push-driven ones again in `n_via_push`.
 """
 from __future__ import annotations
 
@@ -32,7 +43,11 @@ from core.contract import EVENT_TYPES
 CATEGORY_WEIGHTS = {"view": 1.0, "search": 1.0, "fav": 3.0, "chat": 3.0, "cart": 4.0, "buy": 5.0}
 SLOT_SECONDS = 15 * 60
 # The rollups' definition: stored partitions rolled up under another version are recomputed (jobs/rollups.py).
-ROLLUP_VERSION = 1
+ROLLUP_VERSION = 2
+# A push's own app open: the app logs it when the push is opened, the receipt's opened_at the same moment (give or
+# take the two clocks); the views it leads to: the pushed items, viewed by its user within half an hour of opening it.
+PUSH_OPEN_MATCH_S = 120
+PUSH_VIEW_WINDOW_S = 30 * 60
 EPOCH_DAY = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -61,10 +76,10 @@ def in_days(end_day: int, days: int, col: str = "day") -> Column:
 class Activity:
     """The events, rolled up per UTC day (`day`: days since the epoch) at the grains the features read.
     Stored under rollups/<name> (partition ds = the raw events partition they come from), see TABLES."""
-    user_day: DataFrame           # user_id, day, n_<event type> for every EVENT_TYPE (long), last_open_at
-    user_category_day: DataFrame  # user_id, category_id, day, w (sum of CATEGORY_WEIGHTS; rows with w > 0)
-    open_slots: DataFrame         # user_id, day, slot (start of a 15-minute UTC slot), n: app opens
-    item_day: DataFrame           # item_id, day, n_view, n_fav, n_chat
+    user_day: DataFrame           # user_id, day, n_<event type> for every EVENT_TYPE (long), n_via_push, last_open_at
+    user_category_day: DataFrame  # user_id, category_id, day, w (sum of CATEGORY_WEIGHTS; rows with w > 0): organic
+    open_slots: DataFrame         # user_id, day, slot (start of a 15-minute UTC slot), n: organic app opens
+    item_day: DataFrame           # item_id, day, n_view, n_fav, n_chat: organic
     seller_day: DataFrame         # seller_id, day, n_chat: chats about the seller's items
 
     @staticmethod
@@ -81,32 +96,56 @@ class Activity:
                         self.item_day, self.seller_day)
 
 
-def roll_up(events: DataFrame, by: tuple[str, ...] = ()) -> Activity:
+def push_driven(events: DataFrame, push_log: DataFrame | None) -> DataFrame:
+    """The events with `via_push` (bool): the app open a push's opening logged, and the views of its items that
+    followed (see the module's docstring). push_log: the receipts whose opens can fall among these events (the
+    events' days and the day before); None or empty: nothing is push-driven."""
+    if push_log is None:
+        return events.withColumn("via_push", F.lit(False))
+    opens = (push_log.where(F.col("opened_at").isNotNull())
+             .select(F.col("user_id").alias("_p_user"), F.unix_micros(F.col("opened_at")).alias("_p_open"),
+                     F.col("item_ids").alias("_p_items")))
+    ts = F.unix_micros(F.col("ts"))
+    match = (F.col("user_id") == F.col("_p_user")) & (
+        ((F.col("event_type") == "app_open") & (F.abs(ts - F.col("_p_open")) <= F.lit(PUSH_OPEN_MATCH_S * 1_000_000)))
+        | ((F.col("event_type") == "view") & (ts >= F.col("_p_open"))
+           & (ts <= F.col("_p_open") + F.lit(PUSH_VIEW_WINDOW_S * 1_000_000))
+           & F.coalesce(F.array_contains(F.col("_p_items"), F.col("item_id")), F.lit(False))))
+    # every event is in exactly one of the two: a semi and an anti join on the same condition (events have no key)
+    return (events.join(opens, match, "left_anti").withColumn("via_push", F.lit(False))
+            .unionByName(events.join(opens, match, "left_semi").withColumn("via_push", F.lit(True))))
+
+
+def roll_up(events: DataFrame, by: tuple[str, ...] = (), push_log: DataFrame | None = None) -> Activity:
     """Roll raw events (the raw contract's columns) up per day; `by`: extra grouping columns kept on every
-    rollup (the job keeps the source partition `ds`, so late events stay in the partition they came in)."""
-    ev = events.withColumn("day", day_num("ts"))
+    rollup (the job keeps the source partition `ds`, so late events stay in the partition they came in).
+    push_log: the receipts that mark push-driven events (`push_driven`), which only user_day counts."""
+    ev = push_driven(events, push_log).withColumn("day", day_num("ts"))
+    organic = ev.where(~F.col("via_push"))
     is_open = F.col("event_type") == "app_open"
     user_day = ev.groupBy(*by, "user_id", "day").agg(
         *[F.sum((F.col("event_type") == et).cast("long")).alias(f"n_{et}") for et in EVENT_TYPES],
+        F.sum(F.col("via_push").cast("long")).alias("n_via_push"),
         F.max(F.when(is_open, F.col("ts"))).alias("last_open_at"))
     weight = F.lit(0.0)
     for et, w in CATEGORY_WEIGHTS.items():
         weight = F.when(F.col("event_type") == et, F.lit(w)).otherwise(weight)
-    user_category_day = (ev.where(F.col("category_id").isNotNull()).withColumn("w", weight).where("w > 0")
+    user_category_day = (organic.where(F.col("category_id").isNotNull()).withColumn("w", weight).where("w > 0")
                          .groupBy(*by, "user_id", "category_id", "day").agg(F.sum("w").alias("w")))
     slot = F.timestamp_seconds(F.floor(F.unix_seconds(F.col("ts")) / SLOT_SECONDS) * SLOT_SECONDS)
-    open_slots = (ev.where(is_open).groupBy(*by, "user_id", "day", slot.alias("slot"))
+    open_slots = (organic.where(is_open).groupBy(*by, "user_id", "day", slot.alias("slot"))
                   .agg(F.count("*").alias("n")))
-    item_day = ev.where(F.col("item_id").isNotNull()).groupBy(*by, "item_id", "day").agg(
+    item_day = organic.where(F.col("item_id").isNotNull()).groupBy(*by, "item_id", "day").agg(
         *[F.sum((F.col("event_type") == et).cast("long")).alias(f"n_{et}") for et in ("view", "fav", "chat")])
     seller_day = (ev.where((F.col("event_type") == "chat") & F.col("seller_id").isNotNull())
                   .groupBy(*by, "seller_id", "day").agg(F.count("*").alias("n_chat")))
     return Activity(user_day, user_category_day, open_slots, item_day, seller_day)
 
 
-def activity_of(events: DataFrame | Activity) -> Activity:
-    """Stored rollups as they are; raw events rolled up on the fly."""
-    return events if isinstance(events, Activity) else roll_up(events)
+def activity_of(events: DataFrame | Activity, push_log: DataFrame | None = None) -> Activity:
+    """Stored rollups as they are; raw events rolled up on the fly, push_log's receipts marking the push-driven
+    ones as the stored rollups do."""
+    return events if isinstance(events, Activity) else roll_up(events, push_log=push_log)
 
 
 def opens_by_local_hour(slots: DataFrame, users: DataFrame) -> DataFrame:

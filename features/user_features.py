@@ -118,7 +118,7 @@ def user_features(users: DataFrame, events: DataFrame | Activity, push_log: Data
     when no data). events: the daily rollups (jobs/rollups.py), or raw events, rolled up here.
     `items_on_sale` (item_id, seller_id) as of `as_of` gives the seller-side features; `weekend_days` (ISO
     weekdays) which local days `app_open_hours_weekend` counts."""
-    act = activity_of(events)
+    act = activity_of(events, push_log)
     base = users.where(F.col("registered_at") < F.lit(as_of)).select(
         "user_id", "tz", "platform", "opt_in",
         (F.col("device_token").isNotNull() & (F.length("device_token") > 0)).alias("has_device_token"),

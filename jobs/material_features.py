@@ -18,6 +18,8 @@ RATE_HISTORY_DAYS = 28
 
 
 def run(spark, settings: Settings, ds: str, loaded) -> dict:
+    from pyspark.sql import functions as F
+
     from features.materials import items_as_of, material_features, material_rates
 
     wh = Warehouse(settings.warehouse)
@@ -26,7 +28,9 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     items = items_as_of(wh.read_raw(spark, "items"), wh.read_raw(spark, "item_changes", last_ds=ds), as_of)
     events = wh.read_raw(spark, "events", week, ds)
     history = wh.read_raw(spark, "push_log", (date.fromisoformat(ds) - timedelta(days=RATE_HISTORY_DAYS)).isoformat(), ds)
-    out = wh.write_tables(spark, {FEATURES: material_features(items, events, as_of),
+    # the receipts whose opens can fall in the week's events: they mark the push-driven views
+    receipts = history.where(F.col("ds") >= (date.fromisoformat(week) - timedelta(days=1)).isoformat())
+    out = wh.write_tables(spark, {FEATURES: material_features(items, events, as_of, receipts),
                                   RATES: material_rates(history, items, as_of)}, ds, loaded.version)
     log.info("ds=%s: %s", ds, out)
     return {"ds": ds, "config_version": loaded.version, "tables": out}

@@ -8,9 +8,10 @@ them. Rollups of raw partitions that no longer exist are removed.
 
 Writes rollups/<name> for each Activity field (user_day, user_category_day, open_slots, item_day, seller_day),
 partition ds = the raw events partition it comes from, and rollups/_sources/ds=<p>.json — the raw partition's
-fingerprint (file names, sizes, modification times), the version and the rows per rollup — written last: a
-partition without one is rolled up again. Readers (`read_activity`) refuse a range with a missing or stale
-rollup, naming it, rather than compute features from old counts.
+fingerprint (file names, sizes, modification times, and those of push_log ds=<p> and the day before, whose
+receipts mark its push-driven events: features/rollups.push_driven), the version, the rows per rollup and the
+events found push-driven — written last: a partition without one is rolled up again. Readers (`read_activity`)
+refuse a range with a missing or stale rollup, naming it, rather than compute features from old counts.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import hashlib
 import json
 import logging
 import shutil
+from datetime import date, timedelta
 from pathlib import Path
 
 from core.progress import Progress
@@ -38,11 +40,18 @@ def _raw_partitions(wh: Warehouse, first: str, last: str) -> list[str]:
     return [d for d in wh.raw_days("events") if first <= d <= last]
 
 
+def _day_before(ds: str) -> str:
+    return (date.fromisoformat(ds) - timedelta(days=1)).isoformat()
+
+
 def fingerprint(wh: Warehouse, ds: str) -> str:
-    """The raw events partition's files (name, size, mtime) and the rollups' version, hashed."""
+    """The raw events partition's files (name, size, mtime), those of the receipts that mark its push-driven
+    events (push_log ds and the day before: a push opened after midnight) and the rollups' version, hashed."""
     from features.rollups import ROLLUP_VERSION
 
-    return hashlib.sha256(json.dumps([ROLLUP_VERSION, file_stats(wh.raw_partition("events", ds))]).encode()).hexdigest()
+    receipts = [file_stats(wh.raw_partition("push_log", d)) for d in (_day_before(ds), ds)]
+    return hashlib.sha256(json.dumps([ROLLUP_VERSION, file_stats(wh.raw_partition("events", ds)), receipts])
+                          .encode()).hexdigest()
 
 
 def _source_file(wh: Warehouse, ds: str) -> Path:
@@ -83,8 +92,9 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
         for p in stale:     # no source file while a partition is rewritten: a crash leaves it stale, not wrong;
             _drop(wh, p)    # and no rows of its old rollup survive where the new one has none (no chats that day)
         events = wh.read_raw(spark, "events").where(F.col("ds").isin(stale))
+        receipts = wh.read_raw(spark, "push_log", _day_before(min(stale)), max(stale))
         rows: dict[str, dict[str, int]] = {p: {} for p in stale}
-        frames = roll_up(events, by=("ds",)).frames()
+        frames = roll_up(events, by=("ds",), push_log=receipts).frames()
         progress = Progress(f"rollups ds={ds} ({len(stale)} partitions)", len(frames), log)
         for field, df in frames.items():
             (df.write.mode("overwrite").partitionBy("ds").option("partitionOverwriteMode", "dynamic")
@@ -93,36 +103,44 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
             for r in written.groupBy("ds").count().collect():
                 rows[r["ds"]][field] = r["count"]
             progress.done(field, rows=sum(rows[p].get(field, 0) for p in stale))
-        _check_counts(spark, wh, stale)
+        driven = _check_counts(spark, wh, stale)
         for p in stale:
             counts = {field: rows[p].get(field, 0) for field in Activity.names()}
             f = _source_file(wh, p)
             f.parent.mkdir(parents=True, exist_ok=True)
             f.write_text(json.dumps({"ds": p, "version": ROLLUP_VERSION, "fingerprint": prints[p],
-                                     "rows": counts}, indent=2))
+                                     "rows": counts, "push_driven_events": driven.get(p, 0)}, indent=2))
     kept = _raw_partitions(wh, first, ds)
-    log.info("rollups for ds=%s over [%s, %s]: %d partitions rolled up (%s), %d kept, %d orphans removed",
-             ds, first, ds, len(stale), ", ".join(stale) or "none", len(kept) - len(stale), len(orphans))
+    log.info("rollups for ds=%s over [%s, %s]: %d partitions rolled up (%s; push-driven events, left out of the "
+             "habit and popularity rollups: %d), %d kept, %d orphans removed", ds, first, ds, len(stale),
+             ", ".join(stale) or "none", sum(driven.values()) if stale else 0, len(kept) - len(stale), len(orphans))
     return {"ds": ds, "config_version": loaded.version, "first": first, "rolled_up": stale,
             "kept": len(kept) - len(stale), "removed": orphans,
+            "push_driven_events": sum(driven.values()) if stale else 0,
             "rows": sum(sum(json.loads(_source_file(wh, p).read_text())["rows"].values()) for p in stale)}
 
 
-def _check_counts(spark, wh: Warehouse, partitions: list[str]) -> None:
-    """Nothing lost, nothing counted twice: per partition, the user-days' counts add up to the raw rows."""
+def _check_counts(spark, wh: Warehouse, partitions: list[str]) -> dict[str, int]:
+    """Nothing lost, nothing counted twice: per partition, the user-days' counts add up to the raw rows (so the
+    split into organic and push-driven events lost none and doubled none). Returns the push-driven events per
+    partition."""
     import pyarrow.dataset as pads
     from pyspark.sql import functions as F
 
     from core.contract import EVENT_TYPES
 
     stored = (spark.read.parquet(str(wh.table(table_name("user_day")))).where(F.col("ds").isin(partitions))
-              .groupBy("ds").agg(F.sum(sum(F.col(f"n_{et}") for et in EVENT_TYPES)).alias("n")))
-    got = {r["ds"]: r["n"] for r in stored.collect()}
+              .groupBy("ds").agg(F.sum(sum(F.col(f"n_{et}") for et in EVENT_TYPES)).alias("n"),
+                                 F.sum("n_via_push").alias("via_push")))
+    collected = stored.collect()
+    got = {r["ds"]: r["n"] for r in collected}
+    driven = {r["ds"]: r["via_push"] for r in collected}
     for p in partitions:
         raw = pads.dataset(str(wh.raw_partition("events", p)), format="parquet", exclude_invalid_files=True).count_rows()
         if got.get(p, 0) != raw:
             raise RuntimeError(f"{table_name('user_day')} ds={p}: rule=counts_add_up: its event counts sum to "
                                f"{got.get(p, 0)}, raw/events ds={p} has {raw} rows; {_uncountable(wh, p)}")
+    return driven
 
 
 def _uncountable(wh: Warehouse, p: str) -> str:

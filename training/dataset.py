@@ -131,7 +131,7 @@ def build_training_set(spark_tables: dict[str, DataFrame], ds: str, as_of, train
                                    & (F.col("sent_at") >= F.lit(mature))).count()
     keys = push_keys(t["push_log"], t["users"], first.isoformat(), last.isoformat(), as_of, mature_before=mature)
     rate, total = 1.0, None
-    events, pushes, item_events = activity_of(t["events"]), t["push_log"], None
+    events, pushes, item_events = activity_of(t["events"], t["push_log"]), t["push_log"], None
     if max_examples is not None:
         total = keys.count()
         if total > max_examples:

@@ -74,3 +74,26 @@ def test_rates_are_smoothed_toward_the_parent_level(spark, items):
     assert cat7.open_rate == pytest.approx((2 + 10 * 0.02) / 20)
     assert item1.open_rate == pytest.approx((2 + 10 * cat7.open_rate) / 20)
     assert scene.open_rate < item1.open_rate < 0.2
+
+
+def test_popularity_leaves_out_the_views_a_push_led_to(spark, items, changes):
+    """Views of a pushed item by its recipient within half an hour of the open are the push's, not the item's draw;
+    the same views without a receipt, or later, or of an item the push did not carry, are popularity."""
+    opened = t(0.5)
+    pushes = frame(spark, "push_log", [
+        ("p1", 9, "guess_you_like", [1, 2], t(0.52), opened, 1, "hermes", 0.9),
+        ("p2", 7, "guess_you_like", [1], t(0.52), None, None, "hermes", 0.9),      # never opened
+    ])
+    events = frame(spark, "events", [
+        (opened + timedelta(seconds=5), 9, "view", 1, 100, 7),       # the push's click
+        (opened + timedelta(minutes=20), 9, "view", 2, 100, 7),      # another of its items, still in the session
+        (opened + timedelta(minutes=40), 9, "view", 1, 100, 7),      # back later on their own
+        (opened + timedelta(seconds=5), 7, "view", 1, 100, 7),       # a user whose push was not opened
+        (opened + timedelta(seconds=30), 9, "fav", 1, 100, 7),       # a fav is interest, whatever brought them
+    ])
+    on_sale = items_as_of(items, changes, AS_OF)
+    plain = {r.item_id: r for r in material_features(on_sale, events, AS_OF).collect()}
+    organic = {r.item_id: r for r in material_features(on_sale, events, AS_OF, pushes).collect()}
+    assert (plain[1].views_7d, plain[1].viewers_7d, plain[2].views_7d) == (3, 2, 1)
+    assert (organic[1].views_1d, organic[1].views_7d, organic[1].viewers_7d, organic[1].favs_7d) == (2, 2, 2, 1)
+    assert organic[2].views_7d == 0

@@ -43,6 +43,11 @@ def test_each_raw_partition_is_rolled_up_once_and_again_only_when_it_changes(spa
 
     first = rollups.run(spark, own, last, loaded)
     assert first["rolled_up"] == days and first["kept"] == 0 and first["rows"] > 0
+    # the history's opened pushes logged their own app opens: found, and counted in the partitions' sources
+    opened = sum(pq.read_table(wh.raw("push_log"), columns=["opened_at"])["opened_at"].is_valid().to_numpy(
+        zero_copy_only=False))
+    sources = [json.loads((wh.table("rollups/_sources") / f"ds={d}.json").read_text()) for d in days]
+    assert opened > 0 and first["push_driven_events"] == sum(s["push_driven_events"] for s in sources) >= opened
     # the counts add up: every event of a partition is in exactly one user-day count of it
     for ds in (days[0], days[-1]):
         assert _user_day_total(spark, wh, ds) == pq.read_table(wh.raw_partition("events", ds)).num_rows
@@ -76,6 +81,13 @@ def test_each_raw_partition_is_rolled_up_once_and_again_only_when_it_changes(spa
     assert chats > 0 and rollups.run(spark, own, last, loaded)["rolled_up"] == [changed]
     assert not wh.partition("rollups/seller_day", changed).exists()
     assert _user_day_total(spark, wh, changed) == no_chats.num_rows
+
+    # receipts delivered again (opens that came in late) mark other events push-driven: their day and the next
+    # are rolled up again
+    for f in wh.raw_partition("push_log", days[5]).iterdir():
+        st = f.stat()
+        os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert rollups.run(spark, own, last, loaded)["rolled_up"] == days[5:7]
 
     # a day withdrawn from raw: its rollups go too, and nothing reads them meanwhile
     shutil.rmtree(part)
@@ -157,6 +169,40 @@ def test_local_hours_from_15_minute_slots_equal_each_events_own(spark):
     a = sorted(tuple(r) for r in own.collect())
     assert len(a) == 24 * len(zones) and sum(r[2] for r in a) == len(events)
     assert sorted(tuple(r) for r in slots.collect()) == a
+
+
+def test_a_pushs_own_open_and_views_count_as_engagement_but_not_as_habit_or_popularity(spark):
+    """The app open a push's opening logged and the views of its items right after: in the user's counts (with
+    n_via_push), not in their hours, their categories or the items' views; the user's own opens and views are."""
+    from features.rollups import roll_up
+    from tests.features.test_user_features import frame
+
+    t0 = datetime(2026, 10, 30, 20, 0, 7, tzinfo=timezone.utc)
+    pushes = frame(spark, "push_log", [("p1", 1, "top_picks", [11, 12], t0 - timedelta(minutes=25), t0, 11,
+                                        "hermes", 0.8),
+                                       ("p2", 2, "top_picks", [11], t0 - timedelta(minutes=25), None, None,
+                                        "hermes", 0.8)])
+    events = frame(spark, "events", [
+        (t0 + timedelta(seconds=1), 1, "app_open", None, None, None),       # the push's open (clocks 1 s apart)
+        (t0 + timedelta(seconds=5), 1, "view", 11, 100, 7),                 # its click
+        (t0 + timedelta(minutes=3), 1, "view", 12, 100, 7),                 # the feed's other item
+        (t0 + timedelta(minutes=3), 1, "view", 13, 100, 8),                 # an item the push did not carry
+        (t0 + timedelta(hours=3), 1, "app_open", None, None, None),         # their own visit later
+        (t0 + timedelta(hours=3, seconds=9), 1, "view", 11, 100, 7),        # ... back to the pushed item
+        (t0 + timedelta(seconds=1), 2, "app_open", None, None, None),       # a user whose push was not opened
+        (t0 + timedelta(seconds=5), 2, "view", 11, 100, 7),
+    ])
+    plain, act = roll_up(events), roll_up(events, push_log=pushes)
+    day = {r["user_id"]: r for r in act.user_day.collect()}
+    assert (day[1]["n_app_open"], day[1]["n_view"], day[1]["n_via_push"]) == (2, 4, 3)
+    assert (day[2]["n_app_open"], day[2]["n_view"], day[2]["n_via_push"]) == (1, 1, 0)
+    assert sum(r["n"] for r in plain.open_slots.collect()) == 3
+    assert sorted((r["user_id"], r["slot"].hour, r["n"]) for r in act.open_slots.collect()) == [(1, 23, 1), (2, 20, 1)]
+    assert {r["item_id"]: r["n_view"] for r in act.item_day.collect()} == {11: 2, 13: 1}
+    assert {(r["user_id"], r["category_id"]): r["w"] for r in act.user_category_day.collect()} == {
+        (1, 7): 1.0, (1, 8): 1.0, (2, 7): 1.0}
+    assert {(r["user_id"], r["category_id"]): r["w"] for r in plain.user_category_day.collect()} == {
+        (1, 7): 3.0, (1, 8): 1.0, (2, 7): 1.0}
 
 
 def test_features_refuse_an_as_of_that_is_not_a_utc_midnight(spark):
