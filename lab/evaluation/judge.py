@@ -137,8 +137,9 @@ QUALITY_GRID = np.linspace(-5.0, 5.0, 201)
 def visible_appeal(wh: Warehouse, gt, before_us: int, chunk: int = 20_000) -> np.ndarray:
     """Per item (indexed like gt.item_quality): its true price attractiveness, plus its quality as well as behaviour
     before `before_us` can show it — the posterior mean of the latent quality (prior N(0, 1), the world's) given the
-    item's views, the favs, carts and chats that followed them, and that it has not sold yet, under the simulator's
-    own laws (lab.simulator.market: ENGAGEMENT, SELL_DAYS, ...) and the viewers' true affinities.
+    item's views (those a push led to left out: `_push_driven_views`), the favs, carts and chats that followed them,
+    and that it has not sold yet, under the simulator's own laws (lab.simulator.market: ENGAGEMENT, SELL_DAYS, ...)
+    and the viewers' true affinities.
 
     No platform can estimate quality better from these events, so "the best items behaviour shows" bounds what any
     behavioural quality signal can find: the oracle's best items are picked by latent quality, which a listing a day
@@ -154,7 +155,7 @@ def visible_appeal(wh: Warehouse, gt, before_us: int, chunk: int = 20_000) -> np
     t = data.to_table(columns=["ts", "user_id", "event_type", "item_id"],
                       filter=pc.field("event_type").isin(["view", *base]) & pc.field("item_id").is_valid())
     ts = t["ts"].cast(TS).cast("int64").to_numpy()          # microseconds, whatever unit the files hold
-    keep = ts < before_us
+    keep = (ts < before_us) & ~_push_driven_views(wh, t, ts)
     etype = t["event_type"].to_numpy(zero_copy_only=False)[keep]
     item = gt.item_index(t["item_id"].to_numpy()[keep])
     n = len(gt.item_quality)
@@ -176,6 +177,38 @@ def visible_appeal(wh: Warehouse, gt, before_us: int, chunk: int = 20_000) -> np
         w = np.exp(log_post - log_post.max(axis=1, keepdims=True))
         out[sl] = (w * q).sum(axis=1) / w.sum(axis=1)
     return gt.params.quality * out + gt.params.value * gt.item_value.astype(np.float64)
+
+
+def _push_driven_views(wh: Warehouse, t, ts: np.ndarray) -> np.ndarray:
+    """Per event row of t (ts, user_id, event_type, item_id): a view a push led to, by the platform's own rule
+    (features.rollups.push_driven: one of the push's items, by its user, within PUSH_VIEW_WINDOW_S of the open).
+    Such a view is the push's click, not a draw of the simulator's organic laws (no fav, cart or chat ever follows
+    it), so counting it would tell the posterior the pushed items were looked at and passed over."""
+    import pandas as pd
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    from core.contract import TS
+    from features.rollups import PUSH_VIEW_WINDOW_S
+
+    out = np.zeros(t.num_rows, dtype=bool)
+    if not wh.raw("push_log").exists() or not any(wh.raw("push_log").rglob("*.parquet")):
+        return out
+    log = pads.dataset(str(wh.raw("push_log")), format="parquet", partitioning="hive").to_table(
+        columns=["user_id", "item_ids", "opened_at"], filter=pc.field("opened_at").is_valid())
+    if log.num_rows == 0:
+        return out
+    counts = pc.list_value_length(log["item_ids"]).to_numpy(zero_copy_only=False)
+    opens = pd.DataFrame({"user_id": np.repeat(log["user_id"].to_numpy(), counts),
+                          "item_id": pc.list_flatten(log["item_ids"]).to_numpy(zero_copy_only=False),
+                          "opened": np.repeat(log["opened_at"].cast(TS).cast("int64").to_numpy(), counts)})
+    is_view = np.flatnonzero(t["event_type"].to_numpy(zero_copy_only=False) == "view")
+    views = pd.DataFrame({"row": is_view, "user_id": t["user_id"].to_numpy()[is_view],
+                          "item_id": t["item_id"].to_numpy()[is_view], "ts": ts[is_view]})
+    m = views.merge(opens, on=["user_id", "item_id"])
+    hit = m["row"][(m["ts"] >= m["opened"]) & (m["ts"] <= m["opened"] + PUSH_VIEW_WINDOW_S * 1_000_000)]
+    out[hit.to_numpy()] = True
+    return out
 
 
 def _feeds(best: np.ndarray, cats: np.ndarray, sizes: np.ndarray, fallback_off, fallback_items):

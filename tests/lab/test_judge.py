@@ -130,6 +130,30 @@ def _with_behaviour(wh: Warehouse, views: dict[int, int], chats: dict[int, int])
     pq.write_table(events, folder / "part-0.parquet")
 
 
+
+def test_the_views_a_push_led_to_say_nothing_of_an_items_quality(tmp_path):
+    """Item 1's 30 views without engagement came right after user 1 opened a push carrying it: the push's clicks
+    (the simulator's organic laws never follow them with a fav or a chat), so item 1 reads as a listing nobody has
+    looked at yet, not as one 30 looks passed over; item 2's views, which no push led to, still count."""
+    from lab.evaluation.judge import visible_appeal
+
+    wh, gt = _crafted(tmp_path)
+    _with_behaviour(wh, views={1: 30, 2: 30}, chats={2: 20})
+    before = _us(SEND_DAY, 0)
+    looked = visible_appeal(wh, gt, before)
+    opened = _us("2026-10-06", 11)
+    at = lambda us: pa.array([us], pa.int64()).cast(RAW_SCHEMAS["push_log"].field("sent_at").type)  # noqa: E731
+    folder = wh.raw_partition("push_log", "2026-10-06")
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table({"push_id": ["p1"], "user_id": pa.array([1], pa.int64()), "scene_id": ["guess_you_like"],
+                             "item_ids": pa.array([[1]], pa.list_(pa.int64())), "sent_at": at(opened - 60_000_000),
+                             "opened_at": at(opened), "clicked_item_id": pa.array([1], pa.int64()),
+                             "policy": ["baseline"], "propensity": [1.0]}, schema=RAW_SCHEMAS["push_log"]),
+                   folder / "part-0.parquet")
+    pushed = visible_appeal(wh, gt, before)
+    assert looked[0] < pushed[0] and np.isclose(pushed[0], pushed[2])     # as never viewed, like item 3
+    assert np.isclose(pushed[1], looked[1]) and pushed[1] > 0
+
 def test_visible_quality_rises_with_engagement_per_view_and_falls_with_time_unsold(tmp_path):
     """visible_appeal: the same views, more chats -> a better estimate; no views -> the prior, lowered by every day the
     item has gone unsold (good and cheap items sell fast); price attractiveness counts as it is."""
