@@ -127,6 +127,21 @@ def push_load(wh: Warehouse, ds: str, users: np.ndarray, recal) -> tuple[np.ndar
     return (t["pushes_recent_1d"].to_numpy(np.float64)[:, None], t["pushes_7d"].to_numpy(np.float64)[:, None])
 
 
+def recalibrated(raw_value: np.ndarray, table, wh: Warehouse, ds: str, recal) -> np.ndarray:
+    """The plan's values [users, slots] through the model version's recalibration (training fitted it on its
+    holdout's pushes; identity without enough of them), each push with its feed's length, its scene and its user's
+    push load (`push_load`). It is the model's calibration, so both policies' estimates get it and the plan report
+    compares like with like. recal None: the raw values."""
+    import pyarrow.compute as pc
+
+    if recal is None:
+        return raw_value
+    users = table["user_id"].to_numpy()
+    scenes = table["scene_id"].to_numpy(zero_copy_only=False).astype(object)
+    n_items = pc.fill_null(pc.list_value_length(table["item_ids"]), 1).to_numpy().astype(np.float64)[:, None]
+    return recal.apply(raw_value, n_items, scenes[:, None], pushes=push_load(wh, ds, users, recal))
+
+
 def carried_load(wh: Warehouse, ds: str, policy: str, slots: int) -> np.ndarray:
     """Pushes per slot that the previous night's plan already holds: its slots 24-35 are this plan's UTC hours
     0-11 (users west of UTC). They go out with this send day's hours, so they use up its capacity first."""
@@ -179,8 +194,6 @@ def plan_policy(policy: str, table, wh: Warehouse, ds: str, config, elasticity: 
                 explore_share: float | None = None, recal=None) -> tuple[dict, dict]:
     """Arrays of one policy's windows (column name -> array) and its stats. explore_share: users sent at a random
     allowed hour (default windows.exploration_share; larger while the prior policy plans)."""
-    import pyarrow.compute as pc
-
     from features.windows import allowed_slots, assign, explorers, fixed_hour, local_hours, slot_starts, slot_values, user_hash
 
     p = config.platform
@@ -208,11 +221,7 @@ def plan_policy(policy: str, table, wh: Warehouse, ds: str, config, elasticity: 
     raw_value = slot_values(p_ref, q, ref_hour, lh, allowed, elasticity,
                             ref_share=q_all[np.arange(len(users)), ref_hour])
     del q_all
-    # the model version's recalibration (training fitted it on its holdout's pushes; identity without enough of them):
-    # it is the model's calibration, so both policies' estimates get it and the plan report compares like with like
-    n_items = pc.fill_null(pc.list_value_length(table["item_ids"]), 1).to_numpy().astype(np.float64)[:, None]
-    value = (recal.apply(raw_value, n_items, scenes[:, None], pushes=push_load(wh, ds, users, recal))
-             if recal is not None else raw_value)
+    value = recalibrated(raw_value, table, wh, ds, recal)
     capacity = np.maximum(np.full(len(starts), p.gateway.max_per_hour, dtype=np.int64)
                           - carried_load(wh, ds, w.policy, len(starts)), 0)
     if policy == "hermes":

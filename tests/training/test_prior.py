@@ -309,3 +309,29 @@ def test_the_plan_reads_each_users_push_load_for_the_fatigue_terms_from_the_scor
     report.write_text(json.dumps({"decision": "held", "champion_recalibration": {"version": "3", **r.as_dict()}}))
     back = version_recalibration("3", wh, "2026-10-30")
     assert (back.b, back.fatigue_1d, back.fatigue_7d) == (0.6, -0.4, -0.1)
+
+
+def test_the_plans_values_carry_each_feeds_length_scene_and_users_push_load_through_the_recalibration(tmp_path):
+    """jobs.windows.recalibrated, what plan_policy values every slot with: each row gets its own feed length, scene
+    offset and its user's pushes before the plan day (features/sides_user), on every slot; no recalibration: raw."""
+    import pyarrow as pa
+
+    from core.warehouse import Warehouse
+    from features.windows import Recalibration
+    from jobs.windows import recalibrated
+
+    wh = Warehouse(tmp_path / "warehouse")
+    wh.write_arrow(pa.table({"user_id": [7, 5], "pushes_recent_1d": [1, 0], "pushes_7d": [4, 2]}),
+                   "features/sides_user", "2026-10-30", "cfg")
+    table = pa.table({"user_id": pa.array([5, 7, 9], pa.int64()),
+                      "scene_id": ["guess_you_like", "guess_you_like", "top_picks"],
+                      "item_ids": pa.array([[1, 2, 3], [1], None], pa.list_(pa.int64()))})
+    raw = np.full((3, 24), 0.2)
+    r = Recalibration(a=0.1, b=0.6, c=0.3, scene={"top_picks": 0.5}, fatigue_1d=-0.4, fatigue_7d=-0.1)
+    got = recalibrated(raw, table, wh, "2026-10-30", r)
+    logit = np.log(0.2 / 0.8)
+    load = np.array([-0.1 * 2, -0.4 * 1 - 0.1 * 4, 0.0])                 # users 5, 7 and 9 (no row: no pushes)
+    z = 0.1 + 0.6 * logit + 0.4 * load + 0.3 * np.log([3.0, 1.0, 1.0]) + np.array([0.0, 0.0, 0.5])
+    assert got.shape == (3, 24) and np.allclose(got, (1 / (1 + np.exp(-z)))[:, None])
+    assert got[1, 0] < got[0, 0]                   # the heavier push load and the shorter feed
+    assert recalibrated(raw, table, wh, "2026-10-30", None) is raw
