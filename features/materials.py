@@ -45,7 +45,7 @@ def material_features(items_now: DataFrame, events: DataFrame, as_of: datetime,
                       push_log: DataFrame | None = None) -> DataFrame:
     """One row per item on sale at `as_of`: price, price change, freshness, category, popularity, seller activity.
     Popularity is organic: the views a push led to (push_log's receipts, features.rollups.push_driven) are not
-    the item's draw but the plan's, and would make last night's pushed items tonight's most popular."""
+    the item's draw but the plan's, and would make last night's pushed items look more popular tonight."""
     on_sale = items_now.where(F.col("status") == "on_sale")
     recent = (push_driven(events.where(within_days(F.col("ts"), as_of, 7) & F.col("item_id").isNotNull()), push_log)
               .where(~F.col("via_push")))

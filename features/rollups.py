@@ -21,9 +21,9 @@ Exactly the same features as from the events:
 Push-driven events are kept out of what describes the users' and the items' own behaviour. A push that is opened
 is logged twice: as its receipt (`push_log.opened_at`, `clicked_item_id`) and as the app's own events — the app
 open and the views of the pushed items that follow. Counted as behaviour, they feed the plan back into itself: an
-item pushed to a thousand users is the most viewed listing the next night (so the most popular candidate, with the
-model's popularity features at their highest), and the hour and the category a user was pushed at become more of
-their habit. What a push does is learnt from push_log; the features of habit and popularity are organic:
+item pushed to a thousand users comes back the next night with several times the views it drew on its own (a more
+popular candidate, the model's popularity features higher), and the hour and the category a user was pushed at
+become more of their habit. What a push does is learnt from push_log; the features of habit and popularity are organic:
 `push_driven` marks an app open within PUSH_OPEN_MATCH_S of a receipt's opened_at and a view of one of the push's
 items within PUSH_VIEW_WINDOW_S after it, by the push's user, and `open_slots`, `user_category_day` and `item_day`
 leave them out. `user_day` counts every event (engagement is engagement, and the counts add up to the raw rows)
