@@ -5,7 +5,7 @@ event organic, as before 2026-12-07), alternately in one process and one SparkSe
 
     python bench/push_driven.py --users 200000 --days 30 --repeats 2
 
-The world is simulated into $HERMES_HOME (var/bench/push_driven by default) once and kept. Prints the wall time
+The world is simulated into $HERMES_HOME (var/bench/push_driven-<users> by default) once and kept. Prints the wall time
 of each run, the medians and their ratio, and the events found push-driven.
 """
 from __future__ import annotations

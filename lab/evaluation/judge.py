@@ -198,7 +198,7 @@ def _push_driven_views(wh: Warehouse, t, ts: np.ndarray) -> np.ndarray:
         columns=["user_id", "item_ids", "opened_at"], filter=pc.field("opened_at").is_valid())
     if log.num_rows == 0:
         return out
-    counts = pc.list_value_length(log["item_ids"]).to_numpy(zero_copy_only=False)
+    counts = pc.fill_null(pc.list_value_length(log["item_ids"]), 0).to_numpy(zero_copy_only=False)   # no feed: no views
     opens = pd.DataFrame({"user_id": np.repeat(log["user_id"].to_numpy(), counts),
                           "item_id": pc.list_flatten(log["item_ids"]).to_numpy(zero_copy_only=False),
                           "opened": np.repeat(log["opened_at"].cast(TS).cast("int64").to_numpy(), counts)})
