@@ -19,6 +19,7 @@ from features.pairs import FEATURES, HOUR_PRIOR_OPENS, PUSH_PRIOR_RATE, PUSH_PRI
 
 USER_SUMS = ("opens_7d", "views_7d", "favs_28d", "pushes_7d", "push_opens_seen_28d", "pushes_recent_1d",
              "opens_long_28d", "pushes_long_28d", "w_all_28d")
+INTEREST_SETS = ("_liked_items", "_followed_sellers")
 ITEM_COLUMNS = ("category_id", "i_price_rel", "i_drop_pct", "i_age_log", "iv_7d", "if__7d", "listing_price",
                 "cat_median")
 
@@ -35,12 +36,17 @@ class Sides:
 
     @classmethod
     def from_arrow(cls, ds: str, users, items, hours) -> "Sides":
-        u = users.select([c for c in ("user_id", *USER_SUMS, "_w_by_category", "_h_by_hour") if c in users.column_names])
+        u = users.select([c for c in ("user_id", *USER_SUMS, "_w_by_category", "_h_by_hour", *INTEREST_SETS)
+                          if c in users.column_names])
         cols = {c: u.column(c).to_numpy(zero_copy_only=False) for c in u.column_names if not c.startswith("_")}
         frame = pd.DataFrame(cols).set_index("user_id")
         for m in ("_w_by_category", "_h_by_hour"):
             frame[m] = [dict(x) if x is not None else {} for x in u.column(m).to_pylist()]
-        it = items.select(["item_id", *ITEM_COLUMNS]).to_pandas().drop_duplicates("item_id").set_index("item_id")
+        for m in INTEREST_SETS:          # sides written before them have none: no interest known
+            frame[m] = ([frozenset(x or ()) for x in u.column(m).to_pylist()] if m in u.column_names
+                        else [frozenset()] * len(frame))
+        it = items.select(["item_id", *ITEM_COLUMNS, *(["seller_id"] if "seller_id" in items.column_names else [])]) \
+            .to_pandas().drop_duplicates("item_id").set_index("item_id")
         pop = np.full(24, 0.01 / 24)
         h = hours.to_pandas()
         pop[h["local_hour"].astype(int).to_numpy()] = h["pop_share"].to_numpy()
@@ -106,3 +112,22 @@ def shrunk(p: np.ndarray, p_neutral: np.ndarray, weight: np.ndarray) -> np.ndarr
     lp = np.log(np.clip(p, eps, 1 - eps) / (1 - np.clip(p, eps, 1 - eps)))
     ln = np.log(np.clip(p_neutral, eps, 1 - eps) / (1 - np.clip(p_neutral, eps, 1 - eps)))
     return 1 / (1 + np.exp(-(ln + weight * (lp - ln))))
+
+
+def live_interest(pairs: pd.DataFrame, sides: Sides) -> np.ndarray:
+    """1.0 where the pair's user had favourited or carted its item or followed its seller by the plan day (the
+    sides' interest sets: features/pairs.py's `interest`), else 0.0; pairs: user_id, item_id and optionally seller_id
+    (for an item the sides do not hold) and interest (what the trigger itself says: e.g. a fav made since)."""
+    n = len(pairs)
+    u = sides.users.reindex(pairs["user_id"].to_numpy())
+    liked = u["_liked_items"].to_numpy() if "_liked_items" in u else np.full(n, None)
+    follows = u["_followed_sellers"].to_numpy() if "_followed_sellers" in u else np.full(n, None)
+    sellers = (sides.items["seller_id"].reindex(pairs["item_id"].to_numpy()).to_numpy(dtype=np.float64)
+               if "seller_id" in sides.items else np.full(n, np.nan))
+    if "seller_id" in pairs:
+        sellers = np.where(np.isnan(sellers), pairs["seller_id"].to_numpy(dtype=np.float64), sellers)
+    out = np.array([(isinstance(li, frozenset) and int(i) in li) or (isinstance(fo, frozenset) and s == s and int(s) in fo)
+                    for li, fo, i, s in zip(liked, follows, pairs["item_id"].to_numpy(), sellers)], dtype=np.float64)
+    if "interest" in pairs:
+        out = np.maximum(out, pairs["interest"].to_numpy(dtype=np.float64))
+    return out

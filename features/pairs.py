@@ -3,6 +3,11 @@
 A pair is keyed by (user_id, item_id, scene_id, day, local_hour). Every feature is an aggregate of whole
 UTC days strictly *before* `day` — so a push sent on day D at any hour only sees data from before D 00:00,
 and the plan for day D is scored exactly as the pushes of day D were trained. One code path for both.
+
+Beside the FEATURES every pair gets `interest` (0/1): in the INTEREST_DAYS before its day the user favourited or
+carted the item, or followed its seller. It is not a model feature: a history of pushes chosen without it (Push 1.0's
+popular items) cannot say what it is worth. Training's recalibration learns that from Hermes' own pushes
+(features.windows.Recalibration's term e), and the selection and the plan carry it (features/selection.py).
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ FEATURES = ("u_opens_7d", "u_opens_28d", "u_views_7d", "u_favs_28d", "u_pushes_1
             "u_push_open_rate", "aff_share", "hour_share_log", "i_drop_pct", "i_age_log", "i_views_7d_log",
             "i_favs_7d_log", "i_fav_rate", "i_price_rel", "scene_code")
 LOOKBACK = 28
+INTEREST_DAYS = LOOKBACK
 PUSH_PRIOR_SENDS = 5.0
 PUSH_PRIOR_RATE = 0.05
 # A user's share of app opens in the send hour, estimated from a month of opens (a handful per hour at best):
@@ -148,7 +154,25 @@ def pair_features(keys: DataFrame, users: DataFrame, events: DataFrame | Activit
            .join(tot, ["user_id", "day"], "left").join(hours, ["user_id", "local_hour", "day"], "left")
            .join(item_pop, ["item_id", "day"], "left").join(item_state, ["item_id", "day"], "left")
            .join(F.broadcast(population), ["local_hour", "day"], "left"))
-    return _feature_columns(out, keys.columns, scene_codes)
+    return _feature_columns(_with_interest(out, ev.interest_day, items), keys.columns, scene_codes)
+
+
+def _with_interest(pairs: DataFrame, interest_day: DataFrame, items: DataFrame) -> DataFrame:
+    """pairs (user_id, item_id, day, ...) + `interest` (bool): a fav or cart of the item, or a follow of its seller, by
+    the pair's user in the INTEREST_DAYS days before the pair's day. The days of each (user, item) and (user, seller)
+    are gathered once (a handful each), so the pairs join them without multiplying."""
+    def days_of(key: str) -> DataFrame:
+        return (interest_day.where(F.col(key).isNotNull()).groupBy("user_id", key)
+                .agg(F.collect_set("day").alias(f"_days_{key}")))
+
+    def within(col: str):
+        return F.coalesce(F.exists(col, lambda d: (d >= F.col("day") - INTEREST_DAYS) & (d < F.col("day"))),
+                          F.lit(False))
+    x = pairs if "seller_id" in pairs.columns else pairs.join(items.select("item_id", "seller_id"), "item_id", "left")
+    x = (x.join(days_of("item_id"), ["user_id", "item_id"], "left").join(days_of("seller_id"), ["user_id", "seller_id"], "left")
+         .withColumn("interest", within("_days_item_id") | within("_days_seller_id")))
+    return x.drop("_days_item_id", "_days_seller_id") if "seller_id" in pairs.columns else \
+        x.drop("_days_item_id", "_days_seller_id", "seller_id")
 
 
 @dataclass(frozen=True)
@@ -156,8 +180,9 @@ class OneDay:
     """Everything the pair features of one key day need, keyed by user and by item, independent of the pairs:
     computed once, it serves any set of (user, item) keys of that day (one_day_features)."""
     day: int
-    user_side: DataFrame     # user_id, the windows' sums, _w_by_category, _h_by_hour (maps)
-    item_side: DataFrame     # item_id, category_id, i_price_rel, i_drop_pct, i_age_log, iv_7d, if__7d, the prices
+    user_side: DataFrame     # user_id, the windows' sums, _w_by_category, _h_by_hour (maps), _liked_items and
+                             # _followed_sellers (arrays: the user's interest, features.pairs' module doc)
+    item_side: DataFrame     # item_id, category_id, seller_id, i_price_rel, i_drop_pct, i_age_log, iv_7d, if__7d, prices
     population: DataFrame    # local_hour, day, pop_share (24 rows)
 
     def persist(self) -> "OneDay":
@@ -197,13 +222,16 @@ def one_day_sides(users: DataFrame, events: DataFrame | Activity, push_log: Data
         F.map_from_entries(F.collect_list(F.struct("category_id", "w_28d"))).alias("_w_by_category"))
     by_hour = hours.groupBy("user_id").agg(
         F.map_from_entries(F.collect_list(F.struct("local_hour", "h_28d"))).alias("_h_by_hour"))
+    recent_interest = ev.interest_day.where((F.col("day") >= key_day - INTEREST_DAYS) & (F.col("day") <= key_day - 1))
+    interest = recent_interest.groupBy("user_id").agg(     # collect_set leaves the nulls out
+        F.collect_set("item_id").alias("_liked_items"), F.collect_set("seller_id").alias("_followed_sellers"))
     user_side = (u.drop("day").join(tot.drop("day"), "user_id", "left").join(by_category, "user_id", "left")
-                 .join(by_hour, "user_id", "left"))
+                 .join(by_hour, "user_id", "left").join(interest, "user_id", "left"))
     key_items = key_items.select("item_id").distinct().withColumn("day", F.lit(key_day))
     item_pop = _as_of_sums(None, _item_daily(ev), ["item_id"], {"iv": 7, "if_": 7}, key_day)
     item_side = (_item_state(key_items, item_changes, items, key_day).drop("day")
                  .join(item_pop.drop("day"), "item_id", "left")
-                 .join(items.select("item_id", "category_id"), "item_id", "left"))
+                 .join(items.select("item_id", "category_id", "seller_id"), "item_id", "left"))
     return OneDay(key_day, user_side, item_side, population)
 
 
@@ -226,7 +254,9 @@ def one_day_features(keys: DataFrame, sides: OneDay, scene_codes: dict[str, int]
         out = out.withColumn("local_hour", F.coalesce(fixed[F.col("scene_id")], F.col("local_hour")))
     out = (out.withColumn("w_28d", F.try_element_at("_w_by_category", F.col("category_id")))
            .withColumn("h_28d", F.try_element_at("_h_by_hour", F.col("local_hour")))
-           .drop("_w_by_category", "_h_by_hour")
+           .withColumn("interest", F.coalesce(F.array_contains("_liked_items", F.col("item_id")), F.lit(False))
+                       | F.coalesce(F.array_contains("_followed_sellers", F.col("seller_id")), F.lit(False)))
+           .drop("_w_by_category", "_h_by_hour", "_liked_items", "_followed_sellers")
            .join(F.broadcast(sides.population), ["local_hour", "day"], "left"))
     return _feature_columns(out, key_columns, scene_codes)
 
@@ -238,7 +268,7 @@ def _feature_columns(out: DataFrame, key_columns: list[str], scene_codes: dict[s
                           "i_drop_pct", "i_age_log", "i_price_rel"])
     codes = F.create_map(*[x for k, v in sorted(scene_codes.items()) for x in (F.lit(k), F.lit(v))])
     return out.select(
-        *key_columns, "category_id",
+        *key_columns, "category_id", F.coalesce(F.col("interest"), F.lit(False)).cast("int").alias("interest"),
         F.col("opens_7d").cast("double").alias("u_opens_7d"),
         F.col("opens_long_28d").cast("double").alias("u_opens_28d"),
         F.col("views_7d").cast("double").alias("u_views_7d"),

@@ -43,7 +43,11 @@ from core.contract import EVENT_TYPES
 CATEGORY_WEIGHTS = {"view": 1.0, "search": 1.0, "fav": 3.0, "chat": 3.0, "cart": 4.0, "buy": 5.0}
 SLOT_SECONDS = 15 * 60
 # The rollups' definition: stored partitions rolled up under another version are recomputed (jobs/rollups.py).
-ROLLUP_VERSION = 2
+ROLLUP_VERSION = 3
+# The events that say a user wants a particular item (favourited or carted it) or a particular seller's items
+# (follows them): interest_day keeps who and what, so a push can be told apart by whether it carries such an item.
+INTEREST_ITEM_EVENTS = ("fav", "cart")
+INTEREST_SELLER_EVENTS = ("follow_seller",)
 # A push's own app open: the app logs it when the push is opened, the receipt's opened_at the same moment (give or
 # take the two clocks); the views it leads to: the pushed items, viewed by its user within half an hour of opening it.
 PUSH_OPEN_MATCH_S = 120
@@ -81,6 +85,8 @@ class Activity:
     open_slots: DataFrame         # user_id, day, slot (start of a 15-minute UTC slot), n: organic app opens
     item_day: DataFrame           # item_id, day, n_view, n_fav, n_chat: organic
     seller_day: DataFrame         # seller_id, day, n_chat: chats about the seller's items
+    interest_day: DataFrame       # user_id, day, item_id, seller_id: a fav or cart of the item (seller_id null), or a
+                                  # follow of the seller (item_id null); one row per distinct one, push-driven or not
 
     @staticmethod
     def names() -> tuple[str, ...]:
@@ -93,7 +99,7 @@ class Activity:
         """Only the user-level rollups of the users `keep` (a condition on user_id) selects; the item and
         seller rollups stay whole (item popularity sees every user)."""
         return Activity(self.user_day.where(keep), self.user_category_day.where(keep), self.open_slots.where(keep),
-                        self.item_day, self.seller_day)
+                        self.item_day, self.seller_day, self.interest_day.where(keep))
 
 
 def push_driven(events: DataFrame, push_log: DataFrame | None) -> DataFrame:
@@ -139,7 +145,13 @@ def roll_up(events: DataFrame, by: tuple[str, ...] = (), push_log: DataFrame | N
         *[F.sum((F.col("event_type") == et).cast("long")).alias(f"n_{et}") for et in ("view", "fav", "chat")])
     seller_day = (ev.where((F.col("event_type") == "chat") & F.col("seller_id").isNotNull())
                   .groupBy(*by, "seller_id", "day").agg(F.count("*").alias("n_chat")))
-    return Activity(user_day, user_category_day, open_slots, item_day, seller_day)
+    # interest is interest however the user came to the item: a fav after a push's click counts as any other
+    liked = ev.where(F.col("event_type").isin(*INTEREST_ITEM_EVENTS) & F.col("item_id").isNotNull()).select(
+        *by, "user_id", "day", "item_id", F.lit(None).cast("long").alias("seller_id"))
+    followed = ev.where(F.col("event_type").isin(*INTEREST_SELLER_EVENTS) & F.col("seller_id").isNotNull()).select(
+        *by, "user_id", "day", F.lit(None).cast("long").alias("item_id"), "seller_id")
+    interest_day = liked.unionByName(followed).where(F.col("user_id").isNotNull()).distinct()
+    return Activity(user_day, user_category_day, open_slots, item_day, seller_day, interest_day)
 
 
 def activity_of(events: DataFrame | Activity, push_log: DataFrame | None = None) -> Activity:

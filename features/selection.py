@@ -10,6 +10,12 @@ assumed: the model version's recalibration (features.windows.Recalibration, its 
 pushes show feeds of several lengths. Scene: per user, the feed with the highest expected opens, that term
 included; ties go to priority.
 
+Interest: a pair's `interest` (the user favourited or carted the item or follows its seller: features/pairs.py) is
+not something the model can value (its history was not chosen by it); the recalibration's term e, learnt from
+Hermes' own pushes, is. With e != 0 the items of a feed are ranked by logit(p_open) + e * interest, so a feed of
+something the user wants leads with it, and the scene choice adds e to a feed holding such an item. Every feed logs
+its items' `item_interest` (0/1 each), which the plan's estimate (jobs/windows.py) and the next fit read.
+
 Support: a scene the push history barely shows (or never showed: a config's new scene, a history of other
 scene ids) is one whose scene code the model extrapolates. Its feeds keep only w = sends / (sends +
 `support_sends`) of the model's scene effect (the lead item's log-odds with its scene code minus with the neutral
@@ -33,9 +39,13 @@ def recent_pairs(push_log: DataFrame, since) -> DataFrame:
             .select("user_id", F.explode("item_ids").alias("item_id")).distinct())
 
 
-def feeds(scored: DataFrame, items: DataFrame, scenes: DataFrame, max_per_category: int, reserves: int = 0) -> DataFrame:
-    """scored: user_id, scene_id, item_id, p_open, model_version. items: item_id, seller_id, category_id.
-    scenes: scene_id, feed_size, priority.
+def feeds(scored: DataFrame, items: DataFrame, scenes: DataFrame, max_per_category: int, reserves: int = 0,
+          interest_weight: float = 0.0) -> DataFrame:
+    """scored: user_id, scene_id, item_id, p_open, model_version (and interest: 0/1). items: item_id, seller_id,
+    category_id. scenes: scene_id, feed_size, priority.
+
+    interest_weight: the recalibration's e; with it the feed's items are ranked by logit(p_open) + e * interest
+    (see the module doc), else by p_open. The feed's expected_open stays its best item's p_open, the model's.
 
     reserves: each feed also carries the scene's next this many candidates (best first, one per seller, none of the
     feed's sellers) as `reserve_ids`: second-hand items are unique, and one that sells between the night's plan and
@@ -48,8 +58,14 @@ def feeds(scored: DataFrame, items: DataFrame, scenes: DataFrame, max_per_catego
     # Hash-partitioned by user once: every window below (user, scene, seller / category / -), the feed's group-by
     # and select_scene's window are clustered within it, so none of them shuffles the pairs again.
     x = scored.join(items.select("item_id", "seller_id", "category_id"), "item_id").repartition("user_id")
+    has_interest = "interest" in scored.columns
+    if has_interest and interest_weight:
+        q = F.least(F.greatest(F.col("p_open"), F.lit(1e-6)), F.lit(1 - 1e-6))
+        x = x.withColumn("_merit", F.log(q / (1 - q)) + F.lit(float(interest_weight)) * F.col("interest"))
+    else:
+        x = x.withColumn("_merit", F.col("p_open"))
     by = lambda *cols: Window.partitionBy("user_id", "scene_id", *cols).orderBy(  # noqa: E731
-        F.col("p_open").desc(), F.col("item_id"))
+        F.col("_merit").desc(), F.col("item_id"))
     x = x.withColumn("_seller_rank", F.row_number().over(by("seller_id"))).where("_seller_rank = 1")
     x = x.withColumn("_capped", (F.row_number().over(by("category_id")) <= max_per_category).cast("int"))
     # one pass of one window: the feed is the first feed_size rows within the category cap; every other row's place
@@ -71,6 +87,7 @@ def feeds(scored: DataFrame, items: DataFrame, scenes: DataFrame, max_per_catego
     return x.groupBy("user_id", "scene_id", "priority", "model_version").agg(
         ordered("item_id", in_feed).alias("item_ids"),
         ordered("p_open", in_feed).alias("item_p_open"),
+        *([ordered("interest", in_feed).alias("item_interest")] if has_interest else []),
         F.max(F.when(in_feed, F.col("p_open"))).alias("expected_open"),
         *([F.max_by(F.when(in_feed, F.col("p_neutral")), F.when(in_feed, F.col("p_open"))).alias("expected_open_neutral")]
           if "p_neutral" in scored.columns else []),
@@ -136,15 +153,17 @@ def _unit_hash(col, salt: str):
 
 
 def select_scene(feed: DataFrame, explore_share: float = 0.0, salt: str = "", breadth: float = 0.0,
-                 scene_offsets: dict | None = None) -> DataFrame:
+                 scene_offsets: dict | None = None, interest: float = 0.0) -> DataFrame:
     """One row per user: the feed with the highest expected opens (then priority, then scene id), or for an
     explore_share of users (by a salted hash) a uniformly drawn one of their scenes; scene_propensity logs
     P(this scene | the policy). breadth: the model version's feed-length term c, scene_offsets its scenes' own
     offsets d[scene] (features.windows.Recalibration: log-odds per unit of log(items), and per scene, learnt from
     Hermes' own pushes; none until they show it): feeds are compared on logit(expected_open) + c log(items) +
-    d[scene]. The recalibration's a and b move every feed alike (b > 0), so they do not change the order;
+    d[scene] + e [the feed holds an item of the user's interest] (interest: e; item_interest says which items).
+    The recalibration's a and b move every feed alike (b > 0), so they do not change the order;
     expected_open itself stays the model's (jobs/windows.py recalibrates it once)."""
-    if breadth or scene_offsets:
+    wanted = bool(interest) and "item_interest" in feed.columns
+    if breadth or scene_offsets or wanted:
         p = F.least(F.greatest(F.col("expected_open"), F.lit(1e-6)), F.lit(1 - 1e-6))
         merit = F.log(p / (1 - p))
         if breadth:
@@ -152,6 +171,9 @@ def select_scene(feed: DataFrame, explore_share: float = 0.0, salt: str = "", br
         if scene_offsets:
             d = F.create_map(*[x for sc, v in sorted(scene_offsets.items()) for x in (F.lit(sc), F.lit(float(v)))])
             merit = merit + F.coalesce(d[F.col("scene_id")], F.lit(0.0))
+        if wanted:
+            merit = merit + F.lit(float(interest)) * F.coalesce(F.exists("item_interest", lambda v: v > 0),
+                                                                F.lit(False)).cast("double")
     else:
         merit = F.col("expected_open")
     w = Window.partitionBy("user_id").orderBy(merit.desc(), F.col("priority").desc(), F.col("scene_id"))
@@ -177,6 +199,8 @@ def select_scene(feed: DataFrame, explore_share: float = 0.0, salt: str = "", br
         out = out.withColumn("reserve_ids", F.concat(F.slice("item_ids", F.col("_len") + 1, F.col("_k")), "reserve_ids"))
     return (out.withColumn("item_ids", F.slice("item_ids", 1, F.col("_len")))
                .withColumn("item_p_open", F.slice("item_p_open", 1, F.col("_len")))
+               .transform(lambda df: df.withColumn("item_interest", F.slice("item_interest", 1, F.col("_len")))
+                          if "item_interest" in df.columns else df)
                .drop("_rank", "_n", "_k", "_len"))
 
 
@@ -237,7 +261,7 @@ def baseline(candidates: DataFrame, eligible: DataFrame, scene_id: str, explore_
     and every row logs `scene_propensity` = P(this scene | user) = (1 - e)[scene is the global one] + e / k."""
     first = candidates.withColumn("_draw", F.row_number().over(baseline_draw(candidates, salt))).where(
         F.col("_draw") == 1)
-    cols = ["user_id", "scene_id", "item_id"] + [c for c in ("p_open", "model_version") if c in first.columns]
+    cols = ["user_id", "scene_id", "item_id"] + [c for c in ("p_open", "model_version", "interest") if c in first.columns]
     opts = eligible.select("user_id", "scene_id").join(first.select(*cols), ["user_id", "scene_id"])
     audience = opts.where(F.col("scene_id") == scene_id).select("user_id")
     opts = opts.join(audience, "user_id", "left_semi")
@@ -251,7 +275,7 @@ def baseline(candidates: DataFrame, eligible: DataFrame, scene_id: str, explore_
     x = (opts.where(F.when(explored, F.col("_i") == pick).otherwise(is_best))
          .withColumn("scene_propensity", (1 - eps) * is_best.cast("double") + eps / F.col("_k")))
     scored = ([F.array("p_open").alias("item_p_open"), F.col("p_open").alias("expected_open"), "model_version"]
-              if "p_open" in cols else [])
+              if "p_open" in cols else []) + ([F.array("interest").alias("item_interest")] if "interest" in cols else [])
     # Push 1.0 as it was: one item, nothing held in reserve
     return x.select("user_id", "scene_id", F.array("item_id").alias("item_ids"), *scored,
                     F.lit("baseline").alias("policy"), "scene_propensity",

@@ -143,13 +143,18 @@ def is_day_off(send_day: str, weekend_days) -> bool:
 
 @dataclass
 class Recalibration:
-    """A model version's feed-level calibration: logit(p') = a + b logit(p) + c log(n) + d[scene], p the feed's
-    estimate (its best item's p_open), n the items it shows and d[scene] its scene's own offset, fitted by training on
-    its holdout's pushes (the estimate of each push's feed -> opened or not; training.train.feed_recalibration).
+    """A model version's feed-level calibration: logit(p') = a + b logit(p) + c log(n) + d[scene] + e i, p the feed's
+    estimate (its best item's p_open), n the items it shows, d[scene] its scene's own offset and i = 1 when the feed
+    holds an item of the user's interest (they favourited or carted it or follow its seller: features/pairs.py), fitted
+    by training on its holdout's pushes (the estimate of each push's feed -> opened or not;
+    training.train.feed_recalibration).
     Identity until there are enough; c stays 0 until Hermes' own pushes show feeds of several lengths (a one-item
     history says nothing of what a longer feed is worth, so the lead item's estimate stands for the feed), and d is
     empty until they show several scenes (until then a scene the history never held is scored as the history's
-    average push: training.model.centre_scene_effects); a scene without an offset gets 0.
+    average push: training.model.centre_scene_effects); a scene without an offset gets 0. e stays 0 until the pushes
+    hold both feeds with and without such an item: the model's features do not tell them apart (a history of popular
+    items says nothing of a push about the very item a user favourited), and across three held-out closed loops the
+    feeds holding one opened 1.2-2.4 times the odds the recalibration without e put on them (docs/generalization.md).
 
     The slope b corrects the model's ranking among the items, hours and scenes the plan picks (their estimates are the
     best of many, so too spread); it leaves the model's own fatigue effect at full strength: logit(p') = a +
@@ -167,10 +172,11 @@ class Recalibration:
     scene: dict = field(default_factory=dict)   # scene_id -> log-odds its feeds turned out above or below the rest
     fatigue_1d: float = 0.0    # the model's log-odds per push the day before (<= 0), kept out of the slope
     fatigue_7d: float = 0.0    # the same per push in the 7 days before
+    interest: float = 0.0      # e: log-odds of a feed holding an item of the user's interest over one without
 
     @property
     def identity(self) -> bool:
-        return self.a == 0.0 and self.b == 1.0 and self.c == 0.0 and not self.scene
+        return self.a == 0.0 and self.b == 1.0 and self.c == 0.0 and not self.scene and self.interest == 0.0
 
     def offsets(self, scenes) -> np.ndarray:
         """d[scene] for an array of scene ids (any shape; 0 for a scene without an offset)."""
@@ -183,14 +189,17 @@ class Recalibration:
         return (self.fatigue_1d * np.asarray(pushes_1d, dtype=np.float64)
                 + self.fatigue_7d * np.asarray(pushes_7d, dtype=np.float64))
 
-    def apply(self, p: np.ndarray, n_items: np.ndarray | None = None, scenes=None, pushes=None) -> np.ndarray:
+    def apply(self, p: np.ndarray, n_items: np.ndarray | None = None, scenes=None, pushes=None,
+              interest=None) -> np.ndarray:
         """p: the feeds' estimates (any shape); n_items: the items of each feed, broadcastable to p (None: one);
         scenes: each feed's scene id, broadcastable to p (None: no scene offset); pushes: (pushes the day before,
-        pushes in the 7 days before) of each feed's user, broadcastable to p (None: the slope scales all of p)."""
+        pushes in the 7 days before) of each feed's user, broadcastable to p (None: the slope scales all of p);
+        interest: 1 for a feed holding an item of its user's interest, else 0, broadcastable to p (None: 0)."""
         breadth = self.c != 0.0 and n_items is not None
         by_scene = bool(self.scene) and scenes is not None
+        wanted = self.interest != 0.0 and interest is not None
         load = pushes is not None and self.b != 1.0 and (self.fatigue_1d != 0.0 or self.fatigue_7d != 0.0)
-        if self.a == 0.0 and self.b == 1.0 and not breadth and not by_scene:
+        if self.a == 0.0 and self.b == 1.0 and not breadth and not by_scene and not wanted:
             return p
         q = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
         z = self.a + self.b * np.log(q / (1 - q))
@@ -200,6 +209,8 @@ class Recalibration:
             z = z + self.c * np.log(np.maximum(np.asarray(n_items, dtype=np.float64), 1.0))
         if by_scene:
             z = z + self.offsets(scenes)
+        if wanted:
+            z = z + self.interest * np.asarray(interest, dtype=np.float64)
         return 1 / (1 + np.exp(-z))
 
     def as_dict(self) -> dict:
@@ -207,12 +218,13 @@ class Recalibration:
 
     @classmethod
     def from_dict(cls, d: dict, reason: str | None = None) -> "Recalibration":
-        """From as_dict()'s keys (a report's JSON); a dict written before c, the scene offsets or the fatigue terms has
-        none."""
+        """From as_dict()'s keys (a report's JSON); a dict written before c, the scene offsets, the fatigue terms or e
+        has none."""
         return cls(a=float(d["a"]), b=float(d["b"]), c=float(d.get("c") or 0.0),
                    scene={str(k): float(v) for k, v in (d.get("scene") or {}).items()},
                    fatigue_1d=float(d.get("fatigue_1d") or 0.0), fatigue_7d=float(d.get("fatigue_7d") or 0.0),
-                   pushes=int(d.get("pushes", 0)), opens=int(d.get("opens", 0)), nights=int(d.get("nights", 0)),
+                   interest=float(d.get("interest") or 0.0), pushes=int(d.get("pushes", 0)),
+                   opens=int(d.get("opens", 0)), nights=int(d.get("nights", 0)),
                    reason=reason if reason is not None else str(d.get("reason", "")))
 
 
@@ -225,16 +237,22 @@ BREADTH_MIN_SPREAD = 0.1  # sd of log(items) below which the lengths are too ali
 # more), and a scene with a few dozen pushes stays near the rest until its pushes say otherwise
 SCENE_PRIOR_SD = 1.0
 SCENE_LIMITS = (-3.0, 3.0)
+# the interest term's prior: N(0, 1) - a feed of something the user wants is worth the model's estimate until the pushes
+# say otherwise; it is fitted once INTEREST_MIN_PUSHES pushes with such an item and as many without are among them
+INTEREST_PRIOR_SD = 1.0
+INTEREST_LIMITS = (-3.0, 3.0)
+INTEREST_MIN_PUSHES = 30
 
 
 def fit_recalibration(p: np.ndarray, opened: np.ndarray, nights: int, min_opens: int = 100,
                       min_pushes: int = 1000, n_items: np.ndarray | None = None,
                       scenes: np.ndarray | None = None, pushes: tuple | None = None,
-                      fatigue: tuple[float, float] = (0.0, 0.0)) -> Recalibration:
+                      fatigue: tuple[float, float] = (0.0, 0.0), interest: np.ndarray | None = None) -> Recalibration:
     """Platt scaling of a model's estimates on pushes and their outcomes; nights: how many days the pushes span
     (reported); n_items: the items each push showed — with feeds of different lengths among them, a term
     c log(n) is fitted too (else c = 0); scenes: each push's scene — with several scenes among them, each scene gets
-    its own offset d[scene] (else none).
+    its own offset d[scene] (else none); interest: 1 for each push whose feed held an item of its user's interest
+    (features/pairs.py) — with at least INTEREST_MIN_PUSHES of each kind, a term e is fitted (else e = 0).
 
     The slope has a prior N(1, SLOPE_PRIOR_SD^2), c one of N(0, BREADTH_PRIOR_SD^2) and each d[scene] one of
     N(0, SCENE_PRIOR_SD^2) (a maximum a posteriori fit: a scene seen a few times stays near the pooled calibration);
@@ -247,7 +265,9 @@ def fit_recalibration(p: np.ndarray, opened: np.ndarray, nights: int, min_opens:
     estimates — and the scene choice, which compares a user's feeds of different lengths (jobs/select.py) — carry it.
     Why d: the model scores a scene the history never held as the history's average push, and one whose pushes are
     about an item the user favourited or a seller they follow has no history to learn that from; the first nights'
-    pushes show each scene's level, and the scene choice compares feeds with it.
+    pushes show each scene's level, and the scene choice compares feeds with it. Why e: the model's features cannot
+    tell a push of the very item a user favourited from another of the same scene and estimate (its history was not
+    chosen by it); the pushes' outcomes can, and the selection and the plan then value such feeds as they open.
     pushes: (pushes the day before, in the 7 days before) of each push's user, and fatigue the model's log-odds per
     push of each (training.train.fatigue_elasticities): that part of each estimate enters with coefficient 1, outside
     the slope (Recalibration's docstring says why)."""
@@ -269,19 +289,26 @@ def fit_recalibration(p: np.ndarray, opened: np.ndarray, nights: int, min_opens:
     if len(names) < 2:
         names = np.array([], dtype=str)
     onehot = (which[:, None] == np.arange(len(names))[None, :]).astype(np.float64)
-    x = np.column_stack([np.ones(n), z] + ([lengths] if breadth else []) + [onehot])
-    prior_mean = np.array([0.0, 1.0] + ([0.0] if breadth else []) + [0.0] * len(names))
+    flag = np.asarray(interest, dtype=np.float64) if interest is not None else np.zeros(n)
+    wanted = bool(min(int((flag > 0).sum()), int((flag <= 0).sum())) >= INTEREST_MIN_PUSHES)
+    flag = (flag > 0).astype(np.float64)
+    x = np.column_stack([np.ones(n), z] + ([lengths] if breadth else []) + ([flag] if wanted else []) + [onehot])
+    prior_mean = np.array([0.0, 1.0] + ([0.0] if breadth else []) + ([0.0] if wanted else []) + [0.0] * len(names))
     prior_prec = np.array([0.0, 1.0 / SLOPE_PRIOR_SD ** 2] + ([1.0 / BREADTH_PRIOR_SD ** 2] if breadth else [])
-                          + [1.0 / SCENE_PRIOR_SD ** 2] * len(names))
-    limits = [(-np.inf, np.inf), (0.25, 4.0)] + ([BREADTH_LIMITS] if breadth else []) + [SCENE_LIMITS] * len(names)
+                          + ([1.0 / INTEREST_PRIOR_SD ** 2] if wanted else []) + [1.0 / SCENE_PRIOR_SD ** 2] * len(names))
+    limits = ([(-np.inf, np.inf), (0.25, 4.0)] + ([BREADTH_LIMITS] if breadth else []) + ([INTEREST_LIMITS] if wanted else [])
+              + [SCENE_LIMITS] * len(names))
     theta = _map_logistic(x, y, prior_mean, prior_prec, limits, offset=load)
     if not np.isfinite(theta).all():
         return Recalibration(pushes=n, opens=k, nights=nights,
                              reason=f"{n} pushes, {k} opens: the fit did not converge ({theta.round(3).tolist()}), "
                                     "identity kept")
     c = float(theta[2]) if breadth else 0.0
+    e = float(theta[3 if breadth else 2]) if wanted else 0.0
     d = {str(s): float(v) for s, v in zip(names, theta[len(theta) - len(names):])}
     extra = f", c={c:.3f} per log item over feeds of {np.exp(lengths.min()):.0f}-{np.exp(lengths.max()):.0f}" if breadth else ""
+    if wanted:
+        extra += f", e={e:+.3f} for the {int(flag.sum())} feeds holding an item of the user's interest"
     if d:
         extra += ", scene offsets " + " ".join(f"{s} {v:+.2f} ({int((which == i).sum())})" for i, (s, v) in
                                               enumerate(d.items()))
@@ -289,7 +316,7 @@ def fit_recalibration(p: np.ndarray, opened: np.ndarray, nights: int, min_opens:
         extra += f", the model's fatigue ({e1:+.3f} per push the day before, {e7:+.3f} per push in 7 days) unscaled"
     return Recalibration(a=float(theta[0]), b=float(theta[1]), c=c, scene=d, pushes=n, opens=k, nights=nights,
                          reason=f"fitted on {n} pushes ({k} opens) of the last {nights} night(s){extra}",
-                         fatigue_1d=e1, fatigue_7d=e7)
+                         fatigue_1d=e1, fatigue_7d=e7, interest=e)
 
 
 def _map_logistic(x: np.ndarray, y: np.ndarray, prior_mean: np.ndarray, prior_prec: np.ndarray,

@@ -1,7 +1,8 @@
 """Nightly job: recall candidates for every eligible user x scene and score them with the @champion model.
 
 Writes plan/item_scores (the shortlist's item-level estimate), plan/candidates (what gets scored: user, scene,
-material, popularity rank) and plan/scored (the same pairs with p_open, model_version), partition ds=<ds>, and the
+material, popularity rank) and plan/scored (the same pairs with p_open, model_version and `interest`: the user
+favourited or carted the item or follows its seller, features/pairs.py), partition ds=<ds>, and the
 plan day's pair-feature sides (features/sides_user, sides_item, sides_hours) the streaming trigger engine scores with.
 Pairs are scored as if sent at the user's usual local hour on the plan day (scheduled scenes at their own local
 hour, where they will go out); the send window stage picks the actual hour. plan/scored also holds p_neutral, the
@@ -101,7 +102,7 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     def score(cands, neutral=False):
         k = cands.select("user_id", "item_id", "scene_id", "rank", F.lit(plan_day).alias("day"))
         return score_pairs(one_day_features(k, sides, codes, scene_hours), payload, str(version),
-                           ["user_id", "scene_id", "item_id", "rank", "local_hour"], neutral)
+                           ["user_id", "scene_id", "item_id", "rank", "local_hour", "interest"], neutral)
 
     feed = loaded.config.platform.feed
     out = {"ds": ds, "config_version": loaded.version, "model_version": str(version), "tables": {}}

@@ -33,16 +33,17 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     items = wh.read_partition(spark, "features/material_features", ds)
     rates = wh.read_partition(spark, "features/material_rates", ds)
     feed_cfg = loaded.config.platform.feed
-    feed, support = shrink_to_support(feeds(scored, items, scene_df, feed_cfg.max_per_category, feed_cfg.reserves), rates,
-                                      feed_cfg.support_sends)
     model_version, model_policy = _model_policy(settings, scored)
     explore = (loaded.config.platform.training.cold_start_explore_share if model_policy == PRIOR
                else feed_cfg.explore_share)
-    # what a longer feed adds over its lead item, as Hermes' own pushes have shown it (0 until they have)
-    # and what each scene turned out worth against the model's estimate (none until they have)
+    # what a longer feed adds over its lead item, what each scene and a feed of something the user wants turned out
+    # worth against the model's estimate, as Hermes' own pushes have shown it (nothing until they have)
     recal = _recalibration(wh, ds, model_version)
     breadth = recal.c
-    chosen = select_scene(feed, explore, salt=f"hermes-scene-{ds}", breadth=breadth, scene_offsets=recal.scene)
+    feed, support = shrink_to_support(feeds(scored, items, scene_df, feed_cfg.max_per_category, feed_cfg.reserves,
+                                            interest_weight=recal.interest), rates, feed_cfg.support_sends)
+    chosen = select_scene(feed, explore, salt=f"hermes-scene-{ds}", breadth=breadth, scene_offsets=recal.scene,
+                          interest=recal.interest)
     s_path = wh.write_partition(chosen, SELECTED, ds, loaded.version)
 
     reach = {r["scene_id"]: r["users"] for r in
@@ -61,7 +62,7 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
              "(history support) %s", sum(mix.values()), len(mix), mix, best, n_base,
              {k: round(v, 3) for k, v in sorted(support.items())})
     return {"ds": ds, "config_version": loaded.version, "model_version": model_version, "model_policy": model_policy,
-            "scene_explore_share": explore, "feed_breadth": breadth,
+            "scene_explore_share": explore, "feed_breadth": breadth, "interest_term": recal.interest,
             "scene_offsets": {k: round(v, 4) for k, v in sorted(recal.scene.items())},
             "baseline_scene": best, "scene_mix": dict(sorted(mix.items())),
             "model_weight_by_scene": {k: round(v, 4) for k, v in sorted(support.items())},
@@ -79,8 +80,9 @@ def _recalibration(wh: Warehouse, ds: str, model_version: str | None):
     from jobs.windows import version_recalibration
 
     recal = version_recalibration(model_version, wh, ds)
-    if recal.c or recal.scene:
-        log.info("select %s: feeds compared with %+.3f log-odds per log item and scene offsets %s (%s)", ds, recal.c,
+    if recal.c or recal.scene or recal.interest:
+        log.info("select %s: feeds compared with %+.3f log-odds per log item, %+.3f for an item of the user's interest "
+                 "and scene offsets %s (%s)", ds, recal.c, recal.interest,
                  {k: round(v, 3) for k, v in sorted(recal.scene.items())}, recal.reason)
     return recal
 

@@ -62,7 +62,9 @@ class Model:
     support: dict = field(default_factory=dict)      # scene -> weight of the model's scene effect
     recal: object = None
 
-    def p_open(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    def p_open(self, X: pd.DataFrame, interest: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(the recalibrated estimate, the model's own) of each row of live features; interest: 1 where the push's
+        item is one of its user's interest (features.live_features.live_interest), for the recalibration's e."""
         from features.live_features import shrunk
         from features.scoring import NEUTRAL_SCENE, SCENE
 
@@ -76,7 +78,8 @@ class Model:
         q = shrunk(p, pn, w)
         if self.recal is not None:
             q = self.recal.apply(q, scenes=np.array([inv.get(int(c), "") for c in A[:, SCENE]], dtype=object),
-                                 pushes=(X["u_pushes_1d"].to_numpy(np.float64), X["u_pushes_7d"].to_numpy(np.float64)))
+                                 pushes=(X["u_pushes_1d"].to_numpy(np.float64), X["u_pushes_7d"].to_numpy(np.float64)),
+                                 interest=interest)
         return q, p
 
 
@@ -351,7 +354,7 @@ class Engine:
         from delivery.trigger_log import CANCELLED, EMITTED, SUPPRESSED
         from features import triggers as ft
         from features.holdout import in_holdout
-        from features.live_features import live_features
+        from features.live_features import live_features, live_interest
         from features.trigger_budget import after_quiet, budget_reasons, local_days
 
         cands = [(c, None) for c in due] + list(cancelled)
@@ -410,7 +413,8 @@ class Engine:
                                  "age_hours": [(now - t) / 3600 / US if t == t else np.nan for t in
                                                (_or_nan(info.get(int(i), ()), 2) for i in todo["item_id"])]},
                                 index=todo.index)
-            p, _ = self.ctx.model.p_open(live_features(live, self.ctx.sides, self.ctx.model.codes))
+            p, _ = self.ctx.model.p_open(live_features(live, self.ctx.sides, self.ctx.model.codes),
+                                         live_interest(live, self.ctx.sides))
             todo["p_open"] = p
             df.loc[todo.index, ["p_open", "send_at", "local_day"]] = todo[["p_open", "send_at", "local_day"]].to_numpy()
             floor = todo["rule_id"].map(lambda r: self.rules[r].min_p_open or self.sc.min_p_open or self.ctx.plan_mean_p)

@@ -129,9 +129,10 @@ def push_load(wh: Warehouse, ds: str, users: np.ndarray, recal) -> tuple[np.ndar
 
 def recalibrated(raw_value: np.ndarray, table, wh: Warehouse, ds: str, recal) -> np.ndarray:
     """The plan's values [users, slots] through the model version's recalibration (training fitted it on its
-    holdout's pushes; identity without enough of them), each push with its feed's length, its scene and its user's
-    push load (`push_load`). It is the model's calibration, so both policies' estimates get it and the plan report
-    compares like with like. recal None: the raw values."""
+    holdout's pushes; identity without enough of them), each push with its feed's length, its scene, its user's push
+    load (`push_load`) and whether it holds an item of the user's interest (`feed_interest`). It is the model's
+    calibration, so both policies' estimates get it and the plan report compares like with like. recal None: the raw
+    values."""
     import pyarrow.compute as pc
 
     if recal is None:
@@ -139,7 +140,22 @@ def recalibrated(raw_value: np.ndarray, table, wh: Warehouse, ds: str, recal) ->
     users = table["user_id"].to_numpy()
     scenes = table["scene_id"].to_numpy(zero_copy_only=False).astype(object)
     n_items = pc.fill_null(pc.list_value_length(table["item_ids"]), 1).to_numpy().astype(np.float64)[:, None]
-    return recal.apply(raw_value, n_items, scenes[:, None], pushes=push_load(wh, ds, users, recal))
+    return recal.apply(raw_value, n_items, scenes[:, None], pushes=push_load(wh, ds, users, recal),
+                       interest=feed_interest(table)[:, None])
+
+
+def feed_interest(table) -> np.ndarray:
+    """1.0 for each feed holding an item of its user's interest (item_interest, one 0/1 per item of the feed:
+    features/selection.py), else 0.0; a plan selected before it has no such column (all 0)."""
+    import pyarrow.compute as pc
+
+    out = np.zeros(table.num_rows, dtype=np.float64)
+    if "item_interest" not in table.column_names or table.num_rows == 0:
+        return out
+    col = table["item_interest"].combine_chunks()
+    flat = pc.fill_null(pc.list_flatten(col), 0).to_numpy(zero_copy_only=False).astype(np.float64)
+    np.maximum.at(out, pc.list_parent_indices(col).to_numpy(), (flat > 0).astype(np.float64))
+    return out
 
 
 def carried_load(wh: Warehouse, ds: str, policy: str, slots: int) -> np.ndarray:
@@ -164,7 +180,7 @@ def version_recalibration(version: str, wh: Warehouse | None = None, ds: str | N
     champion (reports/training/ds=<ds>/gate.json), else the one training fitted (its tags; identity without)."""
     from features.windows import Recalibration
     from training.registry import version_tags
-    from training.train import BREADTH_TAG, FATIGUE_TAGS, RECAL_TAGS, SCENE_RECAL_TAG
+    from training.train import BREADTH_TAG, FATIGUE_TAGS, INTEREST_TAG, RECAL_TAGS, SCENE_RECAL_TAG
 
     if wh is not None and ds is not None and wh.report("training", ds, "gate").exists():
         refit = json.loads(wh.report("training", ds, "gate").read_text()).get("champion_recalibration")
@@ -178,6 +194,7 @@ def version_recalibration(version: str, wh: Warehouse | None = None, ds: str | N
     return Recalibration(a=float(tags[RECAL_TAGS[0]]), b=float(tags[RECAL_TAGS[1]]), c=float(tags.get(BREADTH_TAG, 0.0)),
                          scene={k: float(v) for k, v in json.loads(tags.get(SCENE_RECAL_TAG) or "{}").items()},
                          fatigue_1d=float(tags.get(FATIGUE_TAGS[0], 0.0)), fatigue_7d=float(tags.get(FATIGUE_TAGS[1], 0.0)),
+                         interest=float(tags.get(INTEREST_TAG, 0.0)),
                          reason=f"version {version}'s holdout")
 
 
@@ -283,7 +300,7 @@ def run(settings: Settings, ds: str, loaded) -> dict:
     wh = Warehouse(settings.warehouse)
     config = loaded.config
     need = ["user_id", "scene_id", "item_ids", "item_p_open", "expected_open", "model_version", "scene_propensity"]
-    tables = {p: wh.read_arrow(t, ds, need + [c for c in ("reserve_ids",) if c in wh.schema(t, ds).names])
+    tables = {p: wh.read_arrow(t, ds, need + [c for c in ("reserve_ids", "item_interest") if c in wh.schema(t, ds).names])
               for p, t in (("hermes", "plan/selected"), ("baseline", "plan/baseline"))}
     versions = set(tables["hermes"]["model_version"].unique().to_pylist())
     if len(versions) > 1:
@@ -296,8 +313,9 @@ def run(settings: Settings, ds: str, loaded) -> dict:
     recal = version_recalibration(next(iter(versions)), wh, ds) if versions else Recalibration()
     history_scenes = version_history_scenes(next(iter(versions))) if versions else None
     log.info("windows %s: the model version's recalibration: a=%.3f b=%.3f c=%.3f, %d scene offsets, fatigue outside "
-             "the slope %+.3f / %+.3f per push the day before / in 7 days (%s)", ds, recal.a, recal.b, recal.c,
-             len(recal.scene), recal.fatigue_1d, recal.fatigue_7d, recal.reason)
+             "the slope %+.3f / %+.3f per push the day before / in 7 days, e=%+.3f for a feed of the user's interest "
+             "(%s)", ds, recal.a, recal.b, recal.c, len(recal.scene), recal.fatigue_1d, recal.fatigue_7d, recal.interest,
+             recal.reason)
     parts, stats = [], {}
     for policy, table in tables.items():
         cols, st = plan_policy(policy, table, wh, ds, config, elasticity, explore, recal)

@@ -142,7 +142,8 @@ def build_training_set(spark_tables: dict[str, DataFrame], ds: str, as_of, train
             keys, events, pushes, item_events = keys.where(sampled), events.for_users(sampled), pushes.where(sampled), events
     feats = pair_features(keys, t["users"], events, pushes, t["item_changes"], t["items"], codes,
                           item_events=item_events)
-    examples = feats.select("push_id", "user_id", "item_id", "scene_id", "sent_at", "policy", "day", "label", *FEATURES)
+    examples = feats.select("push_id", "user_id", "item_id", "scene_id", "sent_at", "policy", "day", "label", "interest",
+                            *FEATURES)
     pdf = materialise(examples) if materialise else examples.toPandas()
     pdf = pdf.sort_values(["sent_at", "push_id"], kind="stable").reset_index(drop=True)
     split_day = (split - date(1970, 1, 1)).days

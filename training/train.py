@@ -76,6 +76,7 @@ SCENE_RECAL_TAG = "recalibration_scene"   # the scenes' own offsets (JSON {scene
 # the model's own fatigue effect, kept out of the recalibration's slope (features.windows.Recalibration); read as 0
 # on versions registered before it
 FATIGUE_TAGS = ("recalibration_fatigue_1d", "recalibration_fatigue_7d")
+INTEREST_TAG = "recalibration_interest"   # e, a feed holding an item of the user's interest; read as 0 before it
 PUSH_LOAD = ("u_pushes_1d", "u_pushes_7d")
 ELASTICITY_ROWS = 50_000
 # the scenes a version's fit saw, with their training pushes (JSON): the plan report names the planned scenes the
@@ -110,12 +111,13 @@ def feed_recalibration(est, holdout: pd.DataFrame):
     fatigue = fatigue_elasticities(est, X)
     own = (holdout["policy"] == OWN_PLANS).to_numpy() if "policy" in holdout else np.zeros(len(holdout), dtype=bool)
     scene = holdout["scene_id"].astype(str).to_numpy() if "scene_id" in holdout else np.full(len(holdout), "")
+    interest = holdout["interest"].to_numpy() if "interest" in holdout else np.zeros(len(holdout), dtype=np.int64)
     g = pd.DataFrame({"push_id": holdout["push_id"].to_numpy(), "p": p, "y": holdout["label"].to_numpy(), "own": own,
-                      "day": holdout["day"].to_numpy(), "scene": scene,
+                      "day": holdout["day"].to_numpy(), "scene": scene, "interest": interest,
                       "p1": X[:, list(FEATURES).index(PUSH_LOAD[0])], "p7": X[:, list(FEATURES).index(PUSH_LOAD[1])]}) \
         .groupby("push_id").agg(p=("p", "max"), y=("y", "max"), own=("own", "max"), day=("day", "first"),
                                 scene=("scene", "first"), n=("p", "size"), p1=("p1", "first"),
-                                p7=("p7", "first"))   # one holdout row per item the push showed
+                                p7=("p7", "first"), interest=("interest", "max"))   # one row per item it showed
     mine = g[g["own"]]
     if len(mine) >= RECAL_MIN_PUSHES and mine["y"].sum() >= RECAL_MIN_OPENS:
         # Hermes' own plans are what the model will be asked to extrapolate to (its feeds, hours and scenes): when
@@ -123,22 +125,24 @@ def feed_recalibration(est, holdout: pd.DataFrame):
         # toward a format the plan no longer sends. Their feeds' lengths vary, so they also say what a longer feed
         # adds to its lead item (the term c log n; the one-item pushes of Push 1.0 cannot), and what each of its scenes
         # is worth against the model's extrapolation (d[scene]: a scene the history never held, or one about an item
-        # the user favourited, which a history of popular items cannot show)
+        # the user favourited, which a history of popular items cannot show), and what a feed holding an item of the
+        # user's interest is worth, whatever its scene (e)
         r = fit_recalibration(mine["p"].to_numpy(), mine["y"].to_numpy().astype(bool), nights=int(mine["day"].nunique()),
                               min_opens=RECAL_MIN_OPENS, min_pushes=RECAL_MIN_PUSHES, n_items=mine["n"].to_numpy(),
                               scenes=mine["scene"].to_numpy(), pushes=(mine["p1"].to_numpy(), mine["p7"].to_numpy()),
-                              fatigue=fatigue)
+                              fatigue=fatigue, interest=mine["interest"].to_numpy())
         r.reason += f" planned by Hermes ({len(g) - len(mine)} pushes of other policies in the holdout left out)"
         return r
     return fit_recalibration(g["p"].to_numpy(), g["y"].to_numpy().astype(bool), nights=int(holdout["day"].nunique()),
                              min_opens=RECAL_MIN_OPENS, min_pushes=RECAL_MIN_PUSHES,
-                             pushes=(g["p1"].to_numpy(), g["p7"].to_numpy()), fatigue=fatigue)
+                             pushes=(g["p1"].to_numpy(), g["p7"].to_numpy()), fatigue=fatigue,
+                             interest=g["interest"].to_numpy())
 
 
 def _recal_tags(recal) -> dict:
     return {RECAL_TAGS[0]: f"{recal.a:.6f}", RECAL_TAGS[1]: f"{recal.b:.6f}", BREADTH_TAG: f"{recal.c:.6f}",
             SCENE_RECAL_TAG: scene_offsets_tag(recal.scene), FATIGUE_TAGS[0]: f"{recal.fatigue_1d:.6f}",
-            FATIGUE_TAGS[1]: f"{recal.fatigue_7d:.6f}"}
+            FATIGUE_TAGS[1]: f"{recal.fatigue_7d:.6f}", INTEREST_TAG: f"{recal.interest:.6f}"}
 
 
 def scene_offsets_tag(scene: dict) -> str:
@@ -256,7 +260,7 @@ def train_and_register(ts: TrainingSet, ds: str, config_version: str, truth=None
         recal = feed_recalibration(est, ts.holdout)
         mlflow.log_metrics({"recalibration_a": recal.a, "recalibration_b": recal.b, "recalibration_c": recal.c,
                             "recalibration_scenes": len(recal.scene), FATIGUE_TAGS[0]: recal.fatigue_1d,
-                            FATIGUE_TAGS[1]: recal.fatigue_7d})
+                            FATIGUE_TAGS[1]: recal.fatigue_7d, INTEREST_TAG: recal.interest})
         # the scenes' offsets by name (scene ids are free text, not all of them valid metric keys)
         mlflow.log_dict(recal.as_dict(), "recalibration.json")
         version = mlflow.register_model(info.model_uri, MODEL_NAME, tags={"ds": ds, "config_version": config_version,

@@ -72,7 +72,10 @@ def test_the_one_day_fast_path_gives_the_same_features_as_the_general_one(spark,
     day = (date.fromisoformat(last) - date(1970, 1, 1)).days
     users = wh.read_raw(spark, "users")
     items = wh.read_raw(spark, "items")
-    some = items.orderBy("item_id").limit(7).select("item_id")
+    # a few items, among them the ones favourited last (so some pairs are of the user's interest)
+    liked = (wh.read_raw(spark, "events").where("event_type = 'fav'").orderBy(F.col("ts").desc()).limit(4)
+             .select("item_id"))
+    some = items.orderBy("item_id").limit(4).select("item_id").unionByName(liked).distinct()
     keys = (users.select("user_id").crossJoin(some)
             .selectExpr("user_id", "item_id", "'guess_you_like' AS scene_id", f"{day} AS day",
                         "CAST(user_id % 24 AS INT) AS local_hour"))
@@ -82,6 +85,7 @@ def test_the_one_day_fast_path_gives_the_same_features_as_the_general_one(spark,
     fast = pair_features(keys, *args, key_day=day).toPandas().sort_values(["user_id", "item_id"]).reset_index(drop=True)
     assert len(general) == keys.count() > 1000
     assert general["u_opens_7d"].sum() > 0 and general["i_views_7d_log"].sum() > 0   # not all zeros
+    assert 0 < general["interest"].sum() < len(general)
     import pandas as pd
     pd.testing.assert_frame_equal(fast[general.columns], general, check_exact=False, rtol=1e-12)
     # a scheduled scene is scored at its own hour, whatever hour the key carries: as if the key had that hour
@@ -105,3 +109,21 @@ def test_the_send_hour_share_spreads_opens_to_neighbouring_hours(spark, inputs):
         opens = [(t(-d).replace(hour=utc_hour), 1, "app_open", None, None, None) for d in (2, 3, 4)]
         share[name] = features(spark, (users, items, changes, others + opens, pushes))["hour_share_log"]
     assert share["at_20"] > share["at_19"] > 0 > share["at_08"]
+
+
+def test_interest_is_a_fav_or_cart_of_the_item_or_a_follow_of_its_seller_in_the_days_before(spark, inputs):
+    """The pair (user 1, item 10): favourited at t(-2) in the fixture; a follow of item 10's seller (5) counts too,
+    a fav of another item or a follow of another seller does not, nor anything older than INTEREST_DAYS or from the
+    send day on."""
+    from features.pairs import INTEREST_DAYS
+
+    assert features(spark, inputs)["interest"] == 1
+    users, items, changes, events, pushes = inputs
+    no_fav = [e for e in events if e[2] != "fav"]
+    assert features(spark, (users, items, changes, no_fav, pushes))["interest"] == 0
+    cases = {((t(-3), 1, "follow_seller", None, 5, None),): 1, ((t(-3), 1, "cart", 10, 5, 7),): 1,
+             ((t(-3), 1, "follow_seller", None, 6, None), (t(-3), 1, "fav", 11, 6, 9)): 0,
+             ((t(-INTEREST_DAYS - 1), 1, "follow_seller", None, 5, None),): 0,
+             ((t(0.1), 1, "follow_seller", None, 5, None), (t(0.2), 1, "cart", 10, 5, 7)): 0}
+    for extra, want in cases.items():
+        assert features(spark, (users, items, changes, no_fav, pushes), extra_events=extra)["interest"] == want, extra

@@ -254,3 +254,35 @@ def test_a_share_of_users_explore_a_drawn_scene_with_its_propensity_logged(spark
     other_day = {r.user_id: r.scene_id for r in select_scene(feed, e, salt="d2").collect()}
     assert other_day != {u: s for u, (s, _) in first.items()}              # other days explore other users
     assert {r.scene_propensity for r in select_scene(feed).collect()} == {1.0}
+
+
+def test_a_learnt_interest_term_leads_feeds_with_the_users_wanted_items_and_weighs_in_the_scene_choice(spark, items,
+                                                                                                     scenes):
+    """Item 6 is one the user favourited (interest 1) but the model ranks it last. Without the term the feed is the
+    model's order; with e it leads the feed (logit(0.1) + 2.5 > logit(0.5)), the feed logs each item's interest, and
+    the feed's estimate stays the model's best item. The scene choice adds e to a feed holding such an item, an
+    explorer's cut feed keeps only its own items' flags, and Push 1.0's one item carries its own."""
+    rows = [(1, "a", i, p, int(i == 6)) for i, p in [(1, 0.5), (3, 0.4), (5, 0.3), (6, 0.1)]] + [(1, "b", 4, 0.45, 0)]
+    pairs = spark.createDataFrame([(u, s, i, p, "7", w) for u, s, i, p, w in rows],
+                                  "user_id long, scene_id string, item_id long, p_open double, model_version string, "
+                                  "interest int")
+    plain = {r.scene_id: r for r in feeds(pairs, items, scenes, max_per_category=2).collect()}
+    # category 9 holds items 5 and 6: both fit; by the model, 6 comes last
+    assert plain["a"].item_ids == [1, 3, 5] and plain["a"].item_interest == [0, 0, 0]
+    led = {r.scene_id: r for r in feeds(pairs, items, scenes, max_per_category=2, interest_weight=2.5).collect()}
+    assert led["a"].item_ids == [6, 1, 3] and led["a"].item_interest == [1, 0, 0]
+    assert led["a"].item_p_open == [0.1, 0.5, 0.4] and led["a"].expected_open == pytest.approx(0.5)
+    assert led["b"].item_interest == [0]
+    # a: logit(0.5) = 0 against b's logit(0.45) = -0.2: a wins either way; with a -0.5 offset on a, only e brings it back
+    assert select_scene(feeds(pairs, items, scenes, 2, interest_weight=2.5), scene_offsets={"a": -0.5}).collect()[0] \
+        .scene_id == "b"
+    won = select_scene(feeds(pairs, items, scenes, 2, interest_weight=2.5), scene_offsets={"a": -0.5},
+                       interest=2.5).collect()[0]
+    assert won.scene_id == "a" and won.item_interest == [1, 0, 0]
+    led_feeds = feeds(pairs, items, scenes, 2, interest_weight=2.5).cache()
+    cut = [select_scene(led_feeds, explore_share=1.0, salt=f"s{k}").collect()[0] for k in range(30)]
+    assert {len(r.item_interest) for r in cut if r.scene_id == "a"} == {1, 2, 3}
+    assert all(len(r.item_interest) == len(r.item_ids) for r in cut)
+    eligible = spark.createDataFrame([(1, "a")], "user_id long, scene_id string")
+    base = baseline(pairs, eligible, "a", salt="x").collect()[0]
+    assert base.item_interest == [int(base.item_ids[0] == 6)]

@@ -357,6 +357,38 @@ def test_recalibration_fits_what_hermes_own_plans_turned_out_and_stays_identity_
 
 
 
+def test_recalibration_learns_what_a_feed_of_the_users_interest_is_worth_only_when_both_kinds_are_pushed():
+    """Pushes whose feed holds an item the user favourited (or a seller they follow) open e^0.6 times the odds the
+    model says: the recalibration carries e and the two kinds each add up to their opens; with every push of one
+    kind, or fewer than INTEREST_MIN_PUSHES of either, e stays 0; where interest adds nothing, e is about 0."""
+    from features.windows import INTEREST_MIN_PUSHES, Recalibration, fit_recalibration
+
+    rng = np.random.default_rng(17)
+    n = 30_000
+    p = rng.uniform(0.03, 0.3, n)
+    z = np.log(p / (1 - p))
+    wanted = (rng.random(n) < 0.3).astype(int)
+    opened = rng.random(n) < 1 / (1 + np.exp(-(z + 0.6 * wanted)))
+    r = fit_recalibration(p, opened, nights=2, interest=wanted)
+    assert abs(r.interest - 0.6) < 0.1 and abs(r.b - 1.0) < 0.1, r
+    assert f"e=+{r.interest:.3f} for the {wanted.sum()} feeds" in r.reason
+    for k in (0, 1):
+        at = wanted == k
+        assert abs(r.apply(p[at], interest=wanted[at]).mean() - opened[at].mean()) < 0.01, k
+    assert opened[wanted == 1].mean() - p[wanted == 1].mean() > 0.05       # the model alone under-rates them
+    assert (r.apply(p) == r.apply(p, interest=np.zeros(n))).all()           # not given: none of interest
+    assert not Recalibration(interest=0.3).identity
+    assert Recalibration.from_dict(r.as_dict()).interest == r.interest
+    assert Recalibration.from_dict({"a": 0.1, "b": 1.0}).interest == 0.0    # a report written before e
+    # one kind only, or too few of one: no term
+    assert fit_recalibration(p, opened, nights=2, interest=np.ones(n)).interest == 0.0
+    few = np.zeros(n, dtype=int)
+    few[:INTEREST_MIN_PUSHES - 1] = 1
+    assert fit_recalibration(p, opened, nights=2, interest=few).interest == 0.0
+    flat = fit_recalibration(p, rng.random(n) < p, nights=2, interest=wanted)
+    assert abs(flat.interest) < 0.08, flat
+
+
 def test_recalibration_learns_what_a_longer_feed_adds_only_from_feeds_of_several_lengths():
     """A feed is estimated by its lead item; when pushes of several feed lengths show that longer feeds open more
     than their lead item's estimate, the recalibration carries a term c log(items). One-item pushes (a Push 1.0
