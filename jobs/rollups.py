@@ -6,10 +6,10 @@ never rolled up, raw files changed since (a re-delivered or corrected day), or r
 ROLLUP_VERSION. A steady night rolls up one partition, the new day; the first night (or a new world) all of
 them. Rollups of raw partitions that no longer exist are removed.
 
-Writes rollups/<name> for each Activity field (user_day, user_category_day, open_slots, item_day, seller_day),
-partition ds = the raw events partition it comes from, and rollups/_sources/ds=<p>.json — the raw partition's
-fingerprint (file names, sizes, modification times, and those of push_log ds=<p> and the day before, whose
-receipts mark its push-driven events: features/rollups.push_driven), the version, the rows per rollup and the
+Writes rollups/<name> for each Activity field (user_day, user_category_day, open_slots, item_day, seller_day,
+interest_day), partition ds = the raw events partition it comes from, and rollups/_sources/ds=<p>.json — the raw
+partition's fingerprint (file names, sizes, modification times, and those of push_log ds=<p> and the day before,
+whose receipts mark its push-driven events: features/rollups.push_driven), the version, the rows per rollup and the
 events found push-driven — written last: a partition without one is rolled up again. Readers (`read_activity`)
 refuse a range with a missing or stale rollup, naming it, rather than compute features from old counts.
 """

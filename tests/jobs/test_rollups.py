@@ -205,6 +205,26 @@ def test_a_pushs_own_open_and_views_count_as_engagement_but_not_as_habit_or_popu
         (1, 7): 3.0, (1, 8): 1.0, (2, 7): 1.0}
 
 
+def test_the_interest_rollup_keeps_who_favourited_or_carted_which_item_and_followed_which_seller_each_day(spark):
+    """interest_day: one row per (user, day, item) favourited or carted and per (user, day, seller) followed, pushed
+    or not; views and chats are not interest, a repeat is one row, a follow keeps no item."""
+    from pyspark.sql import functions as F
+
+    from features.rollups import roll_up
+    from tests.features.test_user_features import frame
+
+    t0 = datetime(2026, 10, 30, 9, 0, tzinfo=timezone.utc)
+    events = frame(spark, "events", [
+        (t0, 1, "fav", 11, 100, 7), (t0 + timedelta(hours=1), 1, "fav", 11, 100, 7),   # twice: one row
+        (t0, 1, "cart", 12, 101, 7), (t0, 1, "view", 13, 102, 7), (t0, 1, "chat", 14, 103, 7),
+        (t0, 2, "follow_seller", 15, 104, None), (t0 + timedelta(days=1), 2, "fav", 11, 100, 7),
+    ])
+    got = sorted((r["user_id"], r["day"] - 20756, r["item_id"], r["seller_id"])
+                 for r in roll_up(events).interest_day.collect())
+    assert got == [(1, 0, 11, None), (1, 0, 12, None), (2, 0, None, 104), (2, 1, 11, None)]
+    assert roll_up(events).for_users(F.col("user_id") == 2).interest_day.count() == 2
+
+
 def test_features_refuse_an_as_of_that_is_not_a_utc_midnight(spark):
     from features.user_features import user_features
     from tests.features.test_user_features import frame

@@ -335,3 +335,11 @@ def test_the_plans_values_carry_each_feeds_length_scene_and_users_push_load_thro
     assert got.shape == (3, 24) and np.allclose(got, (1 / (1 + np.exp(-z)))[:, None])
     assert got[1, 0] < got[0, 0]                   # the heavier push load and the shorter feed
     assert recalibrated(raw, table, wh, "2026-10-30", None) is raw
+    # a feed holding an item of its user's interest (item_interest: one flag per item) gets the term e; one without,
+    # or without flags (a null feed), none
+    wanted = table.append_column("item_interest", pa.array([[0, 1, 0], [0], None], pa.list_(pa.int32())))
+    e = Recalibration(a=0.1, b=0.6, c=0.3, scene={"top_picks": 0.5}, fatigue_1d=-0.4, fatigue_7d=-0.1, interest=0.7)
+    with_e = recalibrated(raw, wanted, wh, "2026-10-30", e)
+    z_e = z + 0.7 * np.array([1.0, 0.0, 0.0])
+    assert np.allclose(with_e, (1 / (1 + np.exp(-z_e)))[:, None])
+    assert np.allclose(recalibrated(raw, table, wh, "2026-10-30", e), got)     # a plan without the flags: none
