@@ -23,10 +23,10 @@ EXPERIMENT = "hermes-plan"
 def build(wh: Warehouse, ds: str, loaded) -> dict:
     import pyarrow.compute as pc
 
-    from jobs.windows import WINDOWS, send_day
+    from jobs.windows import WINDOWS, feed_interest, send_day
 
     win = wh.read_arrow(WINDOWS, ds, ["user_id", "policy", "scene_id", "item_ids", "slot", "p_open", "explored",
-                                      "reason"])
+                                      "reason"] + [c for c in ("item_interest",) if c in wh.schema(WINDOWS, ds).names])
     stats = json.loads(wh.report("windows", ds, "windows").read_text())
     sup = wh.read_arrow("plan/suppressed", ds, ["reason"])["reason"].to_pylist()
     n_aud = wh.read_arrow("plan/audiences", ds, ["user_id"]).num_rows
@@ -37,6 +37,7 @@ def build(wh: Warehouse, ds: str, loaded) -> dict:
         d = {c: t[c].to_numpy(zero_copy_only=False) for c in ("user_id", "scene_id", "slot", "p_open", "explored")}
         d["reason"] = t["reason"].to_pylist()
         d["items"] = pc.fill_null(pc.list_value_length(t["item_ids"]), 0).to_numpy()
+        d["interest"] = feed_interest(t)
         pol[policy] = d
     scenes = {}
     h = pol["hermes"]
@@ -63,6 +64,8 @@ def build(wh: Warehouse, ds: str, loaded) -> dict:
             "planned": int(len(d["slot"])), "pushes": int(ok.sum()), "expected_opens": float(d["p_open"][ok].sum()),
             "expected_open_rate": float(d["p_open"][ok].mean()) if ok.any() else 0.0,
             "explored": int(d["explored"].sum()), "not_sent": dict(Counter(r for r in d["reason"] if r)),
+            # pushes whose feed holds an item the user favourited or carted, or one of a seller they follow
+            "interest_share": float(d["interest"][ok].mean()) if ok.any() else 0.0,
             "scenes": len(set(d["scene_id"][ok].tolist())), "load": st["load"], "capacity": st["capacity"],
             "peak_load": int(max(st["load"])),
             "loss_vs_unconstrained": st.get("loss_vs_unconstrained"),
@@ -214,8 +217,9 @@ def _recalibration(rc: dict | None) -> str:
     scene = rc.get("scene") or {}
     offsets = (" + d[scene] (" + ", ".join(f"{html.escape(str(k))} {v:+.2f}" for k, v in sorted(scene.items())) + ")"
                if scene else "")
+    wanted = f" + {rc['interest']:.3f} [an item of the user's interest]" if rc.get("interest") else ""
     return (f"<p>expected opens recalibrated: logit p' = {rc['a']:.3f} + {rc['b']:.3f} logit p + {rc.get('c', 0.0):.3f} "
-            f"log(items){offsets} ({html.escape(str(rc.get('reason')))})</p>")
+            f"log(items){offsets}{wanted} ({html.escape(str(rc.get('reason')))})</p>")
 
 
 def render_html(r: dict) -> str:
@@ -253,6 +257,8 @@ def render_html(r: dict) -> str:
             ["expected open rate", h["expected_open_rate"], b["expected_open_rate"]],
             ["scenes used", h["scenes"], b["scenes"]], ["peak hourly load", h["peak_load"], b["peak_load"]],
             ["explored hours", h["explored"], b["explored"]],
+            ["feeds with an item of the user's interest", f"{100 * h.get('interest_share', 0.0):.1f}%",
+             f"{100 * b.get('interest_share', 0.0):.1f}%"],
             ["not sent (reason: count)", ", ".join(f"{k}: {v}" for k, v in h["not_sent"].items()) or "none",
              ", ".join(f"{k}: {v}" for k, v in b["not_sent"].items()) or "none"],
             [f"same {same['users']:,} users: expected opens", same["hermes_expected_opens"],

@@ -277,6 +277,9 @@ def to_arrow(cols: dict, table):
         "reserve_ids": (table["reserve_ids"] if "reserve_ids" in table.column_names
                         else pa.array([[]] * table.num_rows, pa.list_(pa.int64()))),
         "model_version": table["model_version"].cast(pa.string()),
+        # one 0/1 per item: the user favourited or carted it or follows its seller (null for a plan selected before)
+        "item_interest": (table["item_interest"].cast(pa.list_(pa.int32())) if "item_interest" in table.column_names
+                          else pa.nulls(table.num_rows, pa.list_(pa.int32()))),
         "slot": pa.array(cols["slot"], pa.int16()), "send_at": send_at,
         "local_hour": pa.array(cols["local_hour"], pa.int16()),
         "p_open": pa.array(cols["p_open"], pa.float64()), "p_open_ref": pa.array(cols["p_open_ref"], pa.float64()),

@@ -124,6 +124,12 @@ def test_nightly_dag_runs_to_success_and_writes_its_partition(world, settings, s
     assert all(not set(r["reserve_ids"]) & set(r["item_ids"]) for r in rows)
     plan = json.loads(wh.report("plan", ds, "plan").read_text())
     assert plan["policies"]["hermes"]["pushes"] == len(assigned)
+    # each feed says which of its items are of the user's interest (a fav, a cart, a followed seller), one flag per
+    # item; the report's share is of the pushes holding one (price_drop_fav's feeds are favourited items by recall)
+    assert (assigned.item_interest.map(len) == assigned.item_ids.map(len)).all()
+    wanted = assigned.item_interest.map(lambda f: max(f) > 0)
+    assert plan["policies"]["hermes"]["interest_share"] == pytest.approx(float(wanted.mean()))
+    assert wanted[assigned.scene_id == "price_drop_fav"].all()
     # a history of one-item pushes says nothing of what a longer feed adds: the report calls its estimate a floor
     multi = float((assigned.item_ids.map(len) > 1).mean())
     assert multi > 0 and plan["feed_estimate"] == {**plan["feed_estimate"], "expected_is_floor": True,
