@@ -26,8 +26,9 @@ ITEM_COLUMNS = ("category_id", "i_price_rel", "i_drop_pct", "i_age_log", "iv_7d"
 
 @dataclass
 class Sides:
-    """One plan day's sides, indexed for lookups: users (USER_SUMS + `_w_by_category`, `_h_by_hour` dicts),
-    items (ITEM_COLUMNS), the population's share of opens per local hour, the category price medians."""
+    """One plan day's sides, indexed for lookups: users (USER_SUMS + `_w_by_category`, `_h_by_hour` dicts and the
+    INTEREST_SETS as frozensets), items (ITEM_COLUMNS and seller_id), the population's share of opens per local hour,
+    the category price medians."""
     ds: str
     users: pd.DataFrame
     items: pd.DataFrame

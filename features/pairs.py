@@ -6,8 +6,9 @@ and the plan for day D is scored exactly as the pushes of day D were trained. On
 
 Beside the FEATURES every pair gets `interest` (0/1): in the INTEREST_DAYS before its day the user favourited or
 carted the item, or followed its seller. It is not a model feature: a history of pushes chosen without it (Push 1.0's
-popular items) cannot say what it is worth. Training's recalibration learns that from Hermes' own pushes
-(features.windows.Recalibration's term e), and the selection and the plan carry it (features/selection.py).
+popular items) cannot say what it is worth. Training's recalibration learns that from the pushes' outcomes (Hermes'
+own, once there are enough: features.windows.Recalibration's term e), and the selection and the plan carry it
+(features/selection.py).
 """
 from __future__ import annotations
 
