@@ -151,8 +151,8 @@ class Recalibration:
     Identity until there are enough; c stays 0 until Hermes' own pushes show feeds of several lengths (a one-item
     history says nothing of what a longer feed is worth, so the lead item's estimate stands for the feed), and d is
     empty until they show several scenes (until then a scene the history never held is scored as the history's
-    average push: training.model.centre_scene_effects); a scene without an offset gets 0. e stays 0 until the pushes
-    hold both feeds with and without such an item: the model's features do not tell them apart (a history of popular
+    average push: training.model.centre_scene_effects); a scene without an offset gets 0. e stays 0 until Hermes' own
+    pushes hold both feeds with and without such an item: the model's features do not tell them apart (a history of popular
     items says nothing of a push about the very item a user favourited), and across three held-out closed loops the
     feeds holding one opened 1.2-2.4 times the odds the recalibration without e put on them (docs/generalization.md).
 

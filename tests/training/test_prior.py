@@ -215,6 +215,35 @@ def test_hermes_own_pushes_teach_the_recalibration_each_scenes_level_and_the_ver
     assert tag == {k: round(v, 4) for k, v in r.scene.items()}
 
 
+def test_the_interest_term_is_learnt_from_hermes_own_pushes_only():
+    """Hermes' own feeds holding an item of the user's interest open e^0.8 times the odds the model says: the
+    recalibration carries e. The older policy's pushes, where such an item is a coincidence (here they open less
+    than the model says), give none: a history's recalibration is its level and slope."""
+    from training.train import INTEREST_TAG, _recal_tags, feed_recalibration
+
+    class Fixed:
+        def predict_proba(self, X):
+            return np.column_stack([1 - X[:, 0], X[:, 0]])
+
+    rng = np.random.default_rng(13)
+
+    def pushes(n, lift, policy):
+        lead = rng.uniform(0.05, 0.3, n)
+        wanted = (rng.random(n) < 0.3).astype(int)
+        y = rng.random(n) < 1 / (1 + np.exp(-(np.log(lead / (1 - lead)) + lift * wanted)))
+        # two items a push: the interest flag on the second (a feed holds such an item if any of its items is one)
+        return pd.DataFrame([{"push_id": f"{policy}{i}", "day": 20, "label": int(y[i]), "x": lead[i] / (j + 1),
+                              "policy": policy, "interest": int(wanted[i] and j == 1)} for i in range(n) for j in range(2)])
+
+    for frame, want in ((pd.concat([pushes(3000, 0.8, "hermes"), pushes(3000, -0.5, "baseline")]), 0.8),
+                        (pushes(4000, -0.5, "baseline"), 0.0)):
+        for f in FEATURES:
+            frame[f] = frame["x"] if f == FEATURES[0] else 0.0
+        r = feed_recalibration(Fixed(), frame)
+        assert abs(r.interest - want) < 0.15 and (r.interest == 0.0) == (want == 0.0), r
+        assert float(_recal_tags(r)[INTEREST_TAG]) == round(r.interest, 6)
+
+
 def test_a_champion_kept_by_the_gate_plans_with_the_calibration_refitted_on_that_nights_holdout(tmp_path):
     """jobs.train.gate writes the kept champion's refit into the night's gate report; windows (and the stream) use it
     for that version on that night only."""
