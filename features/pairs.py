@@ -169,11 +169,11 @@ def _with_interest(pairs: DataFrame, interest_day: DataFrame, items: DataFrame) 
     def within(col: str):
         return F.coalesce(F.exists(col, lambda d: (d >= F.col("day") - INTEREST_DAYS) & (d < F.col("day"))),
                           F.lit(False))
-    x = pairs if "seller_id" in pairs.columns else pairs.join(items.select("item_id", "seller_id"), "item_id", "left")
+    added = "seller_id" not in pairs.columns
+    x = pairs.join(items.select("item_id", "seller_id"), "item_id", "left") if added else pairs
     x = (x.join(days_of("item_id"), ["user_id", "item_id"], "left").join(days_of("seller_id"), ["user_id", "seller_id"], "left")
          .withColumn("interest", within("_days_item_id") | within("_days_seller_id")))
-    return x.drop("_days_item_id", "_days_seller_id") if "seller_id" in pairs.columns else \
-        x.drop("_days_item_id", "_days_seller_id", "seller_id")
+    return x.drop("_days_item_id", "_days_seller_id", *(["seller_id"] if added else []))
 
 
 @dataclass(frozen=True)

@@ -130,6 +130,10 @@ def test_nightly_dag_runs_to_success_and_writes_its_partition(world, settings, s
     wanted = assigned.item_interest.map(lambda f: max(f) > 0)
     assert plan["policies"]["hermes"]["interest_share"] == pytest.approx(float(wanted.mean()))
     assert wanted[assigned.scene_id == "price_drop_fav"].all()
+    # and the pairs' flag itself: price_drop_fav recalls favourited items, so each of its scored pairs is of interest
+    scored = pq.read_table(wh.partition("plan/scored", ds), columns=["scene_id", "interest"]).to_pandas()
+    fav = scored[scored.scene_id == "price_drop_fav"]
+    assert len(fav) > 0 and (fav.interest == 1).all() and (scored.interest == 0).sum() > 0
     # a history of one-item pushes says nothing of what a longer feed adds: the report calls its estimate a floor
     multi = float((assigned.item_ids.map(len) > 1).mean())
     assert multi > 0 and plan["feed_estimate"] == {**plan["feed_estimate"], "expected_is_floor": True,
