@@ -13,6 +13,8 @@ from pyspark.sql import functions as F
 
 from features.user_features import within_days
 
+OWN_LISTINGS = "own_listing_stats"   # the source whose materials are the user's own listings (seller_stats)
+
 
 def _recent(events: DataFrame, as_of: datetime, days: int, *types: str) -> DataFrame:
     return events.where(within_days(F.col("ts"), as_of, days) & F.col("event_type").isin(*types))
@@ -78,7 +80,7 @@ def recall(source: str, lookback_days: int, min_drop_pct: float, *, users: DataF
         viewed = (_recent(events, as_of, lookback_days, "view").groupBy("user_id", "item_id").count()
                   .where("count >= 2").select("user_id", "item_id"))
         return viewed.join(items.where(F.col("viewers_7d") >= 3), "item_id").select("user_id", "item_id")
-    if source == "own_listing_stats":
+    if source == OWN_LISTINGS:
         return (items.where(F.col("views_7d") > 0)
                 .select(F.col("seller_id").alias("user_id"), "item_id"))
     if source == "popular_in_category":

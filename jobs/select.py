@@ -19,14 +19,16 @@ BASELINE = "plan/baseline"
 def run(spark, settings: Settings, ds: str, loaded) -> dict:
     from pyspark.sql import functions as F
 
+    from features.candidates import OWN_LISTINGS
     from features.selection import baseline, baseline_salt, baseline_scene, feeds, mark_preferred, select_scene, shrink_to_support
     from jobs.audiences import NIGHTLY_TRIGGERS
     from training.prior import PRIOR
 
     wh = Warehouse(settings.warehouse)
     scenes = [s for s in loaded.config.enabled_scenes if s.trigger in NIGHTLY_TRIGGERS]
-    scene_df = spark.createDataFrame([(s.id, s.feed_size, s.priority) for s in scenes],
-                                     "scene_id string, feed_size int, priority int")
+    scene_df = spark.createDataFrame(
+        [(s.id, s.feed_size, s.priority, s.materials.source == OWN_LISTINGS) for s in scenes],
+        "scene_id string, feed_size int, priority int, own_listings boolean")
     # already without the pairs inside the trigger rules' re-eligibility gap (jobs/score.py drops them before
     # the shortlist, so the shortlist is of what may be sent)
     scored = wh.read_partition(spark, "plan/scored", ds)

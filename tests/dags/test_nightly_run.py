@@ -122,6 +122,14 @@ def test_nightly_dag_runs_to_success_and_writes_its_partition(world, settings, s
     # and the feed's reserves (platform.feed.reserves: 3), the scene's next candidates, none of them in the feed
     assert sum(len(r["reserve_ids"]) for r in rows) > 0 and all(len(r["reserve_ids"]) <= 3 + 5 for r in rows)
     assert all(not set(r["reserve_ids"]) & set(r["item_ids"]) for r in rows)
+    # nobody is offered their own listing (recall proposes some: a seller's listings are in their own categories),
+    # except by the scene about them (seller_stats)
+    seller = dict(zip(*pq.read_table(wh.raw("items"), columns=["item_id", "seller_id"]).to_pydict().values()))
+    pairs = pq.read_table(wh.partition("plan/scored", ds), columns=["user_id", "scene_id", "item_id"]).to_pandas()
+    recalled_own = pairs[pairs.item_id.map(seller) == pairs.user_id]
+    assert (recalled_own.scene_id != "seller_stats").any()
+    own = [r for r in rows if any(seller.get(i) == r["user_id"] for i in r["item_ids"] + r["reserve_ids"])]
+    assert all(r["scene_id"] == "seller_stats" for r in own)
     plan = json.loads(wh.report("plan", ds, "plan").read_text())
     assert plan["policies"]["hermes"]["pushes"] == len(assigned)
     # each feed says which of its items are of the user's interest (a fav, a cart, a followed seller), one flag per
