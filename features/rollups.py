@@ -122,11 +122,14 @@ def push_driven(events: DataFrame, push_log: DataFrame | None) -> DataFrame:
             .unionByName(events.join(opens, match, "left_semi").withColumn("via_push", F.lit(True))))
 
 
-def roll_up(events: DataFrame, by: tuple[str, ...] = (), push_log: DataFrame | None = None) -> Activity:
+def roll_up(events: DataFrame, by: tuple[str, ...] = (), push_log: DataFrame | None = None,
+            premarked: bool = False) -> Activity:
     """Roll raw events (the raw contract's columns) up per day; `by`: extra grouping columns kept on every
     rollup (the job keeps the source partition `ds`, so late events stay in the partition they came in).
-    push_log: the receipts that mark push-driven events (`push_driven`), which only user_day counts."""
-    ev = push_driven(events, push_log).withColumn("day", day_num("ts"))
+    push_log: the receipts that mark push-driven events (`push_driven`), which only user_day counts.
+    premarked: the events already carry `via_push` (push_driven's output, kept by a caller that writes all
+    the rollups: the split is then made once, not once per rollup)."""
+    ev = (events if premarked else push_driven(events, push_log)).withColumn("day", day_num("ts"))
     organic = ev.where(~F.col("via_push"))
     is_open = F.col("event_type") == "app_open"
     user_day = ev.groupBy(*by, "user_id", "day").agg(

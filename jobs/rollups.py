@@ -76,9 +76,10 @@ def stale_partitions(wh: Warehouse, first: str, last: str) -> tuple[list[str], l
 
 
 def run(spark, settings: Settings, ds: str, loaded) -> dict:
+    from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    from features.rollups import ROLLUP_VERSION, Activity, roll_up
+    from features.rollups import ROLLUP_VERSION, Activity, push_driven, roll_up
     from training.dataset import earliest_input_day
 
     wh = Warehouse(settings.warehouse)
@@ -94,15 +95,21 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
         events = wh.read_raw(spark, "events").where(F.col("ds").isin(stale))
         receipts = wh.read_raw(spark, "push_log", _day_before(min(stale)), max(stale))
         rows: dict[str, dict[str, int]] = {p: {} for p in stale}
-        frames = roll_up(events, by=("ds",), push_log=receipts).frames()
-        progress = Progress(f"rollups ds={ds} ({len(stale)} partitions)", len(frames), log)
-        for field, df in frames.items():
-            (df.write.mode("overwrite").partitionBy("ds").option("partitionOverwriteMode", "dynamic")
-             .parquet(str(wh.table(table_name(field)))))
-            written = spark.read.parquet(str(wh.table(table_name(field)))).where(F.col("ds").isin(stale))
-            for r in written.groupBy("ds").count().collect():
-                rows[r["ds"]][field] = r["count"]
-            progress.done(field, rows=sum(rows[p].get(field, 0) for p in stale))
+        # the split into organic and push-driven events (two joins of the events with the receipts' opens) is made
+        # once and kept on local disk, not once per rollup: at 1M users, 5 days rolled up in 102 s against 123 s
+        marked = push_driven(events, receipts).persist(StorageLevel.DISK_ONLY)
+        try:
+            frames = roll_up(marked, by=("ds",), premarked=True).frames()
+            progress = Progress(f"rollups ds={ds} ({len(stale)} partitions)", len(frames), log)
+            for field, df in frames.items():
+                (df.write.mode("overwrite").partitionBy("ds").option("partitionOverwriteMode", "dynamic")
+                 .parquet(str(wh.table(table_name(field)))))
+                written = spark.read.parquet(str(wh.table(table_name(field)))).where(F.col("ds").isin(stale))
+                for r in written.groupBy("ds").count().collect():
+                    rows[r["ds"]][field] = r["count"]
+                progress.done(field, rows=sum(rows[p].get(field, 0) for p in stale))
+        finally:
+            marked.unpersist()
         driven = _check_counts(spark, wh, stale)
         for p in stale:
             counts = {field: rows[p].get(field, 0) for field in Activity.names()}
