@@ -40,13 +40,13 @@ def recent_pairs(push_log: DataFrame, since) -> DataFrame:
 
 
 def feeds(scored: DataFrame, items: DataFrame, scenes: DataFrame, max_per_category: int, reserves: int = 0,
-          interest_weight: float = 0.0) -> DataFrame:
+          interest_weight: float = 0.0, own_listing_scenes: tuple[str, ...] = ()) -> DataFrame:
     """scored: user_id, scene_id, item_id, p_open, model_version (and interest: 0/1). items: item_id, seller_id,
-    category_id. scenes: scene_id, feed_size, priority (and own_listings: bool).
+    category_id. scenes: scene_id, feed_size, priority.
 
     A feed never offers users their own listings (seller_id = user_id: a seller's new listing is in their own top
-    category, the popular ones in their own feed), except in a scene about them (`own_listings`, the materials
-    source `own_listing_stats`: "your listing got 12 views").
+    category, the popular ones in their own feed), except in a scene about them (`own_listing_scenes`, those of the
+    materials source `own_listing_stats`: "your listing got 12 views").
 
     interest_weight: the recalibration's e; with it the feed's items are ranked by logit(p_open) + e * interest
     (see the module doc), else by p_open. The feed's expected_open stays its best item's p_open, the model's.
@@ -61,14 +61,9 @@ def feeds(scored: DataFrame, items: DataFrame, scenes: DataFrame, max_per_catego
     are not part of the feed's estimate."""
     # Hash-partitioned by user once: every window below (user, scene, seller / category / -), the feed's group-by
     # and select_scene's window are clustered within it, so none of them shuffles the pairs again.
-    own_scenes = (scenes.where(F.col("own_listings")).select("scene_id") if "own_listings" in scenes.columns
-                  else None)
-    x = scored.join(items.select("item_id", "seller_id", "category_id"), "item_id")
-    not_own = ~F.coalesce(F.col("seller_id") == F.col("user_id"), F.lit(False))
-    x = (x.where(not_own) if own_scenes is None else
-         x.join(F.broadcast(own_scenes.withColumn("_own", F.lit(True))), "scene_id", "left")
-         .where(not_own | F.coalesce(F.col("_own"), F.lit(False))).drop("_own"))
-    x = x.repartition("user_id")
+    own = F.coalesce(F.col("seller_id") == F.col("user_id"), F.lit(False))
+    x = (scored.join(items.select("item_id", "seller_id", "category_id"), "item_id")
+         .where(~own | F.col("scene_id").isin(*own_listing_scenes)).repartition("user_id"))
     has_interest = "interest" in scored.columns
     if has_interest and interest_weight:
         q = F.least(F.greatest(F.col("p_open"), F.lit(1e-6)), F.lit(1 - 1e-6))
@@ -83,7 +78,7 @@ def feeds(scored: DataFrame, items: DataFrame, scenes: DataFrame, max_per_catego
     # among the rows outside the feed (its row number minus the feed rows before it) makes the first `reserves` of
     # them the reserves
     running = by().rowsBetween(Window.unboundedPreceding, Window.currentRow)
-    x = (x.join(F.broadcast(scenes.select("scene_id", "feed_size", "priority")), "scene_id")
+    x = (x.join(F.broadcast(scenes), "scene_id")
          .withColumn("_pos", F.row_number().over(by()))
          .withColumn("_capped_so_far", F.sum("_capped").over(running)))
     in_feed = (F.col("_capped") == 1) & (F.col("_capped_so_far") <= F.col("feed_size"))

@@ -26,9 +26,8 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
 
     wh = Warehouse(settings.warehouse)
     scenes = [s for s in loaded.config.enabled_scenes if s.trigger in NIGHTLY_TRIGGERS]
-    scene_df = spark.createDataFrame(
-        [(s.id, s.feed_size, s.priority, s.materials.source == OWN_LISTINGS) for s in scenes],
-        "scene_id string, feed_size int, priority int, own_listings boolean")
+    scene_df = spark.createDataFrame([(s.id, s.feed_size, s.priority) for s in scenes],
+                                     "scene_id string, feed_size int, priority int")
     # already without the pairs inside the trigger rules' re-eligibility gap (jobs/score.py drops them before
     # the shortlist, so the shortlist is of what may be sent)
     scored = wh.read_partition(spark, "plan/scored", ds)
@@ -43,7 +42,10 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     recal = _recalibration(wh, ds, model_version)
     breadth = recal.c
     feed, support = shrink_to_support(feeds(scored, items, scene_df, feed_cfg.max_per_category, feed_cfg.reserves,
-                                            interest_weight=recal.interest), rates, feed_cfg.support_sends)
+                                            interest_weight=recal.interest,
+                                            own_listing_scenes=tuple(s.id for s in scenes
+                                                                     if s.materials.source == OWN_LISTINGS)),
+                                      rates, feed_cfg.support_sends)
     chosen = select_scene(feed, explore, salt=f"hermes-scene-{ds}", breadth=breadth, scene_offsets=recal.scene,
                           interest=recal.interest)
     s_path = wh.write_partition(chosen, SELECTED, ds, loaded.version)

@@ -38,18 +38,17 @@ def test_feed_takes_one_item_per_seller_and_caps_categories(spark, items, scenes
 
 def test_a_feed_never_offers_users_their_own_listings_but_a_scene_about_them_does(spark, items):
     # user 11 sells item 3, user 13 item 5; scene "own" is about the user's own listings (seller_stats)
-    scenes = spark.createDataFrame([("a", 3, 50, False), ("own", 1, 90, True)],
-                                   "scene_id string, feed_size int, priority int, own_listings boolean")
+    scenes = spark.createDataFrame([("a", 3, 50), ("own", 1, 90)], "scene_id string, feed_size int, priority int")
     rows = [(u, "a", i, p) for u in (11, 13) for i, p in [(3, 0.9), (5, 0.8), (4, 0.7), (6, 0.6)]]
     rows += [(11, "own", 3, 0.2), (13, "own", 5, 0.3)]
-    feed = {(r.user_id, r.scene_id): r for r in feeds(scored(spark, rows), items, scenes, 2, reserves=2).collect()}
+    feed = {(r.user_id, r.scene_id): r for r in feeds(scored(spark, rows), items, scenes, 2, reserves=2,
+                                                      own_listing_scenes=("own",)).collect()}
     assert feed[(11, "a")].item_ids == [5, 4, 6] and 3 not in feed[(11, "a")].reserve_ids
     assert feed[(13, "a")].item_ids == [3, 4, 6] and 5 not in feed[(13, "a")].reserve_ids
     assert feed[(11, "own")].item_ids == [3] and feed[(13, "own")].item_ids == [5]
     assert feed[(11, "a")].expected_open == pytest.approx(0.8)     # the estimate is of what the feed holds
-    # without the column every scene is a recommendation: no own listing anywhere
-    plain = scenes.select("scene_id", "feed_size", "priority")
-    no_own = {(r.user_id, r.scene_id): r.item_ids for r in feeds(scored(spark, rows), items, plain, 2).collect()}
+    # by default every scene is a recommendation: no own listing anywhere
+    no_own = {(r.user_id, r.scene_id): r.item_ids for r in feeds(scored(spark, rows), items, scenes, 2).collect()}
     assert (11, "own") not in no_own and no_own[(13, "a")] == [3, 4, 6]
 
 
