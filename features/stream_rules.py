@@ -24,6 +24,8 @@ State, by what a rule needs:
 - chat_waiting: nothing but the timer: the seller is pushed wait_minutes after the buyer's message.
 - unless: the pending timers by item (item_sold / item_removed), by (user, item) (bought) and by user (replied);
   items sold or removed are remembered, so a candidate on a gone item is cancelled at once.
+- never an item's own seller for price_drop and selling_out (their views and favourites of their own listing are
+  not a buyer's interest), as features.triggers.not_own in the micro-batch.
 Entries older than their rule's lookback are dropped as the event time passes them (`prune`).
 
 Times are int64 microseconds since the epoch (UTC).
@@ -265,8 +267,8 @@ class RuleState:
                 kinds = {"favourited": ("fav",), "carted": ("cart",), "favourited_or_carted": ("fav", "cart")}[r.when.items]
                 since = ts - r.when.lookback_days * US_DAY
                 q = (f"SELECT DISTINCT user FROM interest WHERE item = ? AND kind IN ({', '.join('?' * len(kinds))}) "
-                     "AND ts >= ? AND ts < ? ORDER BY user")
-                for (user,) in self.db.execute(q, (item, *(KIND[k] for k in kinds), since, ts)).fetchall():
+                     "AND ts >= ? AND ts < ? AND user IS NOT (SELECT seller FROM items WHERE item = ?) ORDER BY user")
+                for (user,) in self.db.execute(q, (item, *(KIND[k] for k in kinds), since, ts, item)).fetchall():
                     self._schedule(Candidate(r.id, user, item, ts, ts + r.delay_minutes * US_MIN,
                                              f"drop {100 * drop:.0f}%"), cancelled)
         elif kind == "listed":
@@ -323,9 +325,9 @@ class RuleState:
                 continue
             db.execute("INSERT OR IGNORE INTO crowded VALUES (?)", (item,))
             since = ts - w.lookback_days * US_DAY
-            q = ("SELECT user, sum(n) FROM views WHERE item = ? AND ts >= ? AND ts < ? GROUP BY user "
-                 "HAVING sum(n) >= ? ORDER BY user")
-            for viewer, n in db.execute(q, (item, since, ts, w.min_views)).fetchall():
+            q = ("SELECT user, sum(n) FROM views WHERE item = ? AND ts >= ? AND ts < ? "
+                 "AND user IS NOT (SELECT seller FROM items WHERE item = ?) GROUP BY user HAVING sum(n) >= ? ORDER BY user")
+            for viewer, n in db.execute(q, (item, since, ts, item, w.min_views)).fetchall():
                 self._schedule(Candidate(r.id, viewer, item, ts, ts + r.delay_minutes * US_MIN, f"viewed {n}x"),
                                cancelled)
 

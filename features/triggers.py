@@ -49,9 +49,19 @@ def price_drops(changes: pd.DataFrame) -> pd.DataFrame:
     return d.assign(drop_pct=1.0 - d["price"] / d["prev_price"])
 
 
-def price_drop(rule, changes, events, lo: int, hi: int) -> pd.DataFrame:
+def not_own(m: pd.DataFrame, items: pd.DataFrame | None) -> pd.DataFrame:
+    """The rows whose user_id is not the seller of their item_id (items: item_id, seller_id; None or an item it does
+    not know: kept). A seller's views and favourites of their own listing are not a buyer's interest: "an item you keep
+    looking at is drawing a crowd" or "it dropped its price" is no news to the one who listed or repriced it."""
+    if items is None or m.empty:
+        return m
+    seller = m["item_id"].map(items.drop_duplicates("item_id").set_index("item_id")["seller_id"])
+    return m[~(seller == m["user_id"]).fillna(False).astype(bool)]
+
+
+def price_drop(rule, changes, events, lo: int, hi: int, items: pd.DataFrame | None = None) -> pd.DataFrame:
     """Users who favourited/carted an item (within lookback, before the drop) whose price dropped by at
-    least min_drop_pct, for drops whose push is due in [lo, hi)."""
+    least min_drop_pct, for drops whose push is due in [lo, hi); never the item's own seller (`not_own`)."""
     w = rule.when
     delay = rule.delay_minutes * US_MIN
     d = price_drops(changes)
@@ -61,7 +71,7 @@ def price_drop(rule, changes, events, lo: int, hi: int) -> pd.DataFrame:
     kinds = {"favourited": ["fav"], "carted": ["cart"], "favourited_or_carted": ["fav", "cart"]}[w.items]
     interest = events[events["event_type"].isin(kinds) & events["item_id"].isin(d["item_id"])][["user_id", "item_id", "ts"]]
     m = d[["item_id", "ts", "drop_pct"]].merge(interest, on="item_id", suffixes=("", "_i"))
-    m = m[(m["ts_i"] < m["ts"]) & (m["ts_i"] >= m["ts"] - w.lookback_days * US_DAY)]
+    m = not_own(m[(m["ts_i"] < m["ts"]) & (m["ts_i"] >= m["ts"] - w.lookback_days * US_DAY)], items)
     return _frame(rule, m["user_id"], m["item_id"], m["ts"], m["ts"] + delay,
                   [f"drop {100 * x:.0f}%" for x in m["drop_pct"]])
 
@@ -81,9 +91,10 @@ def seller_listed(rule, changes, events, items, lo: int, hi: int) -> pd.DataFram
     return _frame(rule, m["user_id"], m["item_id"], m["ts"], m["ts"] + delay, [f"seller {s}" for s in m["seller_id"]])
 
 
-def selling_out(rule, events, lo: int, hi: int) -> pd.DataFrame:
+def selling_out(rule, events, lo: int, hi: int, items: pd.DataFrame | None = None) -> pd.DataFrame:
     """An item reaches min_viewers distinct viewers within 24 h (the view that reaches it is the event);
-    users who viewed it at least min_views times (lookback, before that view) are pushed."""
+    users who viewed it at least min_views times (lookback, before that view) are pushed, never the item's own
+    seller (`not_own`)."""
     w = rule.when
     delay = rule.delay_minutes * US_MIN
     views = events[events["event_type"] == "view"][["user_id", "item_id", "ts"]].sort_values(["item_id", "ts"])
@@ -104,7 +115,7 @@ def selling_out(rule, events, lo: int, hi: int) -> pd.DataFrame:
                                                              suffixes=("", "_c"))
     v = v[(v["ts"] < v["ts_c"]) & (v["ts"] >= v["ts_c"] - w.lookback_days * US_DAY)]
     n = v.groupby(["user_id", "item_id", "ts_c"]).size().reset_index(name="n")
-    n = n[n["n"] >= w.min_views]
+    n = not_own(n[n["n"] >= w.min_views], items)
     return _frame(rule, n["user_id"], n["item_id"], n["ts_c"], n["ts_c"] + delay, [f"viewed {k}x" for k in n["n"]])
 
 

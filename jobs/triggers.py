@@ -68,11 +68,11 @@ def evaluate(settings: Settings, window_end: datetime, loaded, window_minutes: i
     for r in rules.values():
         kind = r.when.event
         if kind == "price_drop":
-            parts.append(ft.price_drop(r, changes, events, lo, end))
+            parts.append(ft.price_drop(r, changes, events, lo, end, items))
         elif kind == "seller_listed":
             parts.append(ft.seller_listed(r, changes, events, items, lo, end))
         elif kind == "selling_out":
-            parts.append(ft.selling_out(r, events, lo, end))
+            parts.append(ft.selling_out(r, events, lo, end, items))
         elif kind == "chat_waiting":
             parts.append(ft.chat_waiting(r, events, lo, end))
     cands = pd.concat([p for p in parts if not p.empty], ignore_index=True) if any(not p.empty for p in parts) \

@@ -99,33 +99,67 @@ def test_the_same_candidates_and_keys_as_the_micro_batch():
 
     rnd = random.Random(3)
     events, changes = [], []
+    seller = lambda i: 36 + i % 4           # noqa: E731  sellers 36-39 are users too: they view their own listings
     for i in range(1, 30):
-        changes.append(ch(T0 + i * M, i, "listed", 100.0, seller=500 + i % 4))
+        changes.append(ch(T0 + i * M, i, "listed", 100.0, seller=seller(i)))
     for k in range(600):
         t = T0 + H + rnd.randrange(20 * H)
         u, i = rnd.randrange(1, 40), rnd.randrange(1, 30)
         kind = rnd.choice(["view", "view", "view", "fav", "cart", "chat", "follow_seller"])
-        events.append(ev(t, u, kind, i, seller=500 + i % 4 if kind in ("chat", "follow_seller") else None))
+        events.append(ev(t, u, kind, i, seller=seller(i) if kind in ("chat", "follow_seller") else None))
+    for i in range(1, 30, 3):                 # sellers checking on their own listings
+        events += [ev(T0 + H + rnd.randrange(20 * H), seller(i), kind, i) for kind in ("view", "view", "view", "fav")]
     for k in range(40):
         i = rnd.randrange(1, 30)
         changes.append(ch(T0 + H + rnd.randrange(22 * H), i, rnd.choice(["price_drop", "listed"]),
-                          rnd.choice([60.0, 80.0, 99.0]), seller=500 + i % 4))
-    s = RuleState(rules, item_sellers={i: 500 + i % 4 for i in range(1, 30)})
+                          rnd.choice([60.0, 80.0, 99.0]), seller=seller(i)))
+    s = RuleState(rules, item_sellers={i: seller(i) for i in range(1, 30)})
     feed(s, events + changes)
     stream = {c.key for c in s.pop_due(T0 + 3 * DAY)}
 
     e = pd.DataFrame([{"ts": r["ts"], "user_id": r["user_id"], "event_type": r["kind"], "item_id": r["item_id"],
                        "seller_id": r["seller_id"]} for r in events])
     c = pd.DataFrame([{"item_id": r["item_id"], "ts": r["ts"], "change": r["kind"], "price": r["price"]} for r in changes])
-    items = pd.DataFrame({"item_id": range(1, 30), "seller_id": [500 + i % 4 for i in range(1, 30)]})
+    items = pd.DataFrame({"item_id": range(1, 30), "seller_id": [seller(i) for i in range(1, 30)]})
     lo, hi = T0 - DAY, T0 + 3 * DAY
-    batch = pd.concat([ft.price_drop(rules["r_price_drop"], c, e, lo, hi),
+    batch = pd.concat([ft.price_drop(rules["r_price_drop"], c, e, lo, hi, items),
                        ft.seller_listed(rules["r_seller_listed"], c, e, items, lo, hi),
                        ft.chat_waiting(rules["r_chat_waiting"], e, lo, hi),
-                       ft.selling_out(rules["r_selling_out"], e, lo, hi)])
+                       ft.selling_out(rules["r_selling_out"], e, lo, hi, items)])
     keys = {ft.trigger_key(*k) for k in zip(batch["rule_id"], batch["user_id"], batch["item_id"], batch["event_ts"])}
     assert len(keys) > 50
     assert stream == keys
+    # the sellers' own views and favourites were there to be pushed on, and neither engine did
+    unfiltered = pd.concat([ft.price_drop(rules["r_price_drop"], c, e, lo, hi),
+                            ft.selling_out(rules["r_selling_out"], e, lo, hi)])
+    assert (unfiltered["user_id"] == unfiltered["item_id"].map(seller)).sum() > 0
+    assert not (batch["rule_id"].isin(["r_price_drop", "r_selling_out"])
+                & (batch["user_id"] == batch["item_id"].map(seller))).any()
+
+
+def test_a_seller_is_never_pushed_about_their_own_listing_by_interest_rules():
+    """A seller who keeps opening their own listing, or favourited it, is not told it draws a crowd or got cheaper:
+    they listed and repriced it. Its buyers still are; a waiting chat is the seller's to answer, as before."""
+    drop = rule("price_drop", when={"min_drop_pct": 10, "lookback_days": 7})
+    crowd = rule("selling_out", when={"min_views": 2, "min_viewers": 3, "lookback_days": 7})
+    chat = rule("chat_waiting", when={"wait_minutes": 30})
+    s = RuleState({r.id: r for r in (drop, crowd, chat)}, item_sellers={1: 50})
+    rows = ([ev(T0 + k * M, u, "view", 1) for u in (50, 7) for k in range(3)] + [ev(T0 + 10 * M, 8, "view", 1)]
+            + [ev(T0 + H, 50, "fav", 1), ev(T0 + H, 7, "fav", 1), ch(T0, 1, "listed", 100.0),
+               ch(T0 + 2 * H, 1, "price_drop", 80.0), ev(T0 + 3 * H, 7, "chat", 1, seller=50)])
+    feed(s, rows)
+    due = s.pop_due(T0 + DAY)
+    assert sorted((c.rule_id, c.user_id) for c in due) == [
+        ("r_chat_waiting", 50), ("r_price_drop", 7), ("r_selling_out", 7)]
+    e = pd.DataFrame([{"ts": r["ts"], "user_id": r["user_id"], "event_type": r["kind"], "item_id": r["item_id"],
+                       "seller_id": r["seller_id"]} for r in rows if r["table_name"] == "events"])
+    c = pd.DataFrame([{"item_id": r["item_id"], "ts": r["ts"], "change": r["kind"], "price": r["price"]}
+                      for r in rows if r["table_name"] == "item_changes"])
+    items = pd.DataFrame({"item_id": [1], "seller_id": [50]})
+    lo, hi = T0 - DAY, T0 + DAY
+    assert list(ft.price_drop(drop, c, e, lo, hi, items)["user_id"]) == [7]
+    assert list(ft.selling_out(crowd, e, lo, hi, items)["user_id"]) == [7]
+    assert sorted(ft.price_drop(drop, c, e, lo, hi)["user_id"]) == [7, 50]       # the seller, without the items
 
 
 def test_a_rule_disabled_while_running_drops_its_pending_pushes():
