@@ -5,6 +5,9 @@
 Same process, same data: (a) in-process `predict_proba` on one thread x the number of cores (the practical
 limit), (b) `mlflow.pyfunc.spark_udf`, (c) `features.scoring.score_pairs` (Arrow UDF, model unpickled once
 per worker, see features/scoring.py). Spark paths are timed on a cached DataFrame with a no-op sink.
+With --kind logreg also (d): the plan's own call (p_open and p_neutral, `neutral=True`) with the regression scored
+as its log-odds (features.scoring.LinearForm) against the same model through predict_proba (an identity step in
+front of the pipeline, which the compiled form does not read).
 """
 from __future__ import annotations
 
@@ -84,6 +87,21 @@ def main() -> None:
         "overwrite").save()
     t_ours = best_of(ours, args.repeats)
     print(f"(c) Arrow UDF: {args.rows / t_ours:,.0f} rows/s", flush=True)
+    plan_call = {}
+    if args.kind == "logreg":
+        from sklearn.pipeline import Pipeline
+        from sklearn.preprocessing import FunctionTransformer
+
+        from features.scoring import linear_form
+
+        opaque = Pipeline([("identity", FunctionTransformer()), *est.steps])
+        assert linear_form(est) is not None and linear_form(opaque) is None
+        for name, model in (("compiled", est), ("predict_proba", opaque)):
+            pay = model_payload(spark, model)
+            plan_call[name] = best_of(lambda: score_pairs(df, pay, "1", ["user_id", "scene_id", "item_id"],  # noqa: B023
+                                                          neutral=True).write.format("noop").mode("overwrite").save(),
+                                      args.repeats)
+            print(f"(d) p_open and p_neutral, {name}: {args.rows / plan_call[name]:,.0f} rows/s", flush=True)
 
     import mlflow
 
@@ -106,6 +124,10 @@ def main() -> None:
     print(f"  (b) mlflow.pyfunc.spark_udf                      : {r_theirs:>12,.0f} rows/s  ({t_theirs:.1f} s)")
     print(f"  (c) Hermes Arrow UDF scorer                      : {r_ours:>12,.0f} rows/s  ({t_ours:.1f} s)")
     print(f"  (c)/(a) = {r_ours / in_process:.0%}   (c)/(b) = {r_ours / r_theirs:.2f}x")
+    if plan_call:
+        c, pp = plan_call["compiled"], plan_call["predict_proba"]
+        print(f"  (d) the plan's call (p_open + p_neutral): compiled log-odds {args.rows / c:>12,.0f} rows/s ({c:.1f} s), "
+              f"predict_proba {args.rows / pp:,.0f} rows/s ({pp:.1f} s): {pp / c:.2f}x")
 
 
 if __name__ == "__main__":

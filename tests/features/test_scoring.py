@@ -55,3 +55,53 @@ def test_two_models_with_the_same_version_number_in_one_session_each_score_with_
                 assert (out.model_version == "2").all()
     finally:
         df.unpersist()
+
+
+def test_a_logistic_model_is_scored_as_its_own_log_odds_with_the_estimators_numbers():
+    """The compiled form (features.scoring.LinearForm) of the regression pipeline (scene effects centred, as
+    training keeps them) and of the prior's plain regression gives predict_proba's probabilities, with and without
+    the scene code, for known, unknown and neutral codes; the boosted trees have none (scored by predict_proba)."""
+    from features.scoring import NEUTRAL_SCENE, SCENE, _sigmoid, linear_form
+    from training.model import centre_scene_effects, make_estimator
+    from training.prior import prior_estimator
+
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(4000, len(FEATURES)))
+    X[:, SCENE] = rng.integers(-1, 6, len(X))
+    y = (rng.random(len(X)) < 1 / (1 + np.exp(-(X[:, 0] - 2 + 0.5 * X[:, SCENE])))).astype(int)
+    pipeline = make_estimator("logreg").fit(X, y)
+    assert centre_scene_effects(pipeline, X) != 0.0
+    T = rng.normal(size=(5000, len(FEATURES)))
+    T[:, SCENE] = rng.integers(-2, 9, len(T))             # -2, 6, 7, 8: codes the model never saw
+    for est in (pipeline, prior_estimator(0.05)):
+        form = linear_form(est)
+        assert form is not None
+        z = form.logit(T)
+        np.testing.assert_allclose(_sigmoid(z), est.predict_proba(T)[:, 1], rtol=1e-12)
+        N = T.copy()
+        N[:, SCENE] = NEUTRAL_SCENE
+        neutral = _sigmoid(z - form.scene_effect(T[:, SCENE]) + form.scene_effect(NEUTRAL_SCENE))
+        np.testing.assert_allclose(neutral, est.predict_proba(N)[:, 1], rtol=1e-12)
+        if est is pipeline:                       # its scene code does move the estimate (the prior has no scene term)
+            assert np.abs(neutral - _sigmoid(z)).max() > 1e-3
+    assert linear_form(make_estimator("hgb").fit(X, y)) is None
+
+
+def test_a_compiled_form_that_disagrees_with_its_estimator_is_not_used():
+    """A structure the compiled form misreads must fall back to predict_proba, not score differently."""
+    from sklearn.linear_model import LogisticRegression
+
+    from features.scoring import linear_form
+
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(500, len(FEATURES)))
+    est = LogisticRegression().fit(X, (X[:, 1] > 0).astype(int))
+
+    class Shifted(LogisticRegression):           # the same coefficients, probabilities it does not derive from them
+        def predict_proba(self, A):
+            p = super().predict_proba(A)
+            return np.column_stack([p[:, 0] * 0.9, 1 - p[:, 0] * 0.9])
+
+    odd = Shifted()
+    odd.__dict__.update(est.__dict__)
+    assert linear_form(est) is not None and linear_form(odd) is None
