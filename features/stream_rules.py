@@ -25,7 +25,7 @@ State, by what a rule needs:
 - unless: the pending timers by item (item_sold / item_removed), by (user, item) (bought) and by user (replied);
   items sold or removed are remembered, so a candidate on a gone item is cancelled at once.
 - never an item's own seller for price_drop and selling_out (their views and favourites of their own listing are
-  not a buyer's interest), as features.triggers.not_own in the micro-batch.
+  not a buyer's interest, and their views are no crowd), as features.triggers.not_own in the micro-batch.
 Entries older than their rule's lookback are dropped as the event time passes them (`prune`).
 
 Times are int64 microseconds since the epoch (UTC).
@@ -309,6 +309,8 @@ class RuleState:
 
     def _on_view(self, user: int, item: int, ts: int, cancelled: list) -> None:
         db = self.db
+        if user == self._one("SELECT seller FROM items WHERE item = ?", item):
+            return                  # a seller's view of their own listing: no crowd, and no news to them
         db.execute("INSERT INTO views VALUES (?, ?, ?, 1) ON CONFLICT (item, user, ts) DO UPDATE SET n = n + 1",
                    (item, user, ts))
         if db.execute("SELECT 1 FROM first_view WHERE item = ? AND user = ?", (item, user)).fetchone():
@@ -325,9 +327,9 @@ class RuleState:
                 continue
             db.execute("INSERT OR IGNORE INTO crowded VALUES (?)", (item,))
             since = ts - w.lookback_days * US_DAY
-            q = ("SELECT user, sum(n) FROM views WHERE item = ? AND ts >= ? AND ts < ? "
-                 "AND user IS NOT (SELECT seller FROM items WHERE item = ?) GROUP BY user HAVING sum(n) >= ? ORDER BY user")
-            for viewer, n in db.execute(q, (item, since, ts, item, w.min_views)).fetchall():
+            q = ("SELECT user, sum(n) FROM views WHERE item = ? AND ts >= ? AND ts < ? GROUP BY user "
+                 "HAVING sum(n) >= ? ORDER BY user")
+            for viewer, n in db.execute(q, (item, since, ts, w.min_views)).fetchall():
                 self._schedule(Candidate(r.id, viewer, item, ts, ts + r.delay_minutes * US_MIN, f"viewed {n}x"),
                                cancelled)
 

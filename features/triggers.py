@@ -93,11 +93,12 @@ def seller_listed(rule, changes, events, items, lo: int, hi: int) -> pd.DataFram
 
 def selling_out(rule, events, lo: int, hi: int, items: pd.DataFrame | None = None) -> pd.DataFrame:
     """An item reaches min_viewers distinct viewers within 24 h (the view that reaches it is the event);
-    users who viewed it at least min_views times (lookback, before that view) are pushed, never the item's own
-    seller (`not_own`)."""
+    users who viewed it at least min_views times (lookback, before that view) are pushed. The item's own seller
+    (`not_own`) is neither: their views of their own listing are no crowd, and it is no news to them."""
     w = rule.when
     delay = rule.delay_minutes * US_MIN
-    views = events[events["event_type"] == "view"][["user_id", "item_id", "ts"]].sort_values(["item_id", "ts"])
+    views = not_own(events[events["event_type"] == "view"][["user_id", "item_id", "ts"]], items)
+    views = views.sort_values(["item_id", "ts"])
     if views.empty:
         return _empty()
     # the first view of each (item, viewer) inside a trailing day; the k-th distinct viewer's first view is
@@ -115,7 +116,7 @@ def selling_out(rule, events, lo: int, hi: int, items: pd.DataFrame | None = Non
                                                              suffixes=("", "_c"))
     v = v[(v["ts"] < v["ts_c"]) & (v["ts"] >= v["ts_c"] - w.lookback_days * US_DAY)]
     n = v.groupby(["user_id", "item_id", "ts_c"]).size().reset_index(name="n")
-    n = not_own(n[n["n"] >= w.min_views], items)
+    n = n[n["n"] >= w.min_views]
     return _frame(rule, n["user_id"], n["item_id"], n["ts_c"], n["ts_c"] + delay, [f"viewed {k}x" for k in n["n"]])
 
 

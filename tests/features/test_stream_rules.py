@@ -139,27 +139,37 @@ def test_the_same_candidates_and_keys_as_the_micro_batch():
 
 def test_a_seller_is_never_pushed_about_their_own_listing_by_interest_rules():
     """A seller who keeps opening their own listing, or favourited it, is not told it draws a crowd or got cheaper:
-    they listed and repriced it. Its buyers still are; a waiting chat is the seller's to answer, as before."""
+    they listed and repriced it, and their views are no crowd. Its buyers still are; a waiting chat is the seller's
+    to answer, as before."""
     drop = rule("price_drop", when={"min_drop_pct": 10, "lookback_days": 7})
     crowd = rule("selling_out", when={"min_views": 2, "min_viewers": 3, "lookback_days": 7})
     chat = rule("chat_waiting", when={"wait_minutes": 30})
-    s = RuleState({r.id: r for r in (drop, crowd, chat)}, item_sellers={1: 50})
     rows = ([ev(T0 + k * M, u, "view", 1) for u in (50, 7) for k in range(3)] + [ev(T0 + 10 * M, 8, "view", 1)]
             + [ev(T0 + H, 50, "fav", 1), ev(T0 + H, 7, "fav", 1), ch(T0, 1, "listed", 100.0),
                ch(T0 + 2 * H, 1, "price_drop", 80.0), ev(T0 + 3 * H, 7, "chat", 1, seller=50)])
-    feed(s, rows)
-    due = s.pop_due(T0 + DAY)
-    assert sorted((c.rule_id, c.user_id) for c in due) == [
-        ("r_chat_waiting", 50), ("r_price_drop", 7), ("r_selling_out", 7)]
-    e = pd.DataFrame([{"ts": r["ts"], "user_id": r["user_id"], "event_type": r["kind"], "item_id": r["item_id"],
-                       "seller_id": r["seller_id"]} for r in rows if r["table_name"] == "events"])
-    c = pd.DataFrame([{"item_id": r["item_id"], "ts": r["ts"], "change": r["kind"], "price": r["price"]}
-                      for r in rows if r["table_name"] == "item_changes"])
+    third = [ev(T0 + 5 * H, 9, "view", 1)]              # the third viewer who is not the seller
+
+    def frames(rows):
+        e = pd.DataFrame([{"ts": r["ts"], "user_id": r["user_id"], "event_type": r["kind"], "item_id": r["item_id"],
+                           "seller_id": r["seller_id"]} for r in rows if r["table_name"] == "events"])
+        c = pd.DataFrame([{"item_id": r["item_id"], "ts": r["ts"], "change": r["kind"], "price": r["price"]}
+                          for r in rows if r["table_name"] == "item_changes"])
+        return e, c
+
     items = pd.DataFrame({"item_id": [1], "seller_id": [50]})
     lo, hi = T0 - DAY, T0 + DAY
+    s = RuleState({r.id: r for r in (drop, crowd, chat)}, item_sellers={1: 50})
+    feed(s, rows)
+    assert sorted((c.rule_id, c.user_id) for c in s.pop_due(T0 + 4 * H)) == [("r_chat_waiting", 50), ("r_price_drop", 7)]
+    e, c = frames(rows)
     assert list(ft.price_drop(drop, c, e, lo, hi, items)["user_id"]) == [7]
+    assert ft.selling_out(crowd, e, lo, hi, items).empty               # the seller and two buyers: no crowd yet
+    assert list(ft.selling_out(crowd, e, lo, hi)["user_id"]) == [7, 50]   # what it was without the items
+    assert sorted(ft.price_drop(drop, c, e, lo, hi)["user_id"]) == [7, 50]
+    feed(s, third)
+    assert [(c.rule_id, c.user_id) for c in s.pop_due(T0 + DAY)] == [("r_selling_out", 7)]
+    e, c = frames(rows + third)
     assert list(ft.selling_out(crowd, e, lo, hi, items)["user_id"]) == [7]
-    assert sorted(ft.price_drop(drop, c, e, lo, hi)["user_id"]) == [7, 50]       # the seller, without the items
 
 
 def test_a_rule_disabled_while_running_drops_its_pending_pushes():
