@@ -3,7 +3,9 @@ the model whole `pyarrow.Array` batches of the feature columns — no pandas con
 and only the probability travels back to the JVM. The model is unpickled once per Python worker (cached by the
 digest of its pickled bytes), never per batch or row. A logistic model (the regression pipeline of
 training.model.make_estimator, the prior's plain regression) is scored as its own log-odds, a dot product
-(`LinearForm`): scikit-learn's pipeline, with its sparse one-hot block, took ~7x as long per pair for the same numbers.
+(`LinearForm`): scikit-learn's pipeline, with its sparse one-hot block, takes 5-10x as long per pair in process for
+the same numbers, and the plan's call (p_open and p_neutral, Arrow transfer included) ran 1.42x faster
+(bench/score.py --kind logreg).
 """
 from __future__ import annotations
 
