@@ -43,7 +43,8 @@ def context(n: int, tz: str) -> Context:
     items = list(range(1000, 1000 + N_ITEMS))
     si = pd.DataFrame({"item_id": items, "category_id": 1, "i_price_rel": 0.0, "i_drop_pct": 0.0, "i_age_log": 1.0,
                        "iv_7d": 0.0, "if__7d": 0.0, "listing_price": 100.0, "cat_median": 100.0}).set_index("item_id")
-    catalogue = pd.DataFrame({"item_id": items, "seller_id": 7, "category_id": 1, "title": "lamp",
+    # the seller is none of the users: a seller is never pushed about their own listing (features/stream_rules.py)
+    catalogue = pd.DataFrame({"item_id": items, "seller_id": n + 1, "category_id": 1, "title": "lamp",
                               "price": 100.0}).set_index("item_id")
     return Context("2026-11-01", users, pd.DataFrame({"n_app_open_28d": 5}, index=ids),
                    Sides("2026-11-01", su, si[list(ITEM_COLUMNS)], np.full(24, 1 / 24)),
