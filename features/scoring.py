@@ -146,9 +146,15 @@ def probability_udf(payload: Payload, neutral: bool = False):
     def matrix(cols):
         return np.column_stack([c.to_numpy(zero_copy_only=False) for c in cols]).astype(np.float64, copy=False)
 
+    def compiled(form, X):
+        """The LinearForm for a batch it can score; None for one with a missing or infinite value, which goes through
+        predict_proba and fails there as before (scikit-learn names the bad input; a dot product would return NaN)."""
+        return form if form is not None and np.isfinite(X).all() else None
+
     def predict(cols):
         est, form = _model(payload)
         X = matrix(cols)
+        form = compiled(form, X)
         return _sigmoid(form.logit(X)) if form is not None else est.predict_proba(X)[:, 1]
 
     if not neutral:
@@ -162,6 +168,7 @@ def probability_udf(payload: Payload, neutral: bool = False):
     def p_both(*cols: pa.Array) -> pa.Array:
         est, form = _model(payload)
         X = matrix(cols)
+        form = compiled(form, X)
         if form is not None:
             z = form.logit(X)
             p, pn = _sigmoid(z), _sigmoid(z - form.scene_effect(X[:, SCENE]) + form.scene_effect(NEUTRAL_SCENE))

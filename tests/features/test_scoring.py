@@ -3,6 +3,7 @@ probability from the same pass."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from features.pairs import FEATURES
 
@@ -105,3 +106,22 @@ def test_a_compiled_form_that_disagrees_with_its_estimator_is_not_used():
     odd = Shifted()
     odd.__dict__.update(est.__dict__)
     assert linear_form(est) is not None and linear_form(odd) is None
+
+
+def test_a_batch_with_a_missing_value_fails_in_scoring_as_it_did_through_predict_proba(spark):
+    """The compiled form would turn a missing feature into a NaN probability that only a later check would catch;
+    such a batch goes through predict_proba instead, whose error names the input."""
+    from features.scoring import SCENE, linear_form, model_payload, score_pairs
+    from training.model import make_estimator
+
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(500, len(FEATURES)))
+    X[:, SCENE] = rng.integers(0, 3, len(X))
+    est = make_estimator("logreg").fit(X, (X[:, 0] > 0).astype(int))
+    assert linear_form(est) is not None
+    rows = [(i, *[None if (i == 3 and j == 0) else float(v) for j, v in enumerate(X[i])]) for i in range(20)]
+    df = spark.createDataFrame(rows, "id long, " + ", ".join(f"{f} double" for f in FEATURES))
+    with pytest.raises(Exception, match="NaN"):
+        score_pairs(df, model_payload(spark, est), "1", ["id"], neutral=True).collect()
+    ok = score_pairs(df.where("id != 3"), model_payload(spark, est), "1", ["id"]).toPandas().sort_values("id")
+    np.testing.assert_allclose(ok.p_open, est.predict_proba(X[ok.id.to_numpy()])[:, 1], rtol=1e-12)
