@@ -87,6 +87,24 @@ def _columns(kw: dict) -> str:
     return f"{kw.get('column_A')}/{kw.get('column_B')}"
 
 
+def referenced_columns(expectations: list, names: list[str]) -> list[str]:
+    """The columns of `names` the expectations read: their column, column_list, column_A / column_B, and any name a
+    row condition mentions (a whole word of it). What a table's validation needs to load, in `names`' order."""
+    import re
+
+    used: set[str] = set()
+    for e in expectations:
+        kw = e.configuration.kwargs
+        used.update(c for c in (kw.get("column"), kw.get("column_A"), kw.get("column_B")) if c)
+        used.update(kw.get("column_list") or [])
+        cond = kw.get("row_condition")
+        if isinstance(cond, dict):
+            cond = cond.get("pass_through_filter", "")
+        if cond:
+            used.update(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", str(cond)))
+    return [n for n in names if n in used]
+
+
 def show(value) -> str:
     """A value as an error message shows it: null for a missing one (pandas hands GX NaN/NaT/None)."""
     try:

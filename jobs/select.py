@@ -6,6 +6,7 @@ Writes plan/selected (one row per user: scene, feed, expected opens, model versi
 from __future__ import annotations
 
 import logging
+import time
 
 from core.settings import Settings
 from core.warehouse import Warehouse
@@ -25,6 +26,15 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     from training.prior import PRIOR
 
     wh = Warehouse(settings.warehouse)
+    phases, started = {}, [time.monotonic()]
+
+    def phase(name: str) -> None:
+        """Where the stage's time goes, in the log and the task's result (each phase ends with a write or a collect)."""
+        now = time.monotonic()
+        phases[name] = round(now - started[0], 1)
+        started[0] = now
+        log.info("select ds=%s: %s took %.1f s", ds, name, phases[name])
+
     scenes = [s for s in loaded.config.enabled_scenes if s.trigger in NIGHTLY_TRIGGERS]
     scene_df = spark.createDataFrame([(s.id, s.feed_size, s.priority) for s in scenes],
                                      "scene_id string, feed_size int, priority int")
@@ -45,20 +55,23 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
                                             interest_weight=recal.interest,
                                             own_listing_scenes=tuple(s.id for s in scenes
                                                                      if s.materials.source == OWN_LISTINGS)),
-                                      rates, feed_cfg.support_sends)
+                                      rates, feed_cfg.support_sends, scenes=[s.id for s in scenes])
     chosen = select_scene(feed, explore, salt=f"hermes-scene-{ds}", breadth=breadth, scene_offsets=recal.scene,
                           interest=recal.interest)
     s_path = wh.write_partition(chosen, SELECTED, ds, loaded.version)
+    phase("feeds_and_scenes")
 
     reach = {r["scene_id"]: r["users"] for r in
              scored.groupBy("scene_id").agg(F.countDistinct("user_id").alias("users")).collect()}
     best = baseline_scene(rates, [s.id for s in scenes], reach=reach)
+    phase("baseline_scene")
     # Push 1.0 drew its item from the user's most engaged category when it could; plan/scored holds each
     # (user, scene)'s draw from all its candidates (jobs/score.py), so drawing again here picks the same item
     pool = mark_preferred(scored, items, wh.read_partition(spark, "features/user_features", ds))
     base = baseline(pool, wh.read_partition(spark, "plan/eligible", ds), best,
                     loaded.config.platform.baseline_explore_share, salt=baseline_salt(ds))
     b_path = wh.write_partition(base, BASELINE, ds, loaded.version)
+    phase("baseline")
     sel = spark.read.parquet(str(s_path))
     mix = {r["scene_id"]: r["count"] for r in sel.groupBy("scene_id").count().collect()}
     n_base = spark.read.parquet(str(b_path)).count()
@@ -68,7 +81,7 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     return {"ds": ds, "config_version": loaded.version, "model_version": model_version, "model_policy": model_policy,
             "scene_explore_share": explore, "feed_breadth": breadth, "interest_term": recal.interest,
             "scene_offsets": {k: round(v, 4) for k, v in sorted(recal.scene.items())},
-            "baseline_scene": best, "scene_mix": dict(sorted(mix.items())),
+            "baseline_scene": best, "scene_mix": dict(sorted(mix.items())), "phase_seconds": phases,
             "model_weight_by_scene": {k: round(v, 4) for k, v in sorted(support.items())},
             "tables": {SELECTED: {"path": str(s_path), "rows": sum(mix.values())},
                        BASELINE: {"path": str(b_path), "rows": n_base}}}

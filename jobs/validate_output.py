@@ -12,7 +12,7 @@ import logging
 import pyarrow.dataset as pads
 
 from core.warehouse import Warehouse
-from expectations.gate import DataQualityError, ValidationReport, validate_dataset
+from expectations.gate import DataQualityError, ValidationReport, referenced_columns, validate_dataset
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +28,14 @@ def validate_output_table(wh: Warehouse, name: str, ds: str, loaded) -> Validati
     if not path.exists():
         raise DataQualityError(name, [f"(table): rule=partition_exists: no partition ds={ds} at {path}"])
     scene_ids = [s.id for s in loaded.config.scenes]
-    # Nested columns are not needed by any expectation; leaving them out keeps pandas light.
+    # Only the columns the expectations read (and user_id, which the parts are cut by), never a nested one: pandas
+    # stays light (plan/scored at 1M users: 55.6M rows, 6 of its 10 columns). A column an expectation names that the
+    # table lacks is not read, and the expectation fails on it as missing.
     ds_ = pads.dataset(path, format="parquet")
     flat = [f.name for f in ds_.schema if not (f.type.num_fields or str(f.type).startswith(("list", "map")))]
-    report = validate_dataset(ds_, name, output_suite(name, loaded.version, scene_ids), flat)
+    suite = output_suite(name, loaded.version, scene_ids)
+    used = set(referenced_columns(suite, flat)) | ({"user_id"} & set(flat))
+    report = validate_dataset(ds_, name, suite, [c for c in flat if c in used] or flat)
     if name == "plan/suppressed":
         n_in, n_ok, n_out = _rows(wh, "plan/audiences", ds), _rows(wh, "plan/eligible", ds), report.rows
         if n_in != n_ok + n_out:

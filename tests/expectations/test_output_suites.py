@@ -55,3 +55,24 @@ def test_baseline_may_explore_other_scenes_but_its_main_scene_is_one():
     two_main = ok.assign(scene_propensity=[0.9667, 0.9667, 0.9667, 0.025])      # b is not explored: two scenes
     assert any("scene_id" in f and "unique_value_count" in f for f in baseline_failures(two_main))
     assert any("scene_propensity" in f for f in baseline_failures(ok.assign(scene_propensity=[1.2, 1, 1, 1])))
+
+
+def test_an_output_table_is_validated_on_the_columns_its_suite_reads():
+    """jobs/validate_output.py loads only the columns the expectations read (plan/scored at 1M users: 6 of 10): a
+    column named only in a row condition is one of them, and the verdict on those columns is the whole table's."""
+    from expectations.gate import referenced_columns
+
+    base = output_suite("plan/baseline", "cfg-x", ["a", "b"])
+    names = ["user_id", "scene_id", "item_ids", "p_open", "policy", "scene_propensity", "config_version"]
+    # scene_propensity is also read by the unique-count rule's condition "scene_propensity > 0.5"
+    assert referenced_columns(base, names) == ["user_id", "scene_id", "policy", "scene_propensity", "config_version"]
+    windows = output_suite("plan/windows", "cfg-x", ["a", "b"])
+    frame = windows_frame().assign(item_ids=[[1], [2], [3]], unread=[0, 1, 2])
+    read = referenced_columns(windows, list(frame.columns))
+    assert "item_ids" not in read and "unread" not in read and {"send_at", "reason", "slot"} <= set(read)
+    broken = frame.copy()
+    broken.loc[1, "send_at"] = pd.Timestamp("2026-10-31 09:00", tz="UTC")
+    for f in (frame, broken):
+        whole = validate(f.drop(columns=["item_ids"]), "plan/windows", windows).failures
+        assert validate(f[read], "plan/windows", windows).failures == whole
+    assert validate(broken[read], "plan/windows", windows).failures        # the broken row is still caught
