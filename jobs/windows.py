@@ -37,16 +37,25 @@ def _us(col) -> np.ndarray:
     return pc.cast(col, pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy(zero_copy_only=False)
 
 
-def _people(wh: Warehouse, ds: str, users: np.ndarray, scenes: np.ndarray):
-    """Per planned (user, scene): tz, platform, earliest send time and end of plan day from plan/eligible."""
+def eligible_frame(wh: Warehouse, ds: str):
+    """plan/eligible's (user, scene) rows with what a window needs: tz, platform, earliest send time, end of plan day
+    (read once for both policies)."""
     import pandas as pd
 
     el = wh.read_arrow("plan/eligible", ds, ["user_id", "scene_id", "tz", "platform", "earliest_send_at",
                                              "plan_day_end"])
-    el_df = pd.DataFrame({"user_id": el["user_id"].to_numpy(), "scene_id": el["scene_id"].to_numpy(zero_copy_only=False),
-                          "tz": el["tz"].to_numpy(zero_copy_only=False),
-                          "platform": el["platform"].to_numpy(zero_copy_only=False),
-                          "earliest": _us(el["earliest_send_at"]), "end": _us(el["plan_day_end"])})
+    return pd.DataFrame({"user_id": el["user_id"].to_numpy(), "scene_id": el["scene_id"].to_numpy(zero_copy_only=False),
+                         "tz": el["tz"].to_numpy(zero_copy_only=False),
+                         "platform": el["platform"].to_numpy(zero_copy_only=False),
+                         "earliest": _us(el["earliest_send_at"]), "end": _us(el["plan_day_end"])})
+
+
+def _people(wh: Warehouse, ds: str, users: np.ndarray, scenes: np.ndarray, el_df=None):
+    """Per planned (user, scene): tz, platform, earliest send time and end of plan day from plan/eligible (el_df:
+    eligible_frame, when the caller has read it)."""
+    import pandas as pd
+
+    el_df = eligible_frame(wh, ds) if el_df is None else el_df
     plan = pd.DataFrame({"user_id": users, "scene_id": scenes})
     out = plan.merge(el_df, on=["user_id", "scene_id"], how="left", validate="one_to_one")
     missing = int(out["tz"].isna().sum())
@@ -62,7 +71,10 @@ def _hours(table, column: str) -> np.ndarray:
 
 def _profiles(wh: Warehouse, ds: str, users: np.ndarray, w) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     """Per planned user: the hour profile of the send day's type [n, 24], the all-days profile [n, 24] (what
-    scoring's reference hour assumed), the peak local hour, and which profile times the day (said in the report)."""
+    scoring's reference hour assumed), the peak local hour, and which profile times the day (said in the report).
+    The population's part (the prior the profiles are smoothed toward, the day type's move and strength) is fitted
+    on `users`: `run` passes the night's planned users of both policies, so Hermes and Push 1.0 are timed by one
+    model of the market's habits, fitted once (at 1M users the fits took ~15 s a policy)."""
     import pandas as pd
 
     from features.windows import (
@@ -208,9 +220,10 @@ def version_history_scenes(version: str) -> dict[str, int] | None:
 
 
 def plan_policy(policy: str, table, wh: Warehouse, ds: str, config, elasticity: float,
-                explore_share: float | None = None, recal=None) -> tuple[dict, dict]:
+                explore_share: float | None = None, recal=None, profiles=None, el_df=None) -> tuple[dict, dict]:
     """Arrays of one policy's windows (column name -> array) and its stats. explore_share: users sent at a random
-    allowed hour (default windows.exploration_share; larger while the prior policy plans)."""
+    allowed hour (default windows.exploration_share; larger while the prior policy plans). profiles: `_profiles` of
+    these users, when the caller fitted them on a wider set (`run`: both policies' users); el_df: eligible_frame."""
     from features.windows import allowed_slots, assign, explorers, fixed_hour, local_hours, slot_starts, slot_values, user_hash
 
     p = config.platform
@@ -218,8 +231,8 @@ def plan_policy(policy: str, table, wh: Warehouse, ds: str, config, elasticity: 
     day = send_day(ds)
     users = table["user_id"].to_numpy()
     scenes = table["scene_id"].to_numpy(zero_copy_only=False).astype(object)
-    people = _people(wh, ds, users, scenes)
-    q, q_all, ref_hour, timed_by = _profiles(wh, ds, users, w)
+    people = _people(wh, ds, users, scenes, el_df)
+    q, q_all, ref_hour, timed_by = _profiles(wh, ds, users, w) if profiles is None else profiles
     starts = slot_starts(day)
     lh = local_hours(starts, people["tz"].to_numpy())
     allowed = allowed_slots(starts, lh, people["earliest"].to_numpy(), people["end"].to_numpy(),
@@ -293,6 +306,7 @@ def to_arrow(cols: dict, table):
 
 
 def run(settings: Settings, ds: str, loaded) -> dict:
+    import pandas as pd
     import pyarrow as pa
 
     from features.windows import Recalibration
@@ -320,8 +334,15 @@ def run(settings: Settings, ds: str, loaded) -> dict:
              "(%s)", ds, recal.a, recal.b, recal.c, len(recal.scene), recal.fatigue_1d, recal.fatigue_7d, recal.interest,
              recal.reason)
     parts, stats = [], {}
+    # one model of the users' hours for the night, fitted on everyone either policy plans; each policy takes its rows
+    planned = {p: t["user_id"].to_numpy() for p, t in tables.items()}
+    union = np.unique(np.concatenate([*planned.values(), np.zeros(0, dtype=np.int64)]))
+    q_day, q_all, peak, timed_by = _profiles(wh, ds, union, config.platform.windows)
+    el_df = eligible_frame(wh, ds)
     for policy, table in tables.items():
-        cols, st = plan_policy(policy, table, wh, ds, config, elasticity, explore, recal)
+        at = pd.Index(union).get_indexer(planned[policy])
+        cols, st = plan_policy(policy, table, wh, ds, config, elasticity, explore, recal,
+                               profiles=(q_day[at], q_all[at], peak[at], timed_by), el_df=el_df)
         parts.append(to_arrow(cols, table))
         stats[policy] = st
         log.info("%s: %d users, %d assigned, %d explored, no window %d, no capacity %d, expected opens %.1f "
