@@ -24,6 +24,25 @@ def plan_date(ds: str) -> date:
     return date.fromisoformat(ds) + timedelta(days=1)
 
 
+class Phases:
+    """Where a stage's time goes: each call `phases(name)` logs the seconds since the previous call (or since the
+    start) as `<stage> ds=<ds>: <name> took N s`, and keeps them in `seconds` for the task's result. A phase should
+    end with a write or a collect, so that its work is done inside it."""
+
+    def __init__(self, stage: str, ds: str, log: logging.Logger):
+        import time as _time
+
+        self._clock, self.stage, self.ds, self.log = _time.monotonic, stage, ds, log
+        self.seconds: dict[str, float] = {}
+        self._started = self._clock()
+
+    def __call__(self, name: str) -> None:
+        now = self._clock()
+        self.seconds[name] = round(now - self._started, 1)
+        self._started = now
+        self.log.info("%s ds=%s: %s took %.1f s", self.stage, self.ds, name, self.seconds[name])
+
+
 @contextmanager
 def spark_session(settings: Settings, app: str):
     from core.spark import build_spark

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import logging
 import shutil
-import time
 from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
 from core.settings import Settings
 from core.warehouse import Warehouse
-from jobs.entry import as_of_end, plan_date, spark_job_main
+from jobs.entry import Phases, as_of_end, plan_date, spark_job_main
 
 log = logging.getLogger(__name__)
 SCORED = "plan/scored"
@@ -63,14 +62,7 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     scenes = [s for s in loaded.config.enabled_scenes if s.trigger in NIGHTLY_TRIGGERS]
     # the trigger rules' user x item re-eligibility gap holds for the nightly plan too
     gap_h = max([t.regap_hours for t in loaded.config.triggers if t.enabled] + [0])
-    phases, started = {}, [time.monotonic()]
-
-    def phase(name: str) -> None:
-        """Where the night's time goes, in the log and the task's result (each phase's outputs are materialised)."""
-        now = time.monotonic()
-        phases[name] = round(now - started[0], 1)
-        started[0] = now
-        log.info("score ds=%s: %s took %.1f s", ds, name, phases[name])
+    phase = Phases("score", ds, log)         # where the night's time goes (each phase's outputs are materialised)
 
     recent = recent_pairs(push_log, as_of - timedelta(hours=gap_h)).cache() if gap_h else None
     # what recall reads of the events, kept on disk once: the estimate's recall and the plan's both read it
@@ -148,7 +140,7 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     log.info("scored %d pairs (%d candidates, recall from %d events) with %s version %s", n, n_cands,
              n_recall_events, MODEL_NAME, version)
     out["tables"].update({CANDIDATES: {"path": str(c_path), "rows": n_cands}, SCORED: {"path": str(path), "rows": n}})
-    out["recall_events"], out["phase_seconds"] = n_recall_events, phases
+    out["recall_events"], out["phase_seconds"] = n_recall_events, phase.seconds
     return out
 
 

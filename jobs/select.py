@@ -6,11 +6,10 @@ Writes plan/selected (one row per user: scene, feed, expected opens, model versi
 from __future__ import annotations
 
 import logging
-import time
 
 from core.settings import Settings
 from core.warehouse import Warehouse
-from jobs.entry import spark_job_main
+from jobs.entry import Phases, spark_job_main
 
 log = logging.getLogger(__name__)
 SELECTED = "plan/selected"
@@ -26,14 +25,7 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     from training.prior import PRIOR
 
     wh = Warehouse(settings.warehouse)
-    phases, started = {}, [time.monotonic()]
-
-    def phase(name: str) -> None:
-        """Where the stage's time goes, in the log and the task's result (each phase ends with a write or a collect)."""
-        now = time.monotonic()
-        phases[name] = round(now - started[0], 1)
-        started[0] = now
-        log.info("select ds=%s: %s took %.1f s", ds, name, phases[name])
+    phase = Phases("select", ds, log)
 
     scenes = [s for s in loaded.config.enabled_scenes if s.trigger in NIGHTLY_TRIGGERS]
     scene_df = spark.createDataFrame([(s.id, s.feed_size, s.priority) for s in scenes],
@@ -81,7 +73,7 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     return {"ds": ds, "config_version": loaded.version, "model_version": model_version, "model_policy": model_policy,
             "scene_explore_share": explore, "feed_breadth": breadth, "interest_term": recal.interest,
             "scene_offsets": {k: round(v, 4) for k, v in sorted(recal.scene.items())},
-            "baseline_scene": best, "scene_mix": dict(sorted(mix.items())), "phase_seconds": phases,
+            "baseline_scene": best, "scene_mix": dict(sorted(mix.items())), "phase_seconds": phase.seconds,
             "model_weight_by_scene": {k: round(v, 4) for k, v in sorted(support.items())},
             "tables": {SELECTED: {"path": str(s_path), "rows": sum(mix.values())},
                        BASELINE: {"path": str(b_path), "rows": n_base}}}
