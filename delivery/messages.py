@@ -74,8 +74,7 @@ def nightly_messages(windows, users, items, config, send_day: str, config_versio
     first_at = np.full(n, -1, dtype=np.int64)             # the feed's first item's place in `items`, -1: not there
     with_items, first = np.unique(id_rows, return_index=True)
     first_at[with_items] = pc.fill_null(id_at, -1).to_numpy()[first]
-    rows_of = items.select(["item_id", "title", "price", "listing_price", "price_drop_pct", "category_id",
-                            "seller_id"]).to_pylist()
+    rows_of = items.select(list(FEED_FIELDS)).to_pylist()       # the fields a template may read
     title, body, title_tpl, body_tpl, keys = [], [], [], [], []
     for user_id, scene_id, k, i in zip(windows["user_id"].to_pylist(), windows["scene_id"].to_pylist(),
                                        n_items.tolist(), first_at.tolist()):
