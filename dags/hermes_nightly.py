@@ -2,7 +2,8 @@
 ### hermes_nightly — the nightly Hermes plan
 
 For the logical date `ds` (a UTC day; the run fires when the day is over) Hermes plans the pushes of
-the next local day (`plan_date = ds + 1` in each user's time zone).
+the next local day (`plan_date = ds + 1` in each user's time zone; with `windows.plan_day: most_waking_hours`,
+`ds + 2` from about UTC+9 east, whose day `ds + 1` morning is over before the plan is ready).
 
 | task | what it does | writes |
 |---|---|---|

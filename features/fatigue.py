@@ -1,6 +1,8 @@
 """Fatigue: which audience pairs may be pushed on the plan day, and one reason for each that may not.
 
-Every rule counts in the user's *local* calendar day. Rules, in the order a reason is assigned:
+Every rule counts in the user's *local* calendar day, the plan day: the send day's date, or the date after it in
+the zones `leads` names (features/windows.plan_day_lead: east of about UTC+8 the send day's local morning has gone
+before the plan's first slot). Rules, in the order a reason is assigned:
 holdout (the persistent no-push group, features/holdout.py), opted_out, no_device_token, dead_token,
 platform_quota, daily_cap, scene_cap, min_spacing.
 in = eligible + suppressed, exactly.
@@ -39,16 +41,23 @@ def local_date(ts_col: str, tz_col: str = "tz"):
 
 
 def apply_fatigue(spark: SparkSession, audiences: DataFrame, users: DataFrame, push_log: DataFrame,
-                  dead_tokens: DataFrame | None, rules: FatigueRules, plan_date: date) -> tuple[DataFrame, DataFrame]:
-    """Split audience pairs into (eligible, suppressed) for local day `plan_date`.
+                  dead_tokens: DataFrame | None, rules: FatigueRules, plan_date: date,
+                  leads: dict[str, int] | None = None) -> tuple[DataFrame, DataFrame]:
+    """Split audience pairs into (eligible, suppressed) for each user's local plan day: `plan_date` (the send day),
+    plus leads[tz] days (default 0) for a user in zone tz.
 
     users: user_id, tz, platform, opt_in, device_token (raw contract). push_log: the raw contract, covering
     at least the longest scene-cap window before `plan_date`. dead_tokens: user_id, token_sha256 (or None).
-    Eligible pairs carry `earliest_send_at`: the first instant the spacing rule allows on the plan day."""
+    Eligible pairs carry `plan_date` (the user's) and `earliest_send_at`: the first instant the spacing rule allows
+    on the plan day."""
     from features.holdout import in_holdout
 
-    plan = F.lit(plan_date.isoformat()).cast("date")
-    people = users.select("user_id", "tz", "platform", "opt_in",
+    send = F.lit(plan_date.isoformat()).cast("date")
+    ahead = sorted(z for z, lead in (leads or {}).items() if lead)
+    lead = (F.coalesce(F.create_map(*[x for z in ahead for x in (F.lit(z), F.lit(int(leads[z])))])[F.col("tz")],
+                       F.lit(0)) if ahead else F.lit(0))
+    plan = F.col("plan_date")
+    people = users.select("user_id", "tz", "platform", "opt_in", F.date_add(send, lead).alias("plan_date"),
                           F.when(F.length(F.coalesce("device_token", F.lit(""))) > 0, F.sha2("device_token", 256))
                           .alias("token_sha256"))
     if rules.holdout_share > 0:
@@ -67,7 +76,7 @@ def apply_fatigue(spark: SparkSession, audiences: DataFrame, users: DataFrame, p
 
     longest = max([d for _, d in rules.scene_caps.values()] + [1])
     first_day = (plan_date - timedelta(days=longest)).isoformat()
-    sent = (push_log.join(people.select("user_id", "tz"), "user_id")
+    sent = (push_log.join(people.select("user_id", "tz", "plan_date"), "user_id")
             .withColumn("local_day", local_date("sent_at"))
             .where(F.col("local_day") >= F.lit(first_day).cast("date")))
     per_user = sent.groupBy("user_id").agg(
@@ -100,7 +109,7 @@ def apply_fatigue(spark: SparkSession, audiences: DataFrame, users: DataFrame, p
               .when(F.col("sent_on_plan_day") >= F.lit(rules.max_per_user_per_day), "daily_cap")
               .when(F.col("cap_max").isNotNull() & (F.col("scene_sent_in_cap") >= F.col("cap_max")), "scene_cap")
               .when(F.col("earliest_send_at") >= F.col("plan_day_end"), "min_spacing"))
-    judged = pairs.withColumn("reason", reason).withColumn("plan_date", plan)
+    judged = pairs.withColumn("reason", reason).withColumn("plan_date", F.coalesce(plan, send))
     eligible = judged.where(F.col("reason").isNull()).select(
         "user_id", "scene_id", "plan_date", "tz", "platform", "earliest_send_at", "plan_day_end",
         "sent_on_plan_day")

@@ -1,10 +1,12 @@
 """Send windows: which hour of the send day each planned push lands in.
 
 Pure numpy, no Spark and no I/O: the stage reads the plan (one row per user) into arrays and calls these.
-The plan is cut into S = 36 hourly *slots*: the UTC hours from the send day's 00:00 to 12:00 the next day.
-A user's local plan day lies inside them for every UTC offset from -12 to +14 (UTC-12's local day ends at
-12:00 UTC the next day); slots 24-35 go out with the next UTC day's hours 0-11, beside the next plan's own
-(whose capacity they use up first). For each user u and slot s:
+The plan is cut into S = 36 hourly *slots*: the UTC hours from the send day's 00:00 to 12:00 the next day;
+slots 24-35 go out with the next UTC day's hours 0-11, beside the next plan's own (whose capacity they use up
+first). Each user's local *plan day* is the send day's date: it ends inside the slots in every zone (UTC-12's at
+12:00 UTC the next day), but far east it began before them (Sydney's Saturday 08:00-11:00 is Friday 21:00-24:00
+UTC, before the nightly has run). With windows.plan_day = most_waking_hours it is, per zone, the send day's date
+or the date after, whichever has more waking hours inside the slots (`plan_day_lead`). For each user u and slot s:
 
     value[u, s] = P(u opens the push if it lands in slot s), or NaN where the slot is not allowed
                   (quiet hours in the user's local time, before the user's earliest send time under the
@@ -352,6 +354,35 @@ def _map_logistic(x: np.ndarray, y: np.ndarray, prior_mean: np.ndarray, prior_pr
         if abs(step) < 1e-10:
             break
     return theta
+
+
+def _standard_offset_hours(zone: str, year: int) -> float:
+    """The zone's smaller UTC offset of January and July: its standard time (a plan-day rule that used the
+    current offset would move a DST zone's plan day at each change, skipping or repeating a local day)."""
+    z = ZoneInfo(zone)
+    return min(datetime(year, m, 1, 12, tzinfo=timezone.utc).astimezone(z).utcoffset().total_seconds()
+               for m in (1, 7)) / 3600.0
+
+
+def plan_day_lead(zone: str, send_day: str, quiet: tuple[int, int], first_slot: int) -> int:
+    """0 when a user in `zone` is planned for the send day's own local date, 1 for the date after: whichever of the
+    two has more waking hours (outside quiet hours [start, end)) whose whole hour lies inside the plan's usable
+    slots [first_slot, SLOTS), at the zone's standard offset; a tie keeps the send day's date. With quiet hours
+    22-08 and first slot 01:00 UTC: 0 up to UTC+8 (Shanghai loses 08:00 against 20:00-21:00 the day after),
+    1 from UTC+9 (Tokyo loses 21:00 the day after against 08:00-09:00; Sydney and Auckland lose nothing).
+    A fixed rule per zone, so consecutive nights plan consecutive local days: a zone's lead changes only when
+    the quiet hours or the first slot do (one local day is then skipped, or repeated: fatigue's push history
+    holds the previous plan's later slots, so the daily cap sees its pushes)."""
+    qs, qe = quiet
+    waking = [h for h in range(24) if not ((qs < qe and qs <= h < qe) or (qs > qe and (h >= qs or h < qe)))]
+    offset = _standard_offset_hours(zone, int(send_day[:4]))
+    reach = [sum(1 for h in waking if first_slot <= 24 * lead + h - offset <= SLOTS - 1) for lead in (0, 1)]
+    return int(reach[1] > reach[0])
+
+
+def plan_day_leads(zones, send_day: str, quiet: tuple[int, int], first_slot: int) -> dict[str, int]:
+    """{zone: plan_day_lead} of each distinct zone name."""
+    return {z: plan_day_lead(z, send_day, quiet, first_slot) for z in sorted({str(z) for z in zones})}
 
 
 def local_hours(slot_starts: list[datetime], tz_names: np.ndarray) -> np.ndarray:

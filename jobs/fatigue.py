@@ -1,4 +1,6 @@
-"""Nightly job: apply every fatigue level to the run's audiences for the plan day (ds + 1, local).
+"""Nightly job: apply every fatigue level to the run's audiences for each user's local plan day (ds + 1; with
+`windows.plan_day: most_waking_hours`, ds + 2 in the zones east of about UTC+8 whose ds + 1 morning has passed
+before the plan's first slot: features/windows.plan_day_lead).
 
 Writes plan/eligible and plan/suppressed (one reason per pair), partition ds=<ds>, and checks that
 audiences = eligible + suppressed exactly.
@@ -53,6 +55,7 @@ def push_history(spark, wh: Warehouse, plan, longest_days: int, policy: str = "h
 
 def run(spark, settings: Settings, ds: str, loaded) -> dict:
     from features.fatigue import FatigueRules, apply_fatigue
+    from features.windows import plan_day_leads
 
     wh = Warehouse(settings.warehouse)
     rules = FatigueRules.from_config(loaded.config)
@@ -61,19 +64,30 @@ def run(spark, settings: Settings, ds: str, loaded) -> dict:
     pushes = push_history(spark, wh, plan, longest, loaded.config.platform.windows.policy)
     dead = spark.read.parquet(str(wh.dead_tokens)) if wh.dead_tokens.exists() else None
     audiences = wh.read_partition(spark, "plan/audiences", ds)
-    eligible, suppressed = apply_fatigue(spark, audiences, wh.read_raw(spark, "users"), pushes, dead, rules, plan)
+    users = wh.read_raw(spark, "users")
+    p = loaded.config.platform
+    leads = {}
+    if p.windows.plan_day == "most_waking_hours":
+        zones = [r["tz"] for r in users.select("tz").where("tz IS NOT NULL").distinct().collect()]
+        leads = plan_day_leads(zones, plan.isoformat(), (p.quiet_hours.start_hour, p.quiet_hours.end_hour),
+                               p.windows.first_send_hour_utc)
+    eligible, suppressed = apply_fatigue(spark, audiences, users, pushes, dead, rules, plan, leads)
     e_path = wh.write_partition(eligible, ELIGIBLE, ds, loaded.version)
     s_path = wh.write_partition(suppressed, SUPPRESSED, ds, loaded.version)
     n_in = audiences.count()
     n_eligible = spark.read.parquet(str(e_path)).count()
     reasons = {r["reason"]: r["count"] for r in spark.read.parquet(str(s_path)).groupBy("reason").count().collect()}
     n_suppressed = sum(reasons.values())
+    by_day = {str(r["plan_date"]): r["count"] for r in
+              spark.read.parquet(str(e_path)).groupBy("plan_date").count().collect()}
     if n_in != n_eligible + n_suppressed:
         raise ReconciliationError(f"fatigue lost pairs for ds={ds}: audiences {n_in} != eligible {n_eligible} + "
                                   f"suppressed {n_suppressed}")
     log.info("fatigue ds=%s plan=%s: %d in = %d eligible + %d suppressed %s", ds, plan, n_in, n_eligible,
              n_suppressed, reasons)
     return {"ds": ds, "plan_date": plan.isoformat(), "config_version": loaded.version, "audience_pairs": n_in,
+            "zones_planned_a_day_ahead": sorted(z for z, lead in leads.items() if lead),
+            "eligible_pairs_by_plan_date": dict(sorted(by_day.items())),
             "tables": {ELIGIBLE: {"path": str(e_path), "rows": n_eligible},
                        SUPPRESSED: {"path": str(s_path), "rows": n_suppressed}},
             "suppressed_by_reason": dict(sorted(reasons.items()))}

@@ -42,9 +42,10 @@ def eligible_frame(wh: Warehouse, ds: str):
     (read once for both policies)."""
     import pandas as pd
 
-    el = wh.read_arrow("plan/eligible", ds, ["user_id", "scene_id", "tz", "platform", "earliest_send_at",
+    el = wh.read_arrow("plan/eligible", ds, ["user_id", "scene_id", "tz", "platform", "plan_date", "earliest_send_at",
                                              "plan_day_end"])
     return pd.DataFrame({"user_id": el["user_id"].to_numpy(), "scene_id": el["scene_id"].to_numpy(zero_copy_only=False),
+                         "plan_date": el["plan_date"].cast("string").to_numpy(zero_copy_only=False),
                          "tz": el["tz"].to_numpy(zero_copy_only=False),
                          "platform": el["platform"].to_numpy(zero_copy_only=False),
                          "earliest": _us(el["earliest_send_at"]), "end": _us(el["plan_day_end"])})
@@ -69,12 +70,23 @@ def _hours(table, column: str) -> np.ndarray:
     return np.asarray(table[column].combine_chunks().flatten().to_numpy(), dtype=np.int32).reshape(-1, 24)
 
 
-def _profiles(wh: Warehouse, ds: str, users: np.ndarray, w) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
-    """Per planned user: the hour profile of the send day's type [n, 24], the all-days profile [n, 24] (what
-    scoring's reference hour assumed), the peak local hour, and which profile times the day (said in the report).
-    The population's part (the prior the profiles are smoothed toward, the day type's move and strength) is fitted
-    on `users`: `run` passes the night's planned users of both policies, so Hermes and Push 1.0 are timed by one
-    model of the market's habits, fitted once (at 1M users the fits took ~15 s a policy)."""
+def plan_days(el_df, users: np.ndarray, ds: str) -> np.ndarray:
+    """Each user's local plan day (ISO date) from plan/eligible (fatigue's: the send day, or the day after it in
+    zones far east); the send day for a user without a row."""
+    import pandas as pd
+
+    by_user = el_df.drop_duplicates("user_id").set_index("user_id")["plan_date"]
+    return pd.Series(users).map(by_user).fillna(send_day(ds)).to_numpy(object)
+
+
+def _profiles(wh: Warehouse, ds: str, users: np.ndarray, w, days: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """Per planned user: the hour profile of their plan day's type [n, 24] (days: each user's plan day, `plan_days`;
+    default the send day for all), the all-days profile [n, 24] (what scoring's reference hour assumed), the peak
+    local hour, and which profile times the day (said in the report). The population's part (the prior the profiles
+    are smoothed toward, each day type's move and strength) is fitted on `users`: `run` passes the night's planned
+    users of both policies, so Hermes and Push 1.0 are timed by one model of the market's habits, fitted once (at 1M
+    users the fits took ~15 s a policy), and once more for the other day type when some users' plan day is of it."""
     import pandas as pd
 
     from features.windows import (
@@ -104,23 +116,32 @@ def _profiles(wh: Warehouse, ds: str, users: np.ndarray, w) -> tuple[np.ndarray,
                f"one profile for all days (features/user_features ds={ds} predates app_open_hours_weekend)")
         return q_all, q_all, peak[pos], why
     weekend = _hours(uf, "app_open_hours_weekend")[pos]
-    off = is_day_off(send_day(ds), w.weekend_days)
-    day_type = weekend if off else app - weekend
-    q_other, _ = hour_profiles(app - day_type, push, w.push_open_weight, w.prior_strength)
+    days = np.full(len(users), send_day(ds), dtype=object) if days is None else days
+    off_of = {d: is_day_off(d, w.weekend_days) for d in set(days.tolist())}
+    off_u = pd.Series(days).map(off_of).to_numpy(dtype=bool)
     order = np.argsort(user_hash(users, "hermes-day-type"), kind="stable")     # fixed hash samples: seconds at 1M
     sample, few = np.sort(order[:FIT_USERS]), np.sort(order[:SHIFT_FIT_USERS])
-    shifts, weights, move = fit_day_shift(day_type[few], q_other[few])
-    base = moved_profiles(q_other, shifts, weights)
-    del q_other
-    strength, fit = w.day_type_strength, None
-    if strength is None:
-        strength, fit = fit_day_type_strength(day_type[sample], base[sample])
-    q_day = day_type_profiles(base, day_type, strength)
-    how = ("fitted on the users' opens (empirical Bayes: " + json.dumps(fit) + ")") if fit else \
-        "platform.windows.day_type_strength"
-    return q_day, q_all, peak[pos], ("the users' days-off hours" if off else "the users' working-day hours") + \
-        f" (send day {send_day(ds)}; weekend days {list(w.weekend_days)}): their opens on such days, pulled toward " \
-        f"their other days' hours moved as the population's move {json.dumps(move)}, with {strength:g} pseudo-opens, {how}"
+    q_day = np.empty_like(q_all)
+    said = []
+    for off in (True, False):
+        rows = off_u == off
+        if not rows.any():
+            continue
+        day_type = weekend if off else app - weekend
+        q_other, _ = hour_profiles(app - day_type, push, w.push_open_weight, w.prior_strength)
+        shifts, weights, move = fit_day_shift(day_type[few], q_other[few])
+        strength, fit = w.day_type_strength, None
+        if strength is None:
+            strength, fit = fit_day_type_strength(day_type[sample], moved_profiles(q_other[sample], shifts, weights))
+        q_day[rows] = day_type_profiles(moved_profiles(q_other[rows], shifts, weights), day_type[rows], strength)
+        del q_other
+        how = ("fitted on the users' opens (empirical Bayes: " + json.dumps(fit) + ")") if fit else \
+            "platform.windows.day_type_strength"
+        said.append(f"{int(rows.sum()):,} users by their {'days-off' if off else 'working-day'} hours (plan days "
+                    f"{sorted({d for d, o in off_of.items() if o == off})}): their opens on such days, pulled toward "
+                    f"their other days' hours moved as the population's move {json.dumps(move)}, with {strength:g} "
+                    f"pseudo-opens, {how}")
+    return q_day, q_all, peak[pos], f"weekend days {list(w.weekend_days)}; " + "; ".join(said)
 
 
 def push_load(wh: Warehouse, ds: str, users: np.ndarray, recal) -> tuple[np.ndarray, np.ndarray] | None:
@@ -232,7 +253,8 @@ def plan_policy(policy: str, table, wh: Warehouse, ds: str, config, elasticity: 
     users = table["user_id"].to_numpy()
     scenes = table["scene_id"].to_numpy(zero_copy_only=False).astype(object)
     people = _people(wh, ds, users, scenes, el_df)
-    q, q_all, ref_hour, timed_by = _profiles(wh, ds, users, w) if profiles is None else profiles
+    q, q_all, ref_hour, timed_by = (_profiles(wh, ds, users, w, people["plan_date"].to_numpy(object))
+                                    if profiles is None else profiles)
     starts = slot_starts(day)
     lh = local_hours(starts, people["tz"].to_numpy())
     allowed = allowed_slots(starts, lh, people["earliest"].to_numpy(), people["end"].to_numpy(),
@@ -337,8 +359,9 @@ def run(settings: Settings, ds: str, loaded) -> dict:
     # one model of the users' hours for the night, fitted on everyone either policy plans; each policy takes its rows
     planned = {p: t["user_id"].to_numpy() for p, t in tables.items()}
     union = np.unique(np.concatenate([*planned.values(), np.zeros(0, dtype=np.int64)]))
-    q_day, q_all, peak, timed_by = _profiles(wh, ds, union, config.platform.windows)
     el_df = eligible_frame(wh, ds)
+    days = plan_days(el_df, union, ds)
+    q_day, q_all, peak, timed_by = _profiles(wh, ds, union, config.platform.windows, days)
     for policy, table in tables.items():
         at = pd.Index(union).get_indexer(planned[policy])
         cols, st = plan_policy(policy, table, wh, ds, config, elasticity, explore, recal,

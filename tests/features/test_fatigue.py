@@ -130,6 +130,24 @@ def test_eligible_pairs_carry_the_plan_days_local_window(spark, tz, start_utc):
     assert row.plan_day_end - row.earliest_send_at == timedelta(hours=24)
 
 
+def test_a_far_east_user_is_planned_for_the_local_day_after_the_send_day(spark):
+    """Sydney (UTC+11 in summer) with a plan day lead of 1: the plan day is Sunday 11-01, whose local day runs from
+    Saturday 13:00 UTC; the daily cap counts the pushes of local Sunday, not those of local Saturday."""
+    users = [user(1, tz="Australia/Sydney"), user(2, tz="Australia/Sydney"), user(3, tz="Europe/London")]
+    pushes = [push(1, "hot_items", utc(2026, 10, 31, 1)), push(1, "hot_items", utc(2026, 10, 31, 3)),   # local Sat
+              push(2, "hot_items", utc(2026, 10, 31, 14)), push(2, "hot_items", utc(2026, 10, 31, 15))]  # local Sun
+    aud = spark.createDataFrame([(1, "price_drop_fav"), (2, "price_drop_fav"), (3, "price_drop_fav")],
+                                "user_id long, scene_id string")
+    eligible, suppressed = apply_fatigue(spark, aud, frame(spark, "users", users), frame(spark, "push_log", pushes),
+                                         None, RULES, PLAN, {"Australia/Sydney": 1, "Europe/London": 0})
+    e = {r.user_id: r for r in eligible.collect()}
+    assert {r.user_id: r.reason for r in suppressed.collect()} == {2: "daily_cap"}
+    assert e[1].plan_date == date(2026, 11, 1) and e[3].plan_date == PLAN
+    assert e[1].earliest_send_at == datetime(2026, 10, 31, 13) and e[1].sent_on_plan_day == 0
+    assert e[1].plan_day_end == datetime(2026, 11, 1, 13)
+    assert e[3].earliest_send_at == datetime(2026, 10, 31, 0)
+
+
 def test_the_persistent_holdout_is_never_eligible_and_is_stable(spark):
     from dataclasses import replace
 

@@ -20,6 +20,7 @@ from features.windows import (
     is_day_off,
     local_hours,
     moved_profiles,
+    plan_day_lead,
     slot_starts,
     slot_values,
 )
@@ -306,33 +307,44 @@ def _local_day(send_day: str, tz: str) -> tuple[int, int]:
     return int(start.timestamp() * 1e6), int(end.timestamp() * 1e6)
 
 
+@pytest.mark.parametrize("plan_day", ["send_day", "most_waking_hours"])
 @pytest.mark.parametrize("send_day", ["2026-11-01", "2027-03-14", "2027-03-28", "2026-10-04", "2026-12-15"])
-def test_every_time_zone_gets_every_allowed_hour_of_its_local_plan_day(send_day):
+def test_every_time_zone_gets_every_allowed_hour_of_its_local_plan_day(send_day, plan_day):
     """Issue 24.1: 779 of 1,393 America/Los_Angeles users ended `no_window`: the plan's slots were the UTC send day,
     most of a western user's local day lies after it. Every hour of the local plan day that is outside quiet hours
     and not before the plan is ready (01:00 UTC of the send day) must be a slot; Push 1.0's 20:00 too. The send
-    days include DST changes (US 2026-11-01 and 2027-03-14, Europe 2027-03-28, Sydney/Auckland 2026-10-04/09-27)."""
+    days include DST changes (US 2026-11-01 and 2027-03-14, Europe 2027-03-28, Sydney/Auckland 2026-10-04/09-27).
+    Planned for the send day's date (windows.plan_day: send_day, the default), the far east's morning is gone before
+    the plan is ready (Sydney's 08:00-11:00 is Friday 21:00-24:00 UTC), UTC+14 loses eight of its fourteen waking
+    hours; with most_waking_hours those zones plan the date after (plan_day_lead) and none loses more than two."""
     from zoneinfo import ZoneInfo
 
     tz = np.array(OFFSET_ZONES + DST_ZONES)
     n = len(tz)
     starts = slot_starts(send_day)
     lh = local_hours(starts, tz)
-    bounds = np.array([_local_day(send_day, z) for z in tz], dtype=np.int64)
+    leads = [plan_day_lead(z, send_day, (22, 8), 1) for z in tz]
+    assert [z for z, lead in zip(tz, leads) if lead] == [f"Etc/GMT{-o:+d}" for o in range(9, 15)] + [
+        "Australia/Sydney", "Pacific/Auckland", "Pacific/Kiritimati"]
+    leads = leads if plan_day == "most_waking_hours" else [0] * len(tz)
+    days = [(datetime.fromisoformat(send_day) + timedelta(days=lead)).date().isoformat() for lead in leads]
+    bounds = np.array([_local_day(d, z) for d, z in zip(days, tz)], dtype=np.int64)
     allowed = allowed_slots(starts, lh, bounds[:, 0], bounds[:, 1], (22, 8), 1)
     ready = datetime.fromisoformat(send_day).replace(tzinfo=timezone.utc) + timedelta(hours=1)
+    last = ready + timedelta(hours=35)                  # the slots end at 12:00 UTC the day after the send day
     for i, z in enumerate(tz):
         # the expected hours, counted independently: every whole UTC hour that starts inside the local day
         t = datetime.fromtimestamp(bounds[i, 0] // 3_600_000_000 * 3600, tz=timezone.utc)
         want = set()
         while t.timestamp() * 1e6 < bounds[i, 1]:
             local = t.astimezone(ZoneInfo(z)).hour
-            if t.timestamp() * 1e6 >= bounds[i, 0] and t >= ready and 8 <= local < 22:
+            if t.timestamp() * 1e6 >= bounds[i, 0] and ready <= t < last and 8 <= local < 22:
                 want.add(t)
             t += timedelta(hours=1)
         got = {starts[s] for s in np.flatnonzero(allowed[i])}
         assert got == want, (z, sorted(want - got), sorted(got - want))
-        assert len(want) >= 6, z                        # even UTC+14, whose local day began before the plan
+        # of 14 waking hours: UTC+8 loses 08:00, UTC+9 21:00 (send_day: UTC+14 keeps 6)
+        assert len(want) >= (12 if plan_day == "most_waking_hours" else 6), z
     value = np.where(allowed, 0.1, np.nan)
     a = assign(value, np.full(len(starts), n), None, 0.0, seed=1)
     assert (a.slot >= 0).all() and set(a.reason) == {None}
@@ -536,3 +548,36 @@ def test_the_recalibrations_slope_leaves_the_models_fatigue_at_full_strength():
     back = Recalibration.from_dict(kept.as_dict())
     assert (back.fatigue_1d, back.fatigue_7d) == (e1, e7)
     assert Recalibration.from_dict({"a": 0.1, "b": 0.8}).fatigue_1d == 0.0          # a report from before the terms
+
+
+def test_users_whose_plan_days_differ_in_type_are_each_timed_by_their_own_days(tmp_path):
+    """A Friday send day: users in the west plan Friday (a working day), users far east plan Saturday (a day off;
+    plan_day_lead). Every user opens at 09:00 on working days and at 21:00 on weekends: each must be timed by the
+    hours of their own plan day's type, and the report must say both."""
+    import pyarrow as pa
+
+    from core.config.loader import load_config
+    from core.settings import REPO_ROOT
+    from core.warehouse import Warehouse
+    from jobs.windows import _profiles
+
+    w = load_config(REPO_ROOT / "conf").config.platform.windows
+    n = 400
+    weekday, weekend = np.zeros((n, 24), np.int32), np.zeros((n, 24), np.int32)
+    weekday[:, 9], weekend[:, 21] = 12, 6
+    app = weekday + weekend
+    wh = Warehouse(tmp_path)
+    lists = lambda a: pa.array(a.tolist(), pa.list_(pa.int32()))         # noqa: E731
+    wh.write_arrow(pa.table({"user_id": pa.array(np.arange(1, n + 1), pa.int64()), "app_open_hours": lists(app),
+                             "push_open_hours": lists(np.zeros_like(app)), "peak_local_hour": pa.array([9] * n, pa.int64()),
+                             "app_open_hours_weekend": lists(weekend)}), "features/user_features", "2026-10-29", "t")
+    users = np.arange(1, n + 1)
+    days = np.where(users % 4 == 0, "2026-10-31", "2026-10-30").astype(object)        # a quarter plan Saturday
+    q_day, q_all, peak, why = _profiles(wh, "2026-10-29", users, w, days)
+    east = users % 4 == 0
+    assert (q_day[east].argmax(axis=1) == 21).all() and (q_day[~east].argmax(axis=1) == 9).all()
+    assert (q_all.argmax(axis=1) == 9).all() and (peak == 9).all()
+    assert "100 users by their days-off hours (plan days ['2026-10-31'])" in why
+    assert "300 users by their working-day hours (plan days ['2026-10-30'])" in why
+    same, _, _, why_one = _profiles(wh, "2026-10-29", users, w)                  # default: the send day for all
+    assert (same.argmax(axis=1) == 9).all() and "days-off" not in why_one
