@@ -502,10 +502,12 @@ def _prices(w: np.ndarray, cap: np.ndarray, iters: int, tol: float) -> tuple[np.
 
 
 def assign(value: np.ndarray, capacity: np.ndarray, explore: np.ndarray | None = None, explore_share: float = 0.0,
-           seed: int = 0, iters: int = 60) -> Assignment:
+           seed: int = 0, iters: int = 60, explore_weights: np.ndarray | None = None) -> Assignment:
     """One slot per user maximising the sum of `value` (NaN = not allowed) with at most capacity[s] users in
-    slot s. Users in `explore` (drawn with probability `explore_share`) get a uniformly random allowed slot
-    first, capacity permitting."""
+    slot s. Users in `explore` (drawn with probability `explore_share`) get a random allowed slot first, capacity
+    permitting: uniformly, or with probability proportional to explore_weights[u, s] (> 0 on every allowed slot:
+    e.g. the user's activity share at the slot's hour, so an explored push still tends to land when they are
+    about; every allowed hour keeps a chance, and the propensity logged is the draw's)."""
     n, s_count = value.shape
     cap = np.asarray(capacity, dtype=np.int64).copy()
     if cap.shape != (s_count,) or (cap < 0).any():
@@ -521,9 +523,14 @@ def assign(value: np.ndarray, capacity: np.ndarray, explore: np.ndarray | None =
     if explore.any():
         rng = np.random.default_rng(seed)
         idx = np.flatnonzero(explore)
-        r = rng.random((len(idx), s_count))
-        r[~allowed[idx]] = -1.0
-        pick = np.argmax(r, axis=1)
+        if explore_weights is None:
+            r = rng.random((len(idx), s_count))
+            r[~allowed[idx]] = -1.0
+            pick = np.argmax(r, axis=1)
+        else:
+            pi = explore_draw(explore_weights[idx], allowed[idx])
+            pick = np.minimum((np.cumsum(pi, axis=1) < rng.random((len(idx), 1))).sum(axis=1), s_count - 1)
+            pick = np.where(allowed[idx, pick], pick, np.argmax(pi, axis=1))      # rounding at the top end
         order = rng.permutation(len(idx))          # who keeps a slot when explorers alone fill it
         taken = np.zeros(s_count, dtype=np.int64)
         for j in order:
@@ -582,7 +589,16 @@ def assign(value: np.ndarray, capacity: np.ndarray, explore: np.ndarray | None =
     if explored.any():  # the slot the optimiser would have given an explorer, at the final prices
         opt_slot[explored] = np.argmax(np.where(allowed[explored], value[explored], -np.inf) - lam[None, :], axis=1)
     share = float(explore_share)
-    propensity = np.where(got, share / np.maximum(n_allowed, 1) + (1 - share) * (slot == opt_slot), 0.0)
+    if explore_weights is None:
+        p_drawn = 1.0 / np.maximum(n_allowed, 1)
+    else:
+        w = np.where(allowed, np.maximum(np.nan_to_num(explore_weights, nan=0.0), 0.0), 0.0)
+        total = w.sum(axis=1)
+        rows = np.arange(n)
+        p_drawn = np.where(total > 0, w[rows, np.maximum(slot, 0)] / np.where(total > 0, total, 1.0),
+                           1.0 / np.maximum(n_allowed, 1))
+        del w
+    propensity = np.where(got, share * p_drawn + (1 - share) * (slot == opt_slot), 0.0)
 
     best_free = np.where(has_window, np.nanmax(np.where(allowed, value, -np.inf), axis=1), 0.0)
     unconstrained = float(best_free.sum())
@@ -600,6 +616,16 @@ def assign(value: np.ndarray, capacity: np.ndarray, explore: np.ndarray | None =
         "price_iterations": int(used_iters), "prices": [float(x) for x in lam],
     }
     return Assignment(slot, reason, chosen_value, explored, propensity, load, stats)
+
+
+def explore_draw(weights: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """[n, S] the exploration's probability of each slot: weights over the allowed slots, normalised (uniform for a
+    user whose weights are all 0)."""
+    w = np.where(allowed, np.nan_to_num(np.asarray(weights, dtype=np.float64), nan=0.0), 0.0)
+    w = np.maximum(w, 0.0)
+    total = w.sum(axis=1, keepdims=True)
+    uniform = allowed / np.maximum(allowed.sum(axis=1, keepdims=True), 1)
+    return np.where(total > 0, w / np.where(total > 0, total, 1.0), uniform)
 
 
 def fixed_hour(value: np.ndarray, local_hour: np.ndarray, hour: np.ndarray | int, capacity: np.ndarray,

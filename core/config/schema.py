@@ -184,6 +184,11 @@ class Windows(_Strict):
     """Send windows: when each planned push lands (features/windows.py)."""
     policy: Literal["hermes", "baseline"] = Field("hermes", description="whose plan becomes the push batches")
     exploration_share: float = Field(0.05, ge=0, le=0.5, description="share of users sent at a random allowed hour")
+    exploration_hours: Literal["activity", "uniform"] = Field(
+        "activity", description="how an explored push's hour is drawn among the user's allowed hours: activity "
+        "(default), in proportion to the user's activity share at each (their hour profile: every allowed hour keeps "
+        "a chance, most pushes land when the user is about); uniform, every allowed hour alike (the widest cover for "
+        "off-policy evaluation of other timing policies, at the most opens lost). The propensity logged is the draw's")
     prior_strength: float = Field(6.0, gt=0, le=10_000,
                                   description="pseudo-opens pulling a user's hour profile toward the population's")
     push_open_weight: float = Field(

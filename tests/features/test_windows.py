@@ -128,6 +128,31 @@ def test_exploration_is_deterministic_random_allowed_and_logs_its_propensity():
     assert a.stats["exploration_cost"] > 0
 
 
+def test_exploration_by_activity_draws_hours_in_proportion_and_logs_that_propensity():
+    """Explored pushes drawn by the user's activity share: each allowed hour in proportion to its weight (every one
+    keeps a chance), never a disallowed one, and the logged propensity is share * weight / allowed weight + (1 -
+    share) * [the optimiser's slot]."""
+    rng = np.random.default_rng(3)
+    n, share = 40000, 0.5
+    v = np.full((n, 24), 0.1, dtype=np.float32)
+    v[:, :8] = np.nan                                          # quiet hours
+    v[:, 20] = 0.3                                             # the optimiser's hour
+    w = np.ones((n, 24), dtype=np.float32)
+    w[:, 9] = 6.0                                              # activity: 09:00 six times any other allowed hour
+    w[:, 3] = 100.0                                            # a heavy weight on a disallowed hour: never drawn
+    ex = rng.random(n) < share
+    a = assign(v, np.full(24, n), ex, share, seed=2, explore_weights=w)
+    drawn = a.slot[a.explored]
+    assert a.explored.sum() == ex.sum() and (drawn >= 8).all()
+    total = 6.0 + 15.0                                          # 16 allowed hours: one weighs 6, fifteen weigh 1
+    assert abs((drawn == 9).mean() - 6.0 / total) < 0.02
+    assert abs((drawn == 15).mean() - 1.0 / total) < 0.01 and (drawn == 15).any()
+    expect = share * np.where(a.slot == 9, 6.0, 1.0) / total + (1 - share) * (a.slot == 20)
+    assert np.allclose(a.propensity, expect)
+    uniform = assign(v, np.full(24, n), ex, share, seed=2)                   # the default: every hour alike
+    assert abs((uniform.slot[uniform.explored] == 9).mean() - 1 / 16) < 0.01
+
+
 def test_hour_profiles_fall_back_to_the_population_and_follow_rich_history():
     app = np.zeros((3, 24), dtype=np.int32)
     app[1, 20] = 200                             # a heavy evening user
