@@ -505,15 +505,26 @@ def assign(value: np.ndarray, capacity: np.ndarray, explore: np.ndarray | None =
            seed: int = 0, iters: int = 60, explore_weights: np.ndarray | None = None) -> Assignment:
     """One slot per user maximising the sum of `value` (NaN = not allowed) with at most capacity[s] users in
     slot s. Users in `explore` (drawn with probability `explore_share`) get a random allowed slot first, capacity
-    permitting: uniformly, or with probability proportional to explore_weights[u, s] (> 0 on every allowed slot:
-    e.g. the user's activity share at the slot's hour, so an explored push still tends to land when they are
-    about; every allowed hour keeps a chance, and the propensity logged is the draw's)."""
+    permitting: uniformly, or with probability proportional to explore_weights[u, s] (finite and >= 0 on the allowed
+    slots, else ValueError; e.g. the user's activity share at the slot's hour, > 0 everywhere, so an explored push
+    still tends to land when they are about and every allowed hour keeps a chance). The propensity logged is the
+    draw's."""
     n, s_count = value.shape
     cap = np.asarray(capacity, dtype=np.int64).copy()
     if cap.shape != (s_count,) or (cap < 0).any():
         raise ValueError(f"capacity must be {s_count} non-negative integers, got {capacity!r}")
     allowed = ~np.isnan(value)
     n_allowed = allowed.sum(axis=1)
+    if explore_weights is not None:
+        if explore_weights.shape != value.shape:
+            raise ValueError(f"explore_weights has shape {explore_weights.shape}, value {value.shape}")
+        w = np.where(allowed, explore_weights, 0)        # one [n, S] temporary (1M users: 144 MB in float32)
+        weight_total = w.sum(axis=1, dtype=np.float64)
+        bad = ~np.isfinite(weight_total) | (w.min(axis=1) < 0)
+        del w
+        if bad.any():
+            raise ValueError(f"explore_weights: {int(bad.sum())} users have a negative or non-finite weight on an "
+                             f"allowed slot (rule: weights are finite and >= 0)")
     has_window = n_allowed > 0
     slot = np.full(n, -1, dtype=np.int16)
     explored = np.zeros(n, dtype=bool)
@@ -592,12 +603,9 @@ def assign(value: np.ndarray, capacity: np.ndarray, explore: np.ndarray | None =
     if explore_weights is None:
         p_drawn = 1.0 / np.maximum(n_allowed, 1)
     else:
-        w = np.where(allowed, np.maximum(np.nan_to_num(explore_weights, nan=0.0), 0.0), 0.0)
-        total = w.sum(axis=1)
-        rows = np.arange(n)
-        p_drawn = np.where(total > 0, w[rows, np.maximum(slot, 0)] / np.where(total > 0, total, 1.0),
-                           1.0 / np.maximum(n_allowed, 1))
-        del w
+        chosen_w = np.where(got, explore_weights[np.arange(n), np.maximum(slot, 0)], 0.0).astype(np.float64)
+        total = weight_total
+        p_drawn = np.where(total > 0, chosen_w / np.where(total > 0, total, 1.0), 1.0 / np.maximum(n_allowed, 1))
     propensity = np.where(got, share * p_drawn + (1 - share) * (slot == opt_slot), 0.0)
 
     best_free = np.where(has_window, np.nanmax(np.where(allowed, value, -np.inf), axis=1), 0.0)

@@ -280,7 +280,7 @@ def plan_policy(policy: str, table, wh: Warehouse, ds: str, config, elasticity: 
         share = w.exploration_share if explore_share is None else explore_share
         explore = explorers(users, day, share)
         # an explored push's hour is drawn by the user's activity share at it (every allowed hour keeps a chance)
-        weights = (np.take_along_axis(q.astype(np.float32), lh.astype(np.int64), axis=1)
+        weights = (np.take_along_axis(q.astype(np.float32), lh, axis=1)
                    if w.exploration_hours == "activity" else None)
         a = assign(value, capacity, explore, share, seed=int(day.replace("-", "")), explore_weights=weights)
         del weights

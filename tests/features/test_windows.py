@@ -151,6 +151,9 @@ def test_exploration_by_activity_draws_hours_in_proportion_and_logs_that_propens
     assert np.allclose(a.propensity, expect)
     uniform = assign(v, np.full(24, n), ex, share, seed=2)                   # the default: every hour alike
     assert abs((uniform.slot[uniform.explored] == 9).mean() - 1 / 16) < 0.01
+    w[5, 12] = np.nan                                          # a weight that is no weight, on an allowed slot
+    with pytest.raises(ValueError, match="1 users have a negative or non-finite weight"):
+        assign(v, np.full(24, n), ex, share, seed=2, explore_weights=w)
 
 
 def test_hour_profiles_fall_back_to_the_population_and_follow_rich_history():
