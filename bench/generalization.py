@@ -56,7 +56,8 @@ def one_world(spark, base: Settings, loaded, home: Path, variant: str, seed: int
     w = windows.run(s, ds, loaded)
     q = loaded.config.platform.quiet_hours
     r = judge(Warehouse(s.warehouse), ds, (q.start_hour, q.end_hour),
-              max_per_category=loaded.config.platform.feed.max_per_category)
+              max_per_category=loaded.config.platform.feed.max_per_category,
+              first_slot=loaded.config.platform.windows.first_send_hour_utc)
     r["model_policy"] = json.loads(Path(w["report"]).read_text()).get("model_policy")
     day = date.fromisoformat(windows.send_day(ds))
     r["send_day_label"] = f"{day.isoformat()} {day.strftime('%a')}"

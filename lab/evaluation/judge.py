@@ -238,14 +238,37 @@ def _assigned(wh: Warehouse, ds: str, policy: str):
     return w
 
 
+def _plannable(wh: Warehouse, ds: str, day: str, rows, at: np.ndarray, first_slot: int) -> np.ndarray | None:
+    """[n, k] whether each candidate instant `at` of each plan row (user_id, scene_id) is one the night's plan could
+    have used: inside the plan's slots (from `first_slot` h of the send day to 12:00 UTC the day after) and inside the
+    user's window from plan/eligible (earliest send under the spacing rule, end of their local plan day). None when
+    plan/eligible is not there."""
+    import pandas as pd
+
+    from features.windows import SLOTS
+
+    if not wh.partition("plan/eligible", ds).exists():
+        return None
+    el = wh.read_arrow("plan/eligible", ds, ["user_id", "scene_id", "earliest_send_at", "plan_day_end"]).to_pandas()
+    m = rows[["user_id", "scene_id"]].merge(el, on=["user_id", "scene_id"], how="left", validate="one_to_one")
+    us = lambda c: pd.to_datetime(m[c], utc=True).dt.as_unit("us").astype("int64").to_numpy()      # noqa: E731
+    start = int(pd.Timestamp(day, tz="UTC").value // 1000)
+    lo = np.maximum(us("earliest_send_at"), start + first_slot * US_PER_HOUR)
+    hi = np.minimum(us("plan_day_end"), start + SLOTS * US_PER_HOUR)
+    slot_start = at - at % US_PER_HOUR        # a send inside an hour counts as that hour's slot
+    return (slot_start >= lo[:, None]) & (slot_start < hi[:, None])
+
+
 def judge(wh: Warehouse, ds: str, quiet_hours: tuple[int, int] = (22, 8), seed: int = 0,
-          baseline_wh: Warehouse | None = None, max_per_category: int | None = None) -> dict:
+          baseline_wh: Warehouse | None = None, max_per_category: int | None = None, first_slot: int = 1) -> dict:
     """The judgement of the plan for ds (plan/windows of both policies) under the world's truth.
 
     baseline_wh: a warehouse of the same world whose Push 1.0 plan is the baseline, judged on its own push history
     (the closed loop's Push 1.0 arm: from the second night, Push 1.0 re-planned on Hermes' history picks its one
     global scene from Hermes' logged opens and is no longer the Push 1.0 the other arm sends). Default: wh's own.
-    max_per_category: the feeds' diversity cap, which delivery keeps when a reserve stands in for a sold item."""
+    max_per_category: the feeds' diversity cap, which delivery keeps when a reserve stands in for a sold item.
+    first_slot: the plan's first usable UTC hour of the send day (windows.first_send_hour_utc), for the timing's
+    best plannable hour."""
     import pandas as pd
 
     from jobs.windows import send_day as send_day_of
@@ -349,6 +372,9 @@ def judge(wh: Warehouse, ds: str, quiet_hours: tuple[int, int] = (22, 8), seed: 
     active = opens28 >= ACTIVE_OPENS
     chosen_act = gt.activity_at(uidx, plan.send_at)
     best_act = masked[np.arange(len(users)), best_k]
+    # the best hour the night's plan could have used (its slots, the user's window): what the hour model could reach
+    can = _plannable(wh, ds, day, hc, plan.send_at[:, None] + shifts[None, :], first_slot)
+    best_plannable = (np.where(allowed & can, act, 0.0).max(axis=1) if can is not None else None)
     aff = gt.affinity(uidx[row], shown_cat)
     best_aff = np.zeros(len(users))
     np.maximum.at(best_aff, row, aff)
@@ -372,6 +398,10 @@ def judge(wh: Warehouse, ds: str, quiet_hours: tuple[int, int] = (22, 8), seed: 
         "timing": {"users_with_5_opens": int(active.sum()),
                    "activity_ratio_chosen_vs_best": float(chosen_act[active].mean() / best_act[active].mean())
                    if active.any() else float("nan"),
+                   # how much of the best hour the plan's slots and the users' windows hold at all (1.0: the timing
+                   # gap is the hour model's; below: the plan's horizon, e.g. a local morning before the first slot)
+                   "activity_ratio_best_plannable_vs_best": float(best_plannable[active].mean() / best_act[active].mean())
+                   if best_plannable is not None and active.any() else None,
                    "activity_vs_uniform_chosen": float(24 * chosen_act.mean()),
                    "activity_vs_uniform_best": float(24 * best_act.mean()),
                    "activity_vs_uniform_push_1_0": float(24 * gt.activity_at(uidx, push1.send_at).mean())},
@@ -475,6 +505,9 @@ def lines(r: dict) -> list[str]:
             f"  timing: activity at the chosen hour / at the best allowed hour = {t['activity_ratio_chosen_vs_best']:.2f} "
             f"({t['users_with_5_opens']:,} users with >= 5 opens); x uniform: chosen {t['activity_vs_uniform_chosen']:.2f}, "
             f"best {t['activity_vs_uniform_best']:.2f}, Push 1.0 {t['activity_vs_uniform_push_1_0']:.2f}",
+            *([f"  timing: the best hour the plan's slots and the users' windows hold = "
+               f"{t['activity_ratio_best_plannable_vs_best']:.2f} of the best allowed (below 1: hours the plan "
+               "cannot reach, not the hour model's)"] if t.get("activity_ratio_best_plannable_vs_best") is not None else []),
             f"  matching: affinity of the best shown category {m['affinity_best_shown']:.2f} vs top category "
             f"{m['affinity_top_category']:.2f}; top category shown to {100 * m['share_top_category_shown']:.0f} %",
             f"  quality: shown items {q['shown_mean']:+.2f} vs live average {q['live_mean']:+.2f} (latent, sd 1)",
@@ -521,7 +554,8 @@ def run(settings, ds: str, loaded, baseline_warehouse: Path | None = None) -> di
                                     "(a closed loop's Push 1.0 arm keeps it under <evaluation>/baseline/warehouse)")
     q = loaded.config.platform.quiet_hours
     r = judge(wh, ds, (q.start_hour, q.end_hour), baseline_wh=other,
-              max_per_category=loaded.config.platform.feed.max_per_category)
+              max_per_category=loaded.config.platform.feed.max_per_category,
+              first_slot=loaded.config.platform.windows.first_send_hour_utc)
     path = wh.report("judge", ds, "judge")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(r, indent=2, default=float))

@@ -65,7 +65,8 @@ def live_day(spark, arm: Arm, send_day: str, spec: EvalSpec, baseline: Arm | Non
 
         q = loaded.config.platform.quiet_hours
         judged = judge(arm.wh, ds, (q.start_hour, q.end_hour), baseline_wh=baseline.wh if baseline else None,
-                       max_per_category=loaded.config.platform.feed.max_per_category)
+                       max_per_category=loaded.config.platform.feed.max_per_category,
+                       first_slot=loaded.config.platform.windows.first_send_hour_utc)
         judged["model_policy"] = json.loads(Path(planned_windows["report"]).read_text()).get("model_policy")
         log.info("\n".join(lines(judged)))
     planned = batches.run(s, ds, loaded, policy=policy_of(arm.name))

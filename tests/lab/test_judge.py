@@ -114,6 +114,28 @@ def test_the_judge_finds_the_timing_and_the_matching_gap_where_they_were_put(tmp
     assert sc["guess_you_like"]["lead_on_sale"] == 1.0      # nothing in the crafted world sells
 
 
+def test_the_judge_says_how_much_of_the_best_hour_the_plans_slots_hold(tmp_path):
+    """User 2's best hour is 18:00 UTC but their window in plan/eligible ends at 17:00 (the end of their local plan
+    day): no hour model could have sent there, and the judge says how much of the best hour the plan could reach at
+    all; user 1's 10:00 is inside theirs. Without plan/eligible the figure is absent, not made up."""
+    from lab.evaluation.judge import judge, lines
+
+    wh, gt = _crafted(tmp_path)
+    assert judge(wh, DS, quiet_hours=(22, 8))["timing"]["activity_ratio_best_plannable_vs_best"] is None
+    ts_t = pa.timestamp("us", tz="UTC")
+    wh.write_arrow(pa.table({
+        "user_id": pa.array([1, 2], pa.int64()), "scene_id": pa.array(["guess_you_like"] * 2),
+        "earliest_send_at": pa.array([_us(SEND_DAY, 0)] * 2, pa.int64()).cast(ts_t),
+        "plan_day_end": pa.array([_us(SEND_DAY, 24), _us(SEND_DAY, 17)], pa.int64()).cast(ts_t)}),
+        "plan/eligible", DS, "cfg-test")
+    r = judge(wh, DS, quiet_hours=(22, 8))
+    act = gt.user_hour_profile
+    t = r["timing"]
+    assert np.isclose(t["activity_ratio_best_plannable_vs_best"], (act[0, 10] + act[1, 16]) / (act[0, 10] + act[1, 18]))
+    assert t["activity_ratio_chosen_vs_best"] <= t["activity_ratio_best_plannable_vs_best"] < 0.6
+    assert any("the best hour the plan's slots and the users' windows hold = 0.50" in line for line in lines(r))
+
+
 def _with_behaviour(wh: Warehouse, views: dict[int, int], chats: dict[int, int]) -> None:
     """Add views and chats of user 1 on items (item -> count) on 2026-10-06: what behaviour shows of their quality
     (chats, unlike favs and carts, make no item relevant to the user's pushes)."""
