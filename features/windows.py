@@ -356,6 +356,17 @@ def _map_logistic(x: np.ndarray, y: np.ndarray, prior_mean: np.ndarray, prior_pr
     return theta
 
 
+def is_quiet(local_hour: np.ndarray, quiet: tuple[int, int]) -> np.ndarray:
+    """Whether each local hour lies inside quiet hours [start, end) (wrapping midnight when start > end; none when
+    start == end): the rule of core.config.schema.QuietHours.is_quiet, on arrays."""
+    qs, qe = quiet
+    if qs == qe:
+        return np.zeros(np.shape(local_hour), dtype=bool)
+    if qs < qe:
+        return (local_hour >= qs) & (local_hour < qe)
+    return (local_hour >= qs) | (local_hour < qe)
+
+
 def _standard_offset_hours(zone: str, year: int) -> float:
     """The zone's smaller UTC offset of January and July: its standard time (a plan-day rule that used the
     current offset would move a DST zone's plan day at each change, skipping or repeating a local day)."""
@@ -373,8 +384,7 @@ def plan_day_lead(zone: str, send_day: str, quiet: tuple[int, int], first_slot: 
     A fixed rule per zone, so consecutive nights plan consecutive local days: a zone's lead changes only when
     the quiet hours or the first slot do (one local day is then skipped, or repeated: fatigue's push history
     holds the previous plan's later slots, so the daily cap sees its pushes)."""
-    qs, qe = quiet
-    waking = [h for h in range(24) if not ((qs < qe and qs <= h < qe) or (qs > qe and (h >= qs or h < qe)))]
+    waking = np.flatnonzero(~is_quiet(np.arange(24), quiet)).tolist()
     offset = _standard_offset_hours(zone, int(send_day[:4]))
     reach = [sum(1 for h in waking if first_slot <= 24 * lead + h - offset <= SLOTS - 1) for lead in (0, 1)]
     return int(reach[1] > reach[0])
@@ -403,14 +413,8 @@ def allowed_slots(starts: list[datetime], local_hour: np.ndarray, earliest_us: n
     its hour, so it must not start earlier), before the end of the user's local plan day, at or after the
     plan's first usable slot, and its local hour is outside quiet hours [start, end)."""
     start_us = np.array([int(s.timestamp() * 1_000_000) for s in starts], dtype=np.int64)
-    qs, qe = quiet
-    if qs == qe:
-        quiet_mask = np.zeros_like(local_hour, dtype=bool)
-    elif qs < qe:
-        quiet_mask = (local_hour >= qs) & (local_hour < qe)
-    else:
-        quiet_mask = (local_hour >= qs) | (local_hour < qe)
-    ok = (start_us[None, :] >= earliest_us[:, None]) & (start_us[None, :] < end_us[:, None]) & ~quiet_mask
+    ok = (start_us[None, :] >= earliest_us[:, None]) & (start_us[None, :] < end_us[:, None]) & ~is_quiet(local_hour,
+                                                                                                       quiet)
     ok[:, :first_slot] = False
     return ok
 
@@ -629,8 +633,7 @@ def assign(value: np.ndarray, capacity: np.ndarray, explore: np.ndarray | None =
 def explore_draw(weights: np.ndarray, allowed: np.ndarray) -> np.ndarray:
     """[n, S] the exploration's probability of each slot: weights over the allowed slots, normalised (uniform for a
     user whose weights are all 0)."""
-    w = np.where(allowed, np.nan_to_num(np.asarray(weights, dtype=np.float64), nan=0.0), 0.0)
-    w = np.maximum(w, 0.0)
+    w = np.where(allowed, weights, 0.0).astype(np.float64)       # assign has checked them: finite, >= 0
     total = w.sum(axis=1, keepdims=True)
     uniform = allowed / np.maximum(allowed.sum(axis=1, keepdims=True), 1)
     return np.where(total > 0, w / np.where(total > 0, total, 1.0), uniform)

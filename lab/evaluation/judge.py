@@ -105,8 +105,9 @@ def _hour_choices(gt, users: np.ndarray, send_at: np.ndarray, quiet: tuple[int, 
     at = send_at[:, None] + ks[None, :] * US_PER_HOUR
     flat_u = np.repeat(idx, len(ks))
     lh = gt.local_hour(flat_u, at.ravel()).reshape(at.shape)
-    start, end = quiet
-    allowed = (lh >= end) & (lh < start) if end < start else (lh >= end) | (lh < start)
+    from features.windows import is_quiet
+
+    allowed = ~is_quiet(lh, quiet)
     act = gt.activity_at(flat_u, at.ravel()).reshape(at.shape)
     return ks * US_PER_HOUR, allowed, act
 

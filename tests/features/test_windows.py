@@ -609,3 +609,17 @@ def test_users_whose_plan_days_differ_in_type_are_each_timed_by_their_own_days(t
     assert "300 users by their working-day hours (plan days ['2026-10-30'])" in why
     same, _, _, why_one = _profiles(wh, "2026-10-29", users, w)                  # default: the send day for all
     assert (same.argmax(axis=1) == 9).all() and "days-off" not in why_one
+
+
+def test_the_array_quiet_hours_rule_is_the_configs_rule():
+    """features.windows.is_quiet (slots, plan days, the judge) against core.config.schema.QuietHours.is_quiet, for
+    every start, end and hour: wrapping midnight, not wrapping, and no quiet hours at all."""
+    from core.config.schema import QuietHours
+    from features.windows import is_quiet
+
+    hours = np.arange(24)
+    for start in range(24):
+        for end in range(24):
+            want = [QuietHours(start_hour=start, end_hour=end).is_quiet(int(h)) for h in hours]
+            assert is_quiet(hours, (start, end)).tolist() == want, (start, end)
+    assert is_quiet(hours, (22, 8)).sum() == 10 and not is_quiet(hours, (5, 5)).any()
