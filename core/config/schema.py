@@ -163,7 +163,7 @@ class Feed(_Strict):
     explore_share: float = Field(0.05, ge=0, le=0.5, description="users (a hash of user and day) who get a "
                                  "uniformly drawn scene of theirs instead of the best, propensity logged: how "
                                  "scenes the history lacks get data")
-    reserves: int = Field(3, ge=0, le=20, description="per feed, the scene's next this many candidates held in "
+    reserves: int = Field(10, ge=0, le=20, description="per feed, the scene's next this many candidates held in "
                           "reserve: an item that sold between the plan and the send is replaced by the first reserve "
                           "still on sale (0: a feed only loses items)")
     shortlist_per_category: int | None = Field(
