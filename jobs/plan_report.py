@@ -3,8 +3,8 @@
 Writes reports/plan/ds=<ds>/plan.json and plan.html (self-contained: inline SVG chart, no scripts, no
 network) and logs both to MLflow (experiment `hermes-plan`, one run per ds, with the headline metrics).
 Contents: volume per scene, suppressed counts by reason, hourly load against capacity for Hermes and the
-baseline, expected open rate per scene, expected opens of Hermes vs the baseline on the same users, and
-the send-window optimiser's loss against the unconstrained optimum.
+baseline, expected open rate per scene, expected opens of Hermes vs the baseline on the same users, the
+send-window optimiser's loss against the unconstrained optimum, and the listings the most pushes lead with.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ EXPERIMENT = "hermes-plan"
 
 
 def build(wh: Warehouse, ds: str, loaded) -> dict:
+    import numpy as np
     import pyarrow.compute as pc
 
     from jobs.windows import WINDOWS, feed_interest, send_day
@@ -37,6 +38,10 @@ def build(wh: Warehouse, ds: str, loaded) -> dict:
         d = {c: t[c].to_numpy(zero_copy_only=False) for c in ("user_id", "scene_id", "slot", "p_open", "explored")}
         d["reason"] = t["reason"].to_pylist()
         d["items"] = pc.fill_null(pc.list_value_length(t["item_ids"]), 0).to_numpy()
+        # each push's first item (-1 for none): the flat items at each feed's start
+        flat = pc.list_flatten(t["item_ids"]).to_numpy(zero_copy_only=False).astype(np.int64)
+        starts = np.concatenate([[0], np.cumsum(d["items"])[:-1]]).astype(np.int64)
+        d["lead"] = np.where(d["items"] > 0, flat[np.minimum(starts, max(len(flat) - 1, 0))] if len(flat) else -1, -1)
         d["interest"] = feed_interest(t)
         pol[policy] = d
     scenes = {}
@@ -78,11 +83,33 @@ def build(wh: Warehouse, ds: str, loaded) -> dict:
             # the model version's feed-level recalibration the windows applied (its c: what a longer feed adds)
             "recalibration": stats.get("recalibration"),
             "feed_estimate": feed_estimate(h["items"][got], stats.get("recalibration")),
+            "lead_listings": lead_concentration(h["lead"][got & (h["items"] > 0)]),
             "scene_estimate": scene_estimate(scenes, stats.get("history_scenes"), stats.get("model_policy")),
             "funnel": {"audience_pairs": n_aud, "eligible_pairs": n_el, "suppressed_pairs": len(sup),
                        "planned_users": per_policy["hermes"]["planned"], "pushes": per_policy["hermes"]["pushes"]},
             "suppressed_by_reason": dict(sorted(Counter(sup).items(), key=lambda kv: -kv[1])),
             "scenes": scenes, "policies": per_policy, "same_users": same, "inputs": _inputs(wh, ds)}
+
+
+def lead_concentration(leads, top: int = 5) -> dict:
+    """How many of Hermes' pushes each listing leads (names in the notification). leads: the first item of each
+    push with a slot. A second-hand listing sells once: when one leads a large share of the night, its sale before
+    the send turns that many feeds over to their next items or reserves at once, and that share of the night's
+    expected opens rests on one listing's estimate. The report names the most-pushed listings so whoever reads the
+    plan sees it; nothing here changes the plan."""
+    import numpy as np
+
+    leads = np.asarray(leads, dtype=np.int64)
+    if not len(leads):
+        return {"pushes": 0, "distinct_leads": 0, "top_share": 0.0, "top": [], "note": "no push leads a listing"}
+    ids, counts = np.unique(leads, return_counts=True)
+    order = np.lexsort((ids, -counts))[:top]
+    best = [[int(ids[i]), int(counts[i])] for i in order]
+    share = best[0][1] / len(leads)
+    note = (f"{len(ids):,} listings lead the night's {len(leads):,} pushes; the most pushed, item {best[0][0]}, leads "
+            f"{best[0][1]:,} ({share:.0%}), the top {len(best)} together {sum(c for _, c in best) / len(leads):.0%}")
+    return {"pushes": int(len(leads)), "distinct_leads": int(len(ids)), "top_share": round(float(share), 4),
+            "top": best, "note": note}
 
 
 def feed_estimate(items, recalibration: dict | None) -> dict:
@@ -244,6 +271,7 @@ def render_html(r: dict) -> str:
         _recalibration(r.get("recalibration")),
         f"<p>{html.escape(r['feed_estimate']['note'])}</p>" if r.get("feed_estimate") else "",
         f"<p>{html.escape(r['scene_estimate']['note'])}</p>" if r.get("scene_estimate") else "",
+        f"<p>{html.escape(r['lead_listings']['note'])}</p>" if r.get("lead_listings") else "",
         f"<div class='kpi'>pushes (Hermes)<b>{h['pushes']:,}</b></div>"
         f"<div class='kpi'>expected opens<b>{h['expected_opens']:,.0f}</b></div>"
         f"<div class='kpi'>expected open rate<b>{100 * h['expected_open_rate']:.2f}%</b></div>"
@@ -309,7 +337,9 @@ def run(settings: Settings, ds: str, loaded, log_to_mlflow: bool = True) -> dict
                                 "baseline_pushes": b["pushes"], "baseline_expected_opens": b["expected_opens"],
                                 "hermes_peak_load": h["peak_load"], "baseline_peak_load": b["peak_load"],
                                 "window_loss_vs_unconstrained": h["loss_vs_unconstrained"] or 0.0,
-                                "same_users_ratio": report["same_users"]["ratio"] or 0.0})
+                                "same_users_ratio": report["same_users"]["ratio"] or 0.0,
+                                "distinct_lead_listings": report["lead_listings"]["distinct_leads"],
+                                "top_lead_listing_share": report["lead_listings"]["top_share"]})
             mlflow.log_artifact(str(folder / "plan.html"))
             mlflow.log_artifact(str(folder / "plan.json"))
             run_id = r.info.run_id

@@ -137,6 +137,11 @@ def test_nightly_dag_runs_to_success_and_writes_its_partition(world, settings, s
     assert all(r["scene_id"] == "seller_stats" for r in own)
     plan = json.loads(wh.report("plan", ds, "plan").read_text())
     assert plan["policies"]["hermes"]["pushes"] == len(assigned)
+    # the listings the pushes lead with, counted from the plan itself
+    leads = assigned.item_ids.map(lambda x: x[0]).value_counts()
+    assert plan["lead_listings"]["pushes"] == len(assigned) and plan["lead_listings"]["distinct_leads"] == len(leads)
+    item, pushes = plan["lead_listings"]["top"][0]
+    assert pushes == leads.max() and leads[item] == pushes
     # each feed says which of its items are of the user's interest (a fav, a cart, a followed seller), one flag per
     # item; the report's share is of the pushes holding one (price_drop_fav's feeds are favourited items by recall)
     assert (assigned.item_interest.map(len) == assigned.item_ids.map(len)).all()

@@ -90,6 +90,23 @@ def test_the_expected_opens_of_longer_feeds_are_called_a_floor_until_a_length_te
     assert "so the expected opens are a floor" in render_html(r)
 
 
+def test_the_most_pushed_listings_are_counted_and_named():
+    import numpy as np
+
+    from jobs.plan_report import lead_concentration
+
+    leads = np.array([7] * 6 + [3] * 2 + [9, 4])
+    c = lead_concentration(leads, top=2)
+    assert c["pushes"] == 10 and c["distinct_leads"] == 4 and c["top_share"] == 0.6
+    assert c["top"] == [[7, 6], [3, 2]]                        # most pushed first; ties by item id
+    assert c["note"] == "4 listings lead the night's 10 pushes; the most pushed, item 7, leads 6 (60%), the top 2 together 80%"
+    assert lead_concentration(np.array([9, 4]))["top"] == [[4, 1], [9, 1]]
+    assert lead_concentration(np.array([], dtype=np.int64))["distinct_leads"] == 0
+    r = report()
+    r["lead_listings"] = c
+    assert "the most pushed, item 7, leads 6 (60%)" in render_html(r)
+
+
 def test_the_planned_scenes_the_models_history_never_showed_are_named_with_their_share():
     from jobs.plan_report import scene_estimate
 
