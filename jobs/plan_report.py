@@ -38,10 +38,11 @@ def build(wh: Warehouse, ds: str, loaded) -> dict:
         d = {c: t[c].to_numpy(zero_copy_only=False) for c in ("user_id", "scene_id", "slot", "p_open", "explored")}
         d["reason"] = t["reason"].to_pylist()
         d["items"] = pc.fill_null(pc.list_value_length(t["item_ids"]), 0).to_numpy()
-        # each push's first item (-1 for none): the flat items at each feed's start
+        # each push's first item (-1 for none): the flat items at each non-empty feed's start
         flat = pc.list_flatten(t["item_ids"]).to_numpy(zero_copy_only=False).astype(np.int64)
-        starts = np.concatenate([[0], np.cumsum(d["items"])[:-1]]).astype(np.int64)
-        d["lead"] = np.where(d["items"] > 0, flat[np.minimum(starts, max(len(flat) - 1, 0))] if len(flat) else -1, -1)
+        has = d["items"] > 0
+        d["lead"] = np.full(len(has), -1, dtype=np.int64)
+        d["lead"][has] = flat[(np.cumsum(d["items"]) - d["items"])[has]]
         d["interest"] = feed_interest(t)
         pol[policy] = d
     scenes = {}
